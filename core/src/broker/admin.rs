@@ -1,0 +1,300 @@
+//! Queue administration: declare, delete, purge, list, stats.
+
+use chute_protocol::{
+    BreakerState, ConsumerInfo, Done, ErrorCode, FrameKind, QueueDeclare, QueueDeclareOk,
+    QueueDelete, QueueList, QueueListOk, QueueOptions, QueuePurge, QueueStats, QueueStatsOk,
+    QueueStatsRequest, QueueSummary, SubscriptionCancelled, LIST_PAGE_MAX,
+};
+
+use super::Broker;
+use crate::ids::{ConnId, QueueId};
+use crate::io::{Event, Output};
+use crate::names::check_name;
+use crate::queue::Queue;
+
+impl Broker {
+    pub(super) fn handle_declare(&mut self, conn: ConnId, declare: QueueDeclare) {
+        let request_id = declare.request_id;
+        match self.declare_queue(&declare.name, declare.options, declare.passive) {
+            Ok((created, options)) => {
+                let ok = QueueDeclareOk {
+                    request_id,
+                    created,
+                    options,
+                };
+                self.reply(conn, FrameKind::QueueDeclareOk, &ok);
+            }
+            Err((code, message)) => self.reply_error(conn, request_id, code, message),
+        }
+    }
+
+    /// Creates the queue, or checks an existing one has the same options. Returns whether it
+    /// was created and the options in force.
+    pub fn declare_queue(
+        &mut self,
+        name: &str,
+        options: QueueOptions,
+        passive: bool,
+    ) -> Result<(bool, QueueOptions), (ErrorCode, String)> {
+        check_name("queue name", name).map_err(|e| (ErrorCode::INVALID_ARGUMENT, e.to_string()))?;
+        if let Some(id) = self.queue_ids.get(name) {
+            let existing = &self.queues[id].options;
+            if passive || *existing == options {
+                return Ok((false, existing.clone()));
+            }
+            let message = format!(
+                "queue {name:?} exists with different options: {}",
+                describe_difference(existing, &options)
+            );
+            return Err((ErrorCode::QUEUE_OPTIONS_MISMATCH, message));
+        }
+        if passive {
+            return Err((
+                ErrorCode::NO_SUCH_QUEUE,
+                format!("queue {name:?} does not exist"),
+            ));
+        }
+        validate_options(name, &options).map_err(|m| (ErrorCode::INVALID_QUEUE_OPTIONS, m))?;
+        if self.queues.len() >= self.config.limits.queues_max as usize {
+            let max = self.config.limits.queues_max;
+            return Err((
+                ErrorCode::RESOURCE_LIMIT,
+                format!("queues_max ({max}) reached"),
+            ));
+        }
+        let id = QueueId(self.next_queue_id);
+        self.next_queue_id += 1;
+        self.queues
+            .insert(id, Queue::new(id, name.to_string(), options.clone()));
+        self.queue_ids.insert(name.to_string(), id);
+        self.outputs.push_back(Output::Event(Event::QueueCreated {
+            name: name.to_string(),
+        }));
+        Ok((true, options))
+    }
+
+    pub(super) fn handle_delete(&mut self, conn: ConnId, delete: QueueDelete) {
+        let request_id = delete.request_id;
+        let Some(id) = self.lookup_queue(conn, request_id, &delete.name) else {
+            return;
+        };
+        let queue = &self.queues[&id];
+        if delete.if_empty && queue.messages_len() > 0 {
+            let message = format!(
+                "queue {:?} holds {} messages",
+                delete.name,
+                queue.messages_len()
+            );
+            return self.reply_error(conn, request_id, ErrorCode::QUEUE_IN_USE, message);
+        }
+        if delete.if_unused && !queue.consumers().is_empty() {
+            let message = format!(
+                "queue {:?} has {} consumers",
+                delete.name,
+                queue.consumers().len()
+            );
+            return self.reply_error(conn, request_id, ErrorCode::QUEUE_IN_USE, message);
+        }
+        let count = self.delete_queue(id);
+        self.reply(conn, FrameKind::Done, &Done { request_id, count });
+    }
+
+    /// Removes a queue, ending its subscriptions. Deliveries of its messages still in flight
+    /// settle into nothing. Returns how many messages it held.
+    fn delete_queue(&mut self, id: QueueId) -> u64 {
+        let frame_size_max = self.config.limits.frame_size_max;
+        let queue = self.queues.remove(&id).expect("queue exists");
+        self.queue_ids.remove(&queue.name);
+        for consumer in queue.consumers() {
+            let connection = self.connection_mut(consumer.conn);
+            connection.subscriptions.remove(&consumer.subscription);
+            let cancelled = SubscriptionCancelled {
+                subscription: consumer.subscription,
+                code: ErrorCode::NO_SUCH_QUEUE,
+                message: format!("queue {:?} was deleted", queue.name),
+            };
+            connection.send(FrameKind::SubscriptionCancelled, &cancelled, frame_size_max);
+            self.mark_dirty(consumer.conn);
+        }
+        self.outputs.push_back(Output::Event(Event::QueueDeleted {
+            name: queue.name.clone(),
+        }));
+        queue.messages_len()
+    }
+
+    pub(super) fn handle_purge(&mut self, conn: ConnId, purge: QueuePurge) {
+        let request_id = purge.request_id;
+        let Some(id) = self.lookup_queue(conn, request_id, &purge.name) else {
+            return;
+        };
+        let count = self.queues.get_mut(&id).expect("queue exists").purge();
+        self.reply(conn, FrameKind::Done, &Done { request_id, count });
+    }
+
+    pub(super) fn handle_list(&mut self, conn: ConnId, list: QueueList) {
+        let limit = (list.limit as usize).clamp(1, LIST_PAGE_MAX);
+        let after = list.after.unwrap_or_default();
+        let mut names = self.queue_ids.range::<str, _>((
+            std::ops::Bound::Excluded(after.as_str()),
+            std::ops::Bound::Unbounded,
+        ));
+        let queues: Vec<QueueSummary> = names
+            .by_ref()
+            .take(limit)
+            .map(|(_, id)| {
+                let queue = &self.queues[id];
+                QueueSummary {
+                    name: queue.name.clone(),
+                    ready: queue.ready_len(),
+                    in_flight: queue.in_flight,
+                    consumers: queue.consumers().len() as u32,
+                }
+            })
+            .collect();
+        let more = names.next().is_some();
+        let ok = QueueListOk {
+            request_id: list.request_id,
+            queues,
+            more,
+        };
+        self.reply(conn, FrameKind::QueueListOk, &ok);
+    }
+
+    pub(super) fn handle_stats(&mut self, conn: ConnId, request: QueueStatsRequest) {
+        let request_id = request.request_id;
+        let Some(id) = self.lookup_queue(conn, request_id, &request.name) else {
+            return;
+        };
+        let stats = self.queue_stats(id);
+        self.reply(
+            conn,
+            FrameKind::QueueStatsOk,
+            &QueueStatsOk { request_id, stats },
+        );
+    }
+
+    fn queue_stats(&self, id: QueueId) -> QueueStats {
+        let queue = &self.queues[&id];
+        let consumers = queue
+            .consumers()
+            .iter()
+            .take(LIST_PAGE_MAX)
+            .map(|key| {
+                let connection = &self.connections[&key.conn];
+                let in_flight = connection
+                    .in_flight
+                    .values()
+                    .filter(|f| f.queue == id)
+                    .count();
+                ConsumerInfo {
+                    connection_id: key.conn.0,
+                    subscription: key.subscription,
+                    credit: connection.subscriptions[&key.subscription].credit,
+                    in_flight: in_flight as u32,
+                    breaker: BreakerState::Closed,
+                }
+            })
+            .collect();
+        QueueStats {
+            name: queue.name.clone(),
+            options: queue.options.clone(),
+            ready: queue.ready_len(),
+            delayed: 0,
+            in_flight: queue.in_flight,
+            group_blocked: 0,
+            bytes: queue.bytes,
+            dead_letters: 0,
+            counters: queue.counters.clone(),
+            consumers,
+            bindings: Vec::new(),
+        }
+    }
+
+    /// The id of the named queue, or an error reply and `None`.
+    pub(super) fn lookup_queue(
+        &mut self,
+        conn: ConnId,
+        request_id: u32,
+        name: &str,
+    ) -> Option<QueueId> {
+        let id = self.queue_ids.get(name).copied();
+        if id.is_none() {
+            let message = format!("queue {name:?} does not exist");
+            self.reply_error(conn, request_id, ErrorCode::NO_SUCH_QUEUE, message);
+        }
+        id
+    }
+
+    pub(super) fn reply<T: serde::Serialize>(&mut self, conn: ConnId, kind: FrameKind, body: &T) {
+        let frame_size_max = self.config.limits.frame_size_max;
+        self.connection_mut(conn).send(kind, body, frame_size_max);
+        self.mark_dirty(conn);
+    }
+
+    pub(super) fn reply_error(
+        &mut self,
+        conn: ConnId,
+        request_id: u32,
+        code: ErrorCode,
+        message: String,
+    ) {
+        let frame_size_max = self.config.limits.frame_size_max;
+        self.connection_mut(conn)
+            .send_error(request_id, code, message, frame_size_max);
+        self.mark_dirty(conn);
+    }
+}
+
+fn validate_options(name: &str, options: &QueueOptions) -> Result<(), String> {
+    if options.dead_letter.as_deref() == Some(name) {
+        return Err(format!(
+            "queue {name:?} cannot be its own dead-letter queue"
+        ));
+    }
+    if let Some(target) = &options.dead_letter {
+        check_name("dead-letter queue name", target).map_err(|e| e.to_string())?;
+    }
+    if options.lease_ms == 0 {
+        return Err("lease_ms must be at least 1".into());
+    }
+    if options.backoff.factor_percent < 100 {
+        return Err("backoff.factor_percent must be at least 100 (no shrinking delays)".into());
+    }
+    if options.backoff.base_ms > options.backoff.max_ms {
+        return Err("backoff.base_ms must not exceed backoff.max_ms".into());
+    }
+    if options.attempts_max == Some(0) {
+        return Err("attempts_max must be at least 1 (or unset for unlimited)".into());
+    }
+    Ok(())
+}
+
+/// Names the first option that differs, for the mismatch error.
+fn describe_difference(existing: &QueueOptions, requested: &QueueOptions) -> String {
+    macro_rules! first_difference {
+        ($($field:ident),*) => {
+            $( if existing.$field != requested.$field {
+                return format!(
+                    "{} is {:?}, requested {:?}",
+                    stringify!($field), existing.$field, requested.$field
+                );
+            } )*
+        };
+    }
+    first_difference!(
+        durability,
+        messages_max,
+        bytes_max,
+        overflow,
+        ttl_ms,
+        expiry,
+        dead_letter,
+        attempts_max,
+        backoff,
+        lease_ms,
+        dedup_window_ms,
+        publish_rate,
+        breaker
+    );
+    "no difference".into()
+}

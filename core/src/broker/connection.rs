@@ -1,0 +1,160 @@
+//! One client connection as the broker sees it: its handshake state, its inbound frame reader,
+//! its outbound buffer and backlog, its subscriptions and the deliveries it holds.
+
+use std::collections::BTreeMap;
+
+use bytes::BytesMut;
+use chute_protocol::{
+    encode_body, push_to_ranges, ErrorCode, ErrorFrame, FrameKind, FrameReader, Range,
+};
+use serde::Serialize;
+
+use crate::ids::QueueId;
+use crate::queue::Message;
+use crate::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// Waiting for the preface and `Hello`.
+    AwaitingHello,
+    Open,
+}
+
+/// Why reading from a connection is paused. Reading resumes when no reason remains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PauseReasons {
+    /// More than `connection_outbound_bytes_max` is queued for the socket.
+    pub outbound_backlog: bool,
+}
+
+impl PauseReasons {
+    pub fn any(self) -> bool {
+        self.outbound_backlog
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub queue: QueueId,
+    pub credit: u32,
+}
+
+/// A delivery the connection holds and must settle.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub queue: QueueId,
+    pub message: Message,
+}
+
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub state: ConnState,
+    pub reader: FrameReader,
+    /// Encoded frames not yet handed to the driver.
+    pub out: BytesMut,
+    /// Handed to the driver in `Send` but not yet reported `Flushed`.
+    pub unflushed_bytes: u64,
+    /// Deliveries chosen in the current dispatch pass and not yet encoded into `out`.
+    pub chosen_bytes: u64,
+    pub in_dirty_list: bool,
+    pub paused: PauseReasons,
+    /// Whether the driver was last told to pause (so each transition is emitted once).
+    pub read_paused_output: bool,
+    pub accepted_at: Instant,
+    pub last_received: Instant,
+    pub last_sent: Instant,
+    pub heartbeat_ms: u32,
+    /// The instant this connection's timer is registered for, if any.
+    pub timer_at: Option<Instant>,
+    pub client_name: String,
+    /// Sequence number the next published message takes.
+    pub next_publish_seq: u64,
+    /// Publishes accepted since the last `Confirm` was encoded.
+    pub confirm_ranges: Vec<Range>,
+    pub subscriptions: BTreeMap<u32, Subscription>,
+    pub next_tag: u64,
+    pub in_flight: BTreeMap<u64, InFlight>,
+}
+
+impl Connection {
+    pub fn new(now: Instant, frame_size_max: u32) -> Connection {
+        Connection {
+            state: ConnState::AwaitingHello,
+            reader: FrameReader::expecting_preface(frame_size_max),
+            out: BytesMut::new(),
+            unflushed_bytes: 0,
+            chosen_bytes: 0,
+            in_dirty_list: false,
+            paused: PauseReasons::default(),
+            read_paused_output: false,
+            accepted_at: now,
+            last_received: now,
+            last_sent: now,
+            heartbeat_ms: 0,
+            timer_at: None,
+            client_name: String::new(),
+            next_publish_seq: 1,
+            confirm_ranges: Vec::new(),
+            subscriptions: BTreeMap::new(),
+            next_tag: 1,
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    /// Bytes queued for this connection's socket, in the core and in the driver.
+    pub fn outbound_backlog(&self) -> u64 {
+        self.unflushed_bytes + self.out.len() as u64 + self.chosen_bytes
+    }
+
+    /// Encodes a frame into the outbound buffer. A body too large for a frame becomes an
+    /// `internal` error frame instead (a response the broker cannot fit is the broker's bug).
+    pub fn send<T: Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T, frame_size_max: u32) {
+        if let Err(err) = encode_body(kind, body, &mut self.out, frame_size_max) {
+            let frame = ErrorFrame {
+                request_id: 0,
+                code: ErrorCode::INTERNAL,
+                retriable: false,
+                retry_after_ms: 0,
+                message: format!("response could not be encoded: {err}"),
+            };
+            encode_body(FrameKind::Error, &frame, &mut self.out, frame_size_max)
+                .expect("a short error frame always fits");
+        }
+    }
+
+    pub fn send_error(
+        &mut self,
+        request_id: u32,
+        code: ErrorCode,
+        message: String,
+        frame_size_max: u32,
+    ) {
+        let frame = ErrorFrame {
+            request_id,
+            code,
+            retriable: code.is_retriable(),
+            retry_after_ms: 0,
+            message,
+        };
+        self.send(FrameKind::Error, &frame, frame_size_max);
+    }
+
+    /// Records an accepted publish for the next `Confirm`.
+    pub fn confirm(&mut self, seq: u64) {
+        push_to_ranges(&mut self.confirm_ranges, seq);
+    }
+
+    /// Whether the broker may queue more deliveries for this connection now.
+    pub fn can_take_deliveries(&self, outbound_bytes_max: u64) -> bool {
+        self.state == ConnState::Open && self.outbound_backlog() < outbound_bytes_max
+    }
+
+    /// Idle timeout: three heartbeat intervals without a byte from the client.
+    pub fn idle_deadline(&self) -> Instant {
+        self.last_received.plus_ms(3 * u64::from(self.heartbeat_ms))
+    }
+
+    pub fn heartbeat_deadline(&self) -> Instant {
+        self.last_sent.plus_ms(u64::from(self.heartbeat_ms))
+    }
+}

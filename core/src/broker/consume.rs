@@ -1,0 +1,195 @@
+//! Subscriptions, credit, and settling deliveries.
+
+use chute_protocol::{
+    Ack, Credit, Done, ErrorCode, Frame, FrameKind, Nack, Range, Subscribe, Unsubscribe,
+};
+
+use super::connection::{InFlight, Subscription};
+use super::Broker;
+use crate::ids::ConnId;
+use crate::queue::ConsumerKey;
+
+impl Broker {
+    pub(super) fn handle_subscribe(&mut self, conn: ConnId, subscribe: Subscribe) {
+        let request_id = subscribe.request_id;
+        let limits = &self.config.limits;
+        let (credit_max, subscriptions_max) =
+            (limits.credit_max, limits.subscriptions_per_connection_max);
+        let Some(queue) = self.lookup_queue(conn, request_id, &subscribe.queue) else {
+            return;
+        };
+        let connection = self.connection_mut(conn);
+        let refusal = if connection
+            .subscriptions
+            .contains_key(&subscribe.subscription)
+        {
+            Some((
+                ErrorCode::SUBSCRIPTION_EXISTS,
+                format!("subscription {} is active", subscribe.subscription),
+            ))
+        } else if connection.subscriptions.len() >= subscriptions_max as usize {
+            Some((
+                ErrorCode::RESOURCE_LIMIT,
+                format!("subscriptions_max ({subscriptions_max}) reached"),
+            ))
+        } else if subscribe.credit > credit_max {
+            Some((
+                ErrorCode::CREDIT_OVERFLOW,
+                format!(
+                    "credit {} exceeds credit_max ({credit_max})",
+                    subscribe.credit
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            return self.reply_error(conn, request_id, code, message);
+        }
+        let subscription = Subscription {
+            queue,
+            credit: subscribe.credit,
+        };
+        connection
+            .subscriptions
+            .insert(subscribe.subscription, subscription);
+        let key = ConsumerKey {
+            conn,
+            subscription: subscribe.subscription,
+        };
+        self.queues
+            .get_mut(&queue)
+            .expect("queue resolved")
+            .add_consumer(key);
+        self.dirty_queues.insert(queue);
+        self.reply(
+            conn,
+            FrameKind::Done,
+            &Done {
+                request_id,
+                count: 0,
+            },
+        );
+    }
+
+    pub(super) fn handle_credit(&mut self, conn: ConnId, credit: Credit) {
+        let credit_max = self.config.limits.credit_max;
+        let connection = self.connection_mut(conn);
+        let Some(subscription) = connection.subscriptions.get_mut(&credit.subscription) else {
+            let message = format!("subscription {} is not active", credit.subscription);
+            return self.reply_error(conn, 0, ErrorCode::NO_SUCH_SUBSCRIPTION, message);
+        };
+        let total = u64::from(subscription.credit) + u64::from(credit.credit);
+        if total > u64::from(credit_max) {
+            let message = format!("credit would reach {total}, above credit_max ({credit_max})");
+            return self.reply_error(conn, 0, ErrorCode::CREDIT_OVERFLOW, message);
+        }
+        subscription.credit = total as u32;
+        let queue = subscription.queue;
+        self.dirty_queues.insert(queue);
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, conn: ConnId, unsubscribe: Unsubscribe) {
+        let request_id = unsubscribe.request_id;
+        let connection = self.connection_mut(conn);
+        let Some(subscription) = connection.subscriptions.remove(&unsubscribe.subscription) else {
+            let message = format!("subscription {} is not active", unsubscribe.subscription);
+            return self.reply_error(conn, request_id, ErrorCode::NO_SUCH_SUBSCRIPTION, message);
+        };
+        if let Some(queue) = self.queues.get_mut(&subscription.queue) {
+            queue.remove_consumer(ConsumerKey {
+                conn,
+                subscription: unsubscribe.subscription,
+            });
+        }
+        self.reply(
+            conn,
+            FrameKind::Done,
+            &Done {
+                request_id,
+                count: 0,
+            },
+        );
+    }
+
+    pub(super) fn handle_ack(&mut self, conn: ConnId, ack: Ack) {
+        let settled = self.take_in_flight(conn, ack.request_id, &ack.ranges);
+        for in_flight in settled {
+            if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
+                queue.settle_acked(&in_flight.message);
+            }
+        }
+        self.reply_settled(conn, ack.request_id);
+    }
+
+    /// Nacked messages return to the front of their queue, in the order they were delivered.
+    pub(super) fn handle_nack(&mut self, conn: ConnId, nack: Nack) {
+        let settled = self.take_in_flight(conn, nack.request_id, &nack.ranges);
+        for in_flight in settled.into_iter().rev() {
+            if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
+                queue.counters.nacked += 1;
+                queue.requeue_front(in_flight.message);
+                self.dirty_queues.insert(in_flight.queue);
+            }
+        }
+        self.reply_settled(conn, nack.request_id);
+    }
+
+    fn reply_settled(&mut self, conn: ConnId, request_id: u32) {
+        if request_id != 0 && self.connections.contains_key(&conn) {
+            self.reply(
+                conn,
+                FrameKind::Done,
+                &Done {
+                    request_id,
+                    count: 0,
+                },
+            );
+        }
+    }
+
+    /// Removes the named deliveries from the connection, in tag order. Tags that are not
+    /// outstanding earn one `unknown-delivery-tag` error for the whole frame; the known ones
+    /// are still settled, so a duplicate ack is harmless.
+    fn take_in_flight(&mut self, conn: ConnId, request_id: u32, ranges: &[Range]) -> Vec<InFlight> {
+        let connection = self.connection_mut(conn);
+        let mut settled = Vec::new();
+        let mut unknown = 0u64;
+        for range in ranges {
+            let Some(last) = range.last() else {
+                unknown += 1;
+                continue;
+            };
+            let tags: Vec<u64> = connection
+                .in_flight
+                .range(range.first..=last)
+                .map(|(tag, _)| *tag)
+                .collect();
+            unknown += u64::from(range.count) - tags.len() as u64;
+            settled.extend(
+                tags.into_iter()
+                    .filter_map(|tag| connection.in_flight.remove(&tag)),
+            );
+        }
+        if unknown > 0 {
+            let message = format!("{unknown} delivery tags are not outstanding on this connection");
+            self.reply_error(conn, request_id, ErrorCode::UNKNOWN_DELIVERY_TAG, message);
+        }
+        settled
+    }
+
+    /// Frames of the protocol whose behaviour the broker does not serve in this build.
+    pub(super) fn handle_not_yet_served(&mut self, conn: ConnId, frame: Frame) {
+        let request_id = match &frame {
+            Frame::Bind(b) | Frame::Unbind(b) => b.request_id,
+            Frame::Reject(r) => r.request_id,
+            Frame::Touch(t) => t.request_id,
+            Frame::DlqList(l) => l.request_id,
+            Frame::DlqInspect(i) => i.request_id,
+            Frame::DlqRedrive(r) => r.request_id,
+            _ => 0,
+        };
+        let message = format!("{:?} is not supported by this server yet", frame.kind());
+        self.reply_error(conn, request_id, ErrorCode::UNEXPECTED_FRAME, message);
+    }
+}

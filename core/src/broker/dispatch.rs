@@ -1,0 +1,117 @@
+//! Delivering ready messages to consumers with credit, round robin, in batches.
+
+use chute_protocol::{Deliver, FrameKind, DELIVER_BATCH_MAX};
+
+use super::connection::InFlight;
+use super::Broker;
+use crate::ids::{ConnId, QueueId};
+
+/// One delivery chosen during a dispatch pass, encoded after the pass.
+struct Chosen {
+    conn: ConnId,
+    subscription: u32,
+    tag: u64,
+}
+
+impl Broker {
+    pub(super) fn dispatch_dirty_queues(&mut self) {
+        while let Some(queue) = self.dirty_queues.pop_first() {
+            self.dispatch(queue);
+        }
+    }
+
+    /// Hands ready messages to consumers in turn while any has credit and room.
+    fn dispatch(&mut self, queue_id: QueueId) {
+        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let mut chosen = Vec::new();
+        let Some(queue) = self.queues.get_mut(&queue_id) else {
+            return;
+        };
+        while queue.has_ready() {
+            let next = queue.consumers_in_turn().find(|(_, key)| {
+                let connection = &self.connections[&key.conn];
+                connection.can_take_deliveries(outbound_max)
+                    && connection.subscriptions[&key.subscription].credit > 0
+            });
+            let Some((index, key)) = next else { break };
+            queue.advance_turn(index);
+            let mut message = queue.take_next().expect("queue has ready messages");
+            message.attempts += 1;
+            let connection = self
+                .connections
+                .get_mut(&key.conn)
+                .expect("consumer's connection");
+            connection.chosen_bytes += message.delivery_size_estimate() as u64;
+            connection
+                .subscriptions
+                .get_mut(&key.subscription)
+                .expect("consumer's subscription")
+                .credit -= 1;
+            let tag = connection.next_tag;
+            connection.next_tag += 1;
+            connection.in_flight.insert(
+                tag,
+                InFlight {
+                    queue: queue_id,
+                    message,
+                },
+            );
+            chosen.push(Chosen {
+                conn: key.conn,
+                subscription: key.subscription,
+                tag,
+            });
+        }
+        self.encode_deliveries(chosen);
+    }
+
+    /// Groups the chosen deliveries by connection and subscription into `Deliver` frames that
+    /// respect the batch and frame size limits.
+    fn encode_deliveries(&mut self, mut chosen: Vec<Chosen>) {
+        let frame_size_max = self.config.limits.frame_size_max;
+        // Stable sort: each consumer's deliveries stay in the order they were chosen.
+        chosen.sort_by_key(|c| (c.conn, c.subscription));
+        let mut rest = chosen.as_slice();
+        while let Some(first) = rest.first() {
+            let (conn, subscription) = (first.conn, first.subscription);
+            let run = rest
+                .iter()
+                .take_while(|c| c.conn == conn && c.subscription == subscription)
+                .count();
+            let connection = self
+                .connections
+                .get_mut(&conn)
+                .expect("consumer's connection");
+            connection.chosen_bytes = 0;
+            let mut deliveries = Vec::with_capacity(run.min(DELIVER_BATCH_MAX));
+            let mut frame_bytes = 16;
+            for c in &rest[..run] {
+                let size = connection.in_flight[&c.tag]
+                    .message
+                    .delivery_size_estimate();
+                if deliveries.len() == DELIVER_BATCH_MAX
+                    || frame_bytes + size > frame_size_max as usize
+                {
+                    let batch = Deliver {
+                        subscription,
+                        deliveries: std::mem::take(&mut deliveries),
+                    };
+                    connection.send(FrameKind::Deliver, &batch, frame_size_max);
+                    frame_bytes = 16;
+                }
+                frame_bytes += size;
+                deliveries.push(connection.in_flight[&c.tag].message.to_delivery(c.tag));
+            }
+            connection.send(
+                FrameKind::Deliver,
+                &Deliver {
+                    subscription,
+                    deliveries,
+                },
+                frame_size_max,
+            );
+            self.mark_dirty(conn);
+            rest = &rest[run..];
+        }
+    }
+}

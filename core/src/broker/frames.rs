@@ -1,0 +1,100 @@
+//! Turning received bytes into frames and frames into actions.
+
+use chute_protocol::{Confirm, Direction, ErrorCode, Frame, FrameKind};
+
+use super::connection::ConnState;
+use super::Broker;
+use crate::ids::ConnId;
+
+impl Broker {
+    /// Decodes and handles buffered frames until the buffer is empty, the connection pauses, or
+    /// it closes. Then encodes the confirms those frames earned.
+    pub(super) fn process_received(&mut self, conn: ConnId) {
+        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        loop {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return;
+            };
+            if connection.outbound_backlog() >= outbound_max {
+                connection.paused.outbound_backlog = true;
+                self.update_read_pause(conn);
+            }
+            let connection = self.connection_mut(conn);
+            if connection.paused.any() {
+                break;
+            }
+            match connection.reader.next_frame() {
+                Ok(Some(frame)) => self.handle_frame(conn, frame),
+                Ok(None) => break,
+                Err(err) => return self.close_connection(conn, err.error_code(), err.to_string()),
+            }
+        }
+        self.flush_confirms(conn);
+    }
+
+    fn flush_confirms(&mut self, conn: ConnId) {
+        let frame_size_max = self.config.limits.frame_size_max;
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if connection.confirm_ranges.is_empty() {
+            return;
+        }
+        let confirm = Confirm {
+            ranges: std::mem::take(&mut connection.confirm_ranges),
+        };
+        connection.send(FrameKind::Confirm, &confirm, frame_size_max);
+        self.mark_dirty(conn);
+    }
+
+    fn handle_frame(&mut self, conn: ConnId, frame: Frame) {
+        let state = self.connection_mut(conn).state;
+        if frame.kind().direction() == Direction::ServerToClient {
+            let message = format!("{:?} is a server-to-client frame", frame.kind());
+            return self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, message);
+        }
+        if state == ConnState::AwaitingHello {
+            return match frame {
+                Frame::Hello(hello) => self.handle_hello(conn, hello),
+                other => {
+                    let message = format!("expected Hello, got {:?}", other.kind());
+                    self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, message)
+                }
+            };
+        }
+        match frame {
+            Frame::Hello(_) => {
+                self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, "second Hello".into())
+            }
+            Frame::Heartbeat(_) => {}
+            Frame::Close(close) => {
+                let message = format!("client closed: {}", close.message);
+                self.outputs.push_back(crate::io::Output::Close { conn });
+                self.forget_connection(conn, ErrorCode::NORMAL_CLOSE, message);
+            }
+            Frame::QueueDeclare(declare) => self.handle_declare(conn, declare),
+            Frame::QueueDelete(delete) => self.handle_delete(conn, delete),
+            Frame::QueuePurge(purge) => self.handle_purge(conn, purge),
+            Frame::QueueList(list) => self.handle_list(conn, list),
+            Frame::QueueStats(request) => self.handle_stats(conn, request),
+            Frame::Publish(publish) => self.handle_publish(conn, publish),
+            Frame::Subscribe(subscribe) => self.handle_subscribe(conn, subscribe),
+            Frame::Credit(credit) => self.handle_credit(conn, credit),
+            Frame::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, unsubscribe),
+            Frame::Ack(ack) => self.handle_ack(conn, ack),
+            Frame::Nack(nack) => self.handle_nack(conn, nack),
+            Frame::Bind(_)
+            | Frame::Unbind(_)
+            | Frame::Reject(_)
+            | Frame::Touch(_)
+            | Frame::DlqList(_)
+            | Frame::DlqInspect(_)
+            | Frame::DlqRedrive(_) => self.handle_not_yet_served(conn, frame),
+            // Server-to-client kinds were refused above.
+            _ => unreachable!(
+                "server-to-client frame {:?} passed the direction check",
+                frame.kind()
+            ),
+        }
+    }
+}

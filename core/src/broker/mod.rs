@@ -1,0 +1,366 @@
+//! The broker state machine.
+
+mod admin;
+mod connection;
+mod consume;
+mod dispatch;
+mod frames;
+mod handshake;
+mod publish;
+mod timers;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use chute_protocol::{Close, ErrorCode, ErrorFrame, FrameKind};
+
+use crate::config::BrokerConfig;
+use crate::ids::{ConnId, QueueId};
+use crate::io::{Event, Input, Output};
+use crate::queue::Queue;
+use crate::time::Instant;
+
+use connection::Connection;
+use timers::{TimerKey, Timers};
+
+/// The broker, without I/O.
+///
+/// Methods come in four kinds:
+/// - getters (`&self`): [`Broker::queue_names`], [`Broker::connection_count`], ...;
+/// - [`Broker::handle_input`]: everything that happens to the broker (connections, bytes,
+///   flushes, timers);
+/// - commands: operator actions such as [`Broker::shutdown`];
+/// - [`Broker::poll_output`] and [`Broker::poll_timeout`]: what the driver must do next.
+///
+/// After every `handle_input` or command, drain `poll_output` until it returns `None`, then
+/// sleep until `poll_timeout` (or the next input) and call `handle_input(now, Input::Timeout)`.
+/// Every call carries a `now` that never goes backwards. Bad bytes from a peer never panic: they
+/// become an error frame and a `Close` for that connection alone.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
+/// use chute_protocol::{Credentials, Frame, Hello, PREFACE};
+///
+/// let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
+/// let conn = ConnId(1);
+/// broker.handle_input(Instant::ZERO, Input::Accepted { conn });
+///
+/// let mut hello = BytesMut::from(&PREFACE[..]);
+/// Frame::Hello(Hello {
+///     version_min: 1,
+///     version_max: 1,
+///     client_name: "doc".into(),
+///     credentials: Credentials::Anonymous,
+///     heartbeat_ms: 0,
+/// })
+/// .encode(&mut hello, 1 << 20)
+/// .unwrap();
+/// broker.handle_input(Instant::ZERO, Input::Received { conn, bytes: hello.freeze() });
+///
+/// while let Some(output) = broker.poll_output() {
+///     if let Output::Send { bytes, .. } = output {
+///         // write `bytes` to the socket: here, a HelloOk frame
+///         assert_eq!(bytes[4], chute_protocol::FrameKind::HelloOk as u8);
+///     }
+/// }
+/// assert!(broker.poll_timeout().is_some()); // heartbeats are due later
+/// ```
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    now: Instant,
+    connections: BTreeMap<ConnId, Connection>,
+    queues: BTreeMap<QueueId, Queue>,
+    queue_ids: BTreeMap<String, QueueId>,
+    next_queue_id: u64,
+    next_message_seq: u64,
+    timers: Timers,
+    outputs: VecDeque<Output>,
+    /// Connections with encoded bytes not yet emitted as `Send`.
+    dirty_connections: Vec<ConnId>,
+    /// Queues that may be able to deliver.
+    dirty_queues: BTreeSet<QueueId>,
+    shutting_down: bool,
+}
+
+impl Broker {
+    /// A broker with no queues. Panics if `config` does not validate: the driver must validate
+    /// configuration (and report errors) before starting the core.
+    pub fn new(config: BrokerConfig, now: Instant) -> Broker {
+        if let Err(err) = config.validate() {
+            panic!("invalid broker config: {err}");
+        }
+        Broker {
+            config,
+            now,
+            connections: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            queue_ids: BTreeMap::new(),
+            next_queue_id: 1,
+            next_message_seq: 1,
+            timers: Timers::default(),
+            outputs: VecDeque::new(),
+            dirty_connections: Vec::new(),
+            dirty_queues: BTreeSet::new(),
+            shutting_down: false,
+        }
+    }
+
+    // ---- getters ----
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn queue_names(&self) -> impl Iterator<Item = &str> {
+        self.queue_ids.keys().map(String::as_str)
+    }
+
+    /// Ready and in-flight messages of the named queue.
+    pub fn queue_depth(&self, name: &str) -> Option<u64> {
+        let id = self.queue_ids.get(name)?;
+        Some(self.queues[id].messages_len())
+    }
+
+    /// True once `shutdown` was called and every connection is closed.
+    pub fn is_drained(&self) -> bool {
+        self.shutting_down && self.connections.is_empty()
+    }
+
+    // ---- inputs ----
+
+    /// Feeds one input. Then drain `poll_output`.
+    ///
+    /// Input for a connection the broker already closed is ignored: the driver may still have
+    /// had bytes or flush reports for it in flight when it saw the `Close`.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        self.advance_time(now);
+        match input {
+            Input::Accepted { conn } => self.handle_accepted(conn),
+            Input::Received { conn, bytes } => {
+                let Some(connection) = self.connections.get_mut(&conn) else {
+                    return;
+                };
+                connection.last_received = now;
+                connection.reader.feed(bytes);
+                self.process_received(conn);
+            }
+            Input::Flushed { conn, bytes } => self.handle_flushed(conn, bytes),
+            Input::Closed { conn } => {
+                if self.connections.contains_key(&conn) {
+                    self.forget_connection(conn, ErrorCode::NORMAL_CLOSE, "peer closed".into());
+                }
+            }
+            Input::Timeout => {}
+        }
+        self.dispatch_dirty_queues();
+    }
+
+    // ---- commands ----
+
+    /// Graceful stop: closes every connection with `shutting-down` (after what was already
+    /// queued for it) and refuses new ones. `is_drained` turns true when done.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.advance_time(now);
+        self.shutting_down = true;
+        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        for conn in conns {
+            self.close_connection(
+                conn,
+                ErrorCode::SHUTTING_DOWN,
+                "server shutting down".into(),
+            );
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next thing the driver must do, or `None` when there is nothing more for now.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(output);
+        }
+        while let Some(conn) = self.dirty_connections.pop() {
+            if let Some(output) = self.take_send(conn) {
+                return Some(output);
+            }
+        }
+        None
+    }
+
+    /// When the driver must call `handle_input(_, Input::Timeout)` next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    // ---- internals shared by the submodules ----
+
+    fn advance_time(&mut self, now: Instant) {
+        assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
+        self.now = now;
+        while let Some(key) = self.timers.pop_due(now) {
+            self.fire_timer(key);
+        }
+    }
+
+    /// The connection, which the caller knows to be open.
+    fn connection_mut(&mut self, conn: ConnId) -> &mut Connection {
+        self.connections
+            .get_mut(&conn)
+            .unwrap_or_else(|| panic!("{conn} is not open"))
+    }
+
+    fn handle_accepted(&mut self, conn: ConnId) {
+        assert!(
+            !self.connections.contains_key(&conn),
+            "connection id {conn} reused"
+        );
+        let connection = Connection::new(self.now, self.config.limits.frame_size_max);
+        self.connections.insert(conn, connection);
+        if self.shutting_down {
+            self.close_connection(
+                conn,
+                ErrorCode::SHUTTING_DOWN,
+                "server shutting down".into(),
+            );
+        } else if self.connections.len() > self.config.limits.connections_max as usize {
+            let max = self.config.limits.connections_max;
+            self.close_connection(
+                conn,
+                ErrorCode::RESOURCE_LIMIT,
+                format!("connections_max ({max}) reached"),
+            );
+        } else {
+            self.arm_connection_timer(conn);
+        }
+    }
+
+    fn handle_flushed(&mut self, conn: ConnId, bytes: u64) {
+        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        assert!(
+            bytes <= connection.unflushed_bytes,
+            "flushed more than was sent"
+        );
+        connection.unflushed_bytes -= bytes;
+        if connection.outbound_backlog() < outbound_max {
+            connection.paused.outbound_backlog = false;
+            let queues: Vec<QueueId> = connection.subscriptions.values().map(|s| s.queue).collect();
+            self.dirty_queues.extend(queues);
+            self.update_read_pause(conn);
+            self.process_received(conn);
+        }
+    }
+
+    /// Emits `PauseRead` / `ResumeRead` when the connection's pause state changed.
+    fn update_read_pause(&mut self, conn: ConnId) {
+        let connection = self.connection_mut(conn);
+        let paused = connection.paused.any();
+        if paused != connection.read_paused_output {
+            connection.read_paused_output = paused;
+            let output = if paused {
+                Output::PauseRead { conn }
+            } else {
+                Output::ResumeRead { conn }
+            };
+            self.outputs.push_back(output);
+        }
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        let connection = self.connection_mut(conn);
+        if !connection.in_dirty_list && !connection.out.is_empty() {
+            connection.in_dirty_list = true;
+            self.dirty_connections.push(conn);
+        }
+    }
+
+    /// Moves a connection's encoded bytes into a `Send`.
+    fn take_send(&mut self, conn: ConnId) -> Option<Output> {
+        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let now = self.now;
+        let connection = self.connections.get_mut(&conn)?;
+        connection.in_dirty_list = false;
+        if connection.out.is_empty() {
+            return None;
+        }
+        let bytes = connection.out.split().freeze();
+        connection.unflushed_bytes += bytes.len() as u64;
+        connection.last_sent = now;
+        if connection.unflushed_bytes >= outbound_max && !connection.paused.outbound_backlog {
+            connection.paused.outbound_backlog = true;
+            self.update_read_pause(conn);
+        }
+        Some(Output::Send { conn, bytes })
+    }
+
+    /// Sends an error and a `Close` frame, then closes: for peers that broke the protocol or
+    /// timed out, and for shutdown.
+    fn close_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        let frame_size_max = self.config.limits.frame_size_max;
+        let connection = self.connection_mut(conn);
+        if code != ErrorCode::SHUTTING_DOWN && code != ErrorCode::NORMAL_CLOSE {
+            let error = ErrorFrame {
+                request_id: 0,
+                code,
+                retriable: code.is_retriable(),
+                retry_after_ms: 0,
+                message: message.clone(),
+            };
+            connection.send(FrameKind::Error, &error, frame_size_max);
+        }
+        connection.send(
+            FrameKind::Close,
+            &Close {
+                code,
+                message: message.clone(),
+            },
+            frame_size_max,
+        );
+        if let Some(send) = self.take_send(conn) {
+            self.outputs.push_back(send);
+        }
+        self.outputs.push_back(Output::Close { conn });
+        self.forget_connection(conn, code, message);
+    }
+
+    /// Drops all state of a connection: its deliveries return to their queues (the attempt
+    /// counts), its subscriptions end, its timer is cancelled.
+    fn forget_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        let connection = self.connections.remove(&conn).expect("connection exists");
+        if let Some(at) = connection.timer_at {
+            self.timers.cancel(at, TimerKey::Connection(conn));
+        }
+        for (subscription, sub) in &connection.subscriptions {
+            if let Some(queue) = self.queues.get_mut(&sub.queue) {
+                queue.remove_consumer(crate::queue::ConsumerKey {
+                    conn,
+                    subscription: *subscription,
+                });
+            }
+        }
+        // Requeue newest first so that, pushed to the front, they keep their delivery order.
+        for (_, in_flight) in connection.in_flight.into_iter().rev() {
+            if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
+                queue.requeue_front(in_flight.message);
+                self.dirty_queues.insert(in_flight.queue);
+            }
+        }
+        self.outputs
+            .push_back(Output::Event(Event::ConnectionClosed {
+                conn,
+                code,
+                message,
+            }));
+    }
+}

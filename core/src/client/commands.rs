@@ -1,0 +1,528 @@
+//! Client commands. Each validates what the server would refuse anyway, so mistakes surface
+//! at the call site, then encodes (or coalesces) its frame.
+
+use chute_protocol::{
+    push_to_ranges, Ack, Binding, Close, Credit, Destination, DlqInspect, DlqList, DlqRedrive,
+    ErrorCode, FrameKind, Nack, Publish, PublishMessage, QueueDeclare, QueueDelete, QueueList,
+    QueueOptions, QueuePurge, QueueStatsRequest, Range, Reject, Subscribe, Touch, Unsubscribe,
+    FRAME_HEADER_LEN, GROUP_KEY_LEN_MAX, HEADERS_MAX, MESSAGE_ID_LEN_MAX, NAME_LEN_MAX,
+    PRIORITY_MAX, PUBLISH_BATCH_MAX, RANGES_MAX, REASON_LEN_MAX, REDRIVE_IDS_MAX,
+};
+
+use super::{Client, Pending, State, SubscriptionState};
+
+/// Why a command was refused before anything was sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    #[error("the connection is closed")]
+    Closed,
+    #[error("{unconfirmed} publishes are unconfirmed, the most allowed; wait for confirms")]
+    WindowFull { unconfirmed: u64 },
+    #[error("message of about {size} bytes does not fit in a frame of {max} bytes")]
+    TooLarge { size: usize, max: u32 },
+    #[error("{what} is {len} bytes, longer than {max}")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    #[error("delivery tag {0} is not outstanding")]
+    UnknownTag(u64),
+    #[error("subscription {0} is not active")]
+    UnknownSubscription(u32),
+}
+
+/// Bytes of a `Publish` frame besides its messages' own, generously.
+const PUBLISH_OVERHEAD: usize = FRAME_HEADER_LEN + NAME_LEN_MAX + 16;
+
+impl Client {
+    fn check_usable(&self) -> Result<(), CommandError> {
+        match self.state {
+            State::Closed => Err(CommandError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    fn next_request(&mut self) -> u32 {
+        let id = self.next_request_id;
+        // 0 means "no reply wanted" on settle frames; never hand it out.
+        self.next_request_id = self.next_request_id.checked_add(1).unwrap_or(1);
+        id
+    }
+
+    fn request<T: serde::Serialize>(
+        &mut self,
+        kind: FrameKind,
+        build: impl FnOnce(u32) -> T,
+    ) -> Result<u32, CommandError> {
+        self.check_usable()?;
+        let request_id = self.next_request();
+        let body = build(request_id);
+        self.encode(kind, &body);
+        Ok(request_id)
+    }
+
+    pub fn declare_queue(
+        &mut self,
+        name: &str,
+        options: QueueOptions,
+        passive: bool,
+    ) -> Result<u32, CommandError> {
+        check_len("queue name", name, NAME_LEN_MAX)?;
+        let name = name.to_string();
+        self.request(FrameKind::QueueDeclare, |request_id| QueueDeclare {
+            request_id,
+            name,
+            options,
+            passive,
+        })
+    }
+
+    pub fn delete_queue(
+        &mut self,
+        name: &str,
+        if_empty: bool,
+        if_unused: bool,
+    ) -> Result<u32, CommandError> {
+        check_len("queue name", name, NAME_LEN_MAX)?;
+        let name = name.to_string();
+        self.request(FrameKind::QueueDelete, |request_id| QueueDelete {
+            request_id,
+            name,
+            if_empty,
+            if_unused,
+        })
+    }
+
+    pub fn purge_queue(&mut self, name: &str) -> Result<u32, CommandError> {
+        check_len("queue name", name, NAME_LEN_MAX)?;
+        let name = name.to_string();
+        self.request(FrameKind::QueuePurge, |request_id| QueuePurge {
+            request_id,
+            name,
+        })
+    }
+
+    pub fn bind(&mut self, queue: &str, pattern: &str) -> Result<u32, CommandError> {
+        self.binding(FrameKind::Bind, queue, pattern)
+    }
+
+    pub fn unbind(&mut self, queue: &str, pattern: &str) -> Result<u32, CommandError> {
+        self.binding(FrameKind::Unbind, queue, pattern)
+    }
+
+    fn binding(
+        &mut self,
+        kind: FrameKind,
+        queue: &str,
+        pattern: &str,
+    ) -> Result<u32, CommandError> {
+        check_len("queue name", queue, NAME_LEN_MAX)?;
+        check_len("pattern", pattern, NAME_LEN_MAX)?;
+        let (queue, pattern) = (queue.to_string(), pattern.to_string());
+        self.request(kind, |request_id| Binding {
+            request_id,
+            queue,
+            pattern,
+        })
+    }
+
+    pub fn list_queues(&mut self, after: Option<String>, limit: u32) -> Result<u32, CommandError> {
+        self.request(FrameKind::QueueList, |request_id| QueueList {
+            request_id,
+            after,
+            limit,
+        })
+    }
+
+    pub fn queue_stats(&mut self, name: &str) -> Result<u32, CommandError> {
+        check_len("queue name", name, NAME_LEN_MAX)?;
+        let name = name.to_string();
+        self.request(FrameKind::QueueStats, |request_id| QueueStatsRequest {
+            request_id,
+            name,
+        })
+    }
+
+    pub fn dlq_list(
+        &mut self,
+        queue: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<u32, CommandError> {
+        check_len("queue name", queue, NAME_LEN_MAX)?;
+        let queue = queue.to_string();
+        self.request(FrameKind::DlqList, |request_id| DlqList {
+            request_id,
+            queue,
+            after,
+            limit,
+        })
+    }
+
+    pub fn dlq_inspect(&mut self, queue: &str, dead_id: u64) -> Result<u32, CommandError> {
+        check_len("queue name", queue, NAME_LEN_MAX)?;
+        let queue = queue.to_string();
+        self.request(FrameKind::DlqInspect, |request_id| DlqInspect {
+            request_id,
+            queue,
+            dead_id,
+        })
+    }
+
+    /// Redrives the named dead letters, or all of them when `dead_ids` is empty.
+    pub fn dlq_redrive(&mut self, queue: &str, dead_ids: Vec<u64>) -> Result<u32, CommandError> {
+        check_len("queue name", queue, NAME_LEN_MAX)?;
+        if dead_ids.len() > REDRIVE_IDS_MAX {
+            return Err(CommandError::TooLong {
+                what: "dead_ids",
+                len: dead_ids.len(),
+                max: REDRIVE_IDS_MAX,
+            });
+        }
+        let queue = queue.to_string();
+        self.request(FrameKind::DlqRedrive, |request_id| DlqRedrive {
+            request_id,
+            queue,
+            dead_ids,
+        })
+    }
+
+    /// Queues a message for publishing and returns its sequence number; a `Confirmed` or
+    /// `PublishFailed` event for that number follows.
+    pub fn publish(
+        &mut self,
+        destination: &Destination,
+        mandatory: bool,
+        message: PublishMessage,
+    ) -> Result<u64, CommandError> {
+        self.check_usable()?;
+        if self.unconfirmed >= self.unconfirmed_max() {
+            return Err(CommandError::WindowFull {
+                unconfirmed: self.unconfirmed,
+            });
+        }
+        check_message(&message)?;
+        let size = message_size(&message);
+        let frame_max = self.frame_size_max();
+        if size + PUBLISH_OVERHEAD > frame_max as usize {
+            return Err(CommandError::TooLarge {
+                size,
+                max: frame_max,
+            });
+        }
+        self.append_publish(destination, mandatory, message, size);
+        let seq = self.next_publish_seq;
+        self.next_publish_seq += 1;
+        self.unconfirmed += 1;
+        Ok(seq)
+    }
+
+    fn append_publish(
+        &mut self,
+        destination: &Destination,
+        mandatory: bool,
+        message: PublishMessage,
+        size: usize,
+    ) {
+        let batch_max = self
+            .server
+            .as_ref()
+            .map_or(PUBLISH_BATCH_MAX, |s| s.limits.publish_batch_max as usize);
+        let frame_max = self.frame_size_max() as usize;
+        let fits = match &self.pending {
+            Pending::Publish {
+                destination: d,
+                mandatory: m,
+                messages,
+                bytes,
+            } => {
+                d == destination
+                    && *m == mandatory
+                    && messages.len() < batch_max
+                    && bytes + size + PUBLISH_OVERHEAD <= frame_max
+            }
+            _ => false,
+        };
+        if !fits {
+            self.flush_pending();
+            let destination = destination.clone();
+            self.pending = Pending::Publish {
+                destination,
+                mandatory,
+                messages: Vec::new(),
+                bytes: 0,
+            };
+        }
+        if let Pending::Publish {
+            messages, bytes, ..
+        } = &mut self.pending
+        {
+            messages.push(message);
+            *bytes += size;
+        }
+    }
+
+    /// Subscribes to a queue with `credit` deliveries in advance. With `auto_credit`, each
+    /// settled delivery grants one credit back, so at most `credit` are ever unsettled.
+    /// Returns (request id, subscription id).
+    pub fn subscribe(
+        &mut self,
+        queue: &str,
+        credit: u32,
+        lease_ms: Option<u32>,
+        auto_credit: bool,
+    ) -> Result<(u32, u32), CommandError> {
+        check_len("queue name", queue, NAME_LEN_MAX)?;
+        let subscription = self.next_subscription;
+        self.next_subscription += 1;
+        let queue = queue.to_string();
+        let request_id = self.request(FrameKind::Subscribe, |request_id| Subscribe {
+            request_id,
+            subscription,
+            queue,
+            credit,
+            lease_ms,
+            rate: None,
+        })?;
+        self.subscriptions.insert(
+            subscription,
+            SubscriptionState {
+                auto_credit,
+                credit_owed: 0,
+            },
+        );
+        Ok((request_id, subscription))
+    }
+
+    pub fn grant_credit(&mut self, subscription: u32, credit: u32) -> Result<(), CommandError> {
+        self.check_usable()?;
+        let sub = self
+            .subscriptions
+            .get_mut(&subscription)
+            .ok_or(CommandError::UnknownSubscription(subscription))?;
+        sub.credit_owed = sub.credit_owed.saturating_add(credit);
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, subscription: u32) -> Result<u32, CommandError> {
+        if self.subscriptions.remove(&subscription).is_none() {
+            return Err(CommandError::UnknownSubscription(subscription));
+        }
+        self.request(FrameKind::Unsubscribe, |request_id| Unsubscribe {
+            request_id,
+            subscription,
+        })
+    }
+
+    /// Acks a delivery. Consecutive acks share one frame.
+    pub fn ack(&mut self, tag: u64) -> Result<(), CommandError> {
+        self.check_usable()?;
+        self.settle(tag)?;
+        let full = matches!(&self.pending, Pending::Acks(ranges) if ranges.len() >= RANGES_MAX);
+        if full || !matches!(self.pending, Pending::Acks(_)) {
+            self.flush_pending();
+            self.pending = Pending::Acks(Vec::new());
+        }
+        if let Pending::Acks(ranges) = &mut self.pending {
+            push_to_ranges(ranges, tag);
+        }
+        Ok(())
+    }
+
+    /// A failed attempt: the server retries the message after its backoff, or `delay_ms`.
+    pub fn nack(
+        &mut self,
+        tag: u64,
+        delay_ms: Option<u64>,
+        reason: Option<String>,
+    ) -> Result<(), CommandError> {
+        self.check_usable()?;
+        if let Some(reason) = &reason {
+            check_len("reason", reason, REASON_LEN_MAX)?;
+        }
+        self.settle(tag)?;
+        self.encode(
+            FrameKind::Nack,
+            &Nack {
+                request_id: 0,
+                ranges: vec![Range::one(tag)],
+                delay_ms,
+                reason,
+            },
+        );
+        Ok(())
+    }
+
+    /// Dead-letters the message now with reason `rejected` and this text.
+    pub fn reject(&mut self, tag: u64, reason: String) -> Result<(), CommandError> {
+        self.check_usable()?;
+        check_len("reason", &reason, REASON_LEN_MAX)?;
+        self.settle(tag)?;
+        self.encode(
+            FrameKind::Reject,
+            &Reject {
+                request_id: 0,
+                ranges: vec![Range::one(tag)],
+                reason,
+            },
+        );
+        Ok(())
+    }
+
+    /// Extends a delivery's lease.
+    pub fn touch(&mut self, tag: u64, lease_ms: Option<u32>) -> Result<(), CommandError> {
+        self.check_usable()?;
+        if !self.outstanding.contains_key(&tag) {
+            return Err(CommandError::UnknownTag(tag));
+        }
+        self.encode(
+            FrameKind::Touch,
+            &Touch {
+                request_id: 0,
+                ranges: vec![Range::one(tag)],
+                lease_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends `Close`; a `Closed` event follows.
+    pub fn close(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.encode(
+            FrameKind::Close,
+            &Close {
+                code: ErrorCode::NORMAL_CLOSE,
+                message: "client closed".into(),
+            },
+        );
+        self.finish(ErrorCode::NORMAL_CLOSE, "client closed".into(), true);
+    }
+
+    /// Forgets an outstanding delivery and owes its subscription one credit if automatic.
+    fn settle(&mut self, tag: u64) -> Result<(), CommandError> {
+        let subscription = self
+            .outstanding
+            .remove(&tag)
+            .ok_or(CommandError::UnknownTag(tag))?;
+        if let Some(sub) = self.subscriptions.get_mut(&subscription) {
+            if sub.auto_credit {
+                sub.credit_owed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush_pending(&mut self) {
+        match std::mem::take(&mut self.pending) {
+            Pending::Nothing => {}
+            Pending::Publish {
+                destination,
+                mandatory,
+                messages,
+                ..
+            } => {
+                self.encode_now(
+                    FrameKind::Publish,
+                    &Publish {
+                        destination,
+                        mandatory,
+                        messages,
+                    },
+                );
+            }
+            Pending::Acks(ranges) => self.encode_now(
+                FrameKind::Ack,
+                &Ack {
+                    request_id: 0,
+                    ranges,
+                },
+            ),
+        }
+    }
+
+    pub(super) fn flush_credit(&mut self) {
+        let owed: Vec<(u32, u32)> = self
+            .subscriptions
+            .iter_mut()
+            .filter(|(_, sub)| sub.credit_owed > 0)
+            .map(|(id, sub)| (*id, std::mem::take(&mut sub.credit_owed)))
+            .collect();
+        for (subscription, credit) in owed {
+            self.encode_now(
+                FrameKind::Credit,
+                &Credit {
+                    subscription,
+                    credit,
+                },
+            );
+        }
+    }
+
+    pub(super) fn frame_size_max(&self) -> u32 {
+        self.server
+            .as_ref()
+            .map_or(chute_protocol::FRAME_SIZE_MAX_DEFAULT, |s| {
+                s.limits.frame_size_max
+            })
+    }
+}
+
+fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CommandError> {
+    if value.len() > max {
+        return Err(CommandError::TooLong {
+            what,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The rules the server's decoder and publish checks apply, so a bad message fails here rather
+/// than closing the connection or failing later.
+fn check_message(message: &PublishMessage) -> Result<(), CommandError> {
+    let invalid = |text: String| Err(CommandError::InvalidMessage(text));
+    if message.headers.len() > HEADERS_MAX {
+        return invalid(format!(
+            "{} headers; at most {HEADERS_MAX}",
+            message.headers.len()
+        ));
+    }
+    if message.priority > PRIORITY_MAX {
+        return invalid(format!(
+            "priority {} is above {PRIORITY_MAX}",
+            message.priority
+        ));
+    }
+    if let Some(id) = &message.id {
+        check_len("message id", id, MESSAGE_ID_LEN_MAX)?;
+    }
+    if let Some(group) = &message.group {
+        check_len("group key", group, GROUP_KEY_LEN_MAX)?;
+    }
+    for header in &message.headers {
+        check_len("header name", &header.name, NAME_LEN_MAX)?;
+    }
+    Ok(())
+}
+
+/// Encoded size of a message, over-estimated by the varint and option bytes.
+fn message_size(message: &PublishMessage) -> usize {
+    let headers: usize = message
+        .headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len() + 10)
+        .sum();
+    message.payload.len()
+        + headers
+        + message.id.as_ref().map_or(0, |s| s.len())
+        + message.group.as_ref().map_or(0, |s| s.len())
+        + 40
+}

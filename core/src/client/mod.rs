@@ -1,0 +1,351 @@
+//! The client state machine: the other end of the protocol, without I/O.
+//!
+//! Like [`crate::Broker`], it is driven from outside:
+//! - getters: [`Client::is_open`], [`Client::server`], [`Client::unconfirmed`];
+//! - [`Client::handle_input`]: bytes from the server, timer expiry, transport closed;
+//! - commands: [`Client::publish`], [`Client::subscribe`], [`Client::ack`], ... Each returns a
+//!   typed error at once or an id whose outcome arrives later as a [`ClientEvent`];
+//! - [`Client::poll_output`] and [`Client::poll_timeout`].
+//!
+//! After every input or command, drain `poll_output` to `None` and arm a timer from
+//! `poll_timeout`. Commands may be issued before the handshake completes: their frames follow
+//! `Hello` on the wire, which the server processes in order.
+//!
+//! Small frames are coalesced: consecutive publishes to one destination become one `Publish`
+//! frame, consecutive acks one `Ack` frame with ranges, and auto-credit one `Credit` frame per
+//! subscription, all flushed when the driver polls for output.
+
+mod commands;
+mod receive;
+
+pub use commands::CommandError;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use chute_protocol::{
+    encode_body, Credentials, DeadLetter, Delivery, Destination, DlqListOk, ErrorCode, ErrorFrame,
+    FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure, PublishMessage,
+    QueueDeclareOk, QueueListOk, QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING,
+    PREFACE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+};
+
+use crate::time::Instant;
+
+/// How the client introduces itself and times its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub client_name: String,
+    pub credentials: Credentials,
+    /// Requested heartbeat interval; 0 accepts the server's.
+    pub heartbeat_ms: u32,
+    /// Give up if `HelloOk` has not arrived by then.
+    pub handshake_timeout_ms: u32,
+    /// Unconfirmed publishes allowed before the server's limit is known.
+    pub unconfirmed_max_initial: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            client_name: "chute-client".into(),
+            credentials: Credentials::Anonymous,
+            heartbeat_ms: 0,
+            handshake_timeout_ms: 10_000,
+            unconfirmed_max_initial: 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientInput {
+    Received(Bytes),
+    Timeout,
+    /// The transport closed or failed.
+    Closed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOutput {
+    Send(Bytes),
+    Event(ClientEvent),
+    /// Finish writing, then close the transport. No further output follows.
+    Close,
+}
+
+/// The answer to a request, correlated by its request id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// `count` as defined for the request (messages purged, deleted, redriven; else 0).
+    Done {
+        count: u64,
+    },
+    Declared(QueueDeclareOk),
+    QueueList(QueueListOk),
+    QueueStats(Box<QueueStats>),
+    DlqList(DlqListOk),
+    DlqInspect(Box<DeadLetter>),
+    Failed(ErrorFrame),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    Connected(HelloOk),
+    /// Publish sequence numbers the server accepted.
+    Confirmed(Range),
+    PublishFailed(PublishFailure),
+    Deliveries {
+        subscription: u32,
+        deliveries: Vec<Delivery>,
+    },
+    Response {
+        request_id: u32,
+        response: Response,
+    },
+    SubscriptionCancelled(SubscriptionCancelled),
+    GoingAway(GoingAway),
+    /// A connection-level error that did not close the connection (e.g. an unknown tag in a
+    /// fire-and-forget ack).
+    Error(ErrorFrame),
+    /// The connection is over; nothing follows.
+    Closed {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    Open,
+    Closed,
+}
+
+#[derive(Debug)]
+struct SubscriptionState {
+    auto_credit: bool,
+    credit_owed: u32,
+}
+
+/// Frames waiting to be coalesced with the next command of the same kind.
+#[derive(Debug, Default)]
+enum Pending {
+    #[default]
+    Nothing,
+    Publish {
+        destination: Destination,
+        mandatory: bool,
+        messages: Vec<PublishMessage>,
+        bytes: usize,
+    },
+    Acks(Vec<Range>),
+}
+
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    state: State,
+    reader: FrameReader,
+    out: BytesMut,
+    outputs: VecDeque<ClientOutput>,
+    pending: Pending,
+    server: Option<HelloOk>,
+    started_at: Instant,
+    last_received: Instant,
+    last_sent: Instant,
+    next_request_id: u32,
+    next_publish_seq: u64,
+    /// Publishes sent and not yet confirmed or failed.
+    unconfirmed: u64,
+    subscriptions: BTreeMap<u32, SubscriptionState>,
+    next_subscription: u32,
+    /// Delivery tag → subscription, for deliveries not yet settled.
+    outstanding: BTreeMap<u64, u32>,
+}
+
+impl Client {
+    /// A client that has queued its preface and `Hello`.
+    pub fn new(config: ClientConfig, now: Instant) -> Client {
+        let mut client = Client {
+            state: State::Handshaking,
+            reader: FrameReader::new(FRAME_SIZE_CEILING),
+            out: BytesMut::from(&PREFACE[..]),
+            outputs: VecDeque::new(),
+            pending: Pending::Nothing,
+            server: None,
+            started_at: now,
+            last_received: now,
+            last_sent: now,
+            next_request_id: 1,
+            next_publish_seq: 1,
+            unconfirmed: 0,
+            subscriptions: BTreeMap::new(),
+            next_subscription: 1,
+            outstanding: BTreeMap::new(),
+            config,
+        };
+        let hello = Hello {
+            version_min: PROTOCOL_VERSION_MIN,
+            version_max: PROTOCOL_VERSION_MAX,
+            client_name: client.config.client_name.clone(),
+            credentials: client.config.credentials.clone(),
+            heartbeat_ms: client.config.heartbeat_ms,
+        };
+        client.encode(FrameKind::Hello, &hello);
+        client
+    }
+
+    // ---- getters ----
+
+    /// The server's `HelloOk`, once the handshake completed.
+    pub fn server(&self) -> Option<&HelloOk> {
+        self.server.as_ref()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Publishes sent and not yet confirmed or refused.
+    pub fn unconfirmed(&self) -> u64 {
+        self.unconfirmed
+    }
+
+    /// The most publishes that may be unconfirmed at once.
+    pub fn unconfirmed_max(&self) -> u64 {
+        match &self.server {
+            Some(server) => u64::from(server.limits.unconfirmed_max),
+            None => u64::from(self.config.unconfirmed_max_initial),
+        }
+    }
+
+    // ---- inputs ----
+
+    pub fn handle_input(&mut self, now: Instant, input: ClientInput) {
+        assert!(
+            now >= self.last_received.min(self.last_sent),
+            "time went backwards"
+        );
+        match input {
+            ClientInput::Received(bytes) => {
+                if self.state == State::Closed {
+                    return;
+                }
+                self.last_received = now;
+                self.reader.feed(bytes);
+                self.process_received();
+            }
+            ClientInput::Timeout => self.check_timers(now),
+            ClientInput::Closed => {
+                self.finish(ErrorCode::INTERNAL, "connection lost".into(), false);
+            }
+        }
+    }
+
+    // ---- outputs ----
+
+    pub fn poll_output(&mut self) -> Option<ClientOutput> {
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(output);
+        }
+        if self.state == State::Closed {
+            return None;
+        }
+        self.flush_pending();
+        self.flush_credit();
+        if self.out.is_empty() {
+            return None;
+        }
+        Some(ClientOutput::Send(self.out.split().freeze()))
+    }
+
+    /// When to call `handle_input(_, ClientInput::Timeout)`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Handshaking => Some(
+                self.started_at
+                    .plus_ms(u64::from(self.config.handshake_timeout_ms)),
+            ),
+            State::Open => {
+                let heartbeat_ms = u64::from(self.heartbeat_ms());
+                let send_at = self.last_sent.plus_ms(heartbeat_ms);
+                let dead_at = self.last_received.plus_ms(3 * heartbeat_ms);
+                Some(send_at.min(dead_at))
+            }
+            State::Closed => None,
+        }
+    }
+
+    // ---- internals ----
+
+    fn heartbeat_ms(&self) -> u32 {
+        self.server.as_ref().map_or(0, |s| s.heartbeat_ms).max(1)
+    }
+
+    fn check_timers(&mut self, now: Instant) {
+        match self.state {
+            State::Handshaking => {
+                let deadline = self
+                    .started_at
+                    .plus_ms(u64::from(self.config.handshake_timeout_ms));
+                if now >= deadline {
+                    let message =
+                        format!("no HelloOk within {} ms", self.config.handshake_timeout_ms);
+                    self.finish(ErrorCode::HANDSHAKE_TIMEOUT, message, true);
+                }
+            }
+            State::Open => {
+                let heartbeat_ms = u64::from(self.heartbeat_ms());
+                if now >= self.last_received.plus_ms(3 * heartbeat_ms) {
+                    let message = format!("server silent for {} ms", 3 * heartbeat_ms);
+                    self.finish(ErrorCode::HEARTBEAT_TIMEOUT, message, true);
+                } else if now >= self.last_sent.plus_ms(heartbeat_ms) {
+                    self.encode(FrameKind::Heartbeat, &chute_protocol::Heartbeat);
+                    self.last_sent = now;
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// Ends the connection: emits `Closed` once and, if `close_transport`, asks the driver to
+    /// close the socket.
+    fn finish(&mut self, code: ErrorCode, message: String, close_transport: bool) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        if close_transport {
+            if !self.out.is_empty() {
+                let bytes = self.out.split().freeze();
+                self.outputs.push_back(ClientOutput::Send(bytes));
+            }
+            self.outputs.push_back(ClientOutput::Close);
+        }
+        self.outputs
+            .push_back(ClientOutput::Event(ClientEvent::Closed { code, message }));
+    }
+
+    fn encode<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {
+        if kind != FrameKind::Publish && kind != FrameKind::Ack {
+            self.flush_pending();
+        }
+        self.encode_now(kind, body);
+    }
+
+    fn encode_now<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {
+        let frame_size_max = self
+            .server
+            .as_ref()
+            .map_or(FRAME_SIZE_CEILING, |s| s.limits.frame_size_max);
+        encode_body(kind, body, &mut self.out, frame_size_max)
+            .expect("commands check sizes before encoding");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! Frames from the server, turned into events.
+
+use chute_protocol::{Direction, ErrorCode, Frame};
+
+use super::{Client, ClientEvent, ClientOutput, Response, State};
+
+impl Client {
+    pub(super) fn process_received(&mut self) {
+        while self.state != State::Closed {
+            match self.reader.next_frame() {
+                Ok(Some(frame)) => self.handle_frame(frame),
+                Ok(None) => break,
+                Err(err) => {
+                    self.finish(
+                        err.error_code(),
+                        format!("server sent bad bytes: {err}"),
+                        true,
+                    );
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, event: ClientEvent) {
+        self.outputs.push_back(ClientOutput::Event(event));
+    }
+
+    fn respond(&mut self, request_id: u32, response: Response) {
+        self.emit(ClientEvent::Response {
+            request_id,
+            response,
+        });
+    }
+
+    fn handle_frame(&mut self, frame: Frame) {
+        if frame.kind().direction() == Direction::ClientToServer {
+            let message = format!("server sent {:?}, a client-to-server frame", frame.kind());
+            return self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
+        }
+        if self.state == State::Handshaking {
+            return self.handle_handshake_frame(frame);
+        }
+        match frame {
+            Frame::Heartbeat(_) => {}
+            Frame::HelloOk(_) => {
+                self.finish(ErrorCode::UNEXPECTED_FRAME, "second HelloOk".into(), true);
+            }
+            Frame::Close(close) => self.finish(close.code, close.message, true),
+            Frame::GoingAway(going_away) => self.emit(ClientEvent::GoingAway(going_away)),
+            Frame::Error(error) if error.request_id == 0 => self.emit(ClientEvent::Error(error)),
+            Frame::Error(error) => self.respond(error.request_id, Response::Failed(error)),
+            Frame::Done(done) => {
+                self.respond(done.request_id, Response::Done { count: done.count })
+            }
+            Frame::QueueDeclareOk(ok) => self.respond(ok.request_id, Response::Declared(ok)),
+            Frame::QueueListOk(ok) => self.respond(ok.request_id, Response::QueueList(ok)),
+            Frame::QueueStatsOk(ok) => {
+                self.respond(ok.request_id, Response::QueueStats(Box::new(ok.stats)))
+            }
+            Frame::DlqListOk(ok) => self.respond(ok.request_id, Response::DlqList(ok)),
+            Frame::DlqInspectOk(ok) => {
+                self.respond(ok.request_id, Response::DlqInspect(Box::new(ok.entry)))
+            }
+            Frame::Confirm(confirm) => {
+                for range in confirm.ranges {
+                    self.unconfirmed = self.unconfirmed.saturating_sub(u64::from(range.count));
+                    self.emit(ClientEvent::Confirmed(range));
+                }
+            }
+            Frame::PublishRejected(rejected) => {
+                for failure in rejected.failures {
+                    self.unconfirmed = self.unconfirmed.saturating_sub(1);
+                    self.emit(ClientEvent::PublishFailed(failure));
+                }
+            }
+            Frame::Deliver(deliver) => {
+                for delivery in &deliver.deliveries {
+                    self.outstanding.insert(delivery.tag, deliver.subscription);
+                }
+                let event = ClientEvent::Deliveries {
+                    subscription: deliver.subscription,
+                    deliveries: deliver.deliveries,
+                };
+                self.emit(event);
+            }
+            Frame::SubscriptionCancelled(cancelled) => {
+                self.subscriptions.remove(&cancelled.subscription);
+                self.emit(ClientEvent::SubscriptionCancelled(cancelled));
+            }
+            // Client-to-server kinds were refused above.
+            other => unreachable!(
+                "client-to-server frame {:?} passed the direction check",
+                other.kind()
+            ),
+        }
+    }
+
+    fn handle_handshake_frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::HelloOk(hello_ok) => {
+                self.state = State::Open;
+                self.server = Some(hello_ok.clone());
+                self.emit(ClientEvent::Connected(hello_ok));
+            }
+            Frame::Error(error) => {
+                self.finish(error.code, error.message, true);
+            }
+            Frame::Close(close) => self.finish(close.code, close.message, true),
+            other => {
+                let message = format!("expected HelloOk, got {:?}", other.kind());
+                self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
+            }
+        }
+    }
+}

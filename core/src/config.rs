@@ -1,0 +1,257 @@
+//! The broker's configuration model and its validation. The server parses TOML, environment
+//! and flags into this model; the core checks it, so every driver gets the same rules.
+
+use serde::{Deserialize, Serialize};
+
+use chute_protocol::{
+    FRAME_HEADER_LEN, FRAME_SIZE_CEILING, FRAME_SIZE_MAX_DEFAULT, PUBLISH_BATCH_MAX,
+};
+
+use crate::time::WallClock;
+
+/// Every resource limit the broker enforces. Each is named, has a default, and is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerLimits {
+    /// Largest frame body accepted from a client, and announced to it.
+    pub frame_size_max: u32,
+    /// Largest message payload.
+    pub payload_size_max: u32,
+    /// Most messages in one `Publish` frame.
+    pub publish_batch_max: u32,
+    /// Publishes held unconfirmed for one connection before the broker stops reading from it.
+    pub unconfirmed_max: u32,
+    /// Most credit one subscription may hold.
+    pub credit_max: u32,
+    /// Subscriptions on one connection.
+    pub subscriptions_per_connection_max: u32,
+    /// Open connections; further connections are refused with `resource-limit`.
+    pub connections_max: u32,
+    /// Queues on the broker.
+    pub queues_max: u32,
+    /// Messages held by one queue when its own `messages_max` is unset.
+    pub queue_messages_max: u64,
+    /// Bytes queued for one connection but not yet written to its socket. Above this the
+    /// broker stops reading from the connection; above twice this it closes it.
+    pub connection_outbound_bytes_max: u64,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        BrokerLimits {
+            frame_size_max: FRAME_SIZE_MAX_DEFAULT,
+            payload_size_max: 1024 * 1024,
+            publish_batch_max: 1024,
+            unconfirmed_max: 16 * 1024,
+            credit_max: 65_536,
+            subscriptions_per_connection_max: 1024,
+            connections_max: 10_000,
+            queues_max: 10_000,
+            queue_messages_max: 10_000_000,
+            connection_outbound_bytes_max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Connection timing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// Heartbeat interval offered to clients that do not ask for one.
+    pub heartbeat_ms: u32,
+    /// The range a client's requested interval is clamped to.
+    pub heartbeat_ms_min: u32,
+    pub heartbeat_ms_max: u32,
+    /// A connection that has not completed `Hello` by then is closed.
+    pub handshake_timeout_ms: u32,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            heartbeat_ms: 5_000,
+            heartbeat_ms_min: 100,
+            heartbeat_ms_max: 300_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Everything the broker core needs to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Shown to clients in `HelloOk`.
+    pub server_name: String,
+    /// Seeds the jitter PRNG; same seed and inputs, same outputs.
+    pub seed: u64,
+    /// Unix time in ms at the core's `Instant::ZERO`; the driver sets it at startup.
+    pub epoch_unix_ms: u64,
+    pub limits: BrokerLimits,
+    pub timeouts: TimeoutConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            server_name: "chute".to_string(),
+            seed: 0,
+            epoch_unix_ms: 0,
+            limits: BrokerLimits::default(),
+            timeouts: TimeoutConfig::default(),
+        }
+    }
+}
+
+/// A configuration value that cannot work. Names the key as written in the TOML file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{key} = {value} is out of range: {rule}")]
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        rule: String,
+    },
+}
+
+impl BrokerConfig {
+    pub fn wall_clock(&self) -> WallClock {
+        WallClock {
+            epoch_unix_ms: self.epoch_unix_ms,
+        }
+    }
+
+    /// Checks every value and every relation between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let t = &self.timeouts;
+        in_range(
+            "limits.frame_size_max",
+            l.frame_size_max.into(),
+            4096,
+            FRAME_SIZE_CEILING.into(),
+        )?;
+        // A single message must fit in a frame with room for its envelope.
+        let payload_ceiling = u64::from(l.frame_size_max) - 1024 - FRAME_HEADER_LEN as u64;
+        in_range(
+            "limits.payload_size_max",
+            l.payload_size_max.into(),
+            1,
+            payload_ceiling,
+        )?;
+        in_range(
+            "limits.publish_batch_max",
+            l.publish_batch_max.into(),
+            1,
+            PUBLISH_BATCH_MAX as u64,
+        )?;
+        in_range(
+            "limits.unconfirmed_max",
+            l.unconfirmed_max.into(),
+            1,
+            1 << 24,
+        )?;
+        in_range("limits.credit_max", l.credit_max.into(), 1, 1 << 24)?;
+        in_range(
+            "limits.subscriptions_per_connection_max",
+            l.subscriptions_per_connection_max.into(),
+            1,
+            1 << 16,
+        )?;
+        in_range(
+            "limits.connections_max",
+            l.connections_max.into(),
+            1,
+            1 << 20,
+        )?;
+        in_range("limits.queues_max", l.queues_max.into(), 1, 1 << 20)?;
+        in_range(
+            "limits.queue_messages_max",
+            l.queue_messages_max,
+            1,
+            1 << 40,
+        )?;
+        in_range(
+            "limits.connection_outbound_bytes_max",
+            l.connection_outbound_bytes_max,
+            u64::from(l.frame_size_max),
+            1 << 34,
+        )?;
+        in_range(
+            "timeouts.heartbeat_ms_min",
+            t.heartbeat_ms_min.into(),
+            10,
+            t.heartbeat_ms_max.into(),
+        )?;
+        in_range(
+            "timeouts.heartbeat_ms",
+            t.heartbeat_ms.into(),
+            t.heartbeat_ms_min.into(),
+            t.heartbeat_ms_max.into(),
+        )?;
+        in_range(
+            "timeouts.heartbeat_ms_max",
+            t.heartbeat_ms_max.into(),
+            t.heartbeat_ms_min.into(),
+            3_600_000,
+        )?;
+        in_range(
+            "timeouts.handshake_timeout_ms",
+            t.handshake_timeout_ms.into(),
+            10,
+            600_000,
+        )?;
+        Ok(())
+    }
+}
+
+fn in_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::OutOfRange {
+            key,
+            value,
+            rule: format!("must be in {min}..={max}"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BrokerConfig::default().validate().unwrap();
+    }
+
+    /// The error names the key so an operator can find it in the file.
+    #[test]
+    fn out_of_range_names_the_key() {
+        let mut config = BrokerConfig::default();
+        config.limits.payload_size_max = config.limits.frame_size_max;
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.to_string().starts_with("limits.payload_size_max = "),
+            "{err}"
+        );
+
+        let mut config = BrokerConfig::default();
+        config.timeouts.heartbeat_ms = 5;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("timeouts.heartbeat_ms"));
+    }
+
+    /// Unknown keys are errors, not silently ignored.
+    #[test]
+    fn unknown_fields_are_refused() {
+        use serde::de::value::{Error, MapDeserializer};
+        let pairs = vec![("frame_size_max", 8192u64), ("frame_size_mux", 1)];
+        let result = BrokerLimits::deserialize(MapDeserializer::<_, Error>::new(pairs.into_iter()));
+        assert!(result.unwrap_err().to_string().contains("frame_size_mux"));
+    }
+}

@@ -1,0 +1,43 @@
+//! # chute-core
+//!
+//! The sans-IO heart of chute: the broker and client state machines, queues, and the pure
+//! policies (backoff, circuit breaker, token bucket) they use. Nothing here touches a socket,
+//! a file, a clock or a random source: the driver passes bytes and time in and carries out the
+//! outputs. The same code runs under the tokio and smol servers, in the simulator, and under
+//! proptest and cargo-fuzz.
+//!
+//! The run loop of a driver:
+//!
+//! ```text
+//! loop {
+//!     let input = next_event_or_timer(broker.poll_timeout());   // socket bytes, accept, ...
+//!     broker.handle_input(now(), input);
+//!     while let Some(output) = broker.poll_output() {
+//!         match output {
+//!             Output::Send { conn, bytes } => write(conn, bytes),
+//!             Output::PauseRead { conn } | Output::ResumeRead { conn } => ..,
+//!             Output::Close { conn } => close_after_flush(conn),
+//!             Output::Event(event) => log(event),
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! See [`Broker`] for the contract and a runnable example, and [`client::Client`] for the
+//! client side, which has the same shape.
+
+pub mod broker;
+pub mod client;
+pub mod config;
+pub mod ids;
+pub mod io;
+pub mod names;
+pub mod queue;
+pub mod rng;
+pub mod time;
+
+pub use broker::Broker;
+pub use config::{BrokerConfig, BrokerLimits, ConfigError, TimeoutConfig};
+pub use ids::{ConnId, MessageSeq, QueueId};
+pub use io::{Event, Input, Output};
+pub use time::{Instant, WallClock};
