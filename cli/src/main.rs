@@ -1,0 +1,66 @@
+//! `chute`: publish, consume and administer queues from the command line.
+//!
+//! Exit status: 0 on success; 1 with a one-line reason on stderr otherwise.
+
+mod consume;
+mod publish;
+mod queue;
+
+use std::process::ExitCode;
+
+use chute_client::Connection;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "chute",
+    version,
+    about = "Command-line client for the chute message broker"
+)]
+struct Cli {
+    /// Server address.
+    #[arg(
+        long,
+        global = true,
+        env = "CHUTE_URL",
+        default_value = "chute://127.0.0.1:4770"
+    )]
+    url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Declare, list, inspect, purge and delete queues.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Publish messages and wait until every one is confirmed.
+    Publish(publish::PublishArgs),
+    /// Receive messages, print them, and ack each once printed.
+    Consume(consume::ConsumeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match futures::executor::block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("chute: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let connection = Connection::connect(&cli.url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = match cli.command {
+        Command::Queue(command) => queue::run(&connection, command).await,
+        Command::Publish(args) => publish::run(&connection, args).await,
+        Command::Consume(args) => consume::run(&connection, args).await,
+    };
+    connection.close().await;
+    result
+}

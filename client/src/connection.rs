@@ -1,0 +1,443 @@
+//! `Connection`: the public handle. Cheap to clone; the connection closes when the last handle
+//! (including subscriptions) is dropped or `close` is called.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chute_core::client::{Client, ClientConfig, CommandError, Response};
+use chute_protocol::{
+    Destination, HelloOk, PublishMessage, QueueDeclareOk, QueueOptions, QueueStats, QueueSummary,
+};
+use futures::channel::{mpsc, oneshot};
+
+use crate::driver::{drive, Clock};
+use crate::error::{Error, PublishError};
+use crate::shared::{Inner, Shared};
+use crate::subscription::Subscription;
+use crate::url::ServerUrl;
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub client: ClientConfig,
+    /// Give up on the TCP connect and handshake after this long.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            client: ClientConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a subscription takes deliveries.
+#[derive(Clone, Debug)]
+pub struct SubscribeOptions {
+    /// Deliveries the server may send before more credit is granted.
+    pub prefetch: u32,
+    /// Grant one credit back per settled delivery, so `prefetch` stays the bound on unsettled
+    /// deliveries. Without it, call [`Subscription::grant_credit`].
+    pub auto_credit: bool,
+    /// Overrides the queue's lease for these deliveries.
+    pub lease_ms: Option<u32>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            prefetch: 100,
+            auto_credit: true,
+            lease_ms: None,
+        }
+    }
+}
+
+/// Closes the connection when the last handle goes away.
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let mut shared = self.0.lock();
+        shared.machine.close();
+        shared.drain_outputs();
+        drop(shared);
+        self.0.wake();
+    }
+}
+
+/// A connection to a chute server.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+    _guard: Arc<CloseOnDrop>,
+    server: HelloOk,
+}
+
+/// A publish on its way: resolves when the server confirms it (durably, where the queue
+/// promises that) or refuses it.
+pub struct Confirmation {
+    receiver: oneshot::Receiver<Result<(), PublishError>>,
+}
+
+impl std::future::Future for Confirmation {
+    type Output = Result<(), PublishError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use futures::FutureExt;
+        self.receiver.poll_unpin(cx).map(|result| {
+            result.unwrap_or_else(|_| {
+                Err(PublishError::Unconfirmed {
+                    code: chute_protocol::ErrorCode::INTERNAL,
+                    message: "connection dropped".into(),
+                })
+            })
+        })
+    }
+}
+
+impl Connection {
+    /// Connects to `chute://host[:port]` with default options.
+    pub async fn connect(url: &str) -> Result<Connection, Error> {
+        Connection::connect_with(url, ConnectOptions::default()).await
+    }
+
+    /// Connects and completes the handshake. The connection's I/O runs on a thread of its own,
+    /// so this works under any executor.
+    pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection, Error> {
+        let url = ServerUrl::parse(url).map_err(Error::InvalidUrl)?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let name = format!("chute-client {}", url.authority());
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run_connection(url, options, ready_tx))
+            .map_err(|e| Error::Connect {
+                addr: "thread".into(),
+                reason: e.to_string(),
+            })?;
+        let (inner, server) = ready_rx.await.map_err(|_| Error::Connect {
+            addr: "?".into(),
+            reason: "connection thread ended".into(),
+        })??;
+        Ok(Connection {
+            _guard: Arc::new(CloseOnDrop(inner.clone())),
+            inner,
+            server,
+        })
+    }
+
+    /// The server's handshake answer: its name, limits and heartbeat.
+    pub fn server(&self) -> &HelloOk {
+        &self.server
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn closed_reason(&self) -> Option<Error> {
+        self.inner.lock().closed_error()
+    }
+
+    /// Sends what is pending (acks included), then `Close`, and waits until the socket is
+    /// closed.
+    pub async fn close(self) {
+        let finished = {
+            let mut shared = self.inner.lock();
+            shared.machine.close();
+            shared.drain_outputs();
+            let (tx, rx) = oneshot::channel();
+            if shared.finished {
+                let _ = tx.send(());
+            } else {
+                shared.finished_waiters.push(tx);
+            }
+            rx
+        };
+        self.inner.wake();
+        let _ = finished.await;
+    }
+
+    /// Runs a request and waits for its answer.
+    async fn request(
+        &self,
+        send: impl FnOnce(&mut Client) -> Result<u32, CommandError>,
+    ) -> Result<Response, Error> {
+        let receiver = {
+            let mut shared = self.inner.lock();
+            if let Some(error) = shared.closed_error() {
+                return Err(error);
+            }
+            let request_id = send(&mut shared.machine)?;
+            let (tx, rx) = oneshot::channel();
+            shared.requests.insert(request_id, tx);
+            rx
+        };
+        self.inner.wake();
+        receiver.await.unwrap_or_else(|_| Err(self.lost()))
+    }
+
+    fn lost(&self) -> Error {
+        self.inner.lock().closed_error().unwrap_or(Error::Closed {
+            code: chute_protocol::ErrorCode::INTERNAL,
+            message: "connection dropped".into(),
+        })
+    }
+
+    /// Creates the queue if needed; an existing queue must have the same options.
+    pub async fn declare_queue(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<QueueDeclareOk, Error> {
+        match self
+            .request(|m| m.declare_queue(name, options, false))
+            .await?
+        {
+            Response::Declared(ok) => Ok(ok),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Checks that a queue exists and returns its options.
+    pub async fn queue_exists(&self, name: &str) -> Result<QueueDeclareOk, Error> {
+        match self
+            .request(|m| m.declare_queue(name, QueueOptions::default(), true))
+            .await?
+        {
+            Response::Declared(ok) => Ok(ok),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes a queue; returns how many messages it held.
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_empty: bool,
+        if_unused: bool,
+    ) -> Result<u64, Error> {
+        done_count(
+            self.request(|m| m.delete_queue(name, if_empty, if_unused))
+                .await?,
+        )
+    }
+
+    /// Removes ready messages; returns how many.
+    pub async fn purge_queue(&self, name: &str) -> Result<u64, Error> {
+        done_count(self.request(|m| m.purge_queue(name)).await?)
+    }
+
+    /// Every queue, in name order (paging through the server's lists).
+    pub async fn list_queues(&self) -> Result<Vec<QueueSummary>, Error> {
+        let mut all: Vec<QueueSummary> = Vec::new();
+        loop {
+            let after = all.last().map(|q| q.name.clone());
+            match self.request(|m| m.list_queues(after, 1024)).await? {
+                Response::QueueList(page) => {
+                    all.extend(page.queues);
+                    if !page.more {
+                        return Ok(all);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    pub async fn queue_stats(&self, name: &str) -> Result<QueueStats, Error> {
+        match self.request(|m| m.queue_stats(name)).await? {
+            Response::QueueStats(stats) => Ok(*stats),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Publishes a payload to a queue; see [`Connection::publish_message`].
+    pub async fn publish(
+        &self,
+        queue: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Confirmation, PublishError> {
+        let destination = Destination::Queue(queue.to_string());
+        self.publish_message(&destination, PublishMessage::new(payload.into()))
+            .await
+    }
+
+    /// Hands a message to the connection. Returns once it is queued for sending (waiting first
+    /// if the server's unconfirmed window is full); the returned [`Confirmation`] resolves on
+    /// the server's confirm. Messages from one connection keep their order.
+    pub async fn publish_message(
+        &self,
+        destination: &Destination,
+        message: PublishMessage,
+    ) -> Result<Confirmation, PublishError> {
+        loop {
+            let waiter = {
+                let mut shared = self.inner.lock();
+                if let Some((code, message)) = shared.closed.clone() {
+                    return Err(PublishError::Unconfirmed { code, message });
+                }
+                match shared.machine.publish(destination, false, message.clone()) {
+                    Ok(seq) => {
+                        let (tx, rx) = oneshot::channel();
+                        shared.confirms.insert(seq, tx);
+                        drop(shared);
+                        self.inner.wake();
+                        return Ok(Confirmation { receiver: rx });
+                    }
+                    Err(CommandError::WindowFull { .. }) => {
+                        let (tx, rx) = oneshot::channel();
+                        shared.window_waiters.push(tx);
+                        rx
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            };
+            self.inner.wake();
+            let _ = waiter.await;
+        }
+    }
+
+    /// Subscribes to a queue. The server keeps up to `prefetch` deliveries unsettled on this
+    /// subscription; settling one lets the next through.
+    pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Subscription, Error> {
+        self.subscribe_with(
+            queue,
+            SubscribeOptions {
+                prefetch,
+                ..SubscribeOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Subscribes with full control over credit and lease.
+    pub async fn subscribe_with(
+        &self,
+        queue: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, Error> {
+        let (sink, stream) = mpsc::unbounded();
+        let (receiver, subscription) = {
+            let mut shared = self.inner.lock();
+            if let Some(error) = shared.closed_error() {
+                return Err(error);
+            }
+            let (request_id, subscription) = shared.machine.subscribe(
+                queue,
+                options.prefetch,
+                options.lease_ms,
+                options.auto_credit,
+            )?;
+            shared.subscriptions.insert(subscription, sink);
+            let (tx, rx) = oneshot::channel();
+            shared.requests.insert(request_id, tx);
+            (rx, subscription)
+        };
+        self.inner.wake();
+        receiver.await.unwrap_or_else(|_| Err(self.lost()))?;
+        Ok(Subscription::new(
+            self.clone(),
+            self.inner.clone(),
+            subscription,
+            stream,
+        ))
+    }
+}
+
+fn done_count(response: Response) -> Result<u64, Error> {
+    match response {
+        Response::Done { count } => Ok(count),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(response: Response) -> Error {
+    Error::Closed {
+        code: chute_protocol::ErrorCode::UNEXPECTED_FRAME,
+        message: format!("unexpected response {response:?}"),
+    }
+}
+
+type Ready = Result<(Arc<Inner>, HelloOk), Error>;
+
+/// The connection thread: connect, hand the shared state back once the handshake is done,
+/// then drive I/O until the connection ends.
+fn run_connection(url: ServerUrl, options: ConnectOptions, ready: oneshot::Sender<Ready>) {
+    let authority = url.authority();
+    let connect_error = |reason: String| Error::Connect {
+        addr: authority.clone(),
+        reason,
+    };
+    let stream = match connect_tcp(&url, options.connect_timeout) {
+        Ok(stream) => stream,
+        Err(reason) => {
+            let _ = ready.send(Err(connect_error(reason)));
+            return;
+        }
+    };
+    let clock = Clock::new();
+    let mut config = options.client;
+    config.handshake_timeout_ms = options
+        .connect_timeout
+        .as_millis()
+        .min(u128::from(u32::MAX)) as u32;
+    let (inner, wake) = Inner::new(Client::new(config, clock.now()));
+    let (connected_tx, connected_rx) = oneshot::channel();
+    inner.lock().connected_waiters.push(connected_tx);
+    let handshake_inner = inner.clone();
+    let finish_inner = inner.clone();
+    async_io::block_on(async move {
+        let io = drive(inner.clone(), wake, stream, clock);
+        futures::pin_mut!(io);
+        // Drive I/O while waiting for the handshake, then hand over and keep driving.
+        match futures::future::select(connected_rx, io.as_mut()).await {
+            futures::future::Either::Left((result, _)) => {
+                let result =
+                    result.unwrap_or_else(|_| Err(connect_error("handshake aborted".into())));
+                let _ = ready.send(result.map(|server| (handshake_inner, server)));
+                io.await;
+            }
+            futures::future::Either::Right(((), _)) => {
+                let error = inner
+                    .lock()
+                    .closed_error()
+                    .unwrap_or(connect_error("connection ended".into()));
+                let _ = ready.send(Err(error));
+            }
+        }
+    });
+    let mut shared = finish_inner.lock();
+    shared.finished = true;
+    for waiter in shared.finished_waiters.drain(..) {
+        let _ = waiter.send(());
+    }
+}
+
+fn connect_tcp(url: &ServerUrl, timeout: Duration) -> Result<async_io::Async<TcpStream>, String> {
+    let addrs: Vec<_> = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .collect();
+    let mut last_error = format!("{} resolves to no address", url.host);
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                return async_io::Async::new(stream).map_err(|e| e.to_string());
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(last_error)
+}
+
+impl Shared {
+    pub(crate) fn settle_error(&self) -> Option<Error> {
+        self.closed_error()
+    }
+}

@@ -1,0 +1,189 @@
+//! State shared by the connection's handles and its I/O thread, behind one mutex. Commands
+//! lock it, call the core `Client`, register a waiter, unlock, and nudge the I/O thread.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chute_core::client::{Client, ClientEvent, ClientOutput, Response};
+use chute_protocol::{Delivery, ErrorCode, HelloOk};
+use futures::channel::{mpsc, oneshot};
+
+use crate::error::{Error, PublishError};
+
+pub(crate) struct Shared {
+    pub machine: Client,
+    pub confirms: BTreeMap<u64, oneshot::Sender<Result<(), PublishError>>>,
+    pub requests: BTreeMap<u32, oneshot::Sender<Result<Response, Error>>>,
+    pub subscriptions: BTreeMap<u32, mpsc::UnboundedSender<Delivery>>,
+    /// Publishers waiting for room in the unconfirmed window.
+    pub window_waiters: Vec<oneshot::Sender<()>>,
+    /// Waiting for the handshake.
+    pub connected_waiters: Vec<oneshot::Sender<Result<HelloOk, Error>>>,
+    /// Why the connection ended, once it has.
+    pub closed: Option<(ErrorCode, String)>,
+    /// Bytes the I/O thread must write.
+    pub outgoing: Vec<bytes::Bytes>,
+    pub close_transport: bool,
+    /// Waiting for the I/O thread to finish.
+    pub finished_waiters: Vec<oneshot::Sender<()>>,
+    pub finished: bool,
+}
+
+pub(crate) struct Inner {
+    shared: Mutex<Shared>,
+    /// Nudges the I/O thread: capacity one, a full channel already means "look again".
+    pub wake_tx: async_channel::Sender<()>,
+}
+
+impl Inner {
+    pub fn new(machine: Client) -> (Arc<Inner>, async_channel::Receiver<()>) {
+        let (wake_tx, wake_rx) = async_channel::bounded(1);
+        let shared = Shared {
+            machine,
+            confirms: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            window_waiters: Vec::new(),
+            connected_waiters: Vec::new(),
+            closed: None,
+            outgoing: Vec::new(),
+            close_transport: false,
+            finished_waiters: Vec::new(),
+            finished: false,
+        };
+        (
+            Arc::new(Inner {
+                shared: Mutex::new(shared),
+                wake_tx,
+            }),
+            wake_rx,
+        )
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic while holding the lock leaves state we cannot trust; propagate it.
+        self.shared.lock().expect("client state poisoned")
+    }
+
+    pub fn wake(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+}
+
+impl Shared {
+    pub fn closed_error(&self) -> Option<Error> {
+        self.closed.as_ref().map(|(code, message)| Error::Closed {
+            code: *code,
+            message: message.clone(),
+        })
+    }
+
+    /// Drains the machine's outputs: bytes to `outgoing`, events to their waiters.
+    pub fn drain_outputs(&mut self) {
+        while let Some(output) = self.machine.poll_output() {
+            match output {
+                ClientOutput::Send(bytes) => self.outgoing.push(bytes),
+                ClientOutput::Close => self.close_transport = true,
+                ClientOutput::Event(event) => self.dispatch(event),
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Connected(hello_ok) => {
+                for waiter in self.connected_waiters.drain(..) {
+                    let _ = waiter.send(Ok(hello_ok.clone()));
+                }
+            }
+            ClientEvent::Confirmed(range) => {
+                for seq in range.iter() {
+                    if let Some(waiter) = self.confirms.remove(&seq) {
+                        let _ = waiter.send(Ok(()));
+                    }
+                }
+                self.wake_window_waiters();
+            }
+            ClientEvent::PublishFailed(failure) => {
+                if let Some(waiter) = self.confirms.remove(&failure.seq) {
+                    let error = PublishError::Refused {
+                        code: failure.code,
+                        message: failure.message,
+                        retry_after_ms: failure.retry_after_ms,
+                    };
+                    let _ = waiter.send(Err(error));
+                }
+                self.wake_window_waiters();
+            }
+            ClientEvent::Deliveries {
+                subscription,
+                deliveries,
+            } => {
+                if let Some(sink) = self.subscriptions.get(&subscription) {
+                    for delivery in deliveries {
+                        let _ = sink.unbounded_send(delivery);
+                    }
+                }
+            }
+            ClientEvent::Response {
+                request_id,
+                response,
+            } => {
+                if let Some(waiter) = self.requests.remove(&request_id) {
+                    let result = match response {
+                        Response::Failed(error) => Err(Error::Refused {
+                            code: error.code,
+                            message: error.message,
+                            retriable: error.retriable,
+                        }),
+                        other => Ok(other),
+                    };
+                    let _ = waiter.send(result);
+                }
+            }
+            ClientEvent::SubscriptionCancelled(cancelled) => {
+                tracing::warn!(subscription = cancelled.subscription, message = %cancelled.message, "subscription cancelled by server");
+                self.subscriptions.remove(&cancelled.subscription);
+            }
+            ClientEvent::GoingAway(going_away) => {
+                tracing::info!(message = %going_away.message, "server is going away");
+            }
+            ClientEvent::Error(error) => {
+                tracing::warn!(code = %error.code, message = %error.message, "server reported an error");
+            }
+            ClientEvent::Closed { code, message } => self.fail_everything(code, message),
+        }
+    }
+
+    fn wake_window_waiters(&mut self) {
+        for waiter in self.window_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// The connection ended: every waiter learns why, every stream ends.
+    pub fn fail_everything(&mut self, code: ErrorCode, message: String) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.closed = Some((code, message.clone()));
+        let error = Error::Closed {
+            code,
+            message: message.clone(),
+        };
+        for (_, waiter) in std::mem::take(&mut self.confirms) {
+            let _ = waiter.send(Err(PublishError::Unconfirmed {
+                code,
+                message: message.clone(),
+            }));
+        }
+        for (_, waiter) in std::mem::take(&mut self.requests) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+        for waiter in self.connected_waiters.drain(..) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+        self.subscriptions.clear();
+        self.wake_window_waiters();
+    }
+}

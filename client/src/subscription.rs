@@ -1,0 +1,164 @@
+//! A subscription as a `Stream` of deliveries, and the settle operations on each delivery.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use chute_protocol::Header;
+use futures::channel::mpsc;
+use futures::Stream;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::shared::Inner;
+
+/// Deliveries from one queue. Ends when the connection closes or the server cancels the
+/// subscription (the queue was deleted); [`Connection::closed_reason`] tells which.
+pub struct Subscription {
+    connection: Connection,
+    inner: Arc<Inner>,
+    id: u32,
+    stream: mpsc::UnboundedReceiver<chute_protocol::Delivery>,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        connection: Connection,
+        inner: Arc<Inner>,
+        id: u32,
+        stream: mpsc::UnboundedReceiver<chute_protocol::Delivery>,
+    ) -> Subscription {
+        Subscription {
+            connection,
+            inner,
+            id,
+            stream,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Lets the server send `credit` more deliveries.
+    pub fn grant_credit(&self, credit: u32) -> Result<(), Error> {
+        let mut shared = self.inner.lock();
+        if let Some(error) = shared.settle_error() {
+            return Err(error);
+        }
+        shared.machine.grant_credit(self.id, credit)?;
+        drop(shared);
+        self.inner.wake();
+        Ok(())
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Delivery;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let inner = self.inner.clone();
+        Pin::new(&mut self.stream)
+            .poll_next(cx)
+            .map(|next| next.map(|wire| Delivery { wire, inner }))
+    }
+}
+
+/// One delivered message. Settle it with exactly one of `ack`, `nack` or `reject`; until then
+/// it counts against the subscription's prefetch and its lease runs.
+pub struct Delivery {
+    wire: chute_protocol::Delivery,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.wire.fmt(f)
+    }
+}
+
+impl Delivery {
+    pub fn payload(&self) -> &Bytes {
+        &self.wire.payload
+    }
+
+    pub fn tag(&self) -> u64 {
+        self.wire.tag
+    }
+
+    /// 1 on the first delivery.
+    pub fn attempt(&self) -> u32 {
+        self.wire.attempt
+    }
+
+    pub fn redelivered(&self) -> bool {
+        self.wire.redelivered
+    }
+
+    pub fn message_id(&self) -> Option<&str> {
+        self.wire.id.as_deref()
+    }
+
+    pub fn headers(&self) -> &[Header] {
+        &self.wire.headers
+    }
+
+    pub fn published_unix_ms(&self) -> u64 {
+        self.wire.published_unix_ms
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.wire.priority
+    }
+
+    pub fn group(&self) -> Option<&str> {
+        self.wire.group.as_deref()
+    }
+
+    /// The wire form, with every field.
+    pub fn as_wire(&self) -> &chute_protocol::Delivery {
+        &self.wire
+    }
+
+    /// Done with the message: the server forgets it.
+    pub fn ack(&self) -> Result<(), Error> {
+        self.settle(|machine, tag| machine.ack(tag))
+    }
+
+    /// A failed attempt: the server delivers it again after its backoff, or after `delay_ms`.
+    pub fn nack(&self, delay_ms: Option<u64>, reason: Option<String>) -> Result<(), Error> {
+        self.settle(|machine, tag| machine.nack(tag, delay_ms, reason))
+    }
+
+    /// The message cannot be processed: dead-letter it with this reason.
+    pub fn reject(&self, reason: String) -> Result<(), Error> {
+        self.settle(|machine, tag| machine.reject(tag, reason))
+    }
+
+    /// Extends the lease (to the subscription's lease, or `lease_ms`, from now).
+    pub fn touch(&self, lease_ms: Option<u32>) -> Result<(), Error> {
+        self.settle(|machine, tag| machine.touch(tag, lease_ms))
+    }
+
+    fn settle(
+        &self,
+        command: impl FnOnce(
+            &mut chute_core::client::Client,
+            u64,
+        ) -> Result<(), chute_core::client::CommandError>,
+    ) -> Result<(), Error> {
+        let mut shared = self.inner.lock();
+        if let Some(error) = shared.settle_error() {
+            return Err(error);
+        }
+        command(&mut shared.machine, self.wire.tag)?;
+        drop(shared);
+        self.inner.wake();
+        Ok(())
+    }
+}

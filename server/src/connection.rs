@@ -1,0 +1,188 @@
+//! Per-connection tasks: a reader that forwards received bytes to the broker task, and a
+//! writer that writes what the broker sends and reports each flush back.
+//!
+//! The broker task owns all state; these tasks only move bytes. Reading stops while the broker
+//! says `PauseRead` (the gate), which is how backpressure reaches the socket.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use chute_core::ConnId;
+use futures::channel::mpsc;
+use futures::future::{self, Either};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures::task::AtomicWaker;
+use futures::{SinkExt, StreamExt};
+
+use crate::event_loop::LoopEvent;
+
+/// Bytes read from a socket in one go, at most; one `Received` input each.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Below this much room left, a fresh read buffer is started.
+const READ_CHUNK_MIN_BYTES: usize = 4 * 1024;
+/// Bytes gathered from queued `Send`s into one socket write, at most.
+const WRITE_GATHER_BYTES: usize = 256 * 1024;
+
+/// Lets the broker task pause and stop a reader.
+#[derive(Default)]
+pub struct ReadGate {
+    paused: AtomicBool,
+    closed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl ReadGate {
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves when reading may continue (`true`) or must stop for good (`false`).
+    async fn wait_open(&self) -> bool {
+        future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.is_closed() {
+                Poll::Ready(false)
+            } else if self.paused.load(Ordering::Acquire) {
+                Poll::Pending
+            } else {
+                Poll::Ready(true)
+            }
+        })
+        .await
+    }
+
+    /// Resolves when the gate is closed.
+    async fn closed(&self) {
+        future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.is_closed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// What the broker task sends a writer.
+pub enum WriterMessage {
+    Data(Bytes),
+    /// Write what came before, then close the socket.
+    Close,
+}
+
+pub async fn read_loop<S: AsyncRead + Unpin>(
+    conn: ConnId,
+    mut socket: ReadHalf<S>,
+    gate: Arc<ReadGate>,
+    mut events: mpsc::Sender<LoopEvent>,
+) {
+    // Reads land in the unused tail of one zeroed allocation; each read's bytes are split off
+    // and shared with the broker (payloads end up pointing into it), so the buffer is zeroed
+    // once per READ_CHUNK_BYTES received, not once per read.
+    let mut buffer = BytesMut::new();
+    loop {
+        if !gate.wait_open().await {
+            return;
+        }
+        if buffer.len() < READ_CHUNK_MIN_BYTES {
+            buffer = BytesMut::zeroed(READ_CHUNK_BYTES);
+        }
+        let read = {
+            let read = socket.read(&mut buffer[..]);
+            let closed = gate.closed();
+            futures::pin_mut!(read, closed);
+            match future::select(read, closed).await {
+                Either::Left((result, _)) => result,
+                Either::Right(((), _)) => return,
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => {
+                let _ = events.send(LoopEvent::ReadClosed(conn)).await;
+                return;
+            }
+            Ok(n) => {
+                let bytes = buffer.split_to(n).freeze();
+                if events.send(LoopEvent::Received(conn, bytes)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub async fn write_loop<S: AsyncWrite + Unpin>(
+    conn: ConnId,
+    mut socket: WriteHalf<S>,
+    mut messages: mpsc::UnboundedReceiver<WriterMessage>,
+    gate: Arc<ReadGate>,
+    mut events: mpsc::Sender<LoopEvent>,
+) {
+    let mut gather = BytesMut::new();
+    let mut closing = false;
+    while !closing {
+        let Some(first) = messages.next().await else {
+            break;
+        };
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut next = Some(first);
+        // Take everything already queued, up to a bound, so one syscall carries many frames.
+        while let Some(message) = next.take() {
+            match message {
+                WriterMessage::Data(bytes) => {
+                    batch_bytes += bytes.len();
+                    batch.push(bytes);
+                }
+                WriterMessage::Close => closing = true,
+            }
+            if closing || batch_bytes >= WRITE_GATHER_BYTES {
+                break;
+            }
+            next = messages.try_recv().ok();
+        }
+        if batch_bytes > 0 {
+            if write_batch(&mut socket, &batch, &mut gather).await.is_err() {
+                break;
+            }
+            let flushed = LoopEvent::Flushed(conn, batch_bytes as u64);
+            if events.send(flushed).await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = socket.close().await;
+    gate.close();
+    let _ = events.send(LoopEvent::WriterDone(conn)).await;
+}
+
+async fn write_batch<S: AsyncWrite + Unpin>(
+    socket: &mut WriteHalf<S>,
+    batch: &[Bytes],
+    gather: &mut BytesMut,
+) -> std::io::Result<()> {
+    if let [single] = batch {
+        socket.write_all(single).await?;
+    } else {
+        gather.clear();
+        for bytes in batch {
+            gather.extend_from_slice(bytes);
+        }
+        socket.write_all(gather).await?;
+    }
+    socket.flush().await
+}

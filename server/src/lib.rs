@@ -1,0 +1,24 @@
+//! # chute-server
+//!
+//! The server, written once for any async runtime. A runtime adapter (`chute-server-tokio`,
+//! `chute-server-smol`) implements the small [`Runtime`] trait and calls [`main`].
+//!
+//! Inside, one task owns the sans-IO [`chute_core::Broker`]; each connection has a reader task
+//! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
+//! it new sockets; a signal thread asks it to stop. The broker task is the only place state
+//! changes, so there are no locks around queues.
+//!
+//! ```text
+//!  accept task ──streams──▶ ┌──────────────┐ ──Send──▶ writer task ──▶ socket
+//!  reader tasks ──bytes───▶ │ broker task  │ ──Pause──▶ reader gate
+//!  writer tasks ──flushed─▶ │ (Broker)     │ ◀──timer── runtime
+//!  signal thread ─stop────▶ └──────────────┘
+//! ```
+
+mod connection;
+mod event_loop;
+mod runtime;
+mod serve;
+
+pub use runtime::Runtime;
+pub use serve::{main, serve, Args, ServeError, ServerConfig};

@@ -1,0 +1,34 @@
+//! The small surface an async runtime must provide, in the spirit of quinn's runtime module.
+//! Everything else in the server is written once against this trait.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use futures::io::{AsyncRead, AsyncWrite};
+
+pub trait Runtime: Clone + Send + Sync + 'static {
+    type Listener: Send + Sync + 'static;
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Shown in logs: "tokio" or "smol".
+    fn name(&self) -> &'static str;
+
+    /// Runs a future to completion on the calling thread (the binary's `main`).
+    fn block_on<F: Future>(&self, future: F) -> F::Output;
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static);
+
+    /// Adopts a bound, non-blocking std listener. Binding happens in common code so that
+    /// address errors read the same under every runtime.
+    fn listener(&self, listener: std::net::TcpListener) -> io::Result<Self::Listener>;
+
+    /// The next connection, with `TCP_NODELAY` set.
+    fn accept<'a>(
+        &'a self,
+        listener: &'a Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send + 'a;
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
+}

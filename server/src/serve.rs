@@ -1,0 +1,215 @@
+//! Starting and stopping a server: arguments, binding, the accept loop, signals.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chute_core::BrokerConfig;
+use clap::Parser;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{self, Either};
+use futures::SinkExt;
+
+use crate::event_loop::{EventLoop, LoopEvent, EVENT_QUEUE_MAX};
+use crate::runtime::Runtime;
+
+/// Command-line flags shared by `chuted` and `chuted-smol`.
+#[derive(Clone, Debug, Parser)]
+#[command(version, about = "chute message broker")]
+pub struct Args {
+    /// Address for the client protocol.
+    #[arg(long, env = "CHUTE_LISTEN", default_value = "127.0.0.1:4770")]
+    pub listen: SocketAddr,
+    /// Directory for the message log and lock file.
+    #[arg(long, env = "CHUTE_DATA_DIR", default_value = "./chute-data")]
+    pub data_dir: PathBuf,
+    /// How long a graceful stop waits for clients to receive what was sent to them.
+    #[arg(long, env = "CHUTE_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub broker: BrokerConfig,
+}
+
+impl From<Args> for ServerConfig {
+    fn from(args: Args) -> ServerConfig {
+        ServerConfig {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        addr: SocketAddr,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] chute_core::ConfigError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+/// The whole life of a server binary: parse flags, serve until SIGINT/SIGTERM, exit 0; or
+/// print one line saying why it could not start and exit 1.
+pub fn main<R: Runtime>(runtime: R, binary: &str) -> ExitCode {
+    init_tracing();
+    let config = ServerConfig::from(Args::parse());
+    let result = runtime.block_on(serve(runtime.clone(), config, |addr| {
+        use std::io::Write;
+        println!("{binary} listening on {addr}");
+        let _ = std::io::stdout().flush();
+    }));
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{binary}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHUTE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Serves until a graceful stop completes. `ready` is called with the bound address once
+/// connections are being accepted.
+pub async fn serve<R: Runtime>(
+    runtime: R,
+    config: ServerConfig,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    config.broker.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let listener = bind(config.listen)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| bind_error(config.listen, source))?;
+    let listener = runtime
+        .listener(listener)
+        .map_err(|source| bind_error(config.listen, source))?;
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
+    let (accepted_tx, accepted_rx) = mpsc::channel(16);
+    let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
+    install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
+    runtime.spawn(accept_loop(
+        runtime.clone(),
+        listener,
+        accepted_tx,
+        accept_stop_rx,
+    ));
+    let event_loop = EventLoop::new(
+        runtime.clone(),
+        config.broker,
+        events_tx,
+        accept_stop_tx,
+        config.shutdown_timeout,
+    );
+    tracing::info!(runtime = runtime.name(), %addr, data_dir = %config.data_dir.display(), "serving");
+    ready(addr);
+    event_loop.run(events_rx, accepted_rx).await;
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| bind_error(addr, source))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| bind_error(addr, source))?;
+    Ok(listener)
+}
+
+fn bind_error(addr: SocketAddr, source: io::Error) -> ServeError {
+    let hint = match source.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (is another chuted running? pick another address with --listen)"
+        }
+        io::ErrorKind::AddrNotAvailable => " (that address is not on this machine)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
+        _ => "",
+    };
+    ServeError::Bind { addr, source, hint }
+}
+
+async fn accept_loop<R: Runtime>(
+    runtime: R,
+    listener: R::Listener,
+    mut accepted: mpsc::Sender<(R::Stream, SocketAddr)>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let accept = runtime.accept(&listener);
+        futures::pin_mut!(accept);
+        let result = match future::select(accept, &mut stop).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => return,
+        };
+        match result {
+            Ok(connection) => {
+                if accepted.send(connection).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                runtime
+                    .sleep_until(std::time::Instant::now() + Duration::from_millis(100))
+                    .await;
+            }
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful stop. A second one: exit at once.
+fn install_signal_thread(events: mpsc::Sender<LoopEvent>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("chute-signals".into())
+        .spawn(move || {
+            let mut events = events;
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    eprintln!("second signal {signal}: exiting now");
+                    std::process::exit(130);
+                }
+                let _ = futures::executor::block_on(events.send(LoopEvent::Shutdown));
+            }
+        })?;
+    Ok(())
+}
