@@ -116,14 +116,25 @@ impl FrameReader {
         if self.partial.len() < header.frame_len() {
             return Ok(None);
         }
-        Ok(Some(self.partial.split().freeze()))
+        // A fresh buffer for the next frame: reusing this allocation would let a small frame's
+        // payload pin the large frame's memory for as long as the broker holds the payload.
+        Ok(Some(std::mem::take(&mut self.partial).freeze()))
     }
 
+    /// Grows the side buffer for the bytes at hand: geometrically, so a frame assembled from
+    /// many chunks is copied a bounded number of times, but never past the frame's length, and
+    /// never ahead of what the peer actually sent (a hostile peer that announces a large frame
+    /// and then stalls costs what it sent).
     fn reserve_for(&mut self, header: FrameHeader) {
         let missing = header.frame_len().saturating_sub(self.partial.len());
-        // Reserve no more than what is already here plus one chunk's worth: a hostile peer that
-        // announces a large frame and then stalls costs what it actually sent.
-        self.partial
-            .reserve(missing.min(self.chunk.len().max(FRAME_HEADER_LEN)));
+        let wanted = self.partial.len() + missing.min(self.chunk.len().max(FRAME_HEADER_LEN));
+        if self.partial.capacity() < wanted {
+            let target = wanted
+                .max(self.partial.capacity().saturating_mul(2))
+                .min(header.frame_len());
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&self.partial);
+            self.partial = grown;
+        }
     }
 }

@@ -1,0 +1,214 @@
+//! Helpers for black-box tests: start a real server binary on an ephemeral loopback port with
+//! its own data directory, run the `chute` CLI, and stop everything when the test ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The two reference servers; every black-box test runs against both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerBinary {
+    Tokio,
+    Smol,
+}
+
+impl ServerBinary {
+    pub const ALL: [ServerBinary; 2] = [ServerBinary::Tokio, ServerBinary::Smol];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerBinary::Tokio => "chuted",
+            ServerBinary::Smol => "chuted-smol",
+        }
+    }
+}
+
+/// Where cargo put the workspace's binaries for this build profile.
+pub fn binary_path(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test-binary> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        build_binaries();
+    }
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Builds the binaries when a test runs without them (e.g. `cargo test -p chute-tests`).
+fn build_binaries() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "chute-server-tokio",
+                "-p",
+                "chute-server-smol",
+                "-p",
+                "chute-cli",
+                "--bins",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+}
+
+/// A running server. Killed (if still running) and its data directory removed on drop.
+pub struct Server {
+    child: Option<Child>,
+    pub binary: ServerBinary,
+    pub addr: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    stderr_path: PathBuf,
+}
+
+impl Server {
+    pub fn start(binary: ServerBinary) -> Server {
+        Server::start_with_args(binary, &[])
+    }
+
+    pub fn start_with_args(binary: ServerBinary, extra: &[&str]) -> Server {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let stderr_path = data_dir.path().join("server.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        let mut child = Command::new(binary_path(binary.name()))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path().join("data"))
+            .args(extra)
+            .env("CHUTE_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read server stdout");
+        let Some(addr) = line
+            .trim()
+            .rsplit_once(" listening on ")
+            .map(|(_, a)| a.to_string())
+        else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!(
+                "{} did not start: stdout {line:?}, stderr:\n{log}",
+                binary.name()
+            );
+        };
+        let addr = addr.parse().expect("listen address");
+        Server {
+            child: Some(child),
+            binary,
+            addr,
+            data_dir,
+            stderr_path,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("chute://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal (by name, as `kill -s` takes it) to the server.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(20))
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}:\n{}",
+                self.binary.name(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the `chute` CLI against a server and returns its output.
+pub fn chute(server: &Server, args: &[&str], stdin: Option<&str>) -> Output {
+    chute_at(&server.url(), args, stdin)
+}
+
+pub fn chute_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(binary_path("chute"))
+        .args(["--url", url])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chute");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().expect("chute output")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,122 @@
+//! The `chute` CLI against both servers: the newcomer's path from the README.
+
+use chute_tests::{chute, chute_at, stderr, stdout, Server, ServerBinary};
+
+/// declare, publish (argument, stdin, generated), list, stats, consume with and without JSON.
+fn publish_and_consume(binary: ServerBinary) {
+    let server = Server::start(binary);
+    let declared = chute(&server, &["queue", "declare", "jobs"], None);
+    assert!(declared.status.success(), "{}", stderr(&declared));
+    assert_eq!(stdout(&declared).trim(), "created jobs");
+
+    assert!(chute(&server, &["publish", "jobs", "hello"], None)
+        .status
+        .success());
+    assert!(
+        chute(&server, &["publish", "jobs"], Some("line one\nline two\n"))
+            .status
+            .success()
+    );
+    let generated = chute(
+        &server,
+        &["publish", "jobs", "--count", "100", "--size", "64"],
+        None,
+    );
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    assert!(stderr(&generated).contains("published 100 messages"));
+
+    let list = chute(&server, &["queue", "list", "--json"], None);
+    let line = stdout(&list);
+    assert!(
+        line.contains(r#""name":"jobs""#) && line.contains(r#""ready":103"#),
+        "{line}"
+    );
+
+    let consumed = chute(&server, &["consume", "jobs", "--count", "3"], None);
+    assert!(consumed.status.success(), "{}", stderr(&consumed));
+    assert_eq!(stdout(&consumed), "hello\nline one\nline two\n");
+
+    let json = chute(
+        &server,
+        &["consume", "jobs", "--count", "2", "--json"],
+        None,
+    );
+    let lines: Vec<String> = stdout(&json).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].starts_with('{') && lines[0].contains(r#""attempt":1"#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&format!("{:>12} ", 0)),
+        "generated payloads carry their index"
+    );
+
+    let stats = chute(&server, &["queue", "stats", "jobs", "--json"], None);
+    let stats = stdout(&stats);
+    assert!(
+        stats.contains(r#""ready":98"#) && stats.contains(r#""acked":5"#),
+        "{stats}"
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn publish_and_consume_tokio() {
+    publish_and_consume(ServerBinary::Tokio);
+}
+
+#[test]
+fn publish_and_consume_smol() {
+    publish_and_consume(ServerBinary::Smol);
+}
+
+/// Failures exit non-zero with one line saying why.
+fn failures_exit_nonzero_with_reason(binary: ServerBinary) {
+    let server = Server::start(binary);
+    let missing = chute(&server, &["consume", "nowhere", "--count", "1"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    let message = stderr(&missing);
+    assert!(
+        message.starts_with("chute: ") && message.contains("no-such-queue"),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1);
+
+    let publish = chute(&server, &["publish", "nowhere", "x"], None);
+    assert_eq!(publish.status.code(), Some(1));
+    assert!(stderr(&publish).contains("no-such-queue"));
+    assert!(server.stop().success());
+}
+
+#[test]
+fn failures_exit_nonzero_with_reason_tokio() {
+    failures_exit_nonzero_with_reason(ServerBinary::Tokio);
+}
+
+#[test]
+fn failures_exit_nonzero_with_reason_smol() {
+    failures_exit_nonzero_with_reason(ServerBinary::Smol);
+}
+
+#[test]
+fn unreachable_server_is_a_clear_error() {
+    // Bind and drop a listener to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = chute_at(
+        &format!("chute://127.0.0.1:{port}"),
+        &["queue", "list"],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot connect to 127.0.0.1"),
+        "{}",
+        stderr(&output)
+    );
+}
