@@ -148,9 +148,6 @@ impl Shared {
             ClientEvent::GoingAway(going_away) => {
                 tracing::info!(message = %going_away.message, "server is going away");
             }
-            ClientEvent::Error(error) => {
-                tracing::warn!(code = %error.code, message = %error.message, "server reported an error");
-            }
             ClientEvent::Closed { code, message } => self.fail_everything(code, message),
         }
     }

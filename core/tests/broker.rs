@@ -507,27 +507,151 @@ fn full_queue_refuses_publish() {
     assert!(failure.code.is_retriable());
 }
 
-/// Acking a tag that is not outstanding is an error for that ack, not for the connection.
+/// Acking a tag that is not outstanding fails that ack when it asked for an answer (the
+/// outstanding tags in it are still settled), and is silently harmless when it did not.
 #[test]
-fn unknown_tag_ack_is_reported_not_fatal() {
+fn unknown_tag_ack_fails_only_the_ack() {
     let mut net = Net::new();
     let conn = net.connect();
-    let mut bytes = bytes::BytesMut::new();
+    declared(&mut net, conn, "jobs");
+    net.publish(conn, "jobs", &["1"]);
+    net.subscribe(conn, "jobs", 10);
+    let tag = net.deliveries(conn)[0].tag;
+    let ranges = vec![chute_protocol::Range {
+        first: tag,
+        count: u32::MAX,
+    }];
     let ack = chute_protocol::Ack {
-        request_id: 0,
-        ranges: vec![chute_protocol::Range {
-            first: 99,
-            count: u32::MAX,
-        }],
+        request_id: 7,
+        ranges: ranges.clone(),
     };
-    Frame::Ack(ack).encode(&mut bytes, 1 << 20).unwrap();
-    net.send_raw(conn, &bytes);
-    let error = net.take_events(conn).into_iter().find_map(|e| match e {
-        ClientEvent::Error(error) => Some(error),
-        _ => None,
-    });
-    assert_eq!(error.map(|e| e.code), Some(ErrorCode::UNKNOWN_DELIVERY_TAG));
+    send_frame(&mut net, conn, Frame::Ack(ack));
+    let Response::Failed(error) = net.response(conn, 7) else {
+        panic!("expected an error")
+    };
+    assert_eq!(error.code, ErrorCode::UNKNOWN_DELIVERY_TAG);
+    assert_eq!(
+        net.broker.queue_depth("jobs"),
+        Some(0),
+        "the outstanding tag was settled"
+    );
+
+    send_frame(
+        &mut net,
+        conn,
+        Frame::Ack(chute_protocol::Ack {
+            request_id: 0,
+            ranges,
+        }),
+    );
+    let answered = net
+        .take_events(conn)
+        .into_iter()
+        .any(|e| matches!(e, ClientEvent::Response { .. }));
+    assert!(!answered, "no answer without a request id");
     assert!(net.clients[&conn].is_open());
+}
+
+/// Settling with a request id is answered once the settlement is done.
+#[test]
+fn ack_with_request_id_is_answered() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declared(&mut net, conn, "jobs");
+    net.publish(conn, "jobs", &["1"]);
+    net.subscribe(conn, "jobs", 10);
+    let tag = net.deliveries(conn)[0].tag;
+    let ranges = vec![chute_protocol::Range::one(tag)];
+    send_frame(
+        &mut net,
+        conn,
+        Frame::Ack(chute_protocol::Ack {
+            request_id: 9,
+            ranges,
+        }),
+    );
+    assert_eq!(net.response(conn, 9), Response::Done { count: 0 });
+}
+
+/// Credit for a subscription that ended is ignored (it may cross an unsubscribe); credit
+/// beyond the limit is a client bug that closes the connection.
+#[test]
+fn credit_rules() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    let stale = chute_protocol::Credit {
+        subscription: 42,
+        credit: 5,
+    };
+    send_frame(&mut net, conn, Frame::Credit(stale));
+    assert!(net.clients[&conn].is_open());
+    declared(&mut net, conn, "jobs");
+    let subscription = net.subscribe(conn, "jobs", 10);
+    let credit_max = BrokerConfig::default().limits.credit_max;
+    let too_much = chute_protocol::Credit {
+        subscription,
+        credit: credit_max,
+    };
+    send_frame(&mut net, conn, Frame::Credit(too_much));
+    assert_eq!(
+        net.closed_event(conn).map(|(c, _)| c),
+        Some(ErrorCode::CREDIT_OVERFLOW)
+    );
+}
+
+/// Deliveries of a deleted queue are no longer outstanding.
+#[test]
+fn deleting_a_queue_ends_its_deliveries() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declared(&mut net, conn, "jobs");
+    net.publish(conn, "jobs", &["1"]);
+    net.subscribe(conn, "jobs", 10);
+    let tag = net.deliveries(conn)[0].tag;
+    let request = net.client(conn).delete_queue("jobs", false, false).unwrap();
+    assert_eq!(net.response(conn, request), Response::Done { count: 1 });
+    let ranges = vec![chute_protocol::Range::one(tag)];
+    send_frame(
+        &mut net,
+        conn,
+        Frame::Ack(chute_protocol::Ack {
+            request_id: 3,
+            ranges,
+        }),
+    );
+    let Response::Failed(error) = net.response(conn, 3) else {
+        panic!()
+    };
+    assert_eq!(error.code, ErrorCode::UNKNOWN_DELIVERY_TAG);
+}
+
+/// A reader paused by backpressure is not timed out for the silence the pause causes.
+#[test]
+fn paused_connection_is_not_timed_out() {
+    let mut config = BrokerConfig::default();
+    config.limits.frame_size_max = 64 * 1024;
+    config.limits.payload_size_max = 32 * 1024;
+    config.limits.connection_outbound_bytes_max = 64 * 1024;
+    let mut net = Net::with_config(config);
+    let conn = net.connect();
+    declared(&mut net, conn, "jobs");
+    let big = "x".repeat(30 * 1024);
+    net.publish(conn, "jobs", &[big.as_str(); 8]);
+    net.stalled.insert(conn);
+    net.subscribe_without_wait(conn, "jobs", 8);
+    assert!(net.broker_log.contains(&Output::PauseRead { conn }));
+    net.clients.remove(&conn);
+    net.advance(60_000);
+    assert!(
+        !net.closed_by_broker.contains(&conn),
+        "a paused connection was timed out"
+    );
+}
+
+fn send_frame(net: &mut Net, conn: chute_core::ConnId, frame: Frame) {
+    let mut bytes = bytes::BytesMut::new();
+    frame.encode(&mut bytes, 1 << 20).unwrap();
+    net.send_raw(conn, &bytes);
 }
 
 /// A reader that stops reading makes the broker stop reading from it (and stop delivering to

@@ -116,6 +116,12 @@ impl Broker {
             connection.send(FrameKind::SubscriptionCancelled, &cancelled, frame_size_max);
             self.mark_dirty(consumer.conn);
         }
+        // Its deliveries are no longer outstanding: settling them is settling unknown tags.
+        for connection in self.connections.values_mut() {
+            connection
+                .in_flight
+                .retain(|_, in_flight| in_flight.queue != id);
+        }
         self.outputs.push_back(Output::Event(Event::QueueDeleted {
             name: queue.name.clone(),
         }));

@@ -72,17 +72,22 @@ impl Broker {
         );
     }
 
+    /// Credit for a subscription that is no longer active is ignored: it may have crossed an
+    /// `Unsubscribe` or a `SubscriptionCancelled` on the wire. Credit beyond `credit_max` is a
+    /// client bug (it can always bound the server's count), so it closes the connection.
     pub(super) fn handle_credit(&mut self, conn: ConnId, credit: Credit) {
         let credit_max = self.config.limits.credit_max;
         let connection = self.connection_mut(conn);
         let Some(subscription) = connection.subscriptions.get_mut(&credit.subscription) else {
-            let message = format!("subscription {} is not active", credit.subscription);
-            return self.reply_error(conn, 0, ErrorCode::NO_SUCH_SUBSCRIPTION, message);
+            return;
         };
         let total = u64::from(subscription.credit) + u64::from(credit.credit);
         if total > u64::from(credit_max) {
-            let message = format!("credit would reach {total}, above credit_max ({credit_max})");
-            return self.reply_error(conn, 0, ErrorCode::CREDIT_OVERFLOW, message);
+            let message = format!(
+                "credit of subscription {} would reach {total}, above credit_max ({credit_max})",
+                credit.subscription
+            );
+            return self.close_connection(conn, ErrorCode::CREDIT_OVERFLOW, message);
         }
         subscription.credit = total as u32;
         let queue = subscription.queue;
@@ -113,18 +118,18 @@ impl Broker {
     }
 
     pub(super) fn handle_ack(&mut self, conn: ConnId, ack: Ack) {
-        let settled = self.take_in_flight(conn, ack.request_id, &ack.ranges);
+        let (settled, failed) = self.take_in_flight(conn, ack.request_id, &ack.ranges);
         for in_flight in settled {
             if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
                 queue.settle_acked(&in_flight.message);
             }
         }
-        self.reply_settled(conn, ack.request_id);
+        self.reply_settled(conn, ack.request_id, failed);
     }
 
     /// Nacked messages return to the front of their queue, in the order they were delivered.
     pub(super) fn handle_nack(&mut self, conn: ConnId, nack: Nack) {
-        let settled = self.take_in_flight(conn, nack.request_id, &nack.ranges);
+        let (settled, failed) = self.take_in_flight(conn, nack.request_id, &nack.ranges);
         for in_flight in settled.into_iter().rev() {
             if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
                 queue.counters.nacked += 1;
@@ -132,11 +137,12 @@ impl Broker {
                 self.dirty_queues.insert(in_flight.queue);
             }
         }
-        self.reply_settled(conn, nack.request_id);
+        self.reply_settled(conn, nack.request_id, failed);
     }
 
-    fn reply_settled(&mut self, conn: ConnId, request_id: u32) {
-        if request_id != 0 && self.connections.contains_key(&conn) {
+    /// Answers a settlement that asked for an answer and did not already fail.
+    fn reply_settled(&mut self, conn: ConnId, request_id: u32, failed: bool) {
+        if request_id != 0 && !failed && self.connections.contains_key(&conn) {
             self.reply(
                 conn,
                 FrameKind::Done,
@@ -148,16 +154,24 @@ impl Broker {
         }
     }
 
-    /// Removes the named deliveries from the connection, in tag order. Tags that are not
-    /// outstanding earn one `unknown-delivery-tag` error for the whole frame; the known ones
-    /// are still settled, so a duplicate ack is harmless.
-    fn take_in_flight(&mut self, conn: ConnId, request_id: u32, ranges: &[Range]) -> Vec<InFlight> {
+    /// Removes the named deliveries from the connection, in tag order. With a `request_id`,
+    /// tags that are not outstanding earn one `unknown-delivery-tag` error for the whole frame
+    /// (a range of count 0, `invalid-argument`); the outstanding ones are settled all the same.
+    /// Without one (0), nothing is reported: a late ack after a lease expiry is harmless.
+    /// Returns the settled deliveries and whether an error already answered the request.
+    fn take_in_flight(
+        &mut self,
+        conn: ConnId,
+        request_id: u32,
+        ranges: &[Range],
+    ) -> (Vec<InFlight>, bool) {
         let connection = self.connection_mut(conn);
         let mut settled = Vec::new();
         let mut unknown = 0u64;
+        let mut empty_range = false;
         for range in ranges {
             let Some(last) = range.last() else {
-                unknown += 1;
+                empty_range = true;
                 continue;
             };
             let tags: Vec<u64> = connection
@@ -171,11 +185,17 @@ impl Broker {
                     .filter_map(|tag| connection.in_flight.remove(&tag)),
             );
         }
-        if unknown > 0 {
+        if request_id == 0 {
+            return (settled, false);
+        }
+        if empty_range {
+            let message = "a range of count 0 names no delivery".to_string();
+            self.reply_error(conn, request_id, ErrorCode::INVALID_ARGUMENT, message);
+        } else if unknown > 0 {
             let message = format!("{unknown} delivery tags are not outstanding on this connection");
             self.reply_error(conn, request_id, ErrorCode::UNKNOWN_DELIVERY_TAG, message);
         }
-        settled
+        (settled, empty_range || unknown > 0)
     }
 
     /// Frames of the protocol whose behaviour the broker does not serve in this build.

@@ -55,6 +55,13 @@ impl Broker {
     }
 
     fn resolve_destination(&self, destination: &Destination) -> Result<QueueId, Refusal> {
+        let (Destination::Queue(name) | Destination::Topic(name)) = destination;
+        if name.len() > NAME_LEN_MAX {
+            return Err(Refusal {
+                code: ErrorCode::INVALID_ARGUMENT,
+                message: format!("destination name is longer than {NAME_LEN_MAX} bytes"),
+            });
+        }
         match destination {
             Destination::Queue(name) => self.queue_ids.get(name).copied().ok_or_else(|| Refusal {
                 code: ErrorCode::NO_SUCH_QUEUE,

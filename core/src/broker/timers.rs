@@ -86,6 +86,10 @@ impl Broker {
                 }
             }
             ConnState::Open => {
+                // While the broker is not reading, the client's silence is the broker's doing.
+                if connection.read_paused_output {
+                    connection.last_received = now;
+                }
                 if now >= connection.idle_deadline() {
                     let message = format!(
                         "nothing received for {} ms (3 heartbeat intervals)",

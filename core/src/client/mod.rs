@@ -104,9 +104,6 @@ pub enum ClientEvent {
     },
     SubscriptionCancelled(SubscriptionCancelled),
     GoingAway(GoingAway),
-    /// A connection-level error that did not close the connection (e.g. an unknown tag in a
-    /// fire-and-forget ack).
-    Error(ErrorFrame),
     /// The connection is over; nothing follows.
     Closed {
         code: ErrorCode,

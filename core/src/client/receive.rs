@@ -47,7 +47,10 @@ impl Client {
             }
             Frame::Close(close) => self.finish(close.code, close.message, true),
             Frame::GoingAway(going_away) => self.emit(ClientEvent::GoingAway(going_away)),
-            Frame::Error(error) if error.request_id == 0 => self.emit(ClientEvent::Error(error)),
+            // A connection error: the server closes after it, whether or not `Close` arrives.
+            Frame::Error(error) if error.request_id == 0 => {
+                self.finish(error.code, error.message, true)
+            }
             Frame::Error(error) => self.respond(error.request_id, Response::Failed(error)),
             Frame::Done(done) => {
                 self.respond(done.request_id, Response::Done { count: done.count })

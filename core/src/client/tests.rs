@@ -1,1 +1,242 @@
+//! The client machine on its own, fed server frames by hand.
 
+use bytes::{Bytes, BytesMut};
+use chute_protocol::{
+    Ack, Close, Deliver, Delivery, Destination, ErrorCode, Frame, FrameReader, HelloOk,
+    PublishMessage, ServerLimits, FRAME_SIZE_CEILING, PREFACE,
+};
+
+use super::*;
+
+fn hello_ok(unconfirmed_max: u32) -> Frame {
+    Frame::HelloOk(HelloOk {
+        version: 1,
+        server_name: "test".into(),
+        connection_id: 1,
+        heartbeat_ms: 1_000,
+        limits: ServerLimits {
+            frame_size_max: 1 << 20,
+            payload_size_max: 1 << 16,
+            publish_batch_max: 100,
+            unconfirmed_max,
+            credit_max: 1000,
+            subscriptions_max: 10,
+        },
+    })
+}
+
+fn bytes_of(frames: &[Frame]) -> Bytes {
+    let mut out = BytesMut::new();
+    for frame in frames {
+        frame.encode(&mut out, 1 << 20).unwrap();
+    }
+    out.freeze()
+}
+
+/// A client that completed its handshake, with the preface and Hello drained.
+fn connected(unconfirmed_max: u32) -> Client {
+    let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
+    drain(&mut client);
+    client.handle_input(
+        Instant::ZERO,
+        ClientInput::Received(bytes_of(&[hello_ok(unconfirmed_max)])),
+    );
+    drain(&mut client);
+    assert!(client.is_open());
+    client
+}
+
+/// Every frame the client sent, and every event.
+fn drain(client: &mut Client) -> (Vec<Frame>, Vec<ClientEvent>) {
+    let mut reader = FrameReader::new(FRAME_SIZE_CEILING);
+    let (mut frames, mut events) = (Vec::new(), Vec::new());
+    while let Some(output) = client.poll_output() {
+        match output {
+            ClientOutput::Send(mut bytes) => {
+                if bytes.starts_with(&PREFACE) {
+                    bytes = bytes.slice(PREFACE.len()..);
+                }
+                reader.feed(bytes);
+                while let Some(frame) = reader.next_frame().unwrap() {
+                    frames.push(frame);
+                }
+            }
+            ClientOutput::Event(event) => events.push(event),
+            ClientOutput::Close => {}
+        }
+    }
+    (frames, events)
+}
+
+fn message() -> PublishMessage {
+    PublishMessage::new(Bytes::from_static(b"x"))
+}
+
+/// The client starts with the preface and a Hello for version 1.
+#[test]
+fn opens_with_preface_and_hello() {
+    let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
+    let Some(ClientOutput::Send(bytes)) = client.poll_output() else {
+        panic!()
+    };
+    assert!(bytes.starts_with(&PREFACE));
+    let mut reader = FrameReader::new(FRAME_SIZE_CEILING);
+    reader.feed(bytes.slice(PREFACE.len()..));
+    let Some(Frame::Hello(hello)) = reader.next_frame().unwrap() else {
+        panic!()
+    };
+    assert_eq!((hello.version_min, hello.version_max), (1, 1));
+}
+
+/// Publishing past the server's unconfirmed window is refused until confirms arrive.
+#[test]
+fn window_full_until_confirmed() {
+    let mut client = connected(2);
+    let queue = Destination::Queue("q".into());
+    assert_eq!(client.publish(&queue, false, message()), Ok(1));
+    assert_eq!(client.publish(&queue, false, message()), Ok(2));
+    assert_eq!(
+        client.publish(&queue, false, message()),
+        Err(CommandError::WindowFull { unconfirmed: 2 })
+    );
+    let confirm = Frame::Confirm(chute_protocol::Confirm {
+        ranges: vec![Range { first: 1, count: 2 }],
+    });
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[confirm])));
+    let (_, events) = drain(&mut client);
+    assert_eq!(
+        events,
+        vec![ClientEvent::Confirmed(Range { first: 1, count: 2 })]
+    );
+    assert_eq!(client.publish(&queue, false, message()), Ok(3));
+}
+
+/// Acks coalesce into ranges in one frame; credit owed is granted in one frame.
+#[test]
+fn acks_coalesce_and_auto_credit_follows() {
+    let mut client = connected(10);
+    let (_, subscription) = client.subscribe("q", 3, None, true).unwrap();
+    drain(&mut client);
+    let deliveries = (1..=3).map(delivery).collect();
+    let deliver = Frame::Deliver(Deliver {
+        subscription,
+        deliveries,
+    });
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[deliver])));
+    drain(&mut client);
+    for tag in [1, 2, 3] {
+        client.ack(tag).unwrap();
+    }
+    let (frames, _) = drain(&mut client);
+    assert_eq!(
+        frames,
+        vec![
+            Frame::Ack(Ack {
+                request_id: 0,
+                ranges: vec![Range { first: 1, count: 3 }]
+            }),
+            Frame::Credit(chute_protocol::Credit {
+                subscription,
+                credit: 3
+            }),
+        ]
+    );
+    assert_eq!(
+        client.ack(2),
+        Err(CommandError::UnknownTag(2)),
+        "an ack twice is caught locally"
+    );
+}
+
+fn delivery(tag: u64) -> Delivery {
+    Delivery {
+        tag,
+        attempt: 1,
+        redelivered: false,
+        id: None,
+        headers: Vec::new(),
+        payload: Bytes::from_static(b"x"),
+        published_unix_ms: 0,
+        priority: 0,
+        group: None,
+        topic: None,
+    }
+}
+
+/// A message the server's decoder would refuse is refused here instead.
+#[test]
+fn invalid_messages_are_refused_locally() {
+    let mut client = connected(10);
+    let queue = Destination::Queue("q".into());
+    let mut loud = message();
+    loud.priority = 10;
+    assert!(matches!(
+        client.publish(&queue, false, loud),
+        Err(CommandError::InvalidMessage(_))
+    ));
+    let huge = PublishMessage::new(Bytes::from(vec![0; 2 << 20]));
+    assert!(matches!(
+        client.publish(&queue, false, huge),
+        Err(CommandError::TooLarge { .. })
+    ));
+}
+
+/// The server's Close ends the connection with its code; commands fail afterwards.
+#[test]
+fn server_close_ends_the_connection() {
+    let mut client = connected(10);
+    let close = Frame::Close(Close {
+        code: ErrorCode::SHUTTING_DOWN,
+        message: "bye".into(),
+    });
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[close])));
+    let (_, events) = drain(&mut client);
+    assert_eq!(
+        events,
+        vec![ClientEvent::Closed {
+            code: ErrorCode::SHUTTING_DOWN,
+            message: "bye".into()
+        }]
+    );
+    assert_eq!(
+        client.publish(&Destination::Queue("q".into()), false, message()),
+        Err(CommandError::Closed)
+    );
+}
+
+/// No HelloOk in time: the client gives up.
+#[test]
+fn handshake_timeout() {
+    let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
+    drain(&mut client);
+    let deadline = client.poll_timeout().unwrap();
+    client.handle_input(deadline, ClientInput::Timeout);
+    let (_, events) = drain(&mut client);
+    assert!(matches!(
+        events[..],
+        [ClientEvent::Closed {
+            code: ErrorCode::HANDSHAKE_TIMEOUT,
+            ..
+        }]
+    ));
+}
+
+/// An idle client sends heartbeats, and gives up on a silent server after three intervals.
+#[test]
+fn heartbeats_and_silent_server() {
+    let mut client = connected(10);
+    let at = client.poll_timeout().unwrap();
+    assert_eq!(at, Instant::from_millis(1_000));
+    client.handle_input(at, ClientInput::Timeout);
+    let (frames, _) = drain(&mut client);
+    assert_eq!(frames, vec![Frame::Heartbeat(chute_protocol::Heartbeat)]);
+    client.handle_input(Instant::from_millis(3_000), ClientInput::Timeout);
+    let (_, events) = drain(&mut client);
+    assert!(matches!(
+        events[..],
+        [ClientEvent::Closed {
+            code: ErrorCode::HEARTBEAT_TIMEOUT,
+            ..
+        }]
+    ));
+}
