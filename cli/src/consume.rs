@@ -26,15 +26,9 @@ pub async fn run(connection: &Connection, args: ConsumeArgs) -> Result<(), Strin
     // Grant exactly `wanted` credit in total, so no message beyond it is delivered (and then
     // requeued with an attempt counted when we leave).
     let mut granted = wanted.min(u64::from(args.prefetch.max(1)));
-    let options = SubscribeOptions {
-        prefetch: granted as u32,
-        auto_credit: false,
-        lease_ms: None,
-    };
-    let mut deliveries = connection
-        .subscribe_with(&args.queue, options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let options = SubscribeOptions { prefetch: granted as u32, auto_credit: false, lease_ms: None };
+    let mut deliveries =
+        connection.subscribe_with(&args.queue, options).await.map_err(|e| e.to_string())?;
     let mut received = 0u64;
     while received < wanted {
         let Some(delivery) = deliveries.next().await else {
@@ -75,11 +69,8 @@ fn print_delivery(delivery: &Delivery, json: bool) {
     match std::str::from_utf8(payload) {
         Ok(text) => value["payload"] = text.into(),
         Err(_) => {
-            value["payload_hex"] = payload
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-                .into()
+            value["payload_hex"] =
+                payload.iter().map(|b| format!("{b:02x}")).collect::<String>().into()
         }
     }
     println!("{value}");

@@ -12,19 +12,10 @@ use chute_client::Connection;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "chute",
-    version,
-    about = "Command-line client for the chute message broker"
-)]
+#[command(name = "chute", version, about = "Command-line client for the chute message broker")]
 struct Cli {
     /// Server address.
-    #[arg(
-        long,
-        global = true,
-        env = "CHUTE_URL",
-        default_value = "chute://127.0.0.1:4770"
-    )]
+    #[arg(long, global = true, env = "CHUTE_URL", default_value = "chute://127.0.0.1:4770")]
     url: String,
     #[command(subcommand)]
     command: Command,
@@ -53,9 +44,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let connection = Connection::connect(&cli.url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let connection = Connection::connect(&cli.url).await.map_err(|e| e.to_string())?;
     let result = match cli.command {
         Command::Queue(command) => queue::run(&connection, command).await,
         Command::Publish(args) => publish::run(&connection, args).await,

@@ -24,18 +24,18 @@ pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), Strin
         match (&args.message, args.count) {
             (Some(message), _) => Box::new(std::iter::once(Ok(Bytes::from(message.clone())))),
             (None, Some(count)) => Box::new((0..count).map(move |i| Ok(generated(i, args.size)))),
-            (None, None) => Box::new(std::io::stdin().lock().lines().map(|line| {
-                line.map(Bytes::from)
-                    .map_err(|e| format!("reading stdin: {e}"))
-            })),
+            (None, None) => Box::new(
+                std::io::stdin()
+                    .lock()
+                    .lines()
+                    .map(|line| line.map(Bytes::from).map_err(|e| format!("reading stdin: {e}"))),
+            ),
         };
     let mut confirmations = Vec::new();
     let mut published = 0u64;
     for payload in payloads {
-        let confirmation = connection
-            .publish(&args.queue, payload?)
-            .await
-            .map_err(|e| e.to_string())?;
+        let confirmation =
+            connection.publish(&args.queue, payload?).await.map_err(|e| e.to_string())?;
         confirmations.push(confirmation);
         published += 1;
         // Resolve confirms as we go so memory stays flat for large counts.
@@ -48,10 +48,7 @@ pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), Strin
     for confirmation in confirmations {
         confirmation.await.map_err(|e| e.to_string())?;
     }
-    eprintln!(
-        "published {published} messages to {} (all confirmed)",
-        args.queue
-    );
+    eprintln!("published {published} messages to {} (all confirmed)", args.queue);
     Ok(())
 }
 

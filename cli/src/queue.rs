@@ -46,10 +46,7 @@ pub async fn run(connection: &Connection, command: QueueCommand) -> Result<(), S
         QueueCommand::List { json } => {
             let queues = connection.list_queues().await.map_err(|e| e.to_string())?;
             if !json {
-                println!(
-                    "{:<32} {:>12} {:>12} {:>10}",
-                    "NAME", "READY", "IN-FLIGHT", "CONSUMERS"
-                );
+                println!("{:<32} {:>12} {:>12} {:>10}", "NAME", "READY", "IN-FLIGHT", "CONSUMERS");
             }
             for queue in queues {
                 if json {
@@ -69,10 +66,7 @@ pub async fn run(connection: &Connection, command: QueueCommand) -> Result<(), S
             }
         }
         QueueCommand::Stats { name, json } => {
-            let stats = connection
-                .queue_stats(&name)
-                .await
-                .map_err(|e| e.to_string())?;
+            let stats = connection.queue_stats(&name).await.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", stats_json(&stats));
             } else {
@@ -80,17 +74,10 @@ pub async fn run(connection: &Connection, command: QueueCommand) -> Result<(), S
             }
         }
         QueueCommand::Purge { name } => {
-            let count = connection
-                .purge_queue(&name)
-                .await
-                .map_err(|e| e.to_string())?;
+            let count = connection.purge_queue(&name).await.map_err(|e| e.to_string())?;
             println!("purged {count} messages from {name}");
         }
-        QueueCommand::Delete {
-            name,
-            if_empty,
-            if_unused,
-        } => {
+        QueueCommand::Delete { name, if_empty, if_unused } => {
             let count = connection
                 .delete_queue(&name, if_empty, if_unused)
                 .await

@@ -28,10 +28,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions {
-            client: ClientConfig::default(),
-            connect_timeout: Duration::from_secs(10),
-        }
+        ConnectOptions { client: ClientConfig::default(), connect_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -49,11 +46,7 @@ pub struct SubscribeOptions {
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        SubscribeOptions {
-            prefetch: 100,
-            auto_credit: true,
-            lease_ms: None,
-        }
+        SubscribeOptions { prefetch: 100, auto_credit: true, lease_ms: None }
     }
 }
 
@@ -118,19 +111,12 @@ impl Connection {
         std::thread::Builder::new()
             .name(name)
             .spawn(move || run_connection(url, options, ready_tx))
-            .map_err(|e| Error::Connect {
-                addr: "thread".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::Connect { addr: "thread".into(), reason: e.to_string() })?;
         let (inner, server) = ready_rx.await.map_err(|_| Error::Connect {
             addr: "?".into(),
             reason: "connection thread ended".into(),
         })??;
-        Ok(Connection {
-            _guard: Arc::new(CloseOnDrop(inner.clone())),
-            inner,
-            server,
-        })
+        Ok(Connection { _guard: Arc::new(CloseOnDrop(inner.clone())), inner, server })
     }
 
     /// The server's handshake answer: its name, limits and heartbeat.
@@ -194,10 +180,7 @@ impl Connection {
         name: &str,
         options: QueueOptions,
     ) -> Result<QueueDeclareOk, Error> {
-        match self
-            .request(|m| m.declare_queue(name, options, false))
-            .await?
-        {
+        match self.request(|m| m.declare_queue(name, options, false)).await? {
             Response::Declared(ok) => Ok(ok),
             other => Err(unexpected(other)),
         }
@@ -205,10 +188,7 @@ impl Connection {
 
     /// Checks that a queue exists and returns its options.
     pub async fn queue_exists(&self, name: &str) -> Result<QueueDeclareOk, Error> {
-        match self
-            .request(|m| m.declare_queue(name, QueueOptions::default(), true))
-            .await?
-        {
+        match self.request(|m| m.declare_queue(name, QueueOptions::default(), true)).await? {
             Response::Declared(ok) => Ok(ok),
             other => Err(unexpected(other)),
         }
@@ -221,10 +201,7 @@ impl Connection {
         if_empty: bool,
         if_unused: bool,
     ) -> Result<u64, Error> {
-        done_count(
-            self.request(|m| m.delete_queue(name, if_empty, if_unused))
-                .await?,
-        )
+        done_count(self.request(|m| m.delete_queue(name, if_empty, if_unused)).await?)
     }
 
     /// Removes ready messages; returns how many.
@@ -263,8 +240,7 @@ impl Connection {
         payload: impl Into<Bytes>,
     ) -> Result<Confirmation, PublishError> {
         let destination = Destination::Queue(queue.to_string());
-        self.publish_message(&destination, PublishMessage::new(payload.into()))
-            .await
+        self.publish_message(&destination, PublishMessage::new(payload.into())).await
     }
 
     /// Hands a message to the connection. Returns once it is queued for sending (waiting first
@@ -305,14 +281,8 @@ impl Connection {
     /// Subscribes to a queue. The server keeps up to `prefetch` deliveries unsettled on this
     /// subscription; settling one lets the next through.
     pub async fn subscribe(&self, queue: &str, prefetch: u32) -> Result<Subscription, Error> {
-        self.subscribe_with(
-            queue,
-            SubscribeOptions {
-                prefetch,
-                ..SubscribeOptions::default()
-            },
-        )
-        .await
+        self.subscribe_with(queue, SubscribeOptions { prefetch, ..SubscribeOptions::default() })
+            .await
     }
 
     /// Subscribes with full control over credit and lease.
@@ -340,12 +310,7 @@ impl Connection {
         };
         self.inner.wake();
         receiver.await.unwrap_or_else(|_| Err(self.lost()))?;
-        Ok(Subscription::new(
-            self.clone(),
-            self.inner.clone(),
-            subscription,
-            stream,
-        ))
+        Ok(Subscription::new(self.clone(), self.inner.clone(), subscription, stream))
     }
 }
 
@@ -369,10 +334,7 @@ type Ready = Result<(Arc<Inner>, HelloOk), Error>;
 /// then drive I/O until the connection ends.
 fn run_connection(url: ServerUrl, options: ConnectOptions, ready: oneshot::Sender<Ready>) {
     let authority = url.authority();
-    let connect_error = |reason: String| Error::Connect {
-        addr: authority.clone(),
-        reason,
-    };
+    let connect_error = |reason: String| Error::Connect { addr: authority.clone(), reason };
     let stream = match connect_tcp(&url, options.connect_timeout) {
         Ok(stream) => stream,
         Err(reason) => {
@@ -382,10 +344,8 @@ fn run_connection(url: ServerUrl, options: ConnectOptions, ready: oneshot::Sende
     };
     let clock = Clock::new();
     let mut config = options.client;
-    config.handshake_timeout_ms = options
-        .connect_timeout
-        .as_millis()
-        .min(u128::from(u32::MAX)) as u32;
+    config.handshake_timeout_ms =
+        options.connect_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
     let (inner, wake) = Inner::new(Client::new(config, clock.now()));
     let (connected_tx, connected_rx) = oneshot::channel();
     inner.lock().connected_waiters.push(connected_tx);
@@ -403,10 +363,8 @@ fn run_connection(url: ServerUrl, options: ConnectOptions, ready: oneshot::Sende
                 io.await;
             }
             futures::future::Either::Right(((), _)) => {
-                let error = inner
-                    .lock()
-                    .closed_error()
-                    .unwrap_or(connect_error("connection ended".into()));
+                let error =
+                    inner.lock().closed_error().unwrap_or(connect_error("connection ended".into()));
                 let _ = ready.send(Err(error));
             }
         }
@@ -419,10 +377,8 @@ fn run_connection(url: ServerUrl, options: ConnectOptions, ready: oneshot::Sende
 }
 
 fn connect_tcp(url: &ServerUrl, timeout: Duration) -> Result<async_io::Async<TcpStream>, String> {
-    let addrs: Vec<_> = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .collect();
+    let addrs: Vec<_> =
+        (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| e.to_string())?.collect();
     let mut last_error = format!("{} resolves to no address", url.host);
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {

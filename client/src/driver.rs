@@ -24,9 +24,7 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub fn new() -> Clock {
-        Clock {
-            started: StdInstant::now(),
-        }
+        Clock { started: StdInstant::now() }
     }
 
     pub fn now(&self) -> Instant {
@@ -72,28 +70,20 @@ pub(crate) async fn drive(
         {
             Step::Read(Ok(0)) | Step::Read(Err(_)) | Step::Wrote(Err(_)) => {
                 let mut shared = inner.lock();
-                shared
-                    .machine
-                    .handle_input(clock.now(), ClientInput::Closed);
+                shared.machine.handle_input(clock.now(), ClientInput::Closed);
                 shared.drain_outputs();
                 shared.fail_everything(ErrorCode::INTERNAL, "connection lost".into());
                 return;
             }
             Step::Read(Ok(n)) => {
                 let bytes = read_buffer.split_to(n).freeze();
-                inner
-                    .lock()
-                    .machine
-                    .handle_input(clock.now(), ClientInput::Received(bytes));
+                inner.lock().machine.handle_input(clock.now(), ClientInput::Received(bytes));
             }
             Step::Wrote(Ok(n)) => {
                 let _ = write_buffer.split_to(n);
             }
             Step::Woken => {}
-            Step::Timer => inner
-                .lock()
-                .machine
-                .handle_input(clock.now(), ClientInput::Timeout),
+            Step::Timer => inner.lock().machine.handle_input(clock.now(), ClientInput::Timeout),
         }
     }
 }

@@ -15,11 +15,7 @@ pub enum Error {
     Closed { code: ErrorCode, message: String },
     /// The server refused a request.
     #[error("server refused ({code}): {message}")]
-    Refused {
-        code: ErrorCode,
-        message: String,
-        retriable: bool,
-    },
+    Refused { code: ErrorCode, message: String, retriable: bool },
     /// The client refused a command before sending it.
     #[error(transparent)]
     Command(#[from] CommandError),
@@ -48,11 +44,7 @@ impl Error {
 #[non_exhaustive]
 pub enum PublishError {
     #[error("publish refused ({code}): {message}")]
-    Refused {
-        code: ErrorCode,
-        message: String,
-        retry_after_ms: u64,
-    },
+    Refused { code: ErrorCode, message: String, retry_after_ms: u64 },
     /// The connection ended before the confirm arrived: the message may or may not be stored.
     #[error("connection closed before the confirm ({code}): {message}")]
     Unconfirmed { code: ErrorCode, message: String },

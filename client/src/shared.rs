@@ -51,13 +51,7 @@ impl Inner {
             finished_waiters: Vec::new(),
             finished: false,
         };
-        (
-            Arc::new(Inner {
-                shared: Mutex::new(shared),
-                wake_tx,
-            }),
-            wake_rx,
-        )
+        (Arc::new(Inner { shared: Mutex::new(shared), wake_tx }), wake_rx)
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -72,10 +66,9 @@ impl Inner {
 
 impl Shared {
     pub fn closed_error(&self) -> Option<Error> {
-        self.closed.as_ref().map(|(code, message)| Error::Closed {
-            code: *code,
-            message: message.clone(),
-        })
+        self.closed
+            .as_ref()
+            .map(|(code, message)| Error::Closed { code: *code, message: message.clone() })
     }
 
     /// Drains the machine's outputs: bytes to `outgoing`, events to their waiters.
@@ -115,20 +108,14 @@ impl Shared {
                 }
                 self.wake_window_waiters();
             }
-            ClientEvent::Deliveries {
-                subscription,
-                deliveries,
-            } => {
+            ClientEvent::Deliveries { subscription, deliveries } => {
                 if let Some(sink) = self.subscriptions.get(&subscription) {
                     for delivery in deliveries {
                         let _ = sink.unbounded_send(delivery);
                     }
                 }
             }
-            ClientEvent::Response {
-                request_id,
-                response,
-            } => {
+            ClientEvent::Response { request_id, response } => {
                 if let Some(waiter) = self.requests.remove(&request_id) {
                     let result = match response {
                         Response::Failed(error) => Err(Error::Refused {
@@ -164,15 +151,9 @@ impl Shared {
             return;
         }
         self.closed = Some((code, message.clone()));
-        let error = Error::Closed {
-            code,
-            message: message.clone(),
-        };
+        let error = Error::Closed { code, message: message.clone() };
         for (_, waiter) in std::mem::take(&mut self.confirms) {
-            let _ = waiter.send(Err(PublishError::Unconfirmed {
-                code,
-                message: message.clone(),
-            }));
+            let _ = waiter.send(Err(PublishError::Unconfirmed { code, message: message.clone() }));
         }
         for (_, waiter) in std::mem::take(&mut self.requests) {
             let _ = waiter.send(Err(error.clone()));

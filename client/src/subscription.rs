@@ -29,12 +29,7 @@ impl Subscription {
         id: u32,
         stream: mpsc::UnboundedReceiver<chute_protocol::Delivery>,
     ) -> Subscription {
-        Subscription {
-            connection,
-            inner,
-            id,
-            stream,
-        }
+        Subscription { connection, inner, id, stream }
     }
 
     pub fn id(&self) -> u32 {

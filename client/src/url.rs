@@ -16,9 +16,7 @@ impl ServerUrl {
         let rest = match url.split_once("://") {
             Some(("chute", rest)) => rest,
             Some((scheme, _)) => {
-                return Err(format!(
-                    "unsupported scheme {scheme:?} in {url:?}; use chute://"
-                ))
+                return Err(format!("unsupported scheme {scheme:?} in {url:?}; use chute://"))
             }
             None => url,
         };
@@ -27,10 +25,7 @@ impl ServerUrl {
             return Err(format!("{url:?} is not of the form chute://host[:port]"));
         }
         let (host, port) = split_host_port(rest).ok_or_else(|| format!("bad port in {url:?}"))?;
-        Ok(ServerUrl {
-            host: host.to_string(),
-            port,
-        })
+        Ok(ServerUrl { host: host.to_string(), port })
     }
 
     pub fn authority(&self) -> String {
@@ -65,23 +60,15 @@ mod tests {
     fn parses_forms() {
         let url = ServerUrl::parse("chute://127.0.0.1:4771").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 4771));
-        assert_eq!(
-            ServerUrl::parse("chute://example.com").unwrap().port,
-            DEFAULT_PORT
-        );
+        assert_eq!(ServerUrl::parse("chute://example.com").unwrap().port, DEFAULT_PORT);
         assert_eq!(ServerUrl::parse("localhost:9").unwrap().port, 9);
         let v6 = ServerUrl::parse("chute://[::1]:5").unwrap();
-        assert_eq!(
-            (v6.host.as_str(), v6.port, v6.authority()),
-            ("::1", 5, "[::1]:5".to_string())
-        );
+        assert_eq!((v6.host.as_str(), v6.port, v6.authority()), ("::1", 5, "[::1]:5".to_string()));
     }
 
     #[test]
     fn refuses_bad_urls() {
-        assert!(ServerUrl::parse("http://x")
-            .unwrap_err()
-            .contains("unsupported scheme"));
+        assert!(ServerUrl::parse("http://x").unwrap_err().contains("unsupported scheme"));
         assert!(ServerUrl::parse("chute://x:notaport").is_err());
         assert!(ServerUrl::parse("chute://").is_err());
         assert!(ServerUrl::parse("chute://x/y").is_err());

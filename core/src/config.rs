@@ -7,6 +7,7 @@ use chute_protocol::{
     FRAME_HEADER_LEN, FRAME_SIZE_CEILING, FRAME_SIZE_MAX_DEFAULT, PUBLISH_BATCH_MAX,
 };
 
+use crate::storage::log::StorageConfig;
 use crate::time::WallClock;
 
 /// Every resource limit the broker enforces. Each is named, has a default, and is checked.
@@ -89,6 +90,7 @@ pub struct BrokerConfig {
     pub epoch_unix_ms: u64,
     pub limits: BrokerLimits,
     pub timeouts: TimeoutConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for BrokerConfig {
@@ -99,6 +101,7 @@ impl Default for BrokerConfig {
             epoch_unix_ms: 0,
             limits: BrokerLimits::default(),
             timeouts: TimeoutConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -108,18 +111,12 @@ impl Default for BrokerConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     #[error("{key} = {value} is out of range: {rule}")]
-    OutOfRange {
-        key: &'static str,
-        value: u64,
-        rule: String,
-    },
+    OutOfRange { key: &'static str, value: u64, rule: String },
 }
 
 impl BrokerConfig {
     pub fn wall_clock(&self) -> WallClock {
-        WallClock {
-            epoch_unix_ms: self.epoch_unix_ms,
-        }
+        WallClock { epoch_unix_ms: self.epoch_unix_ms }
     }
 
     /// Checks every value and every relation between values.
@@ -134,24 +131,14 @@ impl BrokerConfig {
         )?;
         // A single message must fit in a frame with room for its envelope.
         let payload_ceiling = u64::from(l.frame_size_max) - 1024 - FRAME_HEADER_LEN as u64;
-        in_range(
-            "limits.payload_size_max",
-            l.payload_size_max.into(),
-            1,
-            payload_ceiling,
-        )?;
+        in_range("limits.payload_size_max", l.payload_size_max.into(), 1, payload_ceiling)?;
         in_range(
             "limits.publish_batch_max",
             l.publish_batch_max.into(),
             1,
             PUBLISH_BATCH_MAX as u64,
         )?;
-        in_range(
-            "limits.unconfirmed_max",
-            l.unconfirmed_max.into(),
-            1,
-            1 << 24,
-        )?;
+        in_range("limits.unconfirmed_max", l.unconfirmed_max.into(), 1, 1 << 24)?;
         in_range("limits.credit_max", l.credit_max.into(), 1, 1 << 24)?;
         in_range(
             "limits.subscriptions_per_connection_max",
@@ -159,19 +146,9 @@ impl BrokerConfig {
             1,
             1 << 16,
         )?;
-        in_range(
-            "limits.connections_max",
-            l.connections_max.into(),
-            1,
-            1 << 20,
-        )?;
+        in_range("limits.connections_max", l.connections_max.into(), 1, 1 << 20)?;
         in_range("limits.queues_max", l.queues_max.into(), 1, 1 << 20)?;
-        in_range(
-            "limits.queue_messages_max",
-            l.queue_messages_max,
-            1,
-            1 << 40,
-        )?;
+        in_range("limits.queue_messages_max", l.queue_messages_max, 1, 1 << 40)?;
         in_range(
             "limits.connection_outbound_bytes_max",
             l.connection_outbound_bytes_max,
@@ -196,12 +173,12 @@ impl BrokerConfig {
             t.heartbeat_ms_min.into(),
             3_600_000,
         )?;
-        in_range(
-            "timeouts.handshake_timeout_ms",
-            t.handshake_timeout_ms.into(),
-            10,
-            600_000,
-        )?;
+        in_range("timeouts.handshake_timeout_ms", t.handshake_timeout_ms.into(), 10, 600_000)?;
+        let s = &self.storage;
+        // A segment must hold at least one record of the largest message.
+        let segment_min = u64::from(l.frame_size_max) * 2;
+        in_range("storage.segment_bytes_max", s.segment_bytes_max, segment_min, 1 << 40)?;
+        in_range("storage.compact_live_percent", s.compact_live_percent.into(), 0, 100)?;
         Ok(())
     }
 }
@@ -232,18 +209,11 @@ mod tests {
         let mut config = BrokerConfig::default();
         config.limits.payload_size_max = config.limits.frame_size_max;
         let err = config.validate().unwrap_err();
-        assert!(
-            err.to_string().starts_with("limits.payload_size_max = "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("limits.payload_size_max = "), "{err}");
 
         let mut config = BrokerConfig::default();
         config.timeouts.heartbeat_ms = 5;
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("timeouts.heartbeat_ms"));
+        assert!(config.validate().unwrap_err().to_string().contains("timeouts.heartbeat_ms"));
     }
 
     /// Unknown keys are errors, not silently ignored.

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use chute_protocol::ErrorCode;
 
 use crate::ids::ConnId;
+use crate::storage::io::{StorageDone, StorageRequest};
 
 /// Something that happened to the broker. Every input carries (through `handle_input`) the
 /// current time, which never goes backwards.
@@ -18,6 +19,8 @@ pub enum Input {
     Flushed { conn: ConnId, bytes: u64 },
     /// The peer closed the connection or it failed. Not sent for connections the broker closed.
     Closed { conn: ConnId },
+    /// The storage worker finished (or failed) requests.
+    Storage(StorageDone),
     /// The instant returned by `poll_timeout` has passed.
     Timeout,
 }
@@ -42,6 +45,8 @@ pub enum Output {
     Close {
         conn: ConnId,
     },
+    /// Hand to the storage worker, in order.
+    Storage(StorageRequest),
     /// For logs and metrics; needs no action.
     Event(Event),
 }
@@ -65,5 +70,9 @@ pub enum Event {
     },
     QueueDeleted {
         name: String,
+    },
+    /// Storage failed and the broker stopped serving. The driver should exit non-zero.
+    Halted {
+        reason: String,
     },
 }

@@ -34,9 +34,10 @@ pub mod io;
 pub mod names;
 pub mod queue;
 pub mod rng;
+pub mod storage;
 pub mod time;
 
-pub use broker::Broker;
+pub use broker::{Broker, RecoveryReport};
 pub use config::{BrokerConfig, BrokerLimits, ConfigError, TimeoutConfig};
 pub use ids::{ConnId, MessageSeq, QueueId};
 pub use io::{Event, Input, Output};

@@ -11,11 +11,7 @@ pub enum NameError {
     #[error("{what} is {len} bytes, longer than {NAME_LEN_MAX}")]
     TooLong { what: &'static str, len: usize },
     #[error("{what} {name:?} contains {ch:?}; allowed are letters, digits and - _ . : /")]
-    BadChar {
-        what: &'static str,
-        name: String,
-        ch: char,
-    },
+    BadChar { what: &'static str, name: String, ch: char },
 }
 
 /// Queue names and topics: 1 to 255 bytes of ASCII letters, digits and `-_.:/`.
@@ -24,20 +20,10 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
         return Err(NameError::Empty { what });
     }
     if name.len() > NAME_LEN_MAX {
-        return Err(NameError::TooLong {
-            what,
-            len: name.len(),
-        });
+        return Err(NameError::TooLong { what, len: name.len() });
     }
-    match name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:/".contains(*c)))
-    {
-        Some(ch) => Err(NameError::BadChar {
-            what,
-            name: name.to_string(),
-            ch,
-        }),
+    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:/".contains(*c))) {
+        Some(ch) => Err(NameError::BadChar { what, name: name.to_string(), ch }),
         None => Ok(()),
     }
 }
@@ -55,21 +41,12 @@ mod tests {
 
     #[test]
     fn refuses_empty_long_and_odd_names() {
-        assert_eq!(
-            check_name("queue name", ""),
-            Err(NameError::Empty { what: "queue name" })
-        );
+        assert_eq!(check_name("queue name", ""), Err(NameError::Empty { what: "queue name" }));
         assert!(matches!(
             check_name("queue name", &"a".repeat(256)),
             Err(NameError::TooLong { .. })
         ));
-        assert!(matches!(
-            check_name("queue name", "a b"),
-            Err(NameError::BadChar { ch: ' ', .. })
-        ));
-        assert!(matches!(
-            check_name("queue name", "ä"),
-            Err(NameError::BadChar { .. })
-        ));
+        assert!(matches!(check_name("queue name", "a b"), Err(NameError::BadChar { ch: ' ', .. })));
+        assert!(matches!(check_name("queue name", "ä"), Err(NameError::BadChar { .. })));
     }
 }

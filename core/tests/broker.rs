@@ -25,10 +25,7 @@ fn handshake_reports_server_limits() {
     let server = net.clients[&conn].server().unwrap().clone();
     assert_eq!(server.version, 1);
     assert_eq!(server.heartbeat_ms, 5_000);
-    assert_eq!(
-        server.limits.frame_size_max,
-        BrokerConfig::default().limits.frame_size_max
-    );
+    assert_eq!(server.limits.frame_size_max, BrokerConfig::default().limits.frame_size_max);
     assert_eq!(server.connection_id, conn.0);
 }
 
@@ -54,9 +51,7 @@ fn consecutive_publishes_share_one_frame() {
     let destination = Destination::Queue("jobs".into());
     for i in 0..100u8 {
         let message = PublishMessage::new(Bytes::from(vec![i]));
-        net.client(conn)
-            .publish(&destination, false, message)
-            .unwrap();
+        net.client(conn).publish(&destination, false, message).unwrap();
     }
     let Some(chute_core::client::ClientOutput::Send(bytes)) = net.client(conn).poll_output() else {
         panic!("expected bytes to send");
@@ -108,11 +103,7 @@ fn credit_limits_deliveries() {
     let subscription = net.subscribe(conn, "jobs", 2);
     assert_eq!(net.deliveries(conn).len(), 2);
     net.client(conn).grant_credit(subscription, 2).unwrap();
-    let next: Vec<String> = net
-        .deliveries(conn)
-        .iter()
-        .map(|d| payload(d).to_string())
-        .collect();
+    let next: Vec<String> = net.deliveries(conn).iter().map(|d| payload(d).to_string()).collect();
     assert_eq!(next, ["3", "4"]);
 }
 
@@ -149,15 +140,9 @@ fn ack_removes_message() {
     net.pump();
     assert_eq!(net.broker.queue_depth("jobs"), Some(0));
     let request = net.client(conn).queue_stats("jobs").unwrap();
-    let Response::QueueStats(stats) = net.response(conn, request) else {
-        panic!()
-    };
+    let Response::QueueStats(stats) = net.response(conn, request) else { panic!() };
     assert_eq!(
-        (
-            stats.counters.published,
-            stats.counters.delivered,
-            stats.counters.acked
-        ),
+        (stats.counters.published, stats.counters.delivered, stats.counters.acked),
         (2, 2, 2)
     );
     assert_eq!((stats.ready, stats.in_flight, stats.bytes), (0, 0, 0));
@@ -172,9 +157,7 @@ fn nack_requeues_at_front_with_attempt_counted() {
     net.publish(conn, "jobs", &["1", "2"]);
     let subscription = net.subscribe(conn, "jobs", 1);
     let first = net.deliveries(conn).remove(0);
-    net.client(conn)
-        .nack(first.tag, None, Some("busy".into()))
-        .unwrap();
+    net.client(conn).nack(first.tag, None, Some("busy".into())).unwrap();
     net.client(conn).grant_credit(subscription, 1).unwrap();
     let again = net.deliveries(conn).remove(0);
     assert_eq!(payload(&again), "1");
@@ -213,16 +196,8 @@ fn consumers_share_round_robin() {
     net.subscribe(a, "jobs", 100);
     net.subscribe(b, "jobs", 100);
     net.publish(producer, "jobs", &["1", "2", "3", "4"]);
-    let to_a: Vec<String> = net
-        .deliveries(a)
-        .iter()
-        .map(|d| payload(d).to_string())
-        .collect();
-    let to_b: Vec<String> = net
-        .deliveries(b)
-        .iter()
-        .map(|d| payload(d).to_string())
-        .collect();
+    let to_a: Vec<String> = net.deliveries(a).iter().map(|d| payload(d).to_string()).collect();
+    let to_b: Vec<String> = net.deliveries(b).iter().map(|d| payload(d).to_string()).collect();
     assert_eq!(to_a.len(), 2);
     assert_eq!(to_b.len(), 2);
     let mut all = [to_a, to_b].concat();
@@ -290,10 +265,7 @@ fn garbage_closes_only_the_offender() {
     declared(&mut net, good, "jobs");
     net.send_raw(bad, &[0, 0, 0, 1, 0xEE, 0, 7]);
     assert!(net.closed_by_broker.contains(&bad));
-    assert_eq!(
-        net.closed_event(bad).map(|(code, _)| code),
-        Some(ErrorCode::UNEXPECTED_FRAME)
-    );
+    assert_eq!(net.closed_event(bad).map(|(code, _)| code), Some(ErrorCode::UNEXPECTED_FRAME));
     net.publish(good, "jobs", &["still here"]);
     assert_eq!(net.confirmed(good), vec![1]);
 }
@@ -318,10 +290,7 @@ fn oversized_frame_is_refused_from_header() {
     let mut header = u32::MAX.to_be_bytes().to_vec();
     header.extend([FrameKind::Publish as u8, 0]);
     net.send_raw(conn, &header);
-    assert_eq!(
-        net.closed_event(conn).map(|(c, _)| c),
-        Some(ErrorCode::FRAME_TOO_LARGE)
-    );
+    assert_eq!(net.closed_event(conn).map(|(c, _)| c), Some(ErrorCode::FRAME_TOO_LARGE));
 }
 
 /// Not speaking the preface is refused at once.
@@ -357,17 +326,11 @@ fn server_frames_from_client_are_refused() {
     let mut net = Net::new();
     let conn = net.connect();
     let mut bytes = bytes::BytesMut::new();
-    Frame::Done(chute_protocol::Done {
-        request_id: 1,
-        count: 0,
-    })
-    .encode(&mut bytes, 1 << 20)
-    .unwrap();
+    Frame::Done(chute_protocol::Done { request_id: 1, count: 0 })
+        .encode(&mut bytes, 1 << 20)
+        .unwrap();
     net.send_raw(conn, &bytes);
-    assert_eq!(
-        net.closed_event(conn).map(|(c, _)| c),
-        Some(ErrorCode::UNEXPECTED_FRAME)
-    );
+    assert_eq!(net.closed_event(conn).map(|(c, _)| c), Some(ErrorCode::UNEXPECTED_FRAME));
 }
 
 /// Redeclaring with the same options is fine; with other options it names the difference.
@@ -380,13 +343,8 @@ fn redeclare_checks_options() {
         panic!()
     };
     assert!(!ok.created);
-    let other = QueueOptions {
-        lease_ms: 1_000,
-        ..QueueOptions::default()
-    };
-    let Response::Failed(error) = net.declare(conn, "jobs", other) else {
-        panic!()
-    };
+    let other = QueueOptions { lease_ms: 1_000, ..QueueOptions::default() };
+    let Response::Failed(error) = net.declare(conn, "jobs", other) else { panic!() };
     assert_eq!(error.code, ErrorCode::QUEUE_OPTIONS_MISMATCH);
     assert!(error.message.contains("lease_ms"), "{}", error.message);
 }
@@ -396,13 +354,8 @@ fn redeclare_checks_options() {
 fn passive_declare_of_missing_queue_fails() {
     let mut net = Net::new();
     let conn = net.connect();
-    let request = net
-        .client(conn)
-        .declare_queue("ghost", QueueOptions::default(), true)
-        .unwrap();
-    let Response::Failed(error) = net.response(conn, request) else {
-        panic!()
-    };
+    let request = net.client(conn).declare_queue("ghost", QueueOptions::default(), true).unwrap();
+    let Response::Failed(error) = net.response(conn, request) else { panic!() };
     assert_eq!(error.code, ErrorCode::NO_SUCH_QUEUE);
 }
 
@@ -426,10 +379,7 @@ fn delete_cancels_subscriptions() {
     declared(&mut net, owner, "jobs");
     net.publish(owner, "jobs", &["1", "2"]);
     net.subscribe(consumer, "jobs", 1);
-    let request = net
-        .client(owner)
-        .delete_queue("jobs", false, false)
-        .unwrap();
+    let request = net.client(owner).delete_queue("jobs", false, false).unwrap();
     assert_eq!(net.response(owner, request), Response::Done { count: 2 });
     let cancelled = net
         .take_events(consumer)
@@ -447,9 +397,7 @@ fn delete_if_empty_refuses_non_empty_queue() {
     declared(&mut net, conn, "jobs");
     net.publish(conn, "jobs", &["1"]);
     let request = net.client(conn).delete_queue("jobs", true, false).unwrap();
-    let Response::Failed(error) = net.response(conn, request) else {
-        panic!()
-    };
+    let Response::Failed(error) = net.response(conn, request) else { panic!() };
     assert_eq!(error.code, ErrorCode::QUEUE_IN_USE);
 }
 
@@ -474,15 +422,11 @@ fn list_pages_in_name_order() {
         declared(&mut net, conn, name);
     }
     let request = net.client(conn).list_queues(None, 2).unwrap();
-    let Response::QueueList(page) = net.response(conn, request) else {
-        panic!()
-    };
+    let Response::QueueList(page) = net.response(conn, request) else { panic!() };
     let names: Vec<&str> = page.queues.iter().map(|q| q.name.as_str()).collect();
     assert_eq!((names, page.more), (vec!["a", "b"], true));
     let request = net.client(conn).list_queues(Some("b".into()), 2).unwrap();
-    let Response::QueueList(page) = net.response(conn, request) else {
-        panic!()
-    };
+    let Response::QueueList(page) = net.response(conn, request) else { panic!() };
     assert_eq!((page.queues.len(), page.more), (1, false));
 }
 
@@ -491,10 +435,7 @@ fn list_pages_in_name_order() {
 fn full_queue_refuses_publish() {
     let mut net = Net::new();
     let conn = net.connect();
-    let options = QueueOptions {
-        messages_max: Some(2),
-        ..QueueOptions::default()
-    };
+    let options = QueueOptions { messages_max: Some(2), ..QueueOptions::default() };
     net.declare(conn, "small", options);
     net.publish(conn, "small", &["1", "2", "3"]);
     assert_eq!(net.confirmed(conn), vec![1, 2]);
@@ -517,37 +458,16 @@ fn unknown_tag_ack_fails_only_the_ack() {
     net.publish(conn, "jobs", &["1"]);
     net.subscribe(conn, "jobs", 10);
     let tag = net.deliveries(conn)[0].tag;
-    let ranges = vec![chute_protocol::Range {
-        first: tag,
-        count: u32::MAX,
-    }];
-    let ack = chute_protocol::Ack {
-        request_id: 7,
-        ranges: ranges.clone(),
-    };
+    let ranges = vec![chute_protocol::Range { first: tag, count: u32::MAX }];
+    let ack = chute_protocol::Ack { request_id: 7, ranges: ranges.clone() };
     send_frame(&mut net, conn, Frame::Ack(ack));
-    let Response::Failed(error) = net.response(conn, 7) else {
-        panic!("expected an error")
-    };
+    let Response::Failed(error) = net.response(conn, 7) else { panic!("expected an error") };
     assert_eq!(error.code, ErrorCode::UNKNOWN_DELIVERY_TAG);
-    assert_eq!(
-        net.broker.queue_depth("jobs"),
-        Some(0),
-        "the outstanding tag was settled"
-    );
+    assert_eq!(net.broker.queue_depth("jobs"), Some(0), "the outstanding tag was settled");
 
-    send_frame(
-        &mut net,
-        conn,
-        Frame::Ack(chute_protocol::Ack {
-            request_id: 0,
-            ranges,
-        }),
-    );
-    let answered = net
-        .take_events(conn)
-        .into_iter()
-        .any(|e| matches!(e, ClientEvent::Response { .. }));
+    send_frame(&mut net, conn, Frame::Ack(chute_protocol::Ack { request_id: 0, ranges }));
+    let answered =
+        net.take_events(conn).into_iter().any(|e| matches!(e, ClientEvent::Response { .. }));
     assert!(!answered, "no answer without a request id");
     assert!(net.clients[&conn].is_open());
 }
@@ -562,14 +482,7 @@ fn ack_with_request_id_is_answered() {
     net.subscribe(conn, "jobs", 10);
     let tag = net.deliveries(conn)[0].tag;
     let ranges = vec![chute_protocol::Range::one(tag)];
-    send_frame(
-        &mut net,
-        conn,
-        Frame::Ack(chute_protocol::Ack {
-            request_id: 9,
-            ranges,
-        }),
-    );
+    send_frame(&mut net, conn, Frame::Ack(chute_protocol::Ack { request_id: 9, ranges }));
     assert_eq!(net.response(conn, 9), Response::Done { count: 0 });
 }
 
@@ -579,24 +492,15 @@ fn ack_with_request_id_is_answered() {
 fn credit_rules() {
     let mut net = Net::new();
     let conn = net.connect();
-    let stale = chute_protocol::Credit {
-        subscription: 42,
-        credit: 5,
-    };
+    let stale = chute_protocol::Credit { subscription: 42, credit: 5 };
     send_frame(&mut net, conn, Frame::Credit(stale));
     assert!(net.clients[&conn].is_open());
     declared(&mut net, conn, "jobs");
     let subscription = net.subscribe(conn, "jobs", 10);
     let credit_max = BrokerConfig::default().limits.credit_max;
-    let too_much = chute_protocol::Credit {
-        subscription,
-        credit: credit_max,
-    };
+    let too_much = chute_protocol::Credit { subscription, credit: credit_max };
     send_frame(&mut net, conn, Frame::Credit(too_much));
-    assert_eq!(
-        net.closed_event(conn).map(|(c, _)| c),
-        Some(ErrorCode::CREDIT_OVERFLOW)
-    );
+    assert_eq!(net.closed_event(conn).map(|(c, _)| c), Some(ErrorCode::CREDIT_OVERFLOW));
 }
 
 /// Deliveries of a deleted queue are no longer outstanding.
@@ -611,17 +515,8 @@ fn deleting_a_queue_ends_its_deliveries() {
     let request = net.client(conn).delete_queue("jobs", false, false).unwrap();
     assert_eq!(net.response(conn, request), Response::Done { count: 1 });
     let ranges = vec![chute_protocol::Range::one(tag)];
-    send_frame(
-        &mut net,
-        conn,
-        Frame::Ack(chute_protocol::Ack {
-            request_id: 3,
-            ranges,
-        }),
-    );
-    let Response::Failed(error) = net.response(conn, 3) else {
-        panic!()
-    };
+    send_frame(&mut net, conn, Frame::Ack(chute_protocol::Ack { request_id: 3, ranges }));
+    let Response::Failed(error) = net.response(conn, 3) else { panic!() };
     assert_eq!(error.code, ErrorCode::UNKNOWN_DELIVERY_TAG);
 }
 
@@ -642,10 +537,7 @@ fn paused_connection_is_not_timed_out() {
     assert!(net.broker_log.contains(&Output::PauseRead { conn }));
     net.clients.remove(&conn);
     net.advance(60_000);
-    assert!(
-        !net.closed_by_broker.contains(&conn),
-        "a paused connection was timed out"
-    );
+    assert!(!net.closed_by_broker.contains(&conn), "a paused connection was timed out");
 }
 
 fn send_frame(net: &mut Net, conn: chute_core::ConnId, frame: Frame) {
@@ -671,14 +563,8 @@ fn slow_reader_pauses_and_resumes() {
     net.publish(producer, "jobs", &payloads);
     net.stalled.insert(consumer);
     net.subscribe_without_wait(consumer, "jobs", 100);
-    let paused = net
-        .broker_log
-        .iter()
-        .any(|o| *o == Output::PauseRead { conn: consumer });
-    assert!(
-        paused,
-        "broker should pause reading from a connection it cannot write to"
-    );
+    let paused = net.broker_log.iter().any(|o| *o == Output::PauseRead { conn: consumer });
+    assert!(paused, "broker should pause reading from a connection it cannot write to");
     assert!(
         net.unflushed[&consumer] < 64 * 1024 + 20 * 1024,
         "backlog bounded: {}",
@@ -686,10 +572,7 @@ fn slow_reader_pauses_and_resumes() {
     );
     net.unstall(consumer);
     net.pump();
-    assert!(net
-        .broker_log
-        .iter()
-        .any(|o| *o == Output::ResumeRead { conn: consumer }));
+    assert!(net.broker_log.iter().any(|o| *o == Output::ResumeRead { conn: consumer }));
     let mut received = net.deliveries(consumer).len();
     while received < 20 {
         net.flush(consumer);
@@ -708,10 +591,7 @@ fn shutdown_closes_everyone() {
     net.broker.shutdown(net.now);
     net.pump();
     for conn in [a, b] {
-        assert_eq!(
-            net.closed_event(conn).map(|(c, _)| c),
-            Some(ErrorCode::SHUTTING_DOWN)
-        );
+        assert_eq!(net.closed_event(conn).map(|(c, _)| c), Some(ErrorCode::SHUTTING_DOWN));
     }
     assert!(net.broker.is_drained());
 }
@@ -736,9 +616,7 @@ fn heartbeat_frames_are_accepted() {
     let mut net = Net::new();
     let conn = net.connect();
     let mut bytes = bytes::BytesMut::new();
-    Frame::Heartbeat(Heartbeat)
-        .encode(&mut bytes, 1 << 20)
-        .unwrap();
+    Frame::Heartbeat(Heartbeat).encode(&mut bytes, 1 << 20).unwrap();
     net.send_raw(conn, &bytes);
     assert!(!net.closed_by_broker.contains(&conn));
 }

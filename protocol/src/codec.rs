@@ -28,10 +28,7 @@ pub enum DecodeError {
     #[error("frame flags 0x{flags:02x} on {kind:?} are not defined in this version")]
     UnknownFlags { kind: FrameKind, flags: u8 },
     #[error("malformed {kind:?} body: {detail}")]
-    MalformedBody {
-        kind: FrameKind,
-        detail: postcard::Error,
-    },
+    MalformedBody { kind: FrameKind, detail: postcard::Error },
     #[error("{kind:?} body has {count} trailing bytes")]
     TrailingBytes { kind: FrameKind, count: usize },
 }
@@ -56,16 +53,9 @@ impl DecodeError {
 #[non_exhaustive]
 pub enum EncodeError {
     #[error("{kind:?} body of {len} bytes exceeds the frame limit of {max} bytes")]
-    TooLarge {
-        kind: FrameKind,
-        len: usize,
-        max: u32,
-    },
+    TooLarge { kind: FrameKind, len: usize, max: u32 },
     #[error("cannot encode {kind:?}: {detail}")]
-    Serialize {
-        kind: FrameKind,
-        detail: postcard::Error,
-    },
+    Serialize { kind: FrameKind, detail: postcard::Error },
 }
 
 /// A parsed frame header.
@@ -118,10 +108,7 @@ pub(crate) fn decode_postcard<'a, T: Deserialize<'a>>(
     let (value, rest) = postcard::take_from_bytes::<T>(body)
         .map_err(|detail| DecodeError::MalformedBody { kind, detail })?;
     if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes {
-            kind,
-            count: rest.len(),
-        });
+        return Err(DecodeError::TrailingBytes { kind, count: rest.len() });
     }
     Ok(value)
 }
@@ -135,7 +122,7 @@ pub fn encode_body<T: Serialize + ?Sized>(
 ) -> Result<(), EncodeError> {
     let start = out.len();
     out.put_bytes(0, FRAME_HEADER_LEN);
-    if let Err(detail) = postcard::serialize_with_flavor(body, BytesMutFlavor { out: &mut *out }) {
+    if let Err(detail) = append_postcard(body, out) {
         out.truncate(start);
         return Err(EncodeError::Serialize { kind, detail });
     }
@@ -150,6 +137,15 @@ pub fn encode_body<T: Serialize + ?Sized>(
     header[4] = kind as u8;
     header[5] = 0;
     Ok(())
+}
+
+/// Appends the postcard encoding of `value` to `out` (no framing). For other crates that store
+/// postcard bodies, such as the log.
+pub fn append_postcard<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut BytesMut,
+) -> postcard::Result<()> {
+    postcard::serialize_with_flavor(value, BytesMutFlavor { out })
 }
 
 struct BytesMutFlavor<'a> {

@@ -22,10 +22,7 @@ pub struct Range {
 
 impl Range {
     pub fn one(value: u64) -> Range {
-        Range {
-            first: value,
-            count: 1,
-        }
+        Range { first: value, count: 1 }
     }
 
     /// The numbers in the range. A range that would run past `u64::MAX` is cut off there.
@@ -36,9 +33,7 @@ impl Range {
 
     /// The last number in the range, or `None` for an empty or overflowing range.
     pub fn last(self) -> Option<u64> {
-        self.count
-            .checked_sub(1)
-            .and_then(|n| self.first.checked_add(u64::from(n)))
+        self.count.checked_sub(1).and_then(|n| self.first.checked_add(u64::from(n)))
     }
 }
 
@@ -464,19 +459,13 @@ impl ShareBytes for Publish<&[u8]> {
 impl ShareBytes for Deliver<&[u8]> {
     type Shared = Deliver;
     fn share(self, body: &Bytes) -> Deliver {
-        Deliver {
-            subscription: self.subscription,
-            deliveries: self.deliveries.share(body),
-        }
+        Deliver { subscription: self.subscription, deliveries: self.deliveries.share(body) }
     }
 }
 
 impl ShareBytes for DlqInspectOk<&[u8]> {
     type Shared = DlqInspectOk;
     fn share(self, body: &Bytes) -> DlqInspectOk {
-        DlqInspectOk {
-            request_id: self.request_id,
-            entry: self.entry.share(body),
-        }
+        DlqInspectOk { request_id: self.request_id, entry: self.entry.share(body) }
     }
 }

@@ -32,7 +32,9 @@ pub mod message;
 pub mod queue_options;
 mod reader;
 
-pub use codec::{decode_header, encode_body, DecodeError, EncodeError, FrameHeader};
+pub use codec::{
+    append_postcard, decode_header, encode_body, DecodeError, EncodeError, FrameHeader,
+};
 pub use error_code::ErrorCode;
 pub use frame::*;
 pub use kind::{Direction, Frame, FrameKind, Heartbeat};

@@ -177,10 +177,7 @@ impl<T: ShareBytes> ShareBytes for Vec<T> {
 impl ShareBytes for Header<&[u8]> {
     type Shared = Header;
     fn share(self, body: &Bytes) -> Header {
-        Header {
-            name: self.name,
-            value: self.value.share(body),
-        }
+        Header { name: self.name, value: self.value.share(body) }
     }
 }
 

@@ -49,12 +49,7 @@ pub struct BackoffPolicy {
 
 impl Default for BackoffPolicy {
     fn default() -> Self {
-        BackoffPolicy {
-            base_ms: 1_000,
-            factor_percent: 200,
-            max_ms: 60_000,
-            jitter: true,
-        }
+        BackoffPolicy { base_ms: 1_000, factor_percent: 200, max_ms: 60_000, jitter: true }
     }
 }
 

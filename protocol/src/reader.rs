@@ -23,10 +23,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// A reader for the server side, which first expects the client's preface.
     pub fn expecting_preface(frame_size_max: u32) -> FrameReader {
-        FrameReader {
-            expect_preface: true,
-            ..FrameReader::new(frame_size_max)
-        }
+        FrameReader { expect_preface: true, ..FrameReader::new(frame_size_max) }
     }
 
     /// A reader that expects frames straight away (the client side).
@@ -129,9 +126,8 @@ impl FrameReader {
         let missing = header.frame_len().saturating_sub(self.partial.len());
         let wanted = self.partial.len() + missing.min(self.chunk.len().max(FRAME_HEADER_LEN));
         if self.partial.capacity() < wanted {
-            let target = wanted
-                .max(self.partial.capacity().saturating_mul(2))
-                .min(header.frame_len());
+            let target =
+                wanted.max(self.partial.capacity().saturating_mul(2)).min(header.frame_len());
             let mut grown = BytesMut::with_capacity(target);
             grown.extend_from_slice(&self.partial);
             self.partial = grown;

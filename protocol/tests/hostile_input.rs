@@ -184,11 +184,7 @@ fn frame_with_body(kind: FrameKind, body: &[u8]) -> Bytes {
 /// server-side reader too.
 fn random_stream() -> impl Strategy<Value = (Bytes, bool)> {
     (prop::collection::vec(any::<u8>(), 0..4096), any::<bool>()).prop_map(|(bytes, preface)| {
-        let mut input = if preface {
-            PREFACE.to_vec()
-        } else {
-            Vec::new()
-        };
+        let mut input = if preface { PREFACE.to_vec() } else { Vec::new() };
         input.extend(bytes);
         (Bytes::from(input), preface)
     })
@@ -211,11 +207,8 @@ fn random_body() -> impl Strategy<Value = (FrameKind, Bytes)> {
 /// A valid frame with some of its body bytes overwritten: mostly-valid bodies reach deeper into
 /// the decoders than random ones (nested options, enums and sequences).
 fn mutated_frame() -> impl Strategy<Value = (FrameKind, Bytes)> {
-    (
-        any_frame(),
-        prop::collection::vec((any::<Index>(), any::<u8>()), 1..4),
-    )
-        .prop_map(|(frame, edits)| {
+    (any_frame(), prop::collection::vec((any::<Index>(), any::<u8>()), 1..4)).prop_map(
+        |(frame, edits)| {
             let mut wire = encode(&frame);
             let body_len = wire.len() - FRAME_HEADER_LEN;
             if body_len > 0 {
@@ -224,7 +217,8 @@ fn mutated_frame() -> impl Strategy<Value = (FrameKind, Bytes)> {
                 }
             }
             (frame.kind(), Bytes::from(wire))
-        })
+        },
+    )
 }
 
 // ---- never panics --------------------------------------------------------------------------
@@ -325,10 +319,7 @@ fn large_announced_body_costs_only_what_was_sent() {
     let peak = assert_bounded(&input, 100, false);
     // The side buffer grows by doubling; while it moves, the old block and the new are both
     // live, and neither is larger than what arrived (the input itself is counted too).
-    assert!(
-        peak <= 3 * input.len(),
-        "64 KiB of a 4 MiB claim allocated {peak} bytes"
-    );
+    assert!(peak <= 3 * input.len(), "64 KiB of a 4 MiB claim allocated {peak} bytes");
 }
 
 /// A sequence length prefix above its limit is refused before anything is allocated for it,
@@ -343,13 +334,7 @@ fn huge_sequence_length_prefix_is_refused_without_allocating() {
     let ((frames, error), peak) = peak_allocated_by(|| decode_stream(&input, input.len(), false));
     assert_eq!(frames, 0);
     assert!(
-        matches!(
-            error,
-            Some(DecodeError::MalformedBody {
-                kind: FrameKind::Publish,
-                ..
-            })
-        ),
+        matches!(error, Some(DecodeError::MalformedBody { kind: FrameKind::Publish, .. })),
         "got {error:?}"
     );
     assert!(peak < 1024, "refusing the count allocated {peak} bytes");
@@ -384,13 +369,7 @@ fn sequence(
     limit: usize,
     after: &[u8],
 ) -> Sequence {
-    Sequence {
-        field,
-        kind,
-        before: before.to_vec(),
-        limit,
-        after: after.to_vec(),
-    }
+    Sequence { field, kind, before: before.to_vec(), limit, after: after.to_vec() }
 }
 
 /// Every bounded sequence field of v1.
@@ -472,11 +451,7 @@ fn every_sequence_count_above_its_limit_is_refused_before_allocating() {
                 "{} of {count}: got {error:?}",
                 s.field
             );
-            assert!(
-                peak < 1024,
-                "{} of {count}: refusing it allocated {peak} bytes",
-                s.field
-            );
+            assert!(peak < 1024, "{} of {count}: refusing it allocated {peak} bytes", s.field);
         }
     }
 }
@@ -490,23 +465,11 @@ fn huge_string_lengths_are_refused_without_allocating() {
         // request_id 1, then the name
         ("QueuePurge.name", FrameKind::QueuePurge, vec![1]),
         // Queue("q"), mandatory false, one message, no id, no headers, then the payload
-        (
-            "PublishMessage.payload",
-            FrameKind::Publish,
-            vec![0, 1, b'q', 0, 1, 0, 0],
-        ),
+        ("PublishMessage.payload", FrameKind::Publish, vec![0, 1, b'q', 0, 1, 0, 0]),
         // ... one header, then its name
-        (
-            "Header.name",
-            FrameKind::Publish,
-            vec![0, 1, b'q', 0, 1, 0, 1],
-        ),
+        ("Header.name", FrameKind::Publish, vec![0, 1, b'q', 0, 1, 0, 1]),
         // ... a header named "h", then its value
-        (
-            "Header.value",
-            FrameKind::Publish,
-            vec![0, 1, b'q', 0, 1, 0, 1, 1, b'h'],
-        ),
+        ("Header.value", FrameKind::Publish, vec![0, 1, b'q', 0, 1, 0, 1, 1, b'h']),
     ];
     for (field, kind, prefix) in cases {
         let body = [prefix, HUGE.to_vec(), vec![0; 64 * 1024]].concat();
@@ -516,20 +479,14 @@ fn huge_string_lengths_are_refused_without_allocating() {
             matches!(error, Some(DecodeError::MalformedBody { kind: k, .. }) if k == kind),
             "{field}: got {error:?}"
         );
-        assert!(
-            peak < 1024,
-            "{field}: refusing the length allocated {peak} bytes"
-        );
+        assert!(peak < 1024, "{field}: refusing the length allocated {peak} bytes");
     }
 }
 
 // ---- the largest bodies the limits allow ----------------------------------------------------
 
 fn empty_header() -> Header {
-    Header {
-        name: String::new(),
-        value: Bytes::new(),
-    }
+    Header { name: String::new(), value: Bytes::new() }
 }
 
 /// `PUBLISH_BATCH_MAX` messages of `HEADERS_MAX` empty headers: the most decoded structure per
@@ -560,19 +517,12 @@ fn largest_deliver() -> Frame {
         group: None,
         topic: None,
     };
-    Frame::Deliver(Deliver {
-        subscription: 0,
-        deliveries: vec![delivery; DELIVER_BATCH_MAX],
-    })
+    Frame::Deliver(Deliver { subscription: 0, deliveries: vec![delivery; DELIVER_BATCH_MAX] })
 }
 
 /// `LIST_PAGE_MAX` dead letters with `ATTEMPT_HISTORY_MAX` records each.
 fn largest_dlq_list_ok() -> Frame {
-    let record = AttemptRecord {
-        at_unix_ms: 0,
-        outcome: AttemptOutcome::Nack,
-        reason: None,
-    };
+    let record = AttemptRecord { at_unix_ms: 0, outcome: AttemptOutcome::Nack, reason: None };
     let entry = DeadLetterSummary {
         dead_id: 0,
         message_id: None,
@@ -583,11 +533,7 @@ fn largest_dlq_list_ok() -> Frame {
         payload_len: 0,
         history: vec![record; ATTEMPT_HISTORY_MAX],
     };
-    Frame::DlqListOk(DlqListOk {
-        request_id: 0,
-        entries: vec![entry; LIST_PAGE_MAX],
-        more: false,
-    })
+    Frame::DlqListOk(DlqListOk { request_id: 0, entries: vec![entry; LIST_PAGE_MAX], more: false })
 }
 
 /// `LIST_PAGE_MAX` consumers and bindings in one queue's stats.
@@ -631,12 +577,8 @@ fn largest_flat_sequences() -> Vec<Frame> {
         message: String::new(),
     };
     vec![
-        Frame::Confirm(Confirm {
-            ranges: vec![Range::one(0); RANGES_MAX],
-        }),
-        Frame::PublishRejected(PublishRejected {
-            failures: vec![failure; PUBLISH_FAILURES_MAX],
-        }),
+        Frame::Confirm(Confirm { ranges: vec![Range::one(0); RANGES_MAX] }),
+        Frame::PublishRejected(PublishRejected { failures: vec![failure; PUBLISH_FAILURES_MAX] }),
         Frame::DlqRedrive(DlqRedrive {
             request_id: 0,
             queue: String::new(),
@@ -650,12 +592,8 @@ fn largest_flat_sequences() -> Vec<Frame> {
 /// This is what justifies `DECODE_OVERHEAD_MAX`.
 #[test]
 fn largest_bodies_stay_within_the_bound() {
-    let mut frames = vec![
-        largest_publish(),
-        largest_deliver(),
-        largest_dlq_list_ok(),
-        largest_queue_stats_ok(),
-    ];
+    let mut frames =
+        vec![largest_publish(), largest_deliver(), largest_dlq_list_ok(), largest_queue_stats_ok()];
     frames.extend(largest_flat_sequences());
     for frame in frames {
         let input = Bytes::from(encode(&frame));
@@ -743,11 +681,7 @@ fn assembled_frames_hold_no_more_than_their_own_bytes() {
     let mut reader = FrameReader::new(FRAME_SIZE_MAX_DEFAULT);
     let large_frame = assemble(&mut reader, &large, 4096);
     let held = (live() - base) as usize;
-    assert!(
-        held <= large.len() + 1024,
-        "a {}-byte frame holds {held} bytes",
-        large.len()
-    );
+    assert!(held <= large.len() + 1024, "a {}-byte frame holds {held} bytes", large.len());
 
     let small_frame = assemble(&mut reader, &small, 3);
     drop(large_frame);

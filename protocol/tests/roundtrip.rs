@@ -86,14 +86,8 @@ fn enum_strategies_reach_every_variant() {
         labels(sample(credentials(), n), credentials_label),
         set(&["anonymous", "password", "token"])
     );
-    assert_eq!(
-        labels(sample(destination(), n), destination_label),
-        set(&["queue", "topic"])
-    );
-    assert_eq!(
-        labels(sample(schedule(), n), schedule_label),
-        set(&["delay", "at"])
-    );
+    assert_eq!(labels(sample(destination(), n), destination_label), set(&["queue", "topic"]));
+    assert_eq!(labels(sample(schedule(), n), schedule_label), set(&["delay", "at"]));
     assert_eq!(
         labels(sample(durability(), n), durability_label),
         set(&["always", "interval", "none"])
@@ -130,10 +124,8 @@ fn enum_strategies_reach_every_variant() {
 #[test]
 fn optional_fields_are_both_absent_and_present() {
     let lists = sample(frame_of_kind(FrameKind::QueueList), 200);
-    let afters: BTreeSet<bool> = lists
-        .iter()
-        .map(|f| matches!(f, Frame::QueueList(l) if l.after.is_some()))
-        .collect();
+    let afters: BTreeSet<bool> =
+        lists.iter().map(|f| matches!(f, Frame::QueueList(l) if l.after.is_some())).collect();
     assert_eq!(afters.len(), 2);
 
     let options = sample(queue_options(), 200);
@@ -397,16 +389,10 @@ proptest! {
 fn oversized_body_refused_when_the_header_arrives_in_pieces() {
     let mut reader = reader();
     let header = header(u32::MAX, FrameKind::Publish as u8, 0);
-    assert_eq!(
-        feed_and_drain(&mut reader, Bytes::copy_from_slice(&header[..3])),
-        Ok(vec![])
-    );
+    assert_eq!(feed_and_drain(&mut reader, Bytes::copy_from_slice(&header[..3])), Ok(vec![]));
     assert_eq!(
         feed_and_drain(&mut reader, Bytes::copy_from_slice(&header[3..])),
-        Err(DecodeError::FrameTooLarge {
-            len: u32::MAX,
-            max: FRAME_SIZE_MAX_DEFAULT
-        })
+        Err(DecodeError::FrameTooLarge { len: u32::MAX, max: FRAME_SIZE_MAX_DEFAULT })
     );
 }
 
@@ -422,17 +408,10 @@ fn body_at_the_limit_is_awaited() {
 #[test]
 fn frame_limit_is_capped_at_the_ceiling() {
     let mut reader = FrameReader::new(u32::MAX);
-    reader.feed(Bytes::from(header(
-        FRAME_SIZE_CEILING + 1,
-        FrameKind::Publish as u8,
-        0,
-    )));
+    reader.feed(Bytes::from(header(FRAME_SIZE_CEILING + 1, FrameKind::Publish as u8, 0)));
     assert_eq!(
         reader.next_frame(),
-        Err(DecodeError::FrameTooLarge {
-            len: FRAME_SIZE_CEILING + 1,
-            max: FRAME_SIZE_CEILING
-        })
+        Err(DecodeError::FrameTooLarge { len: FRAME_SIZE_CEILING + 1, max: FRAME_SIZE_CEILING })
     );
 }
 
@@ -454,10 +433,7 @@ fn nonzero_flags_refused_from_the_header() {
         for flags in 1..=u8::MAX {
             let mut reader = reader();
             reader.feed(Bytes::from(header(100, kind as u8, flags)));
-            assert_eq!(
-                reader.next_frame(),
-                Err(DecodeError::UnknownFlags { kind, flags })
-            );
+            assert_eq!(reader.next_frame(), Err(DecodeError::UnknownFlags { kind, flags }));
         }
     }
 }
@@ -468,10 +444,7 @@ fn nonzero_flags_refused_from_the_header() {
 fn heartbeat_with_a_body_is_refused() {
     assert_eq!(
         decode_one(frame_with_body(FrameKind::Heartbeat, &[0])),
-        Err(DecodeError::TrailingBytes {
-            kind: FrameKind::Heartbeat,
-            count: 1
-        })
+        Err(DecodeError::TrailingBytes { kind: FrameKind::Heartbeat, count: 1 })
     );
 }
 
@@ -480,9 +453,7 @@ fn heartbeat_with_a_body_is_refused() {
 #[test]
 fn encode_appends_to_existing_output() {
     let mut out = BytesMut::from(&b"existing"[..]);
-    Frame::Heartbeat(Heartbeat)
-        .encode(&mut out, FRAME_SIZE_MAX_DEFAULT)
-        .unwrap();
+    Frame::Heartbeat(Heartbeat).encode(&mut out, FRAME_SIZE_MAX_DEFAULT).unwrap();
     assert_eq!(&out[..8], b"existing");
     assert_eq!(&out[8..], &header(0, FrameKind::Heartbeat as u8, 0)[..]);
 }

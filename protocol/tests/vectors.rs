@@ -33,10 +33,7 @@ fn s(text: &str) -> String {
 }
 
 fn content_type_json() -> Header {
-    Header {
-        name: s("content-type"),
-        value: b(b"application/json"),
-    }
+    Header { name: s("content-type"), value: b(b"application/json") }
 }
 
 /// Every vector the spec must contain, by name.
@@ -52,10 +49,7 @@ fn expected_vectors() -> Vec<(&'static str, Expected)> {
                 version_min: 1,
                 version_max: 1,
                 client_name: s("demo"),
-                credentials: Credentials::Password {
-                    username: s("guest"),
-                    password: s("guest"),
-                },
+                credentials: Credentials::Password { username: s("guest"), password: s("guest") },
                 heartbeat_ms: 10_000,
             })),
         ),
@@ -79,18 +73,9 @@ fn expected_vectors() -> Vec<(&'static str, Expected)> {
         ("heartbeat", frame(Frame::Heartbeat(Heartbeat))),
         (
             "going-away",
-            frame(Frame::GoingAway(GoingAway {
-                reconnect_after_ms: 5000,
-                message: s("draining"),
-            })),
+            frame(Frame::GoingAway(GoingAway { reconnect_after_ms: 5000, message: s("draining") })),
         ),
-        (
-            "close",
-            frame(Frame::Close(Close {
-                code: ErrorCode::NORMAL_CLOSE,
-                message: s("bye"),
-            })),
-        ),
+        ("close", frame(Frame::Close(Close { code: ErrorCode::NORMAL_CLOSE, message: s("bye") }))),
         (
             "error",
             frame(Frame::Error(ErrorFrame {
@@ -111,13 +96,7 @@ fn expected_vectors() -> Vec<(&'static str, Expected)> {
                 message: s("server speaks 1..=1"),
             })),
         ),
-        (
-            "done",
-            frame(Frame::Done(Done {
-                request_id: 9,
-                count: 300,
-            })),
-        ),
+        ("done", frame(Frame::Done(Done { request_id: 9, count: 300 }))),
         (
             "queue-declare",
             frame(Frame::QueueDeclare(QueueDeclare {
@@ -197,13 +176,7 @@ fn expected_vectors() -> Vec<(&'static str, Expected)> {
                 }),
             })),
         ),
-        (
-            "credit",
-            frame(Frame::Credit(Credit {
-                subscription: 1,
-                credit: 50,
-            })),
-        ),
+        ("credit", frame(Frame::Credit(Credit { subscription: 1, credit: 50 }))),
         (
             "deliver",
             frame(Frame::Deliver(Deliver {
@@ -296,13 +269,8 @@ fn encode(expected: &Expected) -> Vec<u8> {
 /// The fenced block for a vector, formatted as the spec writes it: the frame header on its
 /// own line, then the body sixteen bytes a line.
 fn block(name: &str, bytes: &[u8]) -> String {
-    let hex = |chunk: &[u8]| {
-        chunk
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let hex =
+        |chunk: &[u8]| chunk.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" ");
     let mut text = format!("```text\nvector: {name}\n");
     let (head, body) = if name == "preface" {
         (bytes, &[][..])
@@ -367,11 +335,7 @@ fn parse_vectors(doc: &str) -> Result<Vec<Vector>, String> {
             if vectors.iter().any(|v| v.name == name) {
                 return Err(format!("line {number}: vector {name:?} appears twice"));
             }
-            current = Some(Vector {
-                name: name.to_owned(),
-                bytes: Vec::new(),
-                line: number,
-            });
+            current = Some(Vector { name: name.to_owned(), bytes: Vec::new(), line: number });
             continue;
         }
         if let Some(vector) = current.as_mut() {
@@ -402,9 +366,7 @@ fn table(doc: &str, name: &str) -> Vec<Vec<String>> {
         .skip(2)
         .map(|line| {
             let line = line.trim().trim_start_matches('|').trim_end_matches('|');
-            line.split('|')
-                .map(|cell| cell.trim().replace('`', ""))
-                .collect()
+            line.split('|').map(|cell| cell.trim().replace('`', "")).collect()
         })
         .collect()
 }
@@ -415,11 +377,7 @@ fn decode_all(bytes: &[u8], mut reader: FrameReader) -> Result<Vec<Frame>, Decod
     while let Some(frame) = reader.next_frame()? {
         frames.push(frame);
     }
-    assert_eq!(
-        reader.buffered_len(),
-        0,
-        "bytes left over after the last frame"
-    );
+    assert_eq!(reader.buffered_len(), 0, "bytes left over after the last frame");
     Ok(frames)
 }
 
@@ -463,11 +421,7 @@ fn spec_vectors_decode_to_their_frames_and_encode_back() {
         let encoded = encode(&expected);
         if vector.bytes != encoded {
             let paste = block(name, &encoded);
-            writeln!(
-                problems,
-                "line {line}: {name:?} differs; as encoded:\n{paste}"
-            )
-            .unwrap();
+            writeln!(problems, "line {line}: {name:?} differs; as encoded:\n{paste}").unwrap();
         }
         match expected {
             Expected::Preface => {

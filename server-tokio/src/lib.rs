@@ -20,9 +20,7 @@ impl TokioRuntime {
             .enable_all()
             .thread_name("chuted-worker")
             .build()?;
-        Ok(TokioRuntime {
-            runtime: Arc::new(runtime),
-        })
+        Ok(TokioRuntime { runtime: Arc::new(runtime) })
     }
 }
 

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
-use chute_core::{Broker, BrokerConfig, ConnId, Event, Input, Instant, Output};
+use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::{Broker, ConnId, Event, Input, Instant, Output};
 use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::io::AsyncReadExt;
@@ -25,6 +26,8 @@ pub enum LoopEvent {
     Shutdown,
     /// The graceful stop took too long; exit with what is written.
     ShutdownDeadline,
+    /// The storage worker's report.
+    Storage(StorageDone),
 }
 
 /// Everything the broker task waits for.
@@ -42,6 +45,18 @@ struct ConnHandle {
     gate: Arc<ReadGate>,
 }
 
+/// What the broker task is built from.
+pub struct LoopParts<R: Runtime> {
+    pub runtime: R,
+    pub broker: Broker,
+    /// The instant the broker's `Instant::ZERO` stands for.
+    pub started: StdInstant,
+    pub events_tx: mpsc::Sender<LoopEvent>,
+    pub storage_tx: std::sync::mpsc::Sender<StorageRequest>,
+    pub accept_stop: futures::channel::oneshot::Sender<()>,
+    pub shutdown_timeout: std::time::Duration,
+}
+
 /// The broker task's state.
 pub struct EventLoop<R: Runtime> {
     runtime: R,
@@ -51,6 +66,9 @@ pub struct EventLoop<R: Runtime> {
     writers_running: usize,
     next_conn: u64,
     events_tx: mpsc::Sender<LoopEvent>,
+    storage_tx: std::sync::mpsc::Sender<StorageRequest>,
+    /// Why the broker halted, once it did.
+    halted: Option<String>,
     /// Dropped to stop the accept loop.
     accept_stop: Option<futures::channel::oneshot::Sender<()>>,
     shutdown_timeout: std::time::Duration,
@@ -58,29 +76,21 @@ pub struct EventLoop<R: Runtime> {
 }
 
 impl<R: Runtime> EventLoop<R> {
-    /// Builds the broker with its wall-clock epoch set to now. `events_tx` is the sender side
-    /// of the channel that `run` will read events from.
-    pub fn new(
-        runtime: R,
-        mut config: BrokerConfig,
-        events_tx: mpsc::Sender<LoopEvent>,
-        accept_stop: futures::channel::oneshot::Sender<()>,
-        shutdown_timeout: std::time::Duration,
-    ) -> EventLoop<R> {
-        config.epoch_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+    /// Wraps a broker started (new or recovered) at `started`, whose storage requests go to
+    /// `storage_tx`. `events_tx` feeds the channel that `run` reads.
+    pub fn new(parts: LoopParts<R>) -> EventLoop<R> {
         EventLoop {
-            runtime,
-            broker: Broker::new(config, Instant::ZERO),
-            started: StdInstant::now(),
+            runtime: parts.runtime,
+            broker: parts.broker,
+            started: parts.started,
             connections: BTreeMap::new(),
             writers_running: 0,
             next_conn: 1,
-            events_tx,
-            accept_stop: Some(accept_stop),
-            shutdown_timeout,
+            events_tx: parts.events_tx,
+            storage_tx: parts.storage_tx,
+            halted: None,
+            accept_stop: Some(parts.accept_stop),
+            shutdown_timeout: parts.shutdown_timeout,
             deadline_passed: false,
         }
     }
@@ -89,17 +99,24 @@ impl<R: Runtime> EventLoop<R> {
         Instant::from_nanos(self.started.elapsed().as_nanos() as u64)
     }
 
-    /// Runs until a graceful shutdown has closed every connection and their writers finished.
+    /// Runs until a graceful shutdown has closed every connection and their writers finished,
+    /// or until storage fails (`Err` with the reason, after clients were told).
     pub async fn run(
         mut self,
         events: mpsc::Receiver<LoopEvent>,
         accepted: mpsc::Receiver<(R::Stream, std::net::SocketAddr)>,
-    ) {
+    ) -> Result<(), String> {
         let accepted = accepted.map(|(stream, peer)| Inbox::Accepted(stream, peer));
         let mut inbox = futures::stream::select(accepted, events.map(Inbox::Event));
         loop {
-            if (self.broker.is_drained() && self.writers_running == 0) || self.deadline_passed {
-                return;
+            if let Some(reason) = &self.halted {
+                if self.writers_running == 0 || self.deadline_passed {
+                    return Err(reason.clone());
+                }
+            } else if (self.broker.is_drained() && self.writers_running == 0)
+                || self.deadline_passed
+            {
+                return Ok(());
             }
             let event = match self.broker.poll_timeout() {
                 Some(deadline) => {
@@ -117,7 +134,7 @@ impl<R: Runtime> EventLoop<R> {
                 }
                 None => inbox.next().await,
             };
-            let Some(event) = event else { return };
+            let Some(event) = event else { return Ok(()) };
             self.handle_event(event);
             self.carry_out_outputs();
         }
@@ -135,12 +152,10 @@ impl<R: Runtime> EventLoop<R> {
         };
         match event {
             LoopEvent::Received(conn, bytes) => {
-                self.broker
-                    .handle_input(now, Input::Received { conn, bytes });
+                self.broker.handle_input(now, Input::Received { conn, bytes });
             }
             LoopEvent::Flushed(conn, bytes) => {
-                self.broker
-                    .handle_input(now, Input::Flushed { conn, bytes });
+                self.broker.handle_input(now, Input::Flushed { conn, bytes });
             }
             LoopEvent::ReadClosed(conn) => {
                 if let Some(handle) = self.connections.remove(&conn) {
@@ -157,20 +172,12 @@ impl<R: Runtime> EventLoop<R> {
                 }
             }
             LoopEvent::Shutdown => {
-                tracing::info!(
-                    "shutting down: closing {} connections",
-                    self.connections.len()
-                );
+                tracing::info!("shutting down: closing {} connections", self.connections.len());
                 self.accept_stop.take();
                 self.broker.shutdown(now);
-                let deadline = StdInstant::now() + self.shutdown_timeout;
-                let sleep = self.runtime.sleep_until(deadline);
-                let mut events = self.events_tx.clone();
-                self.runtime.spawn(async move {
-                    sleep.await;
-                    let _ = futures::SinkExt::send(&mut events, LoopEvent::ShutdownDeadline).await;
-                });
+                self.arm_shutdown_deadline();
             }
+            LoopEvent::Storage(done) => self.broker.handle_input(now, Input::Storage(done)),
             LoopEvent::ShutdownDeadline => {
                 tracing::warn!(
                     "{} connections did not finish writing in time",
@@ -181,6 +188,16 @@ impl<R: Runtime> EventLoop<R> {
         }
     }
 
+    /// Gives connections a bounded time to receive their last bytes.
+    fn arm_shutdown_deadline(&self) {
+        let sleep = self.runtime.sleep_until(StdInstant::now() + self.shutdown_timeout);
+        let mut events = self.events_tx.clone();
+        self.runtime.spawn(async move {
+            sleep.await;
+            let _ = futures::SinkExt::send(&mut events, LoopEvent::ShutdownDeadline).await;
+        });
+    }
+
     /// Spawns the reader and writer of a new connection and tells the broker.
     fn adopt(&mut self, stream: R::Stream, peer: std::net::SocketAddr) {
         let conn = ConnId(self.next_conn);
@@ -188,12 +205,7 @@ impl<R: Runtime> EventLoop<R> {
         let (read_half, write_half) = stream.split();
         let gate = Arc::new(ReadGate::default());
         let (writer_tx, writer_rx) = mpsc::unbounded();
-        self.runtime.spawn(read_loop(
-            conn,
-            read_half,
-            gate.clone(),
-            self.events_tx.clone(),
-        ));
+        self.runtime.spawn(read_loop(conn, read_half, gate.clone(), self.events_tx.clone()));
         self.runtime.spawn(write_loop(
             conn,
             write_half,
@@ -202,13 +214,7 @@ impl<R: Runtime> EventLoop<R> {
             self.events_tx.clone(),
         ));
         self.writers_running += 1;
-        self.connections.insert(
-            conn,
-            ConnHandle {
-                writer: writer_tx,
-                gate,
-            },
-        );
+        self.connections.insert(conn, ConnHandle { writer: writer_tx, gate });
         tracing::debug!(%conn, %peer, "accepted");
         let now = self.now();
         self.broker.handle_input(now, Input::Accepted { conn });
@@ -219,10 +225,7 @@ impl<R: Runtime> EventLoop<R> {
             match output {
                 Output::Send { conn, bytes } => {
                     if let Some(handle) = self.connections.get(&conn) {
-                        handle
-                            .writer
-                            .unbounded_send(WriterMessage::Data(bytes))
-                            .ok();
+                        handle.writer.unbounded_send(WriterMessage::Data(bytes)).ok();
                     }
                 }
                 Output::PauseRead { conn } => self.set_paused(conn, true),
@@ -232,6 +235,16 @@ impl<R: Runtime> EventLoop<R> {
                         handle.writer.unbounded_send(WriterMessage::Close).ok();
                         handle.gate.close();
                     }
+                }
+                Output::Storage(request) => {
+                    // The worker only hangs up after a failure, which halts the broker anyway.
+                    let _ = self.storage_tx.send(request);
+                }
+                Output::Event(Event::Halted { reason }) => {
+                    tracing::error!(%reason, "broker halted");
+                    self.halted = Some(reason);
+                    self.accept_stop.take();
+                    self.arm_shutdown_deadline();
                 }
                 Output::Event(event) => log_event(&event),
             }
@@ -247,21 +260,14 @@ impl<R: Runtime> EventLoop<R> {
 
 fn log_event(event: &Event) {
     match event {
-        Event::ConnectionOpened {
-            conn,
-            client_name,
-            version,
-        } => {
+        Event::ConnectionOpened { conn, client_name, version } => {
             tracing::info!(%conn, client = %client_name, version, "connection opened");
         }
-        Event::ConnectionClosed {
-            conn,
-            code,
-            message,
-        } => {
+        Event::ConnectionClosed { conn, code, message } => {
             tracing::info!(%conn, %code, %message, "connection closed");
         }
         Event::QueueCreated { name } => tracing::info!(queue = %name, "queue created"),
         Event::QueueDeleted { name } => tracing::info!(queue = %name, "queue deleted"),
+        Event::Halted { reason } => tracing::error!(%reason, "halted"),
     }
 }

@@ -16,9 +16,11 @@
 //! ```
 
 mod connection;
+mod data_dir;
 mod event_loop;
 mod runtime;
 mod serve;
+mod storage_worker;
 
 pub use runtime::Runtime;
 pub use serve::{main, serve, Args, ServeError, ServerConfig};

@@ -6,14 +6,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chute_core::BrokerConfig;
+use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
+
+use chute_core::storage::io::StorageRequest;
+use chute_core::{Broker, BrokerConfig, Instant};
 use clap::Parser;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either};
 use futures::SinkExt;
 
-use crate::event_loop::{EventLoop, LoopEvent, EVENT_QUEUE_MAX};
+use crate::data_dir::{DataDir, DataDirError};
+use crate::event_loop::{EventLoop, LoopEvent, LoopParts, EVENT_QUEUE_MAX};
 use crate::runtime::Runtime;
+use crate::storage_worker::StorageWorker;
 
 /// Command-line flags shared by `chuted` and `chuted-smol`.
 #[derive(Clone, Debug, Parser)]
@@ -54,13 +59,13 @@ impl From<Args> for ServerConfig {
 #[non_exhaustive]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}{hint}")]
-    Bind {
-        addr: SocketAddr,
-        source: io::Error,
-        hint: &'static str,
-    },
-    #[error("cannot use data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: io::Error },
+    Bind { addr: SocketAddr, source: io::Error, hint: &'static str },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot recover the log in {path}: {source}")]
+    Recovery { path: PathBuf, source: chute_core::storage::recovery::RecoveryError },
+    #[error("{0}")]
+    Halted(String),
     #[error("invalid configuration: {0}")]
     Config(#[from] chute_core::ConfigError),
     #[error("cannot install signal handlers: {0}")]
@@ -101,53 +106,91 @@ fn init_tracing() {
 }
 
 /// Serves until a graceful stop completes. `ready` is called with the bound address once
-/// connections are being accepted.
+/// connections are being accepted. Recovery from the data directory runs first.
 pub async fn serve<R: Runtime>(
     runtime: R,
-    config: ServerConfig,
+    mut config: ServerConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     config.broker.validate()?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    let data_dir = DataDir::open(&config.data_dir)?;
     let listener = bind(config.listen)?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| bind_error(config.listen, source))?;
-    let listener = runtime
-        .listener(listener)
-        .map_err(|source| bind_error(config.listen, source))?;
+    let addr = listener.local_addr().map_err(|source| bind_error(config.listen, source))?;
+    let listener =
+        runtime.listener(listener).map_err(|source| bind_error(config.listen, source))?;
 
+    config.broker.epoch_unix_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let started = StdInstant::now();
+    let broker = recover(&data_dir, config.broker)?;
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
+    let storage_tx = start_storage_worker(&data_dir, events_tx.clone())?;
     let (accepted_tx, accepted_rx) = mpsc::channel(16);
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
     install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
-    runtime.spawn(accept_loop(
-        runtime.clone(),
-        listener,
-        accepted_tx,
-        accept_stop_rx,
-    ));
-    let event_loop = EventLoop::new(
-        runtime.clone(),
-        config.broker,
+    runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx, accept_stop_rx));
+    let event_loop = EventLoop::new(LoopParts {
+        runtime: runtime.clone(),
+        broker,
+        started,
         events_tx,
-        accept_stop_tx,
-        config.shutdown_timeout,
-    );
+        storage_tx,
+        accept_stop: accept_stop_tx,
+        shutdown_timeout: config.shutdown_timeout,
+    });
     tracing::info!(runtime = runtime.name(), %addr, data_dir = %config.data_dir.display(), "serving");
     ready(addr);
-    event_loop.run(events_rx, accepted_rx).await;
-    Ok(())
+    let result = event_loop.run(events_rx, accepted_rx).await.map_err(ServeError::Halted);
+    drop(data_dir);
+    result
+}
+
+/// Reads the log, rebuilds the broker, and cuts a torn tail before anything is appended.
+fn recover(data_dir: &DataDir, config: BrokerConfig) -> Result<Broker, ServeError> {
+    let started = StdInstant::now();
+    let files = data_dir.read_segments()?;
+    let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
+    let (broker, report) = Broker::recover(config, Instant::ZERO, &files)
+        .map_err(|source| ServeError::Recovery { path: data_dir.path.clone(), source })?;
+    if let Some(truncation) = &report.truncation {
+        tracing::warn!(
+            file = %truncation.file,
+            kept_bytes = truncation.valid_len,
+            dropped_bytes = truncation.dropped_bytes,
+            "cutting a torn write at the end of the log"
+        );
+        data_dir.truncate(truncation)?;
+    }
+    tracing::info!(
+        queues = report.queues,
+        messages = report.messages,
+        segments = report.segments,
+        records = report.records,
+        log_bytes = bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    Ok(broker)
+}
+
+fn start_storage_worker(
+    data_dir: &DataDir,
+    events: mpsc::Sender<LoopEvent>,
+) -> Result<std::sync::mpsc::Sender<StorageRequest>, ServeError> {
+    let (storage_tx, storage_rx) = std::sync::mpsc::channel();
+    let mut events = events;
+    let report = move |done| {
+        let _ = futures::executor::block_on(events.send(LoopEvent::Storage(done)));
+    };
+    StorageWorker::new(&data_dir.path)
+        .spawn(storage_rx, report)
+        .map_err(|source| DataDirError::Io { path: data_dir.path.clone(), source })?;
+    Ok(storage_tx)
 }
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
     let listener = std::net::TcpListener::bind(addr).map_err(|source| bind_error(addr, source))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| bind_error(addr, source))?;
+    listener.set_nonblocking(true).map_err(|source| bind_error(addr, source))?;
     Ok(listener)
 }
 
@@ -185,9 +228,7 @@ async fn accept_loop<R: Runtime>(
             Err(err) => {
                 // Usually out of file descriptors: back off instead of spinning.
                 tracing::warn!(error = %err, "accept failed");
-                runtime
-                    .sleep_until(std::time::Instant::now() + Duration::from_millis(100))
-                    .await;
+                runtime.sleep_until(std::time::Instant::now() + Duration::from_millis(100)).await;
             }
         }
     }
@@ -197,19 +238,17 @@ async fn accept_loop<R: Runtime>(
 fn install_signal_thread(events: mpsc::Sender<LoopEvent>) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new()
-        .name("chute-signals".into())
-        .spawn(move || {
-            let mut events = events;
-            let mut seen = 0;
-            for signal in signals.forever() {
-                seen += 1;
-                if seen > 1 {
-                    eprintln!("second signal {signal}: exiting now");
-                    std::process::exit(130);
-                }
-                let _ = futures::executor::block_on(events.send(LoopEvent::Shutdown));
+    std::thread::Builder::new().name("chute-signals".into()).spawn(move || {
+        let mut events = events;
+        let mut seen = 0;
+        for signal in signals.forever() {
+            seen += 1;
+            if seen > 1 {
+                eprintln!("second signal {signal}: exiting now");
+                std::process::exit(130);
             }
-        })?;
+            let _ = futures::executor::block_on(events.send(LoopEvent::Shutdown));
+        }
+    })?;
     Ok(())
 }

@@ -30,10 +30,7 @@ impl ServerBinary {
 pub fn binary_path(name: &str) -> PathBuf {
     // target/<profile>/deps/<test-binary> → target/<profile>/<name>
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
     let path = dir.join(name);
     if !path.exists() {
         build_binaries();
@@ -93,29 +90,15 @@ impl Server {
             .expect("start server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read server stdout");
-        let Some(addr) = line
-            .trim()
-            .rsplit_once(" listening on ")
-            .map(|(_, a)| a.to_string())
+        BufReader::new(stdout).read_line(&mut line).expect("read server stdout");
+        let Some(addr) = line.trim().rsplit_once(" listening on ").map(|(_, a)| a.to_string())
         else {
             let _ = child.kill();
             let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!(
-                "{} did not start: stdout {line:?}, stderr:\n{log}",
-                binary.name()
-            );
+            panic!("{} did not start: stdout {line:?}, stderr:\n{log}", binary.name());
         };
         let addr = addr.parse().expect("listen address");
-        Server {
-            child: Some(child),
-            binary,
-            addr,
-            data_dir,
-            stderr_path,
-        }
+        Server { child: Some(child), binary, addr, data_dir, stderr_path }
     }
 
     pub fn url(&self) -> String {
@@ -185,22 +168,13 @@ pub fn chute_at(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(binary_path("chute"))
         .args(["--url", url])
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run chute");
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
     child.wait_with_output().expect("chute output")
 }

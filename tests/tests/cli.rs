@@ -9,56 +9,29 @@ fn publish_and_consume(binary: ServerBinary) {
     assert!(declared.status.success(), "{}", stderr(&declared));
     assert_eq!(stdout(&declared).trim(), "created jobs");
 
-    assert!(chute(&server, &["publish", "jobs", "hello"], None)
-        .status
-        .success());
-    assert!(
-        chute(&server, &["publish", "jobs"], Some("line one\nline two\n"))
-            .status
-            .success()
-    );
-    let generated = chute(
-        &server,
-        &["publish", "jobs", "--count", "100", "--size", "64"],
-        None,
-    );
+    assert!(chute(&server, &["publish", "jobs", "hello"], None).status.success());
+    assert!(chute(&server, &["publish", "jobs"], Some("line one\nline two\n")).status.success());
+    let generated = chute(&server, &["publish", "jobs", "--count", "100", "--size", "64"], None);
     assert!(generated.status.success(), "{}", stderr(&generated));
     assert!(stderr(&generated).contains("published 100 messages"));
 
     let list = chute(&server, &["queue", "list", "--json"], None);
     let line = stdout(&list);
-    assert!(
-        line.contains(r#""name":"jobs""#) && line.contains(r#""ready":103"#),
-        "{line}"
-    );
+    assert!(line.contains(r#""name":"jobs""#) && line.contains(r#""ready":103"#), "{line}");
 
     let consumed = chute(&server, &["consume", "jobs", "--count", "3"], None);
     assert!(consumed.status.success(), "{}", stderr(&consumed));
     assert_eq!(stdout(&consumed), "hello\nline one\nline two\n");
 
-    let json = chute(
-        &server,
-        &["consume", "jobs", "--count", "2", "--json"],
-        None,
-    );
+    let json = chute(&server, &["consume", "jobs", "--count", "2", "--json"], None);
     let lines: Vec<String> = stdout(&json).lines().map(String::from).collect();
     assert_eq!(lines.len(), 2);
-    assert!(
-        lines[0].starts_with('{') && lines[0].contains(r#""attempt":1"#),
-        "{}",
-        lines[0]
-    );
-    assert!(
-        lines[0].contains(&format!("{:>12} ", 0)),
-        "generated payloads carry their index"
-    );
+    assert!(lines[0].starts_with('{') && lines[0].contains(r#""attempt":1"#), "{}", lines[0]);
+    assert!(lines[0].contains(&format!("{:>12} ", 0)), "generated payloads carry their index");
 
     let stats = chute(&server, &["queue", "stats", "jobs", "--json"], None);
     let stats = stdout(&stats);
-    assert!(
-        stats.contains(r#""ready":98"#) && stats.contains(r#""acked":5"#),
-        "{stats}"
-    );
+    assert!(stats.contains(r#""ready":98"#) && stats.contains(r#""acked":5"#), "{stats}");
     assert!(server.stop().success());
 }
 
@@ -78,10 +51,7 @@ fn failures_exit_nonzero_with_reason(binary: ServerBinary) {
     let missing = chute(&server, &["consume", "nowhere", "--count", "1"], None);
     assert_eq!(missing.status.code(), Some(1));
     let message = stderr(&missing);
-    assert!(
-        message.starts_with("chute: ") && message.contains("no-such-queue"),
-        "{message}"
-    );
+    assert!(message.starts_with("chute: ") && message.contains("no-such-queue"), "{message}");
     assert_eq!(message.lines().count(), 1);
 
     let publish = chute(&server, &["publish", "nowhere", "x"], None);
@@ -103,20 +73,8 @@ fn failures_exit_nonzero_with_reason_smol() {
 #[test]
 fn unreachable_server_is_a_clear_error() {
     // Bind and drop a listener to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let output = chute_at(
-        &format!("chute://127.0.0.1:{port}"),
-        &["queue", "list"],
-        None,
-    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = chute_at(&format!("chute://127.0.0.1:{port}"), &["queue", "list"], None);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("cannot connect to 127.0.0.1"),
-        "{}",
-        stderr(&output)
-    );
+    assert!(stderr(&output).contains("cannot connect to 127.0.0.1"), "{}", stderr(&output));
 }

@@ -19,10 +19,7 @@ fn two_publishers_one_consumer(binary: ServerBinary) {
     let url = server.url();
     block_on(async {
         let admin = Connection::connect(&url).await.unwrap();
-        admin
-            .declare_queue("e2e", QueueOptions::default())
-            .await
-            .unwrap();
+        admin.declare_queue("e2e", QueueOptions::default()).await.unwrap();
     });
     let publishers: Vec<_> = (0..2u64)
         .map(|publisher| {
@@ -38,10 +35,7 @@ fn two_publishers_one_consumer(binary: ServerBinary) {
     let mut next_expected: BTreeMap<u64, u64> = BTreeMap::new();
     for (publisher, seq) in &received {
         let expected = next_expected.entry(*publisher).or_insert(0);
-        assert_eq!(
-            seq, expected,
-            "publisher {publisher}: out of order or duplicated"
-        );
+        assert_eq!(seq, expected, "publisher {publisher}: out of order or duplicated");
         *expected += 1;
     }
     assert_eq!(
@@ -105,25 +99,18 @@ fn garbage_is_refused_others_unaffected(binary: ServerBinary) {
     let url = server.url();
     block_on(async {
         let good = Connection::connect(&url).await.unwrap();
-        good.declare_queue("steady", QueueOptions::default())
-            .await
-            .unwrap();
+        good.declare_queue("steady", QueueOptions::default()).await.unwrap();
 
         let mut bad = std::net::TcpStream::connect(server.addr).unwrap();
         bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         bad.write_all(&chute_protocol::PREFACE).unwrap();
         bad.write_all(b"\x00\x00\x00\x04\xEEgarbage").unwrap();
         let mut reply = Vec::new();
-        bad.read_to_end(&mut reply)
-            .expect("server closes the connection");
+        bad.read_to_end(&mut reply).expect("server closes the connection");
         assert!(reply.len() > 6, "an error frame before the close");
         assert_eq!(reply[4], chute_protocol::FrameKind::Error as u8);
 
-        good.publish("steady", "still works")
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        good.publish("steady", "still works").await.unwrap().await.unwrap();
         let mut deliveries = good.subscribe("steady", 1).await.unwrap();
         let delivery = deliveries.next().await.unwrap();
         assert_eq!(&delivery.payload()[..], b"still works");

@@ -14,10 +14,7 @@ fn port_in_use_is_reported(binary: ServerBinary) {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let message = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        message.contains(&format!("cannot listen on {}", first.addr)),
-        "{message}"
-    );
+    assert!(message.contains(&format!("cannot listen on {}", first.addr)), "{message}");
     assert!(message.contains("in use"), "{message}");
 }
 

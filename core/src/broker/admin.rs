@@ -1,28 +1,27 @@
 //! Queue administration: declare, delete, purge, list, stats.
 
 use chute_protocol::{
-    BreakerState, ConsumerInfo, Done, ErrorCode, FrameKind, QueueDeclare, QueueDeclareOk,
-    QueueDelete, QueueList, QueueListOk, QueueOptions, QueuePurge, QueueStats, QueueStatsOk,
-    QueueStatsRequest, QueueSummary, SubscriptionCancelled, LIST_PAGE_MAX,
+    push_to_ranges, BreakerState, ConsumerInfo, Done, ErrorCode, FrameKind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, QueueList, QueueListOk, QueueOptions, QueuePurge, QueueStats,
+    QueueStatsOk, QueueStatsRequest, QueueSummary, SubscriptionCancelled, LIST_PAGE_MAX,
 };
 
+use super::outbound::Gate;
+use super::storage::SyncNeed;
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
 use crate::io::{Event, Output};
 use crate::names::check_name;
 use crate::queue::Queue;
+use crate::storage::records::{QueueDeclared, Record};
 
 impl Broker {
     pub(super) fn handle_declare(&mut self, conn: ConnId, declare: QueueDeclare) {
         let request_id = declare.request_id;
         match self.declare_queue(&declare.name, declare.options, declare.passive) {
             Ok((created, options)) => {
-                let ok = QueueDeclareOk {
-                    request_id,
-                    created,
-                    options,
-                };
-                self.reply(conn, FrameKind::QueueDeclareOk, &ok);
+                let ok = QueueDeclareOk { request_id, created, options };
+                self.reply_durable(conn, FrameKind::QueueDeclareOk, &ok);
             }
             Err((code, message)) => self.reply_error(conn, request_id, code, message),
         }
@@ -49,27 +48,21 @@ impl Broker {
             return Err((ErrorCode::QUEUE_OPTIONS_MISMATCH, message));
         }
         if passive {
-            return Err((
-                ErrorCode::NO_SUCH_QUEUE,
-                format!("queue {name:?} does not exist"),
-            ));
+            return Err((ErrorCode::NO_SUCH_QUEUE, format!("queue {name:?} does not exist")));
         }
         validate_options(name, &options).map_err(|m| (ErrorCode::INVALID_QUEUE_OPTIONS, m))?;
         if self.queues.len() >= self.config.limits.queues_max as usize {
             let max = self.config.limits.queues_max;
-            return Err((
-                ErrorCode::RESOURCE_LIMIT,
-                format!("queues_max ({max}) reached"),
-            ));
+            return Err((ErrorCode::RESOURCE_LIMIT, format!("queues_max ({max}) reached")));
         }
         let id = QueueId(self.next_queue_id);
         self.next_queue_id += 1;
-        self.queues
-            .insert(id, Queue::new(id, name.to_string(), options.clone()));
+        let declared =
+            QueueDeclared { queue: id.0, name: name.to_string(), options: options.clone() };
+        self.append_record(&Record::<&[u8]>::QueueDeclared(declared), SyncNeed::Now);
+        self.queues.insert(id, Queue::new(id, name.to_string(), options.clone()));
         self.queue_ids.insert(name.to_string(), id);
-        self.outputs.push_back(Output::Event(Event::QueueCreated {
-            name: name.to_string(),
-        }));
+        self.outputs.push_back(Output::Event(Event::QueueCreated { name: name.to_string() }));
         Ok((true, options))
     }
 
@@ -80,31 +73,27 @@ impl Broker {
         };
         let queue = &self.queues[&id];
         if delete.if_empty && queue.messages_len() > 0 {
-            let message = format!(
-                "queue {:?} holds {} messages",
-                delete.name,
-                queue.messages_len()
-            );
+            let message =
+                format!("queue {:?} holds {} messages", delete.name, queue.messages_len());
             return self.reply_error(conn, request_id, ErrorCode::QUEUE_IN_USE, message);
         }
         if delete.if_unused && !queue.consumers().is_empty() {
-            let message = format!(
-                "queue {:?} has {} consumers",
-                delete.name,
-                queue.consumers().len()
-            );
+            let message =
+                format!("queue {:?} has {} consumers", delete.name, queue.consumers().len());
             return self.reply_error(conn, request_id, ErrorCode::QUEUE_IN_USE, message);
         }
         let count = self.delete_queue(id);
-        self.reply(conn, FrameKind::Done, &Done { request_id, count });
+        self.reply_durable(conn, FrameKind::Done, &Done { request_id, count });
     }
 
-    /// Removes a queue, ending its subscriptions. Deliveries of its messages still in flight
-    /// settle into nothing. Returns how many messages it held.
+    /// Removes a queue, ending its subscriptions and its deliveries still in flight (settling
+    /// them is then settling unknown tags). Returns how many messages it held.
     fn delete_queue(&mut self, id: QueueId) -> u64 {
         let frame_size_max = self.config.limits.frame_size_max;
-        let queue = self.queues.remove(&id).expect("queue exists");
+        let mut queue = self.queues.remove(&id).expect("queue exists");
         self.queue_ids.remove(&queue.name);
+        self.pending_queues.remove(&id);
+        self.append_record(&Record::<&[u8]>::QueueDeleted { queue: id.0 }, SyncNeed::Now);
         for consumer in queue.consumers() {
             let connection = self.connection_mut(consumer.conn);
             connection.subscriptions.remove(&consumer.subscription);
@@ -116,25 +105,48 @@ impl Broker {
             connection.send(FrameKind::SubscriptionCancelled, &cancelled, frame_size_max);
             self.mark_dirty(consumer.conn);
         }
-        // Its deliveries are no longer outstanding: settling them is settling unknown tags.
+        let mut gone = queue.drain_all();
         for connection in self.connections.values_mut() {
-            connection
+            let tags: Vec<u64> = connection
                 .in_flight
-                .retain(|_, in_flight| in_flight.queue != id);
+                .iter()
+                .filter(|(_, f)| f.queue == id)
+                .map(|(tag, _)| *tag)
+                .collect();
+            gone.extend(
+                tags.iter().filter_map(|tag| connection.in_flight.remove(tag)).map(|f| f.message),
+            );
         }
-        self.outputs.push_back(Output::Event(Event::QueueDeleted {
-            name: queue.name.clone(),
-        }));
-        queue.messages_len()
+        for message in &gone {
+            self.release_message(message);
+        }
+        self.outputs.push_back(Output::Event(Event::QueueDeleted { name: queue.name.clone() }));
+        gone.len() as u64
     }
 
     pub(super) fn handle_purge(&mut self, conn: ConnId, purge: QueuePurge) {
         let request_id = purge.request_id;
-        let Some(id) = self.lookup_queue(conn, request_id, &purge.name) else {
-            return;
-        };
-        let count = self.queues.get_mut(&id).expect("queue exists").purge();
-        self.reply(conn, FrameKind::Done, &Done { request_id, count });
+        let Some(id) = self.lookup_queue(conn, request_id, &purge.name) else { return };
+        let purged = self.queues.get_mut(&id).expect("queue exists").purge();
+        self.pending_queues.remove(&id);
+        let mut seqs: Vec<u64> =
+            purged.iter().filter(|m| m.segment.is_some()).map(|m| m.seq.0).collect();
+        seqs.sort_unstable();
+        if !seqs.is_empty() {
+            let mut ranges = Vec::new();
+            for seq in seqs {
+                push_to_ranges(&mut ranges, seq);
+            }
+            self.append_record(
+                &Record::<&[u8]>::Purged { queue: id.0, seqs: ranges },
+                SyncNeed::Now,
+            );
+        }
+        for message in &purged {
+            self.release_message(message);
+        }
+        let count = purged.len() as u64;
+        self.reply_durable(conn, FrameKind::Done, &Done { request_id, count });
     }
 
     pub(super) fn handle_list(&mut self, conn: ConnId, list: QueueList) {
@@ -158,11 +170,7 @@ impl Broker {
             })
             .collect();
         let more = names.next().is_some();
-        let ok = QueueListOk {
-            request_id: list.request_id,
-            queues,
-            more,
-        };
+        let ok = QueueListOk { request_id: list.request_id, queues, more };
         self.reply(conn, FrameKind::QueueListOk, &ok);
     }
 
@@ -172,11 +180,7 @@ impl Broker {
             return;
         };
         let stats = self.queue_stats(id);
-        self.reply(
-            conn,
-            FrameKind::QueueStatsOk,
-            &QueueStatsOk { request_id, stats },
-        );
+        self.reply(conn, FrameKind::QueueStatsOk, &QueueStatsOk { request_id, stats });
     }
 
     fn queue_stats(&self, id: QueueId) -> QueueStats {
@@ -187,11 +191,7 @@ impl Broker {
             .take(LIST_PAGE_MAX)
             .map(|key| {
                 let connection = &self.connections[&key.conn];
-                let in_flight = connection
-                    .in_flight
-                    .values()
-                    .filter(|f| f.queue == id)
-                    .count();
+                let in_flight = connection.in_flight.values().filter(|f| f.queue == id).count();
                 ConsumerInfo {
                     connection_id: key.conn.0,
                     subscription: key.subscription,
@@ -237,6 +237,18 @@ impl Broker {
         self.mark_dirty(conn);
     }
 
+    /// Replies once everything logged so far is synced: the request's own records included.
+    pub(super) fn reply_durable<T: serde::Serialize>(
+        &mut self,
+        conn: ConnId,
+        kind: FrameKind,
+        body: &T,
+    ) {
+        let gate = Gate::synced(self.log.end_lsn());
+        self.connection_mut(conn).outbound.raise_gate(gate);
+        self.reply(conn, kind, body);
+    }
+
     pub(super) fn reply_error(
         &mut self,
         conn: ConnId,
@@ -245,17 +257,14 @@ impl Broker {
         message: String,
     ) {
         let frame_size_max = self.config.limits.frame_size_max;
-        self.connection_mut(conn)
-            .send_error(request_id, code, message, frame_size_max);
+        self.connection_mut(conn).send_error(request_id, code, message, frame_size_max);
         self.mark_dirty(conn);
     }
 }
 
 fn validate_options(name: &str, options: &QueueOptions) -> Result<(), String> {
     if options.dead_letter.as_deref() == Some(name) {
-        return Err(format!(
-            "queue {name:?} cannot be its own dead-letter queue"
-        ));
+        return Err(format!("queue {name:?} cannot be its own dead-letter queue"));
     }
     if let Some(target) = &options.dead_letter {
         check_name("dead-letter queue name", target).map_err(|e| e.to_string())?;

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use bytes::BytesMut;
 use chute_protocol::{
     encode_body, push_to_ranges, ErrorCode, ErrorFrame, FrameKind, FrameReader, Range,
 };
 use serde::Serialize;
 
+use super::outbound::{Gate, Outbound};
 use crate::ids::QueueId;
 use crate::queue::Message;
 use crate::time::Instant;
@@ -25,11 +25,15 @@ pub(crate) enum ConnState {
 pub(crate) struct PauseReasons {
     /// More than `connection_outbound_bytes_max` is queued for the socket.
     pub outbound_backlog: bool,
+    /// `unconfirmed_max` publishes are waiting for the log.
+    pub unconfirmed: bool,
+    /// The broker is shutting down.
+    pub shutdown: bool,
 }
 
 impl PauseReasons {
     pub fn any(self) -> bool {
-        self.outbound_backlog
+        self.outbound_backlog || self.unconfirmed || self.shutdown
     }
 }
 
@@ -50,12 +54,7 @@ pub(crate) struct InFlight {
 pub(crate) struct Connection {
     pub state: ConnState,
     pub reader: FrameReader,
-    /// Encoded frames not yet handed to the driver.
-    pub out: BytesMut,
-    /// Handed to the driver in `Send` but not yet reported `Flushed`.
-    pub unflushed_bytes: u64,
-    /// Deliveries chosen in the current dispatch pass and not yet encoded into `out`.
-    pub chosen_bytes: u64,
+    pub outbound: Outbound,
     pub in_dirty_list: bool,
     pub paused: PauseReasons,
     /// Whether the driver was last told to pause (so each transition is emitted once).
@@ -69,8 +68,9 @@ pub(crate) struct Connection {
     pub client_name: String,
     /// Sequence number the next published message takes.
     pub next_publish_seq: u64,
-    /// Publishes accepted since the last `Confirm` was encoded.
+    /// Publishes accepted since the last `Confirm` was encoded, and the durability they need.
     pub confirm_ranges: Vec<Range>,
+    pub confirm_gate: Gate,
     pub subscriptions: BTreeMap<u32, Subscription>,
     pub next_tag: u64,
     pub in_flight: BTreeMap<u64, InFlight>,
@@ -81,9 +81,7 @@ impl Connection {
         Connection {
             state: ConnState::AwaitingHello,
             reader: FrameReader::expecting_preface(frame_size_max),
-            out: BytesMut::new(),
-            unflushed_bytes: 0,
-            chosen_bytes: 0,
+            outbound: Outbound::default(),
             in_dirty_list: false,
             paused: PauseReasons::default(),
             read_paused_output: false,
@@ -95,6 +93,7 @@ impl Connection {
             client_name: String::new(),
             next_publish_seq: 1,
             confirm_ranges: Vec::new(),
+            confirm_gate: Gate::default(),
             subscriptions: BTreeMap::new(),
             next_tag: 1,
             in_flight: BTreeMap::new(),
@@ -103,13 +102,14 @@ impl Connection {
 
     /// Bytes queued for this connection's socket, in the core and in the driver.
     pub fn outbound_backlog(&self) -> u64 {
-        self.unflushed_bytes + self.out.len() as u64 + self.chosen_bytes
+        self.outbound.backlog()
     }
 
     /// Encodes a frame into the outbound buffer. A body too large for a frame becomes an
     /// `internal` error frame instead (a response the broker cannot fit is the broker's bug).
     pub fn send<T: Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T, frame_size_max: u32) {
-        if let Err(err) = encode_body(kind, body, &mut self.out, frame_size_max) {
+        let out = self.outbound.buffer();
+        if let Err(err) = encode_body(kind, body, out, frame_size_max) {
             let frame = ErrorFrame {
                 request_id: 0,
                 code: ErrorCode::INTERNAL,
@@ -117,7 +117,7 @@ impl Connection {
                 retry_after_ms: 0,
                 message: format!("response could not be encoded: {err}"),
             };
-            encode_body(FrameKind::Error, &frame, &mut self.out, frame_size_max)
+            encode_body(FrameKind::Error, &frame, out, frame_size_max)
                 .expect("a short error frame always fits");
         }
     }
@@ -139,9 +139,14 @@ impl Connection {
         self.send(FrameKind::Error, &frame, frame_size_max);
     }
 
-    /// Records an accepted publish for the next `Confirm`.
-    pub fn confirm(&mut self, seq: u64) {
+    /// Records an accepted publish for the next `Confirm`, which must wait for `gate`.
+    pub fn confirm(&mut self, seq: u64, gate: Gate) {
         push_to_ranges(&mut self.confirm_ranges, seq);
+        self.outbound.accept_unconfirmed();
+        self.confirm_gate = Gate {
+            written_lsn: self.confirm_gate.written_lsn.max(gate.written_lsn),
+            synced_lsn: self.confirm_gate.synced_lsn.max(gate.synced_lsn),
+        };
     }
 
     /// Whether the broker may queue more deliveries for this connection now.
@@ -157,4 +162,26 @@ impl Connection {
     pub fn heartbeat_deadline(&self) -> Instant {
         self.last_sent.plus_ms(u64::from(self.heartbeat_ms))
     }
+}
+
+/// The last frames of a connection the broker closes: `Error` (for failures) and `Close`.
+pub(crate) fn append_closing_frames(
+    out: &mut bytes::BytesMut,
+    code: ErrorCode,
+    message: &str,
+    frame_size_max: u32,
+) {
+    if code != ErrorCode::SHUTTING_DOWN && code != ErrorCode::NORMAL_CLOSE {
+        let error = ErrorFrame {
+            request_id: 0,
+            code,
+            retriable: code.is_retriable(),
+            retry_after_ms: 0,
+            message: message.to_string(),
+        };
+        encode_body(FrameKind::Error, &error, out, frame_size_max)
+            .expect("a short error frame fits");
+    }
+    let close = chute_protocol::Close { code, message: message.to_string() };
+    encode_body(FrameKind::Close, &close, out, frame_size_max).expect("a short close frame fits");
 }

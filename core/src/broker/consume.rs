@@ -1,13 +1,20 @@
 //! Subscriptions, credit, and settling deliveries.
 
 use chute_protocol::{
-    Ack, Credit, Done, ErrorCode, Frame, FrameKind, Nack, Range, Subscribe, Unsubscribe,
+    push_to_ranges, Ack, Credit, Done, ErrorCode, Frame, FrameKind, Nack, Range, Subscribe,
+    Unsubscribe,
 };
 
+use std::collections::BTreeMap;
+
 use super::connection::{InFlight, Subscription};
+use super::outbound::Gate;
+use super::storage::{SyncNeed, LAZY_SYNC_MS};
 use super::Broker;
 use crate::ids::ConnId;
+use crate::ids::QueueId;
 use crate::queue::ConsumerKey;
+use crate::storage::records::Record;
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, conn: ConnId, subscribe: Subscribe) {
@@ -19,10 +26,7 @@ impl Broker {
             return;
         };
         let connection = self.connection_mut(conn);
-        let refusal = if connection
-            .subscriptions
-            .contains_key(&subscribe.subscription)
-        {
+        let refusal = if connection.subscriptions.contains_key(&subscribe.subscription) {
             Some((
                 ErrorCode::SUBSCRIPTION_EXISTS,
                 format!("subscription {} is active", subscribe.subscription),
@@ -35,10 +39,7 @@ impl Broker {
         } else if subscribe.credit > credit_max {
             Some((
                 ErrorCode::CREDIT_OVERFLOW,
-                format!(
-                    "credit {} exceeds credit_max ({credit_max})",
-                    subscribe.credit
-                ),
+                format!("credit {} exceeds credit_max ({credit_max})", subscribe.credit),
             ))
         } else {
             None
@@ -46,30 +47,12 @@ impl Broker {
         if let Some((code, message)) = refusal {
             return self.reply_error(conn, request_id, code, message);
         }
-        let subscription = Subscription {
-            queue,
-            credit: subscribe.credit,
-        };
-        connection
-            .subscriptions
-            .insert(subscribe.subscription, subscription);
-        let key = ConsumerKey {
-            conn,
-            subscription: subscribe.subscription,
-        };
-        self.queues
-            .get_mut(&queue)
-            .expect("queue resolved")
-            .add_consumer(key);
+        let subscription = Subscription { queue, credit: subscribe.credit };
+        connection.subscriptions.insert(subscribe.subscription, subscription);
+        let key = ConsumerKey { conn, subscription: subscribe.subscription };
+        self.queues.get_mut(&queue).expect("queue resolved").add_consumer(key);
         self.dirty_queues.insert(queue);
-        self.reply(
-            conn,
-            FrameKind::Done,
-            &Done {
-                request_id,
-                count: 0,
-            },
-        );
+        self.reply(conn, FrameKind::Done, &Done { request_id, count: 0 });
     }
 
     /// Credit for a subscription that is no longer active is ignored: it may have crossed an
@@ -102,29 +85,34 @@ impl Broker {
             return self.reply_error(conn, request_id, ErrorCode::NO_SUCH_SUBSCRIPTION, message);
         };
         if let Some(queue) = self.queues.get_mut(&subscription.queue) {
-            queue.remove_consumer(ConsumerKey {
-                conn,
-                subscription: unsubscribe.subscription,
-            });
+            queue.remove_consumer(ConsumerKey { conn, subscription: unsubscribe.subscription });
         }
-        self.reply(
-            conn,
-            FrameKind::Done,
-            &Done {
-                request_id,
-                count: 0,
-            },
-        );
+        self.reply(conn, FrameKind::Done, &Done { request_id, count: 0 });
     }
 
+    /// Acked messages are gone; on logged queues an `Acked` record says so. An ack that asked
+    /// for an answer gets it once that record is synced; others are synced lazily.
     pub(super) fn handle_ack(&mut self, conn: ConnId, ack: Ack) {
         let (settled, failed) = self.take_in_flight(conn, ack.request_id, &ack.ranges);
-        for in_flight in settled {
-            if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
-                queue.settle_acked(&in_flight.message);
+        let mut logged: BTreeMap<QueueId, Vec<Range>> = BTreeMap::new();
+        for in_flight in &settled {
+            let Some(queue) = self.queues.get_mut(&in_flight.queue) else { continue };
+            queue.settle_acked(&in_flight.message);
+            if in_flight.message.segment.is_some() {
+                push_to_ranges(logged.entry(in_flight.queue).or_default(), in_flight.message.seq.0);
             }
         }
-        self.reply_settled(conn, ack.request_id, failed);
+        for in_flight in &settled {
+            if self.queues.contains_key(&in_flight.queue) {
+                self.release_message(&in_flight.message);
+            }
+        }
+        let need = if ack.request_id == 0 { SyncNeed::Within(LAZY_SYNC_MS) } else { SyncNeed::Now };
+        let mut end = 0;
+        for (queue, seqs) in logged {
+            end = self.append_record(&Record::<&[u8]>::Acked { queue: queue.0, seqs }, need);
+        }
+        self.reply_settled(conn, ack.request_id, failed, Gate::synced(end));
     }
 
     /// Nacked messages return to the front of their queue, in the order they were delivered.
@@ -137,20 +125,15 @@ impl Broker {
                 self.dirty_queues.insert(in_flight.queue);
             }
         }
-        self.reply_settled(conn, nack.request_id, failed);
+        self.reply_settled(conn, nack.request_id, failed, Gate::default());
     }
 
-    /// Answers a settlement that asked for an answer and did not already fail.
-    fn reply_settled(&mut self, conn: ConnId, request_id: u32, failed: bool) {
+    /// Answers a settlement that asked for an answer and did not already fail, once `gate`
+    /// (the durability of its records) is reached.
+    fn reply_settled(&mut self, conn: ConnId, request_id: u32, failed: bool, gate: Gate) {
         if request_id != 0 && !failed && self.connections.contains_key(&conn) {
-            self.reply(
-                conn,
-                FrameKind::Done,
-                &Done {
-                    request_id,
-                    count: 0,
-                },
-            );
+            self.connection_mut(conn).outbound.raise_gate(gate);
+            self.reply(conn, FrameKind::Done, &Done { request_id, count: 0 });
         }
     }
 
@@ -174,16 +157,10 @@ impl Broker {
                 empty_range = true;
                 continue;
             };
-            let tags: Vec<u64> = connection
-                .in_flight
-                .range(range.first..=last)
-                .map(|(tag, _)| *tag)
-                .collect();
+            let tags: Vec<u64> =
+                connection.in_flight.range(range.first..=last).map(|(tag, _)| *tag).collect();
             unknown += u64::from(range.count) - tags.len() as u64;
-            settled.extend(
-                tags.into_iter()
-                    .filter_map(|tag| connection.in_flight.remove(&tag)),
-            );
+            settled.extend(tags.into_iter().filter_map(|tag| connection.in_flight.remove(&tag)));
         }
         if request_id == 0 {
             return (settled, false);

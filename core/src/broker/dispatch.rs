@@ -1,16 +1,20 @@
 //! Delivering ready messages to consumers with credit, round robin, in batches.
 
-use chute_protocol::{Deliver, FrameKind, DELIVER_BATCH_MAX};
+use chute_protocol::{push_to_ranges, Deliver, Durability, FrameKind, DELIVER_BATCH_MAX};
 
 use super::connection::InFlight;
+use super::outbound::Gate;
+use super::storage::{SyncNeed, LAZY_SYNC_MS};
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
+use crate::storage::records::Record;
 
 /// One delivery chosen during a dispatch pass, encoded after the pass.
 struct Chosen {
     conn: ConnId,
     subscription: u32,
     tag: u64,
+    seq: u64,
 }
 
 impl Broker {
@@ -37,11 +41,9 @@ impl Broker {
             queue.advance_turn(index);
             let mut message = queue.take_next().expect("queue has ready messages");
             message.attempts += 1;
-            let connection = self
-                .connections
-                .get_mut(&key.conn)
-                .expect("consumer's connection");
-            connection.chosen_bytes += message.delivery_size_estimate() as u64;
+            let seq = message.seq.0;
+            let connection = self.connections.get_mut(&key.conn).expect("consumer's connection");
+            connection.outbound.chosen_bytes += message.delivery_size_estimate() as u64;
             connection
                 .subscriptions
                 .get_mut(&key.subscription)
@@ -49,25 +51,39 @@ impl Broker {
                 .credit -= 1;
             let tag = connection.next_tag;
             connection.next_tag += 1;
-            connection.in_flight.insert(
-                tag,
-                InFlight {
-                    queue: queue_id,
-                    message,
-                },
-            );
-            chosen.push(Chosen {
-                conn: key.conn,
-                subscription: key.subscription,
-                tag,
-            });
+            connection.in_flight.insert(tag, InFlight { queue: queue_id, message });
+            chosen.push(Chosen { conn: key.conn, subscription: key.subscription, tag, seq });
         }
-        self.encode_deliveries(chosen);
+        let gate = self.log_delivered(queue_id, &chosen);
+        self.encode_deliveries(chosen, gate);
+    }
+
+    /// Writes the `Delivered` record that makes these attempts count after a crash. Returns what
+    /// the deliveries must wait for: on durable queues that limit attempts, the record's sync,
+    /// so a crash can never forget an attempt a consumer saw; elsewhere nothing, and the
+    /// record is synced lazily.
+    fn log_delivered(&mut self, queue_id: QueueId, chosen: &[Chosen]) -> Gate {
+        let options = &self.queues[&queue_id].options;
+        if chosen.is_empty() || options.durability == Durability::None {
+            return Gate::default();
+        }
+        let exact = options.durability == Durability::Always && options.attempts_max.is_some();
+        let mut seqs = Vec::new();
+        for c in chosen {
+            push_to_ranges(&mut seqs, c.seq);
+        }
+        let record = Record::<&[u8]>::Delivered { queue: queue_id.0, seqs };
+        if exact {
+            Gate::synced(self.append_record(&record, SyncNeed::Now))
+        } else {
+            self.append_record(&record, SyncNeed::Within(LAZY_SYNC_MS));
+            Gate::default()
+        }
     }
 
     /// Groups the chosen deliveries by connection and subscription into `Deliver` frames that
     /// respect the batch and frame size limits.
-    fn encode_deliveries(&mut self, mut chosen: Vec<Chosen>) {
+    fn encode_deliveries(&mut self, mut chosen: Vec<Chosen>, gate: Gate) {
         let frame_size_max = self.config.limits.frame_size_max;
         // Stable sort: each consumer's deliveries stay in the order they were chosen.
         chosen.sort_by_key(|c| (c.conn, c.subscription));
@@ -78,24 +94,18 @@ impl Broker {
                 .iter()
                 .take_while(|c| c.conn == conn && c.subscription == subscription)
                 .count();
-            let connection = self
-                .connections
-                .get_mut(&conn)
-                .expect("consumer's connection");
-            connection.chosen_bytes = 0;
+            let connection = self.connections.get_mut(&conn).expect("consumer's connection");
+            connection.outbound.chosen_bytes = 0;
+            connection.outbound.raise_gate(gate);
             let mut deliveries = Vec::with_capacity(run.min(DELIVER_BATCH_MAX));
             let mut frame_bytes = 16;
             for c in &rest[..run] {
-                let size = connection.in_flight[&c.tag]
-                    .message
-                    .delivery_size_estimate();
+                let size = connection.in_flight[&c.tag].message.delivery_size_estimate();
                 if deliveries.len() == DELIVER_BATCH_MAX
                     || frame_bytes + size > frame_size_max as usize
                 {
-                    let batch = Deliver {
-                        subscription,
-                        deliveries: std::mem::take(&mut deliveries),
-                    };
+                    let batch =
+                        Deliver { subscription, deliveries: std::mem::take(&mut deliveries) };
                     connection.send(FrameKind::Deliver, &batch, frame_size_max);
                     frame_bytes = 16;
                 }
@@ -104,10 +114,7 @@ impl Broker {
             }
             connection.send(
                 FrameKind::Deliver,
-                &Deliver {
-                    subscription,
-                    deliveries,
-                },
+                &Deliver { subscription, deliveries },
                 frame_size_max,
             );
             self.mark_dirty(conn);

@@ -11,12 +11,14 @@ impl Broker {
     /// it closes. Then encodes the confirms those frames earned.
     pub(super) fn process_received(&mut self, conn: ConnId) {
         let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let unconfirmed_max = u64::from(self.config.limits.unconfirmed_max);
         loop {
-            let Some(connection) = self.connections.get_mut(&conn) else {
-                return;
-            };
-            if connection.outbound_backlog() >= outbound_max {
-                connection.paused.outbound_backlog = true;
+            let Some(connection) = self.connections.get_mut(&conn) else { return };
+            let over_backlog = connection.outbound_backlog() >= outbound_max;
+            let over_window = connection.outbound.unconfirmed >= unconfirmed_max;
+            if over_backlog || over_window {
+                connection.paused.outbound_backlog |= over_backlog;
+                connection.paused.unconfirmed |= over_window;
                 self.update_read_pause(conn);
             }
             let connection = self.connection_mut(conn);
@@ -32,18 +34,19 @@ impl Broker {
         self.flush_confirms(conn);
     }
 
+    /// Encodes one `Confirm` for the publishes accepted since the last, held back until the
+    /// log is as durable as the most demanding of them needs.
     fn flush_confirms(&mut self, conn: ConnId) {
         let frame_size_max = self.config.limits.frame_size_max;
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
+        let Some(connection) = self.connections.get_mut(&conn) else { return };
         if connection.confirm_ranges.is_empty() {
             return;
         }
-        let confirm = Confirm {
-            ranges: std::mem::take(&mut connection.confirm_ranges),
-        };
+        let confirm = Confirm { ranges: std::mem::take(&mut connection.confirm_ranges) };
+        let count: u64 = confirm.ranges.iter().map(|r| u64::from(r.count)).sum();
+        connection.outbound.raise_gate(std::mem::take(&mut connection.confirm_gate));
         connection.send(FrameKind::Confirm, &confirm, frame_size_max);
+        connection.outbound.add_confirms(count);
         self.mark_dirty(conn);
     }
 
@@ -91,10 +94,9 @@ impl Broker {
             | Frame::DlqInspect(_)
             | Frame::DlqRedrive(_) => self.handle_not_yet_served(conn, frame),
             // Server-to-client kinds were refused above.
-            _ => unreachable!(
-                "server-to-client frame {:?} passed the direction check",
-                frame.kind()
-            ),
+            _ => {
+                unreachable!("server-to-client frame {:?} passed the direction check", frame.kind())
+            }
         }
     }
 }

@@ -35,11 +35,7 @@ impl Broker {
         let client_name = connection.client_name.clone();
         self.mark_dirty(conn);
         self.arm_connection_timer(conn);
-        let event = Event::ConnectionOpened {
-            conn,
-            client_name,
-            version,
-        };
+        let event = Event::ConnectionOpened { conn, client_name, version };
         self.outputs.push_back(Output::Event(event));
     }
 

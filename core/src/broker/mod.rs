@@ -6,20 +6,25 @@ mod consume;
 mod dispatch;
 mod frames;
 mod handshake;
+mod outbound;
 mod publish;
+mod recover;
+mod storage;
 mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use chute_protocol::{Close, ErrorCode, ErrorFrame, FrameKind};
+use chute_protocol::ErrorCode;
 
 use crate::config::BrokerConfig;
 use crate::ids::{ConnId, QueueId};
 use crate::io::{Event, Input, Output};
 use crate::queue::Queue;
+use crate::storage::log::Log;
 use crate::time::Instant;
 
 use connection::Connection;
+pub use recover::RecoveryReport;
 use timers::{TimerKey, Timers};
 
 /// The broker, without I/O.
@@ -27,7 +32,7 @@ use timers::{TimerKey, Timers};
 /// Methods come in four kinds:
 /// - getters (`&self`): [`Broker::queue_names`], [`Broker::connection_count`], ...;
 /// - [`Broker::handle_input`]: everything that happens to the broker (connections, bytes,
-///   flushes, timers);
+///   flushes, timers, storage completions);
 /// - commands: operator actions such as [`Broker::shutdown`];
 /// - [`Broker::poll_output`] and [`Broker::poll_timeout`]: what the driver must do next.
 ///
@@ -35,6 +40,11 @@ use timers::{TimerKey, Timers};
 /// sleep until `poll_timeout` (or the next input) and call `handle_input(now, Input::Timeout)`.
 /// Every call carries a `now` that never goes backwards. Bad bytes from a peer never panic: they
 /// become an error frame and a `Close` for that connection alone.
+///
+/// Durability: every change to durable state is a record in the log (`Output::Storage`). A
+/// publish to a durable queue is confirmed, and becomes deliverable, only once the storage
+/// worker reports a sync that covers it; at most one sync is in flight and it covers every
+/// append before it (group commit). A failed write or sync halts the broker.
 ///
 /// ```
 /// use bytes::{Bytes, BytesMut};
@@ -58,9 +68,12 @@ use timers::{TimerKey, Timers};
 /// broker.handle_input(Instant::ZERO, Input::Received { conn, bytes: hello.freeze() });
 ///
 /// while let Some(output) = broker.poll_output() {
-///     if let Output::Send { bytes, .. } = output {
+///     match output {
 ///         // write `bytes` to the socket: here, a HelloOk frame
-///         assert_eq!(bytes[4], chute_protocol::FrameKind::HelloOk as u8);
+///         Output::Send { bytes, .. } => assert_eq!(bytes[4], chute_protocol::FrameKind::HelloOk as u8),
+///         // a new broker creates its first log segment
+///         Output::Storage(request) => { /* hand to the storage worker */ }
+///         _ => {}
 ///     }
 /// }
 /// assert!(broker.poll_timeout().is_some()); // heartbeats are due later
@@ -74,19 +87,35 @@ pub struct Broker {
     queue_ids: BTreeMap<String, QueueId>,
     next_queue_id: u64,
     next_message_seq: u64,
+    log: Log,
     timers: Timers,
     outputs: VecDeque<Output>,
-    /// Connections with encoded bytes not yet emitted as `Send`.
+    /// Connections that may have bytes to send.
     dirty_connections: Vec<ConnId>,
+    /// Connections holding bytes back until the log catches up.
+    waiting_connections: BTreeSet<ConnId>,
     /// Queues that may be able to deliver.
     dirty_queues: BTreeSet<QueueId>,
+    /// Queues with published messages waiting for the log.
+    pending_queues: BTreeSet<QueueId>,
     shutting_down: bool,
+    /// Why the broker stopped, once storage failed.
+    halted: Option<String>,
+    /// A record someone waits for was appended; sync as soon as none is in flight.
+    sync_wanted: bool,
+    /// Records nobody waits for must be synced by then.
+    lazy_sync_at: Option<Instant>,
 }
 
 impl Broker {
-    /// A broker with no queues. Panics if `config` does not validate: the driver must validate
+    /// A broker with no queues and an empty log (its first segment is created through
+    /// `poll_output`). Panics if `config` does not validate: the driver must validate
     /// configuration (and report errors) before starting the core.
     pub fn new(config: BrokerConfig, now: Instant) -> Broker {
+        Broker::new_at(config, now, 0)
+    }
+
+    fn with_log(config: BrokerConfig, now: Instant, log: Log) -> Broker {
         if let Err(err) = config.validate() {
             panic!("invalid broker config: {err}");
         }
@@ -98,11 +127,17 @@ impl Broker {
             queue_ids: BTreeMap::new(),
             next_queue_id: 1,
             next_message_seq: 1,
+            log,
             timers: Timers::default(),
             outputs: VecDeque::new(),
             dirty_connections: Vec::new(),
+            waiting_connections: BTreeSet::new(),
             dirty_queues: BTreeSet::new(),
+            pending_queues: BTreeSet::new(),
             shutting_down: false,
+            halted: None,
+            sync_wanted: false,
+            lazy_sync_at: None,
         }
     }
 
@@ -120,15 +155,26 @@ impl Broker {
         self.queue_ids.keys().map(String::as_str)
     }
 
-    /// Ready and in-flight messages of the named queue.
+    /// Messages the named queue holds: waiting for the log, ready, and in flight.
     pub fn queue_depth(&self, name: &str) -> Option<u64> {
         let id = self.queue_ids.get(name)?;
         Some(self.queues[id].messages_len())
     }
 
-    /// True once `shutdown` was called and every connection is closed.
+    /// True once `shutdown` was called, the log is synced, and every connection is closed.
     pub fn is_drained(&self) -> bool {
-        self.shutting_down && self.connections.is_empty()
+        self.shutting_down && self.connections.is_empty() && !self.log.has_unsynced()
+    }
+
+    /// Why the broker halted, if it did. A halted broker serves nothing; the driver should
+    /// exit non-zero and let recovery start from the disk.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    /// Log segments and what is still live in each, oldest first.
+    pub fn log_segments(&self) -> impl Iterator<Item = (u64, &crate::storage::log::SegmentState)> {
+        self.log.segments().iter().map(|(base, state)| (*base, state))
     }
 
     // ---- inputs ----
@@ -142,9 +188,7 @@ impl Broker {
         match input {
             Input::Accepted { conn } => self.handle_accepted(conn),
             Input::Received { conn, bytes } => {
-                let Some(connection) = self.connections.get_mut(&conn) else {
-                    return;
-                };
+                let Some(connection) = self.connections.get_mut(&conn) else { return };
                 connection.last_received = now;
                 connection.reader.feed(bytes);
                 self.process_received(conn);
@@ -155,26 +199,27 @@ impl Broker {
                     self.forget_connection(conn, ErrorCode::NORMAL_CLOSE, "peer closed".into());
                 }
             }
+            Input::Storage(done) => self.handle_storage(done),
             Input::Timeout => {}
         }
         self.dispatch_dirty_queues();
+        self.after_input();
     }
 
     // ---- commands ----
 
-    /// Graceful stop: closes every connection with `shutting-down` (after what was already
-    /// queued for it) and refuses new ones. `is_drained` turns true when done.
+    /// Graceful stop: stops reading from every connection, waits for the log to be synced (so
+    /// confirms already earned go out), then closes every connection with `shutting-down`.
+    /// `is_drained` turns true when done. New connections are refused.
     pub fn shutdown(&mut self, now: Instant) {
         self.advance_time(now);
         self.shutting_down = true;
         let conns: Vec<ConnId> = self.connections.keys().copied().collect();
         for conn in conns {
-            self.close_connection(
-                conn,
-                ErrorCode::SHUTTING_DOWN,
-                "server shutting down".into(),
-            );
+            self.connection_mut(conn).paused.shutdown = true;
+            self.update_read_pause(conn);
         }
+        self.after_input();
     }
 
     // ---- outputs ----
@@ -183,6 +228,9 @@ impl Broker {
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some(output) = self.outputs.pop_front() {
             return Some(output);
+        }
+        if let Some(request) = self.log.poll_request() {
+            return Some(Output::Storage(request));
         }
         while let Some(conn) = self.dirty_connections.pop() {
             if let Some(output) = self.take_send(conn) {
@@ -200,11 +248,7 @@ impl Broker {
     // ---- internals shared by the submodules ----
 
     fn advance_time(&mut self, now: Instant) {
-        assert!(
-            now >= self.now,
-            "time went backwards: {now:?} < {:?}",
-            self.now
-        );
+        assert!(now >= self.now, "time went backwards: {now:?} < {:?}", self.now);
         self.now = now;
         while let Some(key) = self.timers.pop_due(now) {
             self.fire_timer(key);
@@ -213,31 +257,21 @@ impl Broker {
 
     /// The connection, which the caller knows to be open.
     fn connection_mut(&mut self, conn: ConnId) -> &mut Connection {
-        self.connections
-            .get_mut(&conn)
-            .unwrap_or_else(|| panic!("{conn} is not open"))
+        self.connections.get_mut(&conn).unwrap_or_else(|| panic!("{conn} is not open"))
     }
 
     fn handle_accepted(&mut self, conn: ConnId) {
-        assert!(
-            !self.connections.contains_key(&conn),
-            "connection id {conn} reused"
-        );
+        assert!(!self.connections.contains_key(&conn), "connection id {conn} reused");
         let connection = Connection::new(self.now, self.config.limits.frame_size_max);
         self.connections.insert(conn, connection);
-        if self.shutting_down {
-            self.close_connection(
-                conn,
-                ErrorCode::SHUTTING_DOWN,
-                "server shutting down".into(),
-            );
+        if let Some(reason) = self.halted.clone() {
+            self.close_connection(conn, ErrorCode::STORAGE_FAILED, reason);
+        } else if self.shutting_down {
+            self.close_connection(conn, ErrorCode::SHUTTING_DOWN, "server shutting down".into());
         } else if self.connections.len() > self.config.limits.connections_max as usize {
             let max = self.config.limits.connections_max;
-            self.close_connection(
-                conn,
-                ErrorCode::RESOURCE_LIMIT,
-                format!("connections_max ({max}) reached"),
-            );
+            let message = format!("connections_max ({max}) reached");
+            self.close_connection(conn, ErrorCode::RESOURCE_LIMIT, message);
         } else {
             self.arm_connection_timer(conn);
         }
@@ -245,15 +279,11 @@ impl Broker {
 
     fn handle_flushed(&mut self, conn: ConnId, bytes: u64) {
         let outbound_max = self.config.limits.connection_outbound_bytes_max;
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        assert!(
-            bytes <= connection.unflushed_bytes,
-            "flushed more than was sent"
-        );
-        connection.unflushed_bytes -= bytes;
-        if connection.outbound_backlog() < outbound_max {
+        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let outbound = &mut connection.outbound;
+        assert!(bytes <= outbound.unflushed_bytes, "flushed more than was sent");
+        outbound.unflushed_bytes -= bytes;
+        if connection.outbound_backlog() < outbound_max && connection.paused.outbound_backlog {
             connection.paused.outbound_backlog = false;
             let queues: Vec<QueueId> = connection.subscriptions.values().map(|s| s.queue).collect();
             self.dirty_queues.extend(queues);
@@ -268,36 +298,36 @@ impl Broker {
         let paused = connection.paused.any();
         if paused != connection.read_paused_output {
             connection.read_paused_output = paused;
-            let output = if paused {
-                Output::PauseRead { conn }
-            } else {
-                Output::ResumeRead { conn }
-            };
+            let output =
+                if paused { Output::PauseRead { conn } } else { Output::ResumeRead { conn } };
             self.outputs.push_back(output);
         }
     }
 
     fn mark_dirty(&mut self, conn: ConnId) {
         let connection = self.connection_mut(conn);
-        if !connection.in_dirty_list && !connection.out.is_empty() {
+        if !connection.in_dirty_list && !connection.outbound.is_empty() {
             connection.in_dirty_list = true;
             self.dirty_connections.push(conn);
         }
     }
 
-    /// Moves a connection's encoded bytes into a `Send`.
+    /// Moves bytes the log allows into a `Send`.
     fn take_send(&mut self, conn: ConnId) -> Option<Output> {
         let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
         let now = self.now;
         let connection = self.connections.get_mut(&conn)?;
         connection.in_dirty_list = false;
-        if connection.out.is_empty() {
-            return None;
+        connection.outbound.release(written, synced);
+        if connection.outbound.is_waiting() {
+            self.waiting_connections.insert(conn);
         }
-        let bytes = connection.out.split().freeze();
-        connection.unflushed_bytes += bytes.len() as u64;
+        let bytes = connection.outbound.take_ready()?;
         connection.last_sent = now;
-        if connection.unflushed_bytes >= outbound_max && !connection.paused.outbound_backlog {
+        if connection.outbound.unflushed_bytes >= outbound_max
+            && !connection.paused.outbound_backlog
+        {
             connection.paused.outbound_backlog = true;
             self.update_read_pause(conn);
         }
@@ -305,31 +335,17 @@ impl Broker {
     }
 
     /// Sends an error and a `Close` frame, then closes: for peers that broke the protocol or
-    /// timed out, and for shutdown.
+    /// timed out, for shutdown, and when storage failed. Bytes still waiting for the log (such
+    /// as confirms not yet durable) are dropped: their outcome is unknown to the client.
     fn close_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
         let frame_size_max = self.config.limits.frame_size_max;
+        let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
         let connection = self.connection_mut(conn);
-        if code != ErrorCode::SHUTTING_DOWN && code != ErrorCode::NORMAL_CLOSE {
-            let error = ErrorFrame {
-                request_id: 0,
-                code,
-                retriable: code.is_retriable(),
-                retry_after_ms: 0,
-                message: message.clone(),
-            };
-            connection.send(FrameKind::Error, &error, frame_size_max);
-        }
-        connection.send(
-            FrameKind::Close,
-            &Close {
-                code,
-                message: message.clone(),
-            },
-            frame_size_max,
-        );
-        if let Some(send) = self.take_send(conn) {
-            self.outputs.push_back(send);
-        }
+        connection.outbound.release(written, synced);
+        let mut last =
+            connection.outbound.take_ready().map(bytes::BytesMut::from).unwrap_or_default();
+        connection::append_closing_frames(&mut last, code, &message, frame_size_max);
+        self.outputs.push_back(Output::Send { conn, bytes: last.freeze() });
         self.outputs.push_back(Output::Close { conn });
         self.forget_connection(conn, code, message);
     }
@@ -338,6 +354,7 @@ impl Broker {
     /// counts), its subscriptions end, its timer is cancelled.
     fn forget_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
         let connection = self.connections.remove(&conn).expect("connection exists");
+        self.waiting_connections.remove(&conn);
         if let Some(at) = connection.timer_at {
             self.timers.cancel(at, TimerKey::Connection(conn));
         }
@@ -356,11 +373,6 @@ impl Broker {
                 self.dirty_queues.insert(in_flight.queue);
             }
         }
-        self.outputs
-            .push_back(Output::Event(Event::ConnectionClosed {
-                conn,
-                code,
-                message,
-            }));
+        self.outputs.push_back(Output::Event(Event::ConnectionClosed { conn, code, message }));
     }
 }

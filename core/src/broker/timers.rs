@@ -14,6 +14,8 @@ use crate::time::Instant;
 pub(crate) enum TimerKey {
     /// Handshake timeout, heartbeat send, or idle timeout of a connection.
     Connection(ConnId),
+    /// Records nobody waits for must be synced by now.
+    LazySync,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +50,7 @@ impl Broker {
     pub(super) fn fire_timer(&mut self, key: TimerKey) {
         match key {
             TimerKey::Connection(conn) => self.fire_connection_timer(conn),
+            TimerKey::LazySync => self.fire_lazy_sync(),
         }
     }
 
@@ -57,9 +60,7 @@ impl Broker {
         let connection = self.connection_mut(conn);
         let deadline = match connection.state {
             ConnState::AwaitingHello => connection.accepted_at.plus_ms(handshake_timeout_ms),
-            ConnState::Open => connection
-                .idle_deadline()
-                .min(connection.heartbeat_deadline()),
+            ConnState::Open => connection.idle_deadline().min(connection.heartbeat_deadline()),
         };
         if connection.timer_at == Some(deadline) {
             return;

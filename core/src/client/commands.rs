@@ -22,11 +22,7 @@ pub enum CommandError {
     #[error("message of about {size} bytes does not fit in a frame of {max} bytes")]
     TooLarge { size: usize, max: u32 },
     #[error("{what} is {len} bytes, longer than {max}")]
-    TooLong {
-        what: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { what: &'static str, len: usize, max: usize },
     #[error("invalid message: {0}")]
     InvalidMessage(String),
     #[error("delivery tag {0} is not outstanding")]
@@ -100,10 +96,7 @@ impl Client {
     pub fn purge_queue(&mut self, name: &str) -> Result<u32, CommandError> {
         check_len("queue name", name, NAME_LEN_MAX)?;
         let name = name.to_string();
-        self.request(FrameKind::QueuePurge, |request_id| QueuePurge {
-            request_id,
-            name,
-        })
+        self.request(FrameKind::QueuePurge, |request_id| QueuePurge { request_id, name })
     }
 
     pub fn bind(&mut self, queue: &str, pattern: &str) -> Result<u32, CommandError> {
@@ -123,28 +116,17 @@ impl Client {
         check_len("queue name", queue, NAME_LEN_MAX)?;
         check_len("pattern", pattern, NAME_LEN_MAX)?;
         let (queue, pattern) = (queue.to_string(), pattern.to_string());
-        self.request(kind, |request_id| Binding {
-            request_id,
-            queue,
-            pattern,
-        })
+        self.request(kind, |request_id| Binding { request_id, queue, pattern })
     }
 
     pub fn list_queues(&mut self, after: Option<String>, limit: u32) -> Result<u32, CommandError> {
-        self.request(FrameKind::QueueList, |request_id| QueueList {
-            request_id,
-            after,
-            limit,
-        })
+        self.request(FrameKind::QueueList, |request_id| QueueList { request_id, after, limit })
     }
 
     pub fn queue_stats(&mut self, name: &str) -> Result<u32, CommandError> {
         check_len("queue name", name, NAME_LEN_MAX)?;
         let name = name.to_string();
-        self.request(FrameKind::QueueStats, |request_id| QueueStatsRequest {
-            request_id,
-            name,
-        })
+        self.request(FrameKind::QueueStats, |request_id| QueueStatsRequest { request_id, name })
     }
 
     pub fn dlq_list(
@@ -155,22 +137,13 @@ impl Client {
     ) -> Result<u32, CommandError> {
         check_len("queue name", queue, NAME_LEN_MAX)?;
         let queue = queue.to_string();
-        self.request(FrameKind::DlqList, |request_id| DlqList {
-            request_id,
-            queue,
-            after,
-            limit,
-        })
+        self.request(FrameKind::DlqList, |request_id| DlqList { request_id, queue, after, limit })
     }
 
     pub fn dlq_inspect(&mut self, queue: &str, dead_id: u64) -> Result<u32, CommandError> {
         check_len("queue name", queue, NAME_LEN_MAX)?;
         let queue = queue.to_string();
-        self.request(FrameKind::DlqInspect, |request_id| DlqInspect {
-            request_id,
-            queue,
-            dead_id,
-        })
+        self.request(FrameKind::DlqInspect, |request_id| DlqInspect { request_id, queue, dead_id })
     }
 
     /// Redrives the named dead letters, or all of them when `dead_ids` is empty.
@@ -184,11 +157,7 @@ impl Client {
             });
         }
         let queue = queue.to_string();
-        self.request(FrameKind::DlqRedrive, |request_id| DlqRedrive {
-            request_id,
-            queue,
-            dead_ids,
-        })
+        self.request(FrameKind::DlqRedrive, |request_id| DlqRedrive { request_id, queue, dead_ids })
     }
 
     /// Queues a message for publishing and returns its sequence number; a `Confirmed` or
@@ -201,18 +170,13 @@ impl Client {
     ) -> Result<u64, CommandError> {
         self.check_usable()?;
         if self.unconfirmed >= self.unconfirmed_max() {
-            return Err(CommandError::WindowFull {
-                unconfirmed: self.unconfirmed,
-            });
+            return Err(CommandError::WindowFull { unconfirmed: self.unconfirmed });
         }
         check_message(&message)?;
         let size = message_size(&message);
         let frame_max = self.frame_size_max();
         if size + PUBLISH_OVERHEAD > frame_max as usize {
-            return Err(CommandError::TooLarge {
-                size,
-                max: frame_max,
-            });
+            return Err(CommandError::TooLarge { size, max: frame_max });
         }
         self.append_publish(destination, mandatory, message, size);
         let seq = self.next_publish_seq;
@@ -228,18 +192,11 @@ impl Client {
         message: PublishMessage,
         size: usize,
     ) {
-        let batch_max = self
-            .server
-            .as_ref()
-            .map_or(PUBLISH_BATCH_MAX, |s| s.limits.publish_batch_max as usize);
+        let batch_max =
+            self.server.as_ref().map_or(PUBLISH_BATCH_MAX, |s| s.limits.publish_batch_max as usize);
         let frame_max = self.frame_size_max() as usize;
         let fits = match &self.pending {
-            Pending::Publish {
-                destination: d,
-                mandatory: m,
-                messages,
-                bytes,
-            } => {
+            Pending::Publish { destination: d, mandatory: m, messages, bytes } => {
                 d == destination
                     && *m == mandatory
                     && messages.len() < batch_max
@@ -250,17 +207,10 @@ impl Client {
         if !fits {
             self.flush_pending();
             let destination = destination.clone();
-            self.pending = Pending::Publish {
-                destination,
-                mandatory,
-                messages: Vec::new(),
-                bytes: 0,
-            };
+            self.pending =
+                Pending::Publish { destination, mandatory, messages: Vec::new(), bytes: 0 };
         }
-        if let Pending::Publish {
-            messages, bytes, ..
-        } = &mut self.pending
-        {
+        if let Pending::Publish { messages, bytes, .. } = &mut self.pending {
             messages.push(message);
             *bytes += size;
         }
@@ -288,13 +238,7 @@ impl Client {
             lease_ms,
             rate: None,
         })?;
-        self.subscriptions.insert(
-            subscription,
-            SubscriptionState {
-                auto_credit,
-                credit_owed: 0,
-            },
-        );
+        self.subscriptions.insert(subscription, SubscriptionState { auto_credit, credit_owed: 0 });
         Ok((request_id, subscription))
     }
 
@@ -312,10 +256,7 @@ impl Client {
         if self.subscriptions.remove(&subscription).is_none() {
             return Err(CommandError::UnknownSubscription(subscription));
         }
-        self.request(FrameKind::Unsubscribe, |request_id| Unsubscribe {
-            request_id,
-            subscription,
-        })
+        self.request(FrameKind::Unsubscribe, |request_id| Unsubscribe { request_id, subscription })
     }
 
     /// Acks a delivery. Consecutive acks share one frame.
@@ -347,12 +288,7 @@ impl Client {
         self.settle(tag)?;
         self.encode(
             FrameKind::Nack,
-            &Nack {
-                request_id: 0,
-                ranges: vec![Range::one(tag)],
-                delay_ms,
-                reason,
-            },
+            &Nack { request_id: 0, ranges: vec![Range::one(tag)], delay_ms, reason },
         );
         Ok(())
     }
@@ -364,11 +300,7 @@ impl Client {
         self.settle(tag)?;
         self.encode(
             FrameKind::Reject,
-            &Reject {
-                request_id: 0,
-                ranges: vec![Range::one(tag)],
-                reason,
-            },
+            &Reject { request_id: 0, ranges: vec![Range::one(tag)], reason },
         );
         Ok(())
     }
@@ -381,11 +313,7 @@ impl Client {
         }
         self.encode(
             FrameKind::Touch,
-            &Touch {
-                request_id: 0,
-                ranges: vec![Range::one(tag)],
-                lease_ms,
-            },
+            &Touch { request_id: 0, ranges: vec![Range::one(tag)], lease_ms },
         );
         Ok(())
     }
@@ -397,20 +325,14 @@ impl Client {
         }
         self.encode(
             FrameKind::Close,
-            &Close {
-                code: ErrorCode::NORMAL_CLOSE,
-                message: "client closed".into(),
-            },
+            &Close { code: ErrorCode::NORMAL_CLOSE, message: "client closed".into() },
         );
         self.finish(ErrorCode::NORMAL_CLOSE, "client closed".into(), true);
     }
 
     /// Forgets an outstanding delivery and owes its subscription one credit if automatic.
     fn settle(&mut self, tag: u64) -> Result<(), CommandError> {
-        let subscription = self
-            .outstanding
-            .remove(&tag)
-            .ok_or(CommandError::UnknownTag(tag))?;
+        let subscription = self.outstanding.remove(&tag).ok_or(CommandError::UnknownTag(tag))?;
         if let Some(sub) = self.subscriptions.get_mut(&subscription) {
             if sub.auto_credit {
                 sub.credit_owed += 1;
@@ -422,28 +344,12 @@ impl Client {
     pub(super) fn flush_pending(&mut self) {
         match std::mem::take(&mut self.pending) {
             Pending::Nothing => {}
-            Pending::Publish {
-                destination,
-                mandatory,
-                messages,
-                ..
-            } => {
-                self.encode_now(
-                    FrameKind::Publish,
-                    &Publish {
-                        destination,
-                        mandatory,
-                        messages,
-                    },
-                );
+            Pending::Publish { destination, mandatory, messages, .. } => {
+                self.encode_now(FrameKind::Publish, &Publish { destination, mandatory, messages });
             }
-            Pending::Acks(ranges) => self.encode_now(
-                FrameKind::Ack,
-                &Ack {
-                    request_id: 0,
-                    ranges,
-                },
-            ),
+            Pending::Acks(ranges) => {
+                self.encode_now(FrameKind::Ack, &Ack { request_id: 0, ranges })
+            }
         }
     }
 
@@ -455,32 +361,20 @@ impl Client {
             .map(|(id, sub)| (*id, std::mem::take(&mut sub.credit_owed)))
             .collect();
         for (subscription, credit) in owed {
-            self.encode_now(
-                FrameKind::Credit,
-                &Credit {
-                    subscription,
-                    credit,
-                },
-            );
+            self.encode_now(FrameKind::Credit, &Credit { subscription, credit });
         }
     }
 
     pub(super) fn frame_size_max(&self) -> u32 {
         self.server
             .as_ref()
-            .map_or(chute_protocol::FRAME_SIZE_MAX_DEFAULT, |s| {
-                s.limits.frame_size_max
-            })
+            .map_or(chute_protocol::FRAME_SIZE_MAX_DEFAULT, |s| s.limits.frame_size_max)
     }
 }
 
 fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CommandError> {
     if value.len() > max {
-        return Err(CommandError::TooLong {
-            what,
-            len: value.len(),
-            max,
-        });
+        return Err(CommandError::TooLong { what, len: value.len(), max });
     }
     Ok(())
 }
@@ -490,16 +384,10 @@ fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CommandE
 fn check_message(message: &PublishMessage) -> Result<(), CommandError> {
     let invalid = |text: String| Err(CommandError::InvalidMessage(text));
     if message.headers.len() > HEADERS_MAX {
-        return invalid(format!(
-            "{} headers; at most {HEADERS_MAX}",
-            message.headers.len()
-        ));
+        return invalid(format!("{} headers; at most {HEADERS_MAX}", message.headers.len()));
     }
     if message.priority > PRIORITY_MAX {
-        return invalid(format!(
-            "priority {} is above {PRIORITY_MAX}",
-            message.priority
-        ));
+        return invalid(format!("priority {} is above {PRIORITY_MAX}", message.priority));
     }
     if let Some(id) = &message.id {
         check_len("message id", id, MESSAGE_ID_LEN_MAX)?;
@@ -515,11 +403,7 @@ fn check_message(message: &PublishMessage) -> Result<(), CommandError> {
 
 /// Encoded size of a message, over-estimated by the varint and option bytes.
 fn message_size(message: &PublishMessage) -> usize {
-    let headers: usize = message
-        .headers
-        .iter()
-        .map(|h| h.name.len() + h.value.len() + 10)
-        .sum();
+    let headers: usize = message.headers.iter().map(|h| h.name.len() + h.value.len() + 10).sum();
     message.payload.len()
         + headers
         + message.id.as_ref().map_or(0, |s| s.len())

@@ -223,10 +223,7 @@ impl Client {
     // ---- inputs ----
 
     pub fn handle_input(&mut self, now: Instant, input: ClientInput) {
-        assert!(
-            now >= self.last_received.min(self.last_sent),
-            "time went backwards"
-        );
+        assert!(now >= self.last_received.min(self.last_sent), "time went backwards");
         match input {
             ClientInput::Received(bytes) => {
                 if self.state == State::Closed {
@@ -263,10 +260,9 @@ impl Client {
     /// When to call `handle_input(_, ClientInput::Timeout)`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Handshaking => Some(
-                self.started_at
-                    .plus_ms(u64::from(self.config.handshake_timeout_ms)),
-            ),
+            State::Handshaking => {
+                Some(self.started_at.plus_ms(u64::from(self.config.handshake_timeout_ms)))
+            }
             State::Open => {
                 let heartbeat_ms = u64::from(self.heartbeat_ms());
                 let send_at = self.last_sent.plus_ms(heartbeat_ms);
@@ -286,9 +282,7 @@ impl Client {
     fn check_timers(&mut self, now: Instant) {
         match self.state {
             State::Handshaking => {
-                let deadline = self
-                    .started_at
-                    .plus_ms(u64::from(self.config.handshake_timeout_ms));
+                let deadline = self.started_at.plus_ms(u64::from(self.config.handshake_timeout_ms));
                 if now >= deadline {
                     let message =
                         format!("no HelloOk within {} ms", self.config.handshake_timeout_ms);
@@ -323,8 +317,7 @@ impl Client {
             }
             self.outputs.push_back(ClientOutput::Close);
         }
-        self.outputs
-            .push_back(ClientOutput::Event(ClientEvent::Closed { code, message }));
+        self.outputs.push_back(ClientOutput::Event(ClientEvent::Closed { code, message }));
     }
 
     fn encode<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {
@@ -335,10 +328,8 @@ impl Client {
     }
 
     fn encode_now<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {
-        let frame_size_max = self
-            .server
-            .as_ref()
-            .map_or(FRAME_SIZE_CEILING, |s| s.limits.frame_size_max);
+        let frame_size_max =
+            self.server.as_ref().map_or(FRAME_SIZE_CEILING, |s| s.limits.frame_size_max);
         encode_body(kind, body, &mut self.out, frame_size_max)
             .expect("commands check sizes before encoding");
     }

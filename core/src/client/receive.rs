@@ -11,11 +11,7 @@ impl Client {
                 Ok(Some(frame)) => self.handle_frame(frame),
                 Ok(None) => break,
                 Err(err) => {
-                    self.finish(
-                        err.error_code(),
-                        format!("server sent bad bytes: {err}"),
-                        true,
-                    );
+                    self.finish(err.error_code(), format!("server sent bad bytes: {err}"), true);
                 }
             }
         }
@@ -26,10 +22,7 @@ impl Client {
     }
 
     fn respond(&mut self, request_id: u32, response: Response) {
-        self.emit(ClientEvent::Response {
-            request_id,
-            response,
-        });
+        self.emit(ClientEvent::Response { request_id, response });
     }
 
     fn handle_frame(&mut self, frame: Frame) {
@@ -91,10 +84,9 @@ impl Client {
                 self.emit(ClientEvent::SubscriptionCancelled(cancelled));
             }
             // Client-to-server kinds were refused above.
-            other => unreachable!(
-                "client-to-server frame {:?} passed the direction check",
-                other.kind()
-            ),
+            other => {
+                unreachable!("client-to-server frame {:?} passed the direction check", other.kind())
+            }
         }
     }
 

@@ -37,10 +37,8 @@ fn bytes_of(frames: &[Frame]) -> Bytes {
 fn connected(unconfirmed_max: u32) -> Client {
     let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
     drain(&mut client);
-    client.handle_input(
-        Instant::ZERO,
-        ClientInput::Received(bytes_of(&[hello_ok(unconfirmed_max)])),
-    );
+    client
+        .handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[hello_ok(unconfirmed_max)])));
     drain(&mut client);
     assert!(client.is_open());
     client
@@ -76,15 +74,11 @@ fn message() -> PublishMessage {
 #[test]
 fn opens_with_preface_and_hello() {
     let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
-    let Some(ClientOutput::Send(bytes)) = client.poll_output() else {
-        panic!()
-    };
+    let Some(ClientOutput::Send(bytes)) = client.poll_output() else { panic!() };
     assert!(bytes.starts_with(&PREFACE));
     let mut reader = FrameReader::new(FRAME_SIZE_CEILING);
     reader.feed(bytes.slice(PREFACE.len()..));
-    let Some(Frame::Hello(hello)) = reader.next_frame().unwrap() else {
-        panic!()
-    };
+    let Some(Frame::Hello(hello)) = reader.next_frame().unwrap() else { panic!() };
     assert_eq!((hello.version_min, hello.version_max), (1, 1));
 }
 
@@ -99,15 +93,11 @@ fn window_full_until_confirmed() {
         client.publish(&queue, false, message()),
         Err(CommandError::WindowFull { unconfirmed: 2 })
     );
-    let confirm = Frame::Confirm(chute_protocol::Confirm {
-        ranges: vec![Range { first: 1, count: 2 }],
-    });
+    let confirm =
+        Frame::Confirm(chute_protocol::Confirm { ranges: vec![Range { first: 1, count: 2 }] });
     client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[confirm])));
     let (_, events) = drain(&mut client);
-    assert_eq!(
-        events,
-        vec![ClientEvent::Confirmed(Range { first: 1, count: 2 })]
-    );
+    assert_eq!(events, vec![ClientEvent::Confirmed(Range { first: 1, count: 2 })]);
     assert_eq!(client.publish(&queue, false, message()), Ok(3));
 }
 
@@ -118,10 +108,7 @@ fn acks_coalesce_and_auto_credit_follows() {
     let (_, subscription) = client.subscribe("q", 3, None, true).unwrap();
     drain(&mut client);
     let deliveries = (1..=3).map(delivery).collect();
-    let deliver = Frame::Deliver(Deliver {
-        subscription,
-        deliveries,
-    });
+    let deliver = Frame::Deliver(Deliver { subscription, deliveries });
     client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[deliver])));
     drain(&mut client);
     for tag in [1, 2, 3] {
@@ -131,21 +118,11 @@ fn acks_coalesce_and_auto_credit_follows() {
     assert_eq!(
         frames,
         vec![
-            Frame::Ack(Ack {
-                request_id: 0,
-                ranges: vec![Range { first: 1, count: 3 }]
-            }),
-            Frame::Credit(chute_protocol::Credit {
-                subscription,
-                credit: 3
-            }),
+            Frame::Ack(Ack { request_id: 0, ranges: vec![Range { first: 1, count: 3 }] }),
+            Frame::Credit(chute_protocol::Credit { subscription, credit: 3 }),
         ]
     );
-    assert_eq!(
-        client.ack(2),
-        Err(CommandError::UnknownTag(2)),
-        "an ack twice is caught locally"
-    );
+    assert_eq!(client.ack(2), Err(CommandError::UnknownTag(2)), "an ack twice is caught locally");
 }
 
 fn delivery(tag: u64) -> Delivery {
@@ -170,33 +147,21 @@ fn invalid_messages_are_refused_locally() {
     let queue = Destination::Queue("q".into());
     let mut loud = message();
     loud.priority = 10;
-    assert!(matches!(
-        client.publish(&queue, false, loud),
-        Err(CommandError::InvalidMessage(_))
-    ));
+    assert!(matches!(client.publish(&queue, false, loud), Err(CommandError::InvalidMessage(_))));
     let huge = PublishMessage::new(Bytes::from(vec![0; 2 << 20]));
-    assert!(matches!(
-        client.publish(&queue, false, huge),
-        Err(CommandError::TooLarge { .. })
-    ));
+    assert!(matches!(client.publish(&queue, false, huge), Err(CommandError::TooLarge { .. })));
 }
 
 /// The server's Close ends the connection with its code; commands fail afterwards.
 #[test]
 fn server_close_ends_the_connection() {
     let mut client = connected(10);
-    let close = Frame::Close(Close {
-        code: ErrorCode::SHUTTING_DOWN,
-        message: "bye".into(),
-    });
+    let close = Frame::Close(Close { code: ErrorCode::SHUTTING_DOWN, message: "bye".into() });
     client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[close])));
     let (_, events) = drain(&mut client);
     assert_eq!(
         events,
-        vec![ClientEvent::Closed {
-            code: ErrorCode::SHUTTING_DOWN,
-            message: "bye".into()
-        }]
+        vec![ClientEvent::Closed { code: ErrorCode::SHUTTING_DOWN, message: "bye".into() }]
     );
     assert_eq!(
         client.publish(&Destination::Queue("q".into()), false, message()),
@@ -212,13 +177,7 @@ fn handshake_timeout() {
     let deadline = client.poll_timeout().unwrap();
     client.handle_input(deadline, ClientInput::Timeout);
     let (_, events) = drain(&mut client);
-    assert!(matches!(
-        events[..],
-        [ClientEvent::Closed {
-            code: ErrorCode::HANDSHAKE_TIMEOUT,
-            ..
-        }]
-    ));
+    assert!(matches!(events[..], [ClientEvent::Closed { code: ErrorCode::HANDSHAKE_TIMEOUT, .. }]));
 }
 
 /// An idle client sends heartbeats, and gives up on a silent server after three intervals.
@@ -232,11 +191,5 @@ fn heartbeats_and_silent_server() {
     assert_eq!(frames, vec![Frame::Heartbeat(chute_protocol::Heartbeat)]);
     client.handle_input(Instant::from_millis(3_000), ClientInput::Timeout);
     let (_, events) = drain(&mut client);
-    assert!(matches!(
-        events[..],
-        [ClientEvent::Closed {
-            code: ErrorCode::HEARTBEAT_TIMEOUT,
-            ..
-        }]
-    ));
+    assert!(matches!(events[..], [ClientEvent::Closed { code: ErrorCode::HEARTBEAT_TIMEOUT, .. }]));
 }

@@ -15,6 +15,8 @@ pub struct Message {
     /// Deliveries made so far; the next delivery is attempt `attempts + 1`.
     pub attempts: u32,
     pub priority: u8,
+    /// The log segment holding its record; `None` on queues that are not logged.
+    pub segment: Option<u64>,
     pub extras: Option<Box<MessageExtras>>,
 }
 
@@ -64,11 +66,7 @@ impl Message {
     /// batches never exceed the frame limit.
     pub fn delivery_size_estimate(&self) -> usize {
         let extras = self.extras.as_deref().map_or(0, |e| {
-            let headers: usize = e
-                .headers
-                .iter()
-                .map(|h| h.name.len() + h.value.len() + 10)
-                .sum();
+            let headers: usize = e.headers.iter().map(|h| h.name.len() + h.value.len() + 10).sum();
             headers
                 + e.id.as_ref().map_or(0, |s| s.len() + 5)
                 + e.group.as_ref().map_or(0, |s| s.len() + 5)

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use chute_protocol::{QueueCounters, QueueOptions};
 
 use crate::ids::{ConnId, QueueId};
+use crate::storage::gate::Gate;
 
 /// A consumer as the queue sees it: a subscription on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,6 +26,8 @@ pub struct Queue {
     pub id: QueueId,
     pub name: String,
     pub options: QueueOptions,
+    /// Published messages waiting for the log before they may be delivered, in log order.
+    pending: VecDeque<(Gate, Message)>,
     ready: VecDeque<Message>,
     /// Messages delivered and not yet settled.
     pub in_flight: u64,
@@ -42,6 +45,7 @@ impl Queue {
             id,
             name,
             options,
+            pending: VecDeque::new(),
             ready: VecDeque::new(),
             in_flight: 0,
             bytes: 0,
@@ -57,9 +61,13 @@ impl Queue {
         self.ready.len() as u64
     }
 
-    /// Every message the queue is responsible for: ready and in flight.
+    /// Every message the queue is responsible for: waiting for the log, ready, in flight.
     pub fn messages_len(&self) -> u64 {
-        self.ready_len() + self.in_flight
+        self.pending.len() as u64 + self.ready_len() + self.in_flight
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     pub fn consumers(&self) -> &[ConsumerKey] {
@@ -72,11 +80,38 @@ impl Queue {
 
     // ---- messages ----
 
-    /// A newly published message joins the back.
-    pub fn enqueue(&mut self, message: Message) {
+    /// A newly published message joins the back, deliverable once the log passes `gate`.
+    pub fn enqueue(&mut self, message: Message, gate: Gate) {
         self.bytes += message.payload_len();
         self.counters.published += 1;
+        if gate == Gate::default() && self.pending.is_empty() {
+            self.ready.push_back(message);
+        } else {
+            self.pending.push_back((gate, message));
+        }
+    }
+
+    /// A message recovered from the log joins the back, deliverable at once.
+    pub fn restore(&mut self, message: Message) {
+        self.bytes += message.payload_len();
         self.ready.push_back(message);
+    }
+
+    /// Makes deliverable the messages whose gate is open, in order; returns how many.
+    pub fn release_pending(&mut self, is_open: impl Fn(Gate) -> bool) -> usize {
+        let mut released = 0;
+        while self.pending.front().is_some_and(|(gate, _)| is_open(*gate)) {
+            let (_, message) = self.pending.pop_front().expect("front exists");
+            self.ready.push_back(message);
+            released += 1;
+        }
+        released
+    }
+
+    /// Visits every message the queue itself holds (waiting and ready, not in flight).
+    pub fn for_each_message_mut(&mut self, mut visit: impl FnMut(&mut Message)) {
+        self.pending.iter_mut().for_each(|(_, message)| visit(message));
+        self.ready.iter_mut().for_each(visit);
     }
 
     /// Takes the next message for delivery; it is now in flight.
@@ -99,30 +134,28 @@ impl Queue {
     /// An in-flight message returns to the front, ahead of messages never delivered, so a
     /// requeued message is not starved by new publishes.
     pub fn requeue_front(&mut self, message: Message) {
-        assert!(
-            self.in_flight > 0,
-            "requeue of a message that is not in flight"
-        );
+        assert!(self.in_flight > 0, "requeue of a message that is not in flight");
         self.in_flight -= 1;
         self.ready.push_front(message);
     }
 
     fn release_in_flight(&mut self, message: &Message) {
-        assert!(
-            self.in_flight > 0,
-            "settle of a message that is not in flight"
-        );
+        assert!(self.in_flight > 0, "settle of a message that is not in flight");
         self.in_flight -= 1;
         self.bytes -= message.payload_len();
     }
 
-    /// Drops every ready message; returns how many.
-    pub fn purge(&mut self) -> u64 {
-        let purged = self.ready.len() as u64;
-        let purged_bytes: u64 = self.ready.iter().map(Message::payload_len).sum();
-        self.ready.clear();
-        self.bytes -= purged_bytes;
+    /// Removes every message not in flight (ready, and waiting for the log) and returns them.
+    pub fn purge(&mut self) -> Vec<Message> {
+        let mut purged: Vec<Message> = self.pending.drain(..).map(|(_, message)| message).collect();
+        purged.extend(self.ready.drain(..));
+        self.bytes -= purged.iter().map(Message::payload_len).sum::<u64>();
         purged
+    }
+
+    /// Every message it holds, for deleting the queue; in-flight ones are with connections.
+    pub fn drain_all(&mut self) -> Vec<Message> {
+        self.purge()
     }
 
     // ---- consumers ----

@@ -5,10 +5,69 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chute_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, Response};
+use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::recovery::SegmentFile;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
 use chute_protocol::{Delivery, Destination, PublishMessage, QueueOptions};
+
+/// A disk in memory: segment files, and how much of each a sync made durable.
+#[derive(Clone, Debug, Default)]
+pub struct Disk {
+    pub files: BTreeMap<u64, BytesMut>,
+    /// Bytes of each file covered by the last sync.
+    pub synced: BTreeMap<u64, usize>,
+    pub syncs: u64,
+    pub appends: u64,
+}
+
+impl Disk {
+    /// Carries out one request; returns the completion to report, if any.
+    pub fn apply(&mut self, request: StorageRequest) -> Option<StorageDone> {
+        match request {
+            StorageRequest::CreateSegment { base_lsn, header } => {
+                self.files.insert(base_lsn, BytesMut::from(&header[..]));
+                None
+            }
+            StorageRequest::Append { base_lsn, end_lsn, bytes } => {
+                self.appends += 1;
+                self.files.get_mut(&base_lsn).expect("segment exists").extend_from_slice(&bytes);
+                Some(StorageDone::Written { through: end_lsn })
+            }
+            StorageRequest::Sync { through } => {
+                self.syncs += 1;
+                self.synced = self.files.iter().map(|(base, bytes)| (*base, bytes.len())).collect();
+                Some(StorageDone::Synced { through })
+            }
+            StorageRequest::DeleteSegment { base_lsn } => {
+                self.files.remove(&base_lsn);
+                self.synced.remove(&base_lsn);
+                None
+            }
+        }
+    }
+
+    /// The files as recovery reads them after a process crash: everything written survives.
+    pub fn after_process_crash(&self) -> Vec<SegmentFile> {
+        self.files.iter().map(|(base, bytes)| segment_file(*base, bytes)).collect()
+    }
+
+    /// After a machine crash: only what a sync covered survives.
+    pub fn after_machine_crash(&self) -> Vec<SegmentFile> {
+        self.files
+            .iter()
+            .map(|(base, bytes)| {
+                let synced = self.synced.get(base).copied().unwrap_or(0);
+                segment_file(*base, &bytes[..synced])
+            })
+            .collect()
+    }
+}
+
+fn segment_file(base: u64, bytes: &[u8]) -> SegmentFile {
+    SegmentFile { name: format!("{base:020}.log"), bytes: Bytes::copy_from_slice(bytes) }
+}
 
 pub struct Net {
     pub now: Instant,
@@ -25,6 +84,10 @@ pub struct Net {
     /// Connections whose incoming bytes are withheld (a client that stopped reading).
     pub stalled: BTreeSet<ConnId>,
     pub withheld: BTreeMap<ConnId, Vec<Bytes>>,
+    pub disk: Disk,
+    /// Storage completions not yet reported, when `auto_storage` is off.
+    pub storage_queue: Vec<StorageRequest>,
+    pub auto_storage: bool,
     next_conn: u64,
 }
 
@@ -34,9 +97,42 @@ impl Net {
     }
 
     pub fn with_config(config: BrokerConfig) -> Net {
-        Net {
+        Net::with_broker(Broker::new(config, Instant::ZERO), Disk::default())
+    }
+
+    /// A net around a broker recovered from `disk`'s files, as `files` gives them.
+    pub fn recovered(
+        config: BrokerConfig,
+        disk: Disk,
+        files: &[SegmentFile],
+    ) -> (Net, chute_core::RecoveryReport) {
+        let (broker, report) = Broker::recover(config, Instant::ZERO, files).expect("recovery");
+        let mut disk = disk;
+        // What recovery read is what the disk now holds.
+        disk.files = files
+            .iter()
+            .map(|f| {
+                (f.name.trim_end_matches(".log").parse().unwrap(), BytesMut::from(&f.bytes[..]))
+            })
+            .collect();
+        if let Some(truncation) = &report.truncation {
+            let base: u64 = truncation.file.trim_end_matches(".log").parse().unwrap();
+            if truncation.valid_len == 0 {
+                disk.files.remove(&base);
+            } else {
+                disk.files.get_mut(&base).unwrap().truncate(truncation.valid_len as usize);
+            }
+        }
+        disk.synced = disk.files.iter().map(|(base, bytes)| (*base, bytes.len())).collect();
+        let mut net = Net::with_broker(broker, disk);
+        net.pump();
+        (net, report)
+    }
+
+    fn with_broker(broker: Broker, disk: Disk) -> Net {
+        let mut net = Net {
             now: Instant::ZERO,
-            broker: Broker::new(config, Instant::ZERO),
+            broker,
             clients: BTreeMap::new(),
             events: BTreeMap::new(),
             closed_by_broker: BTreeSet::new(),
@@ -45,8 +141,23 @@ impl Net {
             auto_flush: true,
             stalled: BTreeSet::new(),
             withheld: BTreeMap::new(),
+            disk,
+            storage_queue: Vec::new(),
+            auto_storage: true,
             next_conn: 1,
+        };
+        net.pump();
+        net
+    }
+
+    /// Carries out the storage requests held back while `auto_storage` was off.
+    pub fn run_storage(&mut self) {
+        for request in std::mem::take(&mut self.storage_queue) {
+            if let Some(done) = self.disk.apply(request) {
+                self.broker.handle_input(self.now, Input::Storage(done));
+            }
         }
+        self.pump();
     }
 
     /// Opens a connection and completes the handshake.
@@ -55,11 +166,7 @@ impl Net {
         let client = Client::new(ClientConfig::default(), self.now);
         self.clients.insert(conn, client);
         self.pump();
-        assert!(
-            self.clients[&conn].is_open(),
-            "handshake failed: {:?}",
-            self.events[&conn]
-        );
+        assert!(self.clients[&conn].is_open(), "handshake failed: {:?}", self.events[&conn]);
         self.take_events(conn);
         conn
     }
@@ -102,6 +209,12 @@ impl Net {
                     self.closed_by_broker.insert(conn);
                     self.broker_log.push(Output::Close { conn });
                 }
+                Output::Storage(request) if self.auto_storage => {
+                    if let Some(done) = self.disk.apply(request) {
+                        self.broker.handle_input(self.now, Input::Storage(done));
+                    }
+                }
+                Output::Storage(request) => self.storage_queue.push(request),
                 other => self.broker_log.push(other),
             }
         }
@@ -116,8 +229,7 @@ impl Net {
             client.handle_input(self.now, ClientInput::Received(bytes));
         }
         if self.auto_flush && !self.stalled.contains(&conn) {
-            self.broker
-                .handle_input(self.now, Input::Flushed { conn, bytes: len });
+            self.broker.handle_input(self.now, Input::Flushed { conn, bytes: len });
         } else {
             *self.unflushed.entry(conn).or_default() += len;
         }
@@ -137,8 +249,7 @@ impl Net {
             match output {
                 ClientOutput::Send(bytes) => {
                     if !self.closed_by_broker.contains(&conn) {
-                        self.broker
-                            .handle_input(self.now, Input::Received { conn, bytes });
+                        self.broker.handle_input(self.now, Input::Received { conn, bytes });
                         self.drain_broker();
                     }
                 }
@@ -164,21 +275,15 @@ impl Net {
 
     /// Sends raw bytes from a connection, as a misbehaving peer would.
     pub fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.broker.handle_input(
-            self.now,
-            Input::Received {
-                conn,
-                bytes: Bytes::copy_from_slice(bytes),
-            },
-        );
+        self.broker
+            .handle_input(self.now, Input::Received { conn, bytes: Bytes::copy_from_slice(bytes) });
         self.pump();
     }
 
     /// The socket writes what the broker queued for `conn`.
     pub fn flush(&mut self, conn: ConnId) {
         if let Some(bytes) = self.unflushed.remove(&conn) {
-            self.broker
-                .handle_input(self.now, Input::Flushed { conn, bytes });
+            self.broker.handle_input(self.now, Input::Flushed { conn, bytes });
         }
         self.pump();
     }
@@ -188,8 +293,7 @@ impl Net {
         self.stalled.remove(&conn);
         for bytes in self.withheld.remove(&conn).unwrap_or_default() {
             let now = self.now;
-            self.client(conn)
-                .handle_input(now, ClientInput::Received(bytes));
+            self.client(conn).handle_input(now, ClientInput::Received(bytes));
         }
         self.flush(conn);
     }
@@ -245,10 +349,7 @@ impl Net {
     }
 
     pub fn declare(&mut self, conn: ConnId, name: &str, options: QueueOptions) -> Response {
-        let request = self
-            .client(conn)
-            .declare_queue(name, options, false)
-            .unwrap();
+        let request = self.client(conn).declare_queue(name, options, false).unwrap();
         self.response(conn, request)
     }
 
@@ -259,9 +360,7 @@ impl Net {
             .iter()
             .map(|p| {
                 let message = PublishMessage::new(Bytes::copy_from_slice(p.as_bytes()));
-                self.client(conn)
-                    .publish(&destination, false, message)
-                    .unwrap()
+                self.client(conn).publish(&destination, false, message).unwrap()
             })
             .collect();
         self.pump();
@@ -269,10 +368,8 @@ impl Net {
     }
 
     pub fn subscribe(&mut self, conn: ConnId, queue: &str, credit: u32) -> u32 {
-        let (request, subscription) = self
-            .client(conn)
-            .subscribe(queue, credit, None, false)
-            .unwrap();
+        let (request, subscription) =
+            self.client(conn).subscribe(queue, credit, None, false).unwrap();
         match self.response(conn, request) {
             Response::Done { .. } => subscription,
             other => panic!("subscribe failed: {other:?}"),
@@ -281,10 +378,7 @@ impl Net {
 
     /// Subscribes without waiting for the answer (for stalled connections).
     pub fn subscribe_without_wait(&mut self, conn: ConnId, queue: &str, credit: u32) -> u32 {
-        let (_, subscription) = self
-            .client(conn)
-            .subscribe(queue, credit, None, false)
-            .unwrap();
+        let (_, subscription) = self.client(conn).subscribe(queue, credit, None, false).unwrap();
         self.pump();
         subscription
     }

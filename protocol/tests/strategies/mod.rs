@@ -35,17 +35,7 @@ pub fn u16s() -> impl Strategy<Value = u16> {
 /// A `u32` around the varint length boundaries, small, or anywhere.
 pub fn u32s() -> impl Strategy<Value = u32> {
     prop_oneof![
-        prop::sample::select(vec![
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            1 << 21,
-            1 << 28,
-            u32::MAX
-        ]),
+        prop::sample::select(vec![0, 1, 127, 128, 16_383, 16_384, 1 << 21, 1 << 28, u32::MAX]),
         0..300u32,
         any::<u32>(),
     ]
@@ -72,10 +62,7 @@ pub fn payload() -> impl Strategy<Value = Bytes> {
 
 /// Known codes and codes a newer server might send.
 pub fn error_code() -> impl Strategy<Value = ErrorCode> {
-    prop_oneof![
-        prop::sample::select(ErrorCode::ALL.to_vec()),
-        any::<u16>().prop_map(ErrorCode),
-    ]
+    prop_oneof![prop::sample::select(ErrorCode::ALL.to_vec()), any::<u16>().prop_map(ErrorCode),]
 }
 
 pub fn priority() -> impl Strategy<Value = u8> {
@@ -110,10 +97,7 @@ pub fn credentials_label(value: &Credentials) -> &'static str {
 }
 
 pub fn destination() -> impl Strategy<Value = Destination> {
-    prop_oneof![
-        text().prop_map(Destination::Queue),
-        text().prop_map(Destination::Topic),
-    ]
+    prop_oneof![text().prop_map(Destination::Queue), text().prop_map(Destination::Topic),]
 }
 
 pub fn destination_label(value: &Destination) -> &'static str {
@@ -124,10 +108,7 @@ pub fn destination_label(value: &Destination) -> &'static str {
 }
 
 pub fn schedule() -> impl Strategy<Value = Schedule> {
-    prop_oneof![
-        u64s().prop_map(Schedule::DelayMs),
-        u64s().prop_map(Schedule::AtUnixMs),
-    ]
+    prop_oneof![u64s().prop_map(Schedule::DelayMs), u64s().prop_map(Schedule::AtUnixMs),]
 }
 
 pub fn schedule_label(value: &Schedule) -> &'static str {
@@ -154,10 +135,7 @@ pub fn durability_label(value: &Durability) -> &'static str {
 }
 
 pub fn overflow_policy() -> impl Strategy<Value = OverflowPolicy> {
-    prop_oneof![
-        Just(OverflowPolicy::RejectPublish),
-        Just(OverflowPolicy::DropHead)
-    ]
+    prop_oneof![Just(OverflowPolicy::RejectPublish), Just(OverflowPolicy::DropHead)]
 }
 
 pub fn overflow_policy_label(value: &OverflowPolicy) -> &'static str {
@@ -240,12 +218,7 @@ pub fn dead_reason_label(value: &DeadReason) -> &'static str {
 
 pub fn backoff_policy() -> impl Strategy<Value = BackoffPolicy> {
     (u32s(), u32s(), u32s(), any::<bool>()).prop_map(|(base_ms, factor_percent, max_ms, jitter)| {
-        BackoffPolicy {
-            base_ms,
-            factor_percent,
-            max_ms,
-            jitter,
-        }
+        BackoffPolicy { base_ms, factor_percent, max_ms, jitter }
     })
 }
 
@@ -258,10 +231,7 @@ pub fn rate_limit() -> impl Strategy<Value = RateLimit> {
 }
 
 pub fn breaker_policy() -> impl Strategy<Value = BreakerPolicy> {
-    (u32s(), u32s()).prop_map(|(failures_max, open_ms)| BreakerPolicy {
-        failures_max,
-        open_ms,
-    })
+    (u32s(), u32s()).prop_map(|(failures_max, open_ms)| BreakerPolicy { failures_max, open_ms })
 }
 
 pub fn queue_options() -> impl Strategy<Value = QueueOptions> {
@@ -324,17 +294,15 @@ pub fn publish_message() -> impl Strategy<Value = PublishMessage> {
         priority(),
         option::of(text()),
     )
-        .prop_map(
-            |(id, headers, payload, schedule, ttl_ms, priority, group)| PublishMessage {
-                id,
-                headers,
-                payload,
-                schedule,
-                ttl_ms,
-                priority,
-                group,
-            },
-        )
+        .prop_map(|(id, headers, payload, schedule, ttl_ms, priority, group)| PublishMessage {
+            id,
+            headers,
+            payload,
+            schedule,
+            ttl_ms,
+            priority,
+            group,
+        })
 }
 
 pub fn delivery() -> impl Strategy<Value = Delivery> {
@@ -364,13 +332,8 @@ pub fn delivery() -> impl Strategy<Value = Delivery> {
 }
 
 pub fn attempt_record() -> impl Strategy<Value = AttemptRecord> {
-    (u64s(), attempt_outcome(), option::of(text())).prop_map(|(at_unix_ms, outcome, reason)| {
-        AttemptRecord {
-            at_unix_ms,
-            outcome,
-            reason,
-        }
-    })
+    (u64s(), attempt_outcome(), option::of(text()))
+        .prop_map(|(at_unix_ms, outcome, reason)| AttemptRecord { at_unix_ms, outcome, reason })
 }
 
 pub fn dead_letter_summary() -> impl Strategy<Value = DeadLetterSummary> {
@@ -396,13 +359,8 @@ pub fn dead_letter_summary() -> impl Strategy<Value = DeadLetterSummary> {
 }
 
 pub fn dead_letter() -> impl Strategy<Value = DeadLetter> {
-    (dead_letter_summary(), headers(), payload()).prop_map(|(summary, headers, payload)| {
-        DeadLetter {
-            summary,
-            headers,
-            payload,
-        }
-    })
+    (dead_letter_summary(), headers(), payload())
+        .prop_map(|(summary, headers, payload)| DeadLetter { summary, headers, payload })
 }
 
 // ---- bodies ---------------------------------------------------------------------------------
@@ -496,38 +454,29 @@ pub fn queue_stats() -> impl Strategy<Value = QueueStats> {
         vec(consumer_info(), 0..4),
         vec(text(), 0..4),
     )
-        .prop_map(
-            |((name, options), n, counters, consumers, bindings)| QueueStats {
-                name,
-                options,
-                ready: n[0],
-                delayed: n[1],
-                in_flight: n[2],
-                group_blocked: n[3],
-                bytes: n[4],
-                dead_letters: n[5],
-                counters,
-                consumers,
-                bindings,
-            },
-        )
+        .prop_map(|((name, options), n, counters, consumers, bindings)| QueueStats {
+            name,
+            options,
+            ready: n[0],
+            delayed: n[1],
+            in_flight: n[2],
+            group_blocked: n[3],
+            bytes: n[4],
+            dead_letters: n[5],
+            counters,
+            consumers,
+            bindings,
+        })
 }
 
 pub fn publish() -> impl Strategy<Value = Publish> {
-    (destination(), any::<bool>(), vec(publish_message(), 0..4)).prop_map(
-        |(destination, mandatory, messages)| Publish {
-            destination,
-            mandatory,
-            messages,
-        },
-    )
+    (destination(), any::<bool>(), vec(publish_message(), 0..4))
+        .prop_map(|(destination, mandatory, messages)| Publish { destination, mandatory, messages })
 }
 
 pub fn deliver() -> impl Strategy<Value = Deliver> {
-    (u32s(), vec(delivery(), 0..4)).prop_map(|(subscription, deliveries)| Deliver {
-        subscription,
-        deliveries,
-    })
+    (u32s(), vec(delivery(), 0..4))
+        .prop_map(|(subscription, deliveries)| Deliver { subscription, deliveries })
 }
 
 pub fn dlq_inspect_ok() -> impl Strategy<Value = DlqInspectOk> {
@@ -536,34 +485,21 @@ pub fn dlq_inspect_ok() -> impl Strategy<Value = DlqInspectOk> {
 
 pub fn publish_failure() -> impl Strategy<Value = PublishFailure> {
     (u64s(), error_code(), u64s(), text()).prop_map(|(seq, code, retry_after_ms, message)| {
-        PublishFailure {
-            seq,
-            code,
-            retry_after_ms,
-            message,
-        }
+        PublishFailure { seq, code, retry_after_ms, message }
     })
 }
 
 pub fn subscribe() -> impl Strategy<Value = Subscribe> {
-    (
-        u32s(),
-        u32s(),
-        text(),
-        u32s(),
-        option::of(u32s()),
-        option::of(rate_limit()),
+    (u32s(), u32s(), text(), u32s(), option::of(u32s()), option::of(rate_limit())).prop_map(
+        |(request_id, subscription, queue, credit, lease_ms, rate)| Subscribe {
+            request_id,
+            subscription,
+            queue,
+            credit,
+            lease_ms,
+            rate,
+        },
     )
-        .prop_map(
-            |(request_id, subscription, queue, credit, lease_ms, rate)| Subscribe {
-                request_id,
-                subscription,
-                queue,
-                credit,
-                lease_ms,
-                rate,
-            },
-        )
 }
 
 pub fn binding() -> impl Strategy<Value = Binding> {
@@ -585,10 +521,7 @@ pub fn frame_of_kind(kind: FrameKind) -> BoxedStrategy<Frame> {
         FrameKind::Heartbeat => Just(Frame::Heartbeat(Heartbeat)).boxed(),
         FrameKind::GoingAway => (u32s(), text())
             .prop_map(|(reconnect_after_ms, message)| {
-                Frame::GoingAway(GoingAway {
-                    reconnect_after_ms,
-                    message,
-                })
+                Frame::GoingAway(GoingAway { reconnect_after_ms, message })
             })
             .boxed(),
         FrameKind::Close => (error_code(), text())
@@ -596,13 +529,7 @@ pub fn frame_of_kind(kind: FrameKind) -> BoxedStrategy<Frame> {
             .boxed(),
         FrameKind::Error => (u32s(), error_code(), any::<bool>(), u64s(), text())
             .prop_map(|(request_id, code, retriable, retry_after_ms, message)| {
-                Frame::Error(ErrorFrame {
-                    request_id,
-                    code,
-                    retriable,
-                    retry_after_ms,
-                    message,
-                })
+                Frame::Error(ErrorFrame { request_id, code, retriable, retry_after_ms, message })
             })
             .boxed(),
         FrameKind::Done => (u32s(), u64s())
@@ -610,31 +537,17 @@ pub fn frame_of_kind(kind: FrameKind) -> BoxedStrategy<Frame> {
             .boxed(),
         FrameKind::QueueDeclare => (u32s(), text(), queue_options(), any::<bool>())
             .prop_map(|(request_id, name, options, passive)| {
-                Frame::QueueDeclare(QueueDeclare {
-                    request_id,
-                    name,
-                    options,
-                    passive,
-                })
+                Frame::QueueDeclare(QueueDeclare { request_id, name, options, passive })
             })
             .boxed(),
         FrameKind::QueueDeclareOk => (u32s(), any::<bool>(), queue_options())
             .prop_map(|(request_id, created, options)| {
-                Frame::QueueDeclareOk(QueueDeclareOk {
-                    request_id,
-                    created,
-                    options,
-                })
+                Frame::QueueDeclareOk(QueueDeclareOk { request_id, created, options })
             })
             .boxed(),
         FrameKind::QueueDelete => (u32s(), text(), any::<bool>(), any::<bool>())
             .prop_map(|(request_id, name, if_empty, if_unused)| {
-                Frame::QueueDelete(QueueDelete {
-                    request_id,
-                    name,
-                    if_empty,
-                    if_unused,
-                })
+                Frame::QueueDelete(QueueDelete { request_id, name, if_empty, if_unused })
             })
             .boxed(),
         FrameKind::QueuePurge => (u32s(), text())
@@ -644,20 +557,12 @@ pub fn frame_of_kind(kind: FrameKind) -> BoxedStrategy<Frame> {
         FrameKind::Unbind => binding().prop_map(Frame::Unbind).boxed(),
         FrameKind::QueueList => (u32s(), option::of(text()), u32s())
             .prop_map(|(request_id, after, limit)| {
-                Frame::QueueList(QueueList {
-                    request_id,
-                    after,
-                    limit,
-                })
+                Frame::QueueList(QueueList { request_id, after, limit })
             })
             .boxed(),
         FrameKind::QueueListOk => (u32s(), vec(queue_summary(), 0..4), any::<bool>())
             .prop_map(|(request_id, queues, more)| {
-                Frame::QueueListOk(QueueListOk {
-                    request_id,
-                    queues,
-                    more,
-                })
+                Frame::QueueListOk(QueueListOk { request_id, queues, more })
             })
             .boxed(),
         FrameKind::QueueStats => (u32s(), text())
@@ -669,37 +574,25 @@ pub fn frame_of_kind(kind: FrameKind) -> BoxedStrategy<Frame> {
             .prop_map(|(request_id, stats)| Frame::QueueStatsOk(QueueStatsOk { request_id, stats }))
             .boxed(),
         FrameKind::Publish => publish().prop_map(Frame::Publish).boxed(),
-        FrameKind::Confirm => ranges()
-            .prop_map(|ranges| Frame::Confirm(Confirm { ranges }))
-            .boxed(),
+        FrameKind::Confirm => {
+            ranges().prop_map(|ranges| Frame::Confirm(Confirm { ranges })).boxed()
+        }
         FrameKind::PublishRejected => vec(publish_failure(), 0..4)
             .prop_map(|failures| Frame::PublishRejected(PublishRejected { failures }))
             .boxed(),
         FrameKind::Subscribe => subscribe().prop_map(Frame::Subscribe).boxed(),
         FrameKind::Credit => (u32s(), u32s())
-            .prop_map(|(subscription, credit)| {
-                Frame::Credit(Credit {
-                    subscription,
-                    credit,
-                })
-            })
+            .prop_map(|(subscription, credit)| Frame::Credit(Credit { subscription, credit }))
             .boxed(),
         FrameKind::Unsubscribe => (u32s(), u32s())
             .prop_map(|(request_id, subscription)| {
-                Frame::Unsubscribe(Unsubscribe {
-                    request_id,
-                    subscription,
-                })
+                Frame::Unsubscribe(Unsubscribe { request_id, subscription })
             })
             .boxed(),
         FrameKind::Deliver => deliver().prop_map(Frame::Deliver).boxed(),
         FrameKind::SubscriptionCancelled => (u32s(), error_code(), text())
             .prop_map(|(subscription, code, message)| {
-                Frame::SubscriptionCancelled(SubscriptionCancelled {
-                    subscription,
-                    code,
-                    message,
-                })
+                Frame::SubscriptionCancelled(SubscriptionCancelled { subscription, code, message })
             })
             .boxed(),
         FrameKind::Ack => (u32s(), ranges())
@@ -707,68 +600,38 @@ pub fn frame_of_kind(kind: FrameKind) -> BoxedStrategy<Frame> {
             .boxed(),
         FrameKind::Nack => (u32s(), ranges(), option::of(u64s()), option::of(text()))
             .prop_map(|(request_id, ranges, delay_ms, reason)| {
-                Frame::Nack(Nack {
-                    request_id,
-                    ranges,
-                    delay_ms,
-                    reason,
-                })
+                Frame::Nack(Nack { request_id, ranges, delay_ms, reason })
             })
             .boxed(),
         FrameKind::Reject => (u32s(), ranges(), text())
             .prop_map(|(request_id, ranges, reason)| {
-                Frame::Reject(Reject {
-                    request_id,
-                    ranges,
-                    reason,
-                })
+                Frame::Reject(Reject { request_id, ranges, reason })
             })
             .boxed(),
         FrameKind::Touch => (u32s(), ranges(), option::of(u32s()))
             .prop_map(|(request_id, ranges, lease_ms)| {
-                Frame::Touch(Touch {
-                    request_id,
-                    ranges,
-                    lease_ms,
-                })
+                Frame::Touch(Touch { request_id, ranges, lease_ms })
             })
             .boxed(),
         FrameKind::DlqList => (u32s(), text(), option::of(u64s()), u32s())
             .prop_map(|(request_id, queue, after, limit)| {
-                Frame::DlqList(DlqList {
-                    request_id,
-                    queue,
-                    after,
-                    limit,
-                })
+                Frame::DlqList(DlqList { request_id, queue, after, limit })
             })
             .boxed(),
         FrameKind::DlqListOk => (u32s(), vec(dead_letter_summary(), 0..4), any::<bool>())
             .prop_map(|(request_id, entries, more)| {
-                Frame::DlqListOk(DlqListOk {
-                    request_id,
-                    entries,
-                    more,
-                })
+                Frame::DlqListOk(DlqListOk { request_id, entries, more })
             })
             .boxed(),
         FrameKind::DlqInspect => (u32s(), text(), u64s())
             .prop_map(|(request_id, queue, dead_id)| {
-                Frame::DlqInspect(DlqInspect {
-                    request_id,
-                    queue,
-                    dead_id,
-                })
+                Frame::DlqInspect(DlqInspect { request_id, queue, dead_id })
             })
             .boxed(),
         FrameKind::DlqInspectOk => dlq_inspect_ok().prop_map(Frame::DlqInspectOk).boxed(),
         FrameKind::DlqRedrive => (u32s(), text(), vec(u64s(), 0..4))
             .prop_map(|(request_id, queue, dead_ids)| {
-                Frame::DlqRedrive(DlqRedrive {
-                    request_id,
-                    queue,
-                    dead_ids,
-                })
+                Frame::DlqRedrive(DlqRedrive { request_id, queue, dead_ids })
             })
             .boxed(),
     }
@@ -798,12 +661,7 @@ pub fn config(cases: u32) -> ProptestConfig {
 pub fn sample<S: Strategy>(strategy: S, count: usize) -> Vec<S::Value> {
     let mut runner = TestRunner::deterministic();
     (0..count)
-        .map(|_| {
-            strategy
-                .new_tree(&mut runner)
-                .expect("strategies here never reject")
-                .current()
-        })
+        .map(|_| strategy.new_tree(&mut runner).expect("strategies here never reject").current())
         .collect()
 }
 

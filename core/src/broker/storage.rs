@@ -1,0 +1,243 @@
+//! The broker's side of durability: writing records, group commit, releasing what the log
+//! made durable, compaction, and halting when storage fails.
+
+use chute_protocol::ErrorCode;
+
+use super::outbound::Gate;
+use super::timers::TimerKey;
+use super::Broker;
+use crate::ids::{ConnId, QueueId};
+use crate::queue::Message;
+use crate::storage::io::StorageDone;
+use crate::storage::log::Progress;
+use crate::storage::records::{Counters, QueueDeclared, Record, StoredMessage};
+
+/// How soon a record must be synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SyncNeed {
+    /// Someone waits for it (a confirm, a reply, a delivery): sync as soon as possible.
+    Now,
+    /// Nobody waits; sync within this many milliseconds (acks without replies, `Interval`
+    /// queues).
+    Within(u64),
+}
+
+/// Acks nobody waits for are synced within this long, which bounds the redeliveries a crash
+/// can cause without spending an fsync on each.
+pub(super) const LAZY_SYNC_MS: u64 = 20;
+
+impl Broker {
+    /// Appends a record (starting a new segment first if the active one is full); returns the
+    /// log position just past it.
+    pub(super) fn append_record<P: AsRef<[u8]>>(
+        &mut self,
+        record: &Record<P>,
+        need: SyncNeed,
+    ) -> u64 {
+        if self.log.active_is_full() {
+            self.log.rotate();
+            self.write_checkpoint();
+            self.compact();
+        }
+        let end = self.log.append(record);
+        self.want_sync(need);
+        end
+    }
+
+    fn want_sync(&mut self, need: SyncNeed) {
+        match need {
+            SyncNeed::Now => self.sync_wanted = true,
+            SyncNeed::Within(ms) => {
+                let at = self.now.plus_ms(ms);
+                if self.lazy_sync_at.is_none_or(|current| at < current) {
+                    if let Some(current) = self.lazy_sync_at.replace(at) {
+                        self.timers.cancel(current, TimerKey::LazySync);
+                    }
+                    self.timers.insert(at, TimerKey::LazySync);
+                }
+            }
+        }
+    }
+
+    pub(super) fn fire_lazy_sync(&mut self) {
+        self.lazy_sync_at = None;
+        self.sync_wanted = true;
+    }
+
+    /// Every segment starts with the id counters and the declaration of every queue, so that
+    /// older segments can be deleted without losing them.
+    pub(super) fn write_checkpoint(&mut self) {
+        let counters =
+            Counters { next_queue_id: self.next_queue_id, next_message_seq: self.next_message_seq };
+        self.log.append(&Record::<&[u8]>::Counters(counters));
+        let declarations: Vec<QueueDeclared> = self
+            .queues
+            .values()
+            .map(|q| QueueDeclared {
+                queue: q.id.0,
+                name: q.name.clone(),
+                options: q.options.clone(),
+            })
+            .collect();
+        for declared in declarations {
+            self.log.append(&Record::<&[u8]>::QueueDeclared(declared));
+        }
+        let end = self.log.end_lsn();
+        self.log.mark_checkpoint_end(end);
+        self.want_sync(SyncNeed::Now);
+    }
+
+    /// Called at the end of every input: hands appended records to the worker and starts a
+    /// sync if one is wanted and none is in flight.
+    pub(super) fn after_input(&mut self) {
+        if self.halted.is_some() {
+            return;
+        }
+        if self.sync_wanted && self.log.request_sync() {
+            self.sync_wanted = false;
+        }
+        self.log.flush();
+        if self.shutting_down && !self.log.has_unsynced() {
+            let conns: Vec<ConnId> = self.connections.keys().copied().collect();
+            for conn in conns {
+                self.close_connection(
+                    conn,
+                    ErrorCode::SHUTTING_DOWN,
+                    "server shutting down".into(),
+                );
+            }
+        } else if self.shutting_down && !self.log.sync_in_flight() {
+            self.log.request_sync();
+        }
+    }
+
+    pub(super) fn handle_storage(&mut self, done: StorageDone) {
+        if self.halted.is_some() {
+            return;
+        }
+        match self.log.handle_done(done) {
+            Ok(Progress::Written(_)) => self.release_durable(),
+            Ok(Progress::Synced(_)) => {
+                self.release_durable();
+                self.delete_dead_segments();
+            }
+            Err(reason) => self.halt(reason),
+        }
+    }
+
+    /// The log moved on: published messages become deliverable, held frames may leave, and
+    /// connections that hit their unconfirmed window may read again.
+    fn release_durable(&mut self) {
+        let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
+        let queues: Vec<QueueId> = self.pending_queues.iter().copied().collect();
+        for id in queues {
+            let queue = self.queues.get_mut(&id).expect("pending queue exists");
+            if queue.release_pending(|gate: Gate| gate.is_open(written, synced)) > 0 {
+                self.dirty_queues.insert(id);
+            }
+            if !queue.has_pending() {
+                self.pending_queues.remove(&id);
+            }
+        }
+        let unconfirmed_max = u64::from(self.config.limits.unconfirmed_max);
+        let conns: Vec<ConnId> =
+            std::mem::take(&mut self.waiting_connections).into_iter().collect();
+        for conn in conns {
+            let Some(connection) = self.connections.get_mut(&conn) else { continue };
+            connection.outbound.release(written, synced);
+            if connection.outbound.is_waiting() {
+                self.waiting_connections.insert(conn);
+            }
+            let resume =
+                connection.paused.unconfirmed && connection.outbound.unconfirmed < unconfirmed_max;
+            self.mark_dirty(conn);
+            if resume {
+                self.connection_mut(conn).paused.unconfirmed = false;
+                self.update_read_pause(conn);
+                self.process_received(conn);
+            }
+        }
+    }
+
+    /// Fail-stop: after a failed write or fsync nothing the broker holds in memory can be
+    /// trusted to match the disk. Every client is told, nothing more is confirmed, and the
+    /// driver exits so that recovery starts from what is really on disk.
+    fn halt(&mut self, reason: String) {
+        let message = format!("storage failed, broker halted: {reason}");
+        self.halted = Some(message.clone());
+        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        for conn in conns {
+            self.close_connection(conn, ErrorCode::STORAGE_FAILED, message.clone());
+        }
+        self.outputs
+            .push_back(crate::io::Output::Event(crate::io::Event::Halted { reason: message }));
+    }
+
+    // ---- liveness and compaction ----
+
+    /// A message leaves the broker for good (acked, purged, deleted): its segment has one live
+    /// message less.
+    pub(super) fn release_message(&mut self, message: &Message) {
+        if let Some(segment) = message.segment {
+            self.log.remove_live(segment, message.payload_len());
+        }
+    }
+
+    /// Deletes segments from the oldest while nothing in them is live and a later segment's
+    /// checkpoint is on disk (so no declaration is lost with them).
+    fn delete_dead_segments(&mut self) {
+        while let Some(base) = self.log.deletable_head() {
+            self.log.delete_segment(base);
+        }
+    }
+
+    /// When the oldest segment is mostly dead, copies its live messages to the active segment
+    /// so it can be deleted once the copies are synced: disk use follows live data.
+    pub(super) fn compact(&mut self) {
+        let Some(head) = self.log.compaction_candidate() else { return };
+        let active = self.log.active_base();
+        let mut copies: Vec<(QueueId, StoredMessage)> = Vec::new();
+        for queue in self.queues.values_mut() {
+            let id = queue.id;
+            queue.for_each_message_mut(|message| {
+                if message.segment == Some(head) {
+                    message.segment = Some(active);
+                    copies.push((id, stored(message)));
+                }
+            });
+        }
+        for connection in self.connections.values_mut() {
+            for in_flight in connection.in_flight.values_mut() {
+                if in_flight.message.segment == Some(head) {
+                    in_flight.message.segment = Some(active);
+                    copies.push((in_flight.queue, stored(&in_flight.message)));
+                }
+            }
+        }
+        for (queue, message) in copies {
+            let bytes = message.payload.len() as u64;
+            self.log.remove_live(head, bytes);
+            self.log.append(&Record::Published { queue: queue.0, message });
+            self.log.add_live(active, bytes);
+        }
+        let end = self.log.end_lsn();
+        self.log.delete_after(head, end);
+        self.want_sync(SyncNeed::Now);
+    }
+}
+
+/// The record form of a message, with its current attempt count.
+pub(super) fn stored(message: &Message) -> StoredMessage {
+    let extras = message.extras.as_deref();
+    StoredMessage {
+        seq: message.seq.0,
+        published_unix_ms: message.published_unix_ms,
+        attempts: message.attempts,
+        priority: message.priority,
+        id: extras.and_then(|e| e.id.clone()),
+        headers: extras.map(|e| e.headers.clone()).unwrap_or_default(),
+        group: extras.and_then(|e| e.group.clone()),
+        topic: extras.and_then(|e| e.topic.clone()),
+        payload: message.payload.clone(),
+    }
+}

@@ -1,0 +1,31 @@
+//! What the broker asks of its storage worker, and what the worker reports back.
+//!
+//! The worker (a thread in the server, a simulated disk in chute-sim) carries requests out in
+//! the order given. A `Sync` covers every `Append` before it, in every segment.
+
+use bytes::Bytes;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageRequest {
+    /// Create the segment file for `base_lsn` and write `header` into it. The directory entry
+    /// is made durable by the next `Sync`.
+    CreateSegment { base_lsn: u64, header: Bytes },
+    /// Append `bytes` to the segment `base_lsn`; they end at log position `end_lsn`.
+    Append { base_lsn: u64, end_lsn: u64, bytes: Bytes },
+    /// fdatasync every segment written since the last sync, and the directory if segments were
+    /// created or deleted since; then report `Synced { through }`.
+    Sync { through: u64 },
+    /// Delete the segment file `base_lsn`; its removal is made durable by the next `Sync`.
+    DeleteSegment { base_lsn: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageDone {
+    /// Every `Append` up to `through` is written (in the page cache, not yet synced).
+    Written { through: u64 },
+    /// Every `Append` up to `through` is on disk.
+    Synced { through: u64 },
+    /// A request failed. The broker halts: after a failed write or fsync the page cache cannot
+    /// be trusted, and only recovery from disk can.
+    Failed { request: String, error: String },
+}

@@ -1,0 +1,277 @@
+//! The log as the broker drives it: where the next record goes, which segments exist and how
+//! much of each is still live, and the group-commit state (written, synced, one sync in
+//! flight). Pure bookkeeping; the storage worker does the I/O.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::format::segment_header;
+use super::io::{StorageDone, StorageRequest};
+use super::records::Record;
+
+/// Storage settings an operator may tune.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// A segment stops taking records once it holds this many bytes.
+    pub segment_bytes_max: u64,
+    /// The oldest segment is compacted (its live messages copied forward, then the segment
+    /// deleted) once its live payload falls below this share of its size.
+    pub compact_live_percent: u8,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { segment_bytes_max: 64 * 1024 * 1024, compact_live_percent: 25 }
+    }
+}
+
+/// What the broker must know about one segment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentState {
+    /// Log position just past its last record.
+    pub end_lsn: u64,
+    /// Messages published into it (or copied into it) that are not yet settled.
+    pub live_messages: u64,
+    pub live_bytes: u64,
+    /// Position just past the checkpoint the segment starts with.
+    pub checkpoint_end_lsn: u64,
+    /// Compaction copied the live messages forward; the segment may go once this is synced.
+    pub delete_after_lsn: Option<u64>,
+}
+
+/// Progress the broker reacts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Written(u64),
+    Synced(u64),
+}
+
+#[derive(Debug)]
+pub struct Log {
+    config: StorageConfig,
+    /// Base position of the segment records are appended to.
+    active_base: u64,
+    /// Records encoded and not yet handed to the worker; they start at `end_lsn - pending.len()`.
+    pending: BytesMut,
+    end_lsn: u64,
+    written_lsn: u64,
+    synced_lsn: u64,
+    sync_in_flight: Option<u64>,
+    segments: BTreeMap<u64, SegmentState>,
+    requests: VecDeque<StorageRequest>,
+}
+
+impl Log {
+    /// A log whose first segment starts at `base_lsn`, to be created.
+    pub fn create(config: StorageConfig, base_lsn: u64) -> Log {
+        let mut log = Log::resume(config, BTreeMap::new(), base_lsn, base_lsn);
+        log.open_segment(base_lsn);
+        log
+    }
+
+    /// A log continuing recovered segments; appends go to the newest one, which ends at
+    /// `end_lsn`. Everything recovered is on disk.
+    pub fn resume(
+        config: StorageConfig,
+        segments: BTreeMap<u64, SegmentState>,
+        active_base: u64,
+        end_lsn: u64,
+    ) -> Log {
+        Log {
+            config,
+            active_base,
+            pending: BytesMut::new(),
+            end_lsn,
+            written_lsn: end_lsn,
+            synced_lsn: end_lsn,
+            sync_in_flight: None,
+            segments,
+            requests: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    pub fn end_lsn(&self) -> u64 {
+        self.end_lsn
+    }
+
+    pub fn written_lsn(&self) -> u64 {
+        self.written_lsn
+    }
+
+    pub fn synced_lsn(&self) -> u64 {
+        self.synced_lsn
+    }
+
+    pub fn active_base(&self) -> u64 {
+        self.active_base
+    }
+
+    pub fn segments(&self) -> &BTreeMap<u64, SegmentState> {
+        &self.segments
+    }
+
+    /// Whether the active segment is full and the next record should start a new one.
+    pub fn active_is_full(&self) -> bool {
+        let header = super::format::SEGMENT_HEADER_LEN as u64;
+        self.end_lsn - self.active_base + header >= self.config.segment_bytes_max
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    // ---- writing ----
+
+    /// Encodes a record at the end of the log; returns the position just past it.
+    pub fn append<P: AsRef<[u8]>>(&mut self, record: &Record<P>) -> u64 {
+        let len = record.encode(&mut self.pending) as u64;
+        self.end_lsn += len;
+        self.segments.get_mut(&self.active_base).expect("active segment").end_lsn = self.end_lsn;
+        self.end_lsn
+    }
+
+    /// Starts a new segment at the current end. The caller writes the checkpoint records that
+    /// every segment begins with.
+    pub fn rotate(&mut self) {
+        self.flush();
+        self.open_segment(self.end_lsn);
+    }
+
+    fn open_segment(&mut self, base_lsn: u64) {
+        debug_assert!(!self.segments.contains_key(&base_lsn) || self.segments.is_empty());
+        self.active_base = base_lsn;
+        self.segments
+            .insert(base_lsn, SegmentState { end_lsn: base_lsn, ..SegmentState::default() });
+        let header = Bytes::copy_from_slice(&segment_header(base_lsn));
+        self.requests.push_back(StorageRequest::CreateSegment { base_lsn, header });
+    }
+
+    /// Hands encoded records to the worker as one `Append`.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let bytes = self.pending.split().freeze();
+        let request =
+            StorageRequest::Append { base_lsn: self.active_base, end_lsn: self.end_lsn, bytes };
+        self.requests.push_back(request);
+    }
+
+    /// Asks for a sync of everything appended, unless one is in flight (the next one will
+    /// cover what this one misses: group commit). Returns whether the request was satisfied:
+    /// a sync was issued, or there was nothing to sync.
+    pub fn request_sync(&mut self) -> bool {
+        self.flush();
+        if self.end_lsn == self.synced_lsn || self.sync_in_flight == Some(self.end_lsn) {
+            return true;
+        }
+        if self.sync_in_flight.is_some() {
+            return false;
+        }
+        self.sync_in_flight = Some(self.end_lsn);
+        self.requests.push_back(StorageRequest::Sync { through: self.end_lsn });
+        true
+    }
+
+    pub fn has_unsynced(&self) -> bool {
+        self.end_lsn > self.synced_lsn
+    }
+
+    pub fn sync_in_flight(&self) -> bool {
+        self.sync_in_flight.is_some()
+    }
+
+    /// Records where the checkpoint of the active segment ends.
+    pub fn mark_checkpoint_end(&mut self, lsn: u64) {
+        self.segments.get_mut(&self.active_base).expect("active segment").checkpoint_end_lsn = lsn;
+    }
+
+    /// The oldest segment, if it may be deleted now: nothing in it is live, what replaced its
+    /// live messages is synced, and so is the checkpoint of the segment after it.
+    pub fn deletable_head(&self) -> Option<u64> {
+        let mut segments = self.segments.iter();
+        let (&base, head) = segments.next()?;
+        let (_, next) = segments.next()?;
+        let copies_synced = head.delete_after_lsn.is_none_or(|lsn| lsn <= self.synced_lsn);
+        let checkpoint_synced = next.checkpoint_end_lsn <= self.synced_lsn;
+        (base != self.active_base && head.live_messages == 0 && copies_synced && checkpoint_synced)
+            .then_some(base)
+    }
+
+    /// The oldest segment, if it is mostly dead and its live messages should be copied forward.
+    pub fn compaction_candidate(&self) -> Option<u64> {
+        let (&base, head) = self.segments.iter().next()?;
+        let size = head.end_lsn - base;
+        let mostly_dead =
+            head.live_bytes * 100 < u64::from(self.config.compact_live_percent) * size;
+        (base != self.active_base
+            && head.live_messages > 0
+            && head.delete_after_lsn.is_none()
+            && mostly_dead)
+            .then_some(base)
+    }
+
+    /// The segment's live messages were copied forward up to `lsn`.
+    pub fn delete_after(&mut self, base_lsn: u64, lsn: u64) {
+        self.segments.get_mut(&base_lsn).expect("segment exists").delete_after_lsn = Some(lsn);
+    }
+
+    /// Deletes a segment whose records are all dead; durable with the next sync.
+    pub fn delete_segment(&mut self, base_lsn: u64) {
+        assert_ne!(base_lsn, self.active_base, "deleting the active segment");
+        let removed = self.segments.remove(&base_lsn);
+        assert!(
+            removed.is_some_and(|s| s.live_messages == 0),
+            "deleting a segment with live messages"
+        );
+        self.requests.push_back(StorageRequest::DeleteSegment { base_lsn });
+    }
+
+    // ---- liveness ----
+
+    pub fn add_live(&mut self, segment: u64, bytes: u64) {
+        let state = self.segments.get_mut(&segment).expect("live message's segment exists");
+        state.live_messages += 1;
+        state.live_bytes += bytes;
+    }
+
+    pub fn remove_live(&mut self, segment: u64, bytes: u64) {
+        let state = self.segments.get_mut(&segment).expect("live message's segment exists");
+        assert!(state.live_messages > 0, "segment liveness went negative");
+        state.live_messages -= 1;
+        state.live_bytes -= bytes;
+    }
+
+    // ---- worker reports ----
+
+    pub fn handle_done(&mut self, done: StorageDone) -> Result<Progress, String> {
+        match done {
+            StorageDone::Written { through } => {
+                assert!(through <= self.end_lsn, "written beyond the end of the log");
+                self.written_lsn = self.written_lsn.max(through);
+                Ok(Progress::Written(self.written_lsn))
+            }
+            StorageDone::Synced { through } => {
+                assert_eq!(
+                    self.sync_in_flight,
+                    Some(through),
+                    "sync completion without its request"
+                );
+                self.sync_in_flight = None;
+                self.synced_lsn = through;
+                self.written_lsn = self.written_lsn.max(through);
+                Ok(Progress::Synced(through))
+            }
+            StorageDone::Failed { request, error } => Err(format!("{request} failed: {error}")),
+        }
+    }
+
+    pub fn poll_request(&mut self) -> Option<StorageRequest> {
+        self.requests.pop_front()
+    }
+}

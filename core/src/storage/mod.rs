@@ -1,0 +1,6 @@
+pub mod format;
+pub mod gate;
+pub mod io;
+pub mod log;
+pub mod records;
+pub mod recovery;

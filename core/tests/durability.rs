@@ -1,0 +1,334 @@
+//! Durability: confirms wait for the log, group commit, recovery after process and machine
+//! crashes, compaction, torn tails and corruption, fail-stop.
+
+mod support;
+
+use bytes::Bytes;
+use chute_core::client::{ClientEvent, Response};
+use chute_core::storage::io::StorageDone;
+use chute_core::storage::recovery::{RecoveryError, SegmentFile};
+use chute_core::{BrokerConfig, Input};
+use chute_protocol::{Durability, ErrorCode, QueueOptions};
+use support::{payload, Net};
+
+fn declare(net: &mut Net, conn: chute_core::ConnId, name: &str, durability: Durability) {
+    let options = QueueOptions { durability, ..QueueOptions::default() };
+    assert!(matches!(net.declare(conn, name, options), Response::Declared(_)));
+}
+
+fn small_segments() -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.limits.frame_size_max = 64 * 1024;
+    config.limits.payload_size_max = 16 * 1024;
+    config.storage.segment_bytes_max = 128 * 1024;
+    config
+}
+
+/// A publish to a durable queue is confirmed only once a sync covers it, and no consumer sees
+/// it before then.
+#[test]
+fn confirm_and_delivery_wait_for_sync() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.subscribe(conn, "jobs", 10);
+    net.auto_storage = false;
+    net.publish(conn, "jobs", &["a"]);
+    assert!(net.confirmed(conn).is_empty(), "confirmed before the sync");
+    assert!(net.deliveries(conn).is_empty(), "delivered before the sync");
+    net.run_storage();
+    assert_eq!(net.confirmed(conn), vec![1]);
+    assert_eq!(net.deliveries(conn).len(), 1);
+}
+
+/// Group commit: publishes that arrive while a sync is in flight share the next one.
+#[test]
+fn one_sync_covers_many_publishes() {
+    let mut net = Net::new();
+    let producers: Vec<_> = (0..4).map(|_| net.connect()).collect();
+    declare(&mut net, producers[0], "jobs", Durability::Always);
+    net.auto_storage = false;
+    let syncs_before = net.disk.syncs;
+    for round in 0..25 {
+        for &producer in &producers {
+            net.publish(producer, "jobs", &["m"; 10]);
+        }
+        if round % 5 == 4 {
+            net.run_storage();
+        }
+    }
+    net.auto_storage = true;
+    net.run_storage();
+    let confirmed: usize = producers.iter().map(|&p| net.confirmed(p).len()).sum();
+    assert_eq!(confirmed, 1000);
+    let syncs = net.disk.syncs - syncs_before;
+    assert!(syncs <= 12, "{syncs} syncs for 1000 messages");
+}
+
+/// After a process crash every confirmed message is back, in order, and one that a consumer
+/// had seen comes back with that attempt counted; acked ones stay gone.
+#[test]
+fn process_crash_recovers_unacked_with_attempts() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", &["1", "2", "3", "4"]);
+    net.subscribe(conn, "jobs", 2);
+    let seen = net.deliveries(conn);
+    net.client(conn).ack(seen[0].tag).unwrap();
+    net.pump();
+
+    let files = net.disk.after_process_crash();
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    assert_eq!((report.queues, report.messages), (1, 3));
+    let conn = net.connect();
+    net.subscribe(conn, "jobs", 10);
+    let again = net.deliveries(conn);
+    let got: Vec<(&str, u32)> = again.iter().map(|d| (payload(d), d.attempt)).collect();
+    assert_eq!(got, [("2", 2), ("3", 1), ("4", 1)]);
+}
+
+/// After a machine crash (unsynced bytes lost), everything confirmed is still there.
+#[test]
+fn machine_crash_keeps_every_confirmed_message() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", &["1", "2"]);
+    assert_eq!(net.confirmed(conn), vec![1, 2]);
+    net.auto_storage = false;
+    net.publish(conn, "jobs", &["3"]); // written, never synced, never confirmed
+    let append = net.storage_queue.remove(0);
+    assert!(matches!(append, chute_core::storage::io::StorageRequest::Append { .. }));
+    net.disk.apply(append);
+    let files = net.disk.after_machine_crash();
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    assert_eq!(report.messages, 2);
+    let conn = net.connect();
+    net.subscribe(conn, "jobs", 10);
+    let got: Vec<String> = net.deliveries(conn).iter().map(|d| payload(d).to_string()).collect();
+    assert_eq!(got, ["1", "2"]);
+}
+
+/// An in-memory queue's definition survives a restart; its messages do not, as promised.
+#[test]
+fn in_memory_queue_keeps_its_definition_only() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "scratch", Durability::None);
+    net.publish(conn, "scratch", &["x"]);
+    assert_eq!(net.confirmed(conn), vec![1]);
+    let files = net.disk.after_process_crash();
+    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    assert_eq!((report.queues, report.messages), (1, 0));
+    assert_eq!(net.broker.queue_depth("scratch"), Some(0));
+}
+
+/// `Interval` confirms after the write, without waiting for a sync; the sync follows within
+/// the interval.
+#[test]
+fn interval_confirms_after_write() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "logs", Durability::Interval { sync_interval_ms: 50 });
+    net.auto_storage = false;
+    net.publish(conn, "logs", &["a"]);
+    let requests = std::mem::take(&mut net.storage_queue);
+    assert_eq!(requests.len(), 1, "an append and no sync: {requests:?}");
+    net.storage_queue = requests;
+    net.run_storage(); // the append: written, not synced
+    assert_eq!(net.confirmed(conn), vec![1]);
+    let syncs = net.disk.syncs;
+    net.auto_storage = true;
+    net.advance(60);
+    assert!(net.disk.syncs > syncs, "synced within the interval");
+}
+
+/// Deleted queues and purged messages stay gone after a restart; new ids never reuse old ones.
+#[test]
+fn deletes_and_purges_survive_restart() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "gone", Durability::Always);
+    declare(&mut net, conn, "emptied", Durability::Always);
+    net.publish(conn, "gone", &["1"]);
+    net.publish(conn, "emptied", &["2", "3"]);
+    let request = net.client(conn).delete_queue("gone", false, false).unwrap();
+    assert_eq!(net.response(conn, request), Response::Done { count: 1 });
+    let request = net.client(conn).purge_queue("emptied").unwrap();
+    assert_eq!(net.response(conn, request), Response::Done { count: 2 });
+    let files = net.disk.after_process_crash();
+    let (mut net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    assert_eq!(net.broker.queue_names().collect::<Vec<_>>(), ["emptied"]);
+    assert_eq!(net.broker.queue_depth("emptied"), Some(0));
+    let conn = net.connect();
+    net.publish(conn, "emptied", &["4"]);
+    net.subscribe(conn, "emptied", 1);
+    assert_eq!(payload(&net.deliveries(conn)[0]), "4");
+}
+
+/// With everything acked, old segments are deleted: disk use stays within two segments.
+#[test]
+fn settled_segments_are_deleted() {
+    let mut net = Net::with_config(small_segments());
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    let (request, _) = net.client(conn).subscribe("jobs", 100, None, true).unwrap();
+    net.response(conn, request);
+    let body = "x".repeat(1000);
+    for _ in 0..40 {
+        net.publish(conn, "jobs", &[body.as_str(); 20]);
+        for delivery in net.deliveries(conn) {
+            net.client(conn).ack(delivery.tag).unwrap();
+        }
+        net.pump();
+        net.advance(30); // lazy ack syncs
+    }
+    let total: usize = net.disk.files.values().map(|f| f.len()).sum();
+    assert!(net.disk.files.len() <= 2, "{} segments, {total} bytes", net.disk.files.len());
+}
+
+/// A long-lived message in a mostly dead segment is copied forward, so its old segment can
+/// go, and it survives recovery with its attempts.
+#[test]
+fn compaction_moves_long_lived_messages_forward() {
+    let mut net = Net::with_config(small_segments());
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    declare(&mut net, conn, "keep", Durability::Always);
+    net.publish(conn, "keep", &["long-lived"]);
+    let (request, _) = net.client(conn).subscribe("jobs", 100, None, true).unwrap();
+    net.response(conn, request);
+    let body = "x".repeat(1000);
+    for _ in 0..40 {
+        net.publish(conn, "jobs", &[body.as_str(); 20]);
+        for delivery in net.deliveries(conn) {
+            net.client(conn).ack(delivery.tag).unwrap();
+        }
+        net.pump();
+        net.advance(30);
+    }
+    assert!(net.disk.files.len() <= 3, "{} segments", net.disk.files.len());
+    assert!(!net.disk.files.contains_key(&0), "the first segment was compacted away");
+    let files = net.disk.after_process_crash();
+    let (mut net, report) = Net::recovered(small_segments(), net.disk.clone(), &files);
+    assert_eq!(report.messages, 1);
+    let conn = net.connect();
+    net.subscribe(conn, "keep", 1);
+    assert_eq!(payload(&net.deliveries(conn)[0]), "long-lived");
+}
+
+/// A torn last write is cut off; the records before it are kept.
+#[test]
+fn torn_tail_is_truncated() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", &["1", "2"]);
+    let mut files = net.disk.after_process_crash();
+    let last = files.last_mut().unwrap();
+    let mut bytes = last.bytes.to_vec();
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 0xde, 0xad]); // half a record header
+    last.bytes = Bytes::from(bytes);
+    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let truncation = report.truncation.expect("a torn tail");
+    assert_eq!(truncation.dropped_bytes, 6);
+    assert_eq!(net.broker.queue_depth("jobs"), Some(2));
+}
+
+/// A damaged record followed by good ones is corruption: recovery refuses and names the file.
+#[test]
+fn corruption_in_the_middle_is_refused() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", &["first", "second", "third"]);
+    let mut files: Vec<SegmentFile> = net.disk.after_process_crash();
+    let last = files.last_mut().unwrap();
+    let mut bytes = last.bytes.to_vec();
+    let at = bytes.windows(5).position(|w| w == b"first").unwrap();
+    bytes[at] ^= 0x01;
+    last.bytes = Bytes::from(bytes);
+    let error =
+        chute_core::Broker::recover(BrokerConfig::default(), chute_core::Instant::ZERO, &files)
+            .unwrap_err();
+    assert!(matches!(error, RecoveryError::Segment { .. }), "{error}");
+    assert!(error.to_string().contains("00000000000000000000.log"), "{error}");
+}
+
+/// A missing segment in the middle of the log is detected, not silently skipped.
+#[test]
+fn missing_segment_is_refused() {
+    let mut net = Net::with_config(small_segments());
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    let body = "x".repeat(1000);
+    for _ in 0..20 {
+        net.publish(conn, "jobs", &[body.as_str(); 20]);
+    }
+    let mut files = net.disk.after_process_crash();
+    assert!(files.len() >= 3);
+    files.remove(1);
+    let error = chute_core::Broker::recover(small_segments(), chute_core::Instant::ZERO, &files)
+        .unwrap_err();
+    assert!(matches!(error, RecoveryError::Gap { .. }), "{error}");
+}
+
+/// A failed fsync halts the broker: clients are told `storage-failed`, nothing unsynced is
+/// confirmed, and new connections are refused.
+#[test]
+fn failed_sync_halts() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.auto_storage = false;
+    net.publish(conn, "jobs", &["1"]);
+    let failed = StorageDone::Failed { request: "sync".into(), error: "EIO".into() };
+    net.broker.handle_input(net.now, Input::Storage(failed));
+    net.pump();
+    assert!(net.broker.halted().is_some());
+    assert_eq!(net.closed_event(conn).map(|(c, _)| c), Some(ErrorCode::STORAGE_FAILED));
+    let confirmed = net.events[&conn].iter().any(|e| matches!(e, ClientEvent::Confirmed(_)));
+    assert!(!confirmed, "nothing is confirmed after a failed sync");
+    let late = net.connect_without_handshake();
+    assert!(net.closed_by_broker.contains(&late));
+}
+
+/// Graceful shutdown first syncs, so confirms already earned reach their clients.
+#[test]
+fn shutdown_syncs_before_closing() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.auto_storage = false;
+    net.publish(conn, "jobs", &["1"]);
+    net.broker.shutdown(net.now);
+    net.pump();
+    assert!(!net.closed_by_broker.contains(&conn), "closed before the sync");
+    net.auto_storage = true;
+    net.run_storage();
+    net.run_storage();
+    assert!(net.events[&conn].iter().any(|e| matches!(e, ClientEvent::Confirmed(_))));
+    assert_eq!(net.closed_event(conn).map(|(c, _)| c), Some(ErrorCode::SHUTTING_DOWN));
+    assert!(net.broker.is_drained());
+}
+
+/// Message numbers are never reused across restarts, even when every record naming the old
+/// ones is gone.
+#[test]
+fn ids_are_not_reused_after_restart() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "a", Durability::Always);
+    net.publish(conn, "a", &["1", "2"]);
+    let files = net.disk.after_process_crash();
+    let (mut net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let conn = net.connect();
+    declare(&mut net, conn, "b", Durability::Always);
+    net.publish(conn, "b", &["3"]);
+    let files = net.disk.after_process_crash();
+    let recovered = chute_core::storage::recovery::recover_log(&files).unwrap();
+    let seqs: Vec<u64> =
+        recovered.queues.values().flat_map(|q| q.messages.keys().copied()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
