@@ -33,6 +33,9 @@ pub struct Args {
     /// How long a graceful stop waits for clients to receive what was sent to them.
     #[arg(long, env = "CHUTE_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+    /// Size at which a log segment is closed and a new one started.
+    #[arg(long, env = "CHUTE_SEGMENT_BYTES_MAX", default_value_t = chute_core::storage::log::StorageConfig::default().segment_bytes_max)]
+    pub segment_bytes_max: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -45,11 +48,13 @@ pub struct ServerConfig {
 
 impl From<Args> for ServerConfig {
     fn from(args: Args) -> ServerConfig {
+        let mut broker = BrokerConfig::default();
+        broker.storage.segment_bytes_max = args.segment_bytes_max;
         ServerConfig {
             listen: args.listen,
             data_dir: args.data_dir,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-            broker: BrokerConfig::default(),
+            broker,
         }
     }
 }
