@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use chute_protocol::{
-    FRAME_HEADER_LEN, FRAME_SIZE_CEILING, FRAME_SIZE_MAX_DEFAULT, PUBLISH_BATCH_MAX,
+    RateLimit, FRAME_HEADER_LEN, FRAME_SIZE_CEILING, FRAME_SIZE_MAX_DEFAULT, PUBLISH_BATCH_MAX,
 };
 
 use crate::storage::log::StorageConfig;
@@ -35,6 +35,14 @@ pub struct BrokerLimits {
     /// Bytes queued for one connection but not yet written to its socket. Above this the
     /// broker stops reading from the connection; above twice this it closes it.
     pub connection_outbound_bytes_max: u64,
+    /// Topic bindings on the broker; routing a topic publish is linear in them.
+    pub bindings_max: u32,
+    /// Ids one queue's dedup window remembers; past this the oldest are forgotten early.
+    pub dedup_entries_max: u32,
+    /// Broker-wide publish rate limit (messages per second across every connection).
+    pub publish_rate: Option<RateLimit>,
+    /// Publish rate limit each connection gets.
+    pub connection_publish_rate: Option<RateLimit>,
 }
 
 impl Default for BrokerLimits {
@@ -50,6 +58,10 @@ impl Default for BrokerLimits {
             queues_max: 10_000,
             queue_messages_max: 10_000_000,
             connection_outbound_bytes_max: 8 * 1024 * 1024,
+            bindings_max: 10_000,
+            dedup_entries_max: 1_000_000,
+            publish_rate: None,
+            connection_publish_rate: None,
         }
     }
 }
@@ -174,6 +186,17 @@ impl BrokerConfig {
             3_600_000,
         )?;
         in_range("timeouts.handshake_timeout_ms", t.handshake_timeout_ms.into(), 10, 600_000)?;
+        in_range("limits.bindings_max", l.bindings_max.into(), 1, 1 << 20)?;
+        in_range("limits.dedup_entries_max", l.dedup_entries_max.into(), 1, 1 << 26)?;
+        for (key, rate) in [
+            ("limits.publish_rate", l.publish_rate),
+            ("limits.connection_publish_rate", l.connection_publish_rate),
+        ] {
+            if let Some(rate) = rate {
+                in_range(key, rate.per_second.into(), 1, u32::MAX.into())?;
+                in_range(key, rate.burst.into(), 1, u32::MAX.into())?;
+            }
+        }
         let s = &self.storage;
         // A segment may overrun this by one record, so any size works; tiny ones only waste.
         in_range("storage.segment_bytes_max", s.segment_bytes_max, 64 * 1024, 1 << 40)?;

@@ -32,6 +32,7 @@ pub mod config;
 pub mod ids;
 pub mod io;
 pub mod names;
+pub mod policy;
 pub mod queue;
 pub mod rng;
 pub mod storage;

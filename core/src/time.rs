@@ -10,6 +10,8 @@ pub struct Instant(u64);
 
 impl Instant {
     pub const ZERO: Instant = Instant(0);
+    /// Later than any real instant: "never".
+    pub const NEVER: Instant = Instant(u64::MAX);
 
     pub const fn from_nanos(nanos: u64) -> Instant {
         Instant(nanos)

@@ -148,7 +148,7 @@ fn ack_removes_message() {
     assert_eq!((stats.ready, stats.in_flight, stats.bytes), (0, 0, 0));
 }
 
-/// A nacked message comes back first, marked redelivered, with its attempt counted.
+/// A message nacked with no delay comes back first, marked redelivered, attempt counted.
 #[test]
 fn nack_requeues_at_front_with_attempt_counted() {
     let mut net = Net::new();
@@ -157,7 +157,7 @@ fn nack_requeues_at_front_with_attempt_counted() {
     net.publish(conn, "jobs", &["1", "2"]);
     let subscription = net.subscribe(conn, "jobs", 1);
     let first = net.deliveries(conn).remove(0);
-    net.client(conn).nack(first.tag, None, Some("busy".into())).unwrap();
+    net.client(conn).nack(first.tag, Some(0), Some("busy".into())).unwrap();
     net.client(conn).grant_credit(subscription, 1).unwrap();
     let again = net.deliveries(conn).remove(0);
     assert_eq!(payload(&again), "1");
@@ -172,7 +172,9 @@ fn disconnect_requeues_unacked_with_attempt_counted() {
     let mut net = Net::new();
     let first = net.connect();
     let second = net.connect();
-    declared(&mut net, first, "jobs");
+    let no_backoff =
+        chute_protocol::BackoffPolicy { base_ms: 0, factor_percent: 100, max_ms: 0, jitter: false };
+    net.declare(first, "jobs", QueueOptions { backoff: no_backoff, ..QueueOptions::default() });
     net.publish(first, "jobs", &["1", "2", "3"]);
     net.subscribe(first, "jobs", 10);
     assert_eq!(net.deliveries(first).len(), 3);

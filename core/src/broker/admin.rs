@@ -1,9 +1,9 @@
 //! Queue administration: declare, delete, purge, list, stats.
 
 use chute_protocol::{
-    push_to_ranges, BreakerState, ConsumerInfo, Done, ErrorCode, FrameKind, QueueDeclare,
-    QueueDeclareOk, QueueDelete, QueueList, QueueListOk, QueueOptions, QueuePurge, QueueStats,
-    QueueStatsOk, QueueStatsRequest, QueueSummary, SubscriptionCancelled, LIST_PAGE_MAX,
+    push_to_ranges, ConsumerInfo, Done, ErrorCode, FrameKind, QueueDeclare, QueueDeclareOk,
+    QueueDelete, QueueList, QueueListOk, QueueOptions, QueuePurge, QueueStats, QueueStatsOk,
+    QueueStatsRequest, QueueSummary, SubscriptionCancelled, LIST_PAGE_MAX,
 };
 
 use super::outbound::Gate;
@@ -12,8 +12,9 @@ use super::Broker;
 use crate::ids::{ConnId, QueueId};
 use crate::io::{Event, Output};
 use crate::names::check_name;
+use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Queue;
-use crate::storage::records::{QueueDeclared, Record};
+use crate::storage::records::{QueueDeclared, QueueRef, Record, Seqs};
 
 impl Broker {
     pub(super) fn handle_declare(&mut self, conn: ConnId, declare: QueueDeclare) {
@@ -51,19 +52,43 @@ impl Broker {
             return Err((ErrorCode::NO_SUCH_QUEUE, format!("queue {name:?} does not exist")));
         }
         validate_options(name, &options).map_err(|m| (ErrorCode::INVALID_QUEUE_OPTIONS, m))?;
-        if self.queues.len() >= self.config.limits.queues_max as usize {
+        // Room for the queue, and for its dead-letter queue if that must be created too.
+        let creating = 1 + usize::from(
+            options.dead_letter.as_ref().is_some_and(|d| !self.queue_ids.contains_key(d)),
+        );
+        if self.queues.len() + creating > self.config.limits.queues_max as usize {
             let max = self.config.limits.queues_max;
             return Err((ErrorCode::RESOURCE_LIMIT, format!("queues_max ({max}) reached")));
         }
+        // A dead-letter queue that does not exist yet is created with default options, so that
+        // declaring a queue with a dead-letter target is enough to have both.
+        if let Some(target) = options.dead_letter.clone() {
+            if !self.queue_ids.contains_key(&target) {
+                self.create_queue(&target, QueueOptions::default());
+            }
+        }
+        self.create_queue(name, options.clone());
+        Ok((true, options))
+    }
+
+    fn create_queue(&mut self, name: &str, options: QueueOptions) -> QueueId {
         let id = QueueId(self.next_queue_id);
         self.next_queue_id += 1;
         let declared =
             QueueDeclared { queue: id.0, name: name.to_string(), options: options.clone() };
         self.append_record(&Record::<&[u8]>::QueueDeclared(declared), SyncNeed::Now);
-        self.queues.insert(id, Queue::new(id, name.to_string(), options.clone()));
-        self.queue_ids.insert(name.to_string(), id);
+        self.install_queue(id, name.to_string(), options);
         self.outputs.push_back(Output::Event(Event::QueueCreated { name: name.to_string() }));
-        Ok((true, options))
+        id
+    }
+
+    /// Adds a queue to the broker's maps (new, or recovered).
+    pub(super) fn install_queue(&mut self, id: QueueId, name: String, options: QueueOptions) {
+        let mut queue = Queue::new(id, name.clone(), options);
+        queue.publish_rate =
+            queue.options.publish_rate.map(|rate| TokenBucket::new(rate, self.now));
+        self.queues.insert(id, queue);
+        self.queue_ids.insert(name, id);
     }
 
     pub(super) fn handle_delete(&mut self, conn: ConnId, delete: QueueDelete) {
@@ -93,7 +118,12 @@ impl Broker {
         let mut queue = self.queues.remove(&id).expect("queue exists");
         self.queue_ids.remove(&queue.name);
         self.pending_queues.remove(&id);
-        self.append_record(&Record::<&[u8]>::QueueDeleted { queue: id.0 }, SyncNeed::Now);
+        self.dirty_queues.remove(&id);
+        self.bindings.remove_queue(id);
+        if let Some(at) = queue.timer_at {
+            self.timers.cancel(at, super::timers::TimerKey::Queue(id));
+        }
+        self.append_record(&Record::<&[u8]>::QueueDeleted(QueueRef { queue: id.0 }), SyncNeed::Now);
         for consumer in queue.consumers() {
             let connection = self.connection_mut(consumer.conn);
             connection.subscriptions.remove(&consumer.subscription);
@@ -105,17 +135,20 @@ impl Broker {
             connection.send(FrameKind::SubscriptionCancelled, &cancelled, frame_size_max);
             self.mark_dirty(consumer.conn);
         }
-        let mut gone = queue.drain_all();
-        for connection in self.connections.values_mut() {
+        let mut gone = queue.purge();
+        for (conn, connection) in self.connections.iter_mut() {
             let tags: Vec<u64> = connection
                 .in_flight
                 .iter()
                 .filter(|(_, f)| f.queue == id)
                 .map(|(tag, _)| *tag)
                 .collect();
-            gone.extend(
-                tags.iter().filter_map(|tag| connection.in_flight.remove(tag)).map(|f| f.message),
-            );
+            for tag in tags {
+                let in_flight = connection.in_flight.remove(&tag).expect("tag listed");
+                self.timers
+                    .cancel(in_flight.lease_deadline, super::timers::TimerKey::Lease(*conn, tag));
+                gone.push(in_flight.message);
+            }
         }
         for message in &gone {
             self.release_message(message);
@@ -138,7 +171,7 @@ impl Broker {
                 push_to_ranges(&mut ranges, seq);
             }
             self.append_record(
-                &Record::<&[u8]>::Purged { queue: id.0, seqs: ranges },
+                &Record::<&[u8]>::Purged(Seqs { queue: id.0, seqs: ranges }),
                 SyncNeed::Now,
             );
         }
@@ -185,34 +218,42 @@ impl Broker {
 
     fn queue_stats(&self, id: QueueId) -> QueueStats {
         let queue = &self.queues[&id];
+        let clock = self.config.wall_clock();
         let consumers = queue
             .consumers()
             .iter()
             .take(LIST_PAGE_MAX)
             .map(|key| {
                 let connection = &self.connections[&key.conn];
-                let in_flight = connection.in_flight.values().filter(|f| f.queue == id).count();
+                let subscription = &connection.subscriptions[&key.subscription];
+                let in_flight = connection
+                    .in_flight
+                    .values()
+                    .filter(|f| f.subscription == key.subscription)
+                    .count();
                 ConsumerInfo {
                     connection_id: key.conn.0,
                     subscription: key.subscription,
-                    credit: connection.subscriptions[&key.subscription].credit,
+                    credit: subscription.credit,
                     in_flight: in_flight as u32,
-                    breaker: BreakerState::Closed,
+                    breaker: subscription.breaker.state(self.now).to_wire(clock),
                 }
             })
             .collect();
+        let mut bindings = self.bindings.for_queue(id);
+        bindings.truncate(LIST_PAGE_MAX);
         QueueStats {
             name: queue.name.clone(),
             options: queue.options.clone(),
             ready: queue.ready_len(),
-            delayed: 0,
+            delayed: queue.delayed_len(),
             in_flight: queue.in_flight,
-            group_blocked: 0,
+            group_blocked: queue.group_blocked_len(),
             bytes: queue.bytes,
-            dead_letters: 0,
+            dead_letters: queue.held().filter(|m| m.dead().is_some()).count() as u64,
             counters: queue.counters.clone(),
             consumers,
-            bindings: Vec::new(),
+            bindings,
         }
     }
 
@@ -280,6 +321,19 @@ fn validate_options(name: &str, options: &QueueOptions) -> Result<(), String> {
     }
     if options.attempts_max == Some(0) {
         return Err("attempts_max must be at least 1 (or unset for unlimited)".into());
+    }
+    if let Some(rate) = options.publish_rate {
+        if rate.per_second == 0 || rate.burst == 0 {
+            return Err("publish_rate needs per_second and burst of at least 1".into());
+        }
+    }
+    if let Some(breaker) = options.breaker {
+        if breaker.failures_max == 0 || breaker.open_ms == 0 {
+            return Err("breaker needs failures_max and open_ms of at least 1".into());
+        }
+    }
+    if let chute_protocol::Durability::Interval { sync_interval_ms: 0 } = options.durability {
+        return Err("durability interval needs sync_interval_ms of at least 1".into());
     }
     Ok(())
 }

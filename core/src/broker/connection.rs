@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use super::outbound::{Gate, Outbound};
 use crate::ids::QueueId;
+use crate::policy::breaker::Breaker;
+use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Message;
 use crate::time::Instant;
 
@@ -29,11 +31,13 @@ pub(crate) struct PauseReasons {
     pub unconfirmed: bool,
     /// The broker is shutting down.
     pub shutdown: bool,
+    /// A publish rate limit with the `pause` policy is in debt.
+    pub rate_limited: bool,
 }
 
 impl PauseReasons {
     pub fn any(self) -> bool {
-        self.outbound_backlog || self.unconfirmed || self.shutdown
+        self.outbound_backlog || self.unconfirmed || self.shutdown || self.rate_limited
     }
 }
 
@@ -41,13 +45,53 @@ impl PauseReasons {
 pub(crate) struct Subscription {
     pub queue: QueueId,
     pub credit: u32,
+    /// Overrides the queue's lease.
+    pub lease_ms: Option<u32>,
+    pub breaker: Breaker,
+    /// Caps the delivery rate to this subscription.
+    pub rate: Option<TokenBucket>,
+}
+
+impl Subscription {
+    /// Whether this consumer may take a delivery now: credit left, breaker not open, rate not
+    /// exhausted.
+    pub fn may_deliver(&self, now: Instant) -> bool {
+        self.credit > 0
+            && self.breaker.allows_delivery(now)
+            && self.rate.as_ref().is_none_or(|rate| rate.available(now) >= 1)
+    }
+
+    pub fn on_delivery(&mut self, now: Instant) {
+        self.credit -= 1;
+        self.breaker.on_delivery(now);
+        if let Some(rate) = self.rate.as_mut() {
+            let _ = rate.try_take(now, 1);
+        }
+    }
+
+    /// When this consumer, now blocked by its breaker or rate, may take a delivery again.
+    pub fn unblocks_at(&self, now: Instant) -> Option<Instant> {
+        if self.credit == 0 {
+            return None;
+        }
+        let breaker =
+            (!self.breaker.allows_delivery(now)).then(|| self.breaker.reopens_at()).flatten();
+        let rate = self.rate.as_ref().and_then(|rate| match rate.refill_time(now, 1) {
+            Some(crate::policy::token_bucket::Refill::At(at)) => Some(at),
+            _ => None,
+        });
+        breaker.into_iter().chain(rate).max()
+    }
 }
 
 /// A delivery the connection holds and must settle.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub queue: QueueId,
+    pub subscription: u32,
     pub message: Message,
+    /// When the lease runs out and the attempt fails with `Timeout`.
+    pub lease_deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -74,6 +118,10 @@ pub(crate) struct Connection {
     pub subscriptions: BTreeMap<u32, Subscription>,
     pub next_tag: u64,
     pub in_flight: BTreeMap<u64, InFlight>,
+    /// The connection-level publish rate limit, if the broker sets one.
+    pub publish_rate: Option<TokenBucket>,
+    /// When a rate-limit pause ends, if one is in force.
+    pub rate_resume_at: Option<Instant>,
 }
 
 impl Connection {
@@ -97,6 +145,8 @@ impl Connection {
             subscriptions: BTreeMap::new(),
             next_tag: 1,
             in_flight: BTreeMap::new(),
+            publish_rate: None,
+            rate_resume_at: None,
         }
     }
 

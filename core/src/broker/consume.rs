@@ -1,58 +1,78 @@
-//! Subscriptions, credit, and settling deliveries.
-
-use chute_protocol::{
-    push_to_ranges, Ack, Credit, Done, ErrorCode, Frame, FrameKind, Nack, Range, Subscribe,
-    Unsubscribe,
-};
+//! Subscriptions, credit, and settling deliveries: ack, nack, reject, touch.
 
 use std::collections::BTreeMap;
 
+use chute_protocol::{
+    push_to_ranges, Ack, AttemptOutcome, Credit, Done, ErrorCode, FrameKind, Nack, Range, Reject,
+    Subscribe, Touch, Unsubscribe, REASON_LEN_MAX,
+};
+
 use super::connection::{InFlight, Subscription};
+use super::failure::Failure;
 use super::outbound::Gate;
 use super::storage::{SyncNeed, LAZY_SYNC_MS};
+use super::timers::TimerKey;
 use super::Broker;
-use crate::ids::ConnId;
-use crate::ids::QueueId;
+use crate::ids::{ConnId, QueueId};
+use crate::policy::breaker::Breaker;
+use crate::policy::token_bucket::TokenBucket;
 use crate::queue::ConsumerKey;
-use crate::storage::records::Record;
+use crate::storage::records::{Record, Seqs};
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, conn: ConnId, subscribe: Subscribe) {
         let request_id = subscribe.request_id;
-        let limits = &self.config.limits;
-        let (credit_max, subscriptions_max) =
-            (limits.credit_max, limits.subscriptions_per_connection_max);
-        let Some(queue) = self.lookup_queue(conn, request_id, &subscribe.queue) else {
-            return;
-        };
-        let connection = self.connection_mut(conn);
-        let refusal = if connection.subscriptions.contains_key(&subscribe.subscription) {
-            Some((
-                ErrorCode::SUBSCRIPTION_EXISTS,
-                format!("subscription {} is active", subscribe.subscription),
-            ))
-        } else if connection.subscriptions.len() >= subscriptions_max as usize {
-            Some((
-                ErrorCode::RESOURCE_LIMIT,
-                format!("subscriptions_max ({subscriptions_max}) reached"),
-            ))
-        } else if subscribe.credit > credit_max {
-            Some((
-                ErrorCode::CREDIT_OVERFLOW,
-                format!("credit {} exceeds credit_max ({credit_max})", subscribe.credit),
-            ))
-        } else {
-            None
-        };
-        if let Some((code, message)) = refusal {
+        let Some(queue) = self.lookup_queue(conn, request_id, &subscribe.queue) else { return };
+        if let Err((code, message)) = self.check_subscribe(conn, &subscribe) {
             return self.reply_error(conn, request_id, code, message);
         }
-        let subscription = Subscription { queue, credit: subscribe.credit };
-        connection.subscriptions.insert(subscribe.subscription, subscription);
+        let now = self.now;
+        let subscription = Subscription {
+            queue,
+            credit: subscribe.credit,
+            lease_ms: subscribe.lease_ms,
+            breaker: Breaker::new(),
+            rate: subscribe.rate.map(|rate| TokenBucket::new(rate, now)),
+        };
+        self.connection_mut(conn).subscriptions.insert(subscribe.subscription, subscription);
         let key = ConsumerKey { conn, subscription: subscribe.subscription };
         self.queues.get_mut(&queue).expect("queue resolved").add_consumer(key);
         self.dirty_queues.insert(queue);
         self.reply(conn, FrameKind::Done, &Done { request_id, count: 0 });
+    }
+
+    fn check_subscribe(
+        &self,
+        conn: ConnId,
+        subscribe: &Subscribe,
+    ) -> Result<(), (ErrorCode, String)> {
+        let limits = &self.config.limits;
+        let connection = &self.connections[&conn];
+        if connection.subscriptions.contains_key(&subscribe.subscription) {
+            return Err((
+                ErrorCode::SUBSCRIPTION_EXISTS,
+                format!("subscription {} is active", subscribe.subscription),
+            ));
+        }
+        if connection.subscriptions.len() >= limits.subscriptions_per_connection_max as usize {
+            let max = limits.subscriptions_per_connection_max;
+            return Err((ErrorCode::RESOURCE_LIMIT, format!("subscriptions_max ({max}) reached")));
+        }
+        if subscribe.credit > limits.credit_max {
+            let message =
+                format!("credit {} exceeds credit_max ({})", subscribe.credit, limits.credit_max);
+            return Err((ErrorCode::CREDIT_OVERFLOW, message));
+        }
+        if subscribe.lease_ms == Some(0) {
+            return Err((ErrorCode::INVALID_ARGUMENT, "lease_ms must be at least 1".into()));
+        }
+        if subscribe.rate.is_some_and(|rate| rate.per_second == 0 || rate.burst == 0) {
+            return Err((
+                ErrorCode::INVALID_ARGUMENT,
+                "a delivery rate needs per_second and burst of at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Credit for a subscription that is no longer active is ignored: it may have crossed an
@@ -96,36 +116,126 @@ impl Broker {
         let (settled, failed) = self.take_in_flight(conn, ack.request_id, &ack.ranges);
         let mut logged: BTreeMap<QueueId, Vec<Range>> = BTreeMap::new();
         for in_flight in &settled {
+            self.breaker_result(conn, in_flight, true);
             let Some(queue) = self.queues.get_mut(&in_flight.queue) else { continue };
-            queue.settle_acked(&in_flight.message);
+            queue.settle(&in_flight.message);
+            queue.counters.acked += 1;
+            self.dirty_queues.insert(in_flight.queue);
             if in_flight.message.segment.is_some() {
                 push_to_ranges(logged.entry(in_flight.queue).or_default(), in_flight.message.seq.0);
             }
-        }
-        for in_flight in &settled {
-            if self.queues.contains_key(&in_flight.queue) {
-                self.release_message(&in_flight.message);
-            }
+            self.release_message(&in_flight.message);
         }
         let need = if ack.request_id == 0 { SyncNeed::Within(LAZY_SYNC_MS) } else { SyncNeed::Now };
         let mut end = 0;
         for (queue, seqs) in logged {
-            end = self.append_record(&Record::<&[u8]>::Acked { queue: queue.0, seqs }, need);
+            end = self.append_record(&Record::<&[u8]>::Acked(Seqs { queue: queue.0, seqs }), need);
         }
         self.reply_settled(conn, ack.request_id, failed, Gate::synced(end));
     }
 
-    /// Nacked messages return to the front of their queue, in the order they were delivered.
+    /// A failed attempt for each: retried after `delay_ms` or the queue's backoff, or
+    /// dead-lettered once its attempts are used up.
     pub(super) fn handle_nack(&mut self, conn: ConnId, nack: Nack) {
-        let (settled, failed) = self.take_in_flight(conn, nack.request_id, &nack.ranges);
-        for in_flight in settled.into_iter().rev() {
-            if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
-                queue.counters.nacked += 1;
-                queue.requeue_front(in_flight.message);
-                self.dirty_queues.insert(in_flight.queue);
-            }
+        if let Err(message) = check_reason(nack.reason.as_deref()) {
+            return self.reply_error(conn, nack.request_id, ErrorCode::INVALID_ARGUMENT, message);
         }
-        self.reply_settled(conn, nack.request_id, failed, Gate::default());
+        let (settled, failed) = self.take_in_flight(conn, nack.request_id, &nack.ranges);
+        // Newest first: retries that go straight back to the front keep their delivery order.
+        for in_flight in settled.into_iter().rev() {
+            self.breaker_result(conn, &in_flight, false);
+            let failure = Failure {
+                outcome: AttemptOutcome::Nack,
+                reason: nack.reason.clone(),
+                delay_ms: nack.delay_ms,
+            };
+            self.fail_attempt(in_flight, failure);
+        }
+        self.reply_settled(conn, nack.request_id, failed, Gate::synced(self.log.end_lsn()));
+    }
+
+    /// Dead-letters each now, with reason `rejected` and the consumer's text.
+    pub(super) fn handle_reject(&mut self, conn: ConnId, reject: Reject) {
+        if let Err(message) = check_reason(Some(&reject.reason)) {
+            return self.reply_error(conn, reject.request_id, ErrorCode::INVALID_ARGUMENT, message);
+        }
+        let (settled, failed) = self.take_in_flight(conn, reject.request_id, &reject.ranges);
+        for in_flight in settled {
+            self.breaker_result(conn, &in_flight, false);
+            let failure = Failure {
+                outcome: AttemptOutcome::Reject,
+                reason: Some(reject.reason.clone()),
+                delay_ms: None,
+            };
+            self.fail_attempt(in_flight, failure);
+        }
+        self.reply_settled(conn, reject.request_id, failed, Gate::synced(self.log.end_lsn()));
+    }
+
+    /// Extends leases to `lease_ms` (or the subscription's lease) from now.
+    pub(super) fn handle_touch(&mut self, conn: ConnId, touch: Touch) {
+        if touch.lease_ms == Some(0) {
+            return self.reply_error(
+                conn,
+                touch.request_id,
+                ErrorCode::INVALID_ARGUMENT,
+                "lease_ms must be at least 1".into(),
+            );
+        }
+        let now = self.now;
+        let (mut unknown, mut empty_range) = (0u64, false);
+        let connection = self.connections.get_mut(&conn).expect("connection is open");
+        for range in &touch.ranges {
+            let Some(last) = range.last() else {
+                empty_range = true;
+                continue;
+            };
+            let mut found = 0u64;
+            for (tag, in_flight) in connection.in_flight.range_mut(range.first..=last) {
+                let queue_lease_ms =
+                    self.queues.get(&in_flight.queue).map_or(30_000, |q| q.options.lease_ms);
+                let subscription_lease_ms =
+                    connection.subscriptions.get(&in_flight.subscription).and_then(|s| s.lease_ms);
+                let lease_ms = touch.lease_ms.or(subscription_lease_ms).unwrap_or(queue_lease_ms);
+                let deadline = now.plus_ms(lease_ms.into());
+                self.timers.cancel(in_flight.lease_deadline, TimerKey::Lease(conn, *tag));
+                self.timers.insert(deadline, TimerKey::Lease(conn, *tag));
+                in_flight.lease_deadline = deadline;
+                found += 1;
+            }
+            unknown += u64::from(range.count) - found;
+        }
+        let failed = touch.request_id != 0 && (empty_range || unknown > 0);
+        if failed {
+            let (code, message) = if empty_range {
+                (ErrorCode::INVALID_ARGUMENT, "a range of count 0 names no delivery".to_string())
+            } else {
+                (
+                    ErrorCode::UNKNOWN_DELIVERY_TAG,
+                    format!("{unknown} delivery tags are not outstanding on this connection"),
+                )
+            };
+            self.reply_error(conn, touch.request_id, code, message);
+        }
+        self.reply_settled(conn, touch.request_id, failed, Gate::default());
+    }
+
+    /// Tells the consumer's breaker how its delivery ended.
+    fn breaker_result(&mut self, conn: ConnId, in_flight: &InFlight, success: bool) {
+        let now = self.now;
+        let Some(policy) = self.queues.get(&in_flight.queue).and_then(|q| q.options.breaker) else {
+            return;
+        };
+        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(subscription) = connection.subscriptions.get_mut(&in_flight.subscription) else {
+            return;
+        };
+        if success {
+            subscription.breaker.on_success();
+        } else {
+            subscription.breaker.on_failure(now, &policy);
+            self.dirty_queues.insert(in_flight.queue);
+        }
     }
 
     /// Answers a settlement that asked for an answer and did not already fail, once `gate`
@@ -137,18 +247,19 @@ impl Broker {
         }
     }
 
-    /// Removes the named deliveries from the connection, in tag order. With a `request_id`,
-    /// tags that are not outstanding earn one `unknown-delivery-tag` error for the whole frame
-    /// (a range of count 0, `invalid-argument`); the outstanding ones are settled all the same.
-    /// Without one (0), nothing is reported: a late ack after a lease expiry is harmless.
-    /// Returns the settled deliveries and whether an error already answered the request.
+    /// Removes the named deliveries from the connection, in tag order, and stops their lease
+    /// timers. With a `request_id`, tags that are not outstanding earn one
+    /// `unknown-delivery-tag` error for the whole frame (a range of count 0,
+    /// `invalid-argument`); the outstanding ones are settled all the same. Without one (0),
+    /// nothing is reported: a late ack after a lease expiry is harmless. Returns the settled
+    /// deliveries and whether an error already answered the request.
     fn take_in_flight(
         &mut self,
         conn: ConnId,
         request_id: u32,
         ranges: &[Range],
     ) -> (Vec<InFlight>, bool) {
-        let connection = self.connection_mut(conn);
+        let connection = self.connections.get_mut(&conn).expect("connection is open");
         let mut settled = Vec::new();
         let mut unknown = 0u64;
         let mut empty_range = false;
@@ -160,7 +271,11 @@ impl Broker {
             let tags: Vec<u64> =
                 connection.in_flight.range(range.first..=last).map(|(tag, _)| *tag).collect();
             unknown += u64::from(range.count) - tags.len() as u64;
-            settled.extend(tags.into_iter().filter_map(|tag| connection.in_flight.remove(&tag)));
+            for tag in tags {
+                let in_flight = connection.in_flight.remove(&tag).expect("tag listed");
+                self.timers.cancel(in_flight.lease_deadline, TimerKey::Lease(conn, tag));
+                settled.push(in_flight);
+            }
         }
         if request_id == 0 {
             return (settled, false);
@@ -174,19 +289,13 @@ impl Broker {
         }
         (settled, empty_range || unknown > 0)
     }
+}
 
-    /// Frames of the protocol whose behaviour the broker does not serve in this build.
-    pub(super) fn handle_not_yet_served(&mut self, conn: ConnId, frame: Frame) {
-        let request_id = match &frame {
-            Frame::Bind(b) | Frame::Unbind(b) => b.request_id,
-            Frame::Reject(r) => r.request_id,
-            Frame::Touch(t) => t.request_id,
-            Frame::DlqList(l) => l.request_id,
-            Frame::DlqInspect(i) => i.request_id,
-            Frame::DlqRedrive(r) => r.request_id,
-            _ => 0,
-        };
-        let message = format!("{:?} is not supported by this server yet", frame.kind());
-        self.reply_error(conn, request_id, ErrorCode::UNEXPECTED_FRAME, message);
+fn check_reason(reason: Option<&str>) -> Result<(), String> {
+    match reason {
+        Some(text) if text.len() > REASON_LEN_MAX => {
+            Err(format!("reason is longer than {REASON_LEN_MAX} bytes"))
+        }
+        _ => Ok(()),
     }
 }

@@ -1,13 +1,16 @@
 //! Delivering ready messages to consumers with credit, round robin, in batches.
 
-use chute_protocol::{push_to_ranges, Deliver, Durability, FrameKind, DELIVER_BATCH_MAX};
+use chute_protocol::{
+    push_to_ranges, DeadReason, Deliver, Durability, FrameKind, DELIVER_BATCH_MAX,
+};
 
 use super::connection::InFlight;
 use super::outbound::Gate;
 use super::storage::{SyncNeed, LAZY_SYNC_MS};
+use super::timers::TimerKey;
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
-use crate::storage::records::Record;
+use crate::storage::records::{Record, Seqs};
 
 /// One delivery chosen during a dispatch pass, encoded after the pass.
 struct Chosen {
@@ -24,38 +27,52 @@ impl Broker {
         }
     }
 
-    /// Hands ready messages to consumers in turn while any has credit and room.
+    /// Hands ready messages to consumers in turn while any has credit, room, a closed (or
+    /// half-open) breaker and rate to spare. Each delivery starts its lease.
     fn dispatch(&mut self, queue_id: QueueId) {
+        let now = self.now;
         let outbound_max = self.config.limits.connection_outbound_bytes_max;
-        let mut chosen = Vec::new();
-        let Some(queue) = self.queues.get_mut(&queue_id) else {
-            return;
-        };
+        let (mut chosen, mut expired) = (Vec::new(), Vec::new());
+        let Some(queue) = self.queues.get_mut(&queue_id) else { return };
+        let lease_ms_default = queue.options.lease_ms;
         while queue.has_ready() {
             let next = queue.consumers_in_turn().find(|(_, key)| {
                 let connection = &self.connections[&key.conn];
                 connection.can_take_deliveries(outbound_max)
-                    && connection.subscriptions[&key.subscription].credit > 0
+                    && connection.subscriptions[&key.subscription].may_deliver(now)
             });
             let Some((index, key)) = next else { break };
+            let Some(mut message) = queue.take_next(now, &mut expired) else { break };
             queue.advance_turn(index);
-            let mut message = queue.take_next().expect("queue has ready messages");
             message.attempts += 1;
             let seq = message.seq.0;
             let connection = self.connections.get_mut(&key.conn).expect("consumer's connection");
             connection.outbound.chosen_bytes += message.delivery_size_estimate() as u64;
-            connection
+            let subscription = connection
                 .subscriptions
                 .get_mut(&key.subscription)
-                .expect("consumer's subscription")
-                .credit -= 1;
+                .expect("consumer's subscription");
+            subscription.on_delivery(now);
+            let lease_deadline =
+                now.plus_ms(subscription.lease_ms.unwrap_or(lease_ms_default).into());
             let tag = connection.next_tag;
             connection.next_tag += 1;
-            connection.in_flight.insert(tag, InFlight { queue: queue_id, message });
+            let in_flight = InFlight {
+                queue: queue_id,
+                subscription: key.subscription,
+                message,
+                lease_deadline,
+            };
+            connection.in_flight.insert(tag, in_flight);
+            self.timers.insert(lease_deadline, TimerKey::Lease(key.conn, tag));
             chosen.push(Chosen { conn: key.conn, subscription: key.subscription, tag, seq });
+        }
+        for message in expired {
+            self.dispose(queue_id, message, DeadReason::Expired);
         }
         let gate = self.log_delivered(queue_id, &chosen);
         self.encode_deliveries(chosen, gate);
+        self.arm_queue_timer(queue_id);
     }
 
     /// Writes the `Delivered` record that makes these attempts count after a crash. Returns what
@@ -72,7 +89,7 @@ impl Broker {
         for c in chosen {
             push_to_ranges(&mut seqs, c.seq);
         }
-        let record = Record::<&[u8]>::Delivered { queue: queue_id.0, seqs };
+        let record = Record::<&[u8]>::Delivered(Seqs { queue: queue_id.0, seqs });
         if exact {
             Gate::synced(self.append_record(&record, SyncNeed::Now))
         } else {

@@ -86,13 +86,13 @@ impl Broker {
             Frame::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, unsubscribe),
             Frame::Ack(ack) => self.handle_ack(conn, ack),
             Frame::Nack(nack) => self.handle_nack(conn, nack),
-            Frame::Bind(_)
-            | Frame::Unbind(_)
-            | Frame::Reject(_)
-            | Frame::Touch(_)
-            | Frame::DlqList(_)
-            | Frame::DlqInspect(_)
-            | Frame::DlqRedrive(_) => self.handle_not_yet_served(conn, frame),
+            Frame::Reject(reject) => self.handle_reject(conn, reject),
+            Frame::Touch(touch) => self.handle_touch(conn, touch),
+            Frame::Bind(binding) => self.handle_bind(conn, binding),
+            Frame::Unbind(binding) => self.handle_unbind(conn, binding),
+            Frame::DlqList(list) => self.handle_dlq_list(conn, list),
+            Frame::DlqInspect(inspect) => self.handle_dlq_inspect(conn, inspect),
+            Frame::DlqRedrive(redrive) => self.handle_dlq_redrive(conn, redrive),
             // Server-to-client kinds were refused above.
             _ => {
                 unreachable!("server-to-client frame {:?} passed the direction check", frame.kind())

@@ -8,6 +8,7 @@ use super::connection::ConnState;
 use super::Broker;
 use crate::ids::ConnId;
 use crate::io::{Event, Output};
+use crate::policy::token_bucket::TokenBucket;
 
 impl Broker {
     pub(super) fn handle_hello(&mut self, conn: ConnId, hello: Hello) {
@@ -27,8 +28,10 @@ impl Broker {
             limits: self.server_limits(),
         };
         let frame_size_max = self.config.limits.frame_size_max;
+        let (now, connection_rate) = (self.now, self.config.limits.connection_publish_rate);
         let connection = self.connection_mut(conn);
         connection.state = ConnState::Open;
+        connection.publish_rate = connection_rate.map(|rate| TokenBucket::new(rate, now));
         connection.heartbeat_ms = heartbeat_ms;
         connection.client_name = hello.client_name.chars().take(256).collect();
         connection.send(FrameKind::HelloOk, &hello_ok, frame_size_max);

@@ -4,22 +4,27 @@ mod admin;
 mod connection;
 mod consume;
 mod dispatch;
+mod dlq;
+mod failure;
 mod frames;
 mod handshake;
 mod outbound;
 mod publish;
 mod recover;
+mod routing;
 mod storage;
 mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use chute_protocol::ErrorCode;
+use chute_protocol::{AttemptOutcome, ErrorCode};
 
 use crate::config::BrokerConfig;
 use crate::ids::{ConnId, QueueId};
 use crate::io::{Event, Input, Output};
+use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Queue;
+use crate::rng::Rng;
 use crate::storage::log::Log;
 use crate::time::Instant;
 
@@ -87,6 +92,13 @@ pub struct Broker {
     queue_ids: BTreeMap<String, QueueId>,
     next_queue_id: u64,
     next_message_seq: u64,
+    bindings: routing::Bindings,
+    /// Non-mandatory topic publishes that matched no binding.
+    unroutable_dropped: u64,
+    /// The broker-wide publish rate limit, if configured.
+    publish_rate: Option<TokenBucket>,
+    /// Jitter for retry backoff.
+    rng: Rng,
     log: Log,
     timers: Timers,
     outputs: VecDeque<Output>,
@@ -119,6 +131,8 @@ impl Broker {
         if let Err(err) = config.validate() {
             panic!("invalid broker config: {err}");
         }
+        let publish_rate = config.limits.publish_rate.map(|rate| TokenBucket::new(rate, now));
+        let rng = Rng::new(config.seed);
         Broker {
             config,
             now,
@@ -127,6 +141,10 @@ impl Broker {
             queue_ids: BTreeMap::new(),
             next_queue_id: 1,
             next_message_seq: 1,
+            bindings: routing::Bindings::default(),
+            unroutable_dropped: 0,
+            publish_rate,
+            rng,
             log,
             timers: Timers::default(),
             outputs: VecDeque::new(),
@@ -350,13 +368,17 @@ impl Broker {
         self.forget_connection(conn, code, message);
     }
 
-    /// Drops all state of a connection: its deliveries return to their queues (the attempt
-    /// counts), its subscriptions end, its timer is cancelled.
+    /// Drops all state of a connection: its subscriptions end, its timers stop, and each
+    /// delivery it held fails with `Disconnect` (retried after the backoff, the attempt
+    /// counted).
     fn forget_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
         let connection = self.connections.remove(&conn).expect("connection exists");
         self.waiting_connections.remove(&conn);
         if let Some(at) = connection.timer_at {
             self.timers.cancel(at, TimerKey::Connection(conn));
+        }
+        if let Some(at) = connection.rate_resume_at {
+            self.timers.cancel(at, TimerKey::RateResume(conn));
         }
         for (subscription, sub) in &connection.subscriptions {
             if let Some(queue) = self.queues.get_mut(&sub.queue) {
@@ -366,12 +388,15 @@ impl Broker {
                 });
             }
         }
-        // Requeue newest first so that, pushed to the front, they keep their delivery order.
-        for (_, in_flight) in connection.in_flight.into_iter().rev() {
-            if let Some(queue) = self.queues.get_mut(&in_flight.queue) {
-                queue.requeue_front(in_flight.message);
-                self.dirty_queues.insert(in_flight.queue);
-            }
+        // Newest first: retries that go straight back to the front keep their delivery order.
+        for (tag, in_flight) in connection.in_flight.into_iter().rev() {
+            self.timers.cancel(in_flight.lease_deadline, TimerKey::Lease(conn, tag));
+            let failure = failure::Failure {
+                outcome: AttemptOutcome::Disconnect,
+                reason: None,
+                delay_ms: None,
+            };
+            self.fail_attempt(in_flight, failure);
         }
         self.outputs.push_back(Output::Event(Event::ConnectionClosed { conn, code, message }));
     }

@@ -1,168 +1,348 @@
-//! Publishing: validating each message, placing it in its queue, confirming it.
+//! Publishing: validating each message, routing it to its queues, deduplicating, rate
+//! limiting, storing, confirming.
 
 use chute_protocol::{
-    Destination, Durability, ErrorCode, FrameKind, Publish, PublishFailure, PublishMessage,
-    PublishRejected, GROUP_KEY_LEN_MAX, MESSAGE_ID_LEN_MAX, NAME_LEN_MAX, PRIORITY_MAX,
+    DeadReason, Destination, Durability, ErrorCode, FrameKind, OverflowPolicy, Publish,
+    PublishFailure, PublishMessage, PublishRejected, RateLimitPolicy, Schedule, GROUP_KEY_LEN_MAX,
+    MESSAGE_ID_LEN_MAX, NAME_LEN_MAX, PRIORITY_MAX,
 };
 
 use super::outbound::Gate;
 use super::storage::{stored, SyncNeed};
 use super::Broker;
 use crate::ids::{ConnId, MessageSeq, QueueId};
+use crate::policy::token_bucket::Refill;
 use crate::queue::{Message, MessageExtras};
-use crate::storage::records::Record;
+use crate::storage::records::{Published, Record};
+use crate::time::Instant;
 
 /// Why one message of a batch was refused.
-struct Refusal {
-    code: ErrorCode,
-    message: String,
+pub(super) struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_ms: u64,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: String) -> Refusal {
+        Refusal { code, message, retry_after_ms: 0 }
+    }
+}
+
+/// Where a publish goes: the queues it is copied to, and how it was addressed.
+struct Route {
+    queues: Vec<QueueId>,
+    topic: Option<String>,
+    mandatory: bool,
 }
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnId, publish: Publish) {
         let batch_max = self.config.limits.publish_batch_max as usize;
+        let count = publish.messages.len();
         let connection = self.connection_mut(conn);
         let first_seq = connection.next_publish_seq;
-        connection.next_publish_seq += publish.messages.len() as u64;
-        if publish.messages.len() > batch_max {
-            let refusal = Refusal {
-                code: ErrorCode::INVALID_ARGUMENT,
-                message: format!(
-                    "{} messages in one Publish; the limit is {batch_max}",
-                    publish.messages.len()
-                ),
-            };
-            return self.refuse_all(conn, first_seq, publish.messages.len(), &refusal);
+        connection.next_publish_seq += count as u64;
+        if count > batch_max {
+            let message = format!("{count} messages in one Publish; the limit is {batch_max}");
+            return self.refuse_all(
+                conn,
+                first_seq,
+                count,
+                &Refusal::new(ErrorCode::INVALID_ARGUMENT, message),
+            );
         }
-        let target = match self.resolve_destination(&publish.destination) {
-            Ok(target) => target,
-            Err(refusal) => {
-                return self.refuse_all(conn, first_seq, publish.messages.len(), &refusal)
-            }
+        let route = match self.route(&publish.destination, publish.mandatory) {
+            Ok(route) => route,
+            Err(refusal) => return self.refuse_all(conn, first_seq, count, &refusal),
         };
         let mut failures = Vec::new();
         for (seq, message) in (first_seq..).zip(publish.messages) {
-            match self.accept_message(target, message) {
+            match self.accept_message(conn, &route, message) {
                 Ok(gate) => self.connection_mut(conn).confirm(seq, gate),
                 Err(refusal) => failures.push(failure(seq, &refusal)),
             }
         }
-        self.dirty_queues.insert(target);
+        self.dirty_queues.extend(route.queues.iter().copied());
+        self.charge_pausing_rate_limits(conn, &route.queues, count as u32);
         if !failures.is_empty() {
             self.reply(conn, FrameKind::PublishRejected, &PublishRejected { failures });
         }
     }
 
-    fn resolve_destination(&self, destination: &Destination) -> Result<QueueId, Refusal> {
+    /// The queues a destination names: one queue, or every queue bound to a matching pattern.
+    fn route(&self, destination: &Destination, mandatory: bool) -> Result<Route, Refusal> {
         let (Destination::Queue(name) | Destination::Topic(name)) = destination;
         if name.len() > NAME_LEN_MAX {
-            return Err(Refusal {
-                code: ErrorCode::INVALID_ARGUMENT,
-                message: format!("destination name is longer than {NAME_LEN_MAX} bytes"),
-            });
+            let message = format!("destination name is longer than {NAME_LEN_MAX} bytes");
+            return Err(Refusal::new(ErrorCode::INVALID_ARGUMENT, message));
         }
         match destination {
-            Destination::Queue(name) => self.queue_ids.get(name).copied().ok_or_else(|| Refusal {
-                code: ErrorCode::NO_SUCH_QUEUE,
-                message: format!("queue {name:?} does not exist"),
-            }),
-            Destination::Topic(topic) => Err(Refusal {
-                code: ErrorCode::UNROUTABLE,
-                message: format!("topic {topic:?} matches no binding"),
-            }),
+            Destination::Queue(name) => match self.queue_ids.get(name) {
+                Some(id) => Ok(Route { queues: vec![*id], topic: None, mandatory }),
+                None => Err(Refusal::new(
+                    ErrorCode::NO_SUCH_QUEUE,
+                    format!("queue {name:?} does not exist"),
+                )),
+            },
+            Destination::Topic(topic) => {
+                crate::policy::topic::check_topic(topic)
+                    .map_err(|e| Refusal::new(ErrorCode::INVALID_ARGUMENT, e.to_string()))?;
+                Ok(Route {
+                    queues: self.bindings.route(topic),
+                    topic: Some(topic.clone()),
+                    mandatory,
+                })
+            }
         }
     }
 
-    /// Stores a message in its queue (and in the log, if the queue is durable); returns what
-    /// its confirm must wait for.
+    /// Stores one message in every queue of its route, or in none: returns what its confirm
+    /// must wait for.
     fn accept_message(
         &mut self,
-        target: QueueId,
+        conn: ConnId,
+        route: &Route,
         message: PublishMessage,
     ) -> Result<Gate, Refusal> {
         self.check_message(&message)?;
-        self.check_room(target, message.payload.len() as u64)?;
-        let seq = MessageSeq(self.next_message_seq);
-        self.next_message_seq += 1;
-        let extras = MessageExtras {
-            id: message.id,
-            headers: message.headers,
-            group: message.group,
-            topic: None,
-        };
-        let mut message = Message {
-            seq,
-            payload: message.payload,
-            published_unix_ms: self.config.wall_clock().unix_ms(self.now),
-            attempts: 0,
-            priority: message.priority,
-            segment: None,
-            extras: extras.boxed_if_any(),
-        };
-        let gate = self.log_published(target, &mut message);
-        let queue = self.queues.get_mut(&target).expect("destination resolved");
-        queue.enqueue(message, gate);
-        if queue.has_pending() {
-            self.pending_queues.insert(target);
+        if route.queues.is_empty() {
+            if route.mandatory {
+                let topic = route.topic.as_deref().unwrap_or_default();
+                return Err(Refusal::new(
+                    ErrorCode::UNROUTABLE,
+                    format!("topic {topic:?} matches no binding"),
+                ));
+            }
+            self.unroutable_dropped += 1;
+            return Ok(Gate::default());
+        }
+        self.take_rejecting_rate_limits(conn, &route.queues)?;
+        let copies: Vec<QueueId> = route
+            .queues
+            .iter()
+            .copied()
+            .filter(|q| !self.is_duplicate(*q, message.id.as_deref()))
+            .collect();
+        for &queue in &copies {
+            self.make_room(queue, message.payload.len() as u64)?;
+        }
+        let mut gate = Gate::default();
+        for &queue in route.queues.iter().filter(|q| !copies.contains(q)) {
+            self.queues.get_mut(&queue).expect("routed queue").counters.deduplicated += 1;
+            // The first copy may not be durable yet: the duplicate's confirm must not overtake it.
+            gate = gate.max(self.queue_gate(queue, self.log.end_lsn()));
+        }
+        for queue in copies {
+            gate = gate.max(self.store_copy(queue, &message, route.topic.clone()));
         }
         Ok(gate)
     }
 
+    /// Builds the queue's own copy of a message, logs and enqueues it.
+    fn store_copy(
+        &mut self,
+        queue_id: QueueId,
+        message: &PublishMessage,
+        topic: Option<String>,
+    ) -> Gate {
+        let now = self.now;
+        let clock = self.config.wall_clock();
+        let seq = MessageSeq(self.next_message_seq);
+        self.next_message_seq += 1;
+        let options = &self.queues[&queue_id].options;
+        let ttl_ms = message.ttl_ms.or(options.ttl_ms);
+        let dedup_window_ms = options.dedup_window_ms;
+        let due = match message.schedule {
+            Some(Schedule::DelayMs(ms)) if ms > 0 => Some(now.plus_ms(ms)),
+            Some(Schedule::AtUnixMs(at)) if at > clock.unix_ms(now) => Some(clock.instant_at(at)),
+            _ => None,
+        };
+        let extras = MessageExtras {
+            id: message.id.clone(),
+            headers: message.headers.clone(),
+            group: message.group.clone(),
+            topic,
+            not_before_unix_ms: due.map(|d| clock.unix_ms(d)),
+            ..MessageExtras::default()
+        };
+        let mut stored_message = Message {
+            seq,
+            payload: message.payload.clone(),
+            published_unix_ms: clock.unix_ms(now),
+            attempts: 0,
+            priority: message.priority,
+            expires_at: ttl_ms.map_or(Instant::NEVER, |ms| now.plus_ms(ms)),
+            segment: None,
+            extras: extras.boxed_if_any(),
+        };
+        if let (Some(id), Some(window_ms)) = (message.id.as_deref(), dedup_window_ms) {
+            let entries_max = self.config.limits.dedup_entries_max as usize;
+            self.queues.get_mut(&queue_id).expect("routed queue").dedup.insert(
+                id,
+                now.plus_ms(window_ms),
+                entries_max,
+            );
+        }
+        let gate = self.log_published(queue_id, &mut stored_message);
+        let queue = self.queues.get_mut(&queue_id).expect("routed queue");
+        queue.enqueue(stored_message, gate, due);
+        if queue.has_pending() {
+            self.pending_queues.insert(queue_id);
+        }
+        self.arm_queue_timer(queue_id);
+        gate
+    }
+
+    /// What a confirm of a record at `end` must wait for on this queue.
+    fn queue_gate(&self, queue: QueueId, end: u64) -> Gate {
+        match self.queues[&queue].options.durability {
+            Durability::None => Gate::default(),
+            Durability::Always => Gate::synced(end),
+            Durability::Interval { .. } => Gate::written(end),
+        }
+    }
+
     /// Writes the `Published` record of a message to a logged queue; returns what the message
     /// (its confirm and its first delivery) must wait for.
-    fn log_published(&mut self, target: QueueId, message: &mut Message) -> Gate {
-        let (need, gate_for): (SyncNeed, fn(u64) -> Gate) =
-            match self.queues[&target].options.durability {
-                Durability::None => return Gate::default(),
-                Durability::Always => (SyncNeed::Now, Gate::synced),
-                Durability::Interval { sync_interval_ms } => {
-                    (SyncNeed::Within(sync_interval_ms.into()), Gate::written)
-                }
-            };
-        let record = Record::Published { queue: target.0, message: stored(message) };
+    fn log_published(&mut self, queue: QueueId, message: &mut Message) -> Gate {
+        let need = match self.queues[&queue].options.durability {
+            Durability::None => return Gate::default(),
+            Durability::Always => SyncNeed::Now,
+            Durability::Interval { sync_interval_ms } => SyncNeed::Within(sync_interval_ms.into()),
+        };
+        let record = Record::Published(Published {
+            queue: queue.0,
+            message: stored(message, &self.config.wall_clock()),
+        });
         let end = self.append_record(&record, need);
         let segment = self.log.active_base();
         message.segment = Some(segment);
         self.log.add_live(segment, message.payload_len());
-        gate_for(end)
+        self.queue_gate(queue, end)
     }
 
-    /// Refuses a message its queue has no room for.
-    fn check_room(&self, target: QueueId, payload_len: u64) -> Result<(), Refusal> {
-        let queue_messages_max = self.config.limits.queue_messages_max;
-        let queue = &self.queues[&target];
-        let messages_max =
-            queue.options.messages_max.unwrap_or(queue_messages_max).min(queue_messages_max);
-        if queue.messages_len() >= messages_max {
-            return Err(Refusal {
-                code: ErrorCode::QUEUE_FULL,
-                message: format!("queue {:?} is full ({messages_max} messages)", queue.name),
-            });
+    fn is_duplicate(&self, queue: QueueId, id: Option<&str>) -> bool {
+        let queue = &self.queues[&queue];
+        match (id, queue.options.dedup_window_ms) {
+            (Some(id), Some(_)) => queue.dedup.contains(id, self.now),
+            _ => false,
         }
-        if let Some(bytes_max) = queue.options.bytes_max {
-            if queue.bytes + payload_len > bytes_max {
-                return Err(Refusal {
-                    code: ErrorCode::QUEUE_FULL,
-                    message: format!("queue {:?} is full ({bytes_max} bytes)", queue.name),
-                });
+    }
+
+    /// Makes room for a message of `payload_len` bytes, dropping the oldest messages if the
+    /// queue's overflow policy says so; refuses it otherwise.
+    fn make_room(&mut self, queue_id: QueueId, payload_len: u64) -> Result<(), Refusal> {
+        let queue_messages_max = self.config.limits.queue_messages_max;
+        loop {
+            let queue = &self.queues[&queue_id];
+            let messages_max =
+                queue.options.messages_max.unwrap_or(queue_messages_max).min(queue_messages_max);
+            let bytes_max = queue.options.bytes_max.unwrap_or(u64::MAX);
+            let full_by_count = queue.messages_len() >= messages_max;
+            let full_by_bytes = queue.bytes.saturating_add(payload_len) > bytes_max;
+            if !full_by_count && !full_by_bytes {
+                return Ok(());
+            }
+            let limit = if full_by_count {
+                format!("{messages_max} messages")
+            } else {
+                format!("{bytes_max} bytes")
+            };
+            let refusal = Refusal::new(
+                ErrorCode::QUEUE_FULL,
+                format!("queue {:?} is full ({limit})", queue.name),
+            );
+            if queue.options.overflow == OverflowPolicy::RejectPublish || payload_len > bytes_max {
+                return Err(refusal);
+            }
+            let Some(oldest) = self.queues.get_mut(&queue_id).expect("queue exists").take_oldest()
+            else {
+                return Err(refusal);
+            };
+            self.dispose(queue_id, oldest, DeadReason::Overflow);
+        }
+    }
+
+    /// Rate limits with the `reject` policy: one token per message, or a retriable refusal
+    /// saying when to retry.
+    fn take_rejecting_rate_limits(
+        &mut self,
+        conn: ConnId,
+        queues: &[QueueId],
+    ) -> Result<(), Refusal> {
+        let now = self.now;
+        let mut buckets: Vec<&mut crate::policy::token_bucket::TokenBucket> = Vec::new();
+        if let Some(bucket) =
+            self.publish_rate.as_mut().filter(|b| b.policy() == RateLimitPolicy::Reject)
+        {
+            buckets.push(bucket);
+        }
+        if let Some(bucket) = self.connections.get_mut(&conn).and_then(|c| c.publish_rate.as_mut())
+        {
+            if bucket.policy() == RateLimitPolicy::Reject {
+                buckets.push(bucket);
             }
         }
+        for queue in self.queues.values_mut().filter(|q| queues.contains(&q.id)) {
+            if let Some(bucket) =
+                queue.publish_rate.as_mut().filter(|b| b.policy() == RateLimitPolicy::Reject)
+            {
+                buckets.push(bucket);
+            }
+        }
+        let blocked = buckets.iter().filter_map(|b| b.refill_time(now, 1)).max();
+        if let Some(refill) = blocked {
+            let retry_after_ms = match refill {
+                Refill::At(at) => at.saturating_since(now).as_millis().max(1) as u64,
+                Refill::Never => 0,
+            };
+            let message = format!("publish rate limit reached; retry after {retry_after_ms} ms");
+            return Err(Refusal { code: ErrorCode::RATE_LIMITED, message, retry_after_ms });
+        }
+        for bucket in buckets {
+            bucket.try_take(now, 1).expect("every bucket had a token");
+        }
         Ok(())
+    }
+
+    /// Rate limits with the `pause` policy: the batch is charged whole (the bucket may go into
+    /// debt by one batch), and the connection stops being read until the debt is paid.
+    fn charge_pausing_rate_limits(&mut self, conn: ConnId, queues: &[QueueId], count: u32) {
+        let now = self.now;
+        let mut resume_at: Option<Instant> = None;
+        let mut charge = |bucket: &mut crate::policy::token_bucket::TokenBucket| {
+            if bucket.policy() == RateLimitPolicy::Pause {
+                if let Some(at) = bucket.take_with_debt(now, count) {
+                    resume_at = Some(resume_at.map_or(at, |r| r.max(at)));
+                }
+            }
+        };
+        if let Some(bucket) = self.publish_rate.as_mut() {
+            charge(bucket);
+        }
+        if let Some(bucket) = self.connections.get_mut(&conn).and_then(|c| c.publish_rate.as_mut())
+        {
+            charge(bucket);
+        }
+        for queue in self.queues.values_mut().filter(|q| queues.contains(&q.id)) {
+            if let Some(bucket) = queue.publish_rate.as_mut() {
+                charge(bucket);
+            }
+        }
+        if let Some(at) = resume_at {
+            self.pause_for_rate_limit(conn, at);
+        }
     }
 
     /// Rules every message must follow, whatever its queue.
     fn check_message(&self, message: &PublishMessage) -> Result<(), Refusal> {
         let payload_max = self.config.limits.payload_size_max as usize;
         if message.payload.len() > payload_max {
-            return Err(Refusal {
-                code: ErrorCode::MESSAGE_TOO_LARGE,
-                message: format!(
-                    "payload of {} bytes exceeds {payload_max}",
-                    message.payload.len()
-                ),
-            });
+            let text = format!("payload of {} bytes exceeds {payload_max}", message.payload.len());
+            return Err(Refusal::new(ErrorCode::MESSAGE_TOO_LARGE, text));
         }
-        let invalid = |message: String| Err(Refusal { code: ErrorCode::INVALID_ARGUMENT, message });
+        let invalid = |text: String| Err(Refusal::new(ErrorCode::INVALID_ARGUMENT, text));
         if message.priority > PRIORITY_MAX {
             return invalid(format!("priority {} is above {PRIORITY_MAX}", message.priority));
         }
@@ -189,5 +369,10 @@ impl Broker {
 }
 
 fn failure(seq: u64, refusal: &Refusal) -> PublishFailure {
-    PublishFailure { seq, code: refusal.code, retry_after_ms: 0, message: refusal.message.clone() }
+    PublishFailure {
+        seq,
+        code: refusal.code,
+        retry_after_ms: refusal.retry_after_ms,
+        message: refusal.message.clone(),
+    }
 }

@@ -1,12 +1,17 @@
 //! Starting a broker from what the log holds.
 
+use chute_protocol::{AttemptOutcome, AttemptRecord, DeadReason};
+
 use super::Broker;
 use crate::config::BrokerConfig;
 use crate::ids::{MessageSeq, QueueId};
-use crate::queue::{Message, MessageExtras, Queue};
+use crate::queue::{DeadInfo, Message, MessageExtras};
 use crate::storage::log::Log;
-use crate::storage::recovery::{recover_log, RecoveryError, SegmentFile, Truncation};
-use crate::time::Instant;
+use crate::storage::records::StoredMessage;
+use crate::storage::recovery::{
+    recover_log, RecoveredQueue, RecoveryError, SegmentFile, Truncation,
+};
+use crate::time::{Instant, WallClock};
 
 /// What recovery found, for the driver's log line and for the torn tail it must cut.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +27,9 @@ pub struct RecoveryReport {
 
 impl Broker {
     /// A broker rebuilt from segment files (oldest first; an empty list is a new broker). Every
-    /// message that was not acked is ready again; a message that was delivered before the
-    /// crash has that attempt counted.
+    /// message that was not acked is back where it was: ready, delayed until its due time, or
+    /// dead-lettered; a message that was in flight at the crash is ready again with that
+    /// attempt counted (and dead-lettered if it was its last).
     pub fn recover(
         config: BrokerConfig,
         now: Instant,
@@ -50,19 +56,16 @@ impl Broker {
         broker.next_queue_id = recovered.counters.next_queue_id;
         broker.next_message_seq = recovered.counters.next_message_seq;
         let mut messages = 0;
-        for (id, recovered_queue) in recovered.queues {
-            let id = QueueId(id);
-            let mut queue = Queue::new(id, recovered_queue.name.clone(), recovered_queue.options);
-            for (segment, stored) in recovered_queue.messages.into_values() {
-                queue.restore(message_from(stored, segment));
-                messages += 1;
-            }
-            broker.queue_ids.insert(recovered_queue.name, id);
-            broker.queues.insert(id, queue);
+        for (id, queue) in recovered.queues {
+            messages += broker.restore_queue(QueueId(id), queue);
+        }
+        for (pattern, queue) in recovered.bindings {
+            broker.bindings.add(&pattern, QueueId(queue));
         }
         // The segment we resume may lack a checkpoint (a crash right after it was created):
         // write one so older segments can always be deleted safely.
         broker.write_checkpoint();
+        broker.dead_letter_exhausted();
         let report = RecoveryReport {
             queues: broker.queues.len() as u64,
             messages,
@@ -80,14 +83,67 @@ impl Broker {
         broker.write_checkpoint();
         broker
     }
+
+    fn restore_queue(&mut self, id: QueueId, recovered: RecoveredQueue) -> u64 {
+        let clock = self.config.wall_clock();
+        let now_unix_ms = clock.unix_ms(self.now);
+        self.install_queue(id, recovered.name, recovered.options);
+        let entries_max = self.config.limits.dedup_entries_max as usize;
+        let queue = self.queues.get_mut(&id).expect("just installed");
+        for (message_id, expires_unix_ms) in recovered.dedup {
+            if expires_unix_ms > now_unix_ms {
+                queue.dedup.insert(&message_id, clock.instant_at(expires_unix_ms), entries_max);
+            }
+        }
+        let count = recovered.messages.len() as u64;
+        for (segment, stored) in recovered.messages.into_values() {
+            let due = stored
+                .not_before_unix_ms
+                .filter(|at| *at > now_unix_ms)
+                .map(|at| clock.instant_at(at));
+            queue.admit(message_from(stored, segment, clock), due);
+        }
+        self.dirty_queues.insert(id);
+        self.arm_queue_timer(id);
+        count
+    }
+
+    /// Messages whose last allowed attempt was in flight at the crash: that attempt failed
+    /// (the consumer never settled it), so they go to their dead-letter queue now rather than
+    /// being delivered once more than allowed.
+    fn dead_letter_exhausted(&mut self) {
+        let at_unix_ms = self.config.wall_clock().unix_ms(self.now);
+        let queue_ids: Vec<QueueId> = self.queues.keys().copied().collect();
+        for id in queue_ids {
+            let queue = self.queues.get_mut(&id).expect("queue exists");
+            let Some(max) = queue.options.attempts_max else { continue };
+            let exhausted = queue.extract(|m| m.attempts >= max);
+            for mut message in exhausted {
+                let reason = Some("the broker restarted during this attempt".to_string());
+                message.record_attempt(AttemptRecord {
+                    at_unix_ms,
+                    outcome: AttemptOutcome::Disconnect,
+                    reason,
+                });
+                self.dispose(id, message, DeadReason::MaxAttempts);
+            }
+        }
+    }
 }
 
-fn message_from(stored: crate::storage::records::StoredMessage, segment: u64) -> Message {
+fn message_from(stored: StoredMessage, segment: u64, clock: WallClock) -> Message {
     let extras = MessageExtras {
         id: stored.id,
         headers: stored.headers,
         group: stored.group,
         topic: stored.topic,
+        history: stored.history,
+        dead: stored.dead.map(|d| DeadInfo {
+            source: QueueId(d.source),
+            reason: d.reason,
+            dead_unix_ms: d.dead_unix_ms,
+        }),
+        not_before_unix_ms: stored.not_before_unix_ms,
     };
     Message {
         seq: MessageSeq(stored.seq),
@@ -95,6 +151,7 @@ fn message_from(stored: crate::storage::records::StoredMessage, segment: u64) ->
         published_unix_ms: stored.published_unix_ms,
         attempts: stored.attempts,
         priority: stored.priority,
+        expires_at: stored.expires_unix_ms.map_or(Instant::NEVER, |at| clock.instant_at(at)),
         segment: Some(segment),
         extras: extras.boxed_if_any(),
     }

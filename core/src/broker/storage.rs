@@ -10,7 +10,11 @@ use crate::ids::{ConnId, QueueId};
 use crate::queue::Message;
 use crate::storage::io::StorageDone;
 use crate::storage::log::Progress;
-use crate::storage::records::{Counters, QueueDeclared, Record, StoredMessage};
+use crate::storage::records::{
+    BindingRecord, Counters, DedupEntry, Published, QueueDeclared, Record, StoredDead,
+    StoredMessage,
+};
+use crate::time::{Instant, WallClock};
 
 /// How soon a record must be synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,23 +68,38 @@ impl Broker {
         self.sync_wanted = true;
     }
 
-    /// Every segment starts with the id counters and the declaration of every queue, so that
-    /// older segments can be deleted without losing them.
+    /// Every segment starts with what older segments would otherwise be needed for: the id
+    /// counters, every queue's declaration, every binding, every dedup window. Older segments
+    /// can then be deleted once nothing in them is live.
     pub(super) fn write_checkpoint(&mut self) {
         let counters =
             Counters { next_queue_id: self.next_queue_id, next_message_seq: self.next_message_seq };
-        self.log.append(&Record::<&[u8]>::Counters(counters));
-        let declarations: Vec<QueueDeclared> = self
-            .queues
-            .values()
-            .map(|q| QueueDeclared {
-                queue: q.id.0,
-                name: q.name.clone(),
-                options: q.options.clone(),
-            })
-            .collect();
-        for declared in declarations {
-            self.log.append(&Record::<&[u8]>::QueueDeclared(declared));
+        let mut records: Vec<Record<&[u8]>> = vec![Record::Counters(counters)];
+        let clock = self.config.wall_clock();
+        for queue in self.queues.values() {
+            let declared = QueueDeclared {
+                queue: queue.id.0,
+                name: queue.name.clone(),
+                options: queue.options.clone(),
+            };
+            records.push(Record::QueueDeclared(declared));
+            for (id, expires) in queue.dedup.entries() {
+                let entry = DedupEntry {
+                    queue: queue.id.0,
+                    id: id.to_string(),
+                    expires_unix_ms: clock.unix_ms(expires),
+                };
+                records.push(Record::DedupEntry(entry));
+            }
+        }
+        for (pattern, queue) in self.bindings.iter() {
+            records.push(Record::Bound(BindingRecord {
+                queue: queue.0,
+                pattern: pattern.to_string(),
+            }));
+        }
+        for record in &records {
+            self.log.append(record);
         }
         let end = self.log.end_lsn();
         self.log.mark_checkpoint_end(end);
@@ -134,7 +153,9 @@ impl Broker {
             let queue = self.queues.get_mut(&id).expect("pending queue exists");
             if queue.release_pending(|gate: Gate| gate.is_open(written, synced)) > 0 {
                 self.dirty_queues.insert(id);
+                self.arm_queue_timer(id);
             }
+            let queue = self.queues.get_mut(&id).expect("pending queue exists");
             if !queue.has_pending() {
                 self.pending_queues.remove(&id);
             }
@@ -197,12 +218,13 @@ impl Broker {
         let Some(head) = self.log.compaction_candidate() else { return };
         let active = self.log.active_base();
         let mut copies: Vec<(QueueId, StoredMessage)> = Vec::new();
+        let clock = self.config.wall_clock();
         for queue in self.queues.values_mut() {
             let id = queue.id;
             queue.for_each_message_mut(|message| {
                 if message.segment == Some(head) {
                     message.segment = Some(active);
-                    copies.push((id, stored(message)));
+                    copies.push((id, stored(message, &clock)));
                 }
             });
         }
@@ -210,14 +232,14 @@ impl Broker {
             for in_flight in connection.in_flight.values_mut() {
                 if in_flight.message.segment == Some(head) {
                     in_flight.message.segment = Some(active);
-                    copies.push((in_flight.queue, stored(&in_flight.message)));
+                    copies.push((in_flight.queue, stored(&in_flight.message, &clock)));
                 }
             }
         }
         for (queue, message) in copies {
             let bytes = message.payload.len() as u64;
             self.log.remove_live(head, bytes);
-            self.log.append(&Record::Published { queue: queue.0, message });
+            self.log.append(&Record::Published(Published { queue: queue.0, message }));
             self.log.add_live(active, bytes);
         }
         let end = self.log.end_lsn();
@@ -226,18 +248,28 @@ impl Broker {
     }
 }
 
-/// The record form of a message, with its current attempt count.
-pub(super) fn stored(message: &Message) -> StoredMessage {
+/// The record form of a message, with its current state (attempts, history, dead-letter
+/// details, due time).
+pub(super) fn stored(message: &Message, clock: &WallClock) -> StoredMessage {
     let extras = message.extras.as_deref();
     StoredMessage {
         seq: message.seq.0,
         published_unix_ms: message.published_unix_ms,
         attempts: message.attempts,
         priority: message.priority,
+        expires_unix_ms: (message.expires_at != Instant::NEVER)
+            .then(|| clock.unix_ms(message.expires_at)),
+        not_before_unix_ms: extras.and_then(|e| e.not_before_unix_ms),
         id: extras.and_then(|e| e.id.clone()),
         headers: extras.map(|e| e.headers.clone()).unwrap_or_default(),
         group: extras.and_then(|e| e.group.clone()),
         topic: extras.and_then(|e| e.topic.clone()),
+        history: extras.map(|e| e.history.clone()).unwrap_or_default(),
+        dead: extras.and_then(|e| e.dead.as_ref()).map(|d| StoredDead {
+            source: d.source.0,
+            reason: d.reason,
+            dead_unix_ms: d.dead_unix_ms,
+        }),
         payload: message.payload.clone(),
     }
 }

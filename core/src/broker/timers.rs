@@ -5,9 +5,12 @@ use std::collections::BTreeSet;
 
 use chute_protocol::{ErrorCode, FrameKind, Heartbeat};
 
+use chute_protocol::{AttemptOutcome, DeadReason};
+
 use super::connection::ConnState;
+use super::failure::Failure;
 use super::Broker;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, QueueId};
 use crate::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -16,6 +19,13 @@ pub(crate) enum TimerKey {
     Connection(ConnId),
     /// Records nobody waits for must be synced by now.
     LazySync,
+    /// A delivery's lease runs out.
+    Lease(ConnId, u64),
+    /// Something in a queue comes due: a delayed message, an expiry, a dedup window, a
+    /// consumer's breaker or delivery rate.
+    Queue(QueueId),
+    /// A publisher paused by a rate limit may be read again.
+    RateResume(ConnId),
 }
 
 #[derive(Debug, Default)]
@@ -51,7 +61,96 @@ impl Broker {
         match key {
             TimerKey::Connection(conn) => self.fire_connection_timer(conn),
             TimerKey::LazySync => self.fire_lazy_sync(),
+            TimerKey::Lease(conn, tag) => self.fire_lease(conn, tag),
+            TimerKey::Queue(queue) => self.fire_queue_timer(queue),
+            TimerKey::RateResume(conn) => self.fire_rate_resume(conn),
         }
+    }
+
+    /// A lease ran out: the attempt failed with `Timeout`.
+    fn fire_lease(&mut self, conn: ConnId, tag: u64) {
+        let in_flight = self.connections.get_mut(&conn).and_then(|c| c.in_flight.remove(&tag));
+        let Some(in_flight) = in_flight else { return };
+        let queue = in_flight.queue;
+        if let Some(policy) = self.queues.get(&queue).and_then(|q| q.options.breaker) {
+            let now = self.now;
+            if let Some(subscription) = self
+                .connections
+                .get_mut(&conn)
+                .and_then(|c| c.subscriptions.get_mut(&in_flight.subscription))
+            {
+                subscription.breaker.on_failure(now, &policy);
+            }
+        }
+        let failure = Failure { outcome: AttemptOutcome::Timeout, reason: None, delay_ms: None };
+        self.fail_attempt(in_flight, failure);
+    }
+
+    /// (Re-)arms a queue's single timer for the earliest moment something in it changes by
+    /// itself, or a blocked consumer may take deliveries again.
+    pub(super) fn arm_queue_timer(&mut self, queue_id: QueueId) {
+        let now = self.now;
+        let Some(queue) = self.queues.get(&queue_id) else { return };
+        let mut deadline = queue.next_deadline();
+        if queue.has_ready() {
+            let unblocked = queue
+                .consumers()
+                .iter()
+                .filter_map(|key| {
+                    self.connections.get(&key.conn)?.subscriptions.get(&key.subscription)
+                })
+                .filter_map(|subscription| subscription.unblocks_at(now))
+                .min();
+            deadline = deadline.into_iter().chain(unblocked).min();
+        }
+        let queue = self.queues.get_mut(&queue_id).expect("queue exists");
+        if queue.timer_at == deadline {
+            return;
+        }
+        if let Some(at) = std::mem::replace(&mut queue.timer_at, deadline) {
+            self.timers.cancel(at, TimerKey::Queue(queue_id));
+        }
+        if let Some(at) = deadline {
+            self.timers.insert(at, TimerKey::Queue(queue_id));
+        }
+    }
+
+    fn fire_queue_timer(&mut self, queue_id: QueueId) {
+        let now = self.now;
+        let Some(queue) = self.queues.get_mut(&queue_id) else { return };
+        queue.timer_at = None;
+        queue.release_due(now);
+        queue.dedup.expire(now);
+        let expired = queue.take_expired(now);
+        for message in expired {
+            self.dispose(queue_id, message, DeadReason::Expired);
+        }
+        self.dirty_queues.insert(queue_id);
+        self.arm_queue_timer(queue_id);
+    }
+
+    /// Stops reading from a publisher until a rate limit's debt is paid at `until`.
+    pub(super) fn pause_for_rate_limit(&mut self, conn: ConnId, until: Instant) {
+        let connection = self.connection_mut(conn);
+        if let Some(previous) = connection.rate_resume_at {
+            if previous >= until {
+                return;
+            }
+            self.timers.cancel(previous, TimerKey::RateResume(conn));
+        }
+        let connection = self.connection_mut(conn);
+        connection.rate_resume_at = Some(until);
+        connection.paused.rate_limited = true;
+        self.timers.insert(until, TimerKey::RateResume(conn));
+        self.update_read_pause(conn);
+    }
+
+    fn fire_rate_resume(&mut self, conn: ConnId) {
+        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        connection.rate_resume_at = None;
+        connection.paused.rate_limited = false;
+        self.update_read_pause(conn);
+        self.process_received(conn);
     }
 
     /// (Re-)arms the connection's single timer for its earliest deadline.

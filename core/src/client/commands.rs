@@ -11,6 +11,19 @@ use chute_protocol::{
 
 use super::{Client, Pending, State, SubscriptionState};
 
+/// How a subscription takes deliveries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    /// Deliveries the server may send before more credit is granted.
+    pub credit: u32,
+    /// Overrides the queue's lease.
+    pub lease_ms: Option<u32>,
+    /// Caps the delivery rate.
+    pub rate: Option<chute_protocol::RateLimit>,
+    /// Grant one credit back per settled delivery.
+    pub auto_credit: bool,
+}
+
 /// Why a command was refused before anything was sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -226,6 +239,18 @@ impl Client {
         lease_ms: Option<u32>,
         auto_credit: bool,
     ) -> Result<(u32, u32), CommandError> {
+        self.subscribe_with(
+            queue,
+            SubscriptionOptions { credit, lease_ms, rate: None, auto_credit },
+        )
+    }
+
+    /// Subscribes with every option; see [`SubscriptionOptions`].
+    pub fn subscribe_with(
+        &mut self,
+        queue: &str,
+        options: SubscriptionOptions,
+    ) -> Result<(u32, u32), CommandError> {
         check_len("queue name", queue, NAME_LEN_MAX)?;
         let subscription = self.next_subscription;
         self.next_subscription += 1;
@@ -234,11 +259,12 @@ impl Client {
             request_id,
             subscription,
             queue,
-            credit,
-            lease_ms,
-            rate: None,
+            credit: options.credit,
+            lease_ms: options.lease_ms,
+            rate: options.rate,
         })?;
-        self.subscriptions.insert(subscription, SubscriptionState { auto_credit, credit_owed: 0 });
+        let state = SubscriptionState { auto_credit: options.auto_credit, credit_owed: 0 };
+        self.subscriptions.insert(subscription, state);
         Ok((request_id, subscription))
     }
 

@@ -18,7 +18,7 @@
 mod commands;
 mod receive;
 
-pub use commands::CommandError;
+pub use commands::{CommandError, SubscriptionOptions};
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -1,18 +1,29 @@
-//! A queue: its messages in delivery order, its consumers, its counters.
+//! A queue: its messages in every state, its consumers, its counters.
 //!
-//! The queue knows nothing of connections or frames; the broker moves messages between the
-//! queue and the connections that hold them in flight.
+//! A message the queue holds is in exactly one place: waiting for the log (`pending`), not yet
+//! due (`delayed`), waiting for its group (`groups`), or ready. Messages in flight live with the
+//! connection that holds them; the queue only counts them. The queue knows nothing of
+//! connections, frames or the log; the broker moves messages between places.
 
+mod dedup;
+mod delayed;
+mod groups;
 mod message;
+mod ready;
 
-pub use message::{Message, MessageExtras};
+pub use dedup::Dedup;
+pub use message::{DeadInfo, Message, MessageExtras};
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use chute_protocol::{QueueCounters, QueueOptions};
 
 use crate::ids::{ConnId, QueueId};
 use crate::storage::gate::Gate;
+use crate::time::Instant;
+use delayed::Delayed;
+use groups::Groups;
+use ready::Ready;
 
 /// A consumer as the queue sees it: a subscription on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,17 +37,27 @@ pub struct Queue {
     pub id: QueueId,
     pub name: String,
     pub options: QueueOptions,
-    /// Published messages waiting for the log before they may be delivered, in log order.
-    pending: VecDeque<(Gate, Message)>,
-    ready: VecDeque<Message>,
+    /// Published messages waiting for the log, in log order, each with the time it is due.
+    pending: VecDeque<(Gate, Option<Instant>, Message)>,
+    ready: Ready,
+    delayed: Delayed,
+    groups: Groups,
+    pub dedup: Dedup,
+    /// When messages the queue holds expire, for its timer. Entries of messages that left are
+    /// dropped when their time comes.
+    expiries: BTreeSet<(Instant, u64)>,
     /// Messages delivered and not yet settled.
     pub in_flight: u64,
-    /// Payload bytes of ready and in-flight messages.
+    /// Payload bytes of every message the queue is responsible for, in flight included.
     pub bytes: u64,
     consumers: Vec<ConsumerKey>,
     /// Index of the consumer that gets the next delivery (round robin).
     next_consumer: usize,
     pub counters: QueueCounters,
+    /// The instant its timer is registered for, if any.
+    pub timer_at: Option<Instant>,
+    /// The queue's publish rate limit, if its options set one.
+    pub publish_rate: Option<crate::policy::token_bucket::TokenBucket>,
 }
 
 impl Queue {
@@ -46,12 +67,18 @@ impl Queue {
             name,
             options,
             pending: VecDeque::new(),
-            ready: VecDeque::new(),
+            ready: Ready::default(),
+            delayed: Delayed::default(),
+            groups: Groups::default(),
+            dedup: Dedup::default(),
+            expiries: BTreeSet::new(),
             in_flight: 0,
             bytes: 0,
             consumers: Vec::new(),
             next_consumer: 0,
             counters: QueueCounters::default(),
+            timer_at: None,
+            publish_rate: None,
         }
     }
 
@@ -61,101 +88,225 @@ impl Queue {
         self.ready.len() as u64
     }
 
-    /// Every message the queue is responsible for: waiting for the log, ready, in flight.
+    pub fn delayed_len(&self) -> u64 {
+        (self.delayed.len() + self.pending.iter().filter(|(_, due, _)| due.is_some()).count())
+            as u64
+    }
+
+    pub fn group_blocked_len(&self) -> u64 {
+        self.groups.waiting_len() as u64
+    }
+
+    /// Every message the queue is responsible for, in flight included.
     pub fn messages_len(&self) -> u64 {
-        self.pending.len() as u64 + self.ready_len() + self.in_flight
+        self.held_len() + self.in_flight
+    }
+
+    /// Messages the queue itself holds (not in flight).
+    fn held_len(&self) -> u64 {
+        (self.pending.len() + self.ready.len() + self.delayed.len() + self.groups.waiting_len())
+            as u64
     }
 
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
-    pub fn consumers(&self) -> &[ConsumerKey] {
-        &self.consumers
-    }
-
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }
 
-    // ---- messages ----
+    pub fn consumers(&self) -> &[ConsumerKey] {
+        &self.consumers
+    }
 
-    /// A newly published message joins the back, deliverable once the log passes `gate`.
-    pub fn enqueue(&mut self, message: Message, gate: Gate) {
+    /// The next instant something in the queue changes by itself: a message comes due, a
+    /// message expires, a dedup window closes.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.delayed.next_due(),
+            self.expiries.first().map(|(at, _)| *at),
+            self.dedup.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Every message the queue holds (not in flight), in no particular order.
+    pub fn held(&self) -> impl Iterator<Item = &Message> {
+        self.pending
+            .iter()
+            .map(|(_, _, m)| m)
+            .chain(self.ready.iter())
+            .chain(self.delayed.iter())
+            .chain(self.groups.iter())
+    }
+
+    // ---- messages arriving ----
+
+    /// A newly published message, deliverable once the log passes `gate` and `due` (if any)
+    /// has come.
+    pub fn enqueue(&mut self, message: Message, gate: Gate, due: Option<Instant>) {
         self.bytes += message.payload_len();
         self.counters.published += 1;
         if gate == Gate::default() && self.pending.is_empty() {
-            self.ready.push_back(message);
+            self.place(message, due, false);
         } else {
-            self.pending.push_back((gate, message));
+            self.pending.push_back((gate, due, message));
         }
     }
 
-    /// A message recovered from the log joins the back, deliverable at once.
-    pub fn restore(&mut self, message: Message) {
+    /// A message that arrives deliverable (recovered from the log, dead-lettered into this
+    /// queue, redriven back), at the back of the line unless `due` is later.
+    pub fn admit(&mut self, message: Message, due: Option<Instant>) {
         self.bytes += message.payload_len();
-        self.ready.push_back(message);
+        self.place(message, due, false);
     }
 
-    /// Makes deliverable the messages whose gate is open, in order; returns how many.
+    /// Makes deliverable the published messages whose gate is open, in order; returns how many.
     pub fn release_pending(&mut self, is_open: impl Fn(Gate) -> bool) -> usize {
         let mut released = 0;
-        while self.pending.front().is_some_and(|(gate, _)| is_open(*gate)) {
-            let (_, message) = self.pending.pop_front().expect("front exists");
-            self.ready.push_back(message);
+        while self.pending.front().is_some_and(|(gate, _, _)| is_open(*gate)) {
+            let (_, due, message) = self.pending.pop_front().expect("front exists");
+            self.place(message, due, false);
             released += 1;
         }
         released
     }
 
-    /// Visits every message the queue itself holds (waiting and ready, not in flight).
-    pub fn for_each_message_mut(&mut self, mut visit: impl FnMut(&mut Message)) {
-        self.pending.iter_mut().for_each(|(_, message)| visit(message));
-        self.ready.iter_mut().for_each(visit);
-    }
-
-    /// Takes the next message for delivery; it is now in flight.
-    pub fn take_next(&mut self) -> Option<Message> {
-        let message = self.ready.pop_front()?;
-        self.in_flight += 1;
-        self.counters.delivered += 1;
-        if message.attempts > 0 {
-            self.counters.redelivered += 1;
+    fn place(&mut self, message: Message, due: Option<Instant>, front: bool) {
+        if message.expires_at != Instant::NEVER {
+            self.expiries.insert((message.expires_at, message.seq.0));
         }
-        Some(message)
+        match due {
+            Some(due) => self.delayed.insert(due, message),
+            None if front => self.ready.push_front(message),
+            None => self.ready.push_back(message),
+        }
     }
 
-    /// An in-flight message was acked: it is gone.
-    pub fn settle_acked(&mut self, message: &Message) {
-        self.release_in_flight(message);
-        self.counters.acked += 1;
+    /// Moves messages that came due to the ready line: retries to the front (they were next),
+    /// delayed publishes to the back (they join the line when due).
+    pub fn release_due(&mut self, now: Instant) -> usize {
+        let mut retries = Vec::new();
+        let mut released = 0;
+        while let Some(mut message) = self.delayed.pop_due(now) {
+            message.edit_extras(|e| e.not_before_unix_ms = None);
+            released += 1;
+            if message.attempts > 0 {
+                retries.push(message);
+            } else {
+                self.place(message, None, false);
+            }
+        }
+        // Pushed to the front newest first, so they keep the order they came due in.
+        for message in retries.into_iter().rev() {
+            self.place(message, None, true);
+        }
+        released
     }
 
-    /// An in-flight message returns to the front, ahead of messages never delivered, so a
-    /// requeued message is not starved by new publishes.
-    pub fn requeue_front(&mut self, message: Message) {
-        assert!(self.in_flight > 0, "requeue of a message that is not in flight");
-        self.in_flight -= 1;
-        self.ready.push_front(message);
+    // ---- delivery ----
+
+    /// The next message to deliver, now in flight. Messages that expired on the way are handed
+    /// to `expired`; like every message a `take_*` returns, they stay counted until the caller
+    /// `forget`s each.
+    pub fn take_next(&mut self, now: Instant, expired: &mut Vec<Message>) -> Option<Message> {
+        while let Some(message) = self.ready.pop_front() {
+            if message.is_expired(now) {
+                expired.push(message);
+                continue;
+            }
+            let Some(message) = self.groups.admit(message) else { continue };
+            self.in_flight += 1;
+            self.counters.delivered += 1;
+            if message.attempts > 0 {
+                self.counters.redelivered += 1;
+            }
+            return Some(message);
+        }
+        None
     }
 
-    fn release_in_flight(&mut self, message: &Message) {
+    /// Removes every held message whose TTL ran out (in flight ones expire when they return).
+    pub fn take_expired(&mut self, now: Instant) -> Vec<Message> {
+        if self.expiries.first().is_none_or(|(at, _)| *at > now) {
+            return Vec::new();
+        }
+        while self.expiries.first().is_some_and(|(at, _)| *at <= now) {
+            self.expiries.pop_first();
+        }
+        let expired = |m: &Message| m.is_expired(now);
+        let mut taken = self.ready.extract(expired);
+        taken.extend(self.delayed.extract(expired));
+        taken.extend(self.groups.extract(expired));
+        taken
+    }
+
+    // ---- messages leaving ----
+
+    /// An in-flight message is settled for good (acked, dead-lettered, dropped): it leaves the
+    /// queue, and its group lets the next message through.
+    pub fn settle(&mut self, message: &Message) {
         assert!(self.in_flight > 0, "settle of a message that is not in flight");
         self.in_flight -= 1;
-        self.bytes -= message.payload_len();
+        self.forget(message);
     }
 
-    /// Removes every message not in flight (ready, and waiting for the log) and returns them.
+    /// A held message (expired, dropped by overflow, dead-lettered) leaves the queue.
+    pub fn forget(&mut self, message: &Message) {
+        self.bytes -= message.payload_len();
+        if let Some(next) = self.groups.release(message) {
+            self.ready.push_front(next);
+        }
+    }
+
+    /// An in-flight message failed and will be retried: at once (front of the line) or when
+    /// `due` comes. Its group stays held by it.
+    pub fn retry(&mut self, message: Message, due: Option<Instant>) {
+        assert!(self.in_flight > 0, "retry of a message that is not in flight");
+        self.in_flight -= 1;
+        self.place(message, due, true);
+    }
+
+    /// The oldest message not in flight and not delayed, removed to make room (`drop-head`):
+    /// the oldest ready one, or one still waiting for the log if that is older.
+    pub fn take_oldest(&mut self) -> Option<Message> {
+        let pending_seq = self.pending.front().map(|(_, _, m)| m.seq);
+        let ready_seq = self.ready.oldest_seq();
+        match (pending_seq, ready_seq) {
+            (Some(p), r) if r.is_none_or(|r| p < r) => self.pending.pop_front().map(|(_, _, m)| m),
+            _ => self.ready.pop_oldest(),
+        }
+    }
+
+    /// Removes every held message (not in flight) and returns them.
     pub fn purge(&mut self) -> Vec<Message> {
-        let mut purged: Vec<Message> = self.pending.drain(..).map(|(_, message)| message).collect();
-        purged.extend(self.ready.drain(..));
+        let mut purged: Vec<Message> = self.pending.drain(..).map(|(_, _, m)| m).collect();
+        purged.extend(self.ready.extract(|_| true));
+        purged.extend(self.delayed.extract(|_| true));
+        purged.extend(self.groups.extract(|_| true));
         self.bytes -= purged.iter().map(Message::payload_len).sum::<u64>();
+        self.expiries.clear();
         purged
     }
 
-    /// Every message it holds, for deleting the queue; in-flight ones are with connections.
-    pub fn drain_all(&mut self) -> Vec<Message> {
-        self.purge()
+    /// Removes the held messages for which `take` is true (to redrive them). Like every
+    /// `take_*`, the messages stay counted until the caller `forget`s each.
+    pub fn extract(&mut self, mut take: impl FnMut(&Message) -> bool) -> Vec<Message> {
+        let mut taken = self.ready.extract(&mut take);
+        taken.extend(self.delayed.extract(&mut take));
+        taken.extend(self.groups.extract(&mut take));
+        taken
+    }
+
+    /// Visits every held message (for compaction).
+    pub fn for_each_message_mut(&mut self, mut visit: impl FnMut(&mut Message)) {
+        self.pending.iter_mut().for_each(|(_, _, m)| visit(m));
+        self.ready.iter_mut().for_each(&mut visit);
+        self.delayed.iter_mut().for_each(&mut visit);
+        self.groups.iter_mut().for_each(&mut visit);
     }
 
     // ---- consumers ----

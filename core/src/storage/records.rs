@@ -2,7 +2,7 @@
 //! [`super::format`]). Every change to the broker's durable state is one of these.
 
 use bytes::{Bytes, BytesMut};
-use chute_protocol::{Header, QueueOptions, Range};
+use chute_protocol::{AttemptOutcome, AttemptRecord, DeadReason, Header, QueueOptions, Range};
 use serde::{Deserialize, Serialize};
 
 use super::format::append_record_with;
@@ -17,10 +17,14 @@ pub struct StoredMessage<P = Bytes> {
     /// Deliveries before this record was written (non-zero for a copy moved forward).
     pub attempts: u32,
     pub priority: u8,
+    pub expires_unix_ms: Option<u64>,
+    pub not_before_unix_ms: Option<u64>,
     pub id: Option<String>,
     pub headers: Vec<Header<P>>,
     pub group: Option<String>,
     pub topic: Option<String>,
+    pub history: Vec<AttemptRecord>,
+    pub dead: Option<StoredDead>,
     #[serde(serialize_with = "serialize_bytes")]
     pub payload: P,
 }
@@ -32,35 +36,15 @@ fn serialize_bytes<P: AsRef<[u8]>, S: serde::Serializer>(
     s.serialize_bytes(value.as_ref())
 }
 
-/// Every record, with its kind byte.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record<P = Bytes> {
-    /// Id counters, so ids are never reused even after the records that used them are gone.
-    /// Written at the start of every segment.
-    Counters(Counters),
-    QueueDeclared(QueueDeclared),
-    QueueDeleted {
-        queue: u64,
-    },
-    Published {
-        queue: u64,
-        message: StoredMessage<P>,
-    },
-    /// These messages were handed to a consumer: one more attempt each.
-    Delivered {
-        queue: u64,
-        seqs: Vec<Range>,
-    },
-    Acked {
-        queue: u64,
-        seqs: Vec<Range>,
-    },
-    Purged {
-        queue: u64,
-        seqs: Vec<Range>,
-    },
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDead {
+    pub source: u64,
+    pub reason: DeadReason,
+    pub dead_unix_ms: u64,
 }
 
+/// Id counters, so ids are never reused even after the records that used them are gone.
+/// Written at the start of every segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub next_queue_id: u64,
@@ -74,33 +58,118 @@ pub struct QueueDeclared {
     pub options: QueueOptions,
 }
 
-#[derive(Serialize, Deserialize)]
-struct QueueRef {
-    queue: u64,
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRef {
+    pub queue: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(serialize = "P: AsRef<[u8]>", deserialize = "P: Deserialize<'de>"))]
-struct PublishedBody<P> {
-    queue: u64,
-    message: StoredMessage<P>,
+pub struct Published<P = Bytes> {
+    pub queue: u64,
+    pub message: StoredMessage<P>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SeqsBody {
-    queue: u64,
-    seqs: Vec<Range>,
+/// Messages of one queue, by sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seqs {
+    pub queue: u64,
+    pub seqs: Vec<Range>,
 }
 
-/// The kind byte of each record. 0 is never a record (zero-filled space is not a record).
-pub mod kind {
-    pub const COUNTERS: u8 = 1;
-    pub const QUEUE_DECLARED: u8 = 2;
-    pub const QUEUE_DELETED: u8 = 3;
-    pub const PUBLISHED: u8 = 4;
-    pub const DELIVERED: u8 = 5;
-    pub const ACKED: u8 = 6;
-    pub const PURGED: u8 = 7;
+/// A failed attempt, and when the message may be tried again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub queue: u64,
+    pub seq: u64,
+    pub outcome: AttemptOutcome,
+    pub reason: Option<String>,
+    pub at_unix_ms: u64,
+    pub retry_at_unix_ms: Option<u64>,
+}
+
+/// A message left its queue for good without being acked: into `target` (a dead-letter
+/// queue) or, with no target, dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLettered {
+    pub queue: u64,
+    pub seq: u64,
+    pub target: Option<u64>,
+    pub reason: DeadReason,
+    pub at_unix_ms: u64,
+}
+
+/// Dead letters moved back from the dead-letter queue `queue` to their source queues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redriven {
+    pub queue: u64,
+    pub seqs: Vec<Range>,
+    pub at_unix_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub queue: u64,
+    pub pattern: String,
+}
+
+/// A message id remembered by a queue's dedup window; written in checkpoints so the window
+/// outlives the segments that published the ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    pub queue: u64,
+    pub id: String,
+    pub expires_unix_ms: u64,
+}
+
+macro_rules! records {
+    ($( $kind:literal $variant:ident($body:ty) $(shared $borrowed:ty)?; )*) => {
+        /// Every record. Its kind byte is fixed forever for this format version.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Record<P = Bytes> { $( $variant($body), )* }
+
+        /// The kind byte of each record. 0 is never a record (zeroed space is not a record).
+        pub mod kind { $( #[allow(non_upper_case_globals)] pub const $variant: u8 = $kind; )* }
+
+        impl<P: AsRef<[u8]>> Record<P> {
+            /// Appends the framed record to `out`; returns its length in bytes.
+            pub fn encode(&self, out: &mut BytesMut) -> usize {
+                match self { $( Record::$variant(body) => append(out, $kind, body), )* }
+            }
+        }
+
+        impl Record {
+            /// Decodes a record body; payloads share `body`'s buffer.
+            pub fn decode(kind: u8, body: &Bytes) -> Result<Record, RecordDecodeError> {
+                match kind {
+                    $( $kind => records!(@decode kind, body, $variant $(, $borrowed)?), )*
+                    other => Err(RecordDecodeError { kind, detail: format!("unknown record kind {other}") }),
+                }
+            }
+        }
+    };
+    (@decode $kind:ident, $body:ident, $variant:ident) => {
+        decode_body($kind, $body).map(Record::$variant)
+    };
+    (@decode $kind:ident, $body:ident, $variant:ident, $borrowed:ty) => {
+        decode_body::<$borrowed>($kind, $body).map(|b| Record::$variant(share(b, $body)))
+    };
+}
+
+records! {
+    1 Counters(Counters);
+    2 QueueDeclared(QueueDeclared);
+    3 QueueDeleted(QueueRef);
+    4 Published(Published<P>) shared Published<&[u8]>;
+    5 Delivered(Seqs);
+    6 Acked(Seqs);
+    7 Purged(Seqs);
+    8 Failed(Failed);
+    9 DeadLettered(DeadLettered);
+    10 Redriven(Redriven);
+    11 Bound(BindingRecord);
+    12 Unbound(BindingRecord);
+    13 DedupEntry(DedupEntry);
 }
 
 /// A record body that does not decode, in a record whose checksum matched: written by a
@@ -112,88 +181,10 @@ pub struct RecordDecodeError {
     pub detail: String,
 }
 
-impl<P: AsRef<[u8]>> Record<P> {
-    /// Appends the framed record to `out`; returns its length in bytes.
-    pub fn encode(&self, out: &mut BytesMut) -> usize {
-        match self {
-            Record::Counters(counters) => append(out, kind::COUNTERS, counters),
-            Record::QueueDeclared(declared) => append(out, kind::QUEUE_DECLARED, declared),
-            Record::QueueDeleted { queue } => {
-                append(out, kind::QUEUE_DELETED, &QueueRef { queue: *queue })
-            }
-            Record::Published { queue, message } => append(
-                out,
-                kind::PUBLISHED,
-                &PublishedBody { queue: *queue, message: StoredMessage::borrowed(message) },
-            ),
-            Record::Delivered { queue, seqs } => {
-                append(out, kind::DELIVERED, &SeqsBody { queue: *queue, seqs: seqs.clone() })
-            }
-            Record::Acked { queue, seqs } => {
-                append(out, kind::ACKED, &SeqsBody { queue: *queue, seqs: seqs.clone() })
-            }
-            Record::Purged { queue, seqs } => {
-                append(out, kind::PURGED, &SeqsBody { queue: *queue, seqs: seqs.clone() })
-            }
-        }
-    }
-}
-
-impl<P: AsRef<[u8]>> StoredMessage<P> {
-    /// A view with `&[u8]` payloads, for encoding without cloning.
-    fn borrowed(&self) -> StoredMessage<&[u8]> {
-        StoredMessage {
-            seq: self.seq,
-            published_unix_ms: self.published_unix_ms,
-            attempts: self.attempts,
-            priority: self.priority,
-            id: self.id.clone(),
-            headers: self
-                .headers
-                .iter()
-                .map(|h| Header { name: h.name.clone(), value: h.value.as_ref() })
-                .collect(),
-            group: self.group.clone(),
-            topic: self.topic.clone(),
-            payload: self.payload.as_ref(),
-        }
-    }
-}
-
 fn append<T: Serialize>(out: &mut BytesMut, kind: u8, body: &T) -> usize {
     append_record_with(out, kind, |out| {
         chute_protocol::append_postcard(body, out).expect("log record bodies always serialize");
     })
-}
-
-impl Record {
-    /// Decodes a record body; payloads share `body`'s buffer.
-    pub fn decode(kind: u8, body: &Bytes) -> Result<Record, RecordDecodeError> {
-        Ok(match kind {
-            kind::COUNTERS => Record::Counters(decode_body(kind, body)?),
-            kind::QUEUE_DECLARED => Record::QueueDeclared(decode_body(kind, body)?),
-            kind::QUEUE_DELETED => {
-                let QueueRef { queue } = decode_body(kind, body)?;
-                Record::QueueDeleted { queue }
-            }
-            kind::PUBLISHED => {
-                let PublishedBody::<&[u8]> { queue, message } = decode_body(kind, body)?;
-                Record::Published { queue, message: share(message, body) }
-            }
-            kind::DELIVERED | kind::ACKED | kind::PURGED => {
-                let SeqsBody { queue, seqs } = decode_body(kind, body)?;
-                match kind {
-                    kind::DELIVERED => Record::Delivered { queue, seqs },
-                    kind::ACKED => Record::Acked { queue, seqs },
-                    _ => Record::Purged { queue, seqs },
-                }
-            }
-            other => {
-                let detail = format!("unknown record kind {other}");
-                return Err(RecordDecodeError { kind, detail });
-            }
-        })
-    }
 }
 
 /// Decodes a whole body; trailing bytes are an error.
@@ -207,21 +198,29 @@ fn decode_body<'a, T: Deserialize<'a>>(kind: u8, body: &'a [u8]) -> Result<T, Re
     }
 }
 
-fn share(message: StoredMessage<&[u8]>, body: &Bytes) -> StoredMessage {
-    StoredMessage {
-        seq: message.seq,
-        published_unix_ms: message.published_unix_ms,
-        attempts: message.attempts,
-        priority: message.priority,
-        id: message.id,
-        headers: message
-            .headers
-            .into_iter()
-            .map(|h| Header { name: h.name, value: body.slice_ref(h.value) })
-            .collect(),
-        group: message.group,
-        topic: message.topic,
-        payload: body.slice_ref(message.payload),
+fn share(published: Published<&[u8]>, body: &Bytes) -> Published {
+    let message = published.message;
+    let headers = message
+        .headers
+        .into_iter()
+        .map(|h| Header { name: h.name, value: body.slice_ref(h.value) });
+    Published {
+        queue: published.queue,
+        message: StoredMessage {
+            seq: message.seq,
+            published_unix_ms: message.published_unix_ms,
+            attempts: message.attempts,
+            priority: message.priority,
+            expires_unix_ms: message.expires_unix_ms,
+            not_before_unix_ms: message.not_before_unix_ms,
+            id: message.id,
+            headers: headers.collect(),
+            group: message.group,
+            topic: message.topic,
+            history: message.history,
+            dead: message.dead,
+            payload: body.slice_ref(message.payload),
+        },
     }
 }
 
@@ -249,24 +248,51 @@ mod tests {
             published_unix_ms: 1_700_000_000_000,
             attempts: 2,
             priority: 3,
+            expires_unix_ms: Some(1_700_000_060_000),
+            not_before_unix_ms: Some(1_700_000_001_000),
             id: Some("order-1".into()),
             headers: vec![Header { name: "h".into(), value: Bytes::from_static(b"v") }],
             group: Some("g".into()),
             topic: Some("orders.eu".into()),
+            history: vec![AttemptRecord {
+                at_unix_ms: 5,
+                outcome: AttemptOutcome::Nack,
+                reason: Some("busy".into()),
+            }],
+            dead: Some(StoredDead { source: 1, reason: DeadReason::MaxAttempts, dead_unix_ms: 9 }),
             payload: Bytes::from_static(b"payload"),
         };
-        let seqs = vec![Range { first: 1, count: 3 }];
+        let seqs = Seqs { queue: 1, seqs: vec![Range { first: 1, count: 3 }] };
         round_trip(Record::Counters(Counters { next_queue_id: 3, next_message_seq: 99 }));
         round_trip(Record::QueueDeclared(QueueDeclared {
             queue: 1,
             name: "q".into(),
             options: QueueOptions::default(),
         }));
-        round_trip(Record::QueueDeleted { queue: 1 });
-        round_trip(Record::Published { queue: 1, message });
-        round_trip(Record::Delivered { queue: 1, seqs: seqs.clone() });
-        round_trip(Record::Acked { queue: 1, seqs: seqs.clone() });
-        round_trip(Record::Purged { queue: 1, seqs });
+        round_trip(Record::QueueDeleted(QueueRef { queue: 1 }));
+        round_trip(Record::Published(Published { queue: 1, message }));
+        round_trip(Record::Delivered(seqs.clone()));
+        round_trip(Record::Acked(seqs.clone()));
+        round_trip(Record::Purged(seqs.clone()));
+        round_trip(Record::Failed(Failed {
+            queue: 1,
+            seq: 2,
+            outcome: AttemptOutcome::Timeout,
+            reason: None,
+            at_unix_ms: 3,
+            retry_at_unix_ms: Some(4),
+        }));
+        round_trip(Record::DeadLettered(DeadLettered {
+            queue: 1,
+            seq: 2,
+            target: Some(3),
+            reason: DeadReason::Rejected,
+            at_unix_ms: 4,
+        }));
+        round_trip(Record::Redriven(Redriven { queue: 2, seqs: seqs.seqs, at_unix_ms: 7 }));
+        round_trip(Record::Bound(BindingRecord { queue: 1, pattern: "a.*".into() }));
+        round_trip(Record::Unbound(BindingRecord { queue: 1, pattern: "a.#".into() }));
+        round_trip(Record::DedupEntry(DedupEntry { queue: 1, id: "x".into(), expires_unix_ms: 5 }));
     }
 
     /// A checksum-valid record of an unknown kind is refused, not skipped.

@@ -3,14 +3,17 @@
 //! must be cut. It refuses to guess: corruption in the middle of the log, a missing segment or
 //! a record that does not decode stops the broker with the file and offset named.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use chute_protocol::{QueueOptions, Range};
+use chute_protocol::{AttemptRecord, QueueOptions, Range, ATTEMPT_HISTORY_MAX};
 
 use super::format::{scan_segment, ScanError};
 use super::log::SegmentState;
-use super::records::{Counters, Record, RecordDecodeError, StoredMessage};
+use super::records::{
+    Counters, DeadLettered, Failed, Published, QueueRef, Record, RecordDecodeError, Redriven, Seqs,
+    StoredDead, StoredMessage,
+};
 
 /// One segment file as the driver read it.
 #[derive(Clone, Debug)]
@@ -26,6 +29,8 @@ pub struct RecoveredQueue {
     pub options: QueueOptions,
     /// Live messages by sequence number, each with the segment holding its latest record.
     pub messages: BTreeMap<u64, (u64, StoredMessage)>,
+    /// Dedup window: message id → when its window closes (wall-clock ms).
+    pub dedup: BTreeMap<String, u64>,
 }
 
 /// The newest segment ends in a torn write that must be cut before anything is appended.
@@ -40,6 +45,8 @@ pub struct Truncation {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredLog {
     pub queues: BTreeMap<u64, RecoveredQueue>,
+    /// (pattern, queue) bindings.
+    pub bindings: BTreeSet<(String, u64)>,
     pub counters: Counters,
     /// Every segment kept, with its live messages counted.
     pub segments: BTreeMap<u64, SegmentState>,
@@ -133,34 +140,110 @@ impl RecoveredLog {
                     name: declared.name.clone(),
                     options: declared.options.clone(),
                     messages: BTreeMap::new(),
+                    dedup: BTreeMap::new(),
                 });
                 queue.name = declared.name;
                 queue.options = declared.options;
                 self.counters.next_queue_id = self.counters.next_queue_id.max(declared.queue + 1);
             }
-            Record::QueueDeleted { queue } => {
+            Record::QueueDeleted(QueueRef { queue }) => {
                 self.queues.remove(&queue);
+                self.bindings.retain(|(_, q)| *q != queue);
             }
-            Record::Published { queue, message } => {
-                self.counters.next_message_seq =
-                    self.counters.next_message_seq.max(message.seq + 1);
-                if let Some(queue) = self.queues.get_mut(&queue) {
-                    // A later copy (moved forward by compaction) replaces the earlier one.
-                    queue.messages.insert(message.seq, (segment, message));
-                }
+            Record::Published(Published { queue, message }) => {
+                self.apply_published(segment, queue, message)
             }
-            Record::Delivered { queue, seqs } => {
+            Record::Delivered(Seqs { queue, seqs }) => {
                 self.for_each_live(queue, &seqs, |messages, seq| {
                     if let Some((_, message)) = messages.get_mut(&seq) {
                         message.attempts = message.attempts.saturating_add(1);
                     }
                 });
             }
-            Record::Acked { queue, seqs } | Record::Purged { queue, seqs } => {
+            Record::Acked(Seqs { queue, seqs }) | Record::Purged(Seqs { queue, seqs }) => {
                 self.for_each_live(queue, &seqs, |messages, seq| {
                     messages.remove(&seq);
                 });
             }
+            Record::Failed(failed) => self.apply_failed(failed),
+            Record::DeadLettered(dead) => self.apply_dead_lettered(dead),
+            Record::Redriven(redriven) => self.apply_redriven(redriven),
+            Record::Bound(binding) => {
+                self.bindings.insert((binding.pattern, binding.queue));
+            }
+            Record::Unbound(binding) => {
+                self.bindings.remove(&(binding.pattern, binding.queue));
+            }
+            Record::DedupEntry(entry) => {
+                if let Some(queue) = self.queues.get_mut(&entry.queue) {
+                    let expires = queue.dedup.entry(entry.id).or_insert(0);
+                    *expires = (*expires).max(entry.expires_unix_ms);
+                }
+            }
+        }
+    }
+
+    fn apply_published(&mut self, segment: u64, queue: u64, message: StoredMessage) {
+        self.counters.next_message_seq = self.counters.next_message_seq.max(message.seq + 1);
+        let Some(queue) = self.queues.get_mut(&queue) else { return };
+        if let (Some(id), Some(window_ms)) = (&message.id, queue.options.dedup_window_ms) {
+            let expires = queue.dedup.entry(id.clone()).or_insert(0);
+            *expires = (*expires).max(message.published_unix_ms.saturating_add(window_ms));
+        }
+        // A later copy (moved forward by compaction) replaces the earlier one.
+        queue.messages.insert(message.seq, (segment, message));
+    }
+
+    fn apply_failed(&mut self, failed: Failed) {
+        let Some((_, message)) =
+            self.queues.get_mut(&failed.queue).and_then(|q| q.messages.get_mut(&failed.seq))
+        else {
+            return;
+        };
+        if message.history.len() == ATTEMPT_HISTORY_MAX {
+            message.history.remove(0);
+        }
+        let record = AttemptRecord {
+            at_unix_ms: failed.at_unix_ms,
+            outcome: failed.outcome,
+            reason: failed.reason,
+        };
+        message.history.push(record);
+        message.not_before_unix_ms = failed.retry_at_unix_ms;
+    }
+
+    fn apply_dead_lettered(&mut self, dead: DeadLettered) {
+        let Some(source) = self.queues.get_mut(&dead.queue) else { return };
+        let Some((segment, mut message)) = source.messages.remove(&dead.seq) else { return };
+        let Some(target) = dead.target.and_then(|t| self.queues.get_mut(&t)) else { return };
+        message.attempts = 0;
+        message.not_before_unix_ms = None;
+        message.expires_unix_ms =
+            target.options.ttl_ms.map(|ttl| dead.at_unix_ms.saturating_add(ttl));
+        message.dead = Some(StoredDead {
+            source: dead.queue,
+            reason: dead.reason,
+            dead_unix_ms: dead.at_unix_ms,
+        });
+        target.messages.insert(dead.seq, (segment, message));
+    }
+
+    fn apply_redriven(&mut self, redriven: Redriven) {
+        let mut moving = Vec::new();
+        self.for_each_live(redriven.queue, &redriven.seqs, |messages, seq| {
+            if let Some(entry) = messages.remove(&seq) {
+                moving.push(entry);
+            }
+        });
+        for (segment, mut message) in moving {
+            let Some(source) = message.dead.as_ref().map(|d| d.source) else { continue };
+            let Some(queue) = self.queues.get_mut(&source) else { continue };
+            message.attempts = 0;
+            message.history.clear();
+            message.dead = None;
+            message.expires_unix_ms =
+                queue.options.ttl_ms.map(|ttl| redriven.at_unix_ms.saturating_add(ttl));
+            queue.messages.insert(message.seq, (segment, message));
         }
     }
 

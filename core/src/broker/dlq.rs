@@ -1,0 +1,108 @@
+//! Dead-letter queues seen from outside: list and inspect their entries without consuming
+//! them, and redrive entries to the queues they came from.
+
+use chute_protocol::{
+    push_to_ranges, DeadLetter, DeadLetterSummary, DlqInspect, DlqInspectOk, DlqList, DlqListOk,
+    DlqRedrive, Done, ErrorCode, FrameKind, LIST_PAGE_MAX,
+};
+
+use super::storage::SyncNeed;
+use super::Broker;
+use crate::ids::{ConnId, QueueId};
+use crate::queue::Message;
+use crate::storage::records::{Record, Redriven};
+
+impl Broker {
+    pub(super) fn handle_dlq_list(&mut self, conn: ConnId, list: DlqList) {
+        let request_id = list.request_id;
+        let Some(queue) = self.lookup_queue(conn, request_id, &list.queue) else { return };
+        let limit = (list.limit as usize).clamp(1, LIST_PAGE_MAX);
+        let after = list.after.unwrap_or(0);
+        let mut entries: Vec<&Message> =
+            self.queues[&queue].held().filter(|m| m.dead().is_some() && m.seq.0 > after).collect();
+        entries.sort_by_key(|m| m.seq);
+        let more = entries.len() > limit;
+        let entries = entries.into_iter().take(limit).map(|m| self.summary(m)).collect();
+        self.reply(conn, FrameKind::DlqListOk, &DlqListOk { request_id, entries, more });
+    }
+
+    pub(super) fn handle_dlq_inspect(&mut self, conn: ConnId, inspect: DlqInspect) {
+        let request_id = inspect.request_id;
+        let Some(queue) = self.lookup_queue(conn, request_id, &inspect.queue) else { return };
+        let found =
+            self.queues[&queue].held().find(|m| m.seq.0 == inspect.dead_id && m.dead().is_some());
+        let Some(message) = found else {
+            let text = format!("no dead letter {} in {:?}", inspect.dead_id, inspect.queue);
+            return self.reply_error(conn, request_id, ErrorCode::NO_SUCH_DEAD_LETTER, text);
+        };
+        let entry = DeadLetter {
+            summary: self.summary(message),
+            headers: message.extras.as_deref().map(|e| e.headers.clone()).unwrap_or_default(),
+            payload: message.payload.clone(),
+        };
+        self.reply(conn, FrameKind::DlqInspectOk, &DlqInspectOk { request_id, entry });
+    }
+
+    fn summary(&self, message: &Message) -> DeadLetterSummary {
+        let dead = message.dead().expect("a dead letter");
+        DeadLetterSummary {
+            dead_id: message.seq.0,
+            message_id: message.id().map(str::to_string),
+            source_queue: self
+                .queues
+                .get(&dead.source)
+                .map_or_else(|| "(deleted)".to_string(), |q| q.name.clone()),
+            reason: dead.reason,
+            dead_unix_ms: dead.dead_unix_ms,
+            published_unix_ms: message.published_unix_ms,
+            payload_len: message.payload.len() as u32,
+            history: message.history().to_vec(),
+        }
+    }
+
+    /// Moves entries back to their source queues with attempts and history reset. Entries
+    /// whose source queue is gone, or that no longer exist, are skipped; `Done.count` says how
+    /// many moved.
+    pub(super) fn handle_dlq_redrive(&mut self, conn: ConnId, redrive: DlqRedrive) {
+        let request_id = redrive.request_id;
+        let Some(dlq) = self.lookup_queue(conn, request_id, &redrive.queue) else { return };
+        let moved = self.redrive(dlq, &redrive.dead_ids);
+        self.reply_durable(conn, FrameKind::Done, &Done { request_id, count: moved });
+    }
+
+    fn redrive(&mut self, dlq: QueueId, dead_ids: &[u64]) -> u64 {
+        let sources: std::collections::BTreeSet<QueueId> = self.queues.keys().copied().collect();
+        let ids: std::collections::BTreeSet<u64> = dead_ids.iter().copied().collect();
+        let wanted = |m: &Message| {
+            m.dead().is_some_and(|d| sources.contains(&d.source))
+                && (ids.is_empty() || ids.contains(&m.seq.0))
+        };
+        let mut taken = self.queues.get_mut(&dlq).expect("queue exists").extract(wanted);
+        taken.sort_by_key(|m| m.seq);
+        let mut logged = Vec::new();
+        let moved = taken.len() as u64;
+        for mut message in taken {
+            self.queues.get_mut(&dlq).expect("queue exists").forget(&message);
+            let source = message.dead().expect("a dead letter").source;
+            if message.segment.is_some() {
+                push_to_ranges(&mut logged, message.seq.0);
+            }
+            message.attempts = 0;
+            let ttl_ms = self.queues[&source].options.ttl_ms;
+            message.expires_at =
+                ttl_ms.map_or(crate::time::Instant::NEVER, |ms| self.now.plus_ms(ms));
+            message.edit_extras(|e| {
+                e.dead = None;
+                e.history.clear();
+            });
+            self.queues.get_mut(&source).expect("source exists").admit(message, None);
+            self.dirty_queues.insert(source);
+        }
+        if !logged.is_empty() {
+            let at_unix_ms = self.config.wall_clock().unix_ms(self.now);
+            let record = Redriven { queue: dlq.0, seqs: logged, at_unix_ms };
+            self.append_record(&Record::<&[u8]>::Redriven(record), SyncNeed::Now);
+        }
+        moved
+    }
+}

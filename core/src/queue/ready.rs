@@ -1,0 +1,87 @@
+//! Messages ready for delivery: one FIFO per priority level, highest level first.
+
+use std::collections::VecDeque;
+
+use chute_protocol::PRIORITY_MAX;
+
+use super::Message;
+
+const LEVELS: usize = PRIORITY_MAX as usize + 1;
+
+#[derive(Debug, Default)]
+pub struct Ready {
+    levels: [VecDeque<Message>; LEVELS],
+    len: usize,
+}
+
+fn level(message: &Message) -> usize {
+    usize::from(message.priority.min(PRIORITY_MAX))
+}
+
+impl Ready {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A message delivered for the first time joins the back of its level.
+    pub fn push_back(&mut self, message: Message) {
+        self.len += 1;
+        self.levels[level(&message)].push_back(message);
+    }
+
+    /// A message that was already next in line (a retry, a group's next) goes to the front.
+    pub fn push_front(&mut self, message: Message) {
+        self.len += 1;
+        self.levels[level(&message)].push_front(message);
+    }
+
+    /// The next message to deliver: the front of the highest non-empty level.
+    pub fn pop_front(&mut self) -> Option<Message> {
+        let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.len -= 1;
+        Some(message)
+    }
+
+    /// The sequence number `pop_oldest` would take.
+    pub fn oldest_seq(&self) -> Option<crate::ids::MessageSeq> {
+        self.levels.iter().filter_map(|level| level.front().map(|m| m.seq)).min()
+    }
+
+    /// The message published earliest among the fronts of the levels: what `drop-head`
+    /// overflow removes.
+    pub fn pop_oldest(&mut self) -> Option<Message> {
+        let level = (0..LEVELS)
+            .filter_map(|i| self.levels[i].front().map(|m| (m.seq, i)))
+            .min()
+            .map(|(_, i)| i)?;
+        self.len -= 1;
+        self.levels[level].pop_front()
+    }
+
+    /// Keeps the messages for which `keep` is true; returns the others, in delivery order.
+    pub fn extract(&mut self, mut take: impl FnMut(&Message) -> bool) -> Vec<Message> {
+        let mut taken = Vec::new();
+        for level in self.levels.iter_mut().rev() {
+            if !level.iter().any(&mut take) {
+                continue;
+            }
+            let (out, kept): (Vec<Message>, Vec<Message>) = level.drain(..).partition(|m| take(m));
+            taken.extend(out);
+            level.extend(kept);
+        }
+        self.len -= taken.len();
+        taken
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Message> {
+        self.levels.iter().rev().flatten()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Message> {
+        self.levels.iter_mut().rev().flatten()
+    }
+}
