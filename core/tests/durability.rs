@@ -332,3 +332,28 @@ fn ids_are_not_reused_after_restart() {
         recovered.queues.values().flat_map(|q| q.messages.keys().copied()).collect();
     assert_eq!(seqs, [1, 2, 3]);
 }
+
+/// A segment that stays mostly live (a message nobody consumes) does not pin the dead
+/// segments behind it: once they hold more dead data than it holds live, it is compacted.
+#[test]
+fn a_mostly_live_head_does_not_pin_dead_segments() {
+    let mut net = Net::with_config(small_segments());
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    declare(&mut net, conn, "keep", Durability::Always);
+    let big = "k".repeat(12 * 1024);
+    net.publish(conn, "keep", &[big.as_str(); 4]); // ~48 KiB live in the first segment
+    let (request, _) = net.client(conn).subscribe("jobs", 100, None, true).unwrap();
+    net.response(conn, request);
+    let body = "x".repeat(1000);
+    for _ in 0..60 {
+        net.publish(conn, "jobs", &[body.as_str(); 20]);
+        for delivery in net.deliveries(conn) {
+            net.client(conn).ack(delivery.tag).unwrap();
+        }
+        net.pump();
+        net.advance(30);
+    }
+    assert!(net.disk.files.len() <= 3, "{} segments", net.disk.files.len());
+    assert_eq!(net.broker.queue_depth("keep"), Some(4));
+}

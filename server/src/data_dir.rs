@@ -55,10 +55,15 @@ impl DataDir {
             })
             .collect();
         names.sort();
+        File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io)?;
         names
             .into_iter()
             .map(|name| {
-                let bytes = std::fs::read(self.path.join(&name)).map_err(io)?;
+                let path = self.path.join(&name);
+                let bytes = std::fs::read(&path).map_err(io)?;
+                // Recovery treats what it read as durable; after a process crash part of it may
+                // still be only in the page cache, so make it so.
+                File::open(&path).and_then(|file| file.sync_data()).map_err(io)?;
                 Ok(SegmentFile { name, bytes: Bytes::from(bytes) })
             })
             .collect()

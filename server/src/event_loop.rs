@@ -108,6 +108,8 @@ impl<R: Runtime> EventLoop<R> {
     ) -> Result<(), String> {
         let accepted = accepted.map(|(stream, peer)| Inbox::Accepted(stream, peer));
         let mut inbox = futures::stream::select(accepted, events.map(Inbox::Event));
+        // A new or recovered broker already has work queued: its first segment, its checkpoint.
+        self.carry_out_outputs();
         loop {
             if let Some(reason) = &self.halted {
                 if self.writers_running == 0 || self.deadline_passed {

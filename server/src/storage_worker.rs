@@ -85,6 +85,9 @@ impl StorageWorker {
     fn carry_out(&mut self, request: StorageRequest) -> std::io::Result<Option<StorageDone>> {
         match request {
             StorageRequest::CreateSegment { base_lsn, header } => {
+                // The segments before it are made durable first: recovery allows a torn tail
+                // only in the newest segment, so no older one may end in unsynced bytes.
+                self.sync_dirty()?;
                 let path = self.dir.join(segment_file_name(base_lsn));
                 let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
                 file.write_all(&header)?;
@@ -99,14 +102,7 @@ impl StorageWorker {
                 Ok(Some(StorageDone::Written { through: end_lsn }))
             }
             StorageRequest::Sync { through } => {
-                for base in std::mem::take(&mut self.dirty) {
-                    if let Some(file) = self.files.get(&base) {
-                        file.sync_data()?;
-                    }
-                }
-                if std::mem::take(&mut self.dir_dirty) {
-                    File::open(&self.dir)?.sync_all()?;
-                }
+                self.sync_dirty()?;
                 Ok(Some(StorageDone::Synced { through }))
             }
             StorageRequest::DeleteSegment { base_lsn } => {
@@ -117,6 +113,20 @@ impl StorageWorker {
                 Ok(None)
             }
         }
+    }
+
+    /// fdatasync every segment written since the last sync, and the directory if its entries
+    /// changed.
+    fn sync_dirty(&mut self) -> std::io::Result<()> {
+        for base in std::mem::take(&mut self.dirty) {
+            if let Some(file) = self.files.get(&base) {
+                file.sync_data()?;
+            }
+        }
+        if std::mem::take(&mut self.dir_dirty) {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// The open segment, opening an existing file (a segment recovery resumed) on first use.

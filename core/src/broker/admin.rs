@@ -286,6 +286,10 @@ impl Broker {
         body: &T,
     ) {
         let gate = Gate::synced(self.log.end_lsn());
+        if self.log.has_unsynced() {
+            // Whatever is unsynced (perhaps only lazily wanted) now has someone waiting.
+            self.want_sync(SyncNeed::Now);
+        }
         self.connection_mut(conn).outbound.raise_gate(gate);
         self.reply(conn, kind, body);
     }

@@ -76,25 +76,32 @@ impl Broker {
     }
 
     /// Writes the `Delivered` record that makes these attempts count after a crash. Returns what
-    /// the deliveries must wait for: on durable queues that limit attempts, the record's sync,
-    /// so a crash can never forget an attempt a consumer saw; elsewhere nothing, and the
-    /// record is synced lazily.
+    /// the deliveries must wait for: on queues that limit attempts, the record must be as
+    /// durable as the queue promises (synced for `Always`, written for `Interval`), so a crash
+    /// can never forget an attempt a consumer saw; elsewhere nothing, and the record is synced
+    /// lazily.
     fn log_delivered(&mut self, queue_id: QueueId, chosen: &[Chosen]) -> Gate {
         let options = &self.queues[&queue_id].options;
         if chosen.is_empty() || options.durability == Durability::None {
             return Gate::default();
         }
-        let exact = options.durability == Durability::Always && options.attempts_max.is_some();
+        let (limited, durability) = (options.attempts_max.is_some(), options.durability);
         let mut seqs = Vec::new();
         for c in chosen {
             push_to_ranges(&mut seqs, c.seq);
         }
         let record = Record::<&[u8]>::Delivered(Seqs { queue: queue_id.0, seqs });
-        if exact {
-            Gate::synced(self.append_record(&record, SyncNeed::Now))
-        } else {
-            self.append_record(&record, SyncNeed::Within(LAZY_SYNC_MS));
-            Gate::default()
+        match durability {
+            Durability::Always if limited => {
+                Gate::synced(self.append_record(&record, SyncNeed::Now))
+            }
+            Durability::Interval { .. } if limited => {
+                Gate::written(self.append_record(&record, SyncNeed::Within(LAZY_SYNC_MS)))
+            }
+            _ => {
+                self.append_record(&record, SyncNeed::Within(LAZY_SYNC_MS));
+                Gate::default()
+            }
         }
     }
 

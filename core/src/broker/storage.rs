@@ -48,7 +48,7 @@ impl Broker {
         end
     }
 
-    fn want_sync(&mut self, need: SyncNeed) {
+    pub(super) fn want_sync(&mut self, need: SyncNeed) {
         match need {
             SyncNeed::Now => self.sync_wanted = true,
             SyncNeed::Within(ms) => {

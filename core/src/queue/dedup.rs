@@ -14,8 +14,6 @@ pub struct Dedup {
 }
 
 impl Dedup {
-
-
     /// Whether `id` was seen within its window.
     pub fn contains(&self, id: &str, now: Instant) -> bool {
         self.expires.get(id).is_some_and(|at| *at > now)

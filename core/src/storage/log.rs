@@ -203,17 +203,26 @@ impl Log {
             .then_some(base)
     }
 
-    /// The oldest segment, if it is mostly dead and its live messages should be copied forward.
+    /// The oldest segment, if its live messages should be copied forward so it can be deleted:
+    /// when it is mostly dead, or when it holds less live data than the dead data stuck behind
+    /// it (only the oldest segment is ever deleted, so a long-lived message there would
+    /// otherwise pin every later segment, however dead).
     pub fn compaction_candidate(&self) -> Option<u64> {
         let (&base, head) = self.segments.iter().next()?;
+        if base == self.active_base || head.live_messages == 0 || head.delete_after_lsn.is_some() {
+            return None;
+        }
         let size = head.end_lsn - base;
         let mostly_dead =
             head.live_bytes * 100 < u64::from(self.config.compact_live_percent) * size;
-        (base != self.active_base
-            && head.live_messages > 0
-            && head.delete_after_lsn.is_none()
-            && mostly_dead)
-            .then_some(base)
+        let dead_behind: u64 = self
+            .segments
+            .iter()
+            .skip(1)
+            .filter(|(b, _)| **b != self.active_base)
+            .map(|(b, s)| (s.end_lsn - b).saturating_sub(s.live_bytes))
+            .sum();
+        (mostly_dead || head.live_bytes < dead_behind).then_some(base)
     }
 
     /// The segment's live messages were copied forward up to `lsn`.
