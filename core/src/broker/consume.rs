@@ -208,7 +208,11 @@ impl Broker {
         let failed = touch.request_id != 0 && (empty_range || unknown > 0);
         if failed {
             let (code, message) = if empty_range {
-                (ErrorCode::INVALID_ARGUMENT, "a range of count 0, or one running past the largest tag, names no delivery".to_string())
+                (
+                    ErrorCode::INVALID_ARGUMENT,
+                    "a range of count 0, or one running past the largest tag, names no delivery"
+                        .to_string(),
+                )
             } else {
                 (
                     ErrorCode::UNKNOWN_DELIVERY_TAG,
@@ -281,7 +285,9 @@ impl Broker {
             return (settled, false);
         }
         if empty_range {
-            let message = "a range of count 0, or one running past the largest tag, names no delivery".to_string();
+            let message =
+                "a range of count 0, or one running past the largest tag, names no delivery"
+                    .to_string();
             self.reply_error(conn, request_id, ErrorCode::INVALID_ARGUMENT, message);
         } else if unknown > 0 {
             let message = format!("{unknown} delivery tags are not outstanding on this connection");
