@@ -61,13 +61,16 @@ fn build_binaries() {
     });
 }
 
-/// A running server. Killed (if still running) and its data directory removed on drop.
+/// A running server. Killed (if still running) on drop; its scratch directory (its log, and
+/// its data unless the caller gave a data directory) is removed then too.
 pub struct Server {
     child: Option<Child>,
     pub binary: ServerBinary,
     pub addr: SocketAddr,
-    pub data_dir: tempfile::TempDir,
+    /// What the server was given as `--data-dir`.
+    pub data_dir: PathBuf,
     stderr_path: PathBuf,
+    _scratch: tempfile::TempDir,
 }
 
 impl Server {
@@ -75,13 +78,32 @@ impl Server {
         Server::start_with_args(binary, &[])
     }
 
+    /// Starts a server on a fresh data directory, removed when the server is dropped.
     pub fn start_with_args(binary: ServerBinary, extra: &[&str]) -> Server {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let stderr_path = data_dir.path().join("server.log");
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let data_dir = scratch.path().join("data");
+        Server::spawn(binary, scratch, data_dir, extra)
+    }
+
+    /// Starts a server on a data directory the caller owns and that outlives the server: start
+    /// again on the same directory after a kill to test recovery. The server's log is kept
+    /// elsewhere, so it never competes with the data for space.
+    pub fn start_in(binary: ServerBinary, data_dir: &Path, extra: &[&str]) -> Server {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        Server::spawn(binary, scratch, data_dir.to_path_buf(), extra)
+    }
+
+    fn spawn(
+        binary: ServerBinary,
+        scratch: tempfile::TempDir,
+        data_dir: PathBuf,
+        extra: &[&str],
+    ) -> Server {
+        let stderr_path = scratch.path().join("server.log");
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let mut child = Command::new(binary_path(binary.name()))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path().join("data"))
+            .arg(&data_dir)
             .args(extra)
             .env("CHUTE_LOG", "debug")
             .stdout(Stdio::piped())
@@ -94,11 +116,12 @@ impl Server {
         let Some(addr) = line.trim().rsplit_once(" listening on ").map(|(_, a)| a.to_string())
         else {
             let _ = child.kill();
+            let _ = child.wait();
             let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             panic!("{} did not start: stdout {line:?}, stderr:\n{log}", binary.name());
         };
         let addr = addr.parse().expect("listen address");
-        Server { child: Some(child), binary, addr, data_dir, stderr_path }
+        Server { child: Some(child), binary, addr, data_dir, stderr_path, _scratch: scratch }
     }
 
     pub fn url(&self) -> String {
@@ -122,6 +145,16 @@ impl Server {
     pub fn stop(mut self) -> ExitStatus {
         self.signal("TERM");
         self.wait(Duration::from_secs(20))
+    }
+
+    /// SIGKILL: the process dies at once, with no chance to flush or sync anything. Returns
+    /// once it is gone (the data directory is free for a restart).
+    pub fn kill(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        child.kill().expect("SIGKILL the server");
+        let status = child.wait().expect("wait for the killed server");
+        self.child = None;
+        status
     }
 
     /// Waits for the process to exit by itself.
@@ -154,6 +187,33 @@ impl Drop for Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `work` on a thread of its own and returns its result, or panics naming `what` if it
+/// takes longer than `timeout`: a test that would hang fails instead. (A panic in `work` is
+/// passed on.)
+pub fn within<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = done_tx.send(work());
+    });
+    match done_rx.recv_timeout(timeout) {
+        Ok(result) => {
+            let _ = worker.join();
+            result
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sends its result before it ends"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {timeout:?}")
         }
     }
 }
