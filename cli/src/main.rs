@@ -3,8 +3,12 @@
 //! Exit status: 0 on success; 1 with a one-line reason on stderr otherwise.
 
 mod consume;
+mod dlq;
 mod publish;
 mod queue;
+mod queue_options;
+mod render;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -28,8 +32,11 @@ enum Command {
     Queue(queue::QueueCommand),
     /// Publish messages and wait until every one is confirmed.
     Publish(publish::PublishArgs),
-    /// Receive messages, print them, and ack each once printed.
+    /// Receive messages, print them, and ack (or nack, or reject) each once printed.
     Consume(consume::ConsumeArgs),
+    /// List, inspect and redrive dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Queue(command) => queue::run(&connection, command).await,
         Command::Publish(args) => publish::run(&connection, args).await,
         Command::Consume(args) => consume::run(&connection, args).await,
+        Command::Dlq(command) => dlq::run(&connection, command).await,
     };
     connection.close().await;
     result

@@ -1,41 +1,132 @@
-//! `chute publish QUEUE [MESSAGE]`
+//! `chute publish QUEUE [MESSAGE]` and `chute publish --topic TOPIC [MESSAGE]`
 
 use std::io::BufRead;
 
 use bytes::Bytes;
-use chute_client::Connection;
+use chute_client::{Connection, Destination, Header, PublishMessage, Schedule};
 use clap::Args;
 
 #[derive(Args)]
 pub struct PublishArgs {
-    pub queue: String,
+    /// The queue to publish to. With --topic there is no QUEUE: the first argument is the
+    /// message.
+    #[arg(value_name = "QUEUE")]
+    pub queue: Option<String>,
     /// The message; without it (and without --count), each line of stdin is one message.
     pub message: Option<String>,
+    /// Publish to this topic instead of a queue: a copy goes to every queue bound to it.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// With --topic: fail if no binding matches, instead of confirming and counting a drop.
+    #[arg(long, requires = "topic")]
+    pub mandatory: bool,
     /// Publish this many generated messages instead.
     #[arg(long, conflicts_with = "message")]
     pub count: Option<u64>,
     /// Size of each generated message, in bytes.
     #[arg(long, default_value_t = 256, requires = "count")]
     pub size: usize,
+    #[command(flatten)]
+    pub attributes: MessageAttributes,
+}
+
+/// Attributes given to every message this command publishes.
+#[derive(Args)]
+pub struct MessageAttributes {
+    /// Message id (the deduplication key on queues with a dedup window).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Deliver no earlier than this long after the broker accepts the message.
+    #[arg(long, conflicts_with = "deliver_at_unix_ms")]
+    pub delay_ms: Option<u64>,
+    /// Deliver no earlier than this wall-clock time (ms since the Unix epoch).
+    #[arg(long)]
+    pub deliver_at_unix_ms: Option<u64>,
+    /// Time to live, overriding the queue's.
+    #[arg(long)]
+    pub ttl_ms: Option<u64>,
+    /// 0 (lowest, the default) to 9; higher is delivered first.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: u8,
+    /// Group key: messages of one group are delivered one at a time, in order.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// An application header; repeat for more.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+}
+
+impl MessageAttributes {
+    fn message(&self, payload: Bytes) -> PublishMessage {
+        let schedule = match (self.delay_ms, self.deliver_at_unix_ms) {
+            (Some(delay_ms), _) => Some(Schedule::DelayMs(delay_ms)),
+            (None, Some(at_unix_ms)) => Some(Schedule::AtUnixMs(at_unix_ms)),
+            (None, None) => None,
+        };
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| Header { name: name.clone(), value: Bytes::from(value.clone()) })
+            .collect();
+        PublishMessage {
+            id: self.id.clone(),
+            headers,
+            payload,
+            schedule,
+            ttl_ms: self.ttl_ms,
+            priority: self.priority,
+            group: self.group.clone(),
+        }
+    }
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
+/// Where to publish, and the message given on the command line if any.
+fn destination(args: &PublishArgs) -> Result<(Destination, Option<String>), String> {
+    let Some(topic) = &args.topic else {
+        let queue = args.queue.clone().ok_or("give a QUEUE, or --topic TOPIC")?;
+        return Ok((Destination::Queue(queue), args.message.clone()));
+    };
+    // Positionals fill in order, so with --topic the message arrives as the first one.
+    let message = match (&args.queue, &args.message) {
+        (Some(_), Some(_)) => {
+            return Err("with --topic, give only the MESSAGE (there is no QUEUE)".into())
+        }
+        (Some(_), None) if args.count.is_some() => {
+            return Err("--count generates the messages; give no MESSAGE".into())
+        }
+        (first, second) => first.clone().or(second.clone()),
+    };
+    Ok((Destination::Topic(topic.clone()), message))
 }
 
 pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), String> {
-    let payloads: Box<dyn Iterator<Item = Result<Bytes, String>>> =
-        match (&args.message, args.count) {
-            (Some(message), _) => Box::new(std::iter::once(Ok(Bytes::from(message.clone())))),
-            (None, Some(count)) => Box::new((0..count).map(move |i| Ok(generated(i, args.size)))),
-            (None, None) => Box::new(
-                std::io::stdin()
-                    .lock()
-                    .lines()
-                    .map(|line| line.map(Bytes::from).map_err(|e| format!("reading stdin: {e}"))),
-            ),
-        };
+    let (destination, message) = destination(&args)?;
+    let size = args.size;
+    let payloads: Box<dyn Iterator<Item = Result<Bytes, String>>> = match (message, args.count) {
+        (Some(message), _) => Box::new(std::iter::once(Ok(Bytes::from(message)))),
+        (None, Some(count)) => Box::new((0..count).map(move |i| Ok(generated(i, size)))),
+        (None, None) => Box::new(
+            std::io::stdin()
+                .lock()
+                .lines()
+                .map(|line| line.map(Bytes::from).map_err(|e| format!("reading stdin: {e}"))),
+        ),
+    };
     let mut confirmations = Vec::new();
     let mut published = 0u64;
     for payload in payloads {
-        let confirmation =
-            connection.publish(&args.queue, payload?).await.map_err(|e| e.to_string())?;
+        let message = args.attributes.message(payload?);
+        let confirmation = connection
+            .publish_to(&destination, args.mandatory, message)
+            .await
+            .map_err(|e| e.to_string())?;
         confirmations.push(confirmation);
         published += 1;
         // Resolve confirms as we go so memory stays flat for large counts.
@@ -48,7 +139,11 @@ pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), Strin
     for confirmation in confirmations {
         confirmation.await.map_err(|e| e.to_string())?;
     }
-    eprintln!("published {published} messages to {} (all confirmed)", args.queue);
+    let target = match &destination {
+        Destination::Queue(queue) => queue.clone(),
+        Destination::Topic(topic) => format!("topic {topic}"),
+    };
+    eprintln!("published {published} messages to {target} (all confirmed)");
     Ok(())
 }
 
@@ -58,4 +153,65 @@ fn generated(index: u64, size: usize) -> Bytes {
     payload.resize(size, b'.');
     payload.truncate(size);
     Bytes::from(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Publish {
+        #[command(flatten)]
+        args: PublishArgs,
+    }
+
+    fn parse(args: &str) -> Result<PublishArgs, String> {
+        let args = std::iter::once("publish").chain(args.split_whitespace());
+        Publish::try_parse_from(args).map(|p| p.args).map_err(|e| e.to_string())
+    }
+
+    fn target(args: &str) -> Result<(Destination, Option<String>), String> {
+        destination(&parse(args)?)
+    }
+
+    /// QUEUE [MESSAGE] as before; with --topic the first positional is the message.
+    #[test]
+    fn queue_or_topic() {
+        let queue = |name: &str| Destination::Queue(name.into());
+        let topic = |name: &str| Destination::Topic(name.into());
+        assert_eq!(target("jobs hi").unwrap(), (queue("jobs"), Some("hi".into())));
+        assert_eq!(target("jobs").unwrap(), (queue("jobs"), None));
+        assert_eq!(target("--topic a.b hi").unwrap(), (topic("a.b"), Some("hi".into())));
+        assert_eq!(target("--topic a.b").unwrap(), (topic("a.b"), None));
+        assert_eq!(target("--topic a.b --count 3").unwrap(), (topic("a.b"), None));
+        assert!(target("--topic a.b jobs hi").unwrap_err().contains("no QUEUE"));
+        assert!(target("--topic a.b hi --count 3").unwrap_err().contains("--count"));
+        assert!(target("").unwrap_err().contains("QUEUE"));
+        assert!(parse("jobs --mandatory").is_err(), "--mandatory needs --topic");
+    }
+
+    /// Every attribute flag lands in the message.
+    #[test]
+    fn attributes() {
+        let args = parse(
+            "jobs --id m-1 --delay-ms 1500 --ttl-ms 9000 --priority 7 --group g \
+             --header a=1 --header b=x=y",
+        )
+        .unwrap();
+        let message = args.attributes.message(Bytes::from_static(b"p"));
+        assert_eq!(message.id.as_deref(), Some("m-1"));
+        assert_eq!(message.schedule, Some(Schedule::DelayMs(1500)));
+        assert_eq!((message.ttl_ms, message.priority), (Some(9000), 7));
+        assert_eq!(message.group.as_deref(), Some("g"));
+        let headers: Vec<(&str, &[u8])> =
+            message.headers.iter().map(|h| (h.name.as_str(), &h.value[..])).collect();
+        assert_eq!(headers, [("a", &b"1"[..]), ("b", &b"x=y"[..])]);
+        let at = parse("jobs --deliver-at-unix-ms 42").unwrap().attributes;
+        assert_eq!(at.message(Bytes::new()).schedule, Some(Schedule::AtUnixMs(42)));
+        assert!(parse("jobs --priority 10").is_err());
+        assert!(parse("jobs --header novalue").is_err());
+        assert!(parse("jobs --delay-ms 1 --deliver-at-unix-ms 2").is_err());
+    }
 }

@@ -1,26 +1,38 @@
 //! `chute queue ...`
 
-use chute_client::{Connection, QueueOptions, QueueStats};
+use chute_client::Connection;
 use clap::Subcommand;
+
+use crate::queue_options::QueueOptionArgs;
+use crate::stats::{print_stats, stats_json};
 
 #[derive(Subcommand)]
 pub enum QueueCommand {
     /// Create a queue (or check that it exists with the same options).
-    Declare { name: String },
+    Declare {
+        name: String,
+        #[command(flatten)]
+        options: QueueOptionArgs,
+    },
     /// List every queue with its depth.
     List {
         /// One JSON object per queue, one per line.
         #[arg(long)]
         json: bool,
     },
-    /// Show a queue's options, depth and counters.
+    /// Show a queue's options, depth, consumers, bindings and counters.
     Stats {
         name: String,
         /// One JSON object.
         #[arg(long)]
         json: bool,
     },
-    /// Remove every ready message.
+    /// Route topics matching PATTERN to QUEUE (`*` one word, `#` zero or more; words split on
+    /// `.`).
+    Bind { queue: String, pattern: String },
+    /// Remove a binding.
+    Unbind { queue: String, pattern: String },
+    /// Remove every ready and delayed message.
     Purge { name: String },
     /// Delete a queue and its messages.
     Delete {
@@ -36,11 +48,9 @@ pub enum QueueCommand {
 
 pub async fn run(connection: &Connection, command: QueueCommand) -> Result<(), String> {
     match command {
-        QueueCommand::Declare { name } => {
-            let ok = connection
-                .declare_queue(&name, QueueOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
+        QueueCommand::Declare { name, options } => {
+            let options = options.to_options()?;
+            let ok = connection.declare_queue(&name, options).await.map_err(|e| e.to_string())?;
             println!("{} {name}", if ok.created { "created" } else { "exists" });
         }
         QueueCommand::List { json } => {
@@ -73,6 +83,14 @@ pub async fn run(connection: &Connection, command: QueueCommand) -> Result<(), S
                 print_stats(&stats);
             }
         }
+        QueueCommand::Bind { queue, pattern } => {
+            connection.bind(&queue, &pattern).await.map_err(|e| e.to_string())?;
+            println!("bound {queue} to {pattern}");
+        }
+        QueueCommand::Unbind { queue, pattern } => {
+            connection.unbind(&queue, &pattern).await.map_err(|e| e.to_string())?;
+            println!("unbound {queue} from {pattern}");
+        }
         QueueCommand::Purge { name } => {
             let count = connection.purge_queue(&name).await.map_err(|e| e.to_string())?;
             println!("purged {count} messages from {name}");
@@ -86,46 +104,4 @@ pub async fn run(connection: &Connection, command: QueueCommand) -> Result<(), S
         }
     }
     Ok(())
-}
-
-fn stats_json(stats: &QueueStats) -> serde_json::Value {
-    let c = &stats.counters;
-    serde_json::json!({
-        "name": stats.name,
-        "ready": stats.ready,
-        "delayed": stats.delayed,
-        "in_flight": stats.in_flight,
-        "group_blocked": stats.group_blocked,
-        "bytes": stats.bytes,
-        "dead_letters": stats.dead_letters,
-        "consumers": stats.consumers.len(),
-        "counters": {
-            "published": c.published,
-            "delivered": c.delivered,
-            "acked": c.acked,
-            "nacked": c.nacked,
-            "rejected": c.rejected,
-            "redelivered": c.redelivered,
-            "timed_out": c.timed_out,
-            "expired": c.expired,
-            "dead_lettered": c.dead_lettered,
-            "deduplicated": c.deduplicated,
-            "dropped": c.dropped,
-        },
-        "bindings": stats.bindings,
-    })
-}
-
-fn print_stats(stats: &QueueStats) {
-    let c = &stats.counters;
-    println!("queue       {}", stats.name);
-    println!("ready       {}", stats.ready);
-    println!("delayed     {}", stats.delayed);
-    println!("in flight   {}", stats.in_flight);
-    println!("bytes       {}", stats.bytes);
-    println!("consumers   {}", stats.consumers.len());
-    println!(
-        "counters    published {} delivered {} acked {} nacked {} redelivered {}",
-        c.published, c.delivered, c.acked, c.nacked, c.redelivered
-    );
 }

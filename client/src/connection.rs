@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chute_core::client::{Client, ClientConfig, CommandError, Response};
+use chute_core::client::{Client, ClientConfig, CommandError, Response, SubscriptionOptions};
 use chute_protocol::{
     Destination, HelloOk, PublishMessage, QueueDeclareOk, QueueOptions, QueueStats, QueueSummary,
+    RateLimit,
 };
 use futures::channel::{mpsc, oneshot};
 
@@ -42,11 +43,14 @@ pub struct SubscribeOptions {
     pub auto_credit: bool,
     /// Overrides the queue's lease for these deliveries.
     pub lease_ms: Option<u32>,
+    /// Caps how fast the server delivers to this subscription (a token bucket; its policy is
+    /// irrelevant here, since deliveries simply wait for a token).
+    pub rate: Option<RateLimit>,
 }
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        SubscribeOptions { prefetch: 100, auto_credit: true, lease_ms: None }
+        SubscribeOptions { prefetch: 100, auto_credit: true, lease_ms: None, rate: None }
     }
 }
 
@@ -149,7 +153,7 @@ impl Connection {
     }
 
     /// Runs a request and waits for its answer.
-    async fn request(
+    pub(crate) async fn request(
         &self,
         send: impl FnOnce(&mut Client) -> Result<u32, CommandError>,
     ) -> Result<Response, Error> {
@@ -233,6 +237,17 @@ impl Connection {
         }
     }
 
+    /// Routes topics matching `pattern` to `queue`. Words are separated by `.`; `*` matches
+    /// exactly one word and `#` zero or more. Binding twice is harmless.
+    pub async fn bind(&self, queue: &str, pattern: &str) -> Result<(), Error> {
+        done_count(self.request(|m| m.bind(queue, pattern)).await?).map(drop)
+    }
+
+    /// Removes a binding made by [`Connection::bind`].
+    pub async fn unbind(&self, queue: &str, pattern: &str) -> Result<(), Error> {
+        done_count(self.request(|m| m.unbind(queue, pattern)).await?).map(drop)
+    }
+
     /// Publishes a payload to a queue; see [`Connection::publish_message`].
     pub async fn publish(
         &self,
@@ -246,9 +261,24 @@ impl Connection {
     /// Hands a message to the connection. Returns once it is queued for sending (waiting first
     /// if the server's unconfirmed window is full); the returned [`Confirmation`] resolves on
     /// the server's confirm. Messages from one connection keep their order.
+    ///
+    /// A topic publish that matches no binding is confirmed and counted as dropped; use
+    /// [`Connection::publish_to`] with `mandatory` to have it refused instead.
     pub async fn publish_message(
         &self,
         destination: &Destination,
+        message: PublishMessage,
+    ) -> Result<Confirmation, PublishError> {
+        self.publish_to(destination, false, message).await
+    }
+
+    /// [`Connection::publish_message`] with the `mandatory` flag: for a topic, a message that
+    /// matches no binding fails with `unroutable` rather than being confirmed and dropped.
+    /// (Queue destinations ignore the flag.)
+    pub async fn publish_to(
+        &self,
+        destination: &Destination,
+        mandatory: bool,
         message: PublishMessage,
     ) -> Result<Confirmation, PublishError> {
         loop {
@@ -257,7 +287,7 @@ impl Connection {
                 if let Some((code, message)) = shared.closed.clone() {
                     return Err(PublishError::Unconfirmed { code, message });
                 }
-                match shared.machine.publish(destination, false, message.clone()) {
+                match shared.machine.publish(destination, mandatory, message.clone()) {
                     Ok(seq) => {
                         let (tx, rx) = oneshot::channel();
                         shared.confirms.insert(seq, tx);
@@ -285,7 +315,7 @@ impl Connection {
             .await
     }
 
-    /// Subscribes with full control over credit and lease.
+    /// Subscribes with full control over credit, lease and delivery rate.
     pub async fn subscribe_with(
         &self,
         queue: &str,
@@ -297,11 +327,14 @@ impl Connection {
             if let Some(error) = shared.closed_error() {
                 return Err(error);
             }
-            let (request_id, subscription) = shared.machine.subscribe(
+            let (request_id, subscription) = shared.machine.subscribe_with(
                 queue,
-                options.prefetch,
-                options.lease_ms,
-                options.auto_credit,
+                SubscriptionOptions {
+                    credit: options.prefetch,
+                    lease_ms: options.lease_ms,
+                    rate: options.rate,
+                    auto_credit: options.auto_credit,
+                },
             )?;
             shared.subscriptions.insert(subscription, sink);
             let (tx, rx) = oneshot::channel();
@@ -314,14 +347,14 @@ impl Connection {
     }
 }
 
-fn done_count(response: Response) -> Result<u64, Error> {
+pub(crate) fn done_count(response: Response) -> Result<u64, Error> {
     match response {
         Response::Done { count } => Ok(count),
         other => Err(unexpected(other)),
     }
 }
 
-fn unexpected(response: Response) -> Error {
+pub(crate) fn unexpected(response: Response) -> Error {
     Error::Closed {
         code: chute_protocol::ErrorCode::UNEXPECTED_FRAME,
         message: format!("unexpected response {response:?}"),

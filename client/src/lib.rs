@@ -31,6 +31,7 @@
 //! ```
 
 mod connection;
+mod dead_letters;
 mod driver;
 mod error;
 mod shared;
@@ -39,8 +40,10 @@ mod url;
 
 pub use chute_core::client::{ClientConfig, CommandError};
 pub use chute_protocol::{
-    Credentials, Destination, ErrorCode, Header, PublishMessage, QueueOptions, QueueStats,
-    QueueSummary, Schedule,
+    AttemptOutcome, AttemptRecord, BackoffPolicy, BreakerPolicy, BreakerState, ConsumerInfo,
+    Credentials, DeadLetter, DeadLetterSummary, DeadReason, Destination, Durability, ErrorCode,
+    ExpiryPolicy, Header, OverflowPolicy, PublishMessage, QueueCounters, QueueDeclareOk,
+    QueueOptions, QueueStats, QueueSummary, RateLimit, RateLimitPolicy, Schedule,
 };
 pub use connection::{Confirmation, ConnectOptions, Connection, SubscribeOptions};
 pub use error::{Error, PublishError};

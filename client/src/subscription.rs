@@ -9,7 +9,7 @@ use chute_protocol::Header;
 use futures::channel::mpsc;
 use futures::Stream;
 
-use crate::connection::Connection;
+use crate::connection::{done_count, Connection};
 use crate::error::Error;
 use crate::shared::Inner;
 
@@ -50,6 +50,17 @@ impl Subscription {
         drop(shared);
         self.inner.wake();
         Ok(())
+    }
+
+    /// Stops deliveries. Once the server has answered, the stream yields what it had already
+    /// received and then ends; settle those deliveries as usual (they stay leased until then).
+    pub async fn unsubscribe(&self) -> Result<(), Error> {
+        let response = self.connection.request(|m| m.unsubscribe(self.id)).await?;
+        // The server sends no `Deliver` for this subscription after its `Done`, and the
+        // connection hands events over in arrival order, so every delivery is already in the
+        // stream: dropping the sink ends it after them.
+        self.inner.lock().subscriptions.remove(&self.id);
+        done_count(response).map(drop)
     }
 }
 
