@@ -2,6 +2,7 @@
 //!
 //! Exit status: 0 on success; 1 with a one-line reason on stderr otherwise.
 
+mod bench;
 mod consume;
 mod dlq;
 mod publish;
@@ -37,11 +38,18 @@ enum Command {
     /// List, inspect and redrive dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Measure throughput and latency with the standard workloads (W1–W4) or a custom run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match futures::executor::block_on(run(cli)) {
+    let result = match cli.command {
+        // The bench runs its own threads and executors, and opens its own connections.
+        Command::Bench(args) => bench::run(&cli.url, args),
+        command => futures::executor::block_on(run(&cli.url, command)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("chute: {message}");
@@ -50,13 +58,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let connection = Connection::connect(&cli.url).await.map_err(|e| e.to_string())?;
-    let result = match cli.command {
+async fn run(url: &str, command: Command) -> Result<(), String> {
+    let connection = Connection::connect(url).await.map_err(|e| e.to_string())?;
+    let result = match command {
         Command::Queue(command) => queue::run(&connection, command).await,
         Command::Publish(args) => publish::run(&connection, args).await,
         Command::Consume(args) => consume::run(&connection, args).await,
         Command::Dlq(command) => dlq::run(&connection, command).await,
+        Command::Bench(_) => unreachable!("main runs the bench itself"),
     };
     connection.close().await;
     result

@@ -31,6 +31,9 @@ pub mod client;
 pub mod config;
 pub mod ids;
 pub mod io;
+/// Planted bugs for the simulator's self-test; absent unless the `mutants` feature is on.
+#[cfg(feature = "mutants")]
+pub mod mutants;
 pub mod names;
 pub mod policy;
 pub mod queue;
@@ -38,7 +41,7 @@ pub mod rng;
 pub mod storage;
 pub mod time;
 
-pub use broker::{Broker, RecoveryReport};
+pub use broker::{Broker, BrokerStats, RecoveryReport};
 pub use config::{BrokerConfig, BrokerLimits, ConfigError, TimeoutConfig};
 pub use ids::{ConnId, MessageSeq, QueueId};
 pub use io::{Event, Input, Output};

@@ -7,7 +7,7 @@ use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use chute_core::storage::io::{StorageDone, StorageRequest};
-use chute_core::{Broker, ConnId, Event, Input, Instant, Output};
+use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output};
 use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::io::AsyncReadExt;
@@ -16,7 +16,7 @@ use futures::StreamExt;
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
 use crate::runtime::Runtime;
 
-/// Events from the connection tasks and the signal thread to the broker task.
+/// Events from the connection tasks, the signal thread and the admin endpoint to the broker task.
 pub enum LoopEvent {
     Received(ConnId, Bytes),
     Flushed(ConnId, u64),
@@ -28,6 +28,8 @@ pub enum LoopEvent {
     ShutdownDeadline,
     /// The storage worker's report.
     Storage(StorageDone),
+    /// The admin endpoint asks for a snapshot of the broker.
+    Stats(futures::channel::oneshot::Sender<BrokerStats>),
 }
 
 /// Everything the broker task waits for.
@@ -180,6 +182,10 @@ impl<R: Runtime> EventLoop<R> {
                 self.arm_shutdown_deadline();
             }
             LoopEvent::Storage(done) => self.broker.handle_input(now, Input::Storage(done)),
+            LoopEvent::Stats(reply) => {
+                // The asker may have timed out and gone; then nobody needs the snapshot.
+                let _ = reply.send(self.broker.stats());
+            }
             LoopEvent::ShutdownDeadline => {
                 tracing::warn!(
                     "{} connections did not finish writing in time",

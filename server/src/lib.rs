@@ -6,15 +6,19 @@
 //! Inside, one task owns the sans-IO [`chute_core::Broker`]; each connection has a reader task
 //! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
 //! it new sockets; a signal thread asks it to stop. The broker task is the only place state
-//! changes, so there are no locks around queues.
+//! changes, so there are no locks around queues. The admin HTTP endpoint (health, Prometheus
+//! metrics, a JSON queue list) serves each connection on a task of its own and asks the broker
+//! task for snapshots; the storage worker's counters it reads directly.
 //!
 //! ```text
 //!  accept task ──streams──▶ ┌──────────────┐ ──Send──▶ writer task ──▶ socket
 //!  reader tasks ──bytes───▶ │ broker task  │ ──Pause──▶ reader gate
 //!  writer tasks ──flushed─▶ │ (Broker)     │ ◀──timer── runtime
-//!  signal thread ─stop────▶ └──────────────┘
+//!  signal thread ─stop────▶ │              │
+//!  admin tasks ──Stats────▶ └──────────────┘ ──snapshot──▶ admin tasks
 //! ```
 
+mod admin;
 mod connection;
 mod data_dir;
 mod event_loop;
@@ -23,4 +27,4 @@ mod serve;
 mod storage_worker;
 
 pub use runtime::Runtime;
-pub use serve::{main, serve, Args, ServeError, ServerConfig};
+pub use serve::{main, serve, AdminListen, Args, Endpoint, Listening, ServeError, ServerConfig};

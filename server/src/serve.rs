@@ -1,9 +1,12 @@
 //! Starting and stopping a server: arguments, binding, the accept loop, signals.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
@@ -15,18 +18,29 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either};
 use futures::SinkExt;
 
+use crate::admin::{self, AdminState, Phase};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::event_loop::{EventLoop, LoopEvent, LoopParts, EVENT_QUEUE_MAX};
 use crate::runtime::Runtime;
-use crate::storage_worker::StorageWorker;
+use crate::storage_worker::{StorageMetrics, StorageWorker};
 
 /// Command-line flags shared by `chuted` and `chuted-smol`.
 #[derive(Clone, Debug, Parser)]
-#[command(version, about = "chute message broker")]
+// A flag given twice takes its last value, so a wrapper's default can be overridden.
+#[command(version, about = "chute message broker", args_override_self = true)]
 pub struct Args {
     /// Address for the client protocol.
     #[arg(long, env = "CHUTE_LISTEN", default_value = "127.0.0.1:4770")]
     pub listen: SocketAddr,
+    /// Address for the admin HTTP endpoint (/healthz, /readyz, /metrics, /api/queues), or
+    /// `off`.
+    #[arg(
+        long,
+        env = "CHUTE_ADMIN_LISTEN",
+        default_value = "127.0.0.1:4771",
+        value_name = "ADDR|off"
+    )]
+    pub admin_listen: AdminListen,
     /// Directory for the message log and lock file.
     #[arg(long, env = "CHUTE_DATA_DIR", default_value = "./chute-data")]
     pub data_dir: PathBuf,
@@ -38,9 +52,41 @@ pub struct Args {
     pub segment_bytes_max: u64,
 }
 
+/// The value of `--admin-listen`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl FromStr for AdminListen {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<AdminListen, String> {
+        if value == "off" {
+            return Ok(AdminListen::Off);
+        }
+        value
+            .parse()
+            .map(AdminListen::At)
+            .map_err(|err| format!("{err} (expected ADDR:PORT or off)"))
+    }
+}
+
+impl From<AdminListen> for Option<SocketAddr> {
+    fn from(listen: AdminListen) -> Option<SocketAddr> {
+        match listen {
+            AdminListen::Off => None,
+            AdminListen::At(addr) => Some(addr),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The admin HTTP endpoint's address; `None` turns it off.
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub shutdown_timeout: Duration,
     pub broker: BrokerConfig,
@@ -52,6 +98,7 @@ impl From<Args> for ServerConfig {
         broker.storage.segment_bytes_max = args.segment_bytes_max;
         ServerConfig {
             listen: args.listen,
+            admin_listen: args.admin_listen.into(),
             data_dir: args.data_dir,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
             broker,
@@ -59,12 +106,47 @@ impl From<Args> for ServerConfig {
     }
 }
 
+/// What the server listens for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The client protocol (`--listen`).
+    Protocol,
+    /// The admin HTTP endpoint (`--admin-listen`).
+    Admin,
+}
+
+impl Endpoint {
+    fn flag(self) -> &'static str {
+        match self {
+            Endpoint::Protocol => "--listen",
+            Endpoint::Admin => "--admin-listen",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Endpoint::Protocol => "the client protocol",
+            Endpoint::Admin => "the admin endpoint",
+        })
+    }
+}
+
+/// Where a started server listens, as announced on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listening {
+    pub addr: SocketAddr,
+    /// The admin HTTP endpoint, unless it is off.
+    pub admin_addr: Option<SocketAddr>,
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    #[error("cannot listen on {addr}: {source}{hint}")]
-    Bind { addr: SocketAddr, source: io::Error, hint: &'static str },
+    #[error("cannot listen on {addr} for {endpoint}: {source}{hint}")]
+    Bind { endpoint: Endpoint, addr: SocketAddr, source: io::Error, hint: String },
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     #[error("cannot recover the log in {path}: {source}")]
@@ -82,11 +164,8 @@ pub enum ServeError {
 pub fn main<R: Runtime>(runtime: R, binary: &str) -> ExitCode {
     init_tracing();
     let config = ServerConfig::from(Args::parse());
-    let result = runtime.block_on(serve(runtime.clone(), config, |addr| {
-        use std::io::Write;
-        println!("{binary} listening on {addr}");
-        let _ = std::io::stdout().flush();
-    }));
+    let result =
+        runtime.block_on(serve(runtime.clone(), config, |listening| announce(binary, listening)));
     match result {
         Ok(()) => {
             tracing::info!("stopped");
@@ -97,6 +176,21 @@ pub fn main<R: Runtime>(runtime: R, binary: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The stdout lines that scripts and tests wait for: `{binary} listening on {addr}`, then
+/// `{binary} admin on {addr}` unless the admin endpoint is off.
+fn announce(binary: &str, listening: Listening) {
+    use std::io::Write;
+    let mut lines = format!("{binary} listening on {}\n", listening.addr);
+    if let Some(admin) = listening.admin_addr {
+        lines.push_str(&format!("{binary} admin on {admin}\n"));
+    }
+    // One write, and errors ignored: whoever started the server may read only the first line
+    // and close the pipe, which must not stop the server (`println!` would panic).
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(lines.as_bytes());
+    let _ = stdout.flush();
 }
 
 fn init_tracing() {
@@ -110,26 +204,42 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Serves until a graceful stop completes. `ready` is called with the bound address once
-/// connections are being accepted. Recovery from the data directory runs first.
+/// Serves until a graceful stop completes. `ready` is called with the bound addresses once
+/// connections are being accepted. Recovery from the data directory runs first; the admin
+/// endpoint answers already during recovery (`/readyz` says it is not ready yet).
 pub async fn serve<R: Runtime>(
     runtime: R,
     mut config: ServerConfig,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(Listening),
 ) -> Result<(), ServeError> {
     config.broker.validate()?;
     let data_dir = DataDir::open(&config.data_dir)?;
-    let listener = bind(config.listen)?;
-    let addr = listener.local_addr().map_err(|source| bind_error(config.listen, source))?;
-    let listener =
-        runtime.listener(listener).map_err(|source| bind_error(config.listen, source))?;
+    let (listener, addr) = listen(&runtime, config.listen, Endpoint::Protocol)?;
+    let admin_listener = match config.admin_listen {
+        Some(at) => Some(listen(&runtime, at, Endpoint::Admin)?),
+        None => None,
+    };
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
+    let storage_metrics = Arc::new(StorageMetrics::default());
+    let admin_state = Arc::new(AdminState::new(events_tx.clone(), storage_metrics.clone()));
+    // Dropped when `serve` returns, which stops the admin accept loop.
+    let (_admin_stop, admin_stop_rx) = oneshot::channel::<()>();
+    let admin_addr = admin_listener.map(|(listener, admin_addr)| {
+        runtime.spawn(admin::accept_loop(
+            runtime.clone(),
+            listener,
+            admin_state.clone(),
+            admin_stop_rx,
+        ));
+        admin_addr
+    });
 
     config.broker.epoch_unix_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let started = StdInstant::now();
     let broker = recover(&data_dir, config.broker)?;
-    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
-    let storage_tx = start_storage_worker(&data_dir, events_tx.clone())?;
+    let storage_tx = start_storage_worker(&data_dir, events_tx.clone(), storage_metrics)?;
     let (accepted_tx, accepted_rx) = mpsc::channel(16);
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
     install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
@@ -143,9 +253,17 @@ pub async fn serve<R: Runtime>(
         accept_stop: accept_stop_tx,
         shutdown_timeout: config.shutdown_timeout,
     });
-    tracing::info!(runtime = runtime.name(), %addr, data_dir = %config.data_dir.display(), "serving");
-    ready(addr);
+    tracing::info!(
+        runtime = runtime.name(),
+        %addr,
+        admin = %admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        data_dir = %config.data_dir.display(),
+        "serving"
+    );
+    admin_state.set_phase(Phase::Serving);
+    ready(Listening { addr, admin_addr });
     let result = event_loop.run(events_rx, accepted_rx).await.map_err(ServeError::Halted);
+    admin_state.set_phase(Phase::Stopped);
     drop(data_dir);
     result
 }
@@ -181,34 +299,54 @@ fn recover(data_dir: &DataDir, config: BrokerConfig) -> Result<Broker, ServeErro
 fn start_storage_worker(
     data_dir: &DataDir,
     events: mpsc::Sender<LoopEvent>,
+    metrics: Arc<StorageMetrics>,
 ) -> Result<std::sync::mpsc::Sender<StorageRequest>, ServeError> {
     let (storage_tx, storage_rx) = std::sync::mpsc::channel();
     let mut events = events;
     let report = move |done| {
         let _ = futures::executor::block_on(events.send(LoopEvent::Storage(done)));
     };
-    StorageWorker::new(&data_dir.path)
+    StorageWorker::new(&data_dir.path, metrics)
         .spawn(storage_rx, report)
         .map_err(|source| DataDirError::Io { path: data_dir.path.clone(), source })?;
     Ok(storage_tx)
 }
 
-fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| bind_error(addr, source))?;
-    listener.set_nonblocking(true).map_err(|source| bind_error(addr, source))?;
+/// Binds `addr` and hands the listener to the runtime; returns it with the bound address.
+fn listen<R: Runtime>(
+    runtime: &R,
+    addr: SocketAddr,
+    endpoint: Endpoint,
+) -> Result<(R::Listener, SocketAddr), ServeError> {
+    let listener = bind(addr, endpoint)?;
+    let bound = listener.local_addr().map_err(|source| bind_error(addr, endpoint, source))?;
+    let listener =
+        runtime.listener(listener).map_err(|source| bind_error(addr, endpoint, source))?;
+    Ok((listener, bound))
+}
+
+fn bind(addr: SocketAddr, endpoint: Endpoint) -> Result<std::net::TcpListener, ServeError> {
+    let error = |source| bind_error(addr, endpoint, source);
+    let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
     Ok(listener)
 }
 
-fn bind_error(addr: SocketAddr, source: io::Error) -> ServeError {
-    let hint = match source.kind() {
-        io::ErrorKind::AddrInUse => {
-            " (is another chuted running? pick another address with --listen)"
+fn bind_error(addr: SocketAddr, endpoint: Endpoint, source: io::Error) -> ServeError {
+    let flag = endpoint.flag();
+    let hint = match (source.kind(), endpoint) {
+        (io::ErrorKind::AddrInUse, Endpoint::Protocol) => {
+            format!(" (is another chuted running? pick another address with {flag})")
         }
-        io::ErrorKind::AddrNotAvailable => " (that address is not on this machine)",
-        io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-        _ => "",
+        (io::ErrorKind::AddrInUse, Endpoint::Admin) => format!(
+            " (is another chuted running? pick another address with {flag}, or turn the \
+             admin endpoint off with `{flag} off`)"
+        ),
+        (io::ErrorKind::AddrNotAvailable, _) => " (that address is not on this machine)".into(),
+        (io::ErrorKind::PermissionDenied, _) => " (ports below 1024 need privileges)".into(),
+        _ => String::new(),
     };
-    ServeError::Bind { addr, source, hint }
+    ServeError::Bind { endpoint, addr, source, hint }
 }
 
 async fn accept_loop<R: Runtime>(

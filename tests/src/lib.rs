@@ -67,6 +67,8 @@ pub struct Server {
     child: Option<Child>,
     pub binary: ServerBinary,
     pub addr: SocketAddr,
+    /// The admin HTTP endpoint (on an ephemeral port), unless the test turned it off.
+    pub admin_addr: Option<SocketAddr>,
     /// What the server was given as `--data-dir`.
     pub data_dir: PathBuf,
     stderr_path: PathBuf,
@@ -106,13 +108,16 @@ impl Server {
             .arg(&data_dir)
             .args(extra)
             .env("CHUTE_LOG", "debug")
+            // An ephemeral admin port, so servers of tests running in parallel never collide;
+            // a test's own `--admin-listen` overrides it.
+            .env("CHUTE_ADMIN_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .expect("start server");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read server stdout");
+        stdout.read_line(&mut line).expect("read server stdout");
         let Some(addr) = line.trim().rsplit_once(" listening on ").map(|(_, a)| a.to_string())
         else {
             let _ = child.kill();
@@ -121,7 +126,23 @@ impl Server {
             panic!("{} did not start: stdout {line:?}, stderr:\n{log}", binary.name());
         };
         let addr = addr.parse().expect("listen address");
-        Server { child: Some(child), binary, addr, data_dir, stderr_path, _scratch: scratch }
+        let admin_addr =
+            if extra.iter().any(|a| a.contains("--admin-listen")) && extra.contains(&"off") {
+                None
+            } else {
+                let mut admin = String::new();
+                stdout.read_line(&mut admin).expect("read server stdout");
+                admin.trim().rsplit_once(" admin on ").and_then(|(_, a)| a.parse().ok())
+            };
+        Server {
+            child: Some(child),
+            binary,
+            addr,
+            admin_addr,
+            data_dir,
+            stderr_path,
+            _scratch: scratch,
+        }
     }
 
     pub fn url(&self) -> String {

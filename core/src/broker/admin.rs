@@ -216,7 +216,7 @@ impl Broker {
         self.reply(conn, FrameKind::QueueStatsOk, &QueueStatsOk { request_id, stats });
     }
 
-    fn queue_stats(&self, id: QueueId) -> QueueStats {
+    pub(super) fn queue_stats(&self, id: QueueId) -> QueueStats {
         let queue = &self.queues[&id];
         let clock = self.config.wall_clock();
         let consumers = queue

@@ -109,8 +109,9 @@ impl Broker {
     /// respect the batch and frame size limits.
     fn encode_deliveries(&mut self, mut chosen: Vec<Chosen>, gate: Gate) {
         let frame_size_max = self.config.limits.frame_size_max;
-        // Stable sort: each consumer's deliveries stay in the order they were chosen.
-        chosen.sort_by_key(|c| (c.conn, c.subscription));
+        // Stable sort by connection only: a connection's tags must reach it in increasing
+        // order, so deliveries to its subscriptions are framed in runs, in tag order.
+        chosen.sort_by_key(|c| c.conn);
         let mut rest = chosen.as_slice();
         while let Some(first) = rest.first() {
             let (conn, subscription) = (first.conn, first.subscription);

@@ -81,6 +81,8 @@ impl Broker {
         taken.sort_by_key(|m| m.seq);
         let mut logged = Vec::new();
         let moved = taken.len() as u64;
+        // Forgetting a message that held its group releases the group's next one in the DLQ.
+        self.dirty_queues.insert(dlq);
         for mut message in taken {
             self.queues.get_mut(&dlq).expect("queue exists").forget(&message);
             let source = message.dead().expect("a dead letter").source;

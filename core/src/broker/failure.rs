@@ -91,6 +91,8 @@ impl Broker {
     pub(super) fn dispose(&mut self, queue_id: QueueId, mut message: Message, reason: DeadReason) {
         let queue = self.queues.get_mut(&queue_id).expect("queue exists");
         queue.forget(&message);
+        // Forgetting it may have released its group's next message.
+        self.dirty_queues.insert(queue_id);
         if reason == DeadReason::Expired {
             queue.counters.expired += 1;
         }

@@ -12,6 +12,7 @@ mod outbound;
 mod publish;
 mod recover;
 mod routing;
+mod stats;
 mod storage;
 mod timers;
 
@@ -30,12 +31,14 @@ use crate::time::Instant;
 
 use connection::Connection;
 pub use recover::RecoveryReport;
+pub use stats::BrokerStats;
 use timers::{TimerKey, Timers};
 
 /// The broker, without I/O.
 ///
 /// Methods come in four kinds:
-/// - getters (`&self`): [`Broker::queue_names`], [`Broker::connection_count`], ...;
+/// - getters (`&self`): [`Broker::stats`], [`Broker::queue_names`],
+///   [`Broker::connection_count`], ...;
 /// - [`Broker::handle_input`]: everything that happens to the broker (connections, bytes,
 ///   flushes, timers, storage completions);
 /// - commands: operator actions such as [`Broker::shutdown`];

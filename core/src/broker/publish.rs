@@ -130,8 +130,12 @@ impl Broker {
         let mut gate = Gate::default();
         for &queue in route.queues.iter().filter(|q| !copies.contains(q)) {
             self.queues.get_mut(&queue).expect("routed queue").counters.deduplicated += 1;
-            // The first copy may not be durable yet: the duplicate's confirm must not overtake it.
+            // The first copy may not be durable yet: the duplicate's confirm must not overtake it,
+            // and now someone waits for whatever is unsynced.
             gate = gate.max(self.queue_gate(queue, self.log.end_lsn()));
+            if self.log.has_unsynced() {
+                self.want_sync(SyncNeed::Now);
+            }
         }
         for queue in copies {
             gate = gate.max(self.store_copy(queue, &message, route.topic.clone()));
@@ -176,6 +180,10 @@ impl Broker {
             segment: None,
             extras: extras.boxed_if_any(),
         };
+        // Log first, remember the id second: appending may start a new segment, whose
+        // checkpoint must not carry the id ahead of the record (a crash could keep the
+        // checkpoint and lose the record, and the dedup window would then swallow the retry).
+        let gate = self.log_published(queue_id, &mut stored_message);
         if let (Some(id), Some(window_ms)) = (message.id.as_deref(), dedup_window_ms) {
             let entries_max = self.config.limits.dedup_entries_max as usize;
             self.queues.get_mut(&queue_id).expect("routed queue").dedup.insert(
@@ -184,7 +192,6 @@ impl Broker {
                 entries_max,
             );
         }
-        let gate = self.log_published(queue_id, &mut stored_message);
         let queue = self.queues.get_mut(&queue_id).expect("routed queue");
         queue.enqueue(stored_message, gate, due);
         if queue.has_pending() {
@@ -198,6 +205,13 @@ impl Broker {
     fn queue_gate(&self, queue: QueueId, end: u64) -> Gate {
         match self.queues[&queue].options.durability {
             Durability::None => Gate::default(),
+            // MUTANT confirm-before-sync: the confirm and first delivery leave on append.
+            #[cfg(feature = "mutants")]
+            Durability::Always
+                if crate::mutants::active(crate::mutants::Mutant::ConfirmBeforeSync) =>
+            {
+                Gate::default()
+            }
             Durability::Always => Gate::synced(end),
             Durability::Interval { .. } => Gate::written(end),
         }

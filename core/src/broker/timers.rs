@@ -71,6 +71,15 @@ impl Broker {
     fn fire_lease(&mut self, conn: ConnId, tag: u64) {
         let in_flight = self.connections.get_mut(&conn).and_then(|c| c.in_flight.remove(&tag));
         let Some(in_flight) = in_flight else { return };
+        // MUTANT skip-attempt-on-lease-expiry: the timed-out attempt is not counted.
+        #[cfg(feature = "mutants")]
+        let in_flight = {
+            let mut in_flight = in_flight;
+            if crate::mutants::active(crate::mutants::Mutant::SkipAttemptOnLeaseExpiry) {
+                in_flight.message.attempts -= 1;
+            }
+            in_flight
+        };
         let queue = in_flight.queue;
         if let Some(policy) = self.queues.get(&queue).and_then(|q| q.options.breaker) {
             let now = self.now;

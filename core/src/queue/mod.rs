@@ -181,7 +181,17 @@ impl Queue {
         }
         match due {
             Some(due) => self.delayed.insert(due, message),
-            None if front => self.ready.push_front(message),
+            None if front => {
+                // MUTANT deliver-out-of-order-after-redelivery: the head goes to the back.
+                #[cfg(feature = "mutants")]
+                if crate::mutants::active(crate::mutants::Mutant::DeliverOutOfOrderAfterRedelivery)
+                {
+                    if let Some(head) = self.ready.pop_front() {
+                        self.ready.push_back(head);
+                    }
+                }
+                self.ready.push_front(message)
+            }
             None => self.ready.push_back(message),
         }
     }
@@ -273,10 +283,14 @@ impl Queue {
     /// The oldest message not in flight and not delayed, removed to make room (`drop-head`):
     /// the oldest ready one, or one still waiting for the log if that is older.
     pub fn take_oldest(&mut self) -> Option<Message> {
-        let pending_seq = self.pending.front().map(|(_, _, m)| m.seq);
+        // A delayed message waiting for the log is not ready either: skip it.
+        let pending = self.pending.iter().position(|(_, due, _)| due.is_none());
+        let pending_seq = pending.map(|at| self.pending[at].2.seq);
         let ready_seq = self.ready.oldest_seq();
-        match (pending_seq, ready_seq) {
-            (Some(p), r) if r.is_none_or(|r| p < r) => self.pending.pop_front().map(|(_, _, m)| m),
+        match (pending, pending_seq, ready_seq) {
+            (Some(at), Some(p), r) if r.is_none_or(|r| p < r) => {
+                self.pending.remove(at).map(|(_, _, m)| m)
+            }
             _ => self.ready.pop_oldest(),
         }
     }

@@ -82,6 +82,9 @@ pub fn recover_log(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError>
         let is_last = index + 1 == files.len();
         let scan = scan_segment(&file.bytes, is_last)
             .map_err(|source| RecoveryError::Segment { file: file.name.clone(), source })?;
+        // MUTANT truncate-valid-record: the last valid record is cut as if torn.
+        #[cfg(feature = "mutants")]
+        let scan = crate::mutants::truncate_valid_record(scan, is_last);
         if let Some(dropped) = scan.torn_tail {
             let truncation = Truncation {
                 file: file.name.clone(),
@@ -155,6 +158,12 @@ impl RecoveredLog {
             }
             Record::Delivered(Seqs { queue, seqs }) => {
                 self.for_each_live(queue, &seqs, |messages, seq| {
+                    // MUTANT forget-ack-on-recovery: a delivery is taken for an ack.
+                    #[cfg(feature = "mutants")]
+                    if crate::mutants::active(crate::mutants::Mutant::ForgetAckOnRecovery) {
+                        messages.remove(&seq);
+                        return;
+                    }
                     if let Some((_, message)) = messages.get_mut(&seq) {
                         message.attempts = message.attempts.saturating_add(1);
                     }

@@ -1,0 +1,367 @@
+//! The broker's own figures, read from its admin endpoint's Prometheus page before and after a
+//! run: CPU seconds, fsyncs, peak resident memory, messages published and acked.
+//!
+//! One plain HTTP/1.1 `GET` over a `TcpStream` is all this needs, so no HTTP client crate.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+pub const SYNCS: &str = "chute_storage_syncs_total";
+pub const CPU_SECONDS: &str = "chute_process_cpu_seconds_total";
+pub const RSS_BYTES: &str = "chute_process_resident_memory_bytes";
+pub const RSS_PEAK_BYTES: &str = "chute_process_resident_memory_peak_bytes";
+pub const PUBLISHED: &str = "chute_messages_published_total";
+pub const ACKED: &str = "chute_messages_acked_total";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A metrics page larger than this is not one we understand (a page lists every queue, so
+/// allow for many).
+const PAGE_BYTES_MAX: u64 = 64 << 20;
+
+/// Where the admin endpoint is: `http://host:port`, with an optional path prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    host: String,
+    port: u16,
+    prefix: String,
+}
+
+impl AdminEndpoint {
+    /// Parses `--admin-url`; `off` means "do not read broker metrics".
+    pub fn parse(url: &str) -> Result<Option<AdminEndpoint>, String> {
+        if url == "off" {
+            return Ok(None);
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("--admin-url {url:?}: expected http://HOST:PORT or off"))?;
+        let (authority, prefix) = match rest.find('/') {
+            Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') => {
+                let port = port.parse().map_err(|_| format!("--admin-url {url:?}: bad port"))?;
+                (host, port)
+            }
+            _ => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("--admin-url {url:?}: no host"));
+        }
+        Ok(Some(AdminEndpoint { host: host.to_string(), port, prefix: prefix.to_string() }))
+    }
+
+    pub fn metrics_url(&self) -> String {
+        let host =
+            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("http://{host}:{}{}/metrics", self.port, self.prefix)
+    }
+
+    /// Reads the metrics page now.
+    pub fn sample(&self) -> Result<BrokerSample, String> {
+        let page = self.get(&format!("{}/metrics", self.prefix))?;
+        Ok(BrokerSample::from_series(&parse_exposition(&page)))
+    }
+
+    fn get(&self, path: &str) -> Result<String, String> {
+        let addrs = (self.host.as_str(), self.port).to_socket_addrs().map_err(|e| e.to_string())?;
+        let mut last_error = format!("{} resolves to no address", self.host);
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(stream) => return self.get_over(stream, path),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(last_error)
+    }
+
+    fn get_over(&self, mut stream: TcpStream, path: &str) -> Result<String, String> {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
+            self.host, self.port
+        );
+        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream.take(PAGE_BYTES_MAX).read_to_end(&mut response).map_err(|e| e.to_string())?;
+        http_body(&response)
+    }
+}
+
+/// The body of a complete HTTP/1.1 response read to its end, if its status is 200.
+fn http_body(response: &[u8]) -> Result<String, String> {
+    let head_end = find(response, b"\r\n\r\n").ok_or("incomplete HTTP response")?;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let body = &response[head_end + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("HTTP {status:?}"));
+    }
+    let header = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_ascii_lowercase())
+        })
+    };
+    let body = if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        dechunk(body)?
+    } else if let Some(length) = header("content-length") {
+        let length: usize = length.parse().map_err(|_| "bad Content-Length")?;
+        body.get(..length).ok_or("HTTP body shorter than its Content-Length")?.to_vec()
+    } else {
+        body.to_vec()
+    };
+    String::from_utf8(body).map_err(|_| "metrics page is not UTF-8".to_string())
+}
+
+/// Decodes a chunked body (chunk extensions and trailers ignored).
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(body, b"\r\n").ok_or("truncated chunk size")?;
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(body.get(..size).ok_or("truncated chunk")?);
+        body = body.get(size + 2..).ok_or("truncated chunk")?;
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Every sample on a Prometheus / OpenMetrics text page, keyed by its series as written
+/// (`name` or `name{labels}`). Comments, blank lines and lines that do not parse are skipped.
+pub fn parse_exposition(page: &str) -> HashMap<String, f64> {
+    page.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(parse_sample)
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<(String, f64)> {
+    let series_end = match (line.find('{'), line.find(char::is_whitespace)) {
+        (Some(brace), Some(space)) if brace < space => brace + labels_len(&line[brace..])?,
+        (Some(brace), None) => brace + labels_len(&line[brace..])?,
+        (_, Some(space)) => space,
+        (_, None) => return None,
+    };
+    let (series, rest) = line.split_at(series_end);
+    // The value, then an optional timestamp.
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some((series.to_string(), value))
+}
+
+/// Length of `{...}` at the start of `text`, quotes and escapes inside respected.
+fn labels_len(text: &str) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (at, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Some(at + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The broker's counters at one moment; a series the page lacks is `None`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerSample {
+    pub syncs: Option<f64>,
+    pub cpu_seconds: Option<f64>,
+    pub rss_bytes: Option<f64>,
+    pub rss_peak_bytes: Option<f64>,
+    pub published: Option<f64>,
+    pub acked: Option<f64>,
+}
+
+impl BrokerSample {
+    pub fn from_series(series: &HashMap<String, f64>) -> BrokerSample {
+        let get = |name: &str| series.get(name).copied();
+        BrokerSample {
+            syncs: get(SYNCS),
+            cpu_seconds: get(CPU_SECONDS),
+            rss_bytes: get(RSS_BYTES),
+            rss_peak_bytes: get(RSS_PEAK_BYTES),
+            published: get(PUBLISHED),
+            acked: get(ACKED),
+        }
+    }
+}
+
+/// What the broker spent on a run of `messages`, from samples taken before and after it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerFigures {
+    pub cpu_us_per_msg: Option<f64>,
+    pub fsyncs: Option<u64>,
+    pub msgs_per_fsync: Option<f64>,
+    /// The process's peak since it started (like the harness's `VmHWM`), read after the run.
+    pub peak_rss_bytes: Option<u64>,
+    /// Messages the broker accepted during the run: more than `messages` means other traffic
+    /// shared the broker and its CPU and fsync figures.
+    pub published: Option<u64>,
+}
+
+impl BrokerFigures {
+    pub fn between(before: &BrokerSample, after: &BrokerSample, messages: u64) -> BrokerFigures {
+        let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?).filter(|d| *d >= 0.0);
+        let fsyncs = delta(before.syncs, after.syncs).map(|d| d.round() as u64);
+        BrokerFigures {
+            cpu_us_per_msg: delta(before.cpu_seconds, after.cpu_seconds)
+                .map(|seconds| seconds * 1e6 / messages as f64),
+            fsyncs,
+            msgs_per_fsync: fsyncs.filter(|n| *n > 0).map(|n| messages as f64 / n as f64),
+            peak_rss_bytes: after.rss_peak_bytes.map(|b| b.round() as u64),
+            published: delta(before.published, after.published).map(|d| d.round() as u64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    const PAGE: &str = "\
+# HELP chute_storage_syncs Completed fsyncs of the log.
+# TYPE chute_storage_syncs counter
+chute_storage_syncs_total 17
+chute_storage_syncs_created 1.7e9
+chute_process_cpu_seconds_total 1.25
+chute_process_resident_memory_bytes 4096
+chute_process_resident_memory_peak_bytes 1.6777216e7 1700000000000
+chute_queue_messages{queue=\"a b}\\\"c\",state=\"ready\"} 3
+chute_messages_published_total 100
+chute_messages_acked_total 99
+# EOF
+";
+
+    #[test]
+    fn parses_samples_with_labels_timestamps_and_comments() {
+        let series = parse_exposition(PAGE);
+        assert_eq!(series.get("chute_storage_syncs_total"), Some(&17.0));
+        assert_eq!(series.get("chute_process_resident_memory_peak_bytes"), Some(&16_777_216.0));
+        assert_eq!(
+            series.get("chute_queue_messages{queue=\"a b}\\\"c\",state=\"ready\"}"),
+            Some(&3.0),
+            "a brace or space inside a quoted label value does not end the series"
+        );
+        assert!(!series.keys().any(|k| k.starts_with('#')));
+        assert_eq!(parse_sample("no_value"), None);
+        assert_eq!(parse_sample("x{unterminated=\"} 1"), None);
+    }
+
+    #[test]
+    fn sample_picks_the_documented_series() {
+        let sample = BrokerSample::from_series(&parse_exposition(PAGE));
+        assert_eq!(sample.syncs, Some(17.0));
+        assert_eq!(sample.cpu_seconds, Some(1.25));
+        assert_eq!(sample.rss_bytes, Some(4096.0));
+        assert_eq!(sample.published, Some(100.0));
+        assert_eq!(sample.acked, Some(99.0));
+        assert_eq!(BrokerSample::from_series(&HashMap::new()), BrokerSample::default());
+    }
+
+    /// CPU per message and fsyncs are differences over the run; peak RSS is the reading after.
+    #[test]
+    fn figures_are_differences_over_the_run() {
+        let before = BrokerSample {
+            syncs: Some(10.0),
+            cpu_seconds: Some(1.0),
+            published: Some(5.0),
+            ..BrokerSample::default()
+        };
+        let after = BrokerSample {
+            syncs: Some(110.0),
+            cpu_seconds: Some(1.5),
+            rss_peak_bytes: Some(8192.0),
+            published: Some(2005.0),
+            ..BrokerSample::default()
+        };
+        let figures = BrokerFigures::between(&before, &after, 2000);
+        assert_eq!(figures.cpu_us_per_msg, Some(250.0));
+        assert_eq!(figures.fsyncs, Some(100));
+        assert_eq!(figures.msgs_per_fsync, Some(20.0));
+        assert_eq!(figures.peak_rss_bytes, Some(8192));
+        assert_eq!(figures.published, Some(2000));
+        let none = BrokerFigures::between(&BrokerSample::default(), &after, 2000);
+        assert_eq!((none.cpu_us_per_msg, none.fsyncs, none.msgs_per_fsync), (None, None, None));
+        let no_syncs = BrokerFigures::between(&before, &before, 2000);
+        assert_eq!((no_syncs.fsyncs, no_syncs.msgs_per_fsync), (Some(0), None));
+    }
+
+    #[test]
+    fn admin_urls() {
+        let at = |host: &str, port, prefix: &str| {
+            Ok(Some(AdminEndpoint { host: host.into(), port, prefix: prefix.into() }))
+        };
+        assert_eq!(AdminEndpoint::parse("http://127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
+        assert_eq!(AdminEndpoint::parse("http://localhost:9/chute/"), at("localhost", 9, "/chute"));
+        assert_eq!(AdminEndpoint::parse("http://[::1]:4771"), at("::1", 4771, ""));
+        assert_eq!(AdminEndpoint::parse("http://example"), at("example", 80, ""));
+        assert_eq!(AdminEndpoint::parse("off"), Ok(None));
+        assert!(AdminEndpoint::parse("https://x:1").is_err());
+        assert!(AdminEndpoint::parse("http://:1").is_err());
+        let endpoint = AdminEndpoint::parse("http://[::1]:4771/x").unwrap().unwrap();
+        assert_eq!(endpoint.metrics_url(), "http://[::1]:4771/x/metrics");
+    }
+
+    #[test]
+    fn http_bodies_by_length_chunks_or_close() {
+        let by_length = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(http_body(by_length), Ok("hello".into()));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n";
+        assert_eq!(http_body(chunked), Ok("hello".into()));
+        assert_eq!(http_body(b"HTTP/1.0 200 OK\r\n\r\nhello"), Ok("hello".into()));
+        assert!(http_body(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").is_err());
+        assert!(http_body(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    /// A whole scrape against a server that answers one canned page.
+    #[test]
+    fn samples_a_live_endpoint() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let n = stream.read(&mut request).unwrap();
+            assert!(request[..n].starts_with(b"GET /metrics HTTP/1.1\r\n"));
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text\r\n\
+                 Content-Length: {}\r\n\r\n{PAGE}",
+                PAGE.len()
+            );
+            stream.write_all(response.as_bytes()).unwrap();
+        });
+        let endpoint = AdminEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap().unwrap();
+        let sample = endpoint.sample().unwrap();
+        assert_eq!(sample.syncs, Some(17.0));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_is_an_error_not_a_hang() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let endpoint = AdminEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap().unwrap();
+        assert!(endpoint.sample().is_err());
+    }
+}

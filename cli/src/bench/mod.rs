@@ -1,0 +1,269 @@
+//! `chute bench`: the standard workloads W1–W4 (or a custom run) against a running server,
+//! measured exactly as the peer harness in `../shared/peerbench` measures other brokers, so
+//! the figures compare. See `docs/BENCHMARKS.md`.
+//!
+//! - `workload`: the presets and custom runs;
+//! - `payload`, `pace`: what a message carries and when a paced producer sends it;
+//! - `run`: one run's producers and consumers, and the check that every message arrived;
+//! - `measure`: the figures, their JSON and the median over repetitions;
+//! - `metrics`: the broker's own figures from its admin endpoint;
+//! - `host`: load and CPU steal of this machine; `progress`, `report`: what a person sees.
+
+mod host;
+mod measure;
+mod metrics;
+mod pace;
+mod payload;
+mod progress;
+mod report;
+mod run;
+mod workload;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chute_client::{Connection, Durability, QueueOptions};
+use clap::Args;
+use futures::executor::block_on;
+
+use measure::Figures;
+use metrics::{AdminEndpoint, BrokerFigures, BrokerSample};
+use workload::{Named, Overrides, Preset};
+
+/// Pause between repetitions, to let the broker settle (as the harness does).
+const SETTLE_BETWEEN_REPS: Duration = Duration::from_secs(2);
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A standard workload: W1 (durable 1×1, 200,000), W2 (W1 in memory), W3 (durable 1×1,
+    /// 20,000 at 2,000 msg/s), W4 (durable 4×4, 200,000). The flags below change its parts;
+    /// without it they change W1.
+    #[arg(long, value_name = "W1|W2|W3|W4")]
+    pub workload: Option<Preset>,
+    /// Producers, each on its own connection.
+    #[arg(long)]
+    pub producers: Option<u32>,
+    /// Consumers, each on its own connection.
+    #[arg(long)]
+    pub consumers: Option<u32>,
+    /// Messages in total, over all producers.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Payload size in bytes (at least 16) [default: 256].
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Publish at this many messages per second in total (the W3 way) instead of as fast as
+    /// confirms allow.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub rate: Option<f64>,
+    /// A durable queue: confirms wait for fsync.
+    #[arg(long, conflicts_with = "in_memory")]
+    pub durable: bool,
+    /// An in-memory queue.
+    #[arg(long)]
+    pub in_memory: bool,
+    /// Use this queue (created if missing, and then deleted at the end; an existing one must
+    /// be empty and is kept). Default: a fresh queue per run, deleted at the end.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Run this many times; report each run and the median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reps: u32,
+    /// Also print each run as one JSON object on a line of its own; the last line is the
+    /// result (the median, with --reps).
+    #[arg(long)]
+    pub json: bool,
+    /// The server's admin endpoint, for the broker's CPU, fsync and memory figures; `off` to
+    /// skip them.
+    #[arg(long, env = "CHUTE_ADMIN_URL", default_value = "http://127.0.0.1:4771")]
+    pub admin_url: String,
+    /// Fail a run that has not seen every message by then (the harness's default).
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
+}
+
+impl BenchArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            producers: self.producers,
+            consumers: self.consumers,
+            messages: self.messages,
+            size_bytes: self.size,
+            rate_per_s: self.rate,
+            durable: match (self.durable, self.in_memory) {
+                (true, _) => Some(true),
+                (false, true) => Some(false),
+                (false, false) => None,
+            },
+        }
+    }
+}
+
+pub fn run(url: &str, args: BenchArgs) -> Result<(), String> {
+    let named = workload::resolve(args.workload, &args.overrides())?;
+    let admin = Broker::new(AdminEndpoint::parse(&args.admin_url)?);
+    let mut runs = Vec::new();
+    for rep in 1..=args.reps {
+        if rep > 1 {
+            std::thread::sleep(SETTLE_BETWEEN_REPS);
+        }
+        let figures = run_rep(url, &named, &args, rep, &admin)?;
+        let title = if args.reps == 1 {
+            named.name.clone()
+        } else {
+            format!("{} run {rep}/{}", named.name, args.reps)
+        };
+        print!("{}", report::summary(&title, &figures));
+        if args.json {
+            println!("{}", figures.to_json(Some(rep), args.reps));
+        }
+        runs.push(figures);
+    }
+    if args.reps > 1 {
+        let median = measure::median(&runs);
+        let title = format!("{} median of {} runs", named.name, args.reps);
+        print!("{}", report::summary(&title, &median));
+        if args.json {
+            println!("{}", median.to_json(None, args.reps));
+        }
+    }
+    Ok(())
+}
+
+/// One repetition: declare the queue, run, read the broker's figures around the run, delete
+/// the queue if this run created it.
+fn run_rep(
+    url: &str,
+    named: &Named,
+    args: &BenchArgs,
+    rep: u32,
+    broker: &Broker,
+) -> Result<Figures, String> {
+    let workload = &named.workload;
+    let queue = args.queue.clone().unwrap_or_else(|| fresh_queue_name(rep));
+    // As in the harness, the broker's figures cover setup and run, not the teardown.
+    let before = broker.sample();
+    let load1 = host::load1();
+    let cpu_before = host::CpuTimes::now();
+
+    let admin = block_on(Connection::connect(url)).map_err(|e| e.to_string())?;
+    let durability = if workload.durable { Durability::Always } else { Durability::None };
+    let options = QueueOptions { durability, ..QueueOptions::default() };
+    let declared = block_on(admin.declare_queue(&queue, options))
+        .map_err(|e| format!("declare queue {queue}: {e}"))?;
+    if !declared.created {
+        let stats = block_on(admin.queue_stats(&queue)).map_err(|e| e.to_string())?;
+        let held = stats.ready + stats.delayed + stats.in_flight + stats.group_blocked;
+        if held > 0 {
+            return Err(format!("queue {queue} holds {held} messages; the bench needs it empty"));
+        }
+    }
+
+    let label = format!("{} run {rep}", named.name);
+    let mut progress = progress::Progress::new(label, workload.messages);
+    let timeout = Duration::from_secs(args.timeout_s);
+    let result = run::run(url, &queue, workload, timeout, &mut progress);
+
+    let after = broker.sample();
+    let steal = cpu_before.zip(host::CpuTimes::now()).and_then(|(a, b)| a.steal_pct_until(b));
+    if declared.created {
+        if let Err(e) = block_on(admin.delete_queue(&queue, false, false)) {
+            eprintln!("chute bench: could not delete queue {queue}: {e}");
+        }
+    }
+    block_on(admin.close());
+
+    let measured = result.map_err(|e| format!("{} run {rep} failed: {e}", named.name))?;
+    let broker_figures = match (before, after) {
+        (Some(before), Some(after)) => BrokerFigures::between(&before, &after, workload.messages),
+        _ => BrokerFigures::default(),
+    };
+    if let Some(published) = broker_figures.published.filter(|n| *n != workload.messages) {
+        eprintln!(
+            "chute bench: the broker accepted {published} messages during a run of {}: other \
+             traffic shares its CPU and fsync figures",
+            workload.messages
+        );
+    }
+    let mut figures = Figures::new(named, &queue, &measured, broker_figures);
+    figures.load1 = load1;
+    figures.cpu_steal_pct = steal;
+    Ok(figures)
+}
+
+/// A queue name no other run uses: this process and the time, so that a leftover (from an
+/// interrupted run) is recognisable and never reused.
+fn fresh_queue_name(rep: u32) -> String {
+    let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("chute-bench-{}-{unix_ms}-{rep}", std::process::id())
+}
+
+/// The broker's admin endpoint, if there is one; says once on stderr when it cannot be read.
+struct Broker {
+    endpoint: Option<AdminEndpoint>,
+    warned: std::cell::Cell<bool>,
+}
+
+impl Broker {
+    fn new(endpoint: Option<AdminEndpoint>) -> Broker {
+        Broker { endpoint, warned: std::cell::Cell::new(false) }
+    }
+
+    fn sample(&self) -> Option<BrokerSample> {
+        let endpoint = self.endpoint.as_ref()?;
+        match endpoint.sample() {
+            Ok(sample) => Some(sample),
+            Err(error) => {
+                if !self.warned.replace(true) {
+                    eprintln!(
+                        "chute bench: cannot read broker metrics from {} ({error}); the broker \
+                         figures are null (--admin-url sets the endpoint)",
+                        endpoint.metrics_url()
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn resolve(args: &str) -> Result<Named, String> {
+        let args = std::iter::once("bench").chain(args.split_whitespace());
+        let bench = Bench::try_parse_from(args).map_err(|e| e.to_string())?;
+        workload::resolve(bench.args.workload, &bench.args.overrides())
+    }
+
+    #[test]
+    fn flags_shape_the_workload() {
+        assert_eq!(resolve("").unwrap().name, "W1");
+        assert_eq!(resolve("--workload w2").unwrap().workload, Preset::W2.workload());
+        let w = resolve("--workload W4 --producers 2 --messages 10 --size 64 --in-memory").unwrap();
+        assert_eq!((w.name.as_str(), w.workload.producers, w.workload.consumers), ("custom", 2, 4));
+        assert_eq!(
+            (w.workload.messages, w.workload.size_bytes, w.workload.durable),
+            (10, 64, false)
+        );
+        assert_eq!(resolve("--workload W2 --durable").unwrap().workload, Preset::W1.workload());
+        assert_eq!(resolve("--rate 500").unwrap().workload.rate_per_s, Some(500.0));
+        assert!(resolve("--durable --in-memory").is_err());
+        assert!(resolve("--workload W9").is_err());
+        assert!(resolve("--reps 0").is_err());
+    }
+
+    #[test]
+    fn fresh_queue_names_differ_per_rep() {
+        assert_ne!(fresh_queue_name(1), fresh_queue_name(2));
+        assert!(fresh_queue_name(1).starts_with("chute-bench-"));
+    }
+}

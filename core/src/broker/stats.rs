@@ -1,0 +1,133 @@
+//! A snapshot of the whole broker for operators: the admin endpoint's metrics and health.
+
+use chute_protocol::{QueueCounters, QueueStats};
+
+use super::Broker;
+
+/// What the broker holds and has done, at one instant. Built by [`Broker::stats`]; plain data,
+/// so the driver can hand it to another task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Open connections, including ones still in the handshake.
+    pub connections: u64,
+    /// Every queue, in name order.
+    pub queues: Vec<QueueStats>,
+    /// The queues' counters added up. Counters of deleted queues are gone with them, and all of
+    /// them restart from zero with the process.
+    pub totals: QueueCounters,
+    /// Log segments on disk (or being created).
+    pub log_segments: u64,
+    /// Record bytes in those segments (segment headers not counted).
+    pub log_bytes: u64,
+    /// Why storage failed, once it did: the broker then serves nothing.
+    pub halted: Option<String>,
+    /// A graceful stop has begun.
+    pub shutting_down: bool,
+}
+
+impl Broker {
+    /// A snapshot for operators. It costs a walk over every queue and its consumers: meant for
+    /// a scrape every few seconds, not for every input.
+    pub fn stats(&self) -> BrokerStats {
+        let queues: Vec<QueueStats> =
+            self.queue_ids.values().map(|id| self.queue_stats(*id)).collect();
+        let mut totals = QueueCounters::default();
+        for queue in &queues {
+            add_counters(&mut totals, &queue.counters);
+        }
+        let (log_segments, log_bytes) =
+            self.log_segments().fold((0, 0), |(count, bytes), (base, state)| {
+                (count + 1, bytes + (state.end_lsn - base))
+            });
+        BrokerStats {
+            connections: self.connections.len() as u64,
+            queues,
+            totals,
+            log_segments,
+            log_bytes,
+            halted: self.halted.clone(),
+            shutting_down: self.shutting_down,
+        }
+    }
+
+    /// The stats of the named queue, as a `QueueStats` request would answer them.
+    pub fn queue_stats_by_name(&self, name: &str) -> Option<QueueStats> {
+        self.queue_ids.get(name).map(|id| self.queue_stats(*id))
+    }
+}
+
+fn add_counters(total: &mut QueueCounters, queue: &QueueCounters) {
+    // Destructured so that a new counter cannot be forgotten here.
+    let QueueCounters {
+        published,
+        delivered,
+        acked,
+        nacked,
+        rejected,
+        redelivered,
+        timed_out,
+        expired,
+        dead_lettered,
+        deduplicated,
+        dropped,
+    } = queue;
+    total.published += published;
+    total.delivered += delivered;
+    total.acked += acked;
+    total.nacked += nacked;
+    total.rejected += rejected;
+    total.redelivered += redelivered;
+    total.timed_out += timed_out;
+    total.expired += expired;
+    total.dead_lettered += dead_lettered;
+    total.deduplicated += deduplicated;
+    total.dropped += dropped;
+}
+
+#[cfg(test)]
+mod tests {
+    use chute_protocol::QueueOptions;
+
+    use crate::{Broker, BrokerConfig, Instant};
+
+    fn broker() -> Broker {
+        let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
+        while broker.poll_output().is_some() {}
+        broker
+    }
+
+    /// A new broker reports its first segment, no queues, and that it is serving.
+    #[test]
+    fn new_broker_is_empty_and_serving() {
+        let stats = broker().stats();
+        assert_eq!(stats.connections, 0);
+        assert!(stats.queues.is_empty());
+        assert_eq!(stats.totals, Default::default());
+        assert_eq!(stats.log_segments, 1);
+        assert_eq!(stats.halted, None);
+        assert!(!stats.shutting_down);
+    }
+
+    /// Queues are listed in name order, and their declarations are log bytes.
+    #[test]
+    fn queues_are_listed_by_name() {
+        let mut broker = broker();
+        let before = broker.stats().log_bytes;
+        for name in ["b", "a"] {
+            broker.declare_queue(name, QueueOptions::default(), false).unwrap();
+        }
+        let stats = broker.stats();
+        let names: Vec<&str> = stats.queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(stats.log_bytes > before);
+        assert_eq!(broker.queue_stats_by_name("a").unwrap().ready, 0);
+        assert_eq!(broker.queue_stats_by_name("missing"), None);
+    }
+
+    #[test]
+    fn shutdown_is_reported() {
+        let mut broker = broker();
+        broker.shutdown(Instant::ZERO);
+        assert!(broker.stats().shutting_down);
+    }
+}

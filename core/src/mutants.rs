@@ -1,0 +1,91 @@
+//! Planted bugs ("mutants") that prove the simulator has teeth.
+//!
+//! This module, and every hook that consults it, exists only with the `mutants` cargo feature
+//! (`cargo build -p chute-sim --features mutants` turns it on through chute-sim). A build that
+//! serves traffic never has it. Each hook in the core is a few lines marked `MUTANT <name>` and
+//! `#[cfg(feature = "mutants")]`; `grep -rn MUTANT core/src` lists them all.
+//!
+//! A mutant is chosen at run time, per thread, with [`set`]: the simulator runs one simulation
+//! per thread, so parallel seeds with different mutants do not interfere. With no mutant set the
+//! hooks do nothing and the core behaves exactly as without the feature.
+
+use std::cell::Cell;
+
+use crate::storage::format::{SegmentScan, SEGMENT_HEADER_LEN};
+
+/// A known bug the simulator must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutant {
+    /// Confirms on `Always` queues (and first deliveries) are released when the `Published`
+    /// record is appended, not when it is synced. A crash loses confirmed messages.
+    ConfirmBeforeSync,
+    /// Recovery takes a `Delivered` record for an ack: every message that was delivered and not
+    /// yet settled when the broker stopped vanishes. (Ignoring `Acked` records instead would
+    /// only cause redeliveries, which at-least-once allows.)
+    ForgetAckOnRecovery,
+    /// When a retry rejoins the ready line at the front, the message that was at the head is
+    /// moved to the back: first deliveries leave FIFO order.
+    DeliverOutOfOrderAfterRedelivery,
+    /// A lease that runs out does not count the attempt, so a consumer that keeps timing out
+    /// gets the message more than `attempts_max` times.
+    SkipAttemptOnLeaseExpiry,
+    /// Recovery cuts the last valid record of the newest segment as if it were a torn write.
+    TruncateValidRecord,
+}
+
+impl Mutant {
+    pub const ALL: [Mutant; 5] = [
+        Mutant::ConfirmBeforeSync,
+        Mutant::ForgetAckOnRecovery,
+        Mutant::DeliverOutOfOrderAfterRedelivery,
+        Mutant::SkipAttemptOnLeaseExpiry,
+        Mutant::TruncateValidRecord,
+    ];
+
+    /// The name used on the command line (`chute-sim --mutant NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::ConfirmBeforeSync => "confirm-before-sync",
+            Mutant::ForgetAckOnRecovery => "forget-ack-on-recovery",
+            Mutant::DeliverOutOfOrderAfterRedelivery => "deliver-out-of-order-after-redelivery",
+            Mutant::SkipAttemptOnLeaseExpiry => "skip-attempt-on-lease-expiry",
+            Mutant::TruncateValidRecord => "truncate-valid-record",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+thread_local! {
+    static ACTIVE: Cell<Option<Mutant>> = const { Cell::new(None) };
+}
+
+/// Plants `mutant` (or none) for the code running on this thread from now on.
+pub fn set(mutant: Option<Mutant>) {
+    ACTIVE.with(|active| active.set(mutant));
+}
+
+/// The mutant planted on this thread, if any.
+pub fn current() -> Option<Mutant> {
+    ACTIVE.with(Cell::get)
+}
+
+/// Whether `mutant` is planted on this thread.
+pub fn active(mutant: Mutant) -> bool {
+    current() == Some(mutant)
+}
+
+/// MUTANT truncate-valid-record: drops the last valid record of the newest segment and reports
+/// it as a torn tail, so the driver cuts it from the file too.
+pub(crate) fn truncate_valid_record(mut scan: SegmentScan, is_last: bool) -> SegmentScan {
+    if !active(Mutant::TruncateValidRecord) || !is_last || scan.torn_tail.is_some() {
+        return scan;
+    }
+    let Some(last) = scan.records.pop() else { return scan };
+    let valid_len = SEGMENT_HEADER_LEN as u64 + (last.lsn - scan.base_lsn);
+    scan.torn_tail = Some(scan.valid_len - valid_len);
+    scan.valid_len = valid_len;
+    scan
+}

@@ -1,0 +1,226 @@
+//! `/metrics`: the Prometheus text format (version 0.0.4), encoded by `prometheus-client`.
+//!
+//! A registry is built afresh for every scrape from a broker snapshot, the storage worker's
+//! counters and `/proc/self`. Building it costs little next to the snapshot, and a deleted
+//! queue's series disappear with it instead of lingering in a long-lived registry.
+//!
+//! The names are an interface (`chute bench` and dashboards read them): change them only
+//! together with their readers. `prometheus-client` appends `_total` to counters, so counters
+//! are registered without it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chute_core::BrokerStats;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+
+use super::process::ProcessStats;
+use crate::storage_worker::StorageMetrics;
+
+/// The `Content-Type` of what [`encode`] returns.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueStateLabels {
+    queue: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// The metrics page. Broker metrics are left out when there is no snapshot (recovering, or
+/// the broker task did not answer); process metrics that could not be read are left out too.
+pub fn encode(
+    broker: Option<&BrokerStats>,
+    storage: &StorageMetrics,
+    process: &ProcessStats,
+) -> String {
+    let mut registry = Registry::default();
+    registry.register("chute_up", "1 while the server process runs", ConstGauge::new(1u64));
+    register_storage(&mut registry, storage);
+    register_process(&mut registry, process);
+    if let Some(stats) = broker {
+        register_broker(&mut registry, stats);
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+fn register_storage(registry: &mut Registry, storage: &StorageMetrics) {
+    let load = |counter: &AtomicU64| ConstCounter::new(counter.load(Ordering::Relaxed));
+    registry.register(
+        "chute_storage_syncs",
+        "Group commits carried out (fdatasync of the segments written since the last one)",
+        load(&storage.syncs),
+    );
+    registry.register("chute_storage_appends", "Appends to the log", load(&storage.appends));
+    registry.register(
+        "chute_storage_bytes_written",
+        "Bytes written to log segments",
+        load(&storage.bytes_written),
+    );
+    registry.register(
+        "chute_storage_sync_seconds",
+        "Time each group commit took",
+        storage.sync_seconds.clone(),
+    );
+}
+
+fn register_process(registry: &mut Registry, process: &ProcessStats) {
+    if let Some(seconds) = process.cpu_seconds {
+        registry.register(
+            "chute_process_cpu_seconds",
+            "User and system CPU time of the server process",
+            ConstCounter::new(seconds),
+        );
+    }
+    if let Some(bytes) = process.resident_bytes {
+        registry.register(
+            "chute_process_resident_memory_bytes",
+            "Resident memory of the server process",
+            ConstGauge::new(bytes),
+        );
+    }
+    if let Some(bytes) = process.resident_peak_bytes {
+        registry.register(
+            "chute_process_resident_memory_peak_bytes",
+            "Peak resident memory of the server process",
+            ConstGauge::new(bytes),
+        );
+    }
+}
+
+fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
+    registry.register("chute_connections", "Open client connections", gauge(stats.connections));
+    registry.register("chute_queues", "Queues", gauge(stats.queues.len() as u64));
+    let totals = &stats.totals;
+    let counters = [
+        ("chute_messages_published", "Messages accepted into queues", totals.published),
+        ("chute_messages_delivered", "Deliveries to consumers", totals.delivered),
+        ("chute_messages_acked", "Deliveries acked", totals.acked),
+        ("chute_messages_nacked", "Deliveries nacked", totals.nacked),
+        (
+            "chute_messages_dead_lettered",
+            "Messages moved to a dead-letter queue",
+            totals.dead_lettered,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let help = format!("{help}, summed over the queues that exist");
+        registry.register(name, help, ConstCounter::new(value));
+    }
+    registry.register("chute_log_segments", "Log segment files", gauge(stats.log_segments));
+    registry.register(
+        "chute_log_bytes",
+        "Record bytes in the log segments",
+        gauge(stats.log_bytes),
+    );
+
+    let messages = Family::<QueueStateLabels, U64Gauge>::default();
+    let bytes = Family::<QueueLabels, U64Gauge>::default();
+    for queue in &stats.queues {
+        let states = [
+            ("ready", queue.ready),
+            ("delayed", queue.delayed),
+            ("in_flight", queue.in_flight),
+            ("group_blocked", queue.group_blocked),
+        ];
+        for (state, count) in states {
+            let labels = QueueStateLabels { queue: queue.name.clone(), state };
+            messages.get_or_create(&labels).set(count);
+        }
+        bytes.get_or_create(&QueueLabels { queue: queue.name.clone() }).set(queue.bytes);
+    }
+    registry.register("chute_queue_messages", "Messages a queue holds, by state", messages);
+    registry.register("chute_queue_bytes", "Payload bytes a queue holds", bytes);
+}
+
+fn gauge(value: u64) -> ConstGauge<u64> {
+    ConstGauge::new(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use chute_core::{Broker, BrokerConfig, Instant};
+    use chute_protocol::QueueOptions;
+
+    use super::*;
+
+    /// The value of the series `name` (with its labels, as written), if the page has it.
+    fn value(page: &str, series: &str) -> Option<f64> {
+        page.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    fn snapshot() -> BrokerStats {
+        let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
+        broker.declare_queue("jobs", QueueOptions::default(), false).unwrap();
+        while broker.poll_output().is_some() {}
+        broker.stats()
+    }
+
+    /// Every documented series is on the page, under exactly its documented name.
+    #[test]
+    fn names_are_exactly_the_documented_ones() {
+        let storage = StorageMetrics::default();
+        storage.syncs.store(3, Ordering::Relaxed);
+        storage.sync_seconds.observe(0.000_2);
+        let process = ProcessStats {
+            cpu_seconds: Some(1.5),
+            resident_bytes: Some(4096),
+            resident_peak_bytes: Some(8192),
+        };
+        let page = encode(Some(&snapshot()), &storage, &process);
+        let expected = [
+            ("chute_up", 1.0),
+            ("chute_storage_syncs_total", 3.0),
+            ("chute_storage_appends_total", 0.0),
+            ("chute_storage_bytes_written_total", 0.0),
+            ("chute_storage_sync_seconds_count", 1.0),
+            ("chute_storage_sync_seconds_bucket{le=\"0.00025\"}", 1.0),
+            ("chute_storage_sync_seconds_bucket{le=\"0.0001\"}", 0.0),
+            ("chute_process_cpu_seconds_total", 1.5),
+            ("chute_process_resident_memory_bytes", 4096.0),
+            ("chute_process_resident_memory_peak_bytes", 8192.0),
+            ("chute_connections", 0.0),
+            ("chute_queues", 1.0),
+            ("chute_messages_published_total", 0.0),
+            ("chute_messages_delivered_total", 0.0),
+            ("chute_messages_acked_total", 0.0),
+            ("chute_messages_nacked_total", 0.0),
+            ("chute_messages_dead_lettered_total", 0.0),
+            ("chute_log_segments", 1.0),
+            ("chute_queue_messages{queue=\"jobs\",state=\"ready\"}", 0.0),
+            ("chute_queue_messages{queue=\"jobs\",state=\"delayed\"}", 0.0),
+            ("chute_queue_messages{queue=\"jobs\",state=\"in_flight\"}", 0.0),
+            ("chute_queue_messages{queue=\"jobs\",state=\"group_blocked\"}", 0.0),
+            ("chute_queue_bytes{queue=\"jobs\"}", 0.0),
+        ];
+        for (series, want) in expected {
+            assert_eq!(value(&page, series), Some(want), "{series} in\n{page}");
+        }
+        assert!(value(&page, "chute_log_bytes").unwrap() > 0.0, "{page}");
+        assert!(page.contains("# TYPE chute_storage_syncs_total counter"), "{page}");
+    }
+
+    /// Without a snapshot (recovering), the process and storage metrics are still served.
+    #[test]
+    fn without_a_broker_only_process_and_storage_remain() {
+        let page = encode(None, &StorageMetrics::default(), &ProcessStats::default());
+        assert_eq!(value(&page, "chute_up"), Some(1.0));
+        assert_eq!(value(&page, "chute_storage_syncs_total"), Some(0.0));
+        assert!(!page.contains("chute_queues"), "{page}");
+        assert!(!page.contains("chute_process_cpu"), "{page}");
+    }
+}

@@ -1,0 +1,343 @@
+//! The admin HTTP endpoint (default `127.0.0.1:4771`): health checks for orchestrators,
+//! Prometheus metrics, and a small JSON API.
+//!
+//! - `GET /healthz`: `200 ok` while the process runs, during recovery too;
+//! - `GET /readyz`: `200 ready` while the broker serves; `503` and a one-line reason while it
+//!   recovers, after it halted, or once it is shutting down;
+//! - `GET /metrics`: Prometheus text, see [`metrics`];
+//! - `GET /api/queues`: a JSON array with one object per queue (what it holds, its counters).
+//!
+//! Anything else is `404` (`405` for another method on these paths).
+//!
+//! The broker belongs to the broker task, so a handler asks it for a snapshot
+//! ([`LoopEvent::Stats`]) and waits, with a timeout, for the reply. The storage worker's
+//! counters are atomics read directly. Each connection is served by a task of its own, at most
+//! [`ADMIN_CONNECTIONS_MAX`] at once and each for at most [`ADMIN_CONNECTION_LIFETIME`], so a
+//! slow or idle client holds one slot for a bounded time and never holds up the broker.
+
+mod metrics;
+mod process;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chute_core::BrokerStats;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{self, Either};
+use futures::SinkExt;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use smol_hyper::rt::FuturesIo;
+
+use crate::event_loop::LoopEvent;
+use crate::runtime::Runtime;
+use crate::storage_worker::StorageMetrics;
+use process::ProcessStats;
+
+/// Admin connections served at once; more are closed as soon as they are accepted. Scrapers
+/// and probes need a handful; the bound keeps a flood from costing more than 64 small tasks.
+pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+/// The most a request head (request line and headers) may take; hyper answers a larger one
+/// with `431`. Bodies are never read: every endpoint is a `GET`.
+pub const ADMIN_REQUEST_HEAD_BYTES_MAX: usize = 16 * 1024;
+/// How long one connection may stay open, keep-alive included. Then it gets
+/// [`ADMIN_CLOSE_GRACE`] to finish the response in progress, and is dropped.
+pub const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+pub const ADMIN_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a handler waits for the broker task's snapshot before answering `503`.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the server is in its life, as `/readyz` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Reading the log; the broker task does not run yet.
+    Recovering = 0,
+    /// The broker task runs (it may still have halted or begun a graceful stop).
+    Serving = 1,
+    /// The broker task has returned.
+    Stopped = 2,
+}
+
+/// What every admin handler shares.
+pub struct AdminState {
+    phase: AtomicU8,
+    /// To ask the broker task for snapshots.
+    events: mpsc::Sender<LoopEvent>,
+    storage: Arc<StorageMetrics>,
+}
+
+impl AdminState {
+    pub fn new(events: mpsc::Sender<LoopEvent>, storage: Arc<StorageMetrics>) -> AdminState {
+        AdminState { phase: AtomicU8::new(Phase::Recovering as u8), events, storage }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Recovering,
+            1 => Phase::Serving,
+            _ => Phase::Stopped,
+        }
+    }
+}
+
+/// Accepts admin connections until `stop` fires or is dropped, serving each on a task of its
+/// own.
+pub async fn accept_loop<R: Runtime>(
+    runtime: R,
+    listener: R::Listener,
+    state: Arc<AdminState>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accept = runtime.accept(&listener);
+        futures::pin_mut!(accept);
+        let result = match future::select(accept, &mut stop).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => return,
+        };
+        match result {
+            Ok((stream, peer)) => {
+                let Some(slot) = Slot::take(&open) else {
+                    tracing::debug!(%peer, open = ADMIN_CONNECTIONS_MAX, "admin connection refused");
+                    continue;
+                };
+                runtime.spawn(serve_connection(runtime.clone(), stream, peer, state.clone(), slot));
+            }
+            Err(err) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %err, "admin accept failed");
+                runtime.sleep_until(Instant::now() + Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One of the [`ADMIN_CONNECTIONS_MAX`] connection slots, given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Slot> {
+        // Only the accept loop takes slots, so the check and the increment cannot race with
+        // another taker; tasks only give slots back.
+        if open.load(Ordering::Acquire) >= ADMIN_CONNECTIONS_MAX {
+            return None;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        Some(Slot(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve_connection<R: Runtime>(
+    runtime: R,
+    stream: R::Stream,
+    peer: SocketAddr,
+    state: Arc<AdminState>,
+    _slot: Slot,
+) {
+    let service = {
+        let runtime = runtime.clone();
+        hyper::service::service_fn(move |request| {
+            let runtime = runtime.clone();
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(respond(&runtime, &state, request).await) }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper's own header timeout needs a hyper timer; the lifetime below bounds slow clients.
+    builder.max_buf_size(ADMIN_REQUEST_HEAD_BYTES_MAX).header_read_timeout(None);
+    let connection = builder.serve_connection(FuturesIo::new(stream), service);
+    futures::pin_mut!(connection);
+    let lifetime = runtime.sleep_until(Instant::now() + ADMIN_CONNECTION_LIFETIME);
+    futures::pin_mut!(lifetime);
+    let result = match future::select(connection.as_mut(), lifetime).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), _)) => {
+            connection.as_mut().graceful_shutdown();
+            let grace = runtime.sleep_until(Instant::now() + ADMIN_CLOSE_GRACE);
+            futures::pin_mut!(grace);
+            match future::select(connection, grace).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => Ok(()),
+            }
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "admin connection failed");
+    }
+}
+
+type Body = Full<Bytes>;
+
+async fn respond<R: Runtime>(
+    runtime: &R,
+    state: &AdminState,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let path = request.uri().path();
+    if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/api/queues") {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => match broker_stats(runtime, state).await {
+            Ok(stats) => match not_ready_reason(&stats) {
+                None => text(StatusCode::OK, "ready"),
+                Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &reason),
+            },
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        },
+        "/metrics" => {
+            let stats = broker_stats(runtime, state).await.ok();
+            let page = metrics::encode(stats.as_ref(), &state.storage, &ProcessStats::read());
+            body(StatusCode::OK, metrics::CONTENT_TYPE, page)
+        }
+        _ => match broker_stats(runtime, state).await {
+            Ok(stats) => body(StatusCode::OK, "application/json", queues_json(&stats)),
+            Err(reason) => {
+                let error = serde_json::json!({ "error": reason }).to_string();
+                body(StatusCode::SERVICE_UNAVAILABLE, "application/json", error)
+            }
+        },
+    }
+}
+
+/// A snapshot from the broker task, or why there is none.
+async fn broker_stats<R: Runtime>(
+    runtime: &R,
+    state: &AdminState,
+) -> Result<BrokerStats, &'static str> {
+    match state.phase() {
+        Phase::Recovering => return Err("recovering the log"),
+        Phase::Stopped => return Err("stopped"),
+        Phase::Serving => {}
+    }
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let mut events = state.events.clone();
+    let ask = async move {
+        events.send(LoopEvent::Stats(reply_tx)).await.ok()?;
+        reply_rx.await.ok()
+    };
+    futures::pin_mut!(ask);
+    let timeout = runtime.sleep_until(Instant::now() + STATS_TIMEOUT);
+    futures::pin_mut!(timeout);
+    match future::select(ask, timeout).await {
+        Either::Left((Some(stats), _)) => Ok(stats),
+        Either::Left((None, _)) => Err("stopped"),
+        Either::Right(_) => Err("the broker did not answer in time"),
+    }
+}
+
+/// Why a broker that answered is not ready, on one line.
+fn not_ready_reason(stats: &BrokerStats) -> Option<String> {
+    if let Some(reason) = &stats.halted {
+        return Some(format!("halted: {}", reason.replace(['\r', '\n'], " ")));
+    }
+    stats.shutting_down.then(|| "shutting down".to_string())
+}
+
+/// `/api/queues`: the queues in name order, with what they hold and their counters.
+fn queues_json(stats: &BrokerStats) -> String {
+    let queues: Vec<serde_json::Value> = stats
+        .queues
+        .iter()
+        .map(|queue| {
+            serde_json::json!({
+                "name": queue.name,
+                "ready": queue.ready,
+                "delayed": queue.delayed,
+                "in_flight": queue.in_flight,
+                "group_blocked": queue.group_blocked,
+                "bytes": queue.bytes,
+                "dead_letters": queue.dead_letters,
+                "consumers": queue.consumers.len(),
+                "counters": queue.counters,
+            })
+        })
+        .collect();
+    let mut json = serde_json::Value::Array(queues).to_string();
+    json.push('\n');
+    json
+}
+
+fn text(status: StatusCode, line: &str) -> Response<Body> {
+    body(status, "text/plain; charset=utf-8", format!("{line}\n"))
+}
+
+fn body(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use chute_core::{Broker, BrokerConfig, Instant};
+    use chute_protocol::QueueOptions;
+
+    use super::*;
+
+    fn stats() -> BrokerStats {
+        let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
+        broker.declare_queue("jobs", QueueOptions::default(), false).unwrap();
+        broker.stats()
+    }
+
+    #[test]
+    fn a_serving_broker_is_ready() {
+        assert_eq!(not_ready_reason(&stats()), None);
+    }
+
+    #[test]
+    fn halted_and_stopping_brokers_are_not_ready() {
+        let mut halted = stats();
+        halted.halted = Some("fdatasync failed:\nEIO".into());
+        assert_eq!(not_ready_reason(&halted).unwrap(), "halted: fdatasync failed: EIO");
+        let mut stopping = stats();
+        stopping.shutting_down = true;
+        assert_eq!(not_ready_reason(&stopping).unwrap(), "shutting down");
+    }
+
+    #[test]
+    fn queues_are_listed_as_json_objects() {
+        let json: serde_json::Value = serde_json::from_str(&queues_json(&stats())).unwrap();
+        assert_eq!(json[0]["name"], "jobs");
+        assert_eq!(json[0]["ready"], 0);
+        assert_eq!(json[0]["counters"]["published"], 0);
+    }
+
+    #[test]
+    fn slots_are_bounded_and_given_back() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let slots: Vec<Slot> =
+            (0..ADMIN_CONNECTIONS_MAX).map_while(|_| Slot::take(&open)).collect();
+        assert_eq!(slots.len(), ADMIN_CONNECTIONS_MAX);
+        assert!(Slot::take(&open).is_none());
+        drop(slots);
+        assert_eq!(open.load(Ordering::Acquire), 0);
+        assert!(Slot::take(&open).is_some());
+    }
+}
