@@ -7,9 +7,8 @@ use crate::config::BrokerConfig;
 use crate::ids::{MessageSeq, QueueId};
 use crate::queue::{DeadInfo, Message, MessageExtras};
 use crate::storage::log::Log;
-use crate::storage::records::StoredMessage;
 use crate::storage::recovery::{
-    recover_log, RecoveredQueue, RecoveryError, SegmentFile, Truncation,
+    recover_log, RecoveredMessage, RecoveredQueue, RecoveryError, SegmentFile, Truncation,
 };
 use crate::time::{Instant, WallClock};
 
@@ -96,12 +95,10 @@ impl Broker {
             }
         }
         let count = recovered.messages.len() as u64;
-        for (segment, stored) in recovered.messages.into_values() {
-            let due = stored
-                .not_before_unix_ms
-                .filter(|at| *at > now_unix_ms)
-                .map(|at| clock.instant_at(at));
-            queue.admit(message_from(stored, segment, clock), due);
+        for recovered in recovered.messages.into_values() {
+            let not_before = recovered.rare.as_ref().and_then(|r| r.not_before_unix_ms);
+            let due = not_before.filter(|at| *at > now_unix_ms).map(|at| clock.instant_at(at));
+            queue.admit(message_from(recovered, clock), due);
         }
         self.dirty_queues.insert(id);
         self.arm_queue_timer(id);
@@ -131,28 +128,28 @@ impl Broker {
     }
 }
 
-fn message_from(stored: StoredMessage, segment: u64, clock: WallClock) -> Message {
-    let extras = MessageExtras {
-        id: stored.id,
-        headers: stored.headers,
-        group: stored.group,
-        topic: stored.topic,
-        history: stored.history,
-        dead: stored.dead.map(|d| DeadInfo {
+fn message_from(recovered: RecoveredMessage, clock: WallClock) -> Message {
+    let extras = recovered.rare.map(|rare| MessageExtras {
+        id: rare.id,
+        headers: rare.headers,
+        group: rare.group,
+        topic: rare.topic,
+        history: rare.history,
+        dead: rare.dead.map(|d| DeadInfo {
             source: QueueId(d.source),
             reason: d.reason,
             dead_unix_ms: d.dead_unix_ms,
         }),
-        not_before_unix_ms: stored.not_before_unix_ms,
-    };
+        not_before_unix_ms: rare.not_before_unix_ms,
+    });
     Message {
-        seq: MessageSeq(stored.seq),
-        payload: stored.payload,
-        published_unix_ms: stored.published_unix_ms,
-        attempts: stored.attempts,
-        priority: stored.priority,
-        expires_at: stored.expires_unix_ms.map_or(Instant::NEVER, |at| clock.instant_at(at)),
-        segment: Some(segment),
-        extras: extras.boxed_if_any(),
+        seq: MessageSeq(recovered.seq),
+        payload: recovered.payload,
+        published_unix_ms: recovered.published_unix_ms,
+        attempts: recovered.attempts,
+        priority: recovered.priority,
+        expires_at: recovered.expires_unix_ms.map_or(Instant::NEVER, |at| clock.instant_at(at)),
+        segment: Some(recovered.segment),
+        extras: extras.and_then(MessageExtras::boxed_if_any),
     }
 }

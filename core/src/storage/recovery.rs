@@ -27,10 +27,71 @@ pub struct SegmentFile {
 pub struct RecoveredQueue {
     pub name: String,
     pub options: QueueOptions,
-    /// Live messages by sequence number, each with the segment holding its latest record.
-    pub messages: BTreeMap<u64, (u64, StoredMessage)>,
+    /// Live messages by sequence number.
+    pub messages: BTreeMap<u64, RecoveredMessage>,
     /// Dedup window: message id → when its window closes (wall-clock ms).
     pub dedup: BTreeMap<String, u64>,
+}
+
+/// A live message as recovery holds it: the common fields inline and the rare ones boxed, so
+/// that a million of them are cheap to insert, move and hold (recovery time is dominated by
+/// this per-message work).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredMessage {
+    /// The segment holding its latest `Published` record.
+    pub segment: u64,
+    pub seq: u64,
+    pub published_unix_ms: u64,
+    pub attempts: u32,
+    pub priority: u8,
+    pub expires_unix_ms: Option<u64>,
+    pub payload: Bytes,
+    pub rare: Option<Box<RareParts>>,
+}
+
+/// The attributes most messages do not have.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RareParts {
+    pub not_before_unix_ms: Option<u64>,
+    pub id: Option<String>,
+    pub headers: Vec<chute_protocol::Header>,
+    pub group: Option<String>,
+    pub topic: Option<String>,
+    pub history: Vec<AttemptRecord>,
+    pub dead: Option<StoredDead>,
+}
+
+impl RecoveredMessage {
+    fn new(segment: u64, stored: StoredMessage) -> RecoveredMessage {
+        let rare = RareParts {
+            not_before_unix_ms: stored.not_before_unix_ms,
+            id: stored.id,
+            headers: stored.headers,
+            group: stored.group,
+            topic: stored.topic,
+            history: stored.history,
+            dead: stored.dead,
+        };
+        RecoveredMessage {
+            segment,
+            seq: stored.seq,
+            published_unix_ms: stored.published_unix_ms,
+            attempts: stored.attempts,
+            priority: stored.priority,
+            expires_unix_ms: stored.expires_unix_ms,
+            payload: stored.payload,
+            rare: (rare != RareParts::default()).then(|| Box::new(rare)),
+        }
+    }
+
+    /// The rare attributes, boxed on first use.
+    fn rare_mut(&mut self) -> &mut RareParts {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    pub fn dead(&self) -> Option<&StoredDead> {
+        self.rare.as_ref()?.dead.as_ref()
+    }
 }
 
 /// The newest segment ends in a torn write that must be cut before anything is appended.
@@ -164,7 +225,7 @@ impl RecoveredLog {
                         messages.remove(&seq);
                         return;
                     }
-                    if let Some((_, message)) = messages.get_mut(&seq) {
+                    if let Some(message) = messages.get_mut(&seq) {
                         message.attempts = message.attempts.saturating_add(1);
                     }
                 });
@@ -200,41 +261,43 @@ impl RecoveredLog {
             *expires = (*expires).max(message.published_unix_ms.saturating_add(window_ms));
         }
         // A later copy (moved forward by compaction) replaces the earlier one.
-        queue.messages.insert(message.seq, (segment, message));
+        queue.messages.insert(message.seq, RecoveredMessage::new(segment, message));
     }
 
     fn apply_failed(&mut self, failed: Failed) {
-        let Some((_, message)) =
+        let Some(message) =
             self.queues.get_mut(&failed.queue).and_then(|q| q.messages.get_mut(&failed.seq))
         else {
             return;
         };
-        if message.history.len() == ATTEMPT_HISTORY_MAX {
-            message.history.remove(0);
+        let rare = message.rare_mut();
+        if rare.history.len() == ATTEMPT_HISTORY_MAX {
+            rare.history.remove(0);
         }
         let record = AttemptRecord {
             at_unix_ms: failed.at_unix_ms,
             outcome: failed.outcome,
             reason: failed.reason,
         };
-        message.history.push(record);
-        message.not_before_unix_ms = failed.retry_at_unix_ms;
+        rare.history.push(record);
+        rare.not_before_unix_ms = failed.retry_at_unix_ms;
     }
 
     fn apply_dead_lettered(&mut self, dead: DeadLettered) {
         let Some(source) = self.queues.get_mut(&dead.queue) else { return };
-        let Some((segment, mut message)) = source.messages.remove(&dead.seq) else { return };
+        let Some(mut message) = source.messages.remove(&dead.seq) else { return };
         let Some(target) = dead.target.and_then(|t| self.queues.get_mut(&t)) else { return };
         message.attempts = 0;
-        message.not_before_unix_ms = None;
         message.expires_unix_ms =
             target.options.ttl_ms.map(|ttl| dead.at_unix_ms.saturating_add(ttl));
-        message.dead = Some(StoredDead {
+        let rare = message.rare_mut();
+        rare.not_before_unix_ms = None;
+        rare.dead = Some(StoredDead {
             source: dead.queue,
             reason: dead.reason,
             dead_unix_ms: dead.at_unix_ms,
         });
-        target.messages.insert(dead.seq, (segment, message));
+        target.messages.insert(dead.seq, message);
     }
 
     fn apply_redriven(&mut self, redriven: Redriven) {
@@ -244,15 +307,16 @@ impl RecoveredLog {
                 moving.push(entry);
             }
         });
-        for (segment, mut message) in moving {
-            let Some(source) = message.dead.as_ref().map(|d| d.source) else { continue };
+        for mut message in moving {
+            let Some(source) = message.dead().map(|d| d.source) else { continue };
             let Some(queue) = self.queues.get_mut(&source) else { continue };
             message.attempts = 0;
-            message.history.clear();
-            message.dead = None;
             message.expires_unix_ms =
                 queue.options.ttl_ms.map(|ttl| redriven.at_unix_ms.saturating_add(ttl));
-            queue.messages.insert(message.seq, (segment, message));
+            let rare = message.rare_mut();
+            rare.history.clear();
+            rare.dead = None;
+            queue.messages.insert(message.seq, message);
         }
     }
 
@@ -262,7 +326,7 @@ impl RecoveredLog {
         &mut self,
         queue: u64,
         seqs: &[Range],
-        mut visit: impl FnMut(&mut BTreeMap<u64, (u64, StoredMessage)>, u64),
+        mut visit: impl FnMut(&mut BTreeMap<u64, RecoveredMessage>, u64),
     ) {
         let Some(queue) = self.queues.get_mut(&queue) else { return };
         for range in seqs {
@@ -278,9 +342,11 @@ impl RecoveredLog {
     /// Counts each segment's live messages, for compaction.
     fn count_live(&mut self) {
         for queue in self.queues.values() {
-            for (segment, message) in queue.messages.values() {
-                let state =
-                    self.segments.get_mut(segment).expect("a live message's segment was kept");
+            for message in queue.messages.values() {
+                let state = self
+                    .segments
+                    .get_mut(&message.segment)
+                    .expect("a live message's segment was kept");
                 state.live_messages += 1;
                 state.live_bytes += message.payload.len() as u64;
             }
