@@ -357,3 +357,29 @@ fn a_mostly_live_head_does_not_pin_dead_segments() {
     assert!(net.disk.files.len() <= 3, "{} segments", net.disk.files.len());
     assert_eq!(net.broker.queue_depth("keep"), Some(4));
 }
+
+/// A checkpoint larger than a segment (a dedup window remembering many ids) must not make
+/// every record start a new segment with a new copy of the checkpoint.
+#[test]
+fn a_checkpoint_larger_than_a_segment_does_not_explode_the_log() {
+    let mut config = small_segments();
+    config.storage.segment_bytes_max = 64 * 1024;
+    let mut net = Net::with_config(config);
+    let conn = net.connect();
+    let options = QueueOptions { dedup_window_ms: Some(3_600_000), ..QueueOptions::default() };
+    assert!(matches!(net.declare(conn, "jobs", options), Response::Declared(_)));
+    let destination = chute_protocol::Destination::Queue("jobs".into());
+    for i in 0..3_000u32 {
+        let mut message = chute_protocol::PublishMessage::new(Bytes::from_static(b"x"));
+        message.id = Some(format!("{i:0>100}"));
+        net.client(conn).publish(&destination, false, message).unwrap();
+        if i % 100 == 99 {
+            net.pump();
+        }
+    }
+    net.pump();
+    let appended: usize = net.disk.files.values().map(|f| f.len()).sum();
+    // 3,000 ids of ~110 bytes make a ~330 KB checkpoint; without the guard every record
+    // rotated and copied it, writing hundreds of megabytes.
+    assert!(appended < 20 * 1024 * 1024, "{appended} bytes on disk");
+}

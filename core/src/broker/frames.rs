@@ -10,11 +10,11 @@ impl Broker {
     /// Decodes and handles buffered frames until the buffer is empty, the connection pauses, or
     /// it closes. Then encodes the confirms those frames earned.
     pub(super) fn process_received(&mut self, conn: ConnId) {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let read_pause_at = self.read_pause_backlog();
         let unconfirmed_max = u64::from(self.config.limits.unconfirmed_max);
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else { return };
-            let over_backlog = connection.outbound_backlog() >= outbound_max;
+            let over_backlog = connection.outbound_backlog() >= read_pause_at;
             let over_window = connection.outbound.unconfirmed >= unconfirmed_max;
             if over_backlog || over_window {
                 connection.paused.outbound_backlog |= over_backlog;

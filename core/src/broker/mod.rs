@@ -298,19 +298,33 @@ impl Broker {
         }
     }
 
+    /// The socket took bytes. Below `connection_outbound_bytes_max` the connection may take
+    /// deliveries again (whether or not reading was paused: dispatch stops at that limit on
+    /// its own), and a connection paused for its backlog is read again.
     fn handle_flushed(&mut self, conn: ConnId, bytes: u64) {
         let outbound_max = self.config.limits.connection_outbound_bytes_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         let outbound = &mut connection.outbound;
         assert!(bytes <= outbound.unflushed_bytes, "flushed more than was sent");
         outbound.unflushed_bytes -= bytes;
-        if connection.outbound_backlog() < outbound_max && connection.paused.outbound_backlog {
+        if connection.outbound_backlog() >= outbound_max {
+            return;
+        }
+        let queues: Vec<QueueId> = connection.subscriptions.values().map(|s| s.queue).collect();
+        self.dirty_queues.extend(queues);
+        if connection.paused.outbound_backlog {
             connection.paused.outbound_backlog = false;
-            let queues: Vec<QueueId> = connection.subscriptions.values().map(|s| s.queue).collect();
-            self.dirty_queues.extend(queues);
             self.update_read_pause(conn);
             self.process_received(conn);
         }
+    }
+
+    /// The backlog at which the broker stops reading a connection. Deliveries stop one frame
+    /// earlier (at `connection_outbound_bytes_max`), so a consumer's own deliveries never stop
+    /// the broker reading its acks; only replies it does not read (confirms, answers) do.
+    fn read_pause_backlog(&self) -> u64 {
+        let limits = &self.config.limits;
+        limits.connection_outbound_bytes_max + u64::from(limits.frame_size_max)
     }
 
     /// Emits `PauseRead` / `ResumeRead` when the connection's pause state changed.
@@ -335,7 +349,7 @@ impl Broker {
 
     /// Moves bytes the log allows into a `Send`.
     fn take_send(&mut self, conn: ConnId) -> Option<Output> {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let read_pause_at = self.read_pause_backlog();
         let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
         let now = self.now;
         let connection = self.connections.get_mut(&conn)?;
@@ -346,7 +360,7 @@ impl Broker {
         }
         let bytes = connection.outbound.take_ready()?;
         connection.last_sent = now;
-        if connection.outbound.unflushed_bytes >= outbound_max
+        if connection.outbound.unflushed_bytes >= read_pause_at
             && !connection.paused.outbound_backlog
         {
             connection.paused.outbound_backlog = true;

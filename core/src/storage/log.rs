@@ -115,10 +115,17 @@ impl Log {
         &self.segments
     }
 
-    /// Whether the active segment is full and the next record should start a new one.
+    /// Whether the active segment is full and the next record should start a new one. Records
+    /// always get at least half a segment of room past the segment's checkpoint: otherwise a
+    /// checkpoint near or above the segment size (many dedup ids) would start a new segment,
+    /// with a new copy of itself, for every few records.
     pub fn active_is_full(&self) -> bool {
         let header = super::format::SEGMENT_HEADER_LEN as u64;
-        self.end_lsn - self.active_base + header >= self.config.segment_bytes_max
+        let max = self.config.segment_bytes_max;
+        let checkpoint_end =
+            self.segments[&self.active_base].checkpoint_end_lsn.max(self.active_base);
+        let records = self.end_lsn.saturating_sub(checkpoint_end);
+        self.end_lsn - self.active_base + header >= max && records >= max / 2
     }
 
     pub fn config(&self) -> &StorageConfig {

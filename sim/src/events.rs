@@ -1,0 +1,119 @@
+//! The event queue: simulated time jumps from one event to the next. Events at the same instant
+//! run in the order they were scheduled (the sequence number breaks ties), which keeps a run
+//! deterministic.
+
+use std::collections::BTreeMap;
+
+use chute_core::{ConnId, Instant};
+
+use crate::topology::QIdx;
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The broker's `poll_timeout` is due (stale after a crash: `incarnation` differs).
+    BrokerTimer {
+        incarnation: u64,
+    },
+    ClientTimer {
+        actor: usize,
+        conn: ConnId,
+    },
+    /// The next chunk of a direction of a connection reaches its receiver.
+    Arrive {
+        conn: ConnId,
+        up: bool,
+    },
+    /// The broker's `Close` finished flushing: the client sees the transport close.
+    TransportClosed {
+        conn: ConnId,
+    },
+    /// The broker resumed reading: feed it what arrived while it was paused.
+    Unpause {
+        conn: ConnId,
+    },
+    /// The storage worker finished its request (stale after a crash: `epoch` differs).
+    StorageDone {
+        epoch: u64,
+    },
+    Wake {
+        actor: usize,
+        wake: Wake,
+    },
+    Fault(FaultKind),
+    PartitionEnd {
+        conn: ConnId,
+    },
+    Crash {
+        machine: bool,
+    },
+    Restart,
+    LivenessStart,
+    /// Liveness phase: has everything drained yet?
+    Check,
+    /// The liveness phase is over.
+    End,
+    /// A run that never got going (setup never finished).
+    Deadline,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Crash,
+    Reset,
+    Partition,
+    Stall,
+}
+
+/// Something an actor does at a chosen time.
+#[derive(Clone, Debug)]
+pub enum Wake {
+    Connect,
+    Publish,
+    Audit,
+    /// A consumer settles (or touches, or drops the connection with) a delivery it got on
+    /// `conn`; stale if the actor has another connection by then.
+    Settle {
+        conn: ConnId,
+        tag: u64,
+        queue: QIdx,
+        key: u32,
+        action: Action,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    Ack,
+    Nack {
+        delay_ms: Option<u64>,
+        reason: Option<String>,
+    },
+    Reject {
+        reason: String,
+    },
+    /// Extend the lease now, ack this much later.
+    Touch {
+        ack_after_ms: u64,
+    },
+    /// Leave the delivery outstanding and drop the connection.
+    Disconnect {
+        graceful: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    queue: BTreeMap<(Instant, u64), Event>,
+    next_seq: u64,
+}
+
+impl EventQueue {
+    pub fn push(&mut self, at: Instant, event: Event) {
+        self.queue.insert((at, self.next_seq), event);
+        self.next_seq += 1;
+    }
+
+    pub fn pop(&mut self) -> Option<(Instant, Event)> {
+        self.queue.pop_first().map(|((at, _), event)| (at, event))
+    }
+}
