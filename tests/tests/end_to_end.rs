@@ -159,3 +159,38 @@ fn sigterm_stops_gracefully_tokio() {
 fn sigterm_stops_gracefully_smol() {
     sigterm_stops_gracefully(ServerBinary::Smol);
 }
+
+/// A data directory written by one server binary is recovered by the other: the log format is
+/// the core's, not the runtime's.
+#[test]
+fn data_directory_moves_between_runtimes() {
+    let data = tempfile::tempdir().unwrap();
+    for (writer, reader) in
+        [(ServerBinary::Tokio, ServerBinary::Smol), (ServerBinary::Smol, ServerBinary::Tokio)]
+    {
+        let queue = format!("moved-by-{}", writer.name());
+        let server = Server::start_in(writer, data.path(), &[]);
+        block_on(async {
+            let connection = Connection::connect(&server.url()).await.unwrap();
+            connection.declare_queue(&queue, QueueOptions::default()).await.unwrap();
+            for i in 0..100 {
+                connection.publish(&queue, format!("{i}")).await.unwrap().await.unwrap();
+            }
+            connection.close().await;
+        });
+        assert!(server.stop().success());
+
+        let server = Server::start_in(reader, data.path(), &[]);
+        block_on(async {
+            let connection = Connection::connect(&server.url()).await.unwrap();
+            let mut deliveries = connection.subscribe(&queue, 100).await.unwrap();
+            for i in 0..100 {
+                let delivery = deliveries.next().await.unwrap();
+                assert_eq!(delivery.payload(), format!("{i}").as_bytes());
+                delivery.ack().unwrap();
+            }
+            connection.close().await;
+        });
+        assert!(server.stop().success());
+    }
+}
