@@ -236,6 +236,63 @@ fn torn_tail_is_truncated() {
     assert_eq!(net.broker.queue_depth("jobs"), Some(2));
 }
 
+/// The storage worker keeps the newest segment zero-filled ahead of its records; after a crash
+/// the zeros are a torn tail like any other: cut, with every record before them kept.
+#[test]
+fn preallocated_zeros_at_the_end_are_cut() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", &["1", "2"]);
+    let mut files = net.disk.after_process_crash();
+    let last = files.last_mut().unwrap();
+    let records_len = last.bytes.len() as u64;
+    let mut bytes = last.bytes.to_vec();
+    bytes.resize(bytes.len() + 1024 * 1024, 0);
+    last.bytes = Bytes::from(bytes);
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let truncation = report.truncation.expect("the zeros are cut");
+    assert_eq!((truncation.valid_len, truncation.dropped_bytes), (records_len, 1024 * 1024));
+    assert_eq!(net.broker.queue_depth("jobs"), Some(2));
+    let conn = net.connect();
+    net.publish(conn, "jobs", &["3"]);
+    assert_eq!(net.broker.queue_depth("jobs"), Some(3));
+}
+
+/// A worker may take appends queued behind a sync into it and say so: everything it covered
+/// is confirmed, without a second sync.
+#[test]
+fn a_sync_that_reaches_further_confirms_everything_it_covered() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.auto_storage = false;
+    net.publish(conn, "jobs", &["a"]);
+    net.publish(conn, "jobs", &["b"]);
+    let requests = std::mem::take(&mut net.storage_queue);
+    let syncs: Vec<u64> = requests
+        .iter()
+        .filter_map(|r| match r {
+            chute_core::storage::io::StorageRequest::Sync { through } => Some(*through),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(syncs.len(), 1, "one sync in flight: {requests:?}");
+    let mut written_end = 0;
+    for request in requests {
+        if let Some(StorageDone::Written { through }) = net.disk.apply(request) {
+            written_end = through;
+        }
+    }
+    assert!(written_end > syncs[0], "b was appended after the sync was asked for");
+    let now = net.now;
+    net.broker.handle_input(now, Input::Storage(StorageDone::Written { through: written_end }));
+    net.broker.handle_input(now, Input::Storage(StorageDone::Synced { through: written_end }));
+    net.pump();
+    assert_eq!(net.confirmed(conn), vec![1, 2]);
+    assert!(net.storage_queue.is_empty(), "no second sync: {:?}", net.storage_queue);
+}
+
 /// A damaged record followed by good ones is corruption: recovery refuses and names the file.
 #[test]
 fn corruption_in_the_middle_is_refused() {

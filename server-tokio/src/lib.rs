@@ -14,12 +14,36 @@ pub struct TokioRuntime {
 }
 
 impl TokioRuntime {
-    /// A multi-threaded runtime with I/O and timers.
-    pub fn new() -> io::Result<TokioRuntime> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("chuted-worker")
-            .build()?;
+    /// The runtime `chuted` uses: `CHUTE_TOKIO_THREADS` worker threads, default 1.
+    pub fn from_env() -> io::Result<TokioRuntime> {
+        match std::env::var("CHUTE_TOKIO_THREADS") {
+            Err(_) => TokioRuntime::new(1),
+            Ok(text) => match text.parse::<usize>() {
+                Ok(threads) if threads >= 1 => TokioRuntime::new(threads),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "CHUTE_TOKIO_THREADS must be a whole number of at least 1, not {text:?}"
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// A runtime with I/O and timers on `threads` threads. With one (the default), every task
+    /// runs on the thread that runs the broker: a message then crosses no thread on its way
+    /// through, which is both faster and cheaper than handing each socket event to another
+    /// thread, since the broker's state machine is single-threaded anyway. More threads let
+    /// socket reads and writes run beside the broker, for machines with cores to spare.
+    pub fn new(threads: usize) -> io::Result<TokioRuntime> {
+        let mut builder = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        };
+        let runtime = builder.enable_all().thread_name("chuted-worker").build()?;
         Ok(TokioRuntime { runtime: Arc::new(runtime) })
     }
 }

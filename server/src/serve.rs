@@ -238,8 +238,10 @@ pub async fn serve<R: Runtime>(
     config.broker.epoch_unix_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let started = StdInstant::now();
+    let segment_bytes_max = config.broker.storage.segment_bytes_max;
     let broker = recover(&data_dir, config.broker)?;
-    let storage_tx = start_storage_worker(&data_dir, events_tx.clone(), storage_metrics)?;
+    let storage_tx =
+        start_storage_worker(&data_dir, events_tx.clone(), storage_metrics, segment_bytes_max)?;
     let (accepted_tx, accepted_rx) = mpsc::channel(16);
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
     install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
@@ -276,12 +278,23 @@ fn recover(data_dir: &DataDir, config: BrokerConfig) -> Result<Broker, ServeErro
     let (broker, report) = Broker::recover(config, Instant::ZERO, &files)
         .map_err(|source| ServeError::Recovery { path: data_dir.path.clone(), source })?;
     if let Some(truncation) = &report.truncation {
-        tracing::warn!(
-            file = %truncation.file,
-            kept_bytes = truncation.valid_len,
-            dropped_bytes = truncation.dropped_bytes,
-            "cutting a torn write at the end of the log"
-        );
+        let file = files.iter().find(|f| f.name == truncation.file);
+        let tail = file.map(|f| f.bytes.get(truncation.valid_len as usize..).unwrap_or_default());
+        if tail.is_some_and(|tail| tail.iter().all(|&b| b == 0)) {
+            // What a stop without a clean shutdown leaves of the storage worker's preallocation.
+            tracing::info!(
+                file = %truncation.file,
+                dropped_bytes = truncation.dropped_bytes,
+                "cutting unused preallocated space at the end of the log"
+            );
+        } else {
+            tracing::warn!(
+                file = %truncation.file,
+                kept_bytes = truncation.valid_len,
+                dropped_bytes = truncation.dropped_bytes,
+                "cutting a torn write at the end of the log"
+            );
+        }
         data_dir.truncate(truncation)?;
     }
     tracing::info!(
@@ -300,13 +313,14 @@ fn start_storage_worker(
     data_dir: &DataDir,
     events: mpsc::Sender<LoopEvent>,
     metrics: Arc<StorageMetrics>,
+    segment_bytes_max: u64,
 ) -> Result<std::sync::mpsc::Sender<StorageRequest>, ServeError> {
     let (storage_tx, storage_rx) = std::sync::mpsc::channel();
     let mut events = events;
     let report = move |done| {
         let _ = futures::executor::block_on(events.send(LoopEvent::Storage(done)));
     };
-    StorageWorker::new(&data_dir.path, metrics)
+    StorageWorker::new(&data_dir.path, metrics, segment_bytes_max)
         .spawn(storage_rx, report)
         .map_err(|source| DataDirError::Io { path: data_dir.path.clone(), source })?;
     Ok(storage_tx)

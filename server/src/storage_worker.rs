@@ -4,15 +4,24 @@
 //! At most one sync is ever requested at a time, and it covers every append before it: the
 //! broker's group commit. A failed write or sync is reported once and the worker stops: after
 //! a failed fsync the page cache cannot be trusted (the broker halts; recovery reads the disk).
+//!
+//! The newest segment is kept zero-filled ahead of the write position ([`PREALLOCATE_BYTES`]):
+//! an fdatasync after an append that grows the file must also commit the new size and block
+//! allocation through the file system's journal, while one after an overwrite of blocks that
+//! already exist only writes data, which on this machine's disk takes about half as long.
+//! Recovery reads the zeros as the newest segment's torn tail and cuts them; a segment is cut
+//! to its records before the next one is started and when the worker stops, so older segments
+//! never end in zeros.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use chute_core::storage::format::SEGMENT_HEADER_LEN;
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -60,10 +69,32 @@ impl StorageMetrics {
     }
 }
 
+/// How far ahead of the newest record the segment file is zero-filled. Each extension costs
+/// one slower sync (the new blocks are allocated then), so it is large enough to make that
+/// rare, and small enough to write in a moment and to matter little on a nearly full disk.
+pub const PREALLOCATE_BYTES: u64 = 1024 * 1024;
+
+/// Zeros to fill preallocated space from.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// An open segment file and where its records end.
+struct Segment {
+    file: File,
+    /// File offset just past the last record written.
+    data_end: u64,
+    /// File length: records, then zeros.
+    file_len: u64,
+    /// Whether to keep zeros ahead of the records: cleared when filling failed (a nearly full
+    /// disk), so appends go on without it.
+    preallocate: bool,
+}
+
 pub struct StorageWorker {
     dir: PathBuf,
     metrics: Arc<StorageMetrics>,
-    files: BTreeMap<u64, File>,
+    /// Preallocation never grows a file past this, the broker's segment size limit.
+    segment_bytes_max: u64,
+    files: BTreeMap<u64, Segment>,
     /// Segments written since the last sync.
     dirty: BTreeSet<u64>,
     /// A segment was created or deleted since the last sync: the directory needs one too.
@@ -71,10 +102,11 @@ pub struct StorageWorker {
 }
 
 impl StorageWorker {
-    pub fn new(dir: &Path, metrics: Arc<StorageMetrics>) -> StorageWorker {
+    pub fn new(dir: &Path, metrics: Arc<StorageMetrics>, segment_bytes_max: u64) -> StorageWorker {
         StorageWorker {
             dir: dir.to_path_buf(),
             metrics,
+            segment_bytes_max,
             files: BTreeMap::new(),
             dirty: BTreeSet::new(),
             dir_dirty: false,
@@ -102,28 +134,70 @@ impl StorageWorker {
             let mut written = None;
             let mut next = Some(first);
             while let Some(request) = next.take() {
-                let label = describe(&request);
-                match self.carry_out(request) {
-                    Ok(Some(StorageDone::Written { through })) => written = Some(through),
-                    Ok(Some(synced)) => {
-                        if let Some(through) = written.take() {
-                            report(StorageDone::Written { through });
+                let mut after = None;
+                let request = match request {
+                    StorageRequest::Sync { through } => {
+                        // Appends that queued up behind the sync ride along with it: a publish
+                        // that arrived while the broker was asking for this sync is then not
+                        // left waiting for a sync of its own.
+                        loop {
+                            match requests.try_recv() {
+                                Ok(append @ StorageRequest::Append { .. }) => {
+                                    if !self.step(append, &mut written, &mut report) {
+                                        return;
+                                    }
+                                }
+                                Ok(other) => {
+                                    after = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
                         }
-                        report(synced);
+                        StorageRequest::Sync { through: written.unwrap_or(through).max(through) }
                     }
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::error!(request = %label, %error, "storage failed");
-                        report(StorageDone::Failed { request: label, error: error.to_string() });
-                        return;
-                    }
+                    request => request,
+                };
+                if !self.step(request, &mut written, &mut report) {
+                    return;
                 }
-                next = requests.try_recv().ok();
+                next = after.or_else(|| requests.try_recv().ok());
             }
             if let Some(through) = written {
                 report(StorageDone::Written { through });
             }
         }
+        // The broker hung up: leave no zeros behind, so a clean stop needs no cut at start-up.
+        if let Err(error) = self.trim_all().and_then(|()| self.sync_dirty()) {
+            tracing::warn!(%error, "could not cut preallocated space at the end of the log");
+        }
+    }
+
+    /// Carries out one request; appends are reported together (`written`), a sync at once.
+    /// Returns false when the request failed: that was reported, and the worker stops.
+    fn step(
+        &mut self,
+        request: StorageRequest,
+        written: &mut Option<u64>,
+        report: &mut impl FnMut(StorageDone),
+    ) -> bool {
+        let label = describe(&request);
+        match self.carry_out(request) {
+            Ok(Some(StorageDone::Written { through })) => *written = Some(through),
+            Ok(Some(synced)) => {
+                if let Some(through) = written.take() {
+                    report(StorageDone::Written { through });
+                }
+                report(synced);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(request = %label, %error, "storage failed");
+                report(StorageDone::Failed { request: label, error: error.to_string() });
+                return false;
+            }
+        }
+        true
     }
 
     fn carry_out(&mut self, request: StorageRequest) -> std::io::Result<Option<StorageDone>> {
@@ -131,18 +205,28 @@ impl StorageWorker {
             StorageRequest::CreateSegment { base_lsn, header } => {
                 // The segments before it are made durable first: recovery allows a torn tail
                 // only in the newest segment, so no older one may end in unsynced bytes.
+                // Their preallocated zeros are cut first, as only the newest may end in any.
+                self.trim_all()?;
                 self.sync_dirty()?;
                 let path = self.dir.join(segment_file_name(base_lsn));
-                let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-                file.write_all(&header)?;
+                let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+                file.write_all_at(&header, 0)?;
                 self.metrics.wrote(header.len());
-                self.files.insert(base_lsn, file);
+                let data_end = header.len() as u64;
+                let segment = Segment { file, data_end, file_len: data_end, preallocate: true };
+                self.files.insert(base_lsn, segment);
                 self.dirty.insert(base_lsn);
                 self.dir_dirty = true;
                 Ok(None)
             }
             StorageRequest::Append { base_lsn, end_lsn, bytes } => {
-                self.file(base_lsn)?.write_all(&bytes)?;
+                let offset = SEGMENT_HEADER_LEN as u64 + (end_lsn - base_lsn) - bytes.len() as u64;
+                let segment_bytes_max = self.segment_bytes_max;
+                let segment = self.segment(base_lsn)?;
+                segment.file.write_all_at(&bytes, offset)?;
+                segment.data_end = offset + bytes.len() as u64;
+                segment.file_len = segment.file_len.max(segment.data_end);
+                segment.preallocate_ahead(segment_bytes_max);
                 self.metrics.appends.fetch_add(1, Ordering::Relaxed);
                 self.metrics.wrote(bytes.len());
                 self.dirty.insert(base_lsn);
@@ -169,8 +253,8 @@ impl StorageWorker {
     /// changed.
     fn sync_dirty(&mut self) -> std::io::Result<()> {
         for base in std::mem::take(&mut self.dirty) {
-            if let Some(file) = self.files.get(&base) {
-                file.sync_data()?;
+            if let Some(segment) = self.files.get(&base) {
+                segment.file.sync_data()?;
             }
         }
         if std::mem::take(&mut self.dir_dirty) {
@@ -179,14 +263,58 @@ impl StorageWorker {
         Ok(())
     }
 
+    /// Cuts every open segment's preallocated zeros (only the newest has any).
+    fn trim_all(&mut self) -> std::io::Result<()> {
+        for (base, segment) in &mut self.files {
+            if segment.file_len > segment.data_end {
+                segment.file.set_len(segment.data_end)?;
+                segment.file_len = segment.data_end;
+                segment.preallocate = false;
+                self.dirty.insert(*base);
+            }
+        }
+        Ok(())
+    }
+
     /// The open segment, opening an existing file (a segment recovery resumed) on first use.
-    fn file(&mut self, base_lsn: u64) -> std::io::Result<&mut File> {
+    fn segment(&mut self, base_lsn: u64) -> std::io::Result<&mut Segment> {
         if !self.files.contains_key(&base_lsn) {
             let path = self.dir.join(segment_file_name(base_lsn));
-            let file = OpenOptions::new().append(true).open(path)?;
-            self.files.insert(base_lsn, file);
+            let file = OpenOptions::new().write(true).open(path)?;
+            let file_len = file.metadata()?.len();
+            let segment = Segment { file, data_end: file_len, file_len, preallocate: true };
+            self.files.insert(base_lsn, segment);
         }
         Ok(self.files.get_mut(&base_lsn).expect("just inserted"))
+    }
+}
+
+impl Segment {
+    /// Keeps at least half of [`PREALLOCATE_BYTES`] of zeros past the records, up to the
+    /// segment size limit. Filling is an optimisation: when it fails (the disk is nearly full)
+    /// the zeros written are cut again and the segment goes on without them, and the append
+    /// that needs the space fails on its own.
+    fn preallocate_ahead(&mut self, segment_bytes_max: u64) {
+        let wanted_end = (self.data_end + PREALLOCATE_BYTES).min(segment_bytes_max);
+        if !self.preallocate || self.file_len >= wanted_end.saturating_sub(PREALLOCATE_BYTES / 2) {
+            return;
+        }
+        if let Err(error) = self.fill_zeros(wanted_end) {
+            tracing::warn!(%error, "cannot preallocate log space; appending without it");
+            self.preallocate = false;
+            if self.file.set_len(self.data_end).is_ok() {
+                self.file_len = self.data_end;
+            }
+        }
+    }
+
+    fn fill_zeros(&mut self, end: u64) -> std::io::Result<()> {
+        while self.file_len < end {
+            let chunk = (end - self.file_len).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..chunk], self.file_len)?;
+            self.file_len += chunk as u64;
+        }
+        Ok(())
     }
 }
 
@@ -219,7 +347,7 @@ mod tests {
         let metrics = Arc::new(StorageMetrics::default());
         let (requests, requests_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
-        let worker = StorageWorker::new(dir.path(), metrics.clone())
+        let worker = StorageWorker::new(dir.path(), metrics.clone(), 1 << 20)
             .spawn(requests_rx, move |report| done_tx.send(report).unwrap())
             .unwrap();
         let header = Bytes::from_static(b"HEAD");
@@ -241,5 +369,85 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("sync_seconds_count 1\n"), "{text}");
+    }
+
+    fn header(base_lsn: u64) -> Bytes {
+        Bytes::copy_from_slice(&chute_core::storage::format::segment_header(base_lsn))
+    }
+
+    fn append(base_lsn: u64, end_lsn: u64, fill: u8) -> StorageRequest {
+        let bytes = Bytes::from(vec![fill; 100]);
+        StorageRequest::Append { base_lsn, end_lsn, bytes }
+    }
+
+    fn segment_bytes(dir: &Path, base_lsn: u64) -> Vec<u8> {
+        std::fs::read(dir.join(segment_file_name(base_lsn))).unwrap()
+    }
+
+    /// The newest segment is zero-filled ahead of its records, and the zeros are cut when the
+    /// next segment starts (an older segment never ends in zeros) and when the worker stops.
+    #[test]
+    fn preallocated_zeros_are_cut_at_rotation_and_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (requests, requests_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let worker = StorageWorker::new(dir.path(), Arc::default(), 64 << 20)
+            .spawn(requests_rx, move |report| done_tx.send(report).unwrap())
+            .unwrap();
+        requests.send(StorageRequest::CreateSegment { base_lsn: 0, header: header(0) }).unwrap();
+        requests.send(append(0, 100, 0xA1)).unwrap();
+        requests.send(append(0, 200, 0xA2)).unwrap();
+        requests.send(StorageRequest::Sync { through: 200 }).unwrap();
+        while !matches!(done.recv().unwrap(), StorageDone::Synced { .. }) {}
+
+        let first = segment_bytes(dir.path(), 0);
+        let records_end = SEGMENT_HEADER_LEN + 200;
+        assert!(first.len() as u64 >= PREALLOCATE_BYTES / 2, "{} bytes", first.len());
+        assert!(first[SEGMENT_HEADER_LEN..records_end].iter().all(|&b| b == 0xA1 || b == 0xA2));
+        assert!(first[records_end..].iter().all(|&b| b == 0));
+
+        requests
+            .send(StorageRequest::CreateSegment { base_lsn: 200, header: header(200) })
+            .unwrap();
+        requests.send(append(200, 300, 0xB1)).unwrap();
+        requests.send(StorageRequest::Sync { through: 300 }).unwrap();
+        while !matches!(done.recv().unwrap(), StorageDone::Synced { .. }) {}
+        let first = segment_bytes(dir.path(), 0);
+        assert_eq!(first.len(), records_end, "the older segment keeps only its records");
+        assert!(segment_bytes(dir.path(), 200).len() > SEGMENT_HEADER_LEN + 100);
+
+        drop(requests);
+        worker.join().unwrap();
+        let second = segment_bytes(dir.path(), 200);
+        assert_eq!(second.len(), SEGMENT_HEADER_LEN + 100, "a clean stop leaves no zeros");
+        assert_eq!(&second[..SEGMENT_HEADER_LEN], &header(200)[..]);
+        assert!(second[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0xB1));
+    }
+
+    /// Appends queued behind a sync are written before it and covered by it: the report says
+    /// how far the sync reached.
+    #[test]
+    fn appends_queued_behind_a_sync_ride_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let (requests, requests_rx) = mpsc::channel();
+        requests.send(StorageRequest::CreateSegment { base_lsn: 0, header: header(0) }).unwrap();
+        requests.send(append(0, 100, 1)).unwrap();
+        requests.send(StorageRequest::Sync { through: 100 }).unwrap();
+        requests.send(append(0, 200, 2)).unwrap();
+        requests.send(append(0, 300, 3)).unwrap();
+        requests.send(StorageRequest::DeleteSegment { base_lsn: 7 }).unwrap();
+        drop(requests);
+        let (done_tx, done) = mpsc::channel();
+        let metrics = Arc::new(StorageMetrics::default());
+        StorageWorker::new(dir.path(), metrics.clone(), 64 << 20)
+            .spawn(requests_rx, move |report| done_tx.send(report).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        let reports: Vec<String> = done.iter().map(|d| format!("{d:?}")).collect();
+        assert_eq!(reports[..2], ["Written { through: 300 }", "Synced { through: 300 }"]);
+        // The delete (of a segment that does not exist) was not skipped: it ran after the sync.
+        assert!(reports[2].starts_with("Failed"), "{reports:?}");
+        assert_eq!(metrics.syncs.load(Ordering::Relaxed), 1);
     }
 }

@@ -13,7 +13,8 @@ pub enum StorageRequest {
     /// Append `bytes` to the segment `base_lsn`; they end at log position `end_lsn`.
     Append { base_lsn: u64, end_lsn: u64, bytes: Bytes },
     /// fdatasync every segment written since the last sync, and the directory if segments were
-    /// created or deleted since; then report `Synced { through }`.
+    /// created or deleted since; then report `Synced { through }`. A worker may first carry out
+    /// appends queued after the sync and report a `through` past the one asked for.
     Sync { through: u64 },
     /// Delete the segment file `base_lsn`; its removal is made durable by the next `Sync`.
     DeleteSegment { base_lsn: u64 },
@@ -23,7 +24,8 @@ pub enum StorageRequest {
 pub enum StorageDone {
     /// Every `Append` up to `through` is written (in the page cache, not yet synced).
     Written { through: u64 },
-    /// Every `Append` up to `through` is on disk.
+    /// Every `Append` up to `through` is on disk: at least the `through` of the `Sync` it
+    /// answers, or further if the worker took later appends into the same sync.
     Synced { through: u64 },
     /// A request failed. The broker halts: after a failed write or fsync the page cache cannot
     /// be trusted, and only recovery from disk can.

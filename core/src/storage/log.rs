@@ -273,10 +273,10 @@ impl Log {
                 Ok(Progress::Written(self.written_lsn))
             }
             StorageDone::Synced { through } => {
-                assert_eq!(
-                    self.sync_in_flight,
-                    Some(through),
-                    "sync completion without its request"
+                let asked = self.sync_in_flight.expect("sync completion without its request");
+                assert!(
+                    asked <= through && through <= self.end_lsn,
+                    "sync through {through} answers a request through {asked}"
                 );
                 self.sync_in_flight = None;
                 self.synced_lsn = through;
