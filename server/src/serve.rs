@@ -297,6 +297,8 @@ fn recover(data_dir: &DataDir, config: BrokerConfig) -> Result<Broker, ServeErro
         }
         data_dir.truncate(truncation)?;
     }
+    drop(files);
+    release_free_memory();
     tracing::info!(
         queues = report.queues,
         messages = report.messages,
@@ -307,6 +309,19 @@ fn recover(data_dir: &DataDir, config: BrokerConfig) -> Result<Broker, ServeErro
         "recovered"
     );
     Ok(broker)
+}
+
+/// Recovery's scratch space (the decoded log, indexes of every record) is freed by now, but
+/// glibc keeps freed heap pages mapped, and they are interleaved with the queues' messages:
+/// after recovering a million messages that is about 50 MB of resident memory nobody uses.
+/// `malloc_trim` hands those pages back.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator Rust uses here (the
+    // system allocator, glibc's); it touches no memory that is in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn start_storage_worker(

@@ -5,7 +5,7 @@ use chute_protocol::{AttemptOutcome, AttemptRecord, DeadReason};
 use super::Broker;
 use crate::config::BrokerConfig;
 use crate::ids::{MessageSeq, QueueId};
-use crate::queue::{DeadInfo, Message, MessageExtras};
+use crate::queue::{own_payload, DeadInfo, Message, MessageExtras, SegmentRef};
 use crate::storage::log::Log;
 use crate::storage::recovery::{
     recover_log, RecoveredMessage, RecoveredQueue, RecoveryError, SegmentFile, Truncation,
@@ -144,12 +144,12 @@ fn message_from(recovered: RecoveredMessage, clock: WallClock) -> Message {
     });
     Message {
         seq: MessageSeq(recovered.seq),
-        payload: recovered.payload,
+        payload: own_payload(&recovered.payload),
         published_unix_ms: recovered.published_unix_ms,
         attempts: recovered.attempts,
         priority: recovered.priority,
         expires_at: recovered.expires_unix_ms.map_or(Instant::NEVER, |at| clock.instant_at(at)),
-        segment: Some(recovered.segment),
+        segment: SegmentRef::new(recovered.segment),
         extras: extras.and_then(MessageExtras::boxed_if_any),
     }
 }

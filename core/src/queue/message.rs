@@ -2,6 +2,8 @@
 //! message (payload, no id, no headers, no history) stays small: memory per queued message is
 //! what decides how many a broker can hold.
 
+use std::num::NonZeroU64;
+
 use bytes::Bytes;
 use chute_protocol::{AttemptRecord, DeadReason, Delivery, Header, ATTEMPT_HISTORY_MAX};
 
@@ -18,9 +20,49 @@ pub struct Message {
     pub priority: u8,
     /// When its time to live runs out (`Instant::NEVER` without a TTL).
     pub expires_at: Instant,
-    /// The log segment holding its record; `None` on queues that are not logged.
-    pub segment: Option<u64>,
+    /// The log segment holding its record; none on queues that are not logged.
+    pub segment: SegmentRef,
     pub extras: Option<Box<MessageExtras>>,
+}
+
+/// A queued message's own copy of its payload, in an allocation of exactly its size.
+///
+/// Payloads arrive as slices of a connection's read buffer (or, in recovery, of a whole
+/// segment file), and a slice keeps its whole buffer alive. Stored as such, one long-queued
+/// message would pin 64 KiB of read buffer or a 64 MiB segment, and the tails of read buffers
+/// that frames straddle were 15-30 % of the memory of a million queued 256-byte messages,
+/// varying from run to run with how reads fell. The copy costs one allocation and a memcpy
+/// per message; memory is then ~1.4x the payload bytes, whatever the reads or the log did.
+pub fn own_payload(payload: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(payload)
+}
+
+/// The base LSN of the log segment holding a message's record, if it is logged, in 8 bytes
+/// where an `Option<u64>` takes 16: a million queued messages are 8 MB smaller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentRef(Option<NonZeroU64>);
+
+impl SegmentRef {
+    /// Not logged.
+    pub const NONE: SegmentRef = SegmentRef(None);
+
+    /// The segment starting at `base_lsn`. (`u64::MAX`, which would read as none, is not a
+    /// segment base: a log reaches it after 16 EiB.)
+    pub fn new(base_lsn: u64) -> SegmentRef {
+        SegmentRef(NonZeroU64::new(base_lsn.wrapping_add(1)))
+    }
+
+    pub fn get(self) -> Option<u64> {
+        self.0.map(|stored| stored.get() - 1)
+    }
+
+    pub fn is_some(self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0.is_none()
+    }
 }
 
 /// Why and when a message became a dead letter, and where from.
@@ -132,5 +174,20 @@ impl Message {
                 + e.topic.as_ref().map_or(0, |s| s.len() + 5)
         });
         self.payload.len() + extras + 48
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memory per queued message is what limits how many a broker holds: the common message
+    /// (no id, headers or history) takes 80 bytes besides its payload.
+    #[test]
+    fn a_plain_message_is_eighty_bytes() {
+        assert_eq!(std::mem::size_of::<Message>(), 80);
+        let segment = SegmentRef::new(0);
+        assert_eq!((segment.get(), SegmentRef::NONE.get()), (Some(0), None));
+        assert_eq!(SegmentRef::new(1 << 40).get(), Some(1 << 40));
     }
 }

@@ -12,7 +12,7 @@ mod message;
 mod ready;
 
 pub use dedup::Dedup;
-pub use message::{DeadInfo, Message, MessageExtras};
+pub use message::{own_payload, DeadInfo, Message, MessageExtras, SegmentRef};
 
 use std::collections::{BTreeSet, VecDeque};
 
