@@ -1,7 +1,6 @@
 //! Publishing: validating each message, routing it to its queues, deduplicating, rate
 //! limiting, storing, confirming.
 
-use bytes::Bytes;
 use chute_protocol::{
     DeadReason, Destination, Durability, ErrorCode, FrameKind, OverflowPolicy, Publish,
     PublishFailure, PublishMessage, PublishRejected, RateLimitPolicy, Schedule, GROUP_KEY_LEN_MAX,
@@ -13,7 +12,7 @@ use super::storage::{stored, SyncNeed};
 use super::Broker;
 use crate::ids::{ConnId, MessageSeq, QueueId};
 use crate::policy::token_bucket::Refill;
-use crate::queue::{own_payload, Message, MessageExtras, SegmentRef};
+use crate::queue::{own_payloads, Message, MessageExtras, SegmentRef};
 use crate::storage::records::{Published, Record};
 use crate::time::Instant;
 
@@ -57,8 +56,12 @@ impl Broker {
             Ok(route) => route,
             Err(refusal) => return self.refuse_all(conn, first_seq, count, &refusal),
         };
+        let mut messages = publish.messages;
+        if !route.queues.is_empty() {
+            own_payloads(&mut messages);
+        }
         let mut failures = Vec::new();
-        for (seq, message) in (first_seq..).zip(publish.messages) {
+        for (seq, message) in (first_seq..).zip(messages) {
             match self.accept_message(conn, &route, message) {
                 Ok(gate) => self.connection_mut(conn).confirm(seq, gate),
                 Err(refusal) => failures.push(failure(seq, &refusal)),
@@ -138,14 +141,8 @@ impl Broker {
                 self.want_sync(SyncNeed::Now);
             }
         }
-        // Every queue shares one copy of the payload. The last takes it without a clone: the
-        // first clone of a `Bytes` allocates its reference count, 32 bytes per message more.
-        let mut payload = Some(own_payload(&message.payload));
-        let last = copies.len().saturating_sub(1);
-        for (i, queue) in copies.into_iter().enumerate() {
-            let payload = if i == last { payload.take() } else { payload.clone() };
-            let payload = payload.expect("taken only by the last copy");
-            gate = gate.max(self.store_copy(queue, &message, payload, route.topic.clone()));
+        for queue in copies {
+            gate = gate.max(self.store_copy(queue, &message, route.topic.clone()));
         }
         Ok(gate)
     }
@@ -155,7 +152,6 @@ impl Broker {
         &mut self,
         queue_id: QueueId,
         message: &PublishMessage,
-        payload: Bytes,
         topic: Option<String>,
     ) -> Gate {
         let now = self.now;
@@ -180,7 +176,8 @@ impl Broker {
         };
         let mut stored_message = Message {
             seq,
-            payload,
+            // A slice of the batch's own buffer (`own_payloads`): a reference count, no copy.
+            payload: message.payload.clone(),
             published_unix_ms: clock.unix_ms(now),
             attempts: 0,
             priority: message.priority,

@@ -4,8 +4,10 @@
 
 use std::num::NonZeroU64;
 
-use bytes::Bytes;
-use chute_protocol::{AttemptRecord, DeadReason, Delivery, Header, ATTEMPT_HISTORY_MAX};
+use bytes::{Bytes, BytesMut};
+use chute_protocol::{
+    AttemptRecord, DeadReason, Delivery, Header, PublishMessage, ATTEMPT_HISTORY_MAX,
+};
 
 use crate::ids::{MessageSeq, QueueId};
 use crate::time::Instant;
@@ -25,16 +27,32 @@ pub struct Message {
     pub extras: Option<Box<MessageExtras>>,
 }
 
-/// A queued message's own copy of its payload, in an allocation of exactly its size.
+/// A recovered message's own copy of its payload, in an allocation of exactly its size.
 ///
 /// Payloads arrive as slices of a connection's read buffer (or, in recovery, of a whole
-/// segment file), and a slice keeps its whole buffer alive. Stored as such, one long-queued
-/// message would pin 64 KiB of read buffer or a 64 MiB segment, and the tails of read buffers
-/// that frames straddle were 15-30 % of the memory of a million queued 256-byte messages,
-/// varying from run to run with how reads fell. The copy costs one allocation and a memcpy
-/// per message; memory is then ~1.4x the payload bytes, whatever the reads or the log did.
+/// segment file), and a slice keeps its whole buffer alive. Kept as such, one long-queued
+/// message would pin a 64 MiB segment, and the tails of read buffers that frames straddled
+/// were 15-30 % of the memory of a million queued 256-byte messages, varying from run to run
+/// with how reads fell. See [`own_payloads`] for published ones.
 pub fn own_payload(payload: &Bytes) -> Bytes {
     Bytes::copy_from_slice(payload)
+}
+
+/// Gives a publish batch's payloads one allocation of exactly their total size, each message
+/// a slice of it: one memcpy and one allocation per frame rather than per message, and what a
+/// queued message keeps alive is at most its own batch, published together and consumed in
+/// order (not a read buffer shared with other frames and their tails).
+pub fn own_payloads(messages: &mut [PublishMessage]) {
+    let total = messages.iter().map(|m| m.payload.len()).sum();
+    let mut buffer = BytesMut::with_capacity(total);
+    for message in messages.iter() {
+        buffer.extend_from_slice(&message.payload);
+    }
+    let mut buffer = buffer.freeze();
+    for message in messages.iter_mut() {
+        let len = message.payload.len();
+        message.payload = buffer.split_to(len);
+    }
 }
 
 /// The base LSN of the log segment holding a message's record, if it is logged, in 8 bytes

@@ -12,7 +12,7 @@ mod message;
 mod ready;
 
 pub use dedup::Dedup;
-pub use message::{own_payload, DeadInfo, Message, MessageExtras, SegmentRef};
+pub use message::{own_payload, own_payloads, DeadInfo, Message, MessageExtras, SegmentRef};
 
 use std::collections::{BTreeSet, VecDeque};
 
