@@ -2,16 +2,18 @@
 # Resident memory of chuted holding N queued messages of SIZE bytes (issue: at most 1.5x the
 # payload bytes), live after publishing and again after a restart (recovery from the log).
 # Usage: bench/queued-memory.sh [N (1000000)] [SIZE (256)]. Prints one JSON line.
+# CHUTED=path measures another build of the broker (e.g. an older commit's) the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-1000000}
 size=${2:-256}
 cargo build --release --quiet --bin chuted --bin chute
+chuted=${CHUTED:-./target/release/chuted}
 dir=$(mktemp -d /var/tmp/chute-memory.XXXXXX)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 start() {
-    ./target/release/chuted --data-dir "$dir/data" --listen 127.0.0.1:0 --admin-listen off \
+    "$chuted" --data-dir "$dir/data" --listen 127.0.0.1:0 --admin-listen off \
         > "$dir/out" 2> "$dir/log" &
     pid=$!
     until grep -q " on " "$dir/out" 2>/dev/null; do sleep 0.1; done

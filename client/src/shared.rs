@@ -14,7 +14,9 @@ pub(crate) struct Shared {
     pub machine: Client,
     pub confirms: BTreeMap<u64, oneshot::Sender<Result<(), PublishError>>>,
     pub requests: BTreeMap<u32, oneshot::Sender<Result<Response, Error>>>,
-    pub subscriptions: BTreeMap<u32, mpsc::UnboundedSender<Delivery>>,
+    /// Each subscription's stream, fed a batch (one `Deliver` frame's worth) at a time: one
+    /// channel message and one wake per batch rather than per delivery.
+    pub subscriptions: BTreeMap<u32, mpsc::UnboundedSender<Vec<Delivery>>>,
     /// Publishers waiting for room in the unconfirmed window.
     pub window_waiters: Vec<oneshot::Sender<()>>,
     /// Waiting for the handshake.
@@ -110,9 +112,7 @@ impl Shared {
             }
             ClientEvent::Deliveries { subscription, deliveries } => {
                 if let Some(sink) = self.subscriptions.get(&subscription) {
-                    for delivery in deliveries {
-                        let _ = sink.unbounded_send(delivery);
-                    }
+                    let _ = sink.unbounded_send(deliveries);
                 }
             }
             ClientEvent::Response { request_id, response } => {

@@ -1,5 +1,6 @@
 //! A subscription as a `Stream` of deliveries, and the settle operations on each delivery.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,7 +20,9 @@ pub struct Subscription {
     connection: Connection,
     inner: Arc<Inner>,
     id: u32,
-    stream: mpsc::UnboundedReceiver<chute_protocol::Delivery>,
+    stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
+    /// The rest of the last batch taken from `stream`.
+    batch: VecDeque<chute_protocol::Delivery>,
 }
 
 impl Subscription {
@@ -27,9 +30,9 @@ impl Subscription {
         connection: Connection,
         inner: Arc<Inner>,
         id: u32,
-        stream: mpsc::UnboundedReceiver<chute_protocol::Delivery>,
+        stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
     ) -> Subscription {
-        Subscription { connection, inner, id, stream }
+        Subscription { connection, inner, id, stream, batch: VecDeque::new() }
     }
 
     pub fn id(&self) -> u32 {
@@ -68,10 +71,16 @@ impl Stream for Subscription {
     type Item = Delivery;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        let inner = self.inner.clone();
-        Pin::new(&mut self.stream)
-            .poll_next(cx)
-            .map(|next| next.map(|wire| Delivery { wire, inner }))
+        let this = &mut *self;
+        while this.batch.is_empty() {
+            match Pin::new(&mut this.stream).poll_next(cx) {
+                Poll::Ready(Some(batch)) => this.batch.extend(batch),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let wire = this.batch.pop_front().expect("the batch is not empty");
+        Poll::Ready(Some(Delivery { wire, inner: this.inner.clone() }))
     }
 }
 
