@@ -196,8 +196,7 @@ impl StorageWorker {
         written: &mut Option<u64>,
         report: &mut impl FnMut(StorageDone),
     ) -> bool {
-        let label = describe(&request);
-        match self.carry_out(request) {
+        match self.carry_out(&request) {
             Ok(Some(StorageDone::Written { through })) => *written = Some(through),
             Ok(Some(synced)) => {
                 if let Some(through) = written.take() {
@@ -207,6 +206,8 @@ impl StorageWorker {
             }
             Ok(None) => {}
             Err(error) => {
+                // Described only here: a label per request would cost an allocation per append.
+                let label = describe(&request);
                 tracing::error!(request = %label, %error, "storage failed");
                 report(StorageDone::Failed { request: label, error: error.to_string() });
                 return false;
@@ -215,9 +216,9 @@ impl StorageWorker {
         true
     }
 
-    fn carry_out(&mut self, request: StorageRequest) -> std::io::Result<Option<StorageDone>> {
-        match request {
-            StorageRequest::CreateSegment { base_lsn, header } => {
+    fn carry_out(&mut self, request: &StorageRequest) -> std::io::Result<Option<StorageDone>> {
+        match *request {
+            StorageRequest::CreateSegment { base_lsn, ref header } => {
                 // The segments before it are made durable first: recovery allows a torn tail
                 // only in the newest segment, so no older one may end in unsynced bytes.
                 // Their preallocated zeros are cut first, as only the newest may end in any.
@@ -225,7 +226,7 @@ impl StorageWorker {
                 self.sync_dirty()?;
                 let path = self.dir.join(segment_file_name(base_lsn));
                 let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
-                file.write_all_at(&header, 0)?;
+                file.write_all_at(header, 0)?;
                 self.metrics.wrote(header.len());
                 let data_end = header.len() as u64;
                 let segment = Segment { file, data_end, file_len: data_end, preallocate: true };
@@ -234,12 +235,12 @@ impl StorageWorker {
                 self.dir_dirty = true;
                 Ok(None)
             }
-            StorageRequest::Append { base_lsn, end_lsn, bytes } => {
+            StorageRequest::Append { base_lsn, end_lsn, ref bytes } => {
                 let offset = SEGMENT_HEADER_LEN as u64 + (end_lsn - base_lsn) - bytes.len() as u64;
                 let (segment_bytes_max, preallocate) =
                     (self.segment_bytes_max, self.sync_bytes_avg <= PREALLOCATE_SYNC_BYTES_MAX);
                 let segment = self.segment(base_lsn)?;
-                segment.file.write_all_at(&bytes, offset)?;
+                segment.file.write_all_at(bytes, offset)?;
                 segment.data_end = offset + bytes.len() as u64;
                 segment.file_len = segment.file_len.max(segment.data_end);
                 if preallocate {
