@@ -361,36 +361,55 @@ mod tests {
 
     use super::*;
 
-    /// Appends, bytes and syncs are counted as the worker carries them out, and every sync is
-    /// timed.
-    #[test]
-    fn metrics_count_what_was_carried_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(StorageMetrics::default());
-        let (requests, requests_rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        let worker = StorageWorker::new(dir.path(), metrics.clone(), 1 << 20)
-            .spawn(requests_rx, move |report| done_tx.send(report).unwrap())
-            .unwrap();
-        let header = Bytes::from_static(b"HEAD");
-        requests.send(StorageRequest::CreateSegment { base_lsn: 0, header }).unwrap();
-        for end_lsn in [3, 6] {
-            let bytes = Bytes::from_static(b"abc");
-            requests.send(StorageRequest::Append { base_lsn: 0, end_lsn, bytes }).unwrap();
-        }
-        requests.send(StorageRequest::Sync { through: 6 }).unwrap();
-        while !matches!(done.recv().unwrap(), StorageDone::Synced { through: 6 }) {}
-        drop(requests);
-        worker.join().unwrap();
+    /// A worker on a temporary directory, fed and watched from the test.
+    struct Harness {
+        dir: tempfile::TempDir,
+        metrics: Arc<StorageMetrics>,
+        requests: mpsc::Sender<StorageRequest>,
+        done: mpsc::Receiver<StorageDone>,
+        worker: std::thread::JoinHandle<()>,
+    }
 
-        assert_eq!(metrics.appends.load(Ordering::Relaxed), 2);
-        assert_eq!(metrics.bytes_written.load(Ordering::Relaxed), 4 + 3 + 3);
-        assert_eq!(metrics.syncs.load(Ordering::Relaxed), 1);
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register("sync_seconds", "", metrics.sync_seconds.clone());
-        let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("sync_seconds_count 1\n"), "{text}");
+    impl Harness {
+        fn start() -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let metrics = Arc::new(StorageMetrics::default());
+            let (requests, requests_rx) = mpsc::channel();
+            let (done_tx, done) = mpsc::channel();
+            let worker = StorageWorker::new(dir.path(), metrics.clone(), 64 << 20)
+                .spawn(requests_rx, move |report| done_tx.send(report).unwrap())
+                .unwrap();
+            Harness { dir, metrics, requests, done, worker }
+        }
+
+        fn send(&self, request: StorageRequest) {
+            self.requests.send(request).unwrap();
+        }
+
+        fn create(&self, base_lsn: u64) {
+            self.send(StorageRequest::CreateSegment { base_lsn, header: header(base_lsn) });
+        }
+
+        /// Asks for a sync and waits until it is done.
+        fn sync(&self, through: u64) {
+            self.send(StorageRequest::Sync { through });
+            while !matches!(self.done.recv().unwrap(), StorageDone::Synced { .. }) {}
+        }
+
+        fn segment_bytes(&self, base_lsn: u64) -> Vec<u8> {
+            segment_bytes(self.dir.path(), base_lsn)
+        }
+
+        /// Hangs up, waits for the worker to finish, and hands over the directory.
+        fn stop(self) -> tempfile::TempDir {
+            drop(self.requests);
+            self.worker.join().unwrap();
+            self.dir
+        }
+    }
+
+    fn segment_bytes(dir: &Path, base_lsn: u64) -> Vec<u8> {
+        std::fs::read(dir.join(segment_file_name(base_lsn))).unwrap()
     }
 
     fn header(base_lsn: u64) -> Bytes {
@@ -402,45 +421,53 @@ mod tests {
         StorageRequest::Append { base_lsn, end_lsn, bytes }
     }
 
-    fn segment_bytes(dir: &Path, base_lsn: u64) -> Vec<u8> {
-        std::fs::read(dir.join(segment_file_name(base_lsn))).unwrap()
+    /// Appends, bytes and syncs are counted as the worker carries them out, and every sync is
+    /// timed.
+    #[test]
+    fn metrics_count_what_was_carried_out() {
+        let worker = Harness::start();
+        worker.create(0);
+        worker.send(append(0, 100, 1));
+        worker.send(append(0, 200, 2));
+        worker.sync(200);
+        let metrics = worker.metrics.clone();
+        worker.stop();
+
+        assert_eq!(metrics.appends.load(Ordering::Relaxed), 2);
+        let written = metrics.bytes_written.load(Ordering::Relaxed);
+        assert_eq!(written, SEGMENT_HEADER_LEN as u64 + 200, "zeros are not counted");
+        assert_eq!(metrics.syncs.load(Ordering::Relaxed), 1);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("sync_seconds", "", metrics.sync_seconds.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("sync_seconds_count 1\n"), "{text}");
     }
 
     /// The newest segment is zero-filled ahead of its records, and the zeros are cut when the
     /// next segment starts (an older segment never ends in zeros) and when the worker stops.
     #[test]
     fn preallocated_zeros_are_cut_at_rotation_and_at_stop() {
-        let dir = tempfile::tempdir().unwrap();
-        let (requests, requests_rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        let worker = StorageWorker::new(dir.path(), Arc::default(), 64 << 20)
-            .spawn(requests_rx, move |report| done_tx.send(report).unwrap())
-            .unwrap();
-        requests.send(StorageRequest::CreateSegment { base_lsn: 0, header: header(0) }).unwrap();
-        requests.send(append(0, 100, 0xA1)).unwrap();
-        requests.send(append(0, 200, 0xA2)).unwrap();
-        requests.send(StorageRequest::Sync { through: 200 }).unwrap();
-        while !matches!(done.recv().unwrap(), StorageDone::Synced { .. }) {}
+        let worker = Harness::start();
+        worker.create(0);
+        worker.send(append(0, 100, 0xA1));
+        worker.send(append(0, 200, 0xA2));
+        worker.sync(200);
 
-        let first = segment_bytes(dir.path(), 0);
+        let first = worker.segment_bytes(0);
         let records_end = SEGMENT_HEADER_LEN + 200;
         assert!(first.len() as u64 >= PREALLOCATE_BYTES / 2, "{} bytes", first.len());
         assert!(first[SEGMENT_HEADER_LEN..records_end].iter().all(|&b| b == 0xA1 || b == 0xA2));
         assert!(first[records_end..].iter().all(|&b| b == 0));
 
-        requests
-            .send(StorageRequest::CreateSegment { base_lsn: 200, header: header(200) })
-            .unwrap();
-        requests.send(append(200, 300, 0xB1)).unwrap();
-        requests.send(StorageRequest::Sync { through: 300 }).unwrap();
-        while !matches!(done.recv().unwrap(), StorageDone::Synced { .. }) {}
-        let first = segment_bytes(dir.path(), 0);
+        worker.create(200);
+        worker.send(append(200, 300, 0xB1));
+        worker.sync(300);
+        let first = worker.segment_bytes(0);
         assert_eq!(first.len(), records_end, "the older segment keeps only its records");
-        assert!(segment_bytes(dir.path(), 200).len() > SEGMENT_HEADER_LEN + 100);
+        assert!(worker.segment_bytes(200).len() > SEGMENT_HEADER_LEN + 100);
 
-        drop(requests);
-        worker.join().unwrap();
-        let second = segment_bytes(dir.path(), 200);
+        let second = segment_bytes(worker.stop().path(), 200);
         assert_eq!(second.len(), SEGMENT_HEADER_LEN + 100, "a clean stop leaves no zeros");
         assert_eq!(&second[..SEGMENT_HEADER_LEN], &header(200)[..]);
         assert!(second[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0xB1));
@@ -450,25 +477,18 @@ mod tests {
     /// zone from the first small syncs is used up, the file ends at its records.
     #[test]
     fn large_syncs_stop_preallocation() {
-        let dir = tempfile::tempdir().unwrap();
-        let (requests, requests_rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        let worker = StorageWorker::new(dir.path(), Arc::default(), 64 << 20)
-            .spawn(requests_rx, move |report| done_tx.send(report).unwrap())
-            .unwrap();
-        requests.send(StorageRequest::CreateSegment { base_lsn: 0, header: header(0) }).unwrap();
+        let worker = Harness::start();
+        worker.create(0);
         let chunk = 128 * 1024;
         for round in 1..=20u64 {
             let bytes = Bytes::from(vec![7; chunk as usize]);
             let end_lsn = round * chunk;
-            requests.send(StorageRequest::Append { base_lsn: 0, end_lsn, bytes }).unwrap();
-            requests.send(StorageRequest::Sync { through: end_lsn }).unwrap();
-            while !matches!(done.recv().unwrap(), StorageDone::Synced { .. }) {}
+            worker.send(StorageRequest::Append { base_lsn: 0, end_lsn, bytes });
+            worker.sync(end_lsn);
         }
         let records_end = SEGMENT_HEADER_LEN as u64 + 20 * chunk;
-        assert_eq!(segment_bytes(dir.path(), 0).len() as u64, records_end);
-        drop(requests);
-        worker.join().unwrap();
+        assert_eq!(worker.segment_bytes(0).len() as u64, records_end);
+        worker.stop();
     }
 
     /// Appends queued behind a sync are written before it and covered by it: the report says
