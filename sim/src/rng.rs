@@ -4,29 +4,28 @@
 //! jitter seed) is drawn from one `SimRng` in one order, so a seed replays bit for bit. It uses
 //! integer arithmetic only, so the sequence is the same on every platform.
 
+use chute_core::rng::Rng;
+
 #[derive(Clone, Debug)]
 pub struct SimRng {
-    state: u64,
+    /// The core's generator (SplitMix64), which the broker's jitter uses too.
+    inner: Rng,
 }
 
 impl SimRng {
     pub fn new(seed: u64) -> SimRng {
         // Mixed so that seeds 0, 1, 2... start far apart.
-        SimRng { state: seed ^ 0x6A09_E667_F3BC_C908 }
+        SimRng { inner: Rng::new(seed ^ 0x6A09_E667_F3BC_C908) }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.inner.next_u64()
     }
 
     /// Uniform in `0..n`; `n` must be positive.
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "below(0)");
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        self.inner.below_inclusive(n - 1)
     }
 
     /// Uniform in `low..=high`.
