@@ -233,6 +233,7 @@ fn torn_tail_is_truncated() {
     let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
     let truncation = report.truncation.expect("a torn tail");
     assert_eq!(truncation.dropped_bytes, 6);
+    assert!(!truncation.only_zeros);
     assert_eq!(net.broker.queue_depth("jobs"), Some(2));
 }
 
@@ -253,6 +254,7 @@ fn preallocated_zeros_at_the_end_are_cut() {
     let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
     let truncation = report.truncation.expect("the zeros are cut");
     assert_eq!((truncation.valid_len, truncation.dropped_bytes), (records_len, 1024 * 1024));
+    assert!(truncation.only_zeros, "preallocated space, not a torn write");
     assert_eq!(net.broker.queue_depth("jobs"), Some(2));
     let conn = net.connect();
     net.publish(conn, "jobs", &["3"]);

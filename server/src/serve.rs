@@ -278,9 +278,7 @@ fn recover(data_dir: &DataDir, config: BrokerConfig) -> Result<Broker, ServeErro
     let (broker, report) = Broker::recover(config, Instant::ZERO, &files)
         .map_err(|source| ServeError::Recovery { path: data_dir.path.clone(), source })?;
     if let Some(truncation) = &report.truncation {
-        let file = files.iter().find(|f| f.name == truncation.file);
-        let tail = file.map(|f| f.bytes.get(truncation.valid_len as usize..).unwrap_or_default());
-        if tail.is_some_and(|tail| tail.iter().all(|&b| b == 0)) {
+        if truncation.only_zeros {
             // What a stop without a clean shutdown leaves of the storage worker's preallocation.
             tracing::info!(
                 file = %truncation.file,

@@ -101,6 +101,9 @@ pub struct Truncation {
     /// Keep this many bytes; 0 means the file holds not even a whole header: delete it.
     pub valid_len: u64,
     pub dropped_bytes: u64,
+    /// Every dropped byte is zero: space the storage worker preallocated and nothing wrote,
+    /// rather than the remains of a write cut short.
+    pub only_zeros: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,6 +154,12 @@ pub fn recover_log(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError>
                 file: file.name.clone(),
                 valid_len: scan.valid_len,
                 dropped_bytes: dropped,
+                only_zeros: file
+                    .bytes
+                    .get(scan.valid_len as usize..)
+                    .unwrap_or_default()
+                    .iter()
+                    .all(|&b| b == 0),
             };
             state.truncation = Some(truncation);
         }
