@@ -267,3 +267,38 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A payload of `size` bytes (at least the id and a separator) that names the message: the
+/// crash and disk-full tests check messages off by these ids.
+pub fn labelled_payload(id: &str, size: usize) -> bytes::Bytes {
+    let mut payload = format!("{id}|");
+    payload.extend(std::iter::repeat_n('.', size.saturating_sub(payload.len())));
+    bytes::Bytes::from(payload)
+}
+
+/// The id a [`labelled_payload`] carries.
+pub fn id_of(payload: &[u8]) -> String {
+    let text = std::str::from_utf8(payload).expect("utf-8 payload");
+    text.split_once('|').map_or(text, |(id, _)| id).to_string()
+}
+
+/// Subscribes to `queue`, takes its `ready` messages, acks each, and returns their ids.
+pub async fn take_ready(
+    connection: &chute_client::Connection,
+    queue: &str,
+    ready: u64,
+) -> Vec<String> {
+    use futures::StreamExt;
+    let mut ids = Vec::new();
+    if ready == 0 {
+        return ids;
+    }
+    let prefetch = u32::try_from(ready).unwrap_or(u32::MAX).min(1000);
+    let mut deliveries = connection.subscribe(queue, prefetch).await.expect("subscribe");
+    for _ in 0..ready {
+        let delivery = deliveries.next().await.expect("a recovered message");
+        ids.push(id_of(delivery.payload()));
+        delivery.ack().expect("ack");
+    }
+    ids
+}

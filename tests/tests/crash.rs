@@ -16,7 +16,7 @@ use bytes::Bytes;
 use chute_client::{Confirmation, Connection, PublishError, QueueOptions};
 use chute_core::storage::format::scan_segment;
 use chute_core::storage::records::{Published, Record};
-use chute_tests::{within, Server, ServerBinary};
+use chute_tests::{id_of, labelled_payload, take_ready, within, Server, ServerBinary};
 use futures::executor::block_on;
 use futures::{FutureExt, StreamExt};
 
@@ -351,7 +351,11 @@ async fn publish_until_killed(url: &str, publisher: u64) -> PublisherRecord {
         } else {
             (WORK, format!("p{publisher}-{n}"))
         };
-        let Ok(confirmation) = connection.publish(queue, payload(&id)).await else { break };
+        let Ok(confirmation) =
+            connection.publish(queue, labelled_payload(&id, PAYLOAD_BYTES)).await
+        else {
+            break;
+        };
         record.published.push(id.clone());
         pending.push_back((id, confirmation));
         // Settle what is answered; past the window, wait for the oldest confirm.
@@ -448,15 +452,7 @@ async fn drain(url: &str) -> Vec<String> {
     for queue in [WORK, KEEP] {
         let stats = connection.queue_stats(queue).await.expect("stats");
         assert_eq!(stats.in_flight, 0, "{queue}: in flight right after recovery");
-        if stats.ready == 0 {
-            continue;
-        }
-        let mut deliveries = connection.subscribe(queue, 1000).await.expect("subscribe");
-        for _ in 0..stats.ready {
-            let delivery = deliveries.next().await.expect("a recovered message");
-            present.push(id_of(delivery.payload()));
-            delivery.ack().expect("ack");
-        }
+        present.extend(take_ready(&connection, queue, stats.ready).await);
     }
     connection.publish(MARKS, "drained").await.expect("publish").await.expect("confirmed");
     for queue in [WORK, KEEP] {
@@ -465,17 +461,6 @@ async fn drain(url: &str) -> Vec<String> {
     }
     connection.close().await;
     present
-}
-
-fn payload(id: &str) -> Bytes {
-    let mut payload = format!("{id}|");
-    payload.extend(std::iter::repeat_n('.', PAYLOAD_BYTES.saturating_sub(payload.len())));
-    Bytes::from(payload)
-}
-
-fn id_of(payload: &[u8]) -> String {
-    let text = std::str::from_utf8(payload).expect("utf-8 payload");
-    text.split_once('|').map_or(text, |(id, _)| id).to_string()
 }
 
 // ---- the log on disk ----

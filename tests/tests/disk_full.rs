@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chute_client::{Confirmation, Connection, ErrorCode, PublishError, QueueOptions};
-use chute_tests::{within, Server, ServerBinary};
+use chute_tests::{labelled_payload, take_ready, within, Server, ServerBinary};
 use futures::executor::block_on;
-use futures::StreamExt;
 
 const TMPFS_SIZE: &str = "2m";
 /// Several segments fit on the tmpfs, so the failing write may be an append or the creation
@@ -144,7 +142,7 @@ async fn fill(url: &str) -> Filled {
     let mut not_sent = None;
     for n in 0..MESSAGES_MAX {
         let id = format!("m-{n}");
-        match connection.publish(QUEUE, payload(&id)).await {
+        match connection.publish(QUEUE, labelled_payload(&id, PAYLOAD_BYTES)).await {
             Ok(confirmation) => {
                 filled.published.push(id.clone());
                 pending.push_back((id, confirmation));
@@ -201,29 +199,10 @@ impl Filled {
 async fn drain(url: &str) -> Vec<String> {
     let connection = Connection::connect(url).await.expect("connect after recovery");
     let stats = connection.queue_stats(QUEUE).await.expect("the queue was recovered");
-    let mut present = Vec::new();
-    if stats.ready > 0 {
-        let mut deliveries = connection.subscribe(QUEUE, 100).await.expect("subscribe");
-        for _ in 0..stats.ready {
-            let delivery = deliveries.next().await.expect("a recovered message");
-            present.push(id_of(delivery.payload()));
-            delivery.ack().expect("ack");
-        }
-    }
+    let present = take_ready(&connection, QUEUE, stats.ready).await;
     connection.publish(QUEUE, "after recovery").await.expect("publish").await.expect("confirm");
     connection.close().await;
     present
-}
-
-fn payload(id: &str) -> Bytes {
-    let mut payload = format!("{id}|");
-    payload.extend(std::iter::repeat_n('.', PAYLOAD_BYTES.saturating_sub(payload.len())));
-    Bytes::from(payload)
-}
-
-fn id_of(payload: &[u8]) -> String {
-    let text = std::str::from_utf8(payload).expect("utf-8 payload");
-    text.split_once('|').map_or(text, |(id, _)| id).to_string()
 }
 
 /// Copies the files of a flat directory (the data directory has no subdirectories).
