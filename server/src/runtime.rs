@@ -32,3 +32,30 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
 }
+
+/// How long an accept loop waits after a failed accept before trying again.
+const ACCEPT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The next connection `listener` accepts, or `None` once `stop` fires (or its sender is
+/// dropped). A failed accept (usually: out of file descriptors) is logged with `what` and
+/// retried after a pause rather than in a spin.
+pub async fn accept_until_stopped<R: Runtime>(
+    runtime: &R,
+    listener: &R::Listener,
+    stop: &mut futures::channel::oneshot::Receiver<()>,
+    what: &str,
+) -> Option<(R::Stream, SocketAddr)> {
+    use futures::future::{self, Either};
+    loop {
+        let accept = runtime.accept(listener);
+        futures::pin_mut!(accept);
+        match future::select(accept, &mut *stop).await {
+            Either::Left((Ok(connection), _)) => return Some(connection),
+            Either::Left((Err(error), _)) => {
+                tracing::warn!(%error, "{what} accept failed");
+                runtime.sleep_until(Instant::now() + ACCEPT_RETRY_PAUSE).await;
+            }
+            Either::Right(_) => return None,
+        }
+    }
+}

@@ -15,13 +15,12 @@ use chute_core::storage::io::StorageRequest;
 use chute_core::{Broker, BrokerConfig, Instant};
 use clap::Parser;
 use futures::channel::{mpsc, oneshot};
-use futures::future::{self, Either};
 use futures::SinkExt;
 
 use crate::admin::{self, AdminState, Phase};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::event_loop::{EventLoop, LoopEvent, LoopParts, EVENT_QUEUE_MAX};
-use crate::runtime::Runtime;
+use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
 
 /// Command-line flags shared by `chuted` and `chuted-smol`.
@@ -382,24 +381,11 @@ async fn accept_loop<R: Runtime>(
     mut accepted: mpsc::Sender<(R::Stream, SocketAddr)>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        let accept = runtime.accept(&listener);
-        futures::pin_mut!(accept);
-        let result = match future::select(accept, &mut stop).await {
-            Either::Left((result, _)) => result,
-            Either::Right(_) => return,
-        };
-        match result {
-            Ok(connection) => {
-                if accepted.send(connection).await.is_err() {
-                    return;
-                }
-            }
-            Err(err) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %err, "accept failed");
-                runtime.sleep_until(std::time::Instant::now() + Duration::from_millis(100)).await;
-            }
+    while let Some(connection) =
+        accept_until_stopped(&runtime, &listener, &mut stop, "client").await
+    {
+        if accepted.send(connection).await.is_err() {
+            return;
         }
     }
 }

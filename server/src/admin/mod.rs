@@ -36,7 +36,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use smol_hyper::rt::FuturesIo;
 
 use crate::event_loop::LoopEvent;
-use crate::runtime::Runtime;
+use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::StorageMetrics;
 use process::ProcessStats;
 
@@ -100,27 +100,14 @@ pub async fn accept_loop<R: Runtime>(
     mut stop: oneshot::Receiver<()>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let accept = runtime.accept(&listener);
-        futures::pin_mut!(accept);
-        let result = match future::select(accept, &mut stop).await {
-            Either::Left((result, _)) => result,
-            Either::Right(_) => return,
+    while let Some((stream, peer)) =
+        accept_until_stopped(&runtime, &listener, &mut stop, "admin").await
+    {
+        let Some(slot) = Slot::take(&open) else {
+            tracing::debug!(%peer, open = ADMIN_CONNECTIONS_MAX, "admin connection refused");
+            continue;
         };
-        match result {
-            Ok((stream, peer)) => {
-                let Some(slot) = Slot::take(&open) else {
-                    tracing::debug!(%peer, open = ADMIN_CONNECTIONS_MAX, "admin connection refused");
-                    continue;
-                };
-                runtime.spawn(serve_connection(runtime.clone(), stream, peer, state.clone(), slot));
-            }
-            Err(err) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %err, "admin accept failed");
-                runtime.sleep_until(Instant::now() + Duration::from_millis(100)).await;
-            }
-        }
+        runtime.spawn(serve_connection(runtime.clone(), stream, peer, state.clone(), slot));
     }
 }
 
