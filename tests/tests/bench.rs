@@ -1,6 +1,6 @@
 //! `chute bench` against both servers: a small custom run completes, checks every message
 //! off, reads the broker's figures from its admin endpoint, and ends its output with one JSON
-//! object holding the figures.
+//! object holding the figures; a run that misses a message fails.
 
 use std::time::Duration;
 
@@ -47,4 +47,52 @@ fn small_run_reports_json_tokio() {
 #[test]
 fn small_run_reports_json_smol() {
     small_run_reports_json(ServerBinary::Smol);
+}
+
+/// Every message is checked off by sequence number: a run that does not get one back fails
+/// (here another consumer on the same queue takes one), naming how many arrived.
+fn a_run_that_loses_a_message_fails(binary: ServerBinary) {
+    use futures::executor::block_on;
+    use futures::StreamExt;
+
+    let server = Server::start(binary);
+    let url = server.url();
+    let thief = block_on(chute_client::Connection::connect(&url)).expect("connect");
+    block_on(thief.declare_queue("stolen", chute_client::QueueOptions::default()))
+        .expect("declare");
+    let mut stolen = block_on(thief.subscribe("stolen", 1)).expect("subscribe");
+    let took = std::thread::spawn(move || {
+        let delivery = block_on(stolen.next()).expect("the thief gets a message");
+        delivery.ack().expect("ack");
+        block_on(thief.close());
+    });
+    let output = within("chute bench", Duration::from_secs(60), move || {
+        let args = [
+            "bench",
+            "--queue",
+            "stolen",
+            "--messages",
+            "200",
+            "--timeout-s",
+            "3",
+            "--admin-url",
+            "off",
+        ];
+        chute_tests::chute_at(&url, &args, None)
+    });
+    took.join().unwrap();
+    assert!(!output.status.success(), "a run missing a message passed:\n{}", stdout(&output));
+    let reason = stderr(&output);
+    assert!(reason.contains("timed out") && reason.contains("of 200 messages"), "{reason}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_run_that_loses_a_message_fails_tokio() {
+    a_run_that_loses_a_message_fails(ServerBinary::Tokio);
+}
+
+#[test]
+fn a_run_that_loses_a_message_fails_smol() {
+    a_run_that_loses_a_message_fails(ServerBinary::Smol);
 }
