@@ -16,6 +16,24 @@ fn declare(net: &mut Net, conn: chute_core::ConnId, name: &str, durability: Dura
     assert!(matches!(net.declare(conn, name, options), Response::Declared(_)));
 }
 
+/// Publishes `payloads` to a durable queue `jobs`, then returns the net and the files a process
+/// crash leaves, with the newest segment's bytes passed through `edit`.
+fn crashed_with_newest(
+    payloads: &[&str],
+    edit: impl FnOnce(&mut Vec<u8>),
+) -> (Net, Vec<SegmentFile>) {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", payloads);
+    let mut files = net.disk.after_process_crash();
+    let last = files.last_mut().unwrap();
+    let mut bytes = last.bytes.to_vec();
+    edit(&mut bytes);
+    last.bytes = Bytes::from(bytes);
+    (net, files)
+}
+
 fn small_segments() -> BrokerConfig {
     let mut config = BrokerConfig::default();
     config.limits.frame_size_max = 64 * 1024;
@@ -221,15 +239,9 @@ fn compaction_moves_long_lived_messages_forward() {
 /// A torn last write is cut off; the records before it are kept.
 #[test]
 fn torn_tail_is_truncated() {
-    let mut net = Net::new();
-    let conn = net.connect();
-    declare(&mut net, conn, "jobs", Durability::Always);
-    net.publish(conn, "jobs", &["1", "2"]);
-    let mut files = net.disk.after_process_crash();
-    let last = files.last_mut().unwrap();
-    let mut bytes = last.bytes.to_vec();
-    bytes.extend_from_slice(&[0x40, 0, 0, 0, 0xde, 0xad]); // half a record header
-    last.bytes = Bytes::from(bytes);
+    let (net, files) = crashed_with_newest(&["1", "2"], |bytes| {
+        bytes.extend_from_slice(&[0x40, 0, 0, 0, 0xde, 0xad]); // half a record header
+    });
     let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
     let truncation = report.truncation.expect("a torn tail");
     assert_eq!(truncation.dropped_bytes, 6);
@@ -241,16 +253,11 @@ fn torn_tail_is_truncated() {
 /// the zeros are a torn tail like any other: cut, with every record before them kept.
 #[test]
 fn preallocated_zeros_at_the_end_are_cut() {
-    let mut net = Net::new();
-    let conn = net.connect();
-    declare(&mut net, conn, "jobs", Durability::Always);
-    net.publish(conn, "jobs", &["1", "2"]);
-    let mut files = net.disk.after_process_crash();
-    let last = files.last_mut().unwrap();
-    let records_len = last.bytes.len() as u64;
-    let mut bytes = last.bytes.to_vec();
-    bytes.resize(bytes.len() + 1024 * 1024, 0);
-    last.bytes = Bytes::from(bytes);
+    let mut records_len = 0;
+    let (net, files) = crashed_with_newest(&["1", "2"], |bytes| {
+        records_len = bytes.len() as u64;
+        bytes.resize(bytes.len() + 1024 * 1024, 0);
+    });
     let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
     let truncation = report.truncation.expect("the zeros are cut");
     assert_eq!((truncation.valid_len, truncation.dropped_bytes), (records_len, 1024 * 1024));
@@ -298,16 +305,10 @@ fn a_sync_that_reaches_further_confirms_everything_it_covered() {
 /// A damaged record followed by good ones is corruption: recovery refuses and names the file.
 #[test]
 fn corruption_in_the_middle_is_refused() {
-    let mut net = Net::new();
-    let conn = net.connect();
-    declare(&mut net, conn, "jobs", Durability::Always);
-    net.publish(conn, "jobs", &["first", "second", "third"]);
-    let mut files: Vec<SegmentFile> = net.disk.after_process_crash();
-    let last = files.last_mut().unwrap();
-    let mut bytes = last.bytes.to_vec();
-    let at = bytes.windows(5).position(|w| w == b"first").unwrap();
-    bytes[at] ^= 0x01;
-    last.bytes = Bytes::from(bytes);
+    let (_, files) = crashed_with_newest(&["first", "second", "third"], |bytes| {
+        let at = bytes.windows(5).position(|w| w == b"first").unwrap();
+        bytes[at] ^= 0x01;
+    });
     let error =
         chute_core::Broker::recover(BrokerConfig::default(), chute_core::Instant::ZERO, &files)
             .unwrap_err();
