@@ -525,6 +525,15 @@ fn deleting_a_queue_ends_its_deliveries() {
 /// A reader paused by backpressure is not timed out for the silence the pause causes.
 #[test]
 fn paused_connection_is_not_timed_out() {
+    let (mut net, conn) = paused_by_unread_replies();
+    net.clients.remove(&conn);
+    net.advance(60_000);
+    assert!(!net.closed_by_broker.contains(&conn), "a paused connection was timed out");
+}
+
+/// A connection that sent 5,000 requests and read none of the answers, which made the broker
+/// pause reading it.
+fn paused_by_unread_replies() -> (Net, chute_core::ConnId) {
     let mut net = Net::with_config(small_frames());
     let conn = net.connect();
     declared(&mut net, conn, "jobs");
@@ -534,9 +543,7 @@ fn paused_connection_is_not_timed_out() {
     }
     net.pump();
     assert!(net.broker_log.contains(&Output::PauseRead { conn }));
-    net.clients.remove(&conn);
-    net.advance(60_000);
-    assert!(!net.closed_by_broker.contains(&conn), "a paused connection was timed out");
+    (net, conn)
 }
 
 fn send_frame(net: &mut Net, conn: chute_core::ConnId, frame: Frame) {
@@ -578,15 +585,7 @@ fn slow_reader_gets_bounded_deliveries_and_resumes() {
 /// catches up.
 #[test]
 fn unread_replies_pause_reading() {
-    let mut net = Net::with_config(small_frames());
-    let conn = net.connect();
-    declared(&mut net, conn, "jobs");
-    net.stalled.insert(conn);
-    for _ in 0..5_000 {
-        net.client(conn).queue_stats("jobs").unwrap();
-    }
-    net.pump();
-    assert!(net.broker_log.contains(&Output::PauseRead { conn }));
+    let (mut net, conn) = paused_by_unread_replies();
     let backlog = net.unflushed[&conn];
     assert!(backlog < 3 * 64 * 1024, "backlog bounded: {backlog}");
     net.unstall(conn);
