@@ -1,9 +1,14 @@
-//! The connection's I/O thread: moves bytes between the socket and the core `Client`, and
-//! fires its timers. It runs its own small async loop (async-io), so the client works the same
-//! under tokio, smol, or no runtime at all.
+//! The connection's I/O: moves bytes between the socket and the core `Client`, and fires its
+//! timers. It is one future, [`ConnectionDriver`], polled either by a thread of the
+//! connection's own (`Connection::connect`) or by the caller (`Connection::connect_driven`).
+//! Its socket and timers are async-io's, so it works the same under tokio, smol, or no runtime
+//! at all.
 
+use std::future::Future;
 use std::net::TcpStream;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
 use async_io::{Async, Timer};
@@ -36,8 +41,82 @@ impl Clock {
     }
 }
 
+/// A connection's I/O as a future: it resolves when the connection has ended, and the
+/// connection makes progress only while it is polled. Spawn it on your executor, or poll it in
+/// the task that uses the connection with [`ConnectionDriver::run_until`]: then the socket is
+/// read and written on that task's thread, with no hand-off to another thread per message.
+///
+/// Under `async_io::block_on` or smol, that thread also waits for the socket itself; other
+/// executors get socket readiness from async-io's reactor thread.
+///
+/// Dropping the driver before it resolves closes the socket and fails whatever is pending on
+/// the connection.
+#[must_use = "the connection makes no progress unless its driver is polled"]
+pub struct ConnectionDriver {
+    inner: Arc<Inner>,
+    io: Pin<Box<dyn Future<Output = ()> + Send>>,
+    finished: bool,
+}
+
+impl ConnectionDriver {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        wake: async_channel::Receiver<()>,
+        stream: Async<TcpStream>,
+        clock: Clock,
+    ) -> ConnectionDriver {
+        let io = Box::pin(drive(inner.clone(), wake, stream, clock));
+        ConnectionDriver { inner, io, finished: false }
+    }
+
+    /// Drives the connection until `work` completes and returns its output. If the connection
+    /// ends first, `work` still runs to its end; the connection's commands then fail with the
+    /// reason it ended.
+    pub async fn run_until<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        futures::future::poll_fn(|cx| {
+            // The work first: what it queues is then written in the same pass.
+            if let Poll::Ready(output) = work.as_mut().poll(cx) {
+                return Poll::Ready(output);
+            }
+            if Pin::new(&mut *self).poll(cx).is_ready() {
+                // The connection ended and failed every waiter, so the work can move on.
+                return work.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Future for ConnectionDriver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.finished {
+            return Poll::Ready(());
+        }
+        futures::ready!(self.io.as_mut().poll(cx));
+        self.finished = true;
+        self.inner.mark_finished();
+        Poll::Ready(())
+    }
+}
+
+impl Drop for ConnectionDriver {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut shared = self.inner.lock();
+            shared
+                .fail_everything(ErrorCode::INTERNAL, "the connection's driver was dropped".into());
+            drop(shared);
+            self.inner.mark_finished();
+        }
+    }
+}
+
 /// Runs until the connection is closed by either side.
-pub(crate) async fn drive(
+async fn drive(
     inner: Arc<Inner>,
     wake: async_channel::Receiver<()>,
     stream: Async<TcpStream>,
@@ -52,22 +131,14 @@ pub(crate) async fn drive(
             for bytes in shared.outgoing.drain(..) {
                 write_buffer.extend_from_slice(&bytes);
             }
-            (shared.machine.poll_timeout(), shared.close_transport)
+            (shared.machine.poll_timeout().map(|at| clock.std_instant(at)), shared.close_transport)
         };
         if close {
             let _ = (&stream).write_all(&write_buffer).await;
             let _ = (&stream).close().await;
             return;
         }
-        match next_event(
-            &stream,
-            &wake,
-            &mut read_buffer,
-            &write_buffer,
-            deadline.map(|d| clock.std_instant(d)),
-        )
-        .await
-        {
+        match next_event(&stream, &wake, &mut read_buffer, &write_buffer, deadline).await {
             Step::Read(Ok(0)) | Step::Read(Err(_)) | Step::Wrote(Err(_)) => {
                 let mut shared = inner.lock();
                 shared.machine.handle_input(clock.now(), ClientInput::Closed);

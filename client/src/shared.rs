@@ -64,6 +64,15 @@ impl Inner {
     pub fn wake(&self) {
         let _ = self.wake_tx.try_send(());
     }
+
+    /// The I/O has stopped for good: `close` calls may return.
+    pub fn mark_finished(&self) {
+        let mut shared = self.lock();
+        shared.finished = true;
+        for waiter in shared.finished_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
 }
 
 impl Shared {

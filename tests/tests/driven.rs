@@ -1,0 +1,110 @@
+//! Connections whose I/O the caller drives (`Connection::connect_driven`): the same broker
+//! conversation with no thread of the connection's own, run on one task.
+
+use std::time::Duration;
+
+use chute_client::{ClientConfig, ConnectOptions, Connection, PublishError, QueueOptions};
+use chute_tests::{within, Server, ServerBinary};
+use futures::StreamExt;
+
+const MESSAGES: u64 = 3_000;
+
+fn options() -> ConnectOptions {
+    ConnectOptions::default()
+}
+
+/// One task drives a publisher's and a consumer's connection: every message is confirmed, and
+/// arrives once and in order.
+fn one_task_publishes_and_consumes(binary: ServerBinary) {
+    let server = Server::start(binary);
+    let url = server.url();
+    let received = within("the driven round trip", Duration::from_secs(60), move || {
+        async_io::block_on(async {
+            let (publisher, mut publisher_io) =
+                Connection::connect_driven(&url, options()).await.unwrap();
+            let (consumer, mut consumer_io) =
+                Connection::connect_driven(&url, options()).await.unwrap();
+            let work = async {
+                publisher.declare_queue("driven", QueueOptions::default()).await.unwrap();
+                let mut deliveries = consumer.subscribe("driven", 200).await.unwrap();
+                let mut confirmations = Vec::new();
+                for seq in 0..MESSAGES {
+                    confirmations.push(publisher.publish("driven", seq.to_string()).await.unwrap());
+                }
+                for confirmation in confirmations {
+                    confirmation.await.expect("confirmed");
+                }
+                let mut received = Vec::new();
+                while (received.len() as u64) < MESSAGES {
+                    let delivery = deliveries.next().await.expect("a delivery");
+                    received.push(std::str::from_utf8(delivery.payload()).unwrap().to_string());
+                    delivery.ack().unwrap();
+                }
+                drop(deliveries);
+                consumer.close().await;
+                publisher.close().await;
+                received
+            };
+            publisher_io.run_until(consumer_io.run_until(work)).await
+        })
+    });
+    let expected: Vec<String> = (0..MESSAGES).map(|seq| seq.to_string()).collect();
+    assert_eq!(received, expected);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn one_task_publishes_and_consumes_tokio() {
+    one_task_publishes_and_consumes(ServerBinary::Tokio);
+}
+
+#[test]
+fn one_task_publishes_and_consumes_smol() {
+    one_task_publishes_and_consumes(ServerBinary::Smol);
+}
+
+/// Dropping the driver ends the connection: what was waiting fails at once, rather than
+/// waiting for I/O that will never happen.
+#[test]
+fn dropping_the_driver_fails_what_is_pending() {
+    let server = Server::start(ServerBinary::Tokio);
+    let url = server.url();
+    within("a publish after the driver is gone", Duration::from_secs(20), move || {
+        futures::executor::block_on(async {
+            let (connection, mut io) = Connection::connect_driven(&url, options()).await.unwrap();
+            io.run_until(connection.declare_queue("gone", QueueOptions::default())).await.unwrap();
+            let confirmation = connection.publish("gone", "never sent").await.unwrap();
+            drop(io);
+            match confirmation.await {
+                Err(PublishError::Unconfirmed { message, .. }) => {
+                    assert!(message.contains("driver was dropped"), "{message}")
+                }
+                other => panic!("expected an unconfirmed publish, got {other:?}"),
+            }
+            assert!(connection.closed_reason().is_some());
+            connection.close().await;
+        })
+    });
+    assert!(server.stop().success());
+}
+
+/// A driven connection that is idle for several heartbeat intervals keeps itself alive: its
+/// timer fires again and again (the server closes a connection silent for three intervals).
+#[test]
+fn an_idle_driven_connection_keeps_its_heartbeat() {
+    let server = Server::start(ServerBinary::Tokio);
+    let url = server.url();
+    within("an idle driven connection", Duration::from_secs(20), move || {
+        async_io::block_on(async {
+            let client = ClientConfig { heartbeat_ms: 100, ..ClientConfig::default() };
+            let options = ConnectOptions { client, ..ConnectOptions::default() };
+            let (connection, mut io) = Connection::connect_driven(&url, options).await.unwrap();
+            assert_eq!(connection.server().heartbeat_ms, 100);
+            io.run_until(async_io::Timer::after(Duration::from_millis(1_000))).await;
+            let declared = io.run_until(connection.declare_queue("idle", QueueOptions::default()));
+            declared.await.expect("the connection is still open after a second of silence");
+            io.run_until(connection.close()).await;
+        })
+    });
+    assert!(server.stop().success());
+}
