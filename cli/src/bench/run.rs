@@ -1,6 +1,7 @@
 //! One run, the peer harness's measurement loop on the chute client: every producer and
-//! consumer has a connection and a thread of its own (the client runs each connection's I/O on
-//! a thread too, so `futures::executor::block_on` is all a thread needs). Producers keep
+//! consumer has a connection and a thread of its own, which also drives that connection's I/O
+//! (`Connection::connect_driven` under `async_io::block_on`, so the socket is read, written
+//! and waited on by the thread that uses it). Producers keep
 //! [`PUBLISH_WINDOW`] publishes unconfirmed, consumers hold [`PREFETCH`] deliveries and ack
 //! each on its own, every message is checked off by sequence number, and the run lasts from
 //! the first publish to the last ack.
@@ -11,7 +12,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_io::Timer;
-use chute_client::{Connection, Destination, PublishMessage, SubscribeOptions, Subscription};
+use chute_client::{
+    ConnectOptions, Connection, ConnectionDriver, Destination, PublishMessage, SubscribeOptions,
+    Subscription,
+};
 use futures::channel::oneshot;
 use futures::executor::block_on;
 use futures::future::{self, Either, FutureExt, Shared};
@@ -101,7 +105,8 @@ struct ProducerSide {
 
 struct ConsumerSide {
     e2e_us: Histogram<u64>,
-    last_ack: Option<Instant>,
+    /// On the payload clock ([`payload::now_ns`]).
+    last_ack_ns: Option<u64>,
 }
 
 /// Runs `workload` against `queue` (which must exist and be empty) on the server at `url`.
@@ -114,27 +119,33 @@ pub fn run(
     progress: &mut Progress,
 ) -> Result<Measured, String> {
     let (consumers, producers) = block_on(connect(url, queue, workload))?;
-    let connections: Vec<Connection> =
-        consumers.iter().map(|(c, _)| c).chain(&producers).cloned().collect();
+    let connections: Vec<Connection> = consumers
+        .iter()
+        .map(|(c, ..)| c)
+        .chain(producers.iter().map(|(c, _)| c))
+        .cloned()
+        .collect();
     let (tally, done) = Tally::new(workload.messages);
 
     // Consumers first, so that they wait before the first publish, as in the harness.
     let mut consumer_threads = Vec::new();
-    for (k, (connection, deliveries)) in consumers.into_iter().enumerate() {
+    for (k, (connection, mut driver, deliveries)) in consumers.into_iter().enumerate() {
         let (tally, done) = (tally.clone(), done.clone());
         consumer_threads.push(spawn(format!("bench-consumer-{k}"), tally.clone(), move || {
-            block_on(consume(connection, deliveries, &tally, done))
+            async_io::block_on(driver.run_until(consume(connection, deliveries, &tally, done)))
         })?);
     }
     let start = Instant::now();
+    let start_ns = payload::now_ns();
     let mut producer_threads = Vec::new();
-    for (k, connection) in producers.into_iter().enumerate() {
+    for (k, (connection, mut driver)) in producers.into_iter().enumerate() {
         let share = workload.producer_share(k as u32);
         let size_bytes = workload.size_bytes as usize;
         let rate_per_s = workload.producer_rate_per_s();
         let (tally, queue) = (tally.clone(), queue.to_string());
         producer_threads.push(spawn(format!("bench-producer-{k}"), tally.clone(), move || {
-            block_on(produce(connection, &queue, share, size_bytes, rate_per_s, &tally))
+            let work = produce(connection, &queue, share, size_bytes, rate_per_s, &tally);
+            async_io::block_on(driver.run_until(work))
         })?);
     }
 
@@ -190,15 +201,15 @@ pub fn run(
         confirm_us.add(&side.confirm_us).expect("histograms of equal bounds");
         max_send_lag_us = max_send_lag_us.max(side.max_send_lag_us);
     }
-    let mut end = start;
+    let mut end_ns = start_ns;
     for side in consumer_sides {
         let side = side?;
         e2e_us.add(&side.e2e_us).expect("histograms of equal bounds");
-        end = end.max(side.last_ack.unwrap_or(start));
+        end_ns = end_ns.max(side.last_ack_ns.unwrap_or(start_ns));
     }
     assert_eq!(received, workload.messages, "every thread ended well, so every message arrived");
     Ok(Measured {
-        seconds: (end - start).as_secs_f64(),
+        seconds: (end_ns - start_ns) as f64 / 1e9,
         publish_confirm_us: confirm_us,
         e2e_us,
         duplicates: tally.duplicates.load(Ordering::Relaxed),
@@ -206,26 +217,32 @@ pub fn run(
     })
 }
 
-/// The consumers' connections, each subscribed, and the producers' connections.
+type Consumer = (Connection, ConnectionDriver, Subscription);
+
+/// The consumers' connections, each subscribed, and the producers' connections, each with the
+/// driver its thread will poll.
 async fn connect(
     url: &str,
     queue: &str,
     workload: &Workload,
-) -> Result<(Vec<(Connection, Subscription)>, Vec<Connection>), String> {
+) -> Result<(Vec<Consumer>, Vec<(Connection, ConnectionDriver)>), String> {
     let options =
         SubscribeOptions { prefetch: PREFETCH, auto_credit: true, lease_ms: None, rate: None };
+    let open = || async {
+        Connection::connect_driven(url, ConnectOptions::default()).await.map_err(|e| e.to_string())
+    };
     let mut consumers = Vec::new();
     for _ in 0..workload.consumers {
-        let connection = Connection::connect(url).await.map_err(|e| e.to_string())?;
-        let deliveries = connection
-            .subscribe_with(queue, options.clone())
+        let (connection, mut driver) = open().await?;
+        let deliveries = driver
+            .run_until(connection.subscribe_with(queue, options.clone()))
             .await
             .map_err(|e| format!("subscribe to {queue}: {e}"))?;
-        consumers.push((connection, deliveries));
+        consumers.push((connection, driver, deliveries));
     }
     let mut producers = Vec::new();
     for _ in 0..workload.producers {
-        producers.push(Connection::connect(url).await.map_err(|e| e.to_string())?);
+        producers.push(open().await?);
     }
     Ok((consumers, producers))
 }
@@ -267,11 +284,17 @@ async fn produce(
     let mut in_flight = FuturesUnordered::new();
     let start = Instant::now();
     let schedule = rate_per_s.map(|rate| Schedule::new(start, rate));
-    let due = |i: u64| schedule.map_or(start, |s| s.due(i));
     let mut i = 0u64;
     loop {
-        while i < count && in_flight.len() < PUBLISH_WINDOW && due(i) <= Instant::now() {
-            send_lag = send_lag.max(Instant::now().saturating_duration_since(due(i)));
+        while i < count && in_flight.len() < PUBLISH_WINDOW {
+            // Unpaced, every message is due at once: no clock read per message.
+            if let Some(schedule) = schedule {
+                let now = Instant::now();
+                if schedule.due(i) > now {
+                    break;
+                }
+                send_lag = send_lag.max(now - schedule.due(i));
+            }
             // Stamped just before the publish: the confirm latency includes any wait for the
             // client's window, as the harness's does.
             let (payload, sent_ns) = payload::stamp(first + i, size_bytes);
@@ -322,7 +345,7 @@ async fn consume(
     mut done: DoneSignal,
 ) -> Result<ConsumerSide, String> {
     let mut e2e_us = latency_histogram();
-    let mut last_ack = None;
+    let mut last_ack_ns = None;
     while !tally.is_done() {
         let delivery = match future::select(deliveries.next(), &mut done).await {
             Either::Left((Some(delivery), _)) => delivery,
@@ -333,15 +356,16 @@ async fn consume(
             Either::Right(_) => break,
         };
         let (sent_ns, seq) = payload::parse(delivery.payload())?;
-        e2e_us.saturating_record(payload::elapsed_us(sent_ns));
+        let now_ns = payload::now_ns();
+        e2e_us.saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
         tally.check_off(seq)?;
         delivery.ack().map_err(|e| format!("ack: {e}"))?;
-        last_ack = Some(Instant::now());
+        last_ack_ns = Some(now_ns);
     }
     // Closing sends the acks still buffered, then waits for the socket to close.
     drop(deliveries);
     connection.close().await;
-    Ok(ConsumerSide { e2e_us, last_ack })
+    Ok(ConsumerSide { e2e_us, last_ack_ns })
 }
 
 #[cfg(test)]
