@@ -42,6 +42,34 @@ fn publishes_are_confirmed() {
     assert_eq!(net.broker.queue_depth("jobs"), Some(3));
 }
 
+/// Deliveries ready together go out in frames of about `BATCH_FRAME_BYTES_TARGET`, so the
+/// consumer can slice most of them out of one read.
+#[test]
+fn delivery_batches_close_near_the_frame_target() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declared(&mut net, conn, "jobs");
+    let payload = "p".repeat(1000);
+    net.publish(conn, "jobs", &vec![payload.as_str(); 100]);
+    net.subscribe(conn, "jobs", 1000);
+    net.pump();
+    let frames: Vec<usize> = net.events[&conn]
+        .iter()
+        .filter_map(|event| match event {
+            ClientEvent::Deliveries { deliveries, .. } => {
+                Some(deliveries.iter().map(|d| d.payload.len()).sum())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.iter().sum::<usize>(), 100 * 1000);
+    assert!(frames.len() >= 4, "{frames:?}");
+    assert!(
+        frames.iter().all(|&bytes| bytes <= chute_protocol::BATCH_FRAME_BYTES_TARGET),
+        "{frames:?}"
+    );
+}
+
 /// Consecutive publishes travel in one frame: batching is what makes the broker fast.
 #[test]
 fn consecutive_publishes_share_one_frame() {

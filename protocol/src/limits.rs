@@ -24,6 +24,12 @@ pub const FRAME_SIZE_MAX_DEFAULT: u32 = 4 * 1024 * 1024;
 pub const PUBLISH_BATCH_MAX: usize = 4096;
 /// Deliveries in one `Deliver` frame.
 pub const DELIVER_BATCH_MAX: usize = 4096;
+/// Not a limit: the size at which this implementation closes a batching frame (`Publish`,
+/// `Deliver`) and starts the next, when more messages follow. Receivers read the socket in
+/// chunks of 64 KiB; a frame inside one chunk is sliced out of it without a copy, while a
+/// frame spread over several is copied into a buffer of its own, so frames well under a chunk
+/// are copied only when they happen to straddle two.
+pub const BATCH_FRAME_BYTES_TARGET: usize = 32 * 1024;
 /// Ranges in one `Ack`, `Nack`, `Reject`, `Touch` or `Confirm` frame.
 pub const RANGES_MAX: usize = 4096;
 /// Failures in one `PublishRejected` frame.

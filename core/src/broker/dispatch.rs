@@ -1,7 +1,8 @@
 //! Delivering ready messages to consumers with credit, round robin, in batches.
 
 use chute_protocol::{
-    push_to_ranges, DeadReason, Deliver, Durability, FrameKind, DELIVER_BATCH_MAX,
+    push_to_ranges, DeadReason, Deliver, Durability, FrameKind, BATCH_FRAME_BYTES_TARGET,
+    DELIVER_BATCH_MAX,
 };
 
 use super::connection::InFlight;
@@ -126,8 +127,10 @@ impl Broker {
             let mut frame_bytes = 16;
             for c in &rest[..run] {
                 let size = connection.in_flight[&c.tag].message.delivery_size_estimate();
-                if deliveries.len() == DELIVER_BATCH_MAX
-                    || frame_bytes + size > frame_size_max as usize
+                let frame_full = deliveries.len() == DELIVER_BATCH_MAX
+                    || frame_bytes + size > frame_size_max as usize;
+                if frame_full
+                    || (frame_bytes + size > BATCH_FRAME_BYTES_TARGET && !deliveries.is_empty())
                 {
                     let batch =
                         Deliver { subscription, deliveries: std::mem::take(&mut deliveries) };

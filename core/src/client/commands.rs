@@ -5,8 +5,8 @@ use chute_protocol::{
     push_to_ranges, Ack, Binding, Close, Credit, Destination, DlqInspect, DlqList, DlqRedrive,
     ErrorCode, FrameKind, Nack, Publish, PublishMessage, QueueDeclare, QueueDelete, QueueList,
     QueueOptions, QueuePurge, QueueStatsRequest, Range, Reject, Subscribe, Touch, Unsubscribe,
-    FRAME_HEADER_LEN, GROUP_KEY_LEN_MAX, HEADERS_MAX, MESSAGE_ID_LEN_MAX, NAME_LEN_MAX,
-    PRIORITY_MAX, PUBLISH_BATCH_MAX, RANGES_MAX, REASON_LEN_MAX, REDRIVE_IDS_MAX,
+    BATCH_FRAME_BYTES_TARGET, FRAME_HEADER_LEN, GROUP_KEY_LEN_MAX, HEADERS_MAX, MESSAGE_ID_LEN_MAX,
+    NAME_LEN_MAX, PRIORITY_MAX, PUBLISH_BATCH_MAX, RANGES_MAX, REASON_LEN_MAX, REDRIVE_IDS_MAX,
 };
 
 use super::{Client, Pending, State, SubscriptionState};
@@ -213,7 +213,7 @@ impl Client {
                 d == destination
                     && *m == mandatory
                     && messages.len() < batch_max
-                    && bytes + size + PUBLISH_OVERHEAD <= frame_max
+                    && bytes + size + PUBLISH_OVERHEAD <= frame_max.min(BATCH_FRAME_BYTES_TARGET)
             }
             _ => false,
         };

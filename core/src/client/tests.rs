@@ -101,6 +101,37 @@ fn window_full_until_confirmed() {
     assert_eq!(client.publish(&queue, false, message()), Ok(3));
 }
 
+/// Publishes queued together go out in frames of about `BATCH_FRAME_BYTES_TARGET`, so a
+/// receiver can slice most of them out of one read; a message larger than that gets a frame
+/// of its own.
+#[test]
+fn publish_batches_close_near_the_frame_target() {
+    let mut client = connected(1000);
+    let queue = Destination::Queue("q".into());
+    let payload = Bytes::from(vec![7u8; 1000]);
+    for _ in 0..100 {
+        client.publish(&queue, false, PublishMessage::new(payload.clone())).unwrap();
+    }
+    let big = Bytes::from(vec![8u8; 2 * chute_protocol::BATCH_FRAME_BYTES_TARGET]);
+    client.publish(&queue, false, PublishMessage::new(big)).unwrap();
+    let (frames, _) = drain(&mut client);
+    let sizes: Vec<usize> = frames
+        .iter()
+        .map(|frame| match frame {
+            Frame::Publish(publish) => publish.messages.iter().map(|m| m.payload.len()).sum(),
+            other => panic!("expected only publishes, got {other:?}"),
+        })
+        .collect();
+    let batches = &sizes[..sizes.len() - 1];
+    assert_eq!(batches.iter().sum::<usize>(), 100 * 1000);
+    assert!(batches.len() >= 4, "{sizes:?}");
+    assert!(
+        batches.iter().all(|&bytes| bytes <= chute_protocol::BATCH_FRAME_BYTES_TARGET),
+        "{sizes:?}"
+    );
+    assert_eq!(sizes.last(), Some(&(2 * chute_protocol::BATCH_FRAME_BYTES_TARGET)));
+}
+
 /// Acks coalesce into ranges in one frame; credit owed is granted in one frame.
 #[test]
 fn acks_coalesce_and_auto_credit_follows() {
