@@ -324,7 +324,7 @@ impl Connection {
                 if shared.machine.unconfirmed() < shared.machine.unconfirmed_max() {
                     let seq = shared.machine.publish(destination, mandatory, message)?;
                     let (tx, rx) = oneshot::channel();
-                    shared.confirms.insert(seq, tx);
+                    shared.confirms.push(seq, tx);
                     drop(shared);
                     self.inner.wake();
                     return Ok(Confirmation { receiver: rx });

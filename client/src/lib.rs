@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod confirms;
 mod connection;
 mod dead_letters;
 mod driver;

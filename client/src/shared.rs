@@ -8,11 +8,12 @@ use chute_core::client::{Client, ClientEvent, ClientOutput, Response};
 use chute_protocol::{Delivery, ErrorCode, HelloOk};
 use futures::channel::{mpsc, oneshot};
 
+use crate::confirms::ConfirmWaiters;
 use crate::error::{Error, PublishError};
 
 pub(crate) struct Shared {
     pub machine: Client,
-    pub confirms: BTreeMap<u64, oneshot::Sender<Result<(), PublishError>>>,
+    pub confirms: ConfirmWaiters,
     pub requests: BTreeMap<u32, oneshot::Sender<Result<Response, Error>>>,
     /// Each subscription's stream, fed a batch (one `Deliver` frame's worth) at a time: one
     /// channel message and one wake per batch rather than per delivery.
@@ -42,7 +43,7 @@ impl Inner {
         let (wake_tx, wake_rx) = async_channel::bounded(1);
         let shared = Shared {
             machine,
-            confirms: BTreeMap::new(),
+            confirms: ConfirmWaiters::default(),
             requests: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             window_waiters: Vec::new(),
@@ -101,22 +102,24 @@ impl Shared {
                 }
             }
             ClientEvent::Confirmed(range) => {
-                for seq in range.iter() {
-                    if let Some(waiter) = self.confirms.remove(&seq) {
+                // The server sends no empty or overflowing range; were one to come, it
+                // confirms nothing.
+                if let Some(last) = range.last() {
+                    self.confirms.settle(range.first, last, |waiter| {
                         let _ = waiter.send(Ok(()));
-                    }
+                    });
                 }
                 self.wake_window_waiters();
             }
             ClientEvent::PublishFailed(failure) => {
-                if let Some(waiter) = self.confirms.remove(&failure.seq) {
-                    let error = PublishError::Refused {
-                        code: failure.code,
-                        message: failure.message,
-                        retry_after_ms: failure.retry_after_ms,
-                    };
-                    let _ = waiter.send(Err(error));
-                }
+                let error = PublishError::Refused {
+                    code: failure.code,
+                    message: failure.message,
+                    retry_after_ms: failure.retry_after_ms,
+                };
+                self.confirms.settle(failure.seq, failure.seq, |waiter| {
+                    let _ = waiter.send(Err(error.clone()));
+                });
                 self.wake_window_waiters();
             }
             ClientEvent::Deliveries { subscription, deliveries } => {
@@ -161,7 +164,7 @@ impl Shared {
         }
         self.closed = Some((code, message.clone()));
         let error = Error::Closed { code, message: message.clone() };
-        for (_, waiter) in std::mem::take(&mut self.confirms) {
+        for waiter in self.confirms.take_all() {
             let _ = waiter.send(Err(PublishError::Unconfirmed { code, message: message.clone() }));
         }
         for (_, waiter) in std::mem::take(&mut self.requests) {

@@ -1,6 +1,5 @@
 //! A subscription as a `Stream` of deliveries, and the settle operations on each delivery.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,7 +21,7 @@ pub struct Subscription {
     id: u32,
     stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
     /// The rest of the last batch taken from `stream`.
-    batch: VecDeque<chute_protocol::Delivery>,
+    batch: std::vec::IntoIter<chute_protocol::Delivery>,
 }
 
 impl Subscription {
@@ -32,7 +31,7 @@ impl Subscription {
         id: u32,
         stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
     ) -> Subscription {
-        Subscription { connection, inner, id, stream, batch: VecDeque::new() }
+        Subscription { connection, inner, id, stream, batch: Vec::new().into_iter() }
     }
 
     pub fn id(&self) -> u32 {
@@ -72,15 +71,16 @@ impl Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         let this = &mut *self;
-        while this.batch.is_empty() {
+        loop {
+            if let Some(wire) = this.batch.next() {
+                return Poll::Ready(Some(Delivery { wire, inner: this.inner.clone() }));
+            }
             match Pin::new(&mut this.stream).poll_next(cx) {
-                Poll::Ready(Some(batch)) => this.batch.extend(batch),
+                Poll::Ready(Some(batch)) => this.batch = batch.into_iter(),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let wire = this.batch.pop_front().expect("the batch is not empty");
-        Poll::Ready(Some(Delivery { wire, inner: this.inner.clone() }))
     }
 }
 
