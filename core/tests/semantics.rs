@@ -231,6 +231,42 @@ fn touch_extends_lease() {
     assert_eq!(net.broker.queue_depth("jobs"), Some(0));
 }
 
+/// A connection's leases share one timer: a delivery settled early leaves it armed too early,
+/// and it must re-arm for the delivery still held, which then runs out on time, not before.
+#[test]
+fn a_lease_runs_out_on_time_after_an_earlier_one_was_settled() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", QueueOptions { lease_ms: 1_000, ..QueueOptions::default() });
+    net.subscribe(conn, "jobs", 10);
+    net.publish(conn, "jobs", &["early"]);
+    let early = net.deliveries(conn).remove(0);
+    net.advance(500);
+    net.publish(conn, "jobs", &["held"]);
+    assert_eq!(net.deliveries(conn).len(), 1);
+    net.client(conn).ack(early.tag).unwrap();
+    net.pump();
+    net.advance(600); // the early lease's moment has passed; the held one has 400 ms left
+    assert_eq!(stats(&mut net, conn, "jobs").counters.timed_out, 0);
+    net.advance(400);
+    assert_eq!(stats(&mut net, conn, "jobs").counters.timed_out, 1);
+}
+
+/// A touch may shorten a lease: it then runs out at the shorter time.
+#[test]
+fn touch_with_a_shorter_lease_brings_the_timeout_forward() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", QueueOptions { lease_ms: 60_000, ..QueueOptions::default() });
+    net.publish(conn, "jobs", &["x"]);
+    net.subscribe(conn, "jobs", 1);
+    let delivery = net.deliveries(conn).remove(0);
+    net.client(conn).touch(delivery.tag, Some(100)).unwrap();
+    net.pump();
+    net.advance(100);
+    assert_eq!(stats(&mut net, conn, "jobs").counters.timed_out, 1);
+}
+
 /// A subscription's lease overrides the queue's.
 #[test]
 fn subscription_lease_override() {

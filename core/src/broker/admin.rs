@@ -136,18 +136,16 @@ impl Broker {
             self.mark_dirty(consumer.conn);
         }
         let mut gone = queue.purge();
-        for (conn, connection) in self.connections.iter_mut() {
+        for connection in self.connections.values_mut() {
             let tags: Vec<u64> = connection
                 .in_flight
                 .iter()
                 .filter(|(_, f)| f.queue == id)
-                .map(|(tag, _)| *tag)
+                .map(|(tag, _)| tag)
                 .collect();
             for tag in tags {
-                let in_flight = connection.in_flight.remove(&tag).expect("tag listed");
-                self.timers
-                    .cancel(in_flight.lease_deadline, super::timers::TimerKey::Lease(*conn, tag));
-                gone.push(in_flight.message);
+                // The connection's lease timer may now fire early and find nothing; it re-arms.
+                gone.push(connection.in_flight.remove(tag).expect("tag listed").message);
             }
         }
         for message in &gone {

@@ -8,6 +8,7 @@ use chute_protocol::{
 };
 use serde::Serialize;
 
+use super::in_flight::InFlightTable;
 use super::outbound::{Gate, Outbound};
 use crate::ids::QueueId;
 use crate::policy::breaker::Breaker;
@@ -117,7 +118,10 @@ pub(crate) struct Connection {
     pub confirm_gate: Gate,
     pub subscriptions: BTreeMap<u32, Subscription>,
     pub next_tag: u64,
-    pub in_flight: BTreeMap<u64, InFlight>,
+    pub in_flight: InFlightTable,
+    /// When the connection's lease timer is armed: at or before the earliest lease deadline of
+    /// its deliveries (settled ones leave it early; it then re-arms when it fires).
+    pub lease_timer_at: Option<Instant>,
     /// The connection-level publish rate limit, if the broker sets one.
     pub publish_rate: Option<TokenBucket>,
     /// When a rate-limit pause ends, if one is in force.
@@ -144,7 +148,8 @@ impl Connection {
             confirm_gate: Gate::default(),
             subscriptions: BTreeMap::new(),
             next_tag: 1,
-            in_flight: BTreeMap::new(),
+            in_flight: InFlightTable::default(),
+            lease_timer_at: None,
             publish_rate: None,
             rate_resume_at: None,
         }

@@ -18,6 +18,7 @@ use crate::policy::breaker::Breaker;
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::ConsumerKey;
 use crate::storage::records::{Record, Seqs};
+use crate::time::Instant;
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, conn: ConnId, subscribe: Subscribe) {
@@ -185,25 +186,32 @@ impl Broker {
         let now = self.now;
         let (mut unknown, mut empty_range) = (0u64, false);
         let connection = self.connections.get_mut(&conn).expect("connection is open");
+        let mut earliest = Instant::NEVER;
         for range in &touch.ranges {
             let Some(last) = range.last() else {
                 empty_range = true;
                 continue;
             };
             let mut found = 0u64;
-            for (tag, in_flight) in connection.in_flight.range_mut(range.first..=last) {
+            for (_, in_flight) in connection.in_flight.range_mut(range.first..=last) {
                 let queue_lease_ms =
                     self.queues.get(&in_flight.queue).map_or(30_000, |q| q.options.lease_ms);
                 let subscription_lease_ms =
                     connection.subscriptions.get(&in_flight.subscription).and_then(|s| s.lease_ms);
                 let lease_ms = touch.lease_ms.or(subscription_lease_ms).unwrap_or(queue_lease_ms);
                 let deadline = now.plus_ms(lease_ms.into());
-                self.timers.cancel(in_flight.lease_deadline, TimerKey::Lease(conn, *tag));
-                self.timers.insert(deadline, TimerKey::Lease(conn, *tag));
+                earliest = earliest.min(deadline);
                 in_flight.lease_deadline = deadline;
                 found += 1;
             }
             unknown += u64::from(range.count) - found;
+        }
+        if earliest < Instant::NEVER {
+            self.timers.arm_no_later(
+                &mut connection.lease_timer_at,
+                earliest,
+                TimerKey::Leases(conn),
+            );
         }
         let failed = touch.request_id != 0 && (empty_range || unknown > 0);
         if failed {
@@ -273,12 +281,10 @@ impl Broker {
                 continue;
             };
             let tags: Vec<u64> =
-                connection.in_flight.range(range.first..=last).map(|(tag, _)| *tag).collect();
+                connection.in_flight.range(range.first..=last).map(|(tag, _)| tag).collect();
             unknown += u64::from(range.count) - tags.len() as u64;
             for tag in tags {
-                let in_flight = connection.in_flight.remove(&tag).expect("tag listed");
-                self.timers.cancel(in_flight.lease_deadline, TimerKey::Lease(conn, tag));
-                settled.push(in_flight);
+                settled.push(connection.in_flight.remove(tag).expect("tag listed"));
             }
         }
         if request_id == 0 {

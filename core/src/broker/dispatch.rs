@@ -65,7 +65,8 @@ impl Broker {
                 lease_deadline,
             };
             connection.in_flight.insert(tag, in_flight);
-            self.timers.insert(lease_deadline, TimerKey::Lease(key.conn, tag));
+            let armed = &mut connection.lease_timer_at;
+            self.timers.arm_no_later(armed, lease_deadline, TimerKey::Leases(key.conn));
             chosen.push(Chosen { conn: key.conn, subscription: key.subscription, tag, seq });
         }
         for message in expired {
@@ -126,7 +127,12 @@ impl Broker {
             let mut deliveries = Vec::with_capacity(run.min(DELIVER_BATCH_MAX));
             let mut frame_bytes = 16;
             for c in &rest[..run] {
-                let size = connection.in_flight[&c.tag].message.delivery_size_estimate();
+                let size = connection
+                    .in_flight
+                    .get(c.tag)
+                    .expect("chosen, so in flight")
+                    .message
+                    .delivery_size_estimate();
                 let frame_full = deliveries.len() == DELIVER_BATCH_MAX
                     || frame_bytes + size > frame_size_max as usize;
                 if frame_full
@@ -138,7 +144,14 @@ impl Broker {
                     frame_bytes = 16;
                 }
                 frame_bytes += size;
-                deliveries.push(connection.in_flight[&c.tag].message.to_delivery(c.tag));
+                deliveries.push(
+                    connection
+                        .in_flight
+                        .get(c.tag)
+                        .expect("chosen, so in flight")
+                        .message
+                        .to_delivery(c.tag),
+                );
             }
             connection.send(
                 FrameKind::Deliver,

@@ -8,6 +8,7 @@ mod dlq;
 mod failure;
 mod frames;
 mod handshake;
+mod in_flight;
 mod outbound;
 mod publish;
 mod recover;
@@ -389,7 +390,7 @@ impl Broker {
     /// delivery it held fails with `Disconnect` (retried after the backoff, the attempt
     /// counted).
     fn forget_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
-        let connection = self.connections.remove(&conn).expect("connection exists");
+        let mut connection = self.connections.remove(&conn).expect("connection exists");
         self.waiting_connections.remove(&conn);
         if let Some(at) = connection.timer_at {
             self.timers.cancel(at, TimerKey::Connection(conn));
@@ -406,8 +407,10 @@ impl Broker {
             }
         }
         // Newest first: retries that go straight back to the front keep their delivery order.
-        for (tag, in_flight) in connection.in_flight.into_iter().rev() {
-            self.timers.cancel(in_flight.lease_deadline, TimerKey::Lease(conn, tag));
+        if let Some(at) = connection.lease_timer_at {
+            self.timers.cancel(at, TimerKey::Leases(conn));
+        }
+        for (_, in_flight) in connection.in_flight.drain_newest_first() {
             let failure = failure::Failure {
                 outcome: AttemptOutcome::Disconnect,
                 reason: None,
