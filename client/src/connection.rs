@@ -151,6 +151,10 @@ impl Connection {
         Ok((Connection::new(inner, server), driver))
     }
 
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     fn new(inner: Arc<Inner>, server: HelloOk) -> Connection {
         Connection { _guard: Arc::new(CloseOnDrop(inner.clone())), inner, server }
     }
@@ -313,6 +317,23 @@ impl Connection {
         mandatory: bool,
         message: PublishMessage,
     ) -> Result<Confirmation, PublishError> {
+        let register = |shared: &mut Shared, seq: u64| {
+            let (tx, rx) = oneshot::channel();
+            shared.confirms.push(seq, tx);
+            Confirmation { receiver: rx }
+        };
+        self.enqueue_publish(destination, mandatory, message, register).await
+    }
+
+    /// Hands a message to the machine once the unconfirmed window has room, and registers for
+    /// its outcome (`register`) under the same lock, so the confirm cannot slip past.
+    pub(crate) async fn enqueue_publish<T>(
+        &self,
+        destination: &Destination,
+        mandatory: bool,
+        message: PublishMessage,
+        register: impl FnOnce(&mut Shared, u64) -> T,
+    ) -> Result<T, PublishError> {
         loop {
             let waiter = {
                 let mut shared = self.inner.lock();
@@ -323,11 +344,10 @@ impl Connection {
                 // a retry would cost an allocation per publish (the payload's shared counter).
                 if shared.machine.unconfirmed() < shared.machine.unconfirmed_max() {
                     let seq = shared.machine.publish(destination, mandatory, message)?;
-                    let (tx, rx) = oneshot::channel();
-                    shared.confirms.push(seq, tx);
+                    let registered = register(&mut shared, seq);
                     drop(shared);
                     self.inner.wake();
-                    return Ok(Confirmation { receiver: rx });
+                    return Ok(registered);
                 }
                 let (tx, rx) = oneshot::channel();
                 shared.window_waiters.push(tx);

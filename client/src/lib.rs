@@ -39,6 +39,7 @@ mod dead_letters;
 mod driver;
 mod error;
 mod open;
+mod outcomes;
 mod shared;
 mod subscription;
 mod url;
@@ -48,10 +49,11 @@ pub use chute_protocol::{
     AttemptOutcome, AttemptRecord, BackoffPolicy, BreakerPolicy, BreakerState, ConsumerInfo,
     Credentials, DeadLetter, DeadLetterSummary, DeadReason, Destination, Durability, ErrorCode,
     ExpiryPolicy, Header, OverflowPolicy, PublishMessage, QueueCounters, QueueDeclareOk,
-    QueueOptions, QueueStats, QueueSummary, RateLimit, RateLimitPolicy, Schedule,
+    QueueOptions, QueueStats, QueueSummary, Range, RateLimit, RateLimitPolicy, Schedule,
 };
 pub use connection::{Confirmation, ConnectOptions, Connection, SubscribeOptions};
 pub use driver::ConnectionDriver;
 pub use error::{Error, PublishError};
+pub use outcomes::{PublishOutcome, PublishOutcomes};
 pub use subscription::{Delivery, Subscription};
 pub use url::{ServerUrl, DEFAULT_PORT};

@@ -10,10 +10,13 @@ use futures::channel::{mpsc, oneshot};
 
 use crate::confirms::ConfirmWaiters;
 use crate::error::{Error, PublishError};
+use crate::outcomes::PublishOutcome;
 
 pub(crate) struct Shared {
     pub machine: Client,
     pub confirms: ConfirmWaiters,
+    /// Where every publish outcome also goes, once `publish_outcomes` was called.
+    pub outcomes: Option<mpsc::UnboundedSender<PublishOutcome>>,
     pub requests: BTreeMap<u32, oneshot::Sender<Result<Response, Error>>>,
     /// Each subscription's stream, fed a batch (one `Deliver` frame's worth) at a time: one
     /// channel message and one wake per batch rather than per delivery.
@@ -44,6 +47,7 @@ impl Inner {
         let shared = Shared {
             machine,
             confirms: ConfirmWaiters::default(),
+            outcomes: None,
             requests: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             window_waiters: Vec::new(),
@@ -109,6 +113,9 @@ impl Shared {
                         let _ = waiter.send(Ok(()));
                     });
                 }
+                if let Some(outcomes) = &self.outcomes {
+                    let _ = outcomes.unbounded_send(PublishOutcome::Confirmed(range));
+                }
                 self.wake_window_waiters();
             }
             ClientEvent::PublishFailed(failure) => {
@@ -120,6 +127,10 @@ impl Shared {
                 self.confirms.settle(failure.seq, failure.seq, |waiter| {
                     let _ = waiter.send(Err(error.clone()));
                 });
+                if let Some(outcomes) = &self.outcomes {
+                    let refused = PublishOutcome::Refused { seq: failure.seq, error };
+                    let _ = outcomes.unbounded_send(refused);
+                }
                 self.wake_window_waiters();
             }
             ClientEvent::Deliveries { subscription, deliveries } => {
@@ -174,6 +185,7 @@ impl Shared {
             let _ = waiter.send(Err(error.clone()));
         }
         self.subscriptions.clear();
+        self.outcomes = None;
         self.wake_window_waiters();
     }
 }
