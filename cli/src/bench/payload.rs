@@ -18,11 +18,6 @@ pub fn now_ns() -> u64 {
     CLOCK_BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// Microseconds from `then_ns` to now (0 if the clock reads earlier, which it cannot).
-pub fn elapsed_us(then_ns: u64) -> u64 {
-    now_ns().saturating_sub(then_ns) / 1000
-}
-
 /// A payload of `size_bytes` carrying `seq` and the time it was made; returns that time too.
 pub fn stamp(seq: u64, size_bytes: usize) -> (Bytes, u64) {
     assert!(size_bytes >= HEADER_BYTES, "payload of {size_bytes} bytes has no room for its header");

@@ -6,6 +6,7 @@
 //! each on its own, every message is checked off by sequence number, and the run lasts from
 //! the first publish to the last ack.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use async_io::Timer;
 use chute_client::{
-    ConnectOptions, Connection, ConnectionDriver, Destination, PublishMessage, SubscribeOptions,
-    Subscription,
+    ConnectOptions, Connection, ConnectionDriver, Destination, PublishMessage, PublishOutcome,
+    Range, SubscribeOptions, Subscription,
 };
 use futures::channel::oneshot;
 use futures::executor::block_on;
 use futures::future::{self, Either, FutureExt, Shared};
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use hdrhistogram::Histogram;
 
 use crate::bench::measure::{latency_histogram, Measured};
@@ -281,7 +282,9 @@ async fn produce(
     let destination = Destination::Queue(queue.to_string());
     let mut confirm_us = latency_histogram();
     let mut send_lag = Duration::ZERO;
-    let mut in_flight = FuturesUnordered::new();
+    let mut outcomes = connection.publish_outcomes().map_err(|e| format!("publish: {e}"))?;
+    // (sequence number, send time) of each publish not yet confirmed, oldest first.
+    let mut in_flight: VecDeque<(u64, u64)> = VecDeque::with_capacity(PUBLISH_WINDOW);
     let start = Instant::now();
     let schedule = rate_per_s.map(|rate| Schedule::new(start, rate));
     let mut i = 0u64;
@@ -298,17 +301,17 @@ async fn produce(
             // Stamped just before the publish: the confirm latency includes any wait for the
             // client's window, as the harness's does.
             let (payload, sent_ns) = payload::stamp(first + i, size_bytes);
-            let confirmation = connection
-                .publish_message(&destination, PublishMessage::new(payload))
+            let seq = connection
+                .publish_tracked(&destination, false, PublishMessage::new(payload))
                 .await
                 .map_err(|e| format!("publish: {e}"))?;
-            in_flight.push(async move { confirmation.await.map(|()| sent_ns) });
+            in_flight.push_back((seq, sent_ns));
             i += 1;
         }
         if i == count && in_flight.is_empty() {
             break;
         }
-        let confirmed = match schedule {
+        let outcome = match schedule {
             // Room to publish, but the next message is not due: wait for its tick or a confirm.
             Some(schedule) if i < count && in_flight.len() < PUBLISH_WINDOW => {
                 let tick = Timer::at(schedule.wake_at(i));
@@ -316,24 +319,57 @@ async fn produce(
                     tick.await;
                     continue;
                 }
-                match future::select(in_flight.next(), tick).await {
-                    Either::Left((confirmed, _)) => confirmed,
+                match future::select(outcomes.next(), tick).await {
+                    Either::Left((outcome, _)) => outcome,
                     Either::Right(_) => continue,
                 }
             }
             // Unpaced, the loop above stops only on a full window or when all are sent, and
             // either way something is in flight.
-            _ => in_flight.next().await,
+            _ => outcomes.next().await,
         };
-        let sent_ns = confirmed
-            .expect("a publish is in flight")
-            .map_err(|e| format!("publish not confirmed: {e}"))?;
-        confirm_us.saturating_record(payload::elapsed_us(sent_ns));
-        tally.confirmed.fetch_add(1, Ordering::Relaxed);
+        let confirmed = match outcome {
+            Some(PublishOutcome::Confirmed(range)) => range,
+            Some(PublishOutcome::Refused { seq, error }) => {
+                return Err(format!("publish {seq} not confirmed: {error}"))
+            }
+            None => {
+                let reason = connection.closed_reason().map(|e| e.to_string());
+                return Err(format!(
+                    "publish not confirmed: {}",
+                    reason.unwrap_or_else(|| "the connection ended".into())
+                ));
+            }
+        };
+        let now_ns = payload::now_ns();
+        for sent_ns in take_confirmed(&mut in_flight, confirmed)? {
+            confirm_us.saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+        }
+        tally.confirmed.fetch_add(u64::from(confirmed.count), Ordering::Relaxed);
     }
     connection.close().await;
     let max_send_lag_us = schedule.map(|_| send_lag.as_micros() as u64);
     Ok(ProducerSide { confirm_us, max_send_lag_us })
+}
+
+/// The send times of the publishes `range` confirms, taken off the front of `in_flight`. One
+/// queue confirms in publish order, so a range that does not start at the oldest publish in
+/// flight is an error.
+fn take_confirmed(
+    in_flight: &mut VecDeque<(u64, u64)>,
+    range: Range,
+) -> Result<impl Iterator<Item = u64> + '_, String> {
+    let expected = in_flight.front().map(|(seq, _)| *seq);
+    let count = usize::try_from(range.count).unwrap_or(usize::MAX);
+    if expected != Some(range.first) || count > in_flight.len() {
+        return Err(format!(
+            "confirm of {} publishes from {} while {} publishes from {expected:?} were in flight",
+            range.count,
+            range.first,
+            in_flight.len()
+        ));
+    }
+    Ok(in_flight.drain(..count).map(|(_, sent_ns)| sent_ns))
 }
 
 /// Receives until every message of the run has arrived (at this consumer or another), acking
@@ -388,6 +424,19 @@ mod tests {
         assert_eq!(tally.duplicates.load(Ordering::Relaxed), 1);
         assert_eq!(tally.distinct.load(Ordering::Relaxed), 3);
         assert!(tally.check_off(3).is_err());
+    }
+
+    /// Confirms take the oldest publishes in flight; a confirm that skips one is an error, not
+    /// a miscount.
+    #[test]
+    fn confirms_take_publishes_in_order() {
+        let mut in_flight: VecDeque<(u64, u64)> = (1..=5).map(|seq| (seq, seq * 100)).collect();
+        let taken: Vec<u64> =
+            take_confirmed(&mut in_flight, Range { first: 1, count: 2 }).unwrap().collect();
+        assert_eq!(taken, [100, 200]);
+        assert!(take_confirmed(&mut in_flight, Range { first: 4, count: 1 }).is_err());
+        assert!(take_confirmed(&mut in_flight, Range { first: 3, count: 4 }).is_err());
+        assert_eq!(in_flight.len(), 3, "a refused confirm takes nothing");
     }
 
     #[test]
