@@ -5,7 +5,8 @@
 //! small I/O thread of its own and talks to your tasks through futures and streams;
 //! [`Connection::connect_driven`] hands you the I/O as a [`ConnectionDriver`] future to poll
 //! on your own task instead, which saves a thread hop each way and is the faster choice at
-//! high message rates.
+//! high message rates. [`Connection::publish_tracked`] with [`Connection::publish_outcomes`]
+//! publishes without a future per message: sequence numbers out, confirmed ranges back.
 //!
 //! ```no_run
 //! use futures::StreamExt;
