@@ -39,6 +39,8 @@ impl Stream for PublishOutcomes {
 impl Connection {
     /// Starts reporting publish outcomes as a stream, for [`Connection::publish_tracked`]. A
     /// connection has one such stream: taking another replaces it, and the first one ends.
+    /// Outcomes wait in the stream until read (one per range the server confirms, usually
+    /// covering many publishes), so read it as you publish, or drop it.
     pub fn publish_outcomes(&self) -> Result<PublishOutcomes, Error> {
         let mut shared = self.inner().lock();
         if let Some(error) = shared.closed_error() {
