@@ -319,7 +319,7 @@ impl Connection {
     ) -> Result<Confirmation, PublishError> {
         let register = |shared: &mut Shared, seq: u64| {
             let (tx, rx) = oneshot::channel();
-            shared.confirms.push(seq, tx);
+            shared.confirms.insert(seq, tx);
             Confirmation { receiver: rx }
         };
         self.enqueue_publish(destination, mandatory, message, register).await

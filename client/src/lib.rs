@@ -34,7 +34,6 @@
 //! # }
 //! ```
 
-mod confirms;
 mod connection;
 mod dead_letters;
 mod driver;

@@ -5,16 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chute_core::client::{Client, ClientEvent, ClientOutput, Response};
+use chute_core::seq_slots::SeqSlots;
 use chute_protocol::{Delivery, ErrorCode, HelloOk};
 use futures::channel::{mpsc, oneshot};
 
-use crate::confirms::ConfirmWaiters;
 use crate::error::{Error, PublishError};
 use crate::outcomes::PublishOutcome;
 
 pub(crate) struct Shared {
     pub machine: Client,
-    pub confirms: ConfirmWaiters,
+    /// Publishes waiting for their confirms, by sequence number.
+    pub confirms: SeqSlots<oneshot::Sender<Result<(), PublishError>>>,
     /// Where every publish outcome also goes, once `publish_outcomes` was called.
     pub outcomes: Option<mpsc::UnboundedSender<PublishOutcome>>,
     pub requests: BTreeMap<u32, oneshot::Sender<Result<Response, Error>>>,
@@ -46,7 +47,7 @@ impl Inner {
         let (wake_tx, wake_rx) = async_channel::bounded(1);
         let shared = Shared {
             machine,
-            confirms: ConfirmWaiters::default(),
+            confirms: SeqSlots::default(),
             outcomes: None,
             requests: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
@@ -109,7 +110,7 @@ impl Shared {
                 // The server sends no empty or overflowing range; were one to come, it
                 // confirms nothing.
                 if let Some(last) = range.last() {
-                    self.confirms.settle(range.first, last, |waiter| {
+                    self.confirms.remove_range(range.first..=last, |_, waiter| {
                         let _ = waiter.send(Ok(()));
                     });
                 }
@@ -124,9 +125,9 @@ impl Shared {
                     message: failure.message,
                     retry_after_ms: failure.retry_after_ms,
                 };
-                self.confirms.settle(failure.seq, failure.seq, |waiter| {
+                if let Some(waiter) = self.confirms.remove(failure.seq) {
                     let _ = waiter.send(Err(error.clone()));
-                });
+                }
                 if let Some(outcomes) = &self.outcomes {
                     let refused = PublishOutcome::Refused { seq: failure.seq, error };
                     let _ = outcomes.unbounded_send(refused);
@@ -175,7 +176,7 @@ impl Shared {
         }
         self.closed = Some((code, message.clone()));
         let error = Error::Closed { code, message: message.clone() };
-        for waiter in self.confirms.take_all() {
+        for (_, waiter) in self.confirms.drain() {
             let _ = waiter.send(Err(PublishError::Unconfirmed { code, message: message.clone() }));
         }
         for (_, waiter) in std::mem::take(&mut self.requests) {

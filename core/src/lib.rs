@@ -38,6 +38,7 @@ pub mod names;
 pub mod policy;
 pub mod queue;
 pub mod rng;
+pub mod seq_slots;
 pub mod storage;
 pub mod time;
 

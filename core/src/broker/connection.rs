@@ -8,12 +8,12 @@ use chute_protocol::{
 };
 use serde::Serialize;
 
-use super::in_flight::InFlightTable;
 use super::outbound::{Gate, Outbound};
 use crate::ids::QueueId;
 use crate::policy::breaker::Breaker;
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Message;
+use crate::seq_slots::SeqSlots;
 use crate::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +118,8 @@ pub(crate) struct Connection {
     pub confirm_gate: Gate,
     pub subscriptions: BTreeMap<u32, Subscription>,
     pub next_tag: u64,
-    pub in_flight: InFlightTable,
+    /// Deliveries it holds, by tag.
+    pub in_flight: SeqSlots<InFlight>,
     /// When the connection's lease timer is armed: at or before the earliest lease deadline of
     /// its deliveries (settled ones leave it early; it then re-arms when it fires).
     pub lease_timer_at: Option<Instant>,
@@ -148,7 +149,7 @@ impl Connection {
             confirm_gate: Gate::default(),
             subscriptions: BTreeMap::new(),
             next_tag: 1,
-            in_flight: InFlightTable::default(),
+            in_flight: SeqSlots::default(),
             lease_timer_at: None,
             publish_rate: None,
             rate_resume_at: None,

@@ -259,8 +259,8 @@ impl Broker {
         }
     }
 
-    /// Removes the named deliveries from the connection, in tag order, and stops their lease
-    /// timers. With a `request_id`, tags that are not outstanding earn one
+    /// Removes the named deliveries from the connection, in tag order (their lease timer finds
+    /// them gone). With a `request_id`, tags that are not outstanding earn one
     /// `unknown-delivery-tag` error for the whole frame (a range of count 0,
     /// `invalid-argument`); the outstanding ones are settled all the same. Without one (0),
     /// nothing is reported: a late ack after a lease expiry is harmless. Returns the settled
@@ -280,12 +280,9 @@ impl Broker {
                 empty_range = true;
                 continue;
             };
-            let tags: Vec<u64> =
-                connection.in_flight.range(range.first..=last).map(|(tag, _)| tag).collect();
-            unknown += u64::from(range.count) - tags.len() as u64;
-            for tag in tags {
-                settled.push(connection.in_flight.remove(tag).expect("tag listed"));
-            }
+            let before = settled.len();
+            connection.in_flight.remove_range(range.first..=last, |_, f| settled.push(f));
+            unknown += u64::from(range.count) - (settled.len() - before) as u64;
         }
         if request_id == 0 {
             return (settled, false);

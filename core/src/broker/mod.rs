@@ -8,7 +8,6 @@ mod dlq;
 mod failure;
 mod frames;
 mod handshake;
-mod in_flight;
 mod outbound;
 mod publish;
 mod recover;
@@ -410,7 +409,7 @@ impl Broker {
         if let Some(at) = connection.lease_timer_at {
             self.timers.cancel(at, TimerKey::Leases(conn));
         }
-        for (_, in_flight) in connection.in_flight.drain_newest_first() {
+        for (_, in_flight) in connection.in_flight.drain().rev() {
             let failure = failure::Failure {
                 outcome: AttemptOutcome::Disconnect,
                 reason: None,
