@@ -126,32 +126,22 @@ impl Broker {
             connection.outbound.raise_gate(gate);
             let mut deliveries = Vec::with_capacity(run.min(DELIVER_BATCH_MAX));
             let mut frame_bytes = 16;
+            let frame_bytes_max = (frame_size_max as usize).min(BATCH_FRAME_BYTES_TARGET);
             for c in &rest[..run] {
-                let size = connection
-                    .in_flight
-                    .get(c.tag)
-                    .expect("chosen, so in flight")
-                    .message
-                    .delivery_size_estimate();
-                let frame_full = deliveries.len() == DELIVER_BATCH_MAX
-                    || frame_bytes + size > frame_size_max as usize;
-                if frame_full
-                    || (frame_bytes + size > BATCH_FRAME_BYTES_TARGET && !deliveries.is_empty())
-                {
+                let message =
+                    &connection.in_flight.get(c.tag).expect("chosen, so in flight").message;
+                let size = message.delivery_size_estimate();
+                let delivery = message.to_delivery(c.tag);
+                let full =
+                    deliveries.len() == DELIVER_BATCH_MAX || frame_bytes + size > frame_bytes_max;
+                if full && !deliveries.is_empty() {
                     let batch =
                         Deliver { subscription, deliveries: std::mem::take(&mut deliveries) };
                     connection.send(FrameKind::Deliver, &batch, frame_size_max);
                     frame_bytes = 16;
                 }
                 frame_bytes += size;
-                deliveries.push(
-                    connection
-                        .in_flight
-                        .get(c.tag)
-                        .expect("chosen, so in flight")
-                        .message
-                        .to_delivery(c.tag),
-                );
+                deliveries.push(delivery);
             }
             connection.send(
                 FrameKind::Deliver,
