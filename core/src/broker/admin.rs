@@ -120,9 +120,7 @@ impl Broker {
         self.pending_queues.remove(&id);
         self.dirty_queues.remove(&id);
         self.bindings.remove_queue(id);
-        if let Some(at) = queue.timer_at {
-            self.timers.cancel(at, super::timers::TimerKey::Queue(id));
-        }
+        self.timers.set(&mut queue.timer_at, None, super::timers::TimerKey::Queue(id));
         self.append_record(&Record::<&[u8]>::QueueDeleted(QueueRef { queue: id.0 }), SyncNeed::Now);
         for consumer in queue.consumers() {
             let connection = self.connection_mut(consumer.conn);

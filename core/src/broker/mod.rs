@@ -391,12 +391,9 @@ impl Broker {
     fn forget_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
         let mut connection = self.connections.remove(&conn).expect("connection exists");
         self.waiting_connections.remove(&conn);
-        if let Some(at) = connection.timer_at {
-            self.timers.cancel(at, TimerKey::Connection(conn));
-        }
-        if let Some(at) = connection.rate_resume_at {
-            self.timers.cancel(at, TimerKey::RateResume(conn));
-        }
+        self.timers.set(&mut connection.timer_at, None, TimerKey::Connection(conn));
+        self.timers.set(&mut connection.rate_resume_at, None, TimerKey::RateResume(conn));
+        self.timers.set(&mut connection.lease_timer_at, None, TimerKey::Leases(conn));
         for (subscription, sub) in &connection.subscriptions {
             if let Some(queue) = self.queues.get_mut(&sub.queue) {
                 queue.remove_consumer(crate::queue::ConsumerKey {
@@ -406,9 +403,6 @@ impl Broker {
             }
         }
         // Newest first: retries that go straight back to the front keep their delivery order.
-        if let Some(at) = connection.lease_timer_at {
-            self.timers.cancel(at, TimerKey::Leases(conn));
-        }
         for (_, in_flight) in connection.in_flight.drain().rev() {
             let failure = failure::Failure {
                 outcome: AttemptOutcome::Disconnect,

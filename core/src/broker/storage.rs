@@ -53,12 +53,7 @@ impl Broker {
             SyncNeed::Now => self.sync_wanted = true,
             SyncNeed::Within(ms) => {
                 let at = self.now.plus_ms(ms);
-                if self.lazy_sync_at.is_none_or(|current| at < current) {
-                    if let Some(current) = self.lazy_sync_at.replace(at) {
-                        self.timers.cancel(current, TimerKey::LazySync);
-                    }
-                    self.timers.insert(at, TimerKey::LazySync);
-                }
+                self.timers.arm_no_later(&mut self.lazy_sync_at, at, TimerKey::LazySync);
             }
         }
     }

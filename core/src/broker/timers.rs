@@ -48,24 +48,34 @@ impl Timers {
         self.set.pop_first().map(|(_, key)| key)
     }
 
-    pub fn insert(&mut self, at: Instant, key: TimerKey) {
+    fn insert(&mut self, at: Instant, key: TimerKey) {
         self.set.insert((at, key));
     }
 
-    pub fn cancel(&mut self, at: Instant, key: TimerKey) {
+    fn cancel(&mut self, at: Instant, key: TimerKey) {
         let removed = self.set.remove(&(at, key));
         debug_assert!(removed, "cancelled a timer that was not armed");
     }
 
-    /// Makes `key`, armed at `armed` (if at all), fire no later than `deadline`.
-    pub fn arm_no_later(&mut self, armed: &mut Option<Instant>, deadline: Instant, key: TimerKey) {
-        if armed.is_some_and(|at| at <= deadline) {
+    /// Moves `key`, armed at `armed` (if at all), to `at` (or disarms it), keeping `armed`
+    /// in step. The one way an owner's single timer is re-armed.
+    pub fn set(&mut self, armed: &mut Option<Instant>, at: Option<Instant>, key: TimerKey) {
+        if *armed == at {
             return;
         }
-        if let Some(at) = armed.replace(deadline) {
-            self.cancel(at, key);
+        if let Some(previous) = std::mem::replace(armed, at) {
+            self.cancel(previous, key);
         }
-        self.insert(deadline, key);
+        if let Some(at) = at {
+            self.insert(at, key);
+        }
+    }
+
+    /// Makes `key`, armed at `armed` (if at all), fire no later than `deadline`.
+    pub fn arm_no_later(&mut self, armed: &mut Option<Instant>, deadline: Instant, key: TimerKey) {
+        if armed.is_none_or(|at| deadline < at) {
+            self.set(armed, Some(deadline), key);
+        }
     }
 }
 
@@ -150,15 +160,7 @@ impl Broker {
             deadline = deadline.into_iter().chain(unblocked).min();
         }
         let queue = self.queues.get_mut(&queue_id).expect("queue exists");
-        if queue.timer_at == deadline {
-            return;
-        }
-        if let Some(at) = std::mem::replace(&mut queue.timer_at, deadline) {
-            self.timers.cancel(at, TimerKey::Queue(queue_id));
-        }
-        if let Some(at) = deadline {
-            self.timers.insert(at, TimerKey::Queue(queue_id));
-        }
+        self.timers.set(&mut queue.timer_at, deadline, TimerKey::Queue(queue_id));
     }
 
     fn fire_queue_timer(&mut self, queue_id: QueueId) {
@@ -177,17 +179,12 @@ impl Broker {
 
     /// Stops reading from a publisher until a rate limit's debt is paid at `until`.
     pub(super) fn pause_for_rate_limit(&mut self, conn: ConnId, until: Instant) {
-        let connection = self.connection_mut(conn);
-        if let Some(previous) = connection.rate_resume_at {
-            if previous >= until {
-                return;
-            }
-            self.timers.cancel(previous, TimerKey::RateResume(conn));
+        let connection = self.connections.get_mut(&conn).expect("connection exists");
+        if connection.rate_resume_at.is_some_and(|previous| previous >= until) {
+            return;
         }
-        let connection = self.connection_mut(conn);
-        connection.rate_resume_at = Some(until);
+        self.timers.set(&mut connection.rate_resume_at, Some(until), TimerKey::RateResume(conn));
         connection.paused.rate_limited = true;
-        self.timers.insert(until, TimerKey::RateResume(conn));
         self.update_read_pause(conn);
     }
 
@@ -202,19 +199,12 @@ impl Broker {
     /// (Re-)arms the connection's single timer for its earliest deadline.
     pub(super) fn arm_connection_timer(&mut self, conn: ConnId) {
         let handshake_timeout_ms = u64::from(self.config.timeouts.handshake_timeout_ms);
-        let connection = self.connection_mut(conn);
+        let connection = self.connections.get_mut(&conn).expect("connection exists");
         let deadline = match connection.state {
             ConnState::AwaitingHello => connection.accepted_at.plus_ms(handshake_timeout_ms),
             ConnState::Open => connection.idle_deadline().min(connection.heartbeat_deadline()),
         };
-        if connection.timer_at == Some(deadline) {
-            return;
-        }
-        let previous = connection.timer_at.replace(deadline);
-        if let Some(at) = previous {
-            self.timers.cancel(at, TimerKey::Connection(conn));
-        }
-        self.timers.insert(deadline, TimerKey::Connection(conn));
+        self.timers.set(&mut connection.timer_at, Some(deadline), TimerKey::Connection(conn));
     }
 
     fn fire_connection_timer(&mut self, conn: ConnId) {
