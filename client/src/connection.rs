@@ -342,7 +342,7 @@ impl Connection {
                 }
                 // Room is checked first so the message moves into the machine: a copy kept for
                 // a retry would cost an allocation per publish (the payload's shared counter).
-                if shared.machine.unconfirmed() < shared.machine.unconfirmed_max() {
+                if !shared.machine.window_full() {
                     let seq = shared.machine.publish(destination, mandatory, message)?;
                     let registered = register(&mut shared, seq);
                     drop(shared);

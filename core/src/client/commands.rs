@@ -182,7 +182,7 @@ impl Client {
         message: PublishMessage,
     ) -> Result<u64, CommandError> {
         self.check_usable()?;
-        if self.unconfirmed >= self.unconfirmed_max() {
+        if self.window_full() {
             return Err(CommandError::WindowFull { unconfirmed: self.unconfirmed });
         }
         check_message(&message)?;

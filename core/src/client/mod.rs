@@ -212,6 +212,13 @@ impl Client {
         self.unconfirmed
     }
 
+    /// Whether a publish now would be refused with `WindowFull`. A caller that retries once
+    /// there is room checks this first, so the message can move into `publish` rather than
+    /// be copied for the retry.
+    pub fn window_full(&self) -> bool {
+        self.unconfirmed >= self.unconfirmed_max()
+    }
+
     /// The most publishes that may be unconfirmed at once.
     pub fn unconfirmed_max(&self) -> u64 {
         match &self.server {
