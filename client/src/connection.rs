@@ -393,7 +393,7 @@ impl Connection {
         };
         self.inner.wake();
         receiver.await.unwrap_or_else(|_| Err(self.lost()))?;
-        Ok(Subscription::new(self.clone(), self.inner.clone(), subscription, stream))
+        Ok(Subscription::new(self.clone(), subscription, stream))
     }
 }
 
@@ -408,11 +408,5 @@ pub(crate) fn unexpected(response: Response) -> Error {
     Error::Closed {
         code: chute_protocol::ErrorCode::UNEXPECTED_FRAME,
         message: format!("unexpected response {response:?}"),
-    }
-}
-
-impl Shared {
-    pub(crate) fn settle_error(&self) -> Option<Error> {
-        self.closed_error()
     }
 }

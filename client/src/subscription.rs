@@ -17,7 +17,6 @@ use crate::shared::Inner;
 /// subscription (the queue was deleted); [`Connection::closed_reason`] tells which.
 pub struct Subscription {
     connection: Connection,
-    inner: Arc<Inner>,
     id: u32,
     stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
     /// The rest of the last batch taken from `stream`.
@@ -27,11 +26,10 @@ pub struct Subscription {
 impl Subscription {
     pub(crate) fn new(
         connection: Connection,
-        inner: Arc<Inner>,
         id: u32,
         stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
     ) -> Subscription {
-        Subscription { connection, inner, id, stream, batch: Vec::new().into_iter() }
+        Subscription { connection, id, stream, batch: Vec::new().into_iter() }
     }
 
     pub fn id(&self) -> u32 {
@@ -44,13 +42,14 @@ impl Subscription {
 
     /// Lets the server send `credit` more deliveries.
     pub fn grant_credit(&self, credit: u32) -> Result<(), Error> {
-        let mut shared = self.inner.lock();
-        if let Some(error) = shared.settle_error() {
+        let inner = self.connection.inner();
+        let mut shared = inner.lock();
+        if let Some(error) = shared.closed_error() {
             return Err(error);
         }
         shared.machine.grant_credit(self.id, credit)?;
         drop(shared);
-        self.inner.wake();
+        inner.wake();
         Ok(())
     }
 
@@ -61,7 +60,7 @@ impl Subscription {
         // The server sends no `Deliver` for this subscription after its `Done`, and the
         // connection hands events over in arrival order, so every delivery is already in the
         // stream: dropping the sink ends it after them.
-        self.inner.lock().subscriptions.remove(&self.id);
+        self.connection.inner().lock().subscriptions.remove(&self.id);
         done_count(response).map(drop)
     }
 }
@@ -73,7 +72,8 @@ impl Stream for Subscription {
         let this = &mut *self;
         loop {
             if let Some(wire) = this.batch.next() {
-                return Poll::Ready(Some(Delivery { wire, inner: this.inner.clone() }));
+                let inner = this.connection.inner().clone();
+                return Poll::Ready(Some(Delivery { wire, inner }));
             }
             match Pin::new(&mut this.stream).poll_next(cx) {
                 Poll::Ready(Some(batch)) => this.batch = batch.into_iter(),
@@ -168,7 +168,7 @@ impl Delivery {
         ) -> Result<(), chute_core::client::CommandError>,
     ) -> Result<(), Error> {
         let mut shared = self.inner.lock();
-        if let Some(error) = shared.settle_error() {
+        if let Some(error) = shared.closed_error() {
             return Err(error);
         }
         command(&mut shared.machine, self.wire.tag)?;
