@@ -18,6 +18,12 @@ pub fn now_ns() -> u64 {
     CLOCK_BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
+/// Microseconds from `then_ns` to `now_ns`, both read from [`now_ns`] (0 if `now_ns` is the
+/// earlier, which one monotonic clock cannot give).
+pub fn micros_between(then_ns: u64, now_ns: u64) -> u64 {
+    now_ns.saturating_sub(then_ns) / 1000
+}
+
 /// A payload of `size_bytes` carrying `seq` and the time it was made; returns that time too.
 pub fn stamp(seq: u64, size_bytes: usize) -> (Bytes, u64) {
     assert!(size_bytes >= HEADER_BYTES, "payload of {size_bytes} bytes has no room for its header");

@@ -343,7 +343,7 @@ async fn produce(
         };
         let now_ns = payload::now_ns();
         for sent_ns in take_confirmed(&mut in_flight, confirmed)? {
-            confirm_us.saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+            confirm_us.saturating_record(payload::micros_between(sent_ns, now_ns));
         }
         tally.confirmed.fetch_add(u64::from(confirmed.count), Ordering::Relaxed);
     }
@@ -393,7 +393,7 @@ async fn consume(
         };
         let (sent_ns, seq) = payload::parse(delivery.payload())?;
         let now_ns = payload::now_ns();
-        e2e_us.saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
+        e2e_us.saturating_record(payload::micros_between(sent_ns, now_ns));
         tally.check_off(seq)?;
         delivery.ack().map_err(|e| format!("ack: {e}"))?;
         last_ack_ns = Some(now_ns);
