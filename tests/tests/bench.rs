@@ -1,6 +1,6 @@
 //! `chute bench` against both servers: a small custom run completes, checks every message
 //! off, reads the broker's figures from its admin endpoint, and ends its output with one JSON
-//! object holding the figures; a run that misses a message fails.
+//! object holding the figures; a paced run keeps its rate; a run that misses a message fails.
 
 use std::time::Duration;
 
@@ -47,6 +47,34 @@ fn small_run_reports_json_tokio() {
 #[test]
 fn small_run_reports_json_smol() {
     small_run_reports_json(ServerBinary::Smol);
+}
+
+/// A paced run (the W3 way) publishes at the rate asked, not faster: 300 messages at 2,000
+/// msg/s cannot all be sent in under (300 - 1) / 2,000 s, and every message still arrives.
+/// The JSON says the rate and how far sends fell behind schedule.
+#[test]
+fn a_paced_run_keeps_its_rate() {
+    let server = Server::start(ServerBinary::Tokio);
+    let admin_url = format!("http://{}", server.admin_addr.expect("an admin endpoint"));
+    let url = server.url();
+    let output = within("a paced chute bench", Duration::from_secs(120), move || {
+        let args =
+            ["bench", "--messages", "300", "--rate", "2000", "--json", "--admin-url", &admin_url];
+        chute_tests::chute_at(&url, &args, None)
+    });
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let last = text.lines().last().expect("output");
+    let figures: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(
+        (figures["messages"].as_u64(), figures["duplicates"].as_u64()),
+        (Some(300), Some(0))
+    );
+    assert_eq!(figures["rate"].as_f64(), Some(2000.0), "{last}");
+    let seconds = figures["seconds"].as_f64().expect("seconds");
+    assert!(seconds >= 299.0 / 2000.0, "300 messages at 2,000 msg/s took only {seconds} s");
+    assert!(figures["max_send_lag_us"].as_u64().is_some(), "{last}");
+    assert!(server.stop().success());
 }
 
 /// Every message is checked off by sequence number: a run that does not get one back fails
