@@ -33,6 +33,15 @@ impl<T> SeqSlots<T> {
         self.live += 1;
     }
 
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
     pub fn get(&self, key: u64) -> Option<&T> {
         let at = self.position(key)?;
         self.slots[at].1.as_ref()

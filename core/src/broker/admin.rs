@@ -179,7 +179,7 @@ impl Broker {
     }
 
     pub(super) fn handle_list(&mut self, conn: ConnId, list: QueueList) {
-        let limit = (list.limit as usize).clamp(1, LIST_PAGE_MAX);
+        let limit = page_size(list.limit);
         let after = list.after.unwrap_or_default();
         let mut names = self.queue_ids.range::<str, _>((
             std::ops::Bound::Excluded(after.as_str()),
@@ -300,6 +300,14 @@ impl Broker {
         let frame_size_max = self.config.limits.frame_size_max;
         self.connection_mut(conn).send_error(request_id, code, message, frame_size_max);
         self.mark_dirty(conn);
+    }
+}
+
+/// Entries a list answer holds: `limit` 0 asks for the server's default page, the largest.
+pub(super) fn page_size(limit: u32) -> usize {
+    match limit {
+        0 => LIST_PAGE_MAX,
+        limit => (limit as usize).min(LIST_PAGE_MAX),
     }
 }
 

@@ -21,6 +21,9 @@ pub(crate) enum ConnState {
     /// Waiting for the preface and `Hello`.
     AwaitingHello,
     Open,
+    /// The client sent `Close`. Nothing more is read; the answers to what it sent before are
+    /// still sent (those waiting for the log wait for it), and then the socket is closed.
+    Closing,
 }
 
 /// Why reading from a connection is paused. Reading resumes when no reason remains.
@@ -111,6 +114,8 @@ pub(crate) struct Connection {
     /// The instant this connection's timer is registered for, if any.
     pub timer_at: Option<Instant>,
     pub client_name: String,
+    /// Why the connection is closing, once the client sent `Close`.
+    pub close_message: String,
     /// Sequence number the next published message takes.
     pub next_publish_seq: u64,
     /// Publishes accepted since the last `Confirm` was encoded, and the durability they need.
@@ -144,6 +149,7 @@ impl Connection {
             heartbeat_ms: 0,
             timer_at: None,
             client_name: String::new(),
+            close_message: String::new(),
             next_publish_seq: 1,
             confirm_ranges: Vec::new(),
             confirm_gate: Gate::default(),

@@ -3,9 +3,10 @@
 
 use chute_protocol::{
     push_to_ranges, DeadLetter, DeadLetterSummary, DlqInspect, DlqInspectOk, DlqList, DlqListOk,
-    DlqRedrive, Done, ErrorCode, FrameKind, LIST_PAGE_MAX,
+    DlqRedrive, Done, ErrorCode, FrameKind,
 };
 
+use super::admin::page_size;
 use super::storage::SyncNeed;
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
@@ -16,7 +17,7 @@ impl Broker {
     pub(super) fn handle_dlq_list(&mut self, conn: ConnId, list: DlqList) {
         let request_id = list.request_id;
         let Some(queue) = self.lookup_queue(conn, request_id, &list.queue) else { return };
-        let limit = (list.limit as usize).clamp(1, LIST_PAGE_MAX);
+        let limit = page_size(list.limit);
         let after = list.after.unwrap_or(0);
         let mut entries: Vec<&Message> =
             self.queues[&queue].held().filter(|m| m.dead().is_some() && m.seq.0 > after).collect();

@@ -22,7 +22,7 @@ impl Broker {
                 self.update_read_pause(conn);
             }
             let connection = self.connection_mut(conn);
-            if connection.paused.any() {
+            if connection.paused.any() || connection.state == ConnState::Closing {
                 break;
             }
             match connection.reader.next_frame() {
@@ -65,16 +65,19 @@ impl Broker {
                 }
             };
         }
+        if answered_request_id(&frame) == Some(0) {
+            let message = format!(
+                "{:?} with request_id 0: requests that are answered need a non-zero request_id",
+                frame.kind()
+            );
+            return self.close_connection(conn, ErrorCode::MALFORMED_FRAME, message);
+        }
         match frame {
             Frame::Hello(_) => {
                 self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, "second Hello".into())
             }
             Frame::Heartbeat(_) => {}
-            Frame::Close(close) => {
-                let message = format!("client closed: {}", close.message);
-                self.outputs.push_back(crate::io::Output::Close { conn });
-                self.forget_connection(conn, ErrorCode::NORMAL_CLOSE, message);
-            }
+            Frame::Close(close) => self.begin_client_close(conn, close.message),
             Frame::QueueDeclare(declare) => self.handle_declare(conn, declare),
             Frame::QueueDelete(delete) => self.handle_delete(conn, delete),
             Frame::QueuePurge(purge) => self.handle_purge(conn, purge),
@@ -99,4 +102,24 @@ impl Broker {
             }
         }
     }
+}
+
+/// The `request_id` of a request the server answers. `request_id` 0 is reserved for connection
+/// errors, so such a request with 0 could never be told apart from one (PROTOCOL.md §6).
+/// Settlements (`Ack`, `Nack`, `Reject`, `Touch`) are absent: for them 0 means "no answer".
+fn answered_request_id(frame: &Frame) -> Option<u32> {
+    Some(match frame {
+        Frame::QueueDeclare(f) => f.request_id,
+        Frame::QueueDelete(f) => f.request_id,
+        Frame::QueuePurge(f) => f.request_id,
+        Frame::Bind(f) | Frame::Unbind(f) => f.request_id,
+        Frame::QueueList(f) => f.request_id,
+        Frame::QueueStats(f) => f.request_id,
+        Frame::Subscribe(f) => f.request_id,
+        Frame::Unsubscribe(f) => f.request_id,
+        Frame::DlqList(f) => f.request_id,
+        Frame::DlqInspect(f) => f.request_id,
+        Frame::DlqRedrive(f) => f.request_id,
+        _ => return None,
+    })
 }

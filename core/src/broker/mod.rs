@@ -29,7 +29,7 @@ use crate::rng::Rng;
 use crate::storage::log::Log;
 use crate::time::Instant;
 
-use connection::Connection;
+use connection::{ConnState, Connection};
 pub use recover::RecoveryReport;
 pub use stats::BrokerStats;
 use timers::{TimerKey, Timers};
@@ -208,12 +208,7 @@ impl Broker {
         self.advance_time(now);
         match input {
             Input::Accepted { conn } => self.handle_accepted(conn),
-            Input::Received { conn, bytes } => {
-                let Some(connection) = self.connections.get_mut(&conn) else { return };
-                connection.last_received = now;
-                connection.reader.feed(bytes);
-                self.process_received(conn);
-            }
+            Input::Received { conn, bytes } => self.handle_received(conn, bytes),
             Input::Flushed { conn, bytes } => self.handle_flushed(conn, bytes),
             Input::Closed { conn } => {
                 if self.connections.contains_key(&conn) {
@@ -298,6 +293,18 @@ impl Broker {
         }
     }
 
+    /// Bytes from a connection. Nothing may follow a client's `Close`; what does is not read.
+    fn handle_received(&mut self, conn: ConnId, bytes: bytes::Bytes) {
+        let now = self.now;
+        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        if connection.state == ConnState::Closing {
+            return;
+        }
+        connection.last_received = now;
+        connection.reader.feed(bytes);
+        self.process_received(conn);
+    }
+
     /// The socket took bytes. Below `connection_outbound_bytes_max` the connection may take
     /// deliveries again (whether or not reading was paused: dispatch stops at that limit on
     /// its own), and a connection paused for its backlog is read again.
@@ -360,6 +367,11 @@ impl Broker {
         }
         let bytes = connection.outbound.take_ready()?;
         connection.last_sent = now;
+        if connection.state == ConnState::Closing && connection.outbound.is_empty() {
+            // The `Close` follows the `Send` returned here: `outputs` is drained first.
+            self.finish_client_close(conn);
+            return Some(Output::Send { conn, bytes });
+        }
         if connection.outbound.unflushed_bytes >= read_pause_at
             && !connection.paused.outbound_backlog
         {
@@ -394,12 +406,15 @@ impl Broker {
         self.timers.set(&mut connection.timer_at, None, TimerKey::Connection(conn));
         self.timers.set(&mut connection.rate_resume_at, None, TimerKey::RateResume(conn));
         self.timers.set(&mut connection.lease_timer_at, None, TimerKey::Leases(conn));
-        for (subscription, sub) in &connection.subscriptions {
+        self.end_consuming(conn, &mut connection);
+        self.outputs.push_back(Output::Event(Event::ConnectionClosed { conn, code, message }));
+    }
+
+    /// Ends the connection's subscriptions and fails each delivery it holds with `Disconnect`.
+    fn end_consuming(&mut self, conn: ConnId, connection: &mut Connection) {
+        for (subscription, sub) in std::mem::take(&mut connection.subscriptions) {
             if let Some(queue) = self.queues.get_mut(&sub.queue) {
-                queue.remove_consumer(crate::queue::ConsumerKey {
-                    conn,
-                    subscription: *subscription,
-                });
+                queue.remove_consumer(crate::queue::ConsumerKey { conn, subscription });
             }
         }
         // Newest first: retries that go straight back to the front keep their delivery order.
@@ -411,6 +426,32 @@ impl Broker {
             };
             self.fail_attempt(in_flight, failure);
         }
-        self.outputs.push_back(Output::Event(Event::ConnectionClosed { conn, code, message }));
+        debug_assert!(connection.in_flight.is_empty() && connection.subscriptions.is_empty());
+    }
+
+    /// The client sent `Close`: it will settle nothing more, so its deliveries fail now; the
+    /// answers to what it sent before `Close` still go out (PROTOCOL.md §5.6), and the socket
+    /// is closed once they have.
+    fn begin_client_close(&mut self, conn: ConnId, client_message: String) {
+        let mut connection = self.connections.remove(&conn).expect("connection exists");
+        self.end_consuming(conn, &mut connection);
+        connection.state = ConnState::Closing;
+        connection.close_message = format!("client closed: {client_message}");
+        self.connections.insert(conn, connection);
+        if self.connection_mut(conn).outbound.is_empty() {
+            self.finish_client_close(conn);
+        } else {
+            self.mark_dirty(conn);
+        }
+    }
+
+    /// A closing connection has sent everything it owed: close the socket.
+    fn finish_client_close(&mut self, conn: ConnId) {
+        let connection = self.connection_mut(conn);
+        assert_eq!(connection.state, ConnState::Closing, "{conn} is not closing");
+        assert!(connection.outbound.is_empty(), "{conn} closes with answers unsent");
+        let message = std::mem::take(&mut connection.close_message);
+        self.outputs.push_back(Output::Close { conn });
+        self.forget_connection(conn, ErrorCode::NORMAL_CLOSE, message);
     }
 }

@@ -202,7 +202,9 @@ impl Broker {
         let connection = self.connections.get_mut(&conn).expect("connection exists");
         let deadline = match connection.state {
             ConnState::AwaitingHello => connection.accepted_at.plus_ms(handshake_timeout_ms),
-            ConnState::Open => connection.idle_deadline().min(connection.heartbeat_deadline()),
+            ConnState::Open | ConnState::Closing => {
+                connection.idle_deadline().min(connection.heartbeat_deadline())
+            }
         };
         self.timers.set(&mut connection.timer_at, Some(deadline), TimerKey::Connection(conn));
     }
@@ -221,7 +223,7 @@ impl Broker {
                     return self.close_connection(conn, ErrorCode::HANDSHAKE_TIMEOUT, message);
                 }
             }
-            ConnState::Open => {
+            ConnState::Open | ConnState::Closing => {
                 // While the broker is not reading, the client's silence is the broker's doing.
                 if connection.read_paused_output {
                     connection.last_received = now;
@@ -233,7 +235,7 @@ impl Broker {
                     );
                     return self.close_connection(conn, ErrorCode::HEARTBEAT_TIMEOUT, message);
                 }
-                if now >= connection.heartbeat_deadline() {
+                if now >= connection.heartbeat_deadline() && connection.state == ConnState::Open {
                     connection.send(FrameKind::Heartbeat, &Heartbeat, frame_size_max);
                     // The heartbeat counts as sent now; `take_send` will agree.
                     connection.last_sent = now;

@@ -84,6 +84,8 @@ pub struct Net {
     /// Connections whose incoming bytes are withheld (a client that stopped reading).
     pub stalled: BTreeSet<ConnId>,
     pub withheld: BTreeMap<ConnId, Vec<Bytes>>,
+    /// What the broker sent on connections that have no client machine (raw peers).
+    pub raw_received: BTreeMap<ConnId, BytesMut>,
     pub disk: Disk,
     /// Storage completions not yet reported, when `auto_storage` is off.
     pub storage_queue: Vec<StorageRequest>,
@@ -141,6 +143,7 @@ impl Net {
             auto_flush: true,
             stalled: BTreeSet::new(),
             withheld: BTreeMap::new(),
+            raw_received: BTreeMap::new(),
             disk,
             storage_queue: Vec::new(),
             auto_storage: true,
@@ -227,6 +230,8 @@ impl Net {
             self.withheld.entry(conn).or_default().push(bytes);
         } else if let Some(client) = self.clients.get_mut(&conn) {
             client.handle_input(self.now, ClientInput::Received(bytes));
+        } else {
+            self.raw_received.entry(conn).or_default().extend_from_slice(&bytes);
         }
         if self.auto_flush && !self.stalled.contains(&conn) {
             self.broker.handle_input(self.now, Input::Flushed { conn, bytes: len });
@@ -278,6 +283,19 @@ impl Net {
         self.broker
             .handle_input(self.now, Input::Received { conn, bytes: Bytes::copy_from_slice(bytes) });
         self.pump();
+    }
+
+    /// The frames the broker sent to a raw peer so far, decoded in order.
+    pub fn raw_frames(&mut self, conn: ConnId) -> Vec<chute_protocol::Frame> {
+        self.pump();
+        let bytes = self.raw_received.remove(&conn).unwrap_or_default().freeze();
+        let mut reader = chute_protocol::FrameReader::new(chute_protocol::FRAME_SIZE_CEILING);
+        reader.feed(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.next_frame().expect("the broker sends valid frames") {
+            frames.push(frame);
+        }
+        frames
     }
 
     /// The socket writes what the broker queued for `conn`.

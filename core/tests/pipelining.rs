@@ -1,0 +1,186 @@
+//! What a client may send without waiting, and how the broker answers it: requests pipelined
+//! behind `Hello`, a `Close` right behind them, reserved request ids, list page sizes.
+
+mod support;
+
+use bytes::{Bytes, BytesMut};
+use chute_core::{ConnId, Output};
+use chute_protocol::{
+    Close, Credentials, DlqList, ErrorCode, Frame, Hello, QueueDeclare, QueueList, QueueOptions,
+    QueueStatsRequest, LIST_PAGE_MAX, PREFACE,
+};
+use support::Net;
+
+fn hello() -> Frame {
+    Frame::Hello(Hello {
+        version_min: 1,
+        version_max: 1,
+        client_name: "raw".into(),
+        credentials: Credentials::Anonymous,
+        heartbeat_ms: 0,
+    })
+}
+
+fn declare(request_id: u32, name: &str) -> Frame {
+    Frame::QueueDeclare(QueueDeclare {
+        request_id,
+        name: name.into(),
+        options: QueueOptions::default(),
+        passive: false,
+    })
+}
+
+fn close() -> Frame {
+    Frame::Close(Close { code: ErrorCode::NORMAL_CLOSE, message: "bye".into() })
+}
+
+/// The preface and `frames`, encoded back to back as one write.
+fn wire(frames: &[Frame]) -> Bytes {
+    let mut bytes = BytesMut::from(&PREFACE[..]);
+    for frame in frames {
+        frame.encode(&mut bytes, 1 << 20).unwrap();
+    }
+    bytes.freeze()
+}
+
+/// A raw peer that has completed the handshake.
+fn open_raw(net: &mut Net) -> ConnId {
+    let conn = net.connect_without_handshake();
+    net.send_raw(conn, &wire(&[hello()]));
+    assert!(matches!(net.raw_frames(conn)[..], [Frame::HelloOk(_)]));
+    conn
+}
+
+fn send(net: &mut Net, conn: ConnId, frames: &[Frame]) {
+    let mut bytes = BytesMut::new();
+    for frame in frames {
+        frame.encode(&mut bytes, 1 << 20).unwrap();
+    }
+    net.send_raw(conn, &bytes);
+}
+
+fn closed(net: &Net, conn: ConnId) -> bool {
+    net.broker_log.contains(&Output::Close { conn })
+}
+
+/// `Hello`, a request and `Close` written together: the request is carried out and its
+/// answer (which waits for the log) is sent before the socket closes, after `HelloOk`.
+#[test]
+fn answers_before_a_client_close_are_sent() {
+    let mut net = Net::new();
+    net.auto_storage = false;
+    let conn = net.connect_without_handshake();
+    net.send_raw(conn, &wire(&[hello(), declare(7, "jobs"), close()]));
+    assert!(!closed(&net, conn), "closed before the declaration was durable");
+    while !net.storage_queue.is_empty() {
+        net.run_storage();
+    }
+    let frames = net.raw_frames(conn);
+    assert!(
+        matches!(frames[..], [Frame::HelloOk(_), Frame::QueueDeclareOk(ref ok)] if ok.request_id == 7 && ok.created),
+        "{frames:?}"
+    );
+    assert!(closed(&net, conn));
+    assert_eq!(net.broker.queue_depth("jobs"), Some(0));
+}
+
+/// A `Close` with nothing owed closes at once, and nothing after it is read.
+#[test]
+fn nothing_after_a_client_close_is_read() {
+    let mut net = Net::new();
+    let conn = open_raw(&mut net);
+    send(&mut net, conn, &[close(), declare(1, "after")]);
+    assert!(closed(&net, conn));
+    assert!(net.raw_frames(conn).is_empty());
+    assert_eq!(net.broker.queue_depth("after"), None);
+}
+
+/// A client that closes while holding deliveries loses them to the queue, attempt counted,
+/// even while the answers it is owed still wait for the log.
+#[test]
+fn a_client_close_returns_its_deliveries() {
+    let mut net = Net::new();
+    let producer = net.connect();
+    net.declare(producer, "jobs", QueueOptions::default());
+    net.publish(producer, "jobs", &["a"]);
+    let consumer = net.connect();
+    net.subscribe(consumer, "jobs", 10);
+    assert_eq!(net.deliveries(consumer).len(), 1);
+    net.client(consumer).close();
+    net.pump();
+    let other = net.connect();
+    net.subscribe(other, "jobs", 10);
+    net.advance(2_000);
+    let again = net.deliveries(other);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+}
+
+/// A request that is answered must not use request id 0, which marks connection errors: it is
+/// a protocol violation, and the connection closes with `malformed-frame`.
+#[test]
+fn request_id_zero_on_an_answered_request_closes() {
+    let mut net = Net::new();
+    for frame in [
+        declare(0, "jobs"),
+        Frame::QueueStats(QueueStatsRequest { request_id: 0, name: "jobs".into() }),
+        Frame::QueueList(QueueList { request_id: 0, after: None, limit: 10 }),
+    ] {
+        let conn = open_raw(&mut net);
+        send(&mut net, conn, &[frame]);
+        let frames = net.raw_frames(conn);
+        assert!(
+            matches!(&frames[..], [Frame::Error(e), Frame::Close(c)]
+                if e.request_id == 0 && e.code == ErrorCode::MALFORMED_FRAME
+                    && c.code == ErrorCode::MALFORMED_FRAME && e.message.contains("request_id 0")),
+            "{frames:?}"
+        );
+        assert!(closed(&net, conn));
+    }
+    assert_eq!(net.broker.queue_depth("jobs"), None);
+}
+
+/// `limit` 0 asks for the server's default page, `LIST_PAGE_MAX` entries.
+#[test]
+fn list_limit_zero_is_a_full_page() {
+    let mut net = Net::new();
+    let conn = open_raw(&mut net);
+    let names: Vec<String> = (0..LIST_PAGE_MAX + 1).map(|i| format!("q{i:04}")).collect();
+    let declares: Vec<Frame> =
+        names.iter().enumerate().map(|(i, name)| declare(i as u32 + 1, name)).collect();
+    send(&mut net, conn, &declares);
+    net.raw_frames(conn);
+    send(&mut net, conn, &[Frame::QueueList(QueueList { request_id: 9, after: None, limit: 0 })]);
+    match &net.raw_frames(conn)[..] {
+        [Frame::QueueListOk(ok)] => {
+            assert_eq!(ok.queues.len(), LIST_PAGE_MAX);
+            assert!(ok.more);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The same rule for dead-letter lists.
+#[test]
+fn dlq_list_limit_zero_is_a_full_page() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    let options = QueueOptions { dead_letter: Some("dead".into()), ..QueueOptions::default() };
+    net.declare(conn, "jobs", options);
+    let payloads = vec!["x"; LIST_PAGE_MAX + 1];
+    net.publish(conn, "jobs", &payloads);
+    net.subscribe(conn, "jobs", LIST_PAGE_MAX as u32 + 1);
+    let tags: Vec<u64> = net.deliveries(conn).iter().map(|d| d.tag).collect();
+    assert_eq!(tags.len(), LIST_PAGE_MAX + 1);
+    for tag in tags {
+        net.client(conn).reject(tag, "no".into()).unwrap();
+    }
+    net.pump();
+    let raw = open_raw(&mut net);
+    let list = DlqList { request_id: 10, queue: "dead".into(), after: None, limit: 0 };
+    send(&mut net, raw, &[Frame::DlqList(list)]);
+    match &net.raw_frames(raw)[..] {
+        [Frame::DlqListOk(ok)] => assert!(ok.entries.len() == LIST_PAGE_MAX && ok.more),
+        other => panic!("{other:?}"),
+    }
+}
