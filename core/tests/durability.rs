@@ -142,6 +142,53 @@ fn in_memory_queue_keeps_its_definition_only() {
     assert_eq!(net.broker.queue_depth("scratch"), Some(0));
 }
 
+/// A message moving from an in-memory queue into a logged dead-letter queue is logged there:
+/// the DLQ's durability holds for it after a machine crash.
+#[test]
+fn dead_letters_from_an_in_memory_queue_are_as_durable_as_their_dlq() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    let options = QueueOptions {
+        durability: Durability::None,
+        dead_letter: Some("dlq".into()),
+        ..QueueOptions::default()
+    };
+    assert!(matches!(net.declare(conn, "scratch", options), Response::Declared(_)));
+    net.publish(conn, "scratch", &["x"]);
+    net.subscribe(conn, "scratch", 1);
+    let delivery = net.deliveries(conn).remove(0);
+    net.client(conn).reject(delivery.tag, "no".into()).unwrap();
+    net.pump();
+    assert_eq!(net.broker.queue_depth("dlq"), Some(1));
+    let files = net.disk.after_machine_crash();
+    let (net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    assert_eq!(net.broker.queue_depth("dlq"), Some(1));
+    assert_eq!(net.broker.queue_depth("scratch"), Some(0));
+}
+
+/// The other way: a logged message moved into an in-memory queue (dead-lettered, or redriven
+/// back to an in-memory source) is gone after a restart, like everything in that queue.
+#[test]
+fn messages_moved_into_an_in_memory_queue_do_not_come_back() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "scratch.dlq", Durability::None);
+    let options = QueueOptions { dead_letter: Some("scratch.dlq".into()), ..Default::default() };
+    assert!(matches!(net.declare(conn, "jobs", options), Response::Declared(_)));
+    net.publish(conn, "jobs", &["x"]);
+    net.subscribe(conn, "jobs", 1);
+    let delivery = net.deliveries(conn).remove(0);
+    net.client(conn).reject(delivery.tag, "no".into()).unwrap();
+    net.pump();
+    assert_eq!(net.broker.queue_depth("scratch.dlq"), Some(1));
+    net.advance(1_000);
+    let files = net.disk.after_machine_crash();
+    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    assert_eq!(report.messages, 0);
+    assert_eq!(net.broker.queue_depth("scratch.dlq"), Some(0));
+    assert_eq!(net.broker.queue_depth("jobs"), Some(0));
+}
+
 /// `Interval` confirms after the write, without waiting for a sync; the sync follows within
 /// the interval.
 #[test]

@@ -41,9 +41,9 @@
 //!   one message per turn, skipping consumers without credit) gets the front message. A
 //!   message found expired on the way is dead-lettered (`expired`); one whose group is held
 //!   by another message waits for the group, in order. Each delivery counts an attempt (shown
-//!   as `attempt`; `redelivered` is `attempt > 1`, so a dead letter's first delivery from its
-//!   DLQ is not marked redelivered) and starts a lease of the subscription's lease or the
-//!   queue's.
+//!   as `attempt`; `redelivered` is `attempt > 1` or a history of failed attempts, so a dead
+//!   letter's first delivery from its DLQ, and the first after a redrive, are marked
+//!   redelivered) and starts a lease of the subscription's lease or the queue's.
 //! - Settling: ack removes the message; nack, lease timeout and disconnect fail the attempt
 //!   (recorded in the history with the consumer's reason); reject dead-letters at once
 //!   (`rejected`). A failed attempt dead-letters with `max-attempts` once attempts reach
@@ -68,7 +68,8 @@
 //!   number); with nothing ready to drop it is refused too.
 //! - Dedup: a publish whose id was stored within the window is confirmed and not stored.
 //! - Redrive moves dead letters that are not in flight back to their source queue in id order,
-//!   at the back of the line, with attempts and history reset and the source's TTL from now.
+//!   at the back of the line, with attempts reset, the history kept and the source's TTL from
+//!   now.
 //!
 //! # Bugs it found
 //!
@@ -447,7 +448,6 @@ impl Model {
             self.forget(DLQ, &message);
             let (source, _, _) = message.dead.take().unwrap();
             message.attempts = 0;
-            message.history.clear();
             message.expires_ms = self.queues[source].options.ttl_ms.map(|ttl| now + ttl);
             let q = &mut self.queues[source];
             q.bytes += message.len();
@@ -667,7 +667,8 @@ impl Model {
             q.next_consumer = (index + 1) % n;
             q.in_flight += 1;
             q.counters.delivered += 1;
-            if message.attempts > 0 {
+            let redelivered = message.attempts > 0 || !message.history.is_empty();
+            if redelivered {
                 q.counters.redelivered += 1;
             }
             message.attempts += 1;
@@ -681,7 +682,7 @@ impl Model {
             let delivery = Delivery {
                 tag,
                 attempt: message.attempts,
-                redelivered: message.attempts > 1,
+                redelivered,
                 id: message.id.clone(),
                 headers: Vec::new(),
                 payload: message.payload.clone(),

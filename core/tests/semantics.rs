@@ -178,6 +178,47 @@ fn inspect_and_redrive() {
     assert_eq!(net.broker.queue_depth("dlq"), Some(0));
 }
 
+/// `redelivered` means "delivered before", across queues: a dead letter's first delivery out
+/// of its DLQ is marked, and so is the first delivery after a redrive, whose attempt count
+/// starts again while the history of every failed attempt is kept.
+#[test]
+fn redelivered_and_history_survive_dead_lettering_and_redrive() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    let options = QueueOptions {
+        attempts_max: Some(1),
+        dead_letter: Some("dlq".into()),
+        ..QueueOptions::default()
+    };
+    declare(&mut net, conn, "jobs", options);
+    net.publish(conn, "jobs", &["x"]);
+    let jobs = net.subscribe(conn, "jobs", 1);
+    let first = net.deliveries(conn).remove(0);
+    assert_eq!((first.attempt, first.redelivered), (1, false));
+    net.client(conn).nack(first.tag, None, Some("first".into())).unwrap();
+    net.pump();
+
+    let dead = dlq_list(&mut net, conn, "dlq").remove(0);
+    let from_dlq = net.subscribe(conn, "dlq", 1);
+    let in_dlq = net.deliveries(conn).remove(0);
+    assert_eq!((in_dlq.attempt, in_dlq.redelivered), (1, true), "out of the DLQ");
+    net.client(conn).nack(in_dlq.tag, Some(0), None).unwrap();
+    net.client(conn).unsubscribe(from_dlq).unwrap();
+    net.pump();
+
+    let request = net.client(conn).dlq_redrive("dlq", vec![dead.dead_id]).unwrap();
+    assert_eq!(net.response(conn, request), Response::Done { count: 1 });
+    net.client(conn).grant_credit(jobs, 1).unwrap();
+    let redriven = net.deliveries(conn).remove(0);
+    assert_eq!((redriven.attempt, redriven.redelivered), (1, true), "after a redrive");
+    net.client(conn).nack(redriven.tag, None, Some("second".into())).unwrap();
+    net.pump();
+    let again = dlq_list(&mut net, conn, "dlq").remove(0);
+    let reasons: Vec<_> = again.history.iter().filter_map(|h| h.reason.clone()).collect();
+    assert_eq!(reasons, ["first", "second"], "the history accumulates");
+    assert_eq!(stats(&mut net, conn, "jobs").counters.redelivered, 1);
+}
+
 /// A missing dead letter is a specific error.
 #[test]
 fn inspect_missing_dead_letter_fails() {

@@ -61,7 +61,7 @@ impl Broker {
         }
     }
 
-    /// Moves entries back to their source queues with attempts and history reset. Entries
+    /// Moves entries back to their source queues with attempts reset (the history is kept). Entries
     /// whose source queue is gone, or that no longer exist, are skipped; `Done.count` says how
     /// many moved.
     pub(super) fn handle_dlq_redrive(&mut self, conn: ConnId, redrive: DlqRedrive) {
@@ -94,12 +94,10 @@ impl Broker {
             let ttl_ms = self.queues[&source].options.ttl_ms;
             message.expires_at =
                 ttl_ms.map_or(crate::time::Instant::NEVER, |ms| self.now.plus_ms(ms));
-            message.edit_extras(|e| {
-                e.dead = None;
-                e.history.clear();
-            });
-            self.queues.get_mut(&source).expect("source exists").admit(message, None);
-            self.dirty_queues.insert(source);
+            // The history stays: it is the message's life across dead-letter cycles (like
+            // RabbitMQ's x-death), and what tells a later delivery it is a redelivery.
+            message.edit_extras(|e| e.dead = None);
+            self.move_into(source, message);
         }
         if !logged.is_empty() {
             let at_unix_ms = self.config.wall_clock().unix_ms(self.now);

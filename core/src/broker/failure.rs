@@ -2,14 +2,15 @@
 //! disconnect) retried after the queue's backoff, or the end of the line: dead-lettered with
 //! its history and a reason, or dropped.
 
-use chute_protocol::{AttemptOutcome, AttemptRecord, DeadReason, ExpiryPolicy};
+use chute_protocol::{AttemptOutcome, AttemptRecord, DeadReason, Durability, ExpiryPolicy};
 
 use super::connection::InFlight;
 use super::storage::SyncNeed;
 use super::Broker;
 use crate::ids::QueueId;
 use crate::policy::backoff::retry_delay_ms;
-use crate::queue::{DeadInfo, Message};
+use crate::queue::{DeadInfo, Message, SegmentRef};
+use crate::storage::gate::Gate;
 use crate::storage::records::{DeadLettered, Failed, Record};
 use crate::time::Instant;
 
@@ -133,8 +134,31 @@ impl Broker {
             e.dead = Some(DeadInfo { source: queue_id, reason, dead_unix_ms });
             e.not_before_unix_ms = None;
         });
-        let dead_letters = self.queues.get_mut(&target).expect("dead-letter queue exists");
-        dead_letters.admit(message, None);
+        self.move_into(target, message);
+    }
+
+    /// A message that left another queue (dead-lettered, redriven) joins `target` and is from
+    /// then on as durable as `target` promises: a message of an in-memory queue is logged when
+    /// it moves into a logged one, and delivered only once that record is as durable as the
+    /// queue's publishes are; a logged message moving into an in-memory queue stops being
+    /// live in the log (recovery drops it there too: in-memory queues come back empty).
+    pub(super) fn move_into(&mut self, target: QueueId, mut message: Message) {
+        let logged_target = self.queues[&target].options.durability != Durability::None;
+        let mut gate = Gate::default();
+        if logged_target && message.segment.is_none() {
+            gate = self.log_published(target, &mut message);
+            if self.log.has_unsynced() {
+                self.want_sync(SyncNeed::Now);
+            }
+        } else if !logged_target && message.segment.is_some() {
+            self.release_message(&message);
+            message.segment = SegmentRef::NONE;
+        }
+        let queue = self.queues.get_mut(&target).expect("target queue exists");
+        queue.admit(message, gate, None);
+        if queue.has_pending() {
+            self.pending_queues.insert(target);
+        }
         self.dirty_queues.insert(target);
         self.arm_queue_timer(target);
     }

@@ -224,7 +224,7 @@ impl Broker {
 
     /// Writes the `Published` record of a message to a logged queue; returns what the message
     /// (its confirm and its first delivery) must wait for.
-    fn log_published(&mut self, queue: QueueId, message: &mut Message) -> Gate {
+    pub(super) fn log_published(&mut self, queue: QueueId, message: &mut Message) -> Gate {
         let need = match self.queues[&queue].options.durability {
             Durability::None => return Gate::default(),
             Durability::Always => SyncNeed::Now,

@@ -6,6 +6,7 @@ use super::Broker;
 use crate::config::BrokerConfig;
 use crate::ids::{MessageSeq, QueueId};
 use crate::queue::{own_payload, DeadInfo, Message, MessageExtras, SegmentRef};
+use crate::storage::gate::Gate;
 use crate::storage::log::Log;
 use crate::storage::recovery::{
     recover_log, RecoveredMessage, RecoveredQueue, RecoveryError, SegmentFile, Truncation,
@@ -98,7 +99,7 @@ impl Broker {
         for recovered in recovered.messages.into_values() {
             let not_before = recovered.rare.as_ref().and_then(|r| r.not_before_unix_ms);
             let due = not_before.filter(|at| *at > now_unix_ms).map(|at| clock.instant_at(at));
-            queue.admit(message_from(recovered, clock), due);
+            queue.admit(message_from(recovered, clock), Gate::default(), due);
         }
         self.dirty_queues.insert(id);
         self.arm_queue_timer(id);

@@ -164,13 +164,20 @@ impl Message {
         });
     }
 
+    /// Whether a delivery now (attempt `attempts`) is not the message's first: an earlier
+    /// attempt in this queue, or any failed attempt in the history, which survives
+    /// dead-lettering and redrive.
+    pub fn was_delivered_before(&self) -> bool {
+        self.attempts > 1 || !self.history().is_empty()
+    }
+
     /// The wire form of this message's delivery under `tag`.
     pub fn to_delivery(&self, tag: u64) -> Delivery {
         let extras = self.extras.as_deref();
         Delivery {
             tag,
             attempt: self.attempts,
-            redelivered: self.attempts > 1,
+            redelivered: self.was_delivered_before(),
             id: extras.and_then(|e| e.id.clone()),
             headers: extras.map(|e| e.headers.clone()).unwrap_or_default(),
             payload: self.payload.clone(),

@@ -148,20 +148,20 @@ impl Queue {
     /// A newly published message, deliverable once the log passes `gate` and `due` (if any)
     /// has come.
     pub fn enqueue(&mut self, message: Message, gate: Gate, due: Option<Instant>) {
-        self.bytes += message.payload_len();
         self.counters.published += 1;
+        self.admit(message, gate, due);
+    }
+
+    /// A message that arrives from elsewhere (recovered from the log, dead-lettered into this
+    /// queue, redriven back): deliverable once `gate` is open (at once for `Gate::default()`),
+    /// at the back of the line unless `due` is later. Messages behind a gate keep their order.
+    pub fn admit(&mut self, message: Message, gate: Gate, due: Option<Instant>) {
+        self.bytes += message.payload_len();
         if gate == Gate::default() && self.pending.is_empty() {
             self.place(message, due, false);
         } else {
             self.pending.push_back((gate, due, message));
         }
-    }
-
-    /// A message that arrives deliverable (recovered from the log, dead-lettered into this
-    /// queue, redriven back), at the back of the line unless `due` is later.
-    pub fn admit(&mut self, message: Message, due: Option<Instant>) {
-        self.bytes += message.payload_len();
-        self.place(message, due, false);
     }
 
     /// Makes deliverable the published messages whose gate is open, in order; returns how many.
@@ -231,7 +231,7 @@ impl Queue {
             let Some(message) = self.groups.admit(message) else { continue };
             self.in_flight += 1;
             self.counters.delivered += 1;
-            if message.attempts > 0 {
+            if message.attempts > 0 || !message.history().is_empty() {
                 self.counters.redelivered += 1;
             }
             return Some(message);

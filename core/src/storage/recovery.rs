@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use chute_protocol::{AttemptRecord, QueueOptions, Range, ATTEMPT_HISTORY_MAX};
+use chute_protocol::{AttemptRecord, Durability, QueueOptions, Range, ATTEMPT_HISTORY_MAX};
 
 use super::format::{scan_segment, ScanError};
 use super::log::SegmentState;
@@ -296,6 +296,10 @@ impl RecoveredLog {
         let Some(source) = self.queues.get_mut(&dead.queue) else { return };
         let Some(mut message) = source.messages.remove(&dead.seq) else { return };
         let Some(target) = dead.target.and_then(|t| self.queues.get_mut(&t)) else { return };
+        // An in-memory queue comes back empty, dead letters moved into it included.
+        if target.options.durability == Durability::None {
+            return;
+        }
         message.attempts = 0;
         message.expires_unix_ms =
             target.options.ttl_ms.map(|ttl| dead.at_unix_ms.saturating_add(ttl));
@@ -322,10 +326,10 @@ impl RecoveredLog {
             message.attempts = 0;
             message.expires_unix_ms =
                 queue.options.ttl_ms.map(|ttl| redriven.at_unix_ms.saturating_add(ttl));
-            let rare = message.rare_mut();
-            rare.history.clear();
-            rare.dead = None;
-            queue.messages.insert(message.seq, message);
+            message.rare_mut().dead = None;
+            if queue.options.durability != Durability::None {
+                queue.messages.insert(message.seq, message);
+            }
         }
     }
 
