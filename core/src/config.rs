@@ -39,6 +39,10 @@ pub struct BrokerLimits {
     pub bindings_max: u32,
     /// Ids one queue's dedup window remembers; past this the oldest are forgotten early.
     pub dedup_entries_max: u32,
+    /// Bytes of partly received frames the broker holds for all connections together. Past
+    /// it, connections in the middle of a large frame are not read until it falls, so slow
+    /// senders cannot make the broker hold `connections_max × frame_size_max`.
+    pub partial_frames_bytes_max: u64,
     /// Broker-wide publish rate limit (messages per second across every connection).
     pub publish_rate: Option<RateLimit>,
     /// Publish rate limit each connection gets.
@@ -60,6 +64,7 @@ impl Default for BrokerLimits {
             connection_outbound_bytes_max: 8 * 1024 * 1024,
             bindings_max: 10_000,
             dedup_entries_max: 1_000_000,
+            partial_frames_bytes_max: 256 * 1024 * 1024,
             publish_rate: None,
             connection_publish_rate: None,
         }
@@ -77,6 +82,9 @@ pub struct TimeoutConfig {
     pub heartbeat_ms_max: u32,
     /// A connection that has not completed `Hello` by then is closed.
     pub handshake_timeout_ms: u32,
+    /// A frame whose first bytes arrived must be complete within this long, or the connection
+    /// is closed with `slow-frame` (time the broker itself was not reading does not count).
+    pub frame_timeout_ms: u32,
 }
 
 impl Default for TimeoutConfig {
@@ -86,6 +94,7 @@ impl Default for TimeoutConfig {
             heartbeat_ms_min: 100,
             heartbeat_ms_max: 300_000,
             handshake_timeout_ms: 10_000,
+            frame_timeout_ms: 30_000,
         }
     }
 }
@@ -186,6 +195,13 @@ impl BrokerConfig {
             3_600_000,
         )?;
         in_range("timeouts.handshake_timeout_ms", t.handshake_timeout_ms.into(), 10, 600_000)?;
+        in_range("timeouts.frame_timeout_ms", t.frame_timeout_ms.into(), 10, 3_600_000)?;
+        in_range(
+            "limits.partial_frames_bytes_max",
+            l.partial_frames_bytes_max,
+            u64::from(l.frame_size_max),
+            1 << 40,
+        )?;
         in_range("limits.bindings_max", l.bindings_max.into(), 1, 1 << 20)?;
         in_range("limits.dedup_entries_max", l.dedup_entries_max.into(), 1, 1 << 26)?;
         for (key, rate) in [

@@ -6,20 +6,10 @@ mod support;
 use bytes::{Bytes, BytesMut};
 use chute_core::{ConnId, Output};
 use chute_protocol::{
-    Close, Credentials, DlqList, ErrorCode, Frame, Hello, QueueDeclare, QueueList, QueueOptions,
-    QueueStatsRequest, LIST_PAGE_MAX, PREFACE,
+    Close, DlqList, ErrorCode, Frame, QueueDeclare, QueueList, QueueOptions, QueueStatsRequest,
+    LIST_PAGE_MAX, PREFACE,
 };
-use support::Net;
-
-fn hello() -> Frame {
-    Frame::Hello(Hello {
-        version_min: 1,
-        version_max: 1,
-        client_name: "raw".into(),
-        credentials: Credentials::Anonymous,
-        heartbeat_ms: 0,
-    })
-}
+use support::{raw_hello, Net};
 
 fn declare(request_id: u32, name: &str) -> Frame {
     Frame::QueueDeclare(QueueDeclare {
@@ -43,22 +33,6 @@ fn wire(frames: &[Frame]) -> Bytes {
     bytes.freeze()
 }
 
-/// A raw peer that has completed the handshake.
-fn open_raw(net: &mut Net) -> ConnId {
-    let conn = net.connect_without_handshake();
-    net.send_raw(conn, &wire(&[hello()]));
-    assert!(matches!(net.raw_frames(conn)[..], [Frame::HelloOk(_)]));
-    conn
-}
-
-fn send(net: &mut Net, conn: ConnId, frames: &[Frame]) {
-    let mut bytes = BytesMut::new();
-    for frame in frames {
-        frame.encode(&mut bytes, 1 << 20).unwrap();
-    }
-    net.send_raw(conn, &bytes);
-}
-
 fn closed(net: &Net, conn: ConnId) -> bool {
     net.broker_log.contains(&Output::Close { conn })
 }
@@ -70,7 +44,7 @@ fn answers_before_a_client_close_are_sent() {
     let mut net = Net::new();
     net.auto_storage = false;
     let conn = net.connect_without_handshake();
-    net.send_raw(conn, &wire(&[hello(), declare(7, "jobs"), close()]));
+    net.send_raw(conn, &wire(&[raw_hello(), declare(7, "jobs"), close()]));
     assert!(!closed(&net, conn), "closed before the declaration was durable");
     while !net.storage_queue.is_empty() {
         net.run_storage();
@@ -88,8 +62,8 @@ fn answers_before_a_client_close_are_sent() {
 #[test]
 fn nothing_after_a_client_close_is_read() {
     let mut net = Net::new();
-    let conn = open_raw(&mut net);
-    send(&mut net, conn, &[close(), declare(1, "after")]);
+    let conn = net.open_raw();
+    net.send_frames(conn, &[close(), declare(1, "after")]);
     assert!(closed(&net, conn));
     assert!(net.raw_frames(conn).is_empty());
     assert_eq!(net.broker.queue_depth("after"), None);
@@ -126,8 +100,8 @@ fn request_id_zero_on_an_answered_request_closes() {
         Frame::QueueStats(QueueStatsRequest { request_id: 0, name: "jobs".into() }),
         Frame::QueueList(QueueList { request_id: 0, after: None, limit: 10 }),
     ] {
-        let conn = open_raw(&mut net);
-        send(&mut net, conn, &[frame]);
+        let conn = net.open_raw();
+        net.send_frames(conn, &[frame]);
         let frames = net.raw_frames(conn);
         assert!(
             matches!(&frames[..], [Frame::Error(e), Frame::Close(c)]
@@ -144,13 +118,13 @@ fn request_id_zero_on_an_answered_request_closes() {
 #[test]
 fn list_limit_zero_is_a_full_page() {
     let mut net = Net::new();
-    let conn = open_raw(&mut net);
+    let conn = net.open_raw();
     let names: Vec<String> = (0..LIST_PAGE_MAX + 1).map(|i| format!("q{i:04}")).collect();
     let declares: Vec<Frame> =
         names.iter().enumerate().map(|(i, name)| declare(i as u32 + 1, name)).collect();
-    send(&mut net, conn, &declares);
+    net.send_frames(conn, &declares);
     net.raw_frames(conn);
-    send(&mut net, conn, &[Frame::QueueList(QueueList { request_id: 9, after: None, limit: 0 })]);
+    net.send_frames(conn, &[Frame::QueueList(QueueList { request_id: 9, after: None, limit: 0 })]);
     match &net.raw_frames(conn)[..] {
         [Frame::QueueListOk(ok)] => {
             assert_eq!(ok.queues.len(), LIST_PAGE_MAX);
@@ -176,9 +150,9 @@ fn dlq_list_limit_zero_is_a_full_page() {
         net.client(conn).reject(tag, "no".into()).unwrap();
     }
     net.pump();
-    let raw = open_raw(&mut net);
+    let raw = net.open_raw();
     let list = DlqList { request_id: 10, queue: "dead".into(), after: None, limit: 0 };
-    send(&mut net, raw, &[Frame::DlqList(list)]);
+    net.send_frames(raw, &[Frame::DlqList(list)]);
     match &net.raw_frames(raw)[..] {
         [Frame::DlqListOk(ok)] => assert!(ok.entries.len() == LIST_PAGE_MAX && ok.more),
         other => panic!("{other:?}"),

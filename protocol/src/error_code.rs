@@ -60,6 +60,8 @@ error_codes! {
     HEARTBEAT_TIMEOUT = 9, "heartbeat-timeout", retriable: true;
     /// A field is outside what the protocol allows (a name too long, priority above 9, ...).
     INVALID_ARGUMENT = 10, "invalid-argument", retriable: false;
+    /// A frame that had started did not complete within the server's frame timeout. Closed.
+    SLOW_FRAME = 11, "slow-frame", retriable: true;
 
     /// The named queue does not exist.
     NO_SUCH_QUEUE = 20, "no-such-queue", retriable: false;

@@ -45,6 +45,18 @@ impl FrameReader {
         self.chunk.len() + self.partial.len()
     }
 
+    /// Bytes of a frame whose start arrived and whose end has not: nonzero between frames only
+    /// when the peer is in the middle of sending one.
+    pub fn partial_frame_len(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Memory this reader holds for bytes not yet returned as frames: the unread part of the
+    /// last chunk and the side buffer's allocation.
+    pub fn held_bytes(&self) -> usize {
+        self.chunk.len() + self.partial.capacity()
+    }
+
     /// Adds received bytes. Frames already buffered stay ahead of them.
     pub fn feed(&mut self, bytes: Bytes) {
         if self.chunk.is_empty() {
@@ -106,6 +118,10 @@ impl FrameReader {
         let Some(header) = decode_header(&self.partial, self.frame_size_max)? else {
             return Ok(None);
         };
+        if self.chunk.is_empty() && self.partial.len() < header.frame_len() {
+            // Nothing new arrived: asked again (after a pause, say), the buffer must not grow.
+            return Ok(None);
+        }
         self.reserve_for(header);
         let take = (header.frame_len() - self.partial.len()).min(self.chunk.len());
         self.partial.extend_from_slice(&self.chunk[..take]);
@@ -132,5 +148,26 @@ impl FrameReader {
             grown.extend_from_slice(&self.partial);
             self.partial = grown;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asking for a frame again when nothing new arrived (a paused connection resumed) leaves
+    /// the memory held for the unfinished frame as it was.
+    #[test]
+    fn polling_without_new_bytes_does_not_grow_the_buffer() {
+        let mut reader = FrameReader::new(1 << 20);
+        let mut bytes = 900_000u32.to_be_bytes().to_vec();
+        bytes.extend([crate::FrameKind::Publish as u8, 0]);
+        bytes.resize(500_006, 0);
+        reader.feed(Bytes::from(bytes));
+        assert_eq!(reader.next_frame(), Ok(None));
+        let held = reader.held_bytes();
+        assert_eq!(reader.partial_frame_len(), 500_006);
+        assert_eq!(reader.next_frame(), Ok(None));
+        assert_eq!(reader.held_bytes(), held);
     }
 }

@@ -37,10 +37,19 @@ pub(crate) struct PauseReasons {
     pub shutdown: bool,
     /// A publish rate limit with the `pause` policy is in debt.
     pub rate_limited: bool,
+    /// The broker holds more partly received frames than `partial_frames_bytes_max`, and this
+    /// connection is in the middle of a large one.
+    pub partial_frames: bool,
 }
 
 impl PauseReasons {
     pub fn any(self) -> bool {
+        self.by_broker() || self.partial_frames
+    }
+
+    /// Paused for the broker's own reasons, not for what the peer holds: while so, the peer's
+    /// silence and its unfinished frame are the broker's doing.
+    pub fn by_broker(self) -> bool {
         self.outbound_backlog || self.unconfirmed || self.shutdown || self.rate_limited
     }
 }
@@ -110,6 +119,10 @@ pub(crate) struct Connection {
     pub accepted_at: Instant,
     pub last_received: Instant,
     pub last_sent: Instant,
+    /// When the frame being received started arriving, while one is incomplete.
+    pub frame_started_at: Option<Instant>,
+    /// What its frame reader holds, as last counted into the broker's total.
+    pub partial_held_bytes: u64,
     pub heartbeat_ms: u32,
     /// The instant this connection's timer is registered for, if any.
     pub timer_at: Option<Instant>,
@@ -146,6 +159,8 @@ impl Connection {
             accepted_at: now,
             last_received: now,
             last_sent: now,
+            frame_started_at: None,
+            partial_held_bytes: 0,
             heartbeat_ms: 0,
             timer_at: None,
             client_name: String::new(),
@@ -223,6 +238,11 @@ impl Connection {
 
     pub fn heartbeat_deadline(&self) -> Instant {
         self.last_sent.plus_ms(u64::from(self.heartbeat_ms))
+    }
+
+    /// When the frame being received must be complete, if one is.
+    pub fn frame_deadline(&self, frame_timeout_ms: u32) -> Option<Instant> {
+        self.frame_started_at.map(|at| at.plus_ms(frame_timeout_ms.into()))
     }
 }
 

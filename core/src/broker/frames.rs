@@ -31,6 +31,7 @@ impl Broker {
                 Err(err) => return self.close_connection(conn, err.error_code(), err.to_string()),
             }
         }
+        self.account_partial_frame(conn);
         self.flush_confirms(conn);
     }
 

@@ -8,6 +8,7 @@ mod dlq;
 mod failure;
 mod frames;
 mod handshake;
+mod inbound;
 mod outbound;
 mod publish;
 mod recover;
@@ -113,6 +114,8 @@ pub struct Broker {
     dirty_queues: BTreeSet<QueueId>,
     /// Queues with published messages waiting for the log.
     pending_queues: BTreeSet<QueueId>,
+    /// What connections' frame readers hold, and who is paused for it.
+    partial: inbound::PartialFrames,
     shutting_down: bool,
     /// Why the broker stopped, once storage failed.
     halted: Option<String>,
@@ -155,6 +158,7 @@ impl Broker {
             waiting_connections: BTreeSet::new(),
             dirty_queues: BTreeSet::new(),
             pending_queues: BTreeSet::new(),
+            partial: inbound::PartialFrames::default(),
             shutting_down: false,
             halted: None,
             sync_wanted: false,
@@ -218,6 +222,7 @@ impl Broker {
             Input::Storage(done) => self.handle_storage(done),
             Input::Timeout => {}
         }
+        self.resume_partial_frames();
         self.dispatch_dirty_queues();
         self.after_input();
     }
@@ -406,6 +411,7 @@ impl Broker {
         self.timers.set(&mut connection.timer_at, None, TimerKey::Connection(conn));
         self.timers.set(&mut connection.rate_resume_at, None, TimerKey::RateResume(conn));
         self.timers.set(&mut connection.lease_timer_at, None, TimerKey::Leases(conn));
+        self.forget_partial_frame(conn, connection.partial_held_bytes);
         self.end_consuming(conn, &mut connection);
         self.outputs.push_back(Output::Event(Event::ConnectionClosed { conn, code, message }));
     }
@@ -436,6 +442,7 @@ impl Broker {
         let mut connection = self.connections.remove(&conn).expect("connection exists");
         self.end_consuming(conn, &mut connection);
         connection.state = ConnState::Closing;
+        connection.frame_started_at = None;
         connection.close_message = format!("client closed: {client_message}");
         self.connections.insert(conn, connection);
         if self.connection_mut(conn).outbound.is_empty() {

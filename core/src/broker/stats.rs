@@ -19,6 +19,8 @@ pub struct BrokerStats {
     pub log_segments: u64,
     /// Record bytes in those segments (segment headers not counted).
     pub log_bytes: u64,
+    /// Bytes held for frames that are still arriving, on every connection together.
+    pub partial_frames_bytes: u64,
     /// Why storage failed, once it did: the broker then serves nothing.
     pub halted: Option<String>,
     /// A graceful stop has begun.
@@ -45,6 +47,7 @@ impl Broker {
             totals,
             log_segments,
             log_bytes,
+            partial_frames_bytes: self.partial.held_bytes,
             halted: self.halted.clone(),
             shutting_down: self.shutting_down,
         }

@@ -199,13 +199,16 @@ impl Broker {
     /// (Re-)arms the connection's single timer for its earliest deadline.
     pub(super) fn arm_connection_timer(&mut self, conn: ConnId) {
         let handshake_timeout_ms = u64::from(self.config.timeouts.handshake_timeout_ms);
+        let frame_timeout_ms = self.config.timeouts.frame_timeout_ms;
         let connection = self.connections.get_mut(&conn).expect("connection exists");
+        let frame_deadline = connection.frame_deadline(frame_timeout_ms);
         let deadline = match connection.state {
             ConnState::AwaitingHello => connection.accepted_at.plus_ms(handshake_timeout_ms),
             ConnState::Open | ConnState::Closing => {
                 connection.idle_deadline().min(connection.heartbeat_deadline())
             }
         };
+        let deadline = frame_deadline.map_or(deadline, |frame| frame.min(deadline));
         self.timers.set(&mut connection.timer_at, Some(deadline), TimerKey::Connection(conn));
     }
 
@@ -214,8 +217,11 @@ impl Broker {
         let frame_size_max = self.config.limits.frame_size_max;
         let handshake_timeout_ms = u64::from(self.config.timeouts.handshake_timeout_ms);
         // The entry was popped from the set: forget it before re-arming.
+        self.connection_mut(conn).timer_at = None;
+        if self.check_frame_deadline(conn) {
+            return;
+        }
         let connection = self.connection_mut(conn);
-        connection.timer_at = None;
         match connection.state {
             ConnState::AwaitingHello => {
                 if now >= connection.accepted_at.plus_ms(handshake_timeout_ms) {

@@ -298,6 +298,26 @@ impl Net {
         frames
     }
 
+    /// A raw peer (no client machine) that sent the preface and `Hello` and got `HelloOk`.
+    pub fn open_raw(&mut self) -> ConnId {
+        let conn = self.connect_without_handshake();
+        let mut bytes = BytesMut::from(&chute_protocol::PREFACE[..]);
+        raw_hello().encode(&mut bytes, 1 << 20).unwrap();
+        self.send_raw(conn, &bytes);
+        let frames = self.raw_frames(conn);
+        assert!(matches!(frames[..], [chute_protocol::Frame::HelloOk(_)]), "{frames:?}");
+        conn
+    }
+
+    /// Sends frames from a raw peer, encoded back to back in one write.
+    pub fn send_frames(&mut self, conn: ConnId, frames: &[chute_protocol::Frame]) {
+        let mut bytes = BytesMut::new();
+        for frame in frames {
+            frame.encode(&mut bytes, chute_protocol::FRAME_SIZE_CEILING).unwrap();
+        }
+        self.send_raw(conn, &bytes);
+    }
+
     /// The socket writes what the broker queued for `conn`.
     pub fn flush(&mut self, conn: ConnId) {
         if let Some(bytes) = self.unflushed.remove(&conn) {
@@ -437,6 +457,17 @@ impl Net {
             _ => None,
         })
     }
+}
+
+/// The `Hello` a raw peer sends.
+pub fn raw_hello() -> chute_protocol::Frame {
+    chute_protocol::Frame::Hello(chute_protocol::Hello {
+        version_min: 1,
+        version_max: 1,
+        client_name: "raw".into(),
+        credentials: chute_protocol::Credentials::Anonymous,
+        heartbeat_ms: 0,
+    })
 }
 
 pub fn payload(delivery: &Delivery) -> &str {

@@ -103,6 +103,11 @@ fn register_process(registry: &mut Registry, process: &ProcessStats) {
 fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
     registry.register("chute_connections", "Open client connections", gauge(stats.connections));
     registry.register("chute_queues", "Queues", gauge(stats.queues.len() as u64));
+    registry.register(
+        "chute_partial_frames_bytes",
+        "Bytes held for client frames still arriving, all connections together",
+        gauge(stats.partial_frames_bytes),
+    );
     let totals = &stats.totals;
     let counters = [
         ("chute_messages_published", "Messages accepted into queues", totals.published),
@@ -195,6 +200,7 @@ mod tests {
             ("chute_process_resident_memory_peak_bytes", 8192.0),
             ("chute_connections", 0.0),
             ("chute_queues", 1.0),
+            ("chute_partial_frames_bytes", 0.0),
             ("chute_messages_published_total", 0.0),
             ("chute_messages_delivered_total", 0.0),
             ("chute_messages_acked_total", 0.0),
