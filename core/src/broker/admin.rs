@@ -6,6 +6,7 @@ use chute_protocol::{
     QueueStatsRequest, QueueSummary, SubscriptionCancelled, LIST_PAGE_MAX,
 };
 
+use super::errors::{DeclareError, OptionsError};
 use super::outbound::Gate;
 use super::storage::SyncNeed;
 use super::Broker;
@@ -24,7 +25,7 @@ impl Broker {
                 let ok = QueueDeclareOk { request_id, created, options };
                 self.reply_durable(conn, FrameKind::QueueDeclareOk, &ok);
             }
-            Err((code, message)) => self.reply_error(conn, request_id, code, message),
+            Err(error) => self.reply_error(conn, request_id, error.code(), error.to_string()),
         }
     }
 
@@ -35,30 +36,26 @@ impl Broker {
         name: &str,
         options: QueueOptions,
         passive: bool,
-    ) -> Result<(bool, QueueOptions), (ErrorCode, String)> {
-        check_name("queue name", name).map_err(|e| (ErrorCode::INVALID_ARGUMENT, e.to_string()))?;
+    ) -> Result<(bool, QueueOptions), DeclareError> {
+        check_name("queue name", name)?;
         if let Some(id) = self.queue_ids.get(name) {
             let existing = &self.queues[id].options;
             if passive || *existing == options {
                 return Ok((false, existing.clone()));
             }
-            let message = format!(
-                "queue {name:?} exists with different options: {}",
-                describe_difference(existing, &options)
-            );
-            return Err((ErrorCode::QUEUE_OPTIONS_MISMATCH, message));
+            let difference = describe_difference(existing, &options);
+            return Err(DeclareError::OptionsMismatch { name: name.to_string(), difference });
         }
         if passive {
-            return Err((ErrorCode::NO_SUCH_QUEUE, format!("queue {name:?} does not exist")));
+            return Err(DeclareError::NoSuchQueue(name.to_string()));
         }
-        validate_options(name, &options).map_err(|m| (ErrorCode::INVALID_QUEUE_OPTIONS, m))?;
+        validate_options(name, &options)?;
         // Room for the queue, and for its dead-letter queue if that must be created too.
         let creating = 1 + usize::from(
             options.dead_letter.as_ref().is_some_and(|d| !self.queue_ids.contains_key(d)),
         );
         if self.queues.len() + creating > self.config.limits.queues_max as usize {
-            let max = self.config.limits.queues_max;
-            return Err((ErrorCode::RESOURCE_LIMIT, format!("queues_max ({max}) reached")));
+            return Err(DeclareError::QueuesMax { max: self.config.limits.queues_max });
         }
         // A dead-letter queue that does not exist yet is created with default options, so that
         // declaring a queue with a dead-letter target is enough to have both.
@@ -311,37 +308,33 @@ pub(super) fn page_size(limit: u32) -> usize {
     }
 }
 
-fn validate_options(name: &str, options: &QueueOptions) -> Result<(), String> {
+fn validate_options(name: &str, options: &QueueOptions) -> Result<(), OptionsError> {
     if options.dead_letter.as_deref() == Some(name) {
-        return Err(format!("queue {name:?} cannot be its own dead-letter queue"));
+        return Err(OptionsError::OwnDeadLetter(name.to_string()));
     }
     if let Some(target) = &options.dead_letter {
-        check_name("dead-letter queue name", target).map_err(|e| e.to_string())?;
+        check_name("dead-letter queue name", target).map_err(OptionsError::BadDeadLetterName)?;
     }
     if options.lease_ms == 0 {
-        return Err("lease_ms must be at least 1".into());
+        return Err(OptionsError::LeaseZero);
     }
     if options.backoff.factor_percent < 100 {
-        return Err("backoff.factor_percent must be at least 100 (no shrinking delays)".into());
+        return Err(OptionsError::BackoffShrinks);
     }
     if options.backoff.base_ms > options.backoff.max_ms {
-        return Err("backoff.base_ms must not exceed backoff.max_ms".into());
+        return Err(OptionsError::BackoffBaseAboveMax);
     }
     if options.attempts_max == Some(0) {
-        return Err("attempts_max must be at least 1 (or unset for unlimited)".into());
+        return Err(OptionsError::AttemptsZero);
     }
-    if let Some(rate) = options.publish_rate {
-        if rate.per_second == 0 || rate.burst == 0 {
-            return Err("publish_rate needs per_second and burst of at least 1".into());
-        }
+    if options.publish_rate.is_some_and(|rate| rate.per_second == 0 || rate.burst == 0) {
+        return Err(OptionsError::PublishRateZero);
     }
-    if let Some(breaker) = options.breaker {
-        if breaker.failures_max == 0 || breaker.open_ms == 0 {
-            return Err("breaker needs failures_max and open_ms of at least 1".into());
-        }
+    if options.breaker.is_some_and(|b| b.failures_max == 0 || b.open_ms == 0) {
+        return Err(OptionsError::BreakerZero);
     }
     if let chute_protocol::Durability::Interval { sync_interval_ms: 0 } = options.durability {
-        return Err("durability interval needs sync_interval_ms of at least 1".into());
+        return Err(OptionsError::SyncIntervalZero);
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod connection;
 mod consume;
 mod dispatch;
 mod dlq;
+mod errors;
 mod failure;
 mod frames;
 mod handshake;
@@ -31,6 +32,7 @@ use crate::storage::log::Log;
 use crate::time::Instant;
 
 use connection::{ConnState, Connection};
+pub use errors::{DeclareError, OptionsError, PublishError, QueueLimit};
 pub use recover::RecoveryReport;
 pub use stats::BrokerStats;
 use timers::{TimerKey, Timers};

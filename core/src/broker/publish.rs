@@ -2,11 +2,12 @@
 //! limiting, storing, confirming.
 
 use chute_protocol::{
-    DeadReason, Destination, Durability, ErrorCode, FrameKind, OverflowPolicy, Publish,
-    PublishFailure, PublishMessage, PublishRejected, RateLimitPolicy, Schedule, GROUP_KEY_LEN_MAX,
-    MESSAGE_ID_LEN_MAX, NAME_LEN_MAX, PRIORITY_MAX,
+    DeadReason, Destination, Durability, FrameKind, OverflowPolicy, Publish, PublishMessage,
+    PublishRejected, RateLimitPolicy, Schedule, GROUP_KEY_LEN_MAX, MESSAGE_ID_LEN_MAX,
+    NAME_LEN_MAX, PRIORITY_MAX,
 };
 
+use super::errors::{PublishError, QueueLimit};
 use super::outbound::Gate;
 use super::storage::{stored, SyncNeed};
 use super::Broker;
@@ -15,19 +16,6 @@ use crate::policy::token_bucket::Refill;
 use crate::queue::{own_payloads, Message, MessageExtras, SegmentRef};
 use crate::storage::records::{Published, Record};
 use crate::time::Instant;
-
-/// Why one message of a batch was refused.
-pub(super) struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
-    pub retry_after_ms: u64,
-}
-
-impl Refusal {
-    pub fn new(code: ErrorCode, message: String) -> Refusal {
-        Refusal { code, message, retry_after_ms: 0 }
-    }
-}
 
 /// Where a publish goes: the queues it is copied to, and how it was addressed.
 struct Route {
@@ -44,17 +32,17 @@ impl Broker {
         let first_seq = connection.next_publish_seq;
         connection.next_publish_seq += count as u64;
         if count > batch_max {
-            let message = format!("{count} messages in one Publish; the limit is {batch_max}");
+            let max = self.config.limits.publish_batch_max;
             return self.refuse_all(
                 conn,
                 first_seq,
                 count,
-                &Refusal::new(ErrorCode::INVALID_ARGUMENT, message),
+                &PublishError::BatchTooLarge { count, max },
             );
         }
         let route = match self.route(&publish.destination, publish.mandatory) {
             Ok(route) => route,
-            Err(refusal) => return self.refuse_all(conn, first_seq, count, &refusal),
+            Err(error) => return self.refuse_all(conn, first_seq, count, &error),
         };
         let mut messages = publish.messages;
         if !route.queues.is_empty() {
@@ -64,7 +52,7 @@ impl Broker {
         for (seq, message) in (first_seq..).zip(messages) {
             match self.accept_message(conn, &route, message) {
                 Ok(gate) => self.connection_mut(conn).confirm(seq, gate),
-                Err(refusal) => failures.push(failure(seq, &refusal)),
+                Err(error) => failures.push(error.to_failure(seq)),
             }
         }
         self.dirty_queues.extend(route.queues.iter().copied());
@@ -75,23 +63,18 @@ impl Broker {
     }
 
     /// The queues a destination names: one queue, or every queue bound to a matching pattern.
-    fn route(&self, destination: &Destination, mandatory: bool) -> Result<Route, Refusal> {
+    fn route(&self, destination: &Destination, mandatory: bool) -> Result<Route, PublishError> {
         let (Destination::Queue(name) | Destination::Topic(name)) = destination;
         if name.len() > NAME_LEN_MAX {
-            let message = format!("destination name is longer than {NAME_LEN_MAX} bytes");
-            return Err(Refusal::new(ErrorCode::INVALID_ARGUMENT, message));
+            return Err(PublishError::DestinationTooLong { len: name.len() });
         }
         match destination {
             Destination::Queue(name) => match self.queue_ids.get(name) {
                 Some(id) => Ok(Route { queues: vec![*id], topic: None, mandatory }),
-                None => Err(Refusal::new(
-                    ErrorCode::NO_SUCH_QUEUE,
-                    format!("queue {name:?} does not exist"),
-                )),
+                None => Err(PublishError::NoSuchQueue(name.clone())),
             },
             Destination::Topic(topic) => {
-                crate::policy::topic::check_topic(topic)
-                    .map_err(|e| Refusal::new(ErrorCode::INVALID_ARGUMENT, e.to_string()))?;
+                crate::policy::topic::check_topic(topic)?;
                 Ok(Route {
                     queues: self.bindings.route(topic),
                     topic: Some(topic.clone()),
@@ -108,15 +91,12 @@ impl Broker {
         conn: ConnId,
         route: &Route,
         message: PublishMessage,
-    ) -> Result<Gate, Refusal> {
+    ) -> Result<Gate, PublishError> {
         self.check_message(&message)?;
         if route.queues.is_empty() {
             if route.mandatory {
-                let topic = route.topic.as_deref().unwrap_or_default();
-                return Err(Refusal::new(
-                    ErrorCode::UNROUTABLE,
-                    format!("topic {topic:?} matches no binding"),
-                ));
+                let topic = route.topic.clone().unwrap_or_default();
+                return Err(PublishError::Unroutable(topic));
             }
             self.unroutable_dropped += 1;
             return Ok(Gate::default());
@@ -251,7 +231,7 @@ impl Broker {
 
     /// Makes room for a message of `payload_len` bytes, dropping the oldest messages if the
     /// queue's overflow policy says so; refuses it otherwise.
-    fn make_room(&mut self, queue_id: QueueId, payload_len: u64) -> Result<(), Refusal> {
+    fn make_room(&mut self, queue_id: QueueId, payload_len: u64) -> Result<(), PublishError> {
         let queue_messages_max = self.config.limits.queue_messages_max;
         loop {
             let queue = &self.queues[&queue_id];
@@ -264,14 +244,11 @@ impl Broker {
                 return Ok(());
             }
             let limit = if full_by_count {
-                format!("{messages_max} messages")
+                QueueLimit::Messages(messages_max)
             } else {
-                format!("{bytes_max} bytes")
+                QueueLimit::Bytes(bytes_max)
             };
-            let refusal = Refusal::new(
-                ErrorCode::QUEUE_FULL,
-                format!("queue {:?} is full ({limit})", queue.name),
-            );
+            let refusal = PublishError::QueueFull { queue: queue.name.clone(), limit };
             if queue.options.overflow == OverflowPolicy::RejectPublish || payload_len > bytes_max {
                 return Err(refusal);
             }
@@ -289,7 +266,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         queues: &[QueueId],
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), PublishError> {
         let now = self.now;
         let mut buckets: Vec<&mut crate::policy::token_bucket::TokenBucket> = Vec::new();
         if let Some(bucket) =
@@ -316,8 +293,7 @@ impl Broker {
                 Refill::At(at) => at.saturating_since(now).as_millis().max(1) as u64,
                 Refill::Never => 0,
             };
-            let message = format!("publish rate limit reached; retry after {retry_after_ms} ms");
-            return Err(Refusal { code: ErrorCode::RATE_LIMITED, message, retry_after_ms });
+            return Err(PublishError::RateLimited { retry_after_ms });
         }
         for bucket in buckets {
             bucket.try_take(now, 1).expect("every bucket had a token");
@@ -355,43 +331,37 @@ impl Broker {
     }
 
     /// Rules every message must follow, whatever its queue.
-    fn check_message(&self, message: &PublishMessage) -> Result<(), Refusal> {
-        let payload_max = self.config.limits.payload_size_max as usize;
-        if message.payload.len() > payload_max {
-            let text = format!("payload of {} bytes exceeds {payload_max}", message.payload.len());
-            return Err(Refusal::new(ErrorCode::MESSAGE_TOO_LARGE, text));
+    fn check_message(&self, message: &PublishMessage) -> Result<(), PublishError> {
+        let max = self.config.limits.payload_size_max;
+        let len = message.payload.len();
+        if len > max as usize {
+            return Err(PublishError::MessageTooLarge { len, max });
         }
-        let invalid = |text: String| Err(Refusal::new(ErrorCode::INVALID_ARGUMENT, text));
         if message.priority > PRIORITY_MAX {
-            return invalid(format!("priority {} is above {PRIORITY_MAX}", message.priority));
+            return Err(PublishError::PriorityTooHigh(message.priority));
         }
-        if message.id.as_ref().is_some_and(|id| id.len() > MESSAGE_ID_LEN_MAX) {
-            return invalid(format!("message id is longer than {MESSAGE_ID_LEN_MAX} bytes"));
+        if let Some(len) = message.id.as_ref().map(String::len).filter(|l| *l > MESSAGE_ID_LEN_MAX)
+        {
+            return Err(PublishError::IdTooLong { len });
         }
-        if message.group.as_ref().is_some_and(|g| g.len() > GROUP_KEY_LEN_MAX) {
-            return invalid(format!("group key is longer than {GROUP_KEY_LEN_MAX} bytes"));
+        if let Some(len) =
+            message.group.as_ref().map(String::len).filter(|l| *l > GROUP_KEY_LEN_MAX)
+        {
+            return Err(PublishError::GroupTooLong { len });
         }
-        if message.headers.iter().any(|h| h.name.len() > NAME_LEN_MAX) {
-            return invalid(format!("a header name is longer than {NAME_LEN_MAX} bytes"));
+        if let Some(len) = message.headers.iter().map(|h| h.name.len()).find(|l| *l > NAME_LEN_MAX)
+        {
+            return Err(PublishError::HeaderNameTooLong { len });
         }
         Ok(())
     }
 
-    fn refuse_all(&mut self, conn: ConnId, first_seq: u64, count: usize, refusal: &Refusal) {
+    fn refuse_all(&mut self, conn: ConnId, first_seq: u64, count: usize, error: &PublishError) {
         if count == 0 {
             return;
         }
         let failures =
-            (first_seq..first_seq + count as u64).map(|seq| failure(seq, refusal)).collect();
+            (first_seq..first_seq + count as u64).map(|seq| error.to_failure(seq)).collect();
         self.reply(conn, FrameKind::PublishRejected, &PublishRejected { failures });
-    }
-}
-
-fn failure(seq: u64, refusal: &Refusal) -> PublishFailure {
-    PublishFailure {
-        seq,
-        code: refusal.code,
-        retry_after_ms: refusal.retry_after_ms,
-        message: refusal.message.clone(),
     }
 }
