@@ -26,31 +26,41 @@ pub(crate) enum ConnState {
     Closing,
 }
 
-/// Why reading from a connection is paused. Reading resumes when no reason remains.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct PauseReasons {
+/// One reason for not reading a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum PauseReason {
     /// More than `connection_outbound_bytes_max` is queued for the socket.
-    pub outbound_backlog: bool,
+    OutboundBacklog = 1,
     /// `unconfirmed_max` publishes are waiting for the log.
-    pub unconfirmed: bool,
+    Unconfirmed = 2,
     /// The broker is shutting down.
-    pub shutdown: bool,
+    Shutdown = 4,
     /// A publish rate limit with the `pause` policy is in debt.
-    pub rate_limited: bool,
+    RateLimited = 8,
     /// The broker holds more partly received frames than `partial_frames_bytes_max`, and this
     /// connection is in the middle of a large one.
-    pub partial_frames: bool,
+    PartialFrames = 16,
 }
 
+/// Why reading from a connection is paused; reading resumes when no reason remains. Changed
+/// only through [`Connection::set_paused`], which says when the driver must be told.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PauseReasons(u8);
+
 impl PauseReasons {
+    pub fn contains(self, reason: PauseReason) -> bool {
+        self.0 & reason as u8 != 0
+    }
+
     pub fn any(self) -> bool {
-        self.by_broker() || self.partial_frames
+        self.0 != 0
     }
 
     /// Paused for the broker's own reasons, not for what the peer holds: while so, the peer's
     /// silence and its unfinished frame are the broker's doing.
     pub fn by_broker(self) -> bool {
-        self.outbound_backlog || self.unconfirmed || self.shutdown || self.rate_limited
+        self.0 & !(PauseReason::PartialFrames as u8) != 0
     }
 }
 
@@ -113,9 +123,7 @@ pub(crate) struct Connection {
     pub reader: FrameReader,
     pub outbound: Outbound,
     pub in_dirty_list: bool,
-    pub paused: PauseReasons,
-    /// Whether the driver was last told to pause (so each transition is emitted once).
-    pub read_paused_output: bool,
+    paused: PauseReasons,
     pub accepted_at: Instant,
     pub last_received: Instant,
     pub last_sent: Instant,
@@ -155,7 +163,6 @@ impl Connection {
             outbound: Outbound::default(),
             in_dirty_list: false,
             paused: PauseReasons::default(),
-            read_paused_output: false,
             accepted_at: now,
             last_received: now,
             last_sent: now,
@@ -175,6 +182,23 @@ impl Connection {
             publish_rate: None,
             rate_resume_at: None,
         }
+    }
+
+    pub fn pause_reasons(&self) -> PauseReasons {
+        self.paused
+    }
+
+    /// Sets or clears one reason not to read. Returns `Some(paused)` when reading as a whole
+    /// turned paused or resumed, which the driver must be told; `None` when it did not change.
+    pub fn set_paused(&mut self, reason: PauseReason, on: bool) -> Option<bool> {
+        let was = self.paused.any();
+        if on {
+            self.paused.0 |= reason as u8;
+        } else {
+            self.paused.0 &= !(reason as u8);
+        }
+        let is = self.paused.any();
+        (was != is).then_some(is)
     }
 
     /// Bytes queued for this connection's socket, in the core and in the driver.

@@ -2,7 +2,7 @@
 
 use chute_protocol::{Confirm, Direction, ErrorCode, Frame, FrameKind};
 
-use super::connection::ConnState;
+use super::connection::{ConnState, PauseReason};
 use super::Broker;
 use crate::ids::ConnId;
 
@@ -14,15 +14,14 @@ impl Broker {
         let unconfirmed_max = u64::from(self.config.limits.unconfirmed_max);
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else { return };
-            let over_backlog = connection.outbound_backlog() >= read_pause_at;
-            let over_window = connection.outbound.unconfirmed >= unconfirmed_max;
-            if over_backlog || over_window {
-                connection.paused.outbound_backlog |= over_backlog;
-                connection.paused.unconfirmed |= over_window;
-                self.update_read_pause(conn);
+            if connection.outbound_backlog() >= read_pause_at {
+                self.set_read_pause(conn, PauseReason::OutboundBacklog, true);
+            }
+            if self.connection_mut(conn).outbound.unconfirmed >= unconfirmed_max {
+                self.set_read_pause(conn, PauseReason::Unconfirmed, true);
             }
             let connection = self.connection_mut(conn);
-            if connection.paused.any() || connection.state == ConnState::Closing {
+            if connection.pause_reasons().any() || connection.state == ConnState::Closing {
                 break;
             }
             match connection.reader.next_frame() {

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use chute_protocol::ErrorCode;
 
+use super::connection::PauseReason;
 use super::Broker;
 use crate::ids::ConnId;
 
@@ -48,8 +49,7 @@ impl Broker {
         }
         if self.partial.held_bytes > budget && partial_len >= PARTIAL_FRAME_PAUSE_MIN_BYTES {
             self.partial.paused.insert(conn);
-            self.connection_mut(conn).paused.partial_frames = true;
-            self.update_read_pause(conn);
+            self.set_read_pause(conn, PauseReason::PartialFrames, true);
         }
     }
 
@@ -69,9 +69,10 @@ impl Broker {
             return;
         }
         for conn in std::mem::take(&mut self.partial.paused) {
-            let Some(connection) = self.connections.get_mut(&conn) else { continue };
-            connection.paused.partial_frames = false;
-            self.update_read_pause(conn);
+            if !self.connections.contains_key(&conn) {
+                continue;
+            }
+            self.set_read_pause(conn, PauseReason::PartialFrames, false);
             self.process_received(conn);
         }
     }
@@ -84,7 +85,7 @@ impl Broker {
         let now = self.now;
         let timeout_ms = self.config.timeouts.frame_timeout_ms;
         let connection = self.connection_mut(conn);
-        if connection.paused.by_broker() && connection.frame_started_at.is_some() {
+        if connection.pause_reasons().by_broker() && connection.frame_started_at.is_some() {
             connection.frame_started_at = Some(now);
         }
         let Some(deadline) = connection.frame_deadline(timeout_ms) else { return false };

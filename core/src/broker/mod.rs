@@ -31,7 +31,7 @@ use crate::rng::Rng;
 use crate::storage::log::Log;
 use crate::time::Instant;
 
-use connection::{ConnState, Connection};
+use connection::{ConnState, Connection, PauseReason};
 pub use errors::{DeclareError, OptionsError, PublishError, QueueLimit};
 pub use recover::RecoveryReport;
 pub use stats::BrokerStats;
@@ -239,8 +239,7 @@ impl Broker {
         self.shutting_down = true;
         let conns: Vec<ConnId> = self.connections.keys().copied().collect();
         for conn in conns {
-            self.connection_mut(conn).paused.shutdown = true;
-            self.update_read_pause(conn);
+            self.set_read_pause(conn, PauseReason::Shutdown, true);
         }
         self.after_input();
     }
@@ -326,9 +325,8 @@ impl Broker {
         }
         let queues: Vec<QueueId> = connection.subscriptions.values().map(|s| s.queue).collect();
         self.dirty_queues.extend(queues);
-        if connection.paused.outbound_backlog {
-            connection.paused.outbound_backlog = false;
-            self.update_read_pause(conn);
+        if connection.pause_reasons().contains(PauseReason::OutboundBacklog) {
+            self.set_read_pause(conn, PauseReason::OutboundBacklog, false);
             self.process_received(conn);
         }
     }
@@ -341,15 +339,14 @@ impl Broker {
         limits.connection_outbound_bytes_max + u64::from(limits.frame_size_max)
     }
 
-    /// Emits `PauseRead` / `ResumeRead` when the connection's pause state changed.
-    fn update_read_pause(&mut self, conn: ConnId) {
-        let connection = self.connection_mut(conn);
-        let paused = connection.paused.any();
-        if paused != connection.read_paused_output {
-            connection.read_paused_output = paused;
-            let output =
-                if paused { Output::PauseRead { conn } } else { Output::ResumeRead { conn } };
-            self.outputs.push_back(output);
+    /// Sets or clears one reason not to read a connection, and tells the driver when reading
+    /// as a whole pauses or resumes. Resuming does not read what is buffered: callers that
+    /// clear a reason call `process_received` when they want that.
+    fn set_read_pause(&mut self, conn: ConnId, reason: PauseReason, on: bool) {
+        match self.connection_mut(conn).set_paused(reason, on) {
+            Some(true) => self.outputs.push_back(Output::PauseRead { conn }),
+            Some(false) => self.outputs.push_back(Output::ResumeRead { conn }),
+            None => {}
         }
     }
 
@@ -380,10 +377,9 @@ impl Broker {
             return Some(Output::Send { conn, bytes });
         }
         if connection.outbound.unflushed_bytes >= read_pause_at
-            && !connection.paused.outbound_backlog
+            && !connection.pause_reasons().contains(PauseReason::OutboundBacklog)
         {
-            connection.paused.outbound_backlog = true;
-            self.update_read_pause(conn);
+            self.set_read_pause(conn, PauseReason::OutboundBacklog, true);
         }
         Some(Output::Send { conn, bytes })
     }

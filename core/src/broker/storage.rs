@@ -3,6 +3,7 @@
 
 use chute_protocol::{ErrorCode, Header};
 
+use super::connection::PauseReason;
 use super::outbound::Gate;
 use super::timers::TimerKey;
 use super::Broker;
@@ -164,12 +165,11 @@ impl Broker {
             if connection.outbound.is_waiting() {
                 self.waiting_connections.insert(conn);
             }
-            let resume =
-                connection.paused.unconfirmed && connection.outbound.unconfirmed < unconfirmed_max;
+            let resume = connection.pause_reasons().contains(PauseReason::Unconfirmed)
+                && connection.outbound.unconfirmed < unconfirmed_max;
             self.mark_dirty(conn);
             if resume {
-                self.connection_mut(conn).paused.unconfirmed = false;
-                self.update_read_pause(conn);
+                self.set_read_pause(conn, PauseReason::Unconfirmed, false);
                 self.process_received(conn);
             }
         }

@@ -7,7 +7,7 @@ use chute_protocol::{ErrorCode, FrameKind, Heartbeat};
 
 use chute_protocol::{AttemptOutcome, DeadReason};
 
-use super::connection::ConnState;
+use super::connection::{ConnState, PauseReason};
 use super::failure::Failure;
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
@@ -184,15 +184,13 @@ impl Broker {
             return;
         }
         self.timers.set(&mut connection.rate_resume_at, Some(until), TimerKey::RateResume(conn));
-        connection.paused.rate_limited = true;
-        self.update_read_pause(conn);
+        self.set_read_pause(conn, PauseReason::RateLimited, true);
     }
 
     fn fire_rate_resume(&mut self, conn: ConnId) {
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         connection.rate_resume_at = None;
-        connection.paused.rate_limited = false;
-        self.update_read_pause(conn);
+        self.set_read_pause(conn, PauseReason::RateLimited, false);
         self.process_received(conn);
     }
 
@@ -231,7 +229,7 @@ impl Broker {
             }
             ConnState::Open | ConnState::Closing => {
                 // While the broker is not reading, the client's silence is the broker's doing.
-                if connection.read_paused_output {
+                if connection.pause_reasons().any() {
                     connection.last_received = now;
                 }
                 if now >= connection.idle_deadline() {
