@@ -8,8 +8,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::streaming::{be_u32, u8 as byte};
 use nom::Parser;
+use postcard::de_flavors::{Flavor, Slice};
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::{self, OverLimit};
 use crate::error_code::ErrorCode;
 use crate::kind::{decode_body, Frame, FrameKind};
 use crate::limits::{FRAME_HEADER_LEN, FRAME_SIZE_CEILING, PREFACE};
@@ -29,6 +31,19 @@ pub enum DecodeError {
     UnknownFlags { kind: FrameKind, flags: u8 },
     #[error("malformed {kind:?} body: {detail}")]
     MalformedBody { kind: FrameKind, detail: postcard::Error },
+    /// A sequence declared more elements than its limit (§10.1 of the spec); refused on the
+    /// count, before any element was read.
+    #[error("malformed {kind:?} body: {field}: {count} elements, the limit is {max} ({limit})")]
+    SequenceTooLong {
+        kind: FrameKind,
+        /// The field, as the spec's frame tables name it (`messages`, `headers`, ...).
+        field: &'static str,
+        /// The declared count.
+        count: u64,
+        max: usize,
+        /// The name of the limit (`PUBLISH_BATCH_MAX`, ...).
+        limit: &'static str,
+    },
     #[error("{kind:?} body has {count} trailing bytes")]
     TrailingBytes { kind: FrameKind, count: usize },
 }
@@ -42,6 +57,7 @@ impl DecodeError {
             DecodeError::UnknownKind(_) => ErrorCode::UNEXPECTED_FRAME,
             DecodeError::UnknownFlags { .. }
             | DecodeError::MalformedBody { .. }
+            | DecodeError::SequenceTooLong { .. }
             | DecodeError::TrailingBytes { .. } => ErrorCode::MALFORMED_FRAME,
         }
     }
@@ -105,12 +121,44 @@ pub(crate) fn decode_postcard<'a, T: Deserialize<'a>>(
     kind: FrameKind,
     body: &'a [u8],
 ) -> Result<T, DecodeError> {
-    let (value, rest) = postcard::take_from_bytes::<T>(body)
-        .map_err(|detail| DecodeError::MalformedBody { kind, detail })?;
+    let mut deserializer = postcard::Deserializer::from_flavor(DeclaredCounts(Slice::new(body)));
+    let value = bounded::scope(body.len(), || T::deserialize(&mut deserializer)).map_err(
+        |(detail, refused)| match refused {
+            Some(OverLimit { field, count, max, limit }) => {
+                DecodeError::SequenceTooLong { kind, field, count, max, limit }
+            }
+            None => DecodeError::MalformedBody { kind, detail },
+        },
+    )?;
+    let rest =
+        deserializer.finalize().map_err(|detail| DecodeError::MalformedBody { kind, detail })?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes { kind, count: rest.len() });
     }
     Ok(value)
+}
+
+/// The slice flavor, except that it does not tell postcard how many bytes are left. postcard
+/// withholds a sequence's declared count from the visitor when the count exceeds the bytes
+/// left (to spare it a large allocation); without the hint it always passes the count on, so
+/// the bounded visitor can refuse an over-limit count as such, and caps what it reserves itself.
+struct DeclaredCounts<'de>(Slice<'de>);
+
+impl<'de> Flavor<'de> for DeclaredCounts<'de> {
+    type Remainder = &'de [u8];
+    type Source = &'de [u8];
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        self.0.pop()
+    }
+
+    fn try_take_n(&mut self, count: usize) -> postcard::Result<&'de [u8]> {
+        self.0.try_take_n(count)
+    }
+
+    fn finalize(self) -> postcard::Result<&'de [u8]> {
+        self.0.finalize()
+    }
 }
 
 /// Appends a frame with the given body to `out`.

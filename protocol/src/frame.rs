@@ -5,10 +5,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error_code::ErrorCode;
-use crate::limits::{
-    DELIVER_BATCH_MAX, LIST_PAGE_MAX, PUBLISH_BATCH_MAX, PUBLISH_FAILURES_MAX, RANGES_MAX,
-    REDRIVE_IDS_MAX,
-};
 use crate::message::{DeadLetter, DeadLetterSummary, Delivery, PublishMessage, ShareBytes};
 use crate::queue_options::{QueueOptions, RateLimit};
 
@@ -197,7 +193,7 @@ pub struct QueueSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueListOk {
     pub request_id: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, LIST_PAGE_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::queues")]
     pub queues: Vec<QueueSummary>,
     /// More queues follow the last one listed.
     pub more: bool,
@@ -259,9 +255,9 @@ pub struct QueueStats {
     /// Messages this queue holds as a dead-letter queue.
     pub dead_letters: u64,
     pub counters: QueueCounters,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, LIST_PAGE_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::consumers")]
     pub consumers: Vec<ConsumerInfo>,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, LIST_PAGE_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::bindings")]
     pub bindings: Vec<String>,
 }
 
@@ -289,14 +285,14 @@ pub struct Publish<P = Bytes> {
     /// For topics: fail a message that matches no binding with `unroutable` instead of
     /// confirming and counting it as dropped.
     pub mandatory: bool,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, PUBLISH_BATCH_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::messages")]
     pub messages: Vec<PublishMessage<P>>,
 }
 
 /// Server → client: these publishes are accepted (durable where the queue promises it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirm {
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, RANGES_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::ranges")]
     pub ranges: Vec<Range>,
 }
 
@@ -311,7 +307,7 @@ pub struct PublishFailure {
 /// Server → client: these publishes were not accepted; nothing of them was stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishRejected {
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, PUBLISH_FAILURES_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::failures")]
     pub failures: Vec<PublishFailure>,
 }
 
@@ -351,7 +347,7 @@ pub struct Unsubscribe {
 #[serde(bound(serialize = "P: AsRef<[u8]>", deserialize = "P: Deserialize<'de>"))]
 pub struct Deliver<P = Bytes> {
     pub subscription: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, DELIVER_BATCH_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::deliveries")]
     pub deliveries: Vec<Delivery<P>>,
 }
 
@@ -368,7 +364,7 @@ pub struct SubscriptionCancelled {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub request_id: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, RANGES_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::ranges")]
     pub ranges: Vec<Range>,
 }
 
@@ -376,7 +372,7 @@ pub struct Ack {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nack {
     pub request_id: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, RANGES_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::ranges")]
     pub ranges: Vec<Range>,
     pub delay_ms: Option<u64>,
     pub reason: Option<String>,
@@ -386,7 +382,7 @@ pub struct Nack {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {
     pub request_id: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, RANGES_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::ranges")]
     pub ranges: Vec<Range>,
     pub reason: String,
 }
@@ -396,7 +392,7 @@ pub struct Reject {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Touch {
     pub request_id: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, RANGES_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::ranges")]
     pub ranges: Vec<Range>,
     pub lease_ms: Option<u32>,
 }
@@ -416,7 +412,7 @@ pub struct DlqList {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DlqListOk {
     pub request_id: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, LIST_PAGE_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::entries")]
     pub entries: Vec<DeadLetterSummary>,
     pub more: bool,
 }
@@ -441,7 +437,7 @@ pub struct DlqInspectOk<P = Bytes> {
 pub struct DlqRedrive {
     pub request_id: u32,
     pub queue: String,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, REDRIVE_IDS_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::dead_ids")]
     pub dead_ids: Vec<u64>,
 }
 

@@ -7,8 +7,6 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{ATTEMPT_HISTORY_MAX, HEADERS_MAX};
-
 /// An application header: a name and an opaque value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(serialize = "P: AsRef<[u8]>", deserialize = "P: Deserialize<'de>"))]
@@ -34,7 +32,7 @@ pub enum Schedule {
 pub struct PublishMessage<P = Bytes> {
     /// Application message id; the deduplication key when the queue has a dedup window.
     pub id: Option<String>,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, HEADERS_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::headers")]
     pub headers: Vec<Header<P>>,
     #[serde(serialize_with = "crate::bounded::bytes")]
     pub payload: P,
@@ -73,7 +71,7 @@ pub struct Delivery<P = Bytes> {
     /// True when this message was delivered before (to any consumer).
     pub redelivered: bool,
     pub id: Option<String>,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, HEADERS_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::headers")]
     pub headers: Vec<Header<P>>,
     #[serde(serialize_with = "crate::bounded::bytes")]
     pub payload: P,
@@ -138,7 +136,7 @@ pub struct DeadLetterSummary {
     pub dead_unix_ms: u64,
     pub published_unix_ms: u64,
     pub payload_len: u32,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, ATTEMPT_HISTORY_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::history")]
     pub history: Vec<AttemptRecord>,
 }
 
@@ -147,7 +145,7 @@ pub struct DeadLetterSummary {
 #[serde(bound(serialize = "P: AsRef<[u8]>", deserialize = "P: Deserialize<'de>"))]
 pub struct DeadLetter<P = Bytes> {
     pub summary: DeadLetterSummary,
-    #[serde(deserialize_with = "crate::bounded::vec::<_, _, HEADERS_MAX>")]
+    #[serde(deserialize_with = "crate::bounded::headers")]
     pub headers: Vec<Header<P>>,
     #[serde(serialize_with = "crate::bounded::bytes")]
     pub payload: P,

@@ -246,6 +246,7 @@ proptest! {
         match decode_stream(&input, input.len(), false) {
             (1, None) => {}
             (0, Some(DecodeError::MalformedBody { kind: k, .. }))
+            | (0, Some(DecodeError::SequenceTooLong { kind: k, .. }))
             | (0, Some(DecodeError::TrailingBytes { kind: k, .. })) => prop_assert_eq!(k, kind),
             other => prop_assert!(false, "unexpected outcome {:?}", other),
         }
@@ -334,7 +335,10 @@ fn huge_sequence_length_prefix_is_refused_without_allocating() {
     let ((frames, error), peak) = peak_allocated_by(|| decode_stream(&input, input.len(), false));
     assert_eq!(frames, 0);
     assert!(
-        matches!(error, Some(DecodeError::MalformedBody { kind: FrameKind::Publish, .. })),
+        matches!(
+            error,
+            Some(DecodeError::SequenceTooLong { kind: FrameKind::Publish, field: "messages", .. })
+        ),
         "got {error:?}"
     );
     assert!(peak < 1024, "refusing the count allocated {peak} bytes");
@@ -353,23 +357,40 @@ fn varint(mut value: u64) -> Vec<u8> {
 
 /// One bounded sequence of v1, located in a minimal body of its frame kind.
 struct Sequence {
-    field: &'static str,
+    /// `Type.field`, for failure messages.
+    path: &'static str,
     kind: FrameKind,
     /// The body bytes before the sequence's count.
     before: Vec<u8>,
     limit: usize,
+    /// The name of the limit's constant, which the decode error must give.
+    limit_name: &'static str,
     /// The body bytes after the sequence when it is empty.
     after: Vec<u8>,
 }
 
+impl Sequence {
+    /// The field name the decode error must give: the last part of the path.
+    fn field(&self) -> &'static str {
+        self.path.rsplit('.').next().unwrap()
+    }
+}
+
+/// A limit and the name of its constant.
+macro_rules! named {
+    ($limit:ident) => {
+        ($limit, stringify!($limit))
+    };
+}
+
 fn sequence(
-    field: &'static str,
+    path: &'static str,
     kind: FrameKind,
     before: &[u8],
-    limit: usize,
+    (limit, limit_name): (usize, &'static str),
     after: &[u8],
 ) -> Sequence {
-    Sequence { field, kind, before: before.to_vec(), limit, after: after.to_vec() }
+    Sequence { path, kind, before: before.to_vec(), limit, limit_name, after: after.to_vec() }
 }
 
 /// Every bounded sequence field of v1.
@@ -392,31 +413,30 @@ fn bounded_sequences() -> Vec<Sequence> {
     let listed = [&[1, 1][..], &summary].concat();
     let inspected = [&[1][..], &summary].concat();
     let inspected_headers = [&inspected[..], &[0]].concat();
-    let (history_max, headers_max) = (ATTEMPT_HISTORY_MAX, HEADERS_MAX);
     // Columns: field, frame kind, body before the count, limit, body after an empty sequence.
     vec![
-        sequence("QueueListOk.queues", K::QueueListOk, &[1], LIST_PAGE_MAX, &[0]), // more
-        sequence("QueueStats.consumers", K::QueueStatsOk, stats, LIST_PAGE_MAX, &[0]), // bindings
-        sequence("QueueStats.bindings", K::QueueStatsOk, &with_bindings, LIST_PAGE_MAX, &[]),
-        sequence("Publish.messages", K::Publish, &publish, PUBLISH_BATCH_MAX, &[]),
+        sequence("QueueListOk.queues", K::QueueListOk, &[1], named!(LIST_PAGE_MAX), &[0]), // more
+        sequence("QueueStats.consumers", K::QueueStatsOk, stats, named!(LIST_PAGE_MAX), &[0]), // bindings
+        sequence("QueueStats.bindings", K::QueueStatsOk, &with_bindings, named!(LIST_PAGE_MAX), &[]),
+        sequence("Publish.messages", K::Publish, &publish, named!(PUBLISH_BATCH_MAX), &[]),
         // after: empty payload, no schedule, no ttl, priority 0, no group
-        sequence("PublishMessage.headers", K::Publish, &message, HEADERS_MAX, &[0; 5]),
-        sequence("Confirm.ranges", K::Confirm, &[], RANGES_MAX, &[]),
-        sequence("PublishRejected.failures", K::PublishRejected, &[], PUBLISH_FAILURES_MAX, &[]),
-        sequence("Deliver.deliveries", K::Deliver, &[1], DELIVER_BATCH_MAX, &[]),
+        sequence("PublishMessage.headers", K::Publish, &message, named!(HEADERS_MAX), &[0; 5]),
+        sequence("Confirm.ranges", K::Confirm, &[], named!(RANGES_MAX), &[]),
+        sequence("PublishRejected.failures", K::PublishRejected, &[], named!(PUBLISH_FAILURES_MAX), &[]),
+        sequence("Deliver.deliveries", K::Deliver, &[1], named!(DELIVER_BATCH_MAX), &[]),
         // after: empty payload, published 0, priority 0, no group, no topic
-        sequence("Delivery.headers", K::Deliver, &delivery, HEADERS_MAX, &[0; 5]),
-        sequence("Ack.ranges", K::Ack, &[1], RANGES_MAX, &[]),
-        sequence("Nack.ranges", K::Nack, &[1], RANGES_MAX, &[0, 0]), // no delay, no reason
-        sequence("Reject.ranges", K::Reject, &[1], RANGES_MAX, &[0]), // reason ""
-        sequence("Touch.ranges", K::Touch, &[1], RANGES_MAX, &[0]), // no lease
-        sequence("DlqListOk.entries", K::DlqListOk, &[1], LIST_PAGE_MAX, &[0]), // more
-        sequence("DeadLetterSummary.history", K::DlqListOk, &listed, ATTEMPT_HISTORY_MAX, &[0]),
+        sequence("Delivery.headers", K::Deliver, &delivery, named!(HEADERS_MAX), &[0; 5]),
+        sequence("Ack.ranges", K::Ack, &[1], named!(RANGES_MAX), &[]),
+        sequence("Nack.ranges", K::Nack, &[1], named!(RANGES_MAX), &[0, 0]), // no delay, no reason
+        sequence("Reject.ranges", K::Reject, &[1], named!(RANGES_MAX), &[0]), // reason ""
+        sequence("Touch.ranges", K::Touch, &[1], named!(RANGES_MAX), &[0]), // no lease
+        sequence("DlqListOk.entries", K::DlqListOk, &[1], named!(LIST_PAGE_MAX), &[0]), // more
+        sequence("DeadLetterSummary.history", K::DlqListOk, &listed, named!(ATTEMPT_HISTORY_MAX), &[0]),
         // after: no headers, empty payload
-        sequence("DeadLetter.summary.history", K::DlqInspectOk, &inspected, history_max, &[0, 0]),
+        sequence("DeadLetter.summary.history", K::DlqInspectOk, &inspected, named!(ATTEMPT_HISTORY_MAX), &[0, 0]),
         // after: empty payload
-        sequence("DeadLetter.headers", K::DlqInspectOk, &inspected_headers, headers_max, &[0]),
-        sequence("DlqRedrive.dead_ids", K::DlqRedrive, &[1, 1, b'q'], REDRIVE_IDS_MAX, &[]),
+        sequence("DeadLetter.headers", K::DlqInspectOk, &inspected_headers, named!(HEADERS_MAX), &[0]),
+        sequence("DlqRedrive.dead_ids", K::DlqRedrive, &[1, 1, b'q'], named!(REDRIVE_IDS_MAX), &[]),
     ]
 }
 
@@ -430,30 +450,94 @@ fn bounded_sequence_table_locates_each_count() {
             decode_stream(&input, input.len(), false),
             (1, None),
             "{}: the count is not where the table says",
-            s.field
+            s.path
         );
     }
 }
 
+/// The error that refuses `count` elements in the sequence `s`.
+fn too_long(s: &Sequence, count: u64) -> DecodeError {
+    DecodeError::SequenceTooLong {
+        kind: s.kind,
+        field: s.field(),
+        count,
+        max: s.limit,
+        limit: s.limit_name,
+    }
+}
+
 /// Every bounded sequence refuses a count above its limit on the count alone, before reading
-/// an element or allocating for them, even when the body is long enough to hold that many
-/// elements (postcard hints the count to the decoder only then).
+/// an element or allocating for them, and says so: the error names the field, the declared
+/// count and the limit. That holds whether or not the body is long enough to hold that many
+/// elements (postcard itself hints the count to a decoder only when it is).
 #[test]
 fn every_sequence_count_above_its_limit_is_refused_before_allocating() {
     for s in bounded_sequences() {
-        for count in [s.limit as u64 + 1, u64::from(u32::MAX)] {
-            let body = [s.before.clone(), varint(count), vec![0xff; 64 * 1024]].concat();
-            let input = frame_with_body(s.kind, &body);
-            let ((_, error), peak) =
-                peak_allocated_by(|| decode_stream(&input, input.len(), false));
-            assert!(
-                matches!(error, Some(DecodeError::MalformedBody { kind, .. }) if kind == s.kind),
-                "{} of {count}: got {error:?}",
-                s.field
-            );
-            assert!(peak < 1024, "{} of {count}: refusing it allocated {peak} bytes", s.field);
+        for count in [s.limit as u64 + 1, 2 * s.limit as u64, u64::from(u32::MAX)] {
+            for tail_len in [0, 64 * 1024] {
+                let body = [s.before.clone(), varint(count), vec![0xff; tail_len]].concat();
+                let input = frame_with_body(s.kind, &body);
+                let ((_, error), peak) =
+                    peak_allocated_by(|| decode_stream(&input, input.len(), false));
+                let path = s.path;
+                assert_eq!(error, Some(too_long(&s, count)), "{path} of {count}, tail {tail_len}");
+                assert!(peak < 1024, "{path} of {count}: refusing it allocated {peak} bytes");
+            }
         }
     }
+}
+
+/// The refusal's text names the frame, the field, the declared count and the limit with the
+/// name of its constant, so that a peer's log says which rule its frame broke.
+#[test]
+fn over_limit_errors_name_the_field_and_the_limit() {
+    for s in bounded_sequences() {
+        let count = s.limit as u64 + 1;
+        let text = too_long(&s, count).to_string();
+        for part in [
+            format!("malformed {:?} body", s.kind),
+            format!("{}: {count} elements", s.field()),
+            format!("the limit is {} ({})", s.limit, s.limit_name),
+        ] {
+            assert!(text.contains(&part), "{}: {text:?} does not say {part:?}", s.path);
+        }
+    }
+    let sequences = bounded_sequences();
+    let publish = sequences.iter().find(|s| s.path == "Publish.messages").unwrap();
+    assert_eq!(
+        too_long(publish, 4097).to_string(),
+        "malformed Publish body: messages: 4097 elements, the limit is 4096 (PUBLISH_BATCH_MAX)"
+    );
+    assert_eq!(too_long(publish, 4097).error_code(), ErrorCode::MALFORMED_FRAME);
+}
+
+/// A count at its limit is not refused as too long: a body that then ends early is malformed
+/// for running out of bytes, not for its count.
+#[test]
+fn a_count_at_its_limit_in_a_short_body_is_a_truncated_body() {
+    for s in bounded_sequences() {
+        let body = [s.before.clone(), varint(s.limit as u64)].concat();
+        let input = frame_with_body(s.kind, &body);
+        let (_, error) = decode_stream(&input, input.len(), false);
+        assert!(
+            matches!(error, Some(DecodeError::MalformedBody { kind, .. }) if kind == s.kind),
+            "{}: got {error:?}",
+            s.path
+        );
+    }
+}
+
+/// A count within its limit that the body is too short to hold costs what the body could hold,
+/// not what the count claims: here a 6-byte `Publish` body claiming `PUBLISH_BATCH_MAX`
+/// messages.
+#[test]
+fn a_count_the_body_cannot_hold_reserves_only_what_it_could() {
+    let body = [&[0, 1, b'q', 0][..], &varint(PUBLISH_BATCH_MAX as u64)].concat();
+    let input = frame_with_body(FrameKind::Publish, &body);
+    let ((_, error), peak) = peak_allocated_by(|| decode_stream(&input, input.len(), false));
+    assert!(matches!(error, Some(DecodeError::MalformedBody { .. })), "got {error:?}");
+    let claimed = PUBLISH_BATCH_MAX * size_of::<PublishMessage<&[u8]>>();
+    assert!(peak < 4096, "a {}-byte body claiming {claimed} bytes allocated {peak}", body.len());
 }
 
 /// A string or byte string claiming `u32::MAX` bytes is refused when the bytes are missing,
@@ -637,11 +721,20 @@ fn one_past_each_sequence_limit_is_refused() {
         let record = list.entries[0].history[0].clone();
         list.entries[0].history.push(record);
     }
-    for frame in [too_many_headers, too_many_messages, too_long_history] {
+    let cases = [
+        (too_many_headers, "headers", HEADERS_MAX),
+        (too_many_messages, "messages", PUBLISH_BATCH_MAX),
+        (too_long_history, "history", ATTEMPT_HISTORY_MAX),
+    ];
+    for (frame, field, max) in cases {
         let input = Bytes::from(encode(&frame));
         let (_, error) = decode_stream(&input, input.len(), false);
         assert!(
-            matches!(error, Some(DecodeError::MalformedBody { kind, .. }) if kind == frame.kind()),
+            matches!(
+                error,
+                Some(DecodeError::SequenceTooLong { kind, field: f, count, max: m, .. })
+                    if kind == frame.kind() && f == field && count == max as u64 + 1 && m == max
+            ),
             "{:?}: got {error:?}",
             frame.kind()
         );
