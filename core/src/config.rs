@@ -33,7 +33,8 @@ pub struct BrokerLimits {
     /// Messages held by one queue when its own `messages_max` is unset.
     pub queue_messages_max: u64,
     /// Bytes queued for one connection but not yet written to its socket. Above this the
-    /// broker stops reading from the connection; above twice this it closes it.
+    /// broker queues no more deliveries for it, and at this plus `frame_size_max` it stops
+    /// reading from it (so a client that does not read its answers cannot make it queue more).
     pub connection_outbound_bytes_max: u64,
     /// Topic bindings on the broker; routing a topic publish is linear in them.
     pub bindings_max: u32,

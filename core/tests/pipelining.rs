@@ -158,3 +158,102 @@ fn dlq_list_limit_zero_is_a_full_page() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A settlement that asked for no answer (`request_id` 0) but is invalid cannot be answered
+/// with an `Error` naming it: the connection ends with the error as its reason.
+#[test]
+fn an_invalid_settlement_without_request_id_closes_the_connection() {
+    let mut net = Net::new();
+    let conn = net.open_raw();
+    let nack = chute_protocol::Nack {
+        request_id: 0,
+        ranges: vec![chute_protocol::Range::one(1)],
+        delay_ms: None,
+        reason: Some("x".repeat(chute_protocol::REASON_LEN_MAX + 1)),
+    };
+    net.send_frames(conn, &[Frame::Nack(nack)]);
+    let frames = net.raw_frames(conn);
+    assert!(
+        matches!(&frames[..], [Frame::Error(e), Frame::Close(c)]
+            if e.request_id == 0 && e.code == ErrorCode::INVALID_ARGUMENT
+                && c.code == ErrorCode::INVALID_ARGUMENT),
+        "{frames:?}"
+    );
+    assert!(closed(&net, conn));
+}
+
+fn small_frames() -> chute_core::BrokerConfig {
+    let mut config = chute_core::BrokerConfig::default();
+    config.limits.frame_size_max = 4096;
+    config.limits.payload_size_max = 1024;
+    config.limits.connection_outbound_bytes_max = 1 << 20;
+    config
+}
+
+fn publish_one(priority: u8) -> Frame {
+    let mut message = chute_protocol::PublishMessage::new(Bytes::from_static(b"m"));
+    message.priority = priority;
+    Frame::Publish(chute_protocol::Publish {
+        destination: chute_protocol::Destination::Queue("jobs".into()),
+        mandatory: false,
+        messages: vec![message],
+    })
+}
+
+/// Many publishes read at once, every other one refused, split the confirms into more ranges
+/// than one small frame holds: they arrive in several `Confirm` frames covering every accepted
+/// publish, not as an encoding failure.
+#[test]
+fn confirms_of_many_publishes_split_over_frames() {
+    let mut net = Net::with_config(small_frames());
+    let conn = net.open_raw();
+    net.send_frames(conn, &[declare(1, "jobs")]);
+    net.raw_frames(conn);
+    let publishes: Vec<Frame> =
+        (0..2000).map(|i| publish_one(if i % 2 == 0 { 0 } else { 10 })).collect();
+    net.send_frames(conn, &publishes);
+    let (mut confirmed, mut refused, mut confirms) = (Vec::new(), Vec::new(), 0);
+    for frame in net.raw_frames(conn) {
+        match frame {
+            Frame::Confirm(c) => {
+                confirms += 1;
+                confirmed.extend(c.ranges.iter().flat_map(|r| r.iter()));
+            }
+            Frame::PublishRejected(r) => refused.extend(r.failures.iter().map(|f| f.seq)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(confirms > 1, "one Confirm cannot hold 1000 ranges in 4 KiB");
+    confirmed.sort_unstable();
+    let odd: Vec<u64> = (1..=2000).step_by(2).collect();
+    let even: Vec<u64> = (2..=2000).step_by(2).collect();
+    assert_eq!(confirmed, odd);
+    assert_eq!(refused, even);
+    assert!(!closed(&net, conn));
+}
+
+/// A large batch refused whole (its queue does not exist) is answered in as many
+/// `PublishRejected` frames as the refusals need.
+#[test]
+fn refusals_of_a_large_batch_split_over_frames() {
+    let mut net = Net::with_config(small_frames());
+    let conn = net.open_raw();
+    let messages =
+        (0..500).map(|_| chute_protocol::PublishMessage::new(Bytes::from_static(b"m"))).collect();
+    let publish = chute_protocol::Publish {
+        destination: chute_protocol::Destination::Queue("missing".into()),
+        mandatory: false,
+        messages,
+    };
+    net.send_frames(conn, &[Frame::Publish(publish)]);
+    let frames = net.raw_frames(conn);
+    assert!(frames.len() > 1, "{} frames", frames.len());
+    let seqs: Vec<u64> = frames
+        .iter()
+        .flat_map(|f| match f {
+            Frame::PublishRejected(r) => r.failures.iter().map(|f| f.seq).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, (1..=500).collect::<Vec<u64>>());
+}

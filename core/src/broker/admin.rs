@@ -127,7 +127,9 @@ impl Broker {
                 code: ErrorCode::NO_SUCH_QUEUE,
                 message: format!("queue {:?} was deleted", queue.name),
             };
-            connection.send(FrameKind::SubscriptionCancelled, &cancelled, frame_size_max);
+            connection
+                .send(FrameKind::SubscriptionCancelled, &cancelled, frame_size_max)
+                .expect("a cancellation naming a queue fits any frame");
             self.mark_dirty(consumer.conn);
         }
         let mut gone = queue.purge();
@@ -265,9 +267,14 @@ impl Broker {
         id
     }
 
+    /// Sends an answer. One the broker cannot fit in a frame is its own bug, and the client
+    /// could never match the request to anything else: the connection closes with `internal`.
     pub(super) fn reply<T: serde::Serialize>(&mut self, conn: ConnId, kind: FrameKind, body: &T) {
         let frame_size_max = self.config.limits.frame_size_max;
-        self.connection_mut(conn).send(kind, body, frame_size_max);
+        if let Err(err) = self.connection_mut(conn).send(kind, body, frame_size_max) {
+            let message = format!("an answer could not be encoded: {err}");
+            return self.close_connection(conn, ErrorCode::INTERNAL, message);
+        }
         self.mark_dirty(conn);
     }
 
@@ -287,6 +294,9 @@ impl Broker {
         self.reply(conn, kind, body);
     }
 
+    /// Answers a request with an error. A request with `request_id` 0 asked for no answer, and
+    /// an `Error` with 0 would mean the connection is over (PROTOCOL.md §5.6): so it is, with
+    /// this error as the reason.
     pub(super) fn reply_error(
         &mut self,
         conn: ConnId,
@@ -294,6 +304,9 @@ impl Broker {
         code: ErrorCode,
         message: String,
     ) {
+        if request_id == 0 {
+            return self.close_connection(conn, code, message);
+        }
         let frame_size_max = self.config.limits.frame_size_max;
         self.connection_mut(conn).send_error(request_id, code, message, frame_size_max);
         self.mark_dirty(conn);

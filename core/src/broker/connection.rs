@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chute_protocol::{
-    encode_body, push_to_ranges, ErrorCode, ErrorFrame, FrameKind, FrameReader, Range,
+    encode_body, push_to_ranges, EncodeError, ErrorCode, ErrorFrame, FrameKind, FrameReader, Range,
 };
 use serde::Serialize;
 
@@ -206,21 +206,15 @@ impl Connection {
         self.outbound.backlog()
     }
 
-    /// Encodes a frame into the outbound buffer. A body too large for a frame becomes an
-    /// `internal` error frame instead (a response the broker cannot fit is the broker's bug).
-    pub fn send<T: Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T, frame_size_max: u32) {
-        let out = self.outbound.buffer();
-        if let Err(err) = encode_body(kind, body, out, frame_size_max) {
-            let frame = ErrorFrame {
-                request_id: 0,
-                code: ErrorCode::INTERNAL,
-                retriable: false,
-                retry_after_ms: 0,
-                message: format!("response could not be encoded: {err}"),
-            };
-            encode_body(FrameKind::Error, &frame, out, frame_size_max)
-                .expect("a short error frame always fits");
-        }
+    /// Encodes a frame into the outbound buffer, or leaves it as it was and says why the frame
+    /// does not fit.
+    pub fn send<T: Serialize + ?Sized>(
+        &mut self,
+        kind: FrameKind,
+        body: &T,
+        frame_size_max: u32,
+    ) -> Result<(), EncodeError> {
+        encode_body(kind, body, self.outbound.buffer(), frame_size_max)
     }
 
     pub fn send_error(
@@ -230,14 +224,20 @@ impl Connection {
         message: String,
         frame_size_max: u32,
     ) {
-        let frame = ErrorFrame {
+        let mut frame = ErrorFrame {
             request_id,
             code,
             retriable: code.is_retriable(),
             retry_after_ms: 0,
             message,
         };
-        self.send(FrameKind::Error, &frame, frame_size_max);
+        // Messages are short, but may quote what a client sent: cut one that would not fit.
+        let text_max = (frame_size_max as usize).saturating_sub(64);
+        if frame.message.len() > text_max {
+            let cut = (0..=text_max).rev().find(|at| frame.message.is_char_boundary(*at));
+            frame.message.truncate(cut.unwrap_or(0));
+        }
+        self.send(FrameKind::Error, &frame, frame_size_max).expect("an error frame is cut to fit");
     }
 
     /// Records an accepted publish for the next `Confirm`, which must wait for `gate`.

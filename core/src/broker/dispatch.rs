@@ -137,17 +137,17 @@ impl Broker {
                 if full && !deliveries.is_empty() {
                     let batch =
                         Deliver { subscription, deliveries: std::mem::take(&mut deliveries) };
-                    connection.send(FrameKind::Deliver, &batch, frame_size_max);
+                    connection
+                        .send(FrameKind::Deliver, &batch, frame_size_max)
+                        .expect("batches close below the frame limit by over-estimate");
                     frame_bytes = 16;
                 }
                 frame_bytes += size;
                 deliveries.push(delivery);
             }
-            connection.send(
-                FrameKind::Deliver,
-                &Deliver { subscription, deliveries },
-                frame_size_max,
-            );
+            connection
+                .send(FrameKind::Deliver, &Deliver { subscription, deliveries }, frame_size_max)
+                .expect("batches close below the frame limit by over-estimate");
             self.mark_dirty(conn);
             rest = &rest[run..];
         }

@@ -1,6 +1,6 @@
 //! Turning received bytes into frames and frames into actions.
 
-use chute_protocol::{Confirm, Direction, ErrorCode, Frame, FrameKind};
+use chute_protocol::{Confirm, Direction, ErrorCode, Frame, FrameKind, RANGES_MAX};
 
 use super::connection::{ConnState, PauseReason};
 use super::Broker;
@@ -25,7 +25,10 @@ impl Broker {
                 break;
             }
             match connection.reader.next_frame() {
-                Ok(Some(frame)) => self.handle_frame(conn, frame),
+                Ok(Some(frame)) => {
+                    self.handle_frame(conn, frame);
+                    self.flush_confirms_if_full(conn);
+                }
                 Ok(None) => break,
                 Err(err) => return self.close_connection(conn, err.error_code(), err.to_string()),
             }
@@ -36,6 +39,17 @@ impl Broker {
 
     /// Encodes one `Confirm` for the publishes accepted since the last, held back until the
     /// log is as durable as the most demanding of them needs.
+    /// A `Confirm` holds at most as many ranges as one frame can carry (and the protocol's
+    /// `RANGES_MAX`): refusals between accepted publishes split ranges, and a connection that
+    /// was paused may have many frames to read at once.
+    fn flush_confirms_if_full(&mut self, conn: ConnId) {
+        let frame_size_max = self.config.limits.frame_size_max;
+        let Some(connection) = self.connections.get(&conn) else { return };
+        if connection.confirm_ranges.len() >= confirm_ranges_max(frame_size_max) {
+            self.flush_confirms(conn);
+        }
+    }
+
     fn flush_confirms(&mut self, conn: ConnId) {
         let frame_size_max = self.config.limits.frame_size_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
@@ -45,7 +59,9 @@ impl Broker {
         let confirm = Confirm { ranges: std::mem::take(&mut connection.confirm_ranges) };
         let count: u64 = confirm.ranges.iter().map(|r| u64::from(r.count)).sum();
         connection.outbound.raise_gate(std::mem::take(&mut connection.confirm_gate));
-        connection.send(FrameKind::Confirm, &confirm, frame_size_max);
+        connection
+            .send(FrameKind::Confirm, &confirm, frame_size_max)
+            .expect("confirms are flushed before their ranges outgrow a frame");
         connection.outbound.add_confirms(count);
         self.mark_dirty(conn);
     }
@@ -122,4 +138,10 @@ fn answered_request_id(frame: &Frame) -> Option<u32> {
         Frame::DlqRedrive(f) => f.request_id,
         _ => return None,
     })
+}
+
+/// The most ranges one `Confirm` frame may carry: a range is at most 15 bytes on the wire (a
+/// `u64` and a `u32` varint), after a 3-byte length.
+fn confirm_ranges_max(frame_size_max: u32) -> usize {
+    (frame_size_max as usize).saturating_sub(3).div_euclid(15).clamp(1, RANGES_MAX)
 }

@@ -34,7 +34,9 @@ impl Broker {
         connection.publish_rate = connection_rate.map(|rate| TokenBucket::new(rate, now));
         connection.heartbeat_ms = heartbeat_ms;
         connection.client_name = hello.client_name.chars().take(256).collect();
-        connection.send(FrameKind::HelloOk, &hello_ok, frame_size_max);
+        connection
+            .send(FrameKind::HelloOk, &hello_ok, frame_size_max)
+            .expect("HelloOk is smaller than the smallest frame limit");
         let client_name = connection.client_name.clone();
         self.mark_dirty(conn);
         self.arm_connection_timer(conn);

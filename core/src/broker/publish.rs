@@ -2,9 +2,9 @@
 //! limiting, storing, confirming.
 
 use chute_protocol::{
-    DeadReason, Destination, Durability, FrameKind, OverflowPolicy, Publish, PublishMessage,
-    PublishRejected, RateLimitPolicy, Schedule, GROUP_KEY_LEN_MAX, MESSAGE_ID_LEN_MAX,
-    NAME_LEN_MAX, PRIORITY_MAX,
+    DeadReason, Destination, Durability, FrameKind, OverflowPolicy, Publish, PublishFailure,
+    PublishMessage, PublishRejected, RateLimitPolicy, Schedule, GROUP_KEY_LEN_MAX,
+    MESSAGE_ID_LEN_MAX, NAME_LEN_MAX, PRIORITY_MAX,
 };
 
 use super::errors::{PublishError, QueueLimit};
@@ -57,9 +57,7 @@ impl Broker {
         }
         self.dirty_queues.extend(route.queues.iter().copied());
         self.charge_pausing_rate_limits(conn, &route.queues, count as u32);
-        if !failures.is_empty() {
-            self.reply(conn, FrameKind::PublishRejected, &PublishRejected { failures });
-        }
+        self.reply_rejected(conn, failures);
     }
 
     /// The queues a destination names: one queue, or every queue bound to a matching pattern.
@@ -362,6 +360,27 @@ impl Broker {
         }
         let failures =
             (first_seq..first_seq + count as u64).map(|seq| error.to_failure(seq)).collect();
-        self.reply(conn, FrameKind::PublishRejected, &PublishRejected { failures });
+        self.reply_rejected(conn, failures);
+    }
+
+    /// Sends refusals in as many `PublishRejected` frames as they need: a batch of a thousand
+    /// refusals with their texts does not fit the smallest frame limit.
+    fn reply_rejected(&mut self, conn: ConnId, failures: Vec<PublishFailure>) {
+        // A failure's fixed fields take at most 26 bytes, its text's length 2 more.
+        let frame_bytes_max = self.config.limits.frame_size_max as usize - 8;
+        let (mut batch, mut batch_bytes) = (Vec::new(), 0);
+        for failure in failures {
+            let bytes = failure.message.len() + 28;
+            if batch_bytes + bytes > frame_bytes_max && !batch.is_empty() {
+                let failures = std::mem::take(&mut batch);
+                self.reply(conn, FrameKind::PublishRejected, &PublishRejected { failures });
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes;
+            batch.push(failure);
+        }
+        if !batch.is_empty() {
+            self.reply(conn, FrameKind::PublishRejected, &PublishRejected { failures: batch });
+        }
     }
 }

@@ -240,7 +240,9 @@ impl Broker {
                     return self.close_connection(conn, ErrorCode::HEARTBEAT_TIMEOUT, message);
                 }
                 if now >= connection.heartbeat_deadline() && connection.state == ConnState::Open {
-                    connection.send(FrameKind::Heartbeat, &Heartbeat, frame_size_max);
+                    connection
+                        .send(FrameKind::Heartbeat, &Heartbeat, frame_size_max)
+                        .expect("a heartbeat is empty");
                     // The heartbeat counts as sent now; `take_send` will agree.
                     connection.last_sent = now;
                     self.mark_dirty(conn);
