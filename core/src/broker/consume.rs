@@ -9,9 +9,9 @@ use chute_protocol::{
 
 use super::connection::{InFlight, Subscription};
 use super::failure::Failure;
+use super::leases::{lease_ms, queue_lease_ms};
 use super::outbound::Gate;
 use super::storage::{SyncNeed, LAZY_SYNC_MS};
-use super::timers::TimerKey;
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
 use crate::policy::breaker::Breaker;
@@ -194,11 +194,10 @@ impl Broker {
             };
             let mut found = 0u64;
             for (_, in_flight) in connection.in_flight.range_mut(range.first..=last) {
-                let queue_lease_ms =
-                    self.queues.get(&in_flight.queue).map_or(30_000, |q| q.options.lease_ms);
+                let queue_lease_ms = queue_lease_ms(&self.queues, in_flight.queue);
                 let subscription_lease_ms =
                     connection.subscriptions.get(&in_flight.subscription).and_then(|s| s.lease_ms);
-                let lease_ms = touch.lease_ms.or(subscription_lease_ms).unwrap_or(queue_lease_ms);
+                let lease_ms = lease_ms(touch.lease_ms, subscription_lease_ms, queue_lease_ms);
                 let deadline = now.plus_ms(lease_ms.into());
                 earliest = earliest.min(deadline);
                 in_flight.lease_deadline = deadline;
@@ -207,11 +206,7 @@ impl Broker {
             unknown += u64::from(range.count) - found;
         }
         if earliest < Instant::NEVER {
-            self.timers.arm_no_later(
-                &mut connection.lease_timer_at,
-                earliest,
-                TimerKey::Leases(conn),
-            );
+            self.arm_lease_timer(conn, earliest);
         }
         let failed = touch.request_id != 0 && (empty_range || unknown > 0);
         if failed {

@@ -6,12 +6,13 @@ use chute_protocol::{
 };
 
 use super::connection::InFlight;
+use super::leases::lease_ms;
 use super::outbound::Gate;
 use super::storage::{SyncNeed, LAZY_SYNC_MS};
-use super::timers::TimerKey;
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
 use crate::storage::records::{Record, Seqs};
+use crate::time::Instant;
 
 /// One delivery chosen during a dispatch pass, encoded after the pass.
 struct Chosen {
@@ -19,6 +20,7 @@ struct Chosen {
     subscription: u32,
     tag: u64,
     seq: u64,
+    lease_deadline: Instant,
 }
 
 impl Broker {
@@ -54,8 +56,8 @@ impl Broker {
                 .get_mut(&key.subscription)
                 .expect("consumer's subscription");
             subscription.on_delivery(now);
-            let lease_deadline =
-                now.plus_ms(subscription.lease_ms.unwrap_or(lease_ms_default).into());
+            let lease_ms = lease_ms(None, subscription.lease_ms, lease_ms_default);
+            let lease_deadline = now.plus_ms(lease_ms.into());
             let tag = connection.next_tag;
             connection.next_tag += 1;
             let in_flight = InFlight {
@@ -65,9 +67,11 @@ impl Broker {
                 lease_deadline,
             };
             connection.in_flight.insert(tag, in_flight);
-            let armed = &mut connection.lease_timer_at;
-            self.timers.arm_no_later(armed, lease_deadline, TimerKey::Leases(key.conn));
-            chosen.push(Chosen { conn: key.conn, subscription: key.subscription, tag, seq });
+            let subscription = key.subscription;
+            chosen.push(Chosen { conn: key.conn, subscription, tag, seq, lease_deadline });
+        }
+        for c in &chosen {
+            self.arm_lease_timer(c.conn, c.lease_deadline);
         }
         for message in expired {
             self.dispose(queue_id, message, DeadReason::Expired);

@@ -10,8 +10,12 @@ mod failure;
 mod frames;
 mod handshake;
 mod inbound;
+mod leases;
+mod liveness;
 mod outbound;
 mod publish;
+mod queue_timer;
+mod rate_limits;
 mod recover;
 mod routing;
 mod stats;
@@ -274,6 +278,16 @@ impl Broker {
         self.now = now;
         while let Some(key) = self.timers.pop_due(now) {
             self.fire_timer(key);
+        }
+    }
+
+    fn fire_timer(&mut self, key: TimerKey) {
+        match key {
+            TimerKey::Connection(conn) => self.fire_connection_timer(conn),
+            TimerKey::LazySync => self.fire_lazy_sync(),
+            TimerKey::Leases(conn) => self.fire_leases(conn),
+            TimerKey::Queue(queue) => self.fire_queue_timer(queue),
+            TimerKey::RateResume(conn) => self.fire_rate_resume(conn),
         }
     }
 

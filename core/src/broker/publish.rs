@@ -3,8 +3,8 @@
 
 use chute_protocol::{
     DeadReason, Destination, Durability, FrameKind, OverflowPolicy, Publish, PublishFailure,
-    PublishMessage, PublishRejected, RateLimitPolicy, Schedule, GROUP_KEY_LEN_MAX,
-    MESSAGE_ID_LEN_MAX, NAME_LEN_MAX, PRIORITY_MAX,
+    PublishMessage, PublishRejected, Schedule, GROUP_KEY_LEN_MAX, MESSAGE_ID_LEN_MAX, NAME_LEN_MAX,
+    PRIORITY_MAX,
 };
 
 use super::errors::{PublishError, QueueLimit};
@@ -12,7 +12,6 @@ use super::outbound::Gate;
 use super::storage::{stored, SyncNeed};
 use super::Broker;
 use crate::ids::{ConnId, MessageSeq, QueueId};
-use crate::policy::token_bucket::Refill;
 use crate::queue::{own_payloads, Message, MessageExtras, SegmentRef};
 use crate::storage::records::{Published, Record};
 use crate::time::Instant;
@@ -255,76 +254,6 @@ impl Broker {
                 return Err(refusal);
             };
             self.dispose(queue_id, oldest, DeadReason::Overflow);
-        }
-    }
-
-    /// Rate limits with the `reject` policy: one token per message, or a retriable refusal
-    /// saying when to retry.
-    fn take_rejecting_rate_limits(
-        &mut self,
-        conn: ConnId,
-        queues: &[QueueId],
-    ) -> Result<(), PublishError> {
-        let now = self.now;
-        let mut buckets: Vec<&mut crate::policy::token_bucket::TokenBucket> = Vec::new();
-        if let Some(bucket) =
-            self.publish_rate.as_mut().filter(|b| b.policy() == RateLimitPolicy::Reject)
-        {
-            buckets.push(bucket);
-        }
-        if let Some(bucket) = self.connections.get_mut(&conn).and_then(|c| c.publish_rate.as_mut())
-        {
-            if bucket.policy() == RateLimitPolicy::Reject {
-                buckets.push(bucket);
-            }
-        }
-        for queue in self.queues.values_mut().filter(|q| queues.contains(&q.id)) {
-            if let Some(bucket) =
-                queue.publish_rate.as_mut().filter(|b| b.policy() == RateLimitPolicy::Reject)
-            {
-                buckets.push(bucket);
-            }
-        }
-        let blocked = buckets.iter().filter_map(|b| b.refill_time(now, 1)).max();
-        if let Some(refill) = blocked {
-            let retry_after_ms = match refill {
-                Refill::At(at) => at.saturating_since(now).as_millis().max(1) as u64,
-                Refill::Never => 0,
-            };
-            return Err(PublishError::RateLimited { retry_after_ms });
-        }
-        for bucket in buckets {
-            bucket.try_take(now, 1).expect("every bucket had a token");
-        }
-        Ok(())
-    }
-
-    /// Rate limits with the `pause` policy: the batch is charged whole (the bucket may go into
-    /// debt by one batch), and the connection stops being read until the debt is paid.
-    fn charge_pausing_rate_limits(&mut self, conn: ConnId, queues: &[QueueId], count: u32) {
-        let now = self.now;
-        let mut resume_at: Option<Instant> = None;
-        let mut charge = |bucket: &mut crate::policy::token_bucket::TokenBucket| {
-            if bucket.policy() == RateLimitPolicy::Pause {
-                if let Some(at) = bucket.take_with_debt(now, count) {
-                    resume_at = Some(resume_at.map_or(at, |r| r.max(at)));
-                }
-            }
-        };
-        if let Some(bucket) = self.publish_rate.as_mut() {
-            charge(bucket);
-        }
-        if let Some(bucket) = self.connections.get_mut(&conn).and_then(|c| c.publish_rate.as_mut())
-        {
-            charge(bucket);
-        }
-        for queue in self.queues.values_mut().filter(|q| queues.contains(&q.id)) {
-            if let Some(bucket) = queue.publish_rate.as_mut() {
-                charge(bucket);
-            }
-        }
-        if let Some(at) = resume_at {
-            self.pause_for_rate_limit(conn, at);
         }
     }
 
