@@ -10,6 +10,7 @@ mod failure;
 mod frames;
 mod handshake;
 mod inbound;
+mod invariants;
 mod leases;
 mod liveness;
 mod outbound;
@@ -231,6 +232,9 @@ impl Broker {
         self.resume_partial_frames();
         self.dispatch_dirty_queues();
         self.after_input();
+        debug_assert!(self.dirty_queues.is_empty(), "dispatch left queues unvisited");
+        #[cfg(debug_assertions)]
+        self.check_connection_invariants();
     }
 
     // ---- commands ----
