@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use chute_client::ServerUrl;
+
 pub const SYNCS: &str = "chute_storage_syncs_total";
 pub const CPU_SECONDS: &str = "chute_process_cpu_seconds_total";
 pub const RSS_BYTES: &str = "chute_process_resident_memory_bytes";
@@ -15,6 +17,7 @@ pub const RSS_PEAK_BYTES: &str = "chute_process_resident_memory_peak_bytes";
 pub const PUBLISHED: &str = "chute_messages_published_total";
 pub const ACKED: &str = "chute_messages_acked_total";
 
+const HTTP_PORT: u16 = 80;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A metrics page larger than this is not one we understand (a page lists every queue, so
@@ -24,42 +27,24 @@ const PAGE_BYTES_MAX: u64 = 64 << 20;
 /// Where the admin endpoint is: `http://host:port`, with an optional path prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminEndpoint {
-    host: String,
-    port: u16,
+    server: ServerUrl,
     prefix: String,
 }
 
 impl AdminEndpoint {
-    /// Parses `--admin-url`; `off` means "do not read broker metrics".
+    /// Parses `--admin-url` (by the client's own address parser, so IPv6 literals and errors
+    /// read as for `--url`); `off` means "do not read broker metrics".
     pub fn parse(url: &str) -> Result<Option<AdminEndpoint>, String> {
         if url == "off" {
             return Ok(None);
         }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("--admin-url {url:?}: expected http://HOST:PORT or off"))?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(':') => {
-                let port = port.parse().map_err(|_| format!("--admin-url {url:?}: bad port"))?;
-                (host, port)
-            }
-            _ => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("--admin-url {url:?}: no host"));
-        }
-        Ok(Some(AdminEndpoint { host: host.to_string(), port, prefix: prefix.to_string() }))
+        let (server, prefix) = ServerUrl::parse_with_path(url, "http", HTTP_PORT)
+            .map_err(|e| format!("--admin-url: {e} (or off)"))?;
+        Ok(Some(AdminEndpoint { server, prefix }))
     }
 
     pub fn metrics_url(&self) -> String {
-        let host =
-            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        format!("http://{host}:{}{}/metrics", self.port, self.prefix)
+        format!("http://{}{}/metrics", self.server.authority(), self.prefix)
     }
 
     /// Reads the metrics page now.
@@ -69,8 +54,10 @@ impl AdminEndpoint {
     }
 
     fn get(&self, path: &str) -> Result<String, String> {
-        let addrs = (self.host.as_str(), self.port).to_socket_addrs().map_err(|e| e.to_string())?;
-        let mut last_error = format!("{} resolves to no address", self.host);
+        let server = &self.server;
+        let addrs =
+            (server.host.as_str(), server.port).to_socket_addrs().map_err(|e| e.to_string())?;
+        let mut last_error = format!("{} resolves to no address", server.host);
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
                 Ok(stream) => return self.get_over(stream, path),
@@ -84,8 +71,8 @@ impl AdminEndpoint {
         stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
         stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
-            self.host, self.port
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
+            self.server.authority()
         );
         stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
         let mut response = Vec::new();
@@ -310,15 +297,26 @@ chute_messages_acked_total 99
     #[test]
     fn admin_urls() {
         let at = |host: &str, port, prefix: &str| {
-            Ok(Some(AdminEndpoint { host: host.into(), port, prefix: prefix.into() }))
+            let server = ServerUrl { host: host.into(), port };
+            Ok(Some(AdminEndpoint { server, prefix: prefix.into() }))
         };
         assert_eq!(AdminEndpoint::parse("http://127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
         assert_eq!(AdminEndpoint::parse("http://localhost:9/chute/"), at("localhost", 9, "/chute"));
         assert_eq!(AdminEndpoint::parse("http://[::1]:4771"), at("::1", 4771, ""));
+        assert_eq!(AdminEndpoint::parse("http://[::1]"), at("::1", 80, ""));
         assert_eq!(AdminEndpoint::parse("http://example"), at("example", 80, ""));
+        assert_eq!(AdminEndpoint::parse("127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
         assert_eq!(AdminEndpoint::parse("off"), Ok(None));
-        assert!(AdminEndpoint::parse("https://x:1").is_err());
-        assert!(AdminEndpoint::parse("http://:1").is_err());
+        let refusal = |url: &str| AdminEndpoint::parse(url).unwrap_err();
+        assert!(
+            refusal("https://x:1").contains("unsupported scheme"),
+            "{}",
+            refusal("https://x:1")
+        );
+        assert!(refusal("http://:1").contains("no host"), "{}", refusal("http://:1"));
+        assert!(refusal("http://x:y").contains("bad port"), "{}", refusal("http://x:y"));
+        assert!(refusal("http://u:p@x:1").contains("credentials"), "{}", refusal("http://u:p@x:1"));
+        assert!(refusal("http://x:1/m?q").contains("query"));
         let endpoint = AdminEndpoint::parse("http://[::1]:4771/x").unwrap().unwrap();
         assert_eq!(endpoint.metrics_url(), "http://[::1]:4771/x/metrics");
     }
