@@ -78,3 +78,47 @@ fn unreachable_server_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("cannot connect to 127.0.0.1"), "{}", stderr(&output));
 }
+
+/// A wrong command line exits 2 with one line: clap's reason and where to read the command's
+/// help; no usage dump. Nothing is sent to a server.
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let nowhere = "chute://127.0.0.1:1";
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["publish", "jobs", "--foo"],
+            "unexpected argument '--foo' found (see 'chute publish --help')",
+        ),
+        (
+            &["queue", "declare"],
+            "the following required arguments were not provided: <NAME> \
+             (see 'chute queue declare --help')",
+        ),
+        (&["queue"], "'chute queue' needs a subcommand (see 'chute queue --help')"),
+        (
+            &["queue", "declare", "jobs", "--overflow", "sideways"],
+            "invalid value 'sideways' for '--overflow <OVERFLOW>' \
+             [possible values: reject-publish, drop-head] (see 'chute queue declare --help')",
+        ),
+        (&["bogus"], "unrecognized subcommand 'bogus' (see 'chute --help')"),
+    ];
+    for (args, reason) in cases {
+        let output = chute_at(nowhere, args, None);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&output), format!("chute: error: {reason}\n"), "{args:?}");
+        assert_eq!(stdout(&output), "", "{args:?}");
+    }
+}
+
+/// `--help` and `--version` answer on stdout and exit 0.
+#[test]
+fn help_and_version_go_to_stdout() {
+    let nowhere = "chute://127.0.0.1:1";
+    let help = chute_at(nowhere, &["queue", "declare", "--help"], None);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("--max-attempts"), "{}", stdout(&help));
+    assert_eq!(stderr(&help), "");
+    let version = chute_at(nowhere, &["--version"], None);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(stdout(&version), format!("chute {}\n", env!("CARGO_PKG_VERSION")));
+}
