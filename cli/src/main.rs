@@ -8,6 +8,7 @@ mod bench;
 mod consume;
 mod dlq;
 mod publish;
+mod publish_account;
 mod queue;
 mod queue_options;
 mod render;
