@@ -2,8 +2,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use chute_client::{AttemptOutcome, AttemptRecord, Header};
-use serde_json::{json, Map, Value};
+use chute_client::Header;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// Sets `payload` (valid UTF-8) or `payload_hex` (anything else) on a JSON object.
 pub fn set_payload(value: &mut Value, payload: &[u8]) {
@@ -26,26 +27,19 @@ pub fn headers_json(headers: &[Header]) -> Value {
     Value::Object(map)
 }
 
-pub fn outcome_label(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Nack => "nack",
-        AttemptOutcome::Timeout => "timeout",
-        AttemptOutcome::Disconnect => "disconnect",
-        AttemptOutcome::Reject => "reject",
-    }
+/// A protocol value as JSON, by its serde names (`reject-publish`, `max-attempts`).
+pub fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("protocol types have no maps with non-string keys")
 }
 
-pub fn history_json(history: &[AttemptRecord]) -> Value {
-    history
-        .iter()
-        .map(|attempt| {
-            json!({
-                "at_unix_ms": attempt.at_unix_ms,
-                "outcome": outcome_label(attempt.outcome),
-                "reason": attempt.reason,
-            })
-        })
-        .collect()
+/// The serde name of an enum's variant: a unit variant is its name, a variant with fields an
+/// object keyed by it (`{"open": {"until_unix_ms": 5}}` is `open`).
+pub fn label<T: Serialize>(value: &T) -> String {
+    match to_json(value) {
+        Value::String(name) => name,
+        Value::Object(variant) if variant.len() == 1 => variant.into_iter().next().unwrap().0,
+        other => other.to_string(),
+    }
 }
 
 /// `2024-05-01T12:34:56.789Z` for a time in milliseconds since the Unix epoch. RFC 3339 has
@@ -62,6 +56,8 @@ const RFC3339_END_UNIX_MS: u64 = 253_402_300_800_000;
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -80,6 +76,15 @@ mod tests {
             "253402300800000 ms after the Unix epoch (past year 9999)"
         );
         assert!(utc(u64::MAX).starts_with(&u64::MAX.to_string()));
+    }
+
+    /// Unit variants and variants with fields are named alike.
+    #[test]
+    fn labels_of_variants() {
+        use chute_client::{BreakerState, DeadReason, Durability};
+        assert_eq!(label(&DeadReason::MaxAttempts), "max-attempts");
+        assert_eq!(label(&BreakerState::Open { until_unix_ms: 5 }), "open");
+        assert_eq!(label(&Durability::Interval { sync_interval_ms: 5 }), "interval");
     }
 
     #[test]
