@@ -8,7 +8,7 @@ use chute_client::{Connection, DeadLetter, DeadLetterSummary};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::render::{headers_json, history_json, outcome_label, set_payload, utc};
+use crate::render::{headers_json, label, set_payload, to_json, utc};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -113,11 +113,11 @@ fn summary_json(entry: &DeadLetterSummary) -> Value {
         "dead_id": entry.dead_id,
         "message_id": entry.message_id,
         "source_queue": entry.source_queue,
-        "reason": entry.reason.label(),
+        "reason": label(&entry.reason),
         "dead_unix_ms": entry.dead_unix_ms,
         "published_unix_ms": entry.published_unix_ms,
         "payload_len": entry.payload_len,
-        "history": history_json(&entry.history),
+        "history": to_json(&entry.history),
     })
 }
 
@@ -138,7 +138,7 @@ fn print_table(entries: &[DeadLetterSummary]) {
         println!(
             "{:>10}  {:<12}  {:>8}  {:<24}  {:<20}  {:>8}  {}",
             entry.dead_id,
-            entry.reason.label(),
+            label(&entry.reason),
             entry.history.len(),
             utc(entry.dead_unix_ms),
             entry.source_queue,
@@ -153,7 +153,7 @@ fn print_dead_letter(entry: &DeadLetter) {
     println!("dead id      {}", summary.dead_id);
     println!("message id   {}", summary.message_id.as_deref().unwrap_or("-"));
     println!("source       {}", summary.source_queue);
-    println!("reason       {}", summary.reason.label());
+    println!("reason       {}", label(&summary.reason));
     println!("published    {}", utc(summary.published_unix_ms));
     println!("dead at      {}", utc(summary.dead_unix_ms));
     println!("headers      {}", entry.headers.len());
@@ -166,7 +166,7 @@ fn print_dead_letter(entry: &DeadLetter) {
             "  {:>3}  {}  {:<10}  {}",
             number + 1,
             utc(attempt.at_unix_ms),
-            outcome_label(attempt.outcome),
+            label(&attempt.outcome),
             attempt.reason.as_deref().unwrap_or("-")
         );
     }

@@ -1,11 +1,14 @@
 //! `chute`: publish, consume and administer queues from the command line.
 //!
-//! Exit status: 0 on success; 1 with a one-line reason on stderr otherwise.
+//! Exit status: 0 on success; 1 with a one-line reason on stderr when the operation fails; 2
+//! with a one-line reason when the command line is wrong. `--help` and `--version` print to
+//! stdout and exit 0.
 
 mod bench;
 mod consume;
 mod dlq;
 mod publish;
+mod publish_account;
 mod queue;
 mod queue_options;
 mod render;
@@ -14,7 +17,8 @@ mod stats;
 use std::process::ExitCode;
 
 use chute_client::Connection;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "chute", version, about = "Command-line client for the chute message broker")]
@@ -43,7 +47,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let args: Vec<String> =
+                std::env::args_os().map(|a| a.to_string_lossy().into()).collect();
+            return usage_error(&error, &args);
+        }
+    };
     let result = match cli.command {
         // The bench runs its own threads and executors, and opens its own connections.
         Command::Bench(args) => bench::run(&cli.url, args),
@@ -56,6 +67,56 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's verdict on the command line: help and version on stdout (exit 0), or the error's
+/// first paragraph as one line on stderr (exit 2) instead of clap's several lines of usage.
+fn usage_error(error: &clap::Error, args: &[String]) -> ExitCode {
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let command = command_path(args);
+    let reason = match error.kind() {
+        // clap's text for these is the command's whole help.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            format!("error: '{command}' needs a subcommand")
+        }
+        _ => one_line(&error.render().to_string()),
+    };
+    eprintln!("chute: {reason} (see '{command} --help')");
+    ExitCode::from(2)
+}
+
+/// The command the arguments name (`chute queue declare`), found by following them down
+/// clap's tree of subcommands (clap's errors do not all say which command refused them).
+fn command_path(args: &[String]) -> String {
+    let mut command = Cli::command();
+    command.build();
+    let mut path = vec![command.get_name().to_string()];
+    let mut args = args.iter().skip(1);
+    while command.has_subcommands() {
+        let Some(arg) = args.next() else { break };
+        if let Some(long) = arg.strip_prefix("--") {
+            let takes_value =
+                |a: &clap::Arg| a.get_long() == Some(long) && a.get_action().takes_values();
+            if command.get_arguments().any(takes_value) {
+                args.next();
+            }
+            continue;
+        }
+        let Some(subcommand) = command.find_subcommand(arg).cloned() else { break };
+        path.push(subcommand.get_name().to_string());
+        command = subcommand;
+    }
+    path.join(" ")
+}
+
+/// The first paragraph of clap's message (the error itself; tips and usage follow a blank
+/// line), its lines joined.
+fn one_line(message: &str) -> String {
+    let lines = message.lines().take_while(|line| !line.trim().is_empty());
+    lines.map(str::trim).collect::<Vec<_>>().join(" ")
 }
 
 async fn run(url: &str, command: Command) -> Result<(), String> {

@@ -3,8 +3,13 @@
 use std::io::BufRead;
 
 use bytes::Bytes;
-use chute_client::{Connection, Destination, Header, PublishMessage, Schedule};
+use chute_client::{
+    CommandError, Confirmation, Connection, Destination, Header, PublishError, PublishMessage,
+    Schedule,
+};
 use clap::Args;
+
+use crate::publish_account::Account;
 
 #[derive(Args)]
 pub struct PublishArgs {
@@ -106,45 +111,93 @@ fn destination(args: &PublishArgs) -> Result<(Destination, Option<String>), Stri
     Ok((Destination::Topic(topic.clone()), message))
 }
 
+/// Confirms awaited at once at most: a long stdin or `--count` keeps memory flat.
+const CONFIRMS_PENDING_MAX: usize = 4096;
+
+/// Publishes every message, even after one is refused, and accounts for each: the messages of
+/// a partial failure are named, so a retry can resend just those.
 pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), String> {
     let (destination, message) = destination(&args)?;
     let size = args.size;
-    let payloads: Box<dyn Iterator<Item = Result<Bytes, String>>> = match (message, args.count) {
-        (Some(message), _) => Box::new(std::iter::once(Ok(Bytes::from(message)))),
-        (None, Some(count)) => Box::new((0..count).map(move |i| Ok(generated(i, size)))),
-        (None, None) => Box::new(
-            std::io::stdin()
-                .lock()
-                .lines()
-                .map(|line| line.map(Bytes::from).map_err(|e| format!("reading stdin: {e}"))),
-        ),
-    };
-    let mut confirmations = Vec::new();
-    let mut published = 0u64;
-    for payload in payloads {
-        let message = args.attributes.message(payload?);
-        let confirmation = connection
-            .publish_to(&destination, args.mandatory, message)
-            .await
-            .map_err(|e| e.to_string())?;
-        confirmations.push(confirmation);
-        published += 1;
-        // Resolve confirms as we go so memory stays flat for large counts.
-        if confirmations.len() >= 4096 {
-            for confirmation in confirmations.drain(..) {
-                confirmation.await.map_err(|e| e.to_string())?;
+    let (unit, payloads): (_, Box<dyn Iterator<Item = Result<Bytes, String>>>) =
+        match (message, args.count) {
+            (Some(message), _) => ("message", Box::new(std::iter::once(Ok(Bytes::from(message))))),
+            (None, Some(count)) => {
+                ("message", Box::new((0..count).map(move |i| Ok(generated(i, size)))))
             }
-        }
-    }
-    for confirmation in confirmations {
-        confirmation.await.map_err(|e| e.to_string())?;
-    }
+            (None, None) => ("line", Box::new(stdin_lines())),
+        };
     let target = match &destination {
         Destination::Queue(queue) => queue.clone(),
         Destination::Topic(topic) => format!("topic {topic}"),
     };
-    eprintln!("published {published} messages to {target} (all confirmed)");
+    let mut account = Account::new(unit, target);
+    let mut pending = Vec::new();
+    for (number, payload) in (1..).zip(payloads) {
+        let message = args.attributes.message(payload?);
+        match connection.publish_to(&destination, args.mandatory, message).await {
+            Ok(confirmation) => pending.push((number, Ok(confirmation))),
+            // Entered in the account with the confirms before it, to keep the account in order.
+            Err(error) if refuses_only_this(&error) => pending.push((number, Err(error))),
+            Err(error) => return report(account.stopped(number, &error)),
+        }
+        if pending.len() >= CONFIRMS_PENDING_MAX {
+            settle(&mut pending, &mut account).await?;
+        }
+    }
+    settle(&mut pending, &mut account).await?;
+    match account.outcome() {
+        Ok(line) => {
+            eprintln!("{line}");
+            Ok(())
+        }
+        Err(lines) => report(lines),
+    }
+}
+
+fn stdin_lines() -> impl Iterator<Item = Result<Bytes, String>> {
+    let lines = std::io::stdin().lock().lines();
+    lines.map(|line| line.map(Bytes::from).map_err(|e| format!("reading stdin: {e}")))
+}
+
+/// A published message's confirm to come, or the client's refusal to send it.
+type Pending = (u64, Result<Confirmation, PublishError>);
+
+/// Awaits the pending confirms in publish order and enters each outcome in the account; fails
+/// with the account so far if the connection ends.
+async fn settle(pending: &mut Vec<Pending>, account: &mut Account) -> Result<(), String> {
+    for (number, outcome) in pending.drain(..) {
+        let outcome = match outcome {
+            Ok(confirmation) => confirmation.await,
+            Err(refused) => Err(refused),
+        };
+        match outcome {
+            Ok(()) => account.confirm(),
+            Err(error) if refuses_only_this(&error) => account.refuse(number, &error),
+            Err(error) => return report(account.stopped(number, &error)),
+        }
+    }
     Ok(())
+}
+
+/// Whether the error concerns one message (refused by the server, or by the client before
+/// sending), not the connection: the next message may still go through.
+fn refuses_only_this(error: &PublishError) -> bool {
+    match error {
+        PublishError::Refused { .. } => true,
+        PublishError::Command(CommandError::Closed) => false,
+        PublishError::Command(_) => true,
+        _ => false,
+    }
+}
+
+/// Prints an account's lines but the last on stderr; the last is the command's error.
+fn report(mut lines: Vec<String>) -> Result<(), String> {
+    let summary = lines.pop().unwrap_or_default();
+    for line in lines {
+        eprintln!("chute: {line}");
+    }
+    Err(summary)
 }
 
 /// A payload of `size` bytes that starts with its sequence number, so consumers can check.

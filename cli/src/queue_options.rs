@@ -1,12 +1,15 @@
 //! The flags of `chute queue declare`: one per queue option, each defaulting to
-//! `QueueOptions::default()`, and their rendering back to JSON for `chute queue stats`.
+//! `QueueOptions::default()`; and the options described for `chute queue stats`, from their
+//! JSON form, so an option the protocol gains is shown without code here.
 
 use chute_client::{
     BackoffPolicy, BreakerPolicy, Durability, ExpiryPolicy, OverflowPolicy, QueueOptions,
     RateLimit, RateLimitPolicy,
 };
 use clap::{Args, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
+
+use crate::render::to_json;
 
 /// How long a tripped consumer breaker stays open when `--breaker-open-ms` is not given.
 const BREAKER_OPEN_MS_DEFAULT: u32 = 10_000;
@@ -173,62 +176,72 @@ impl QueueOptionArgs {
     }
 }
 
-/// The options as JSON, with the protocol's field names and the CLI's value names.
+/// The options as JSON, as `chute queue stats --json` has always shown them: serde's form,
+/// except that an enum variant with fields (`"durability": {"interval": {"sync_interval_ms":
+/// 25}}`) is written as its name beside its fields (`"durability": "interval",
+/// "sync_interval_ms": 25`).
 pub fn options_json(options: &QueueOptions) -> Value {
-    let (durability, sync_interval_ms) = match options.durability {
-        Durability::Always => ("always", None),
-        Durability::Interval { sync_interval_ms } => ("interval", Some(sync_interval_ms)),
-        Durability::None => ("none", None),
-    };
-    json!({
-        "durability": durability,
-        "sync_interval_ms": sync_interval_ms,
-        "messages_max": options.messages_max,
-        "bytes_max": options.bytes_max,
-        "overflow": overflow_label(options.overflow),
-        "ttl_ms": options.ttl_ms,
-        "expiry": expiry_label(options.expiry),
-        "dead_letter": options.dead_letter,
-        "attempts_max": options.attempts_max,
-        "backoff": {
-            "base_ms": options.backoff.base_ms,
-            "max_ms": options.backoff.max_ms,
-            "factor_percent": options.backoff.factor_percent,
-            "jitter": options.backoff.jitter,
-        },
-        "lease_ms": options.lease_ms,
-        "dedup_window_ms": options.dedup_window_ms,
-        "publish_rate": options.publish_rate.map(|rate| json!({
-            "per_second": rate.per_second,
-            "burst": rate.burst,
-            "policy": rate_policy_label(rate.policy),
-        })),
-        "breaker": options.breaker.map(|breaker| json!({
-            "failures_max": breaker.failures_max,
-            "open_ms": breaker.open_ms,
-        })),
-    })
+    let Value::Object(fields) = to_json(options) else { return to_json(options) };
+    let mut flat = Map::new();
+    for (name, value) in fields {
+        match variant_with_fields(&value) {
+            Some((variant, variant_fields)) => {
+                flat.insert(name, Value::String(variant.clone()));
+                flat.extend(variant_fields.clone());
+            }
+            None => {
+                flat.insert(name, value);
+            }
+        }
+    }
+    Value::Object(flat)
 }
 
-pub fn overflow_label(overflow: OverflowPolicy) -> &'static str {
-    match overflow {
-        OverflowPolicy::RejectPublish => "reject-publish",
-        OverflowPolicy::DropHead => "drop-head",
+/// An enum variant with fields as serde writes it: `{"interval": {...}}`. (A struct whose one
+/// field is a struct would look the same; queue options have none.)
+fn variant_with_fields(value: &Value) -> Option<(&String, &Map<String, Value>)> {
+    let Value::Object(outer) = value else { return None };
+    match outer.iter().next() {
+        Some((variant, Value::Object(fields))) if outer.len() == 1 => Some((variant, fields)),
+        _ => None,
     }
 }
 
-pub fn expiry_label(expiry: ExpiryPolicy) -> &'static str {
-    match expiry {
-        ExpiryPolicy::DeadLetter => "dead-letter",
-        ExpiryPolicy::Drop => "drop",
+/// The options as `(name, value)` lines, in the protocol's field order: `lease_ms: 30000`
+/// becomes `("lease", "30000 ms")`, a missing value `none`, a nested struct its fields in one
+/// line, an enum variant with fields its name and then them in parentheses.
+pub fn describe_options(options: &QueueOptions) -> Vec<(String, String)> {
+    let json = to_json(options);
+    let field = |name: &&str| Some((humanize(name), describe(name, json.get(name)?)));
+    QueueOptions::FIELDS.iter().filter_map(field).collect()
+}
+
+/// `sync_interval_ms` → `sync interval`: the unit goes with the value.
+fn humanize(name: &str) -> String {
+    let name = name.strip_suffix("_ms").or(name.strip_suffix("_percent")).unwrap_or(name);
+    name.replace('_', " ")
+}
+
+fn describe(name: &str, value: &Value) -> String {
+    if let Some((variant, fields)) = variant_with_fields(value) {
+        return format!("{variant} ({})", describe_fields(fields));
+    }
+    match value {
+        Value::Null => "none".into(),
+        Value::Bool(yes) => (if *yes { "yes" } else { "no" }).into(),
+        Value::Number(n) if name.ends_with("_ms") => format!("{n} ms"),
+        Value::Number(n) if name.ends_with("_percent") => format!("{n}%"),
+        Value::String(text) => text.clone(),
+        Value::Object(fields) => describe_fields(fields),
+        other => other.to_string(),
     }
 }
 
-pub fn rate_policy_label(policy: RateLimitPolicy) -> &'static str {
-    match policy {
-        RateLimitPolicy::Pause => "pause",
-        RateLimitPolicy::Reject => "reject",
-    }
+/// `base 1000 ms, factor 200%`
+fn describe_fields(fields: &Map<String, Value>) -> String {
+    let fields =
+        fields.iter().map(|(name, value)| format!("{} {}", humanize(name), describe(name, value)));
+    fields.collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -236,6 +249,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::render::label;
 
     #[derive(Parser)]
     struct Declare {
@@ -256,18 +270,18 @@ mod tests {
         assert_eq!(parse("").unwrap(), QueueOptions::default());
     }
 
+    /// Every flag, each with a value other than its default.
+    const EVERY_FLAG: &str = "--durability interval --sync-interval-ms 50 --max-messages 10 \
+        --max-bytes 2048 --overflow drop-head --ttl-ms 60000 --expiry drop \
+        --dead-letter jobs.dead --max-attempts 3 --backoff-base-ms 5 --backoff-max-ms 500 \
+        --backoff-factor-percent 300 --no-jitter --lease-ms 900 --dedup-window-ms 7000 \
+        --publish-rate 100 --publish-burst 20 --publish-rate-policy reject \
+        --breaker-failures 4 --breaker-open-ms 250";
+
     /// Every flag lands in its own field.
     #[test]
     fn every_flag_sets_its_option() {
-        let options = parse(
-            "--durability interval --sync-interval-ms 50 --max-messages 10 --max-bytes 2048 \
-             --overflow drop-head --ttl-ms 60000 --expiry drop --dead-letter jobs.dead \
-             --max-attempts 3 --backoff-base-ms 5 --backoff-max-ms 500 \
-             --backoff-factor-percent 300 --no-jitter --lease-ms 900 --dedup-window-ms 7000 \
-             --publish-rate 100 --publish-burst 20 --publish-rate-policy reject \
-             --breaker-failures 4 --breaker-open-ms 250",
-        )
-        .unwrap();
+        let options = parse(EVERY_FLAG).unwrap();
         let expected = QueueOptions {
             durability: Durability::Interval { sync_interval_ms: 50 },
             messages_max: Some(10),
@@ -305,16 +319,107 @@ mod tests {
         assert!(parse("--overflow sideways").is_err());
     }
 
-    /// The JSON form round-trips every value the flags set.
+    /// Every flag's values, as `--help` lists them.
+    fn flag_values<T: ValueEnum>() -> Vec<String> {
+        let names = T::value_variants().iter().map(|v| v.to_possible_value().unwrap());
+        names.map(|value| value.get_name().to_string()).collect()
+    }
+
+    /// The values a flag takes are the protocol's own names for them, which JSON shows.
     #[test]
-    fn json_names_every_option() {
-        let options = parse("--max-attempts 3 --dead-letter d --publish-rate 9").unwrap();
-        let value = options_json(&options);
-        assert_eq!(value["attempts_max"], 3);
-        assert_eq!(value["dead_letter"], "d");
-        assert_eq!(value["publish_rate"]["per_second"], 9);
-        assert_eq!(value["durability"], "always");
-        assert_eq!(value["overflow"], "reject-publish");
-        assert_eq!(value["breaker"], Value::Null);
+    fn flag_values_are_the_json_labels() {
+        let durabilities =
+            [Durability::Always, Durability::Interval { sync_interval_ms: 1 }, Durability::None];
+        assert_eq!(flag_values::<DurabilityArg>(), durabilities.map(|d| label(&d)));
+        let overflows = [OverflowPolicy::RejectPublish, OverflowPolicy::DropHead];
+        assert_eq!(flag_values::<OverflowArg>(), overflows.map(|o| label(&o)));
+        let expiries = [ExpiryPolicy::DeadLetter, ExpiryPolicy::Drop];
+        assert_eq!(flag_values::<ExpiryArg>(), expiries.map(|e| label(&e)));
+        let policies = [RateLimitPolicy::Pause, RateLimitPolicy::Reject];
+        assert_eq!(flag_values::<RatePolicyArg>(), policies.map(|p| label(&p)));
+    }
+
+    /// Every option, down to each field of a nested one, is set by some flag: with every flag
+    /// given a value other than the default, no JSON leaf keeps its default. Fails when the
+    /// protocol gains an option that `chute queue declare` has no flag for.
+    #[test]
+    fn every_option_has_a_flag() {
+        let options = parse(EVERY_FLAG).unwrap();
+        let mut unchanged = Vec::new();
+        same_leaves("", &to_json(&options), &to_json(&QueueOptions::default()), &mut unchanged);
+        assert_eq!(unchanged, Vec::<String>::new(), "options no flag changed");
+    }
+
+    /// The paths of `value`'s leaves that are equal in `default`.
+    fn same_leaves(path: &str, value: &Value, default: &Value, same: &mut Vec<String>) {
+        match value {
+            Value::Object(fields) => {
+                for (name, field) in fields {
+                    let default = default.get(name).unwrap_or(&Value::Null);
+                    same_leaves(&format!("{path}.{name}"), field, default, same);
+                }
+            }
+            leaf if leaf == default => same.push(path.to_string()),
+            _ => {}
+        }
+    }
+
+    /// The JSON of `chute queue stats` shows the options by their protocol names, a variant
+    /// with fields (durability interval) beside its fields.
+    #[test]
+    fn options_json_uses_the_protocol_names() {
+        let options = parse(
+            "--max-attempts 3 --dead-letter d --publish-rate 9 --durability interval \
+             --sync-interval-ms 20",
+        )
+        .unwrap();
+        let expected = serde_json::json!({
+            "durability": "interval",
+            "sync_interval_ms": 20,
+            "messages_max": null,
+            "bytes_max": null,
+            "overflow": "reject-publish",
+            "ttl_ms": null,
+            "expiry": "dead-letter",
+            "dead_letter": "d",
+            "attempts_max": 3,
+            "backoff": {"base_ms": 1000, "factor_percent": 200, "max_ms": 60000, "jitter": true},
+            "lease_ms": 30000,
+            "dedup_window_ms": null,
+            "publish_rate": {"per_second": 9, "burst": 9, "policy": "pause"},
+            "breaker": null,
+        });
+        assert_eq!(options_json(&options), expected);
+        assert_eq!(options_json(&QueueOptions::default())["durability"], "always");
+    }
+
+    /// One line per option, in the protocol's order, units with the values.
+    #[test]
+    fn options_described_for_people() {
+        let options =
+            parse("--durability interval --sync-interval-ms 20 --breaker-failures 4 --no-jitter")
+                .unwrap();
+        let lines: Vec<String> = describe_options(&options)
+            .into_iter()
+            .map(|(name, value)| format!("{name}: {value}"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "durability: interval (sync interval 20 ms)",
+                "messages max: none",
+                "bytes max: none",
+                "overflow: reject-publish",
+                "ttl: none",
+                "expiry: dead-letter",
+                "dead letter: none",
+                "attempts max: none",
+                "backoff: base 1000 ms, factor 200%, jitter no, max 60000 ms",
+                "lease: 30000 ms",
+                "dedup window: none",
+                "publish rate: none",
+                "breaker: failures max 4, open 10000 ms",
+            ]
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Small renderings shared by the commands: payloads, headers and wall-clock times.
 
-use chute_client::{AttemptOutcome, AttemptRecord, Header};
-use serde_json::{json, Map, Value};
+use std::time::{Duration, UNIX_EPOCH};
+
+use chute_client::Header;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// Sets `payload` (valid UTF-8) or `payload_hex` (anything else) on a JSON object.
 pub fn set_payload(value: &mut Value, payload: &[u8]) {
@@ -24,56 +27,37 @@ pub fn headers_json(headers: &[Header]) -> Value {
     Value::Object(map)
 }
 
-pub fn outcome_label(outcome: AttemptOutcome) -> &'static str {
-    match outcome {
-        AttemptOutcome::Nack => "nack",
-        AttemptOutcome::Timeout => "timeout",
-        AttemptOutcome::Disconnect => "disconnect",
-        AttemptOutcome::Reject => "reject",
+/// A protocol value as JSON, by its serde names (`reject-publish`, `max-attempts`).
+pub fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("protocol types have no maps with non-string keys")
+}
+
+/// The serde name of an enum's variant: a unit variant is its name, a variant with fields an
+/// object keyed by it (`{"open": {"until_unix_ms": 5}}` is `open`).
+pub fn label<T: Serialize>(value: &T) -> String {
+    match to_json(value) {
+        Value::String(name) => name,
+        Value::Object(variant) if variant.len() == 1 => variant.into_iter().next().unwrap().0,
+        other => other.to_string(),
     }
 }
 
-pub fn history_json(history: &[AttemptRecord]) -> Value {
-    history
-        .iter()
-        .map(|attempt| {
-            json!({
-                "at_unix_ms": attempt.at_unix_ms,
-                "outcome": outcome_label(attempt.outcome),
-                "reason": attempt.reason,
-            })
-        })
-        .collect()
-}
-
-/// `2024-05-01T12:34:56.789Z` for a time in milliseconds since the Unix epoch.
+/// `2024-05-01T12:34:56.789Z` for a time in milliseconds since the Unix epoch. RFC 3339 has
+/// four-digit years, so a later time (a client may send any u64) is shown as the number.
 pub fn utc(unix_ms: u64) -> String {
-    let seconds = unix_ms / 1000;
-    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
-    let millis = unix_ms % 1000;
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+    if unix_ms >= RFC3339_END_UNIX_MS {
+        return format!("{unix_ms} ms after the Unix epoch (past year 9999)");
+    }
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`,
-/// for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
+/// 10000-01-01T00:00:00Z, from which on humantime refuses to format.
+const RFC3339_END_UNIX_MS: u64 = 253_402_300_800_000;
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -81,6 +65,26 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(utc(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(utc(1_714_566_896_789), "2024-05-01T12:34:56.789Z");
+        assert_eq!(utc(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+
+    /// A time RFC 3339 cannot write (after year 9999) is shown as its number, not a panic.
+    #[test]
+    fn utc_past_year_9999() {
+        assert_eq!(
+            utc(253_402_300_800_000),
+            "253402300800000 ms after the Unix epoch (past year 9999)"
+        );
+        assert!(utc(u64::MAX).starts_with(&u64::MAX.to_string()));
+    }
+
+    /// Unit variants and variants with fields are named alike.
+    #[test]
+    fn labels_of_variants() {
+        use chute_client::{BreakerState, DeadReason, Durability};
+        assert_eq!(label(&DeadReason::MaxAttempts), "max-attempts");
+        assert_eq!(label(&BreakerState::Open { until_unix_ms: 5 }), "open");
+        assert_eq!(label(&Durability::Interval { sync_interval_ms: 5 }), "interval");
     }
 
     #[test]

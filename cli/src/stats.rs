@@ -1,10 +1,10 @@
 //! `chute queue stats`: every field of a queue's stats, as text or as one JSON object.
 
-use chute_client::{BreakerState, ConsumerInfo, Durability, QueueOptions, QueueStats};
+use chute_client::{BreakerState, ConsumerInfo, QueueStats};
 use serde_json::{json, Value};
 
-use crate::queue_options::{expiry_label, options_json, overflow_label, rate_policy_label};
-use crate::render::utc;
+use crate::queue_options::{describe_options, options_json};
+use crate::render::{label, utc};
 
 pub fn stats_json(stats: &QueueStats) -> Value {
     let c = &stats.counters;
@@ -47,12 +47,13 @@ fn consumer_json(consumer: &ConsumerInfo) -> Value {
     })
 }
 
-fn breaker_parts(state: BreakerState) -> (&'static str, Option<u64>) {
-    match state {
-        BreakerState::Closed => ("closed", None),
-        BreakerState::Open { until_unix_ms } => ("open", Some(until_unix_ms)),
-        BreakerState::HalfOpen => ("half-open", None),
-    }
+/// The breaker's state by name, and until when it is open.
+fn breaker_parts(state: BreakerState) -> (String, Option<u64>) {
+    let until = match state {
+        BreakerState::Open { until_unix_ms } => Some(until_unix_ms),
+        BreakerState::Closed | BreakerState::HalfOpen => None,
+    };
+    (label(&state), until)
 }
 
 pub fn print_stats(stats: &QueueStats) {
@@ -69,7 +70,7 @@ pub fn print_stats(stats: &QueueStats) {
     for consumer in &stats.consumers {
         let breaker = match breaker_parts(consumer.breaker) {
             (label, Some(until)) => format!("{label} until {}", utc(until)),
-            (label, None) => label.to_string(),
+            (label, None) => label,
         };
         println!(
             "  connection {} subscription {}: credit {} in flight {} breaker {breaker}",
@@ -105,60 +106,4 @@ fn list_or_none(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
-}
-
-/// The options as (name, value) lines, in the order of `chute queue declare`'s flags.
-fn describe_options(options: &QueueOptions) -> Vec<(&'static str, String)> {
-    let or = |value: Option<String>, absent: &str| value.unwrap_or_else(|| absent.to_string());
-    let durability = match options.durability {
-        Durability::Always => "always".to_string(),
-        Durability::Interval { sync_interval_ms } => format!("interval ({sync_interval_ms} ms)"),
-        Durability::None => "none".to_string(),
-    };
-    let backoff = &options.backoff;
-    vec![
-        ("durability", durability),
-        ("max messages", or(options.messages_max.map(|n| n.to_string()), "unbounded")),
-        ("max bytes", or(options.bytes_max.map(|n| n.to_string()), "unbounded")),
-        ("overflow", overflow_label(options.overflow).into()),
-        ("ttl", or(options.ttl_ms.map(|ms| format!("{ms} ms")), "none")),
-        ("expiry", expiry_label(options.expiry).into()),
-        ("dead letter", or(options.dead_letter.clone(), "none")),
-        ("max attempts", or(options.attempts_max.map(|n| n.to_string()), "unlimited")),
-        (
-            "backoff",
-            format!(
-                "{} ms x{}% up to {} ms{}",
-                backoff.base_ms,
-                backoff.factor_percent,
-                backoff.max_ms,
-                if backoff.jitter { ", full jitter" } else { "" }
-            ),
-        ),
-        ("lease", format!("{} ms", options.lease_ms)),
-        ("dedup window", or(options.dedup_window_ms.map(|ms| format!("{ms} ms")), "none")),
-        (
-            "publish rate",
-            or(
-                options.publish_rate.map(|rate| {
-                    format!(
-                        "{}/s burst {} ({})",
-                        rate.per_second,
-                        rate.burst,
-                        rate_policy_label(rate.policy)
-                    )
-                }),
-                "unlimited",
-            ),
-        ),
-        (
-            "breaker",
-            or(
-                options.breaker.map(|breaker| {
-                    format!("after {} failures, open {} ms", breaker.failures_max, breaker.open_ms)
-                }),
-                "none",
-            ),
-        ),
-    ]
 }

@@ -337,8 +337,8 @@ impl Connection {
         loop {
             let waiter = {
                 let mut shared = self.inner.lock();
-                if let Some((code, message)) = shared.closed.clone() {
-                    return Err(PublishError::Unconfirmed { code, message });
+                if let Some(ended) = &shared.closed {
+                    return Err(ended.publish_error());
                 }
                 // Room is checked first so the message moves into the machine: a copy kept for
                 // a retry would cost an allocation per publish (the payload's shared counter).

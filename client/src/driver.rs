@@ -15,10 +15,10 @@ use async_io::{Async, Timer};
 use bytes::BytesMut;
 use chute_core::client::ClientInput;
 use chute_core::Instant;
-use chute_protocol::ErrorCode;
 use futures::future::{self, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::error::Ended;
 use crate::shared::Inner;
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -107,8 +107,9 @@ impl Drop for ConnectionDriver {
     fn drop(&mut self) {
         if !self.finished {
             let mut shared = self.inner.lock();
-            shared
-                .fail_everything(ErrorCode::INTERNAL, "the connection's driver was dropped".into());
+            let io_error = Some("the connection's driver was dropped".to_string());
+            let addr = shared.addr.clone();
+            shared.fail_everything(Ended::Lost { addr, io_error });
             drop(shared);
             self.inner.mark_finished();
         }
@@ -139,12 +140,15 @@ async fn drive(
             return;
         }
         match next_event(&stream, &wake, &mut read_buffer, &write_buffer, deadline).await {
-            Step::Read(Ok(0)) | Step::Read(Err(_)) | Step::Wrote(Err(_)) => {
-                let mut shared = inner.lock();
-                shared.machine.handle_input(clock.now(), ClientInput::Closed);
-                shared.drain_outputs();
-                shared.fail_everything(ErrorCode::INTERNAL, "connection lost".into());
-                return;
+            Step::Read(Ok(0)) => {
+                return transport_lost(
+                    &inner,
+                    &clock,
+                    "the server closed the socket without a Close",
+                )
+            }
+            Step::Read(Err(error)) | Step::Wrote(Err(error)) => {
+                return transport_lost(&inner, &clock, &error.to_string())
             }
             Step::Read(Ok(n)) => {
                 let bytes = read_buffer.split_to(n).freeze();
@@ -157,6 +161,15 @@ async fn drive(
             Step::Timer => inner.lock().machine.handle_input(clock.now(), ClientInput::Timeout),
         }
     }
+}
+
+/// The socket failed or reached its end under an open connection: the machine ends the
+/// connection, and every waiter learns it was lost, and how.
+fn transport_lost(inner: &Inner, clock: &Clock, how: &str) {
+    let mut shared = inner.lock();
+    shared.transport_error = Some(how.to_string());
+    shared.machine.handle_input(clock.now(), ClientInput::Closed);
+    shared.drain_outputs();
 }
 
 enum Step {

@@ -27,7 +27,7 @@ pub(crate) async fn open(url: &ServerUrl, options: ConnectOptions) -> Result<Ope
     let mut config = options.client;
     config.handshake_timeout_ms =
         options.connect_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
-    let (inner, wake) = Inner::new(Client::new(config, clock.now()));
+    let (inner, wake) = Inner::new(Client::new(config, clock.now()), url.authority());
     let (connected_tx, connected_rx) = oneshot::channel();
     inner.lock().connected_waiters.push(connected_tx);
     let mut driver = ConnectionDriver::new(inner.clone(), wake, stream, clock);

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chute_core::client::{Client, ClientEvent, ClientOutput, Response};
+use chute_core::client::{Client, ClientEvent, ClientOutput, CloseReason, Response};
 use chute_core::seq_slots::SeqSlots;
-use chute_protocol::{Delivery, ErrorCode, HelloOk};
+use chute_protocol::{Delivery, HelloOk};
 use futures::channel::{mpsc, oneshot};
 
-use crate::error::{Error, PublishError};
+use crate::error::{Ended, Error, PublishError};
 use crate::outcomes::PublishOutcome;
 
 pub(crate) struct Shared {
@@ -27,7 +27,11 @@ pub(crate) struct Shared {
     /// Waiting for the handshake.
     pub connected_waiters: Vec<oneshot::Sender<Result<HelloOk, Error>>>,
     /// Why the connection ended, once it has.
-    pub closed: Option<(ErrorCode, String)>,
+    pub closed: Option<Ended>,
+    /// The server's address, for the error when the connection is lost.
+    pub addr: String,
+    /// How the transport failed, told by the driver before it reports the loss to the machine.
+    pub transport_error: Option<String>,
     /// Bytes the I/O thread must write.
     pub outgoing: Vec<bytes::Bytes>,
     pub close_transport: bool,
@@ -43,7 +47,7 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub fn new(machine: Client) -> (Arc<Inner>, async_channel::Receiver<()>) {
+    pub fn new(machine: Client, addr: String) -> (Arc<Inner>, async_channel::Receiver<()>) {
         let (wake_tx, wake_rx) = async_channel::bounded(1);
         let shared = Shared {
             machine,
@@ -54,6 +58,8 @@ impl Inner {
             window_waiters: Vec::new(),
             connected_waiters: Vec::new(),
             closed: None,
+            addr,
+            transport_error: None,
             outgoing: Vec::new(),
             close_transport: false,
             finished_waiters: Vec::new(),
@@ -83,9 +89,7 @@ impl Inner {
 
 impl Shared {
     pub fn closed_error(&self) -> Option<Error> {
-        self.closed
-            .as_ref()
-            .map(|(code, message)| Error::Closed { code: *code, message: message.clone() })
+        self.closed.as_ref().map(Ended::error)
     }
 
     /// Drains the machine's outputs: bytes to `outgoing`, events to their waiters.
@@ -159,7 +163,13 @@ impl Shared {
             ClientEvent::GoingAway(going_away) => {
                 tracing::info!(message = %going_away.message, "server is going away");
             }
-            ClientEvent::Closed { code, message } => self.fail_everything(code, message),
+            ClientEvent::Closed { reason: CloseReason::Code { code, message } } => {
+                self.fail_everything(Ended::Closed { code, message })
+            }
+            ClientEvent::Closed { reason: CloseReason::TransportLost } => {
+                let io_error = self.transport_error.take();
+                self.fail_everything(Ended::Lost { addr: self.addr.clone(), io_error })
+            }
         }
     }
 
@@ -170,14 +180,14 @@ impl Shared {
     }
 
     /// The connection ended: every waiter learns why, every stream ends.
-    pub fn fail_everything(&mut self, code: ErrorCode, message: String) {
+    pub fn fail_everything(&mut self, ended: Ended) {
         if self.closed.is_some() {
             return;
         }
-        self.closed = Some((code, message.clone()));
-        let error = Error::Closed { code, message: message.clone() };
+        let (error, publish_error) = (ended.error(), ended.publish_error());
+        self.closed = Some(ended);
         for (_, waiter) in self.confirms.drain() {
-            let _ = waiter.send(Err(PublishError::Unconfirmed { code, message: message.clone() }));
+            let _ = waiter.send(Err(publish_error.clone()));
         }
         for (_, waiter) in std::mem::take(&mut self.requests) {
             let _ = waiter.send(Err(error.clone()));

@@ -207,6 +207,7 @@ pub struct QueueStatsRequest {
 
 /// State of a consumer's circuit breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum BreakerState {
     Closed,
     /// Not delivering until this wall-clock time.

@@ -3,6 +3,9 @@
 //! Payload-bearing types are generic over the byte container `P`. The decoder reads them with
 //! `P = &[u8]` borrowed from the frame body and turns each slice into a `bytes::Bytes` that
 //! shares the body's allocation, so a payload is never copied between the socket and the queue.
+//!
+//! The enums' serde names (`max-attempts`, `nack`) are what JSON shows; postcard encodes a
+//! variant by its index, so they are not part of the wire format.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -85,6 +88,7 @@ pub struct Delivery<P = Bytes> {
 
 /// How one delivery attempt ended, when it did not end in an ack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AttemptOutcome {
     Nack,
     /// The lease ran out.
@@ -105,23 +109,12 @@ pub struct AttemptRecord {
 
 /// Why a message was dead-lettered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DeadReason {
     MaxAttempts,
     Rejected,
     Expired,
     Overflow,
-}
-
-impl DeadReason {
-    /// The name used in the CLI and JSON output.
-    pub fn label(self) -> &'static str {
-        match self {
-            DeadReason::MaxAttempts => "max-attempts",
-            DeadReason::Rejected => "rejected",
-            DeadReason::Expired => "expired",
-            DeadReason::Overflow => "overflow",
-        }
-    }
 }
 
 /// A dead letter without its payload, as listed.

@@ -1,10 +1,15 @@
 //! The options a queue is declared with. Every field has a default, so `QueueOptions::default()`
 //! is a usable durable queue; the broker validates combinations (see `chute-core`).
+//!
+//! postcard encodes enums by variant index and structs by field order, so the serde attributes
+//! here (the names JSON and the CLI show: `reject-publish`, `dead-letter`) leave the wire and
+//! log formats alone; the order of variants and fields is the format.
 
 use serde::{Deserialize, Serialize};
 
 /// What a publish confirm promises on this queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Durability {
     /// Confirmed only after an fsync covers the message (group commit).
     #[default]
@@ -18,6 +23,7 @@ pub enum Durability {
 
 /// What happens when a publish would take a queue past `messages_max` or `bytes_max`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OverflowPolicy {
     /// The publish fails with `queue-full`; nothing is stored.
     #[default]
@@ -28,6 +34,7 @@ pub enum OverflowPolicy {
 
 /// What happens to a message whose TTL runs out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ExpiryPolicy {
     /// Moved to the dead-letter queue with reason `expired` (dropped if the queue has none).
     #[default]
@@ -55,6 +62,7 @@ impl Default for BackoffPolicy {
 
 /// What a token bucket does when it is empty.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RateLimitPolicy {
     /// Stop reading from the publisher until a token is available (backpressure).
     #[default]
@@ -79,29 +87,65 @@ pub struct BreakerPolicy {
     pub open_ms: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueOptions {
-    pub durability: Durability,
+/// Defines `QueueOptions` and, from the same list of fields, what must name every one of them,
+/// so that a new field cannot be left out.
+macro_rules! queue_options {
+    ($($(#[$doc:meta])* $field:ident: $type:ty,)*) => {
+        /// A queue's options; see each field, and `Default` for a durable queue.
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct QueueOptions {
+            $($(#[$doc])* pub $field: $type,)*
+        }
+
+        impl QueueOptions {
+            /// The fields' names, in declaration order (the wire order).
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// The first field, in declaration order, whose value differs from `other`'s.
+            pub fn first_difference(&self, other: &QueueOptions) -> Option<OptionDifference> {
+                $(if self.$field != other.$field {
+                    return Some(OptionDifference {
+                        field: stringify!($field),
+                        this: format!("{:?}", self.$field),
+                        other: format!("{:?}", other.$field),
+                    });
+                })*
+                None
+            }
+        }
+    };
+}
+
+queue_options! {
+    durability: Durability,
     /// Ready plus delayed plus in-flight messages; `None` is unbounded (up to server limits).
-    pub messages_max: Option<u64>,
+    messages_max: Option<u64>,
     /// Payload bytes of those messages.
-    pub bytes_max: Option<u64>,
-    pub overflow: OverflowPolicy,
+    bytes_max: Option<u64>,
+    overflow: OverflowPolicy,
     /// Default time to live of each message, from its publish.
-    pub ttl_ms: Option<u64>,
-    pub expiry: ExpiryPolicy,
+    ttl_ms: Option<u64>,
+    expiry: ExpiryPolicy,
     /// Queue that receives dead letters; `None` drops them (counted).
-    pub dead_letter: Option<String>,
+    dead_letter: Option<String>,
     /// Attempts before a message is dead-lettered with reason `max-attempts`; `None` retries
     /// forever.
-    pub attempts_max: Option<u32>,
-    pub backoff: BackoffPolicy,
+    attempts_max: Option<u32>,
+    backoff: BackoffPolicy,
     /// How long a consumer holds a delivery before it counts as a failed attempt (`timeout`).
-    pub lease_ms: u32,
+    lease_ms: u32,
     /// A publish whose message id was seen within this window is confirmed, not stored again.
-    pub dedup_window_ms: Option<u64>,
-    pub publish_rate: Option<RateLimit>,
-    pub breaker: Option<BreakerPolicy>,
+    dedup_window_ms: Option<u64>,
+    publish_rate: Option<RateLimit>,
+    breaker: Option<BreakerPolicy>,
+}
+
+/// One field that differs between two [`QueueOptions`], its values shown as `Debug` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionDifference {
+    pub field: &'static str,
+    pub this: String,
+    pub other: String,
 }
 
 impl Default for QueueOptions {
@@ -121,5 +165,36 @@ impl Default for QueueOptions {
             publish_rate: None,
             breaker: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal options have no difference; otherwise the first differing field in declaration
+    /// order is named, with both values.
+    #[test]
+    fn first_difference_names_the_first_differing_field() {
+        let default = QueueOptions::default();
+        assert_eq!(default.first_difference(&default.clone()), None);
+        let changed = QueueOptions {
+            lease_ms: 5,
+            breaker: Some(BreakerPolicy { failures_max: 1, open_ms: 2 }),
+            ..QueueOptions::default()
+        };
+        let difference = changed.first_difference(&default).unwrap();
+        assert_eq!(
+            difference,
+            OptionDifference { field: "lease_ms", this: "5".into(), other: "30000".into() }
+        );
+    }
+
+    /// Every field is listed, in declaration order.
+    #[test]
+    fn fields_in_declaration_order() {
+        assert_eq!(QueueOptions::FIELDS.first(), Some(&"durability"));
+        assert_eq!(QueueOptions::FIELDS.last(), Some(&"breaker"));
+        assert_eq!(QueueOptions::FIELDS.len(), 13);
     }
 }

@@ -8,28 +8,27 @@ use std::time::Instant;
 
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
+/// `chuted`'s own flags, beside the server's.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct TokioFlags {
+    /// Threads running tasks. With one, every task runs beside the broker on one thread,
+    /// fastest on small machines; more let socket I/O run on other cores.
+    #[arg(
+        long,
+        env = "CHUTE_TOKIO_THREADS",
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub tokio_threads: u16,
+}
+
 #[derive(Clone)]
 pub struct TokioRuntime {
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
 impl TokioRuntime {
-    /// The runtime `chuted` uses: `CHUTE_TOKIO_THREADS` worker threads, default 1.
-    pub fn from_env() -> io::Result<TokioRuntime> {
-        match std::env::var("CHUTE_TOKIO_THREADS") {
-            Err(_) => TokioRuntime::new(1),
-            Ok(text) => match text.parse::<usize>() {
-                Ok(threads) if threads >= 1 => TokioRuntime::new(threads),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "CHUTE_TOKIO_THREADS must be a whole number of at least 1, not {text:?}"
-                    ),
-                )),
-            },
-        }
-    }
-
     /// A runtime with I/O and timers on `threads` threads. With one (the default), every task
     /// runs on the thread that runs the broker: a message then crosses no thread on its way
     /// through, which is both faster and cheaper than handing each socket event to another

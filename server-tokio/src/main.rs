@@ -2,12 +2,10 @@
 
 use std::process::ExitCode;
 
+use chute_server_tokio::{TokioFlags, TokioRuntime};
+
 fn main() -> ExitCode {
-    match chute_server_tokio::TokioRuntime::from_env() {
-        Ok(runtime) => chute_server::main(runtime, "chuted"),
-        Err(err) => {
-            eprintln!("chuted: cannot start the tokio runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    chute_server::main_with_flags("chuted", |flags: TokioFlags| {
+        TokioRuntime::new(usize::from(flags.tokio_threads))
+    })
 }

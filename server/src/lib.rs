@@ -1,7 +1,8 @@
 //! # chute-server
 //!
 //! The server, written once for any async runtime. A runtime adapter (`chute-server-tokio`,
-//! `chute-server-smol`) implements the small [`Runtime`] trait and calls [`main`].
+//! `chute-server-smol`) implements the small [`Runtime`] trait and calls [`main`] (or
+//! [`main_with_flags`], to take flags of its own).
 //!
 //! Inside, one task owns the sans-IO [`chute_core::Broker`]; each connection has a reader task
 //! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
@@ -27,4 +28,6 @@ mod serve;
 mod storage_worker;
 
 pub use runtime::Runtime;
-pub use serve::{main, serve, AdminListen, Args, Endpoint, Listening, ServeError, ServerConfig};
+pub use serve::{
+    main, main_with_flags, serve, AdminListen, Args, Endpoint, Listening, ServeError, ServerConfig,
+};

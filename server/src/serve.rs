@@ -159,10 +159,30 @@ pub enum ServeError {
 }
 
 /// The whole life of a server binary: parse flags, serve until SIGINT/SIGTERM, exit 0; or
-/// print one line saying why it could not start and exit 1.
+/// print one line saying why it could not start and exit 1 (2 for a wrong command line).
 pub fn main<R: Runtime>(runtime: R, binary: &str) -> ExitCode {
+    main_with_flags(binary, |NoFlags {}| Ok(runtime))
+}
+
+/// [`main`] for a runtime adapter with flags of its own (`A`, parsed beside [`Args`] and listed
+/// in `--help`): `build_runtime` makes the runtime from them before anything is served.
+pub fn main_with_flags<A: clap::Args, R: Runtime>(
+    binary: &str,
+    build_runtime: impl FnOnce(A) -> io::Result<R>,
+) -> ExitCode {
+    let flags = match Flags::<A>::try_parse() {
+        Ok(flags) => flags,
+        Err(error) => return usage_error(binary, &error),
+    };
     init_tracing();
-    let config = ServerConfig::from(Args::parse());
+    let runtime = match build_runtime(flags.adapter) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{binary}: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = ServerConfig::from(flags.server);
     let result =
         runtime.block_on(serve(runtime.clone(), config, |listening| announce(binary, listening)));
     match result {
@@ -175,6 +195,35 @@ pub fn main<R: Runtime>(runtime: R, binary: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// [`Args`] and a runtime adapter's own flags, parsed as one command line.
+#[derive(Parser)]
+#[command(version, about = "chute message broker", args_override_self = true)]
+struct Flags<A: clap::Args> {
+    #[command(flatten)]
+    server: Args,
+    #[command(flatten)]
+    adapter: A,
+}
+
+/// The flags of an adapter that has none.
+#[derive(clap::Args)]
+struct NoFlags {}
+
+/// clap's verdict on the command line: help and version on stdout (exit 0), or the error's
+/// first paragraph as one line on stderr (exit 2) instead of clap's several lines of usage.
+fn usage_error(binary: &str, error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let message = error.render().to_string();
+    let reason: Vec<&str> =
+        message.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+    eprintln!("{binary}: {} (see '{binary} --help')", reason.join(" "));
+    ExitCode::from(2)
 }
 
 /// The stdout lines that scripts and tests wait for: `{binary} listening on {addr}`, then

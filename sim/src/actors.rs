@@ -15,7 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chute_core::client::SubscriptionOptions;
-use chute_core::client::{Client, ClientEvent, ClientInput, ClientOutput, CommandError, Response};
+use chute_core::client::{
+    Client, ClientEvent, ClientInput, ClientOutput, CloseReason, CommandError, Response,
+};
 use chute_core::{ConnId, Input, Instant};
 use chute_protocol::{Delivery, Destination, ErrorCode, PublishMessage, Schedule, LIST_PAGE_MAX};
 
@@ -244,7 +246,7 @@ impl World {
                     self.publish_pending(actor);
                 }
             }
-            ClientEvent::Closed { code, message } => self.on_closed(actor, code, &message),
+            ClientEvent::Closed { reason } => self.on_closed(actor, reason),
             ClientEvent::Confirmed(range) => {
                 let Role::Publisher(publisher) = &mut self.actors[actor].role else { return };
                 let mut confirmed = Vec::new();
@@ -279,7 +281,7 @@ impl World {
         }
     }
 
-    fn on_closed(&mut self, actor: usize, code: ErrorCode, message: &str) {
+    fn on_closed(&mut self, actor: usize, reason: CloseReason) {
         let expected = [
             ErrorCode::NORMAL_CLOSE,
             ErrorCode::HEARTBEAT_TIMEOUT,
@@ -287,12 +289,16 @@ impl World {
             ErrorCode::STORAGE_FAILED,
             ErrorCode::SHUTTING_DOWN,
         ];
-        let lost = code == ErrorCode::INTERNAL && message == "connection lost";
-        if !expected.contains(&code) && !lost {
-            let name = &self.actors[actor].name;
-            self.fail(("connection-error", format!("{name}: closed with {code:?}: {message}")));
+        // A lost transport (reset, crash) is expected too.
+        if let CloseReason::Code { code, message } = &reason {
+            if !expected.contains(code) {
+                let name = &self.actors[actor].name;
+                self.fail(("connection-error", format!("{name}: closed with {code:?}: {message}")));
+            }
         }
-        self.record(TraceEvent::ClientClosed { actor: actor as u32, code: code.0 });
+        // A lost transport has no wire code; the trace records it as u16::MAX.
+        let code = reason.code().map_or(u16::MAX, |code| code.0);
+        self.record(TraceEvent::ClientClosed { actor: actor as u32, code });
         let a = &mut self.actors[actor];
         let conn = a.conn.take();
         a.client = None;

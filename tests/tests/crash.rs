@@ -384,7 +384,7 @@ impl PublisherRecord {
     fn settle(&mut self, id: String, result: Result<(), PublishError>) {
         match result {
             Ok(()) => self.confirmed.push(id),
-            Err(PublishError::Unconfirmed { .. }) => {}
+            Err(PublishError::Unconfirmed { .. } | PublishError::ConnectionLost { .. }) => {}
             Err(error) => self.refused.push((id, error)),
         }
     }

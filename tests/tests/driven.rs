@@ -76,10 +76,10 @@ fn dropping_the_driver_fails_what_is_pending() {
             let confirmation = connection.publish("gone", "never sent").await.unwrap();
             drop(io);
             match confirmation.await {
-                Err(PublishError::Unconfirmed { message, .. }) => {
-                    assert!(message.contains("driver was dropped"), "{message}")
+                Err(PublishError::ConnectionLost { io_error: Some(how), .. }) => {
+                    assert!(how.contains("driver was dropped"), "{how}")
                 }
-                other => panic!("expected an unconfirmed publish, got {other:?}"),
+                other => panic!("expected a lost connection, got {other:?}"),
             }
             assert!(connection.closed_reason().is_some());
             connection.close().await;

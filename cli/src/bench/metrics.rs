@@ -1,12 +1,15 @@
 //! The broker's own figures, read from its admin endpoint's Prometheus page before and after a
 //! run: CPU seconds, fsyncs, peak resident memory, messages published and acked.
 //!
-//! One plain HTTP/1.1 `GET` over a `TcpStream` is all this needs, so no HTTP client crate.
+//! The page is fetched with ureq (plain HTTP only). It is parsed here, not by a crate: the six
+//! unlabelled series read are one line each, and the parser crate on offer
+//! (prometheus-parse) splits labels on `,` and `}` without regard to quoting and brings
+//! regex and chrono along.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use chute_client::ServerUrl;
 
 pub const SYNCS: &str = "chute_storage_syncs_total";
 pub const CPU_SECONDS: &str = "chute_process_cpu_seconds_total";
@@ -15,6 +18,7 @@ pub const RSS_PEAK_BYTES: &str = "chute_process_resident_memory_peak_bytes";
 pub const PUBLISHED: &str = "chute_messages_published_total";
 pub const ACKED: &str = "chute_messages_acked_total";
 
+const HTTP_PORT: u16 = 80;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A metrics page larger than this is not one we understand (a page lists every queue, so
@@ -24,122 +28,45 @@ const PAGE_BYTES_MAX: u64 = 64 << 20;
 /// Where the admin endpoint is: `http://host:port`, with an optional path prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminEndpoint {
-    host: String,
-    port: u16,
+    server: ServerUrl,
     prefix: String,
 }
 
 impl AdminEndpoint {
-    /// Parses `--admin-url`; `off` means "do not read broker metrics".
+    /// Parses `--admin-url` (by the client's own address parser, so IPv6 literals and errors
+    /// read as for `--url`); `off` means "do not read broker metrics".
     pub fn parse(url: &str) -> Result<Option<AdminEndpoint>, String> {
         if url == "off" {
             return Ok(None);
         }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("--admin-url {url:?}: expected http://HOST:PORT or off"))?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(':') => {
-                let port = port.parse().map_err(|_| format!("--admin-url {url:?}: bad port"))?;
-                (host, port)
-            }
-            _ => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("--admin-url {url:?}: no host"));
-        }
-        Ok(Some(AdminEndpoint { host: host.to_string(), port, prefix: prefix.to_string() }))
+        let (server, prefix) = ServerUrl::parse_with_path(url, "http", HTTP_PORT)
+            .map_err(|e| format!("--admin-url: {e} (or off)"))?;
+        Ok(Some(AdminEndpoint { server, prefix }))
     }
 
     pub fn metrics_url(&self) -> String {
-        let host =
-            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        format!("http://{host}:{}{}/metrics", self.port, self.prefix)
+        format!("http://{}{}/metrics", self.server.authority(), self.prefix)
     }
 
     /// Reads the metrics page now.
     pub fn sample(&self) -> Result<BrokerSample, String> {
-        let page = self.get(&format!("{}/metrics", self.prefix))?;
+        let page = get(&self.metrics_url()).map_err(|e| format!("{}: {e}", self.metrics_url()))?;
         Ok(BrokerSample::from_series(&parse_exposition(&page)))
     }
-
-    fn get(&self, path: &str) -> Result<String, String> {
-        let addrs = (self.host.as_str(), self.port).to_socket_addrs().map_err(|e| e.to_string())?;
-        let mut last_error = format!("{} resolves to no address", self.host);
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(stream) => return self.get_over(stream, path),
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        Err(last_error)
-    }
-
-    fn get_over(&self, mut stream: TcpStream, path: &str) -> Result<String, String> {
-        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
-        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
-            self.host, self.port
-        );
-        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        stream.take(PAGE_BYTES_MAX).read_to_end(&mut response).map_err(|e| e.to_string())?;
-        http_body(&response)
-    }
 }
 
-/// The body of a complete HTTP/1.1 response read to its end, if its status is 200.
-fn http_body(response: &[u8]) -> Result<String, String> {
-    let head_end = find(response, b"\r\n\r\n").ok_or("incomplete HTTP response")?;
-    let head = String::from_utf8_lossy(&response[..head_end]);
-    let body = &response[head_end + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("HTTP {status:?}"));
-    }
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_ascii_lowercase())
-        })
-    };
-    let body = if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-        dechunk(body)?
-    } else if let Some(length) = header("content-length") {
-        let length: usize = length.parse().map_err(|_| "bad Content-Length")?;
-        body.get(..length).ok_or("HTTP body shorter than its Content-Length")?.to_vec()
-    } else {
-        body.to_vec()
-    };
-    String::from_utf8(body).map_err(|_| "metrics page is not UTF-8".to_string())
-}
-
-/// Decodes a chunked body (chunk extensions and trailers ignored).
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = find(body, b"\r\n").ok_or("truncated chunk size")?;
-        let size_text = String::from_utf8_lossy(&body[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(body.get(..size).ok_or("truncated chunk")?);
-        body = body.get(size + 2..).ok_or("truncated chunk")?;
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// The body of a `200` answer to a GET of `url`.
+fn get(url: &str) -> Result<String, ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(IO_TIMEOUT))
+        // The endpoint is the broker's, usually on loopback: never through an HTTP_PROXY.
+        .proxy(None)
+        .http_status_as_error(true)
+        .build()
+        .into();
+    let mut response = agent.get(url).header("Accept", "text/plain").call()?;
+    response.body_mut().with_config().limit(PAGE_BYTES_MAX).read_to_string()
 }
 
 /// Every sample on a Prometheus / OpenMetrics text page, keyed by its series as written
@@ -235,6 +162,7 @@ impl BrokerFigures {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     use super::*;
@@ -310,51 +238,82 @@ chute_messages_acked_total 99
     #[test]
     fn admin_urls() {
         let at = |host: &str, port, prefix: &str| {
-            Ok(Some(AdminEndpoint { host: host.into(), port, prefix: prefix.into() }))
+            let server = ServerUrl { host: host.into(), port };
+            Ok(Some(AdminEndpoint { server, prefix: prefix.into() }))
         };
         assert_eq!(AdminEndpoint::parse("http://127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
         assert_eq!(AdminEndpoint::parse("http://localhost:9/chute/"), at("localhost", 9, "/chute"));
         assert_eq!(AdminEndpoint::parse("http://[::1]:4771"), at("::1", 4771, ""));
+        assert_eq!(AdminEndpoint::parse("http://[::1]"), at("::1", 80, ""));
         assert_eq!(AdminEndpoint::parse("http://example"), at("example", 80, ""));
+        assert_eq!(AdminEndpoint::parse("127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
         assert_eq!(AdminEndpoint::parse("off"), Ok(None));
-        assert!(AdminEndpoint::parse("https://x:1").is_err());
-        assert!(AdminEndpoint::parse("http://:1").is_err());
+        let refusal = |url: &str| AdminEndpoint::parse(url).unwrap_err();
+        assert!(
+            refusal("https://x:1").contains("unsupported scheme"),
+            "{}",
+            refusal("https://x:1")
+        );
+        assert!(refusal("http://:1").contains("no host"), "{}", refusal("http://:1"));
+        assert!(refusal("http://x:y").contains("bad port"), "{}", refusal("http://x:y"));
+        assert!(refusal("http://u:p@x:1").contains("credentials"), "{}", refusal("http://u:p@x:1"));
+        assert!(refusal("http://x:1/m?q").contains("query"));
         let endpoint = AdminEndpoint::parse("http://[::1]:4771/x").unwrap().unwrap();
         assert_eq!(endpoint.metrics_url(), "http://[::1]:4771/x/metrics");
     }
 
-    #[test]
-    fn http_bodies_by_length_chunks_or_close() {
-        let by_length = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(http_body(by_length), Ok("hello".into()));
-        let chunked =
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n";
-        assert_eq!(http_body(chunked), Ok("hello".into()));
-        assert_eq!(http_body(b"HTTP/1.0 200 OK\r\n\r\nhello"), Ok("hello".into()));
-        assert!(http_body(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").is_err());
-        assert!(http_body(b"HTTP/1.1 200 OK\r\n").is_err());
-    }
-
-    /// A whole scrape against a server that answers one canned page.
-    #[test]
-    fn samples_a_live_endpoint() {
+    /// Serves one canned HTTP response on a loopback port; returns the endpoint and the
+    /// request line the server saw.
+    fn serve_once(response: String) -> (AdminEndpoint, std::thread::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             let mut request = [0u8; 1024];
             let n = stream.read(&mut request).unwrap();
-            assert!(request[..n].starts_with(b"GET /metrics HTTP/1.1\r\n"));
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text\r\n\
-                 Content-Length: {}\r\n\r\n{PAGE}",
-                PAGE.len()
-            );
             stream.write_all(response.as_bytes()).unwrap();
+            let request = String::from_utf8_lossy(&request[..n]).into_owned();
+            request.lines().next().unwrap_or_default().to_string()
         });
         let endpoint = AdminEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap().unwrap();
-        let sample = endpoint.sample().unwrap();
-        assert_eq!(sample.syncs, Some(17.0));
+        (endpoint, server)
+    }
+
+    /// A whole scrape against a server that answers one canned page.
+    #[test]
+    fn samples_a_live_endpoint() {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text\r\n\
+             Content-Length: {}\r\n\r\n{PAGE}",
+            PAGE.len()
+        );
+        let (endpoint, server) = serve_once(response);
+        assert_eq!(endpoint.sample().unwrap().syncs, Some(17.0));
+        assert_eq!(server.join().unwrap(), "GET /metrics HTTP/1.1");
+    }
+
+    /// A chunked page, as a streaming server sends it, reads the same.
+    #[test]
+    fn samples_a_chunked_page() {
+        let (first, second) = PAGE.split_at(40);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n\
+             {:x}\r\n{second}\r\n0\r\n\r\n",
+            first.len(),
+            second.len()
+        );
+        let (endpoint, server) = serve_once(response);
+        assert_eq!(endpoint.sample().unwrap().acked, Some(99.0));
+        server.join().unwrap();
+    }
+
+    /// Any status but 200 is an error naming the status and the URL.
+    #[test]
+    fn a_status_other_than_200_is_an_error() {
+        let response = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string();
+        let (endpoint, server) = serve_once(response);
+        let error = endpoint.sample().unwrap_err();
+        assert!(error.contains("404") && error.contains("/metrics"), "{error}");
         server.join().unwrap();
     }
 

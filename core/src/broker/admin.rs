@@ -354,30 +354,10 @@ fn validate_options(name: &str, options: &QueueOptions) -> Result<(), OptionsErr
 
 /// Names the first option that differs, for the mismatch error.
 fn describe_difference(existing: &QueueOptions, requested: &QueueOptions) -> String {
-    macro_rules! first_difference {
-        ($($field:ident),*) => {
-            $( if existing.$field != requested.$field {
-                return format!(
-                    "{} is {:?}, requested {:?}",
-                    stringify!($field), existing.$field, requested.$field
-                );
-            } )*
-        };
+    match existing.first_difference(requested) {
+        Some(difference) => {
+            format!("{} is {}, requested {}", difference.field, difference.this, difference.other)
+        }
+        None => "no difference".into(),
     }
-    first_difference!(
-        durability,
-        messages_max,
-        bytes_max,
-        overflow,
-        ttl_ms,
-        expiry,
-        dead_letter,
-        attempts_max,
-        backoff,
-        lease_ms,
-        dedup_window_ms,
-        publish_rate,
-        breaker
-    );
-    "no difference".into()
 }

@@ -106,9 +106,30 @@ pub enum ClientEvent {
     GoingAway(GoingAway),
     /// The connection is over; nothing follows.
     Closed {
-        code: ErrorCode,
-        message: String,
+        reason: CloseReason,
     },
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Closed with a protocol error code: the server's `Close` or connection-level `Error`, or
+    /// the client's own verdict (a handshake or heartbeat timeout, bad bytes from the server,
+    /// a local `close`).
+    Code { code: ErrorCode, message: String },
+    /// The transport closed or failed while the connection was open, with no `Close` (the
+    /// server died, the network failed). No code fits: `internal` would blame a server bug.
+    TransportLost,
+}
+
+impl CloseReason {
+    /// The protocol code, if the connection was closed with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            CloseReason::Code { code, .. } => Some(*code),
+            CloseReason::TransportLost => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,9 +262,7 @@ impl Client {
                 self.process_received();
             }
             ClientInput::Timeout => self.check_timers(now),
-            ClientInput::Closed => {
-                self.finish(ErrorCode::INTERNAL, "connection lost".into(), false);
-            }
+            ClientInput::Closed => self.end(CloseReason::TransportLost, false),
         }
     }
 
@@ -310,9 +329,14 @@ impl Client {
         }
     }
 
+    /// Ends the connection with a protocol code; see [`Client::end`].
+    fn finish(&mut self, code: ErrorCode, message: String, close_transport: bool) {
+        self.end(CloseReason::Code { code, message }, close_transport);
+    }
+
     /// Ends the connection: emits `Closed` once and, if `close_transport`, asks the driver to
     /// close the socket.
-    fn finish(&mut self, code: ErrorCode, message: String, close_transport: bool) {
+    fn end(&mut self, reason: CloseReason, close_transport: bool) {
         if self.state == State::Closed {
             return;
         }
@@ -324,7 +348,7 @@ impl Client {
             }
             self.outputs.push_back(ClientOutput::Close);
         }
-        self.outputs.push_back(ClientOutput::Event(ClientEvent::Closed { code, message }));
+        self.outputs.push_back(ClientOutput::Event(ClientEvent::Closed { reason }));
     }
 
     fn encode<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {

@@ -192,12 +192,30 @@ fn server_close_ends_the_connection() {
     let (_, events) = drain(&mut client);
     assert_eq!(
         events,
-        vec![ClientEvent::Closed { code: ErrorCode::SHUTTING_DOWN, message: "bye".into() }]
+        vec![ClientEvent::Closed {
+            reason: CloseReason::Code { code: ErrorCode::SHUTTING_DOWN, message: "bye".into() }
+        }]
     );
     assert_eq!(
         client.publish(&Destination::Queue("q".into()), false, message()),
         Err(CommandError::Closed)
     );
+}
+
+/// The transport failing under an open connection is its own reason, with no protocol code
+/// (`internal` would blame the server); commands fail afterwards, and a second report of the
+/// same loss adds nothing.
+#[test]
+fn transport_loss_is_not_a_protocol_close() {
+    let mut client = connected(10);
+    client.publish(&Destination::Queue("q".into()), false, message()).unwrap();
+    client.handle_input(Instant::ZERO, ClientInput::Closed);
+    let (_, events) = drain(&mut client);
+    assert_eq!(events, vec![ClientEvent::Closed { reason: CloseReason::TransportLost }]);
+    assert_eq!(CloseReason::TransportLost.code(), None);
+    assert!(client.is_closed());
+    client.handle_input(Instant::ZERO, ClientInput::Closed);
+    assert_eq!(drain(&mut client).1, vec![]);
 }
 
 /// No HelloOk in time: the client gives up.
@@ -208,7 +226,12 @@ fn handshake_timeout() {
     let deadline = client.poll_timeout().unwrap();
     client.handle_input(deadline, ClientInput::Timeout);
     let (_, events) = drain(&mut client);
-    assert!(matches!(events[..], [ClientEvent::Closed { code: ErrorCode::HANDSHAKE_TIMEOUT, .. }]));
+    assert!(matches!(
+        events[..],
+        [ClientEvent::Closed {
+            reason: CloseReason::Code { code: ErrorCode::HANDSHAKE_TIMEOUT, .. }
+        }]
+    ));
 }
 
 /// An idle client sends heartbeats, and gives up on a silent server after three intervals.
@@ -222,5 +245,10 @@ fn heartbeats_and_silent_server() {
     assert_eq!(frames, vec![Frame::Heartbeat(chute_protocol::Heartbeat)]);
     client.handle_input(Instant::from_millis(3_000), ClientInput::Timeout);
     let (_, events) = drain(&mut client);
-    assert!(matches!(events[..], [ClientEvent::Closed { code: ErrorCode::HEARTBEAT_TIMEOUT, .. }]));
+    assert!(matches!(
+        events[..],
+        [ClientEvent::Closed {
+            reason: CloseReason::Code { code: ErrorCode::HEARTBEAT_TIMEOUT, .. }
+        }]
+    ));
 }

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
-use chute_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, Response};
+use chute_core::client::{
+    Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, CloseReason, Response,
+};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::recovery::SegmentFile;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
@@ -451,9 +453,16 @@ impl Net {
         out
     }
 
+    /// The code and message the connection closed with. The in-memory network never loses a
+    /// transport under an open connection, so a `TransportLost` here is a harness bug.
     pub fn closed_event(&self, conn: ConnId) -> Option<(chute_protocol::ErrorCode, String)> {
         self.events[&conn].iter().find_map(|e| match e {
-            ClientEvent::Closed { code, message } => Some((*code, message.clone())),
+            ClientEvent::Closed { reason: CloseReason::Code { code, message } } => {
+                Some((*code, message.clone()))
+            }
+            ClientEvent::Closed { reason: CloseReason::TransportLost } => {
+                panic!("connection {conn:?} lost its transport without a Close")
+            }
             _ => None,
         })
     }

@@ -211,7 +211,12 @@ pub fn dead_reason() -> impl Strategy<Value = DeadReason> {
 }
 
 pub fn dead_reason_label(value: &DeadReason) -> &'static str {
-    value.label()
+    match value {
+        DeadReason::MaxAttempts => "max-attempts",
+        DeadReason::Rejected => "rejected",
+        DeadReason::Expired => "expired",
+        DeadReason::Overflow => "overflow",
+    }
 }
 
 // ---- queue options ------------------------------------------------------------------------
