@@ -459,7 +459,11 @@ impl Broker {
         self.end_consuming(conn, &mut connection);
         connection.state = ConnState::Closing;
         connection.frame_started_at = None;
-        connection.close_message = format!("client closed: {client_message}");
+        connection.close_message = if client_message.is_empty() {
+            "Close from the client".to_string()
+        } else {
+            format!("Close from the client: {client_message}")
+        };
         self.connections.insert(conn, connection);
         if self.connection_mut(conn).outbound.is_empty() {
             self.finish_client_close(conn);

@@ -351,7 +351,7 @@ impl Client {
         }
         self.encode(
             FrameKind::Close,
-            &Close { code: ErrorCode::NORMAL_CLOSE, message: "client closed".into() },
+            &Close { code: ErrorCode::NORMAL_CLOSE, message: "done".into() },
         );
         self.finish(ErrorCode::NORMAL_CLOSE, "client closed".into(), true);
     }
