@@ -111,7 +111,6 @@ impl Broker {
     /// Removes a queue, ending its subscriptions and its deliveries still in flight (settling
     /// them is then settling unknown tags). Returns how many messages it held.
     fn delete_queue(&mut self, id: QueueId) -> u64 {
-        let frame_size_max = self.config.limits.frame_size_max;
         let mut queue = self.queues.remove(&id).expect("queue exists");
         self.queue_ids.remove(&queue.name);
         self.pending_queues.remove(&id);
@@ -128,7 +127,7 @@ impl Broker {
                 message: format!("queue {:?} was deleted", queue.name),
             };
             connection
-                .send(FrameKind::SubscriptionCancelled, &cancelled, frame_size_max)
+                .send(FrameKind::SubscriptionCancelled, &cancelled)
                 .expect("a cancellation naming a queue fits any frame");
             self.mark_dirty(consumer.conn);
         }
@@ -270,8 +269,7 @@ impl Broker {
     /// Sends an answer. One the broker cannot fit in a frame is its own bug, and the client
     /// could never match the request to anything else: the connection closes with `internal`.
     pub(super) fn reply<T: serde::Serialize>(&mut self, conn: ConnId, kind: FrameKind, body: &T) {
-        let frame_size_max = self.config.limits.frame_size_max;
-        if let Err(err) = self.connection_mut(conn).send(kind, body, frame_size_max) {
+        if let Err(err) = self.connection_mut(conn).send(kind, body) {
             let message = format!("an answer could not be encoded: {err}");
             return self.close_connection(conn, ErrorCode::INTERNAL, message);
         }
@@ -307,8 +305,7 @@ impl Broker {
         if request_id == 0 {
             return self.close_connection(conn, code, message);
         }
-        let frame_size_max = self.config.limits.frame_size_max;
-        self.connection_mut(conn).send_error(request_id, code, message, frame_size_max);
+        self.connection_mut(conn).send_error(request_id, code, message);
         self.mark_dirty(conn);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chute_protocol::{
     encode_body, push_to_ranges, EncodeError, ErrorCode, ErrorFrame, FrameKind, FrameReader, Range,
+    ServerLimits,
 };
 use serde::Serialize;
 
@@ -149,6 +150,10 @@ pub(crate) struct Connection {
     /// When the connection's lease timer is armed: at or before the earliest lease deadline of
     /// its deliveries (settled ones leave it early; it then re-arms when it fires).
     pub lease_timer_at: Option<Instant>,
+    /// The limits this connection was (or will be) told in `HelloOk`. They hold for its whole
+    /// life: a reload that changes the broker's limits applies to later connections, since a
+    /// client may rely on what it was told (a frame size, a credit ceiling).
+    pub limits: ServerLimits,
     /// The connection-level publish rate limit, if the broker sets one.
     pub publish_rate: Option<TokenBucket>,
     /// When a rate-limit pause ends, if one is in force.
@@ -156,10 +161,10 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub fn new(now: Instant, frame_size_max: u32) -> Connection {
+    pub fn new(now: Instant, limits: ServerLimits) -> Connection {
         Connection {
             state: ConnState::AwaitingHello,
-            reader: FrameReader::expecting_preface(frame_size_max),
+            reader: FrameReader::expecting_preface(limits.frame_size_max),
             outbound: Outbound::default(),
             in_dirty_list: false,
             paused: PauseReasons::default(),
@@ -179,6 +184,7 @@ impl Connection {
             next_tag: 1,
             in_flight: SeqSlots::default(),
             lease_timer_at: None,
+            limits,
             publish_rate: None,
             rate_resume_at: None,
         }
@@ -212,18 +218,11 @@ impl Connection {
         &mut self,
         kind: FrameKind,
         body: &T,
-        frame_size_max: u32,
     ) -> Result<(), EncodeError> {
-        encode_body(kind, body, self.outbound.buffer(), frame_size_max)
+        encode_body(kind, body, self.outbound.buffer(), self.limits.frame_size_max)
     }
 
-    pub fn send_error(
-        &mut self,
-        request_id: u32,
-        code: ErrorCode,
-        message: String,
-        frame_size_max: u32,
-    ) {
+    pub fn send_error(&mut self, request_id: u32, code: ErrorCode, message: String) {
         let mut frame = ErrorFrame {
             request_id,
             code,
@@ -232,12 +231,12 @@ impl Connection {
             message,
         };
         // Messages are short, but may quote what a client sent: cut one that would not fit.
-        let text_max = (frame_size_max as usize).saturating_sub(64);
+        let text_max = (self.limits.frame_size_max as usize).saturating_sub(64);
         if frame.message.len() > text_max {
             let cut = (0..=text_max).rev().find(|at| frame.message.is_char_boundary(*at));
             frame.message.truncate(cut.unwrap_or(0));
         }
-        self.send(FrameKind::Error, &frame, frame_size_max).expect("an error frame is cut to fit");
+        self.send(FrameKind::Error, &frame).expect("an error frame is cut to fit");
     }
 
     /// Records an accepted publish for the next `Confirm`, which must wait for `gate`.
@@ -248,6 +247,18 @@ impl Connection {
             written_lsn: self.confirm_gate.written_lsn.max(gate.written_lsn),
             synced_lsn: self.confirm_gate.synced_lsn.max(gate.synced_lsn),
         };
+    }
+
+    /// The backlog at which the broker stops reading this connection. Deliveries stop one
+    /// frame earlier (at `connection_outbound_bytes_max`), so a consumer's own deliveries never
+    /// stop the broker reading its acks; only replies it does not read (confirms, answers) do.
+    pub fn read_pause_backlog(&self, outbound_bytes_max: u64) -> u64 {
+        outbound_bytes_max + u64::from(self.limits.frame_size_max)
+    }
+
+    /// Past the handshake, and not closing.
+    pub fn is_open(&self) -> bool {
+        self.state == ConnState::Open
     }
 
     /// Whether the broker may queue more deliveries for this connection now.

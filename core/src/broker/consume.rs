@@ -47,16 +47,16 @@ impl Broker {
         conn: ConnId,
         subscribe: &Subscribe,
     ) -> Result<(), (ErrorCode, String)> {
-        let limits = &self.config.limits;
         let connection = &self.connections[&conn];
+        let limits = &connection.limits;
         if connection.subscriptions.contains_key(&subscribe.subscription) {
             return Err((
                 ErrorCode::SUBSCRIPTION_EXISTS,
                 format!("subscription {} is active", subscribe.subscription),
             ));
         }
-        if connection.subscriptions.len() >= limits.subscriptions_per_connection_max as usize {
-            let max = limits.subscriptions_per_connection_max;
+        if connection.subscriptions.len() >= limits.subscriptions_max as usize {
+            let max = limits.subscriptions_max;
             return Err((ErrorCode::RESOURCE_LIMIT, format!("subscriptions_max ({max}) reached")));
         }
         if subscribe.credit > limits.credit_max {
@@ -80,8 +80,8 @@ impl Broker {
     /// `Unsubscribe` or a `SubscriptionCancelled` on the wire. Credit beyond `credit_max` is a
     /// client bug (it can always bound the server's count), so it closes the connection.
     pub(super) fn handle_credit(&mut self, conn: ConnId, credit: Credit) {
-        let credit_max = self.config.limits.credit_max;
         let connection = self.connection_mut(conn);
+        let credit_max = connection.limits.credit_max;
         let Some(subscription) = connection.subscriptions.get_mut(&credit.subscription) else {
             return;
         };

@@ -114,7 +114,6 @@ impl Broker {
     /// Groups the chosen deliveries by connection and subscription into `Deliver` frames that
     /// respect the batch and frame size limits.
     fn encode_deliveries(&mut self, mut chosen: Vec<Chosen>, gate: Gate) {
-        let frame_size_max = self.config.limits.frame_size_max;
         // Stable sort by connection only: a connection's tags must reach it in increasing
         // order, so deliveries to its subscriptions are framed in runs, in tag order.
         chosen.sort_by_key(|c| c.conn);
@@ -130,7 +129,8 @@ impl Broker {
             connection.outbound.raise_gate(gate);
             let mut deliveries = Vec::with_capacity(run.min(DELIVER_BATCH_MAX));
             let mut frame_bytes = 16;
-            let frame_bytes_max = (frame_size_max as usize).min(BATCH_FRAME_BYTES_TARGET);
+            let frame_bytes_max =
+                (connection.limits.frame_size_max as usize).min(BATCH_FRAME_BYTES_TARGET);
             for c in &rest[..run] {
                 let message =
                     &connection.in_flight.get(c.tag).expect("chosen, so in flight").message;
@@ -142,7 +142,7 @@ impl Broker {
                     let batch =
                         Deliver { subscription, deliveries: std::mem::take(&mut deliveries) };
                     connection
-                        .send(FrameKind::Deliver, &batch, frame_size_max)
+                        .send(FrameKind::Deliver, &batch)
                         .expect("batches close below the frame limit by over-estimate");
                     frame_bytes = 16;
                 }
@@ -150,7 +150,7 @@ impl Broker {
                 deliveries.push(delivery);
             }
             connection
-                .send(FrameKind::Deliver, &Deliver { subscription, deliveries }, frame_size_max)
+                .send(FrameKind::Deliver, &Deliver { subscription, deliveries })
                 .expect("batches close below the frame limit by over-estimate");
             self.mark_dirty(conn);
             rest = &rest[run..];

@@ -10,14 +10,14 @@ impl Broker {
     /// Decodes and handles buffered frames until the buffer is empty, the connection pauses, or
     /// it closes. Then encodes the confirms those frames earned.
     pub(super) fn process_received(&mut self, conn: ConnId) {
-        let read_pause_at = self.read_pause_backlog();
-        let unconfirmed_max = u64::from(self.config.limits.unconfirmed_max);
+        let outbound_max = self.config.limits.connection_outbound_bytes_max;
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else { return };
-            if connection.outbound_backlog() >= read_pause_at {
+            if connection.outbound_backlog() >= connection.read_pause_backlog(outbound_max) {
                 self.set_read_pause(conn, PauseReason::OutboundBacklog, true);
             }
-            if self.connection_mut(conn).outbound.unconfirmed >= unconfirmed_max {
+            let connection = self.connection_mut(conn);
+            if connection.outbound.unconfirmed >= u64::from(connection.limits.unconfirmed_max) {
                 self.set_read_pause(conn, PauseReason::Unconfirmed, true);
             }
             let connection = self.connection_mut(conn);
@@ -43,15 +43,14 @@ impl Broker {
     /// `RANGES_MAX`): refusals between accepted publishes split ranges, and a connection that
     /// was paused may have many frames to read at once.
     fn flush_confirms_if_full(&mut self, conn: ConnId) {
-        let frame_size_max = self.config.limits.frame_size_max;
         let Some(connection) = self.connections.get(&conn) else { return };
-        if connection.confirm_ranges.len() >= confirm_ranges_max(frame_size_max) {
+        let ranges_max = confirm_ranges_max(connection.limits.frame_size_max);
+        if connection.confirm_ranges.len() >= ranges_max {
             self.flush_confirms(conn);
         }
     }
 
     fn flush_confirms(&mut self, conn: ConnId) {
-        let frame_size_max = self.config.limits.frame_size_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         if connection.confirm_ranges.is_empty() {
             return;
@@ -60,7 +59,7 @@ impl Broker {
         let count: u64 = confirm.ranges.iter().map(|r| u64::from(r.count)).sum();
         connection.outbound.raise_gate(std::mem::take(&mut connection.confirm_gate));
         connection
-            .send(FrameKind::Confirm, &confirm, frame_size_max)
+            .send(FrameKind::Confirm, &confirm)
             .expect("confirms are flushed before their ranges outgrow a frame");
         connection.outbound.add_confirms(count);
         self.mark_dirty(conn);

@@ -25,9 +25,8 @@ impl Broker {
             server_name: self.config.server_name.clone(),
             connection_id: conn.0,
             heartbeat_ms,
-            limits: self.server_limits(),
+            limits: self.connection_mut(conn).limits,
         };
-        let frame_size_max = self.config.limits.frame_size_max;
         let (now, connection_rate) = (self.now, self.config.limits.connection_publish_rate);
         let connection = self.connection_mut(conn);
         connection.state = ConnState::Open;
@@ -35,7 +34,7 @@ impl Broker {
         connection.heartbeat_ms = heartbeat_ms;
         connection.client_name = hello.client_name.chars().take(256).collect();
         connection
-            .send(FrameKind::HelloOk, &hello_ok, frame_size_max)
+            .send(FrameKind::HelloOk, &hello_ok)
             .expect("HelloOk is smaller than the smallest frame limit");
         let client_name = connection.client_name.clone();
         self.mark_dirty(conn);
@@ -52,6 +51,7 @@ impl Broker {
         requested_ms.clamp(timeouts.heartbeat_ms_min, timeouts.heartbeat_ms_max)
     }
 
+    /// The limits a connection accepted now is told in `HelloOk` and held to.
     pub(super) fn server_limits(&self) -> ServerLimits {
         let limits = &self.config.limits;
         ServerLimits {

@@ -26,7 +26,6 @@ impl Broker {
         assert!(log.written_lsn() <= log.end_lsn(), "written past the end of the log");
         let mut in_flight: BTreeMap<QueueId, u64> = BTreeMap::new();
         let mut partial_held = 0;
-        let credit_max = self.config.limits.credit_max;
         for (conn, connection) in &self.connections {
             partial_held += connection.partial_held_bytes;
             let closing = connection.state == ConnState::Closing;
@@ -35,6 +34,7 @@ impl Broker {
                 "{conn} is closing but still consumes"
             );
             for (id, subscription) in &connection.subscriptions {
+                let credit_max = connection.limits.credit_max;
                 assert!(subscription.credit <= credit_max, "{conn}/{id}: credit above credit_max");
                 let key = ConsumerKey { conn: *conn, subscription: *id };
                 let queue = self.queues.get(&subscription.queue);

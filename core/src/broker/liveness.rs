@@ -29,7 +29,6 @@ impl Broker {
 
     pub(super) fn fire_connection_timer(&mut self, conn: ConnId) {
         let now = self.now;
-        let frame_size_max = self.config.limits.frame_size_max;
         let handshake_timeout_ms = u64::from(self.config.timeouts.handshake_timeout_ms);
         // The entry was popped from the set: forget it before re-arming.
         self.connection_mut(conn).timer_at = None;
@@ -58,7 +57,7 @@ impl Broker {
                 }
                 if now >= connection.heartbeat_deadline() && connection.state == ConnState::Open {
                     connection
-                        .send(FrameKind::Heartbeat, &Heartbeat, frame_size_max)
+                        .send(FrameKind::Heartbeat, &Heartbeat)
                         .expect("a heartbeat is empty");
                     // The heartbeat counts as sent now; `take_send` will agree.
                     connection.last_sent = now;

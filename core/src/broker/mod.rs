@@ -17,6 +17,7 @@ mod outbound;
 mod publish;
 mod queue_timer;
 mod rate_limits;
+mod reconfigure;
 mod recover;
 mod routing;
 mod stats;
@@ -302,7 +303,7 @@ impl Broker {
 
     fn handle_accepted(&mut self, conn: ConnId) {
         assert!(!self.connections.contains_key(&conn), "connection id {conn} reused");
-        let connection = Connection::new(self.now, self.config.limits.frame_size_max);
+        let connection = Connection::new(self.now, self.server_limits());
         self.connections.insert(conn, connection);
         if let Some(reason) = self.halted.clone() {
             self.close_connection(conn, ErrorCode::STORAGE_FAILED, reason);
@@ -349,14 +350,6 @@ impl Broker {
         }
     }
 
-    /// The backlog at which the broker stops reading a connection. Deliveries stop one frame
-    /// earlier (at `connection_outbound_bytes_max`), so a consumer's own deliveries never stop
-    /// the broker reading its acks; only replies it does not read (confirms, answers) do.
-    fn read_pause_backlog(&self) -> u64 {
-        let limits = &self.config.limits;
-        limits.connection_outbound_bytes_max + u64::from(limits.frame_size_max)
-    }
-
     /// Sets or clears one reason not to read a connection, and tells the driver when reading
     /// as a whole pauses or resumes. Resuming does not read what is buffered: callers that
     /// clear a reason call `process_received` when they want that.
@@ -378,7 +371,7 @@ impl Broker {
 
     /// Moves bytes the log allows into a `Send`.
     fn take_send(&mut self, conn: ConnId) -> Option<Output> {
-        let read_pause_at = self.read_pause_backlog();
+        let outbound_max = self.config.limits.connection_outbound_bytes_max;
         let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
         let now = self.now;
         let connection = self.connections.get_mut(&conn)?;
@@ -394,7 +387,7 @@ impl Broker {
             self.finish_client_close(conn);
             return Some(Output::Send { conn, bytes });
         }
-        if connection.outbound.unflushed_bytes >= read_pause_at
+        if connection.outbound.unflushed_bytes >= connection.read_pause_backlog(outbound_max)
             && !connection.pause_reasons().contains(PauseReason::OutboundBacklog)
         {
             self.set_read_pause(conn, PauseReason::OutboundBacklog, true);
@@ -406,10 +399,10 @@ impl Broker {
     /// timed out, for shutdown, and when storage failed. Bytes still waiting for the log (such
     /// as confirms not yet durable) are dropped: their outcome is unknown to the client.
     fn close_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
-        let frame_size_max = self.config.limits.frame_size_max;
         let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
         let connection = self.connection_mut(conn);
         connection.outbound.release(written, synced);
+        let frame_size_max = connection.limits.frame_size_max;
         let mut last =
             connection.outbound.take_ready().map(bytes::BytesMut::from).unwrap_or_default();
         connection::append_closing_frames(&mut last, code, &message, frame_size_max);

@@ -25,13 +25,13 @@ struct Route {
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnId, publish: Publish) {
-        let batch_max = self.config.limits.publish_batch_max as usize;
+        let batch_max = self.connection_mut(conn).limits.publish_batch_max as usize;
         let count = publish.messages.len();
         let connection = self.connection_mut(conn);
         let first_seq = connection.next_publish_seq;
         connection.next_publish_seq += count as u64;
         if count > batch_max {
-            let max = self.config.limits.publish_batch_max;
+            let max = batch_max as u32;
             return self.refuse_all(
                 conn,
                 first_seq,
@@ -89,7 +89,7 @@ impl Broker {
         route: &Route,
         message: PublishMessage,
     ) -> Result<Gate, PublishError> {
-        self.check_message(&message)?;
+        self.check_message(conn, &message)?;
         if route.queues.is_empty() {
             if route.mandatory {
                 let topic = route.topic.clone().unwrap_or_default();
@@ -258,8 +258,8 @@ impl Broker {
     }
 
     /// Rules every message must follow, whatever its queue.
-    fn check_message(&self, message: &PublishMessage) -> Result<(), PublishError> {
-        let max = self.config.limits.payload_size_max;
+    fn check_message(&self, conn: ConnId, message: &PublishMessage) -> Result<(), PublishError> {
+        let max = self.connections[&conn].limits.payload_size_max;
         let len = message.payload.len();
         if len > max as usize {
             return Err(PublishError::MessageTooLarge { len, max });
@@ -296,7 +296,7 @@ impl Broker {
     /// refusals with their texts does not fit the smallest frame limit.
     fn reply_rejected(&mut self, conn: ConnId, failures: Vec<PublishFailure>) {
         // A failure's fixed fields take at most 26 bytes, its text's length 2 more.
-        let frame_bytes_max = self.config.limits.frame_size_max as usize - 8;
+        let frame_bytes_max = self.connection_mut(conn).limits.frame_size_max as usize - 8;
         let (mut batch, mut batch_bytes) = (Vec::new(), 0);
         for failure in failures {
             let bytes = failure.message.len() + 28;

@@ -156,7 +156,6 @@ impl Broker {
                 self.pending_queues.remove(&id);
             }
         }
-        let unconfirmed_max = u64::from(self.config.limits.unconfirmed_max);
         let conns: Vec<ConnId> =
             std::mem::take(&mut self.waiting_connections).into_iter().collect();
         for conn in conns {
@@ -166,7 +165,7 @@ impl Broker {
                 self.waiting_connections.insert(conn);
             }
             let resume = connection.pause_reasons().contains(PauseReason::Unconfirmed)
-                && connection.outbound.unconfirmed < unconfirmed_max;
+                && connection.outbound.unconfirmed < u64::from(connection.limits.unconfirmed_max);
             self.mark_dirty(conn);
             if resume {
                 self.set_read_pause(conn, PauseReason::Unconfirmed, false);

@@ -132,6 +132,11 @@ impl Log {
         &self.config
     }
 
+    /// New settings, from the next segment decision on (an operator's reload).
+    pub fn reconfigure(&mut self, config: StorageConfig) {
+        self.config = config;
+    }
+
     // ---- writing ----
 
     /// Encodes a record at the end of the log; returns the position just past it.
