@@ -630,6 +630,51 @@ fn rate_limit_pause_stops_reading() {
     assert_eq!(net.confirmed(conn).len(), 20, "paused, not refused");
 }
 
+fn paced_queue(per_second: u32, burst: u32) -> QueueOptions {
+    let rate = RateLimit { per_second, burst, policy: RateLimitPolicy::Pause };
+    QueueOptions { publish_rate: Some(rate), ..QueueOptions::default() }
+}
+
+/// A queue's `pause` rate holds within one large batch: beyond the burst, messages wait for
+/// their tokens and are confirmed at the rate, not all at once.
+#[test]
+fn a_pause_rate_holds_within_a_large_batch() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", paced_queue(10, 10));
+    let messages: Vec<PublishMessage> = (0..500).map(|_| message("m")).collect();
+    let destination = Destination::Queue("jobs".into());
+    for message in messages {
+        net.client(conn).publish(&destination, false, message).unwrap();
+    }
+    net.pump();
+    assert_eq!(net.confirmed(conn).len(), 10, "the burst, and no more");
+    net.advance(1_000);
+    assert_eq!(net.confirmed(conn).len(), 10, "ten a second");
+    net.advance(49_000);
+    assert_eq!(net.confirmed(conn).len(), 480);
+    assert_eq!(net.broker.queue_depth("jobs"), Some(500));
+}
+
+/// The rate holds across connections: every publisher to the queue draws on one bucket, and
+/// those without a token wait.
+#[test]
+fn a_pause_rate_holds_across_connections() {
+    let mut net = Net::new();
+    let conns: Vec<ConnId> = (0..20).map(|_| net.connect()).collect();
+    declare(&mut net, conns[0], "jobs", paced_queue(100, 10));
+    for conn in &conns {
+        net.publish(*conn, "jobs", &["m"; 5]);
+    }
+    assert_eq!(net.broker.queue_depth("jobs"), Some(10));
+    net.advance(500);
+    assert_eq!(net.broker.queue_depth("jobs"), Some(60));
+    net.advance(500);
+    assert_eq!(net.broker.queue_depth("jobs"), Some(100));
+    let confirmed: usize = conns.iter().map(|c| net.confirmed(*c).len()).sum();
+    assert_eq!(confirmed, 100, "waited, not refused");
+}
+
 /// A subscription's delivery rate caps how fast it receives.
 #[test]
 fn consumer_delivery_rate() {

@@ -10,6 +10,7 @@ use chute_protocol::{
 use serde::Serialize;
 
 use super::outbound::{Gate, Outbound};
+use super::rate_limits::WaitingPublishes;
 use crate::ids::QueueId;
 use crate::policy::breaker::Breaker;
 use crate::policy::token_bucket::TokenBucket;
@@ -158,6 +159,8 @@ pub(crate) struct Connection {
     pub publish_rate: Option<TokenBucket>,
     /// When a rate-limit pause ends, if one is in force.
     pub rate_resume_at: Option<Instant>,
+    /// Publishes held until a `pause` rate limit has tokens for them.
+    pub waiting_publishes: Option<WaitingPublishes>,
 }
 
 impl Connection {
@@ -187,6 +190,7 @@ impl Connection {
             limits,
             publish_rate: None,
             rate_resume_at: None,
+            waiting_publishes: None,
         }
     }
 

@@ -9,6 +9,7 @@ use chute_protocol::{
 
 use super::errors::{PublishError, QueueLimit};
 use super::outbound::Gate;
+use super::rate_limits::WaitingPublishes;
 use super::storage::{stored, SyncNeed};
 use super::Broker;
 use crate::ids::{ConnId, MessageSeq, QueueId};
@@ -39,23 +40,42 @@ impl Broker {
                 &PublishError::BatchTooLarge { count, max },
             );
         }
-        let route = match self.route(&publish.destination, publish.mandatory) {
-            Ok(route) => route,
-            Err(error) => return self.refuse_all(conn, first_seq, count, &error),
-        };
         let mut messages = publish.messages;
-        if !route.queues.is_empty() {
-            own_payloads(&mut messages);
-        }
+        own_payloads(&mut messages);
+        let waiting = WaitingPublishes {
+            destination: publish.destination,
+            mandatory: publish.mandatory,
+            next_seq: first_seq,
+            messages: messages.into(),
+        };
+        self.publish_waiting(conn, waiting);
+    }
+
+    /// Publishes a batch's messages in order, each once every `pause` rate limit it draws on
+    /// has a token; the rest wait with the connection (see `rate_limits.rs`). The route is
+    /// worked out when the messages are taken, so a batch that waited follows the bindings of
+    /// the moment it is published.
+    pub(super) fn publish_waiting(&mut self, conn: ConnId, mut waiting: WaitingPublishes) {
+        let count = waiting.messages.len();
+        let route = match self.route(&waiting.destination, waiting.mandatory) {
+            Ok(route) => route,
+            Err(error) => return self.refuse_all(conn, waiting.next_seq, count, &error),
+        };
         let mut failures = Vec::new();
-        for (seq, message) in (first_seq..).zip(messages) {
+        while let Some(message) = waiting.messages.pop_front() {
+            if let Err(until) = self.take_pausing_rate_limits(conn, &route.queues) {
+                waiting.messages.push_front(message);
+                self.wait_for_rate_limit(conn, waiting, until);
+                break;
+            }
+            let seq = waiting.next_seq;
+            waiting.next_seq += 1;
             match self.accept_message(conn, &route, message) {
                 Ok(gate) => self.connection_mut(conn).confirm(seq, gate),
                 Err(error) => failures.push(error.to_failure(seq)),
             }
         }
         self.dirty_queues.extend(route.queues.iter().copied());
-        self.charge_pausing_rate_limits(conn, &route.queues, count as u32);
         self.reply_rejected(conn, failures);
     }
 

@@ -10,8 +10,6 @@ use crate::time::Instant;
 
 const NANOTOKENS_PER_TOKEN: i128 = 1_000_000_000;
 
-/// The last instant the core can name, returned where a wait would never end.
-const END_OF_TIME: Instant = Instant::from_nanos(u64::MAX);
 
 /// Why a [`TokenBucket::try_take`] was refused, and when to try again. Ordered by how long
 /// the wait is, `Never` last, so the binding one of several buckets is their `max`.
@@ -33,7 +31,7 @@ pub enum Refill {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenBucket {
     limit: RateLimit,
-    /// Tokens × 10^9 as of `updated_at`; at most `burst` tokens, negative while in debt.
+    /// Tokens × 10^9 as of `updated_at`; at most `burst` tokens, never negative.
     nanotokens: i128,
     updated_at: Instant,
 }
@@ -54,7 +52,7 @@ impl TokenBucket {
     }
 
     /// Takes `n` tokens if the bucket holds them; otherwise takes nothing and says when they
-    /// will be there. While in debt even `n` = 0 waits for the debt to be repaid.
+    /// will be there.
     pub fn try_take(&mut self, now: Instant, n: u32) -> Result<(), Refill> {
         self.refill(now);
         match self.shortfall(now, self.nanotokens, n) {
@@ -71,26 +69,6 @@ impl TokenBucket {
     /// first, then takes from all.
     pub fn refill_time(&self, now: Instant, n: u32) -> Option<Refill> {
         self.shortfall(now, self.nanotokens_at(now), n)
-    }
-
-    /// Takes `n` tokens whether or not the bucket holds them, going into debt if needed, and
-    /// returns the instant the debt is repaid (`None` if there is none). A publish batch is
-    /// accepted whole, then the publisher is paused until that instant.
-    ///
-    /// The debt has no floor of its own: taking again while in debt pushes the instant
-    /// further out. A caller that pauses until the returned instant keeps it below one batch
-    /// (`n` ≤ `u32::MAX` tokens); the balance saturates rather than overflow regardless.
-    /// With `per_second` 0 the debt is never repaid: the end of time is returned.
-    pub fn take_with_debt(&mut self, now: Instant, n: u32) -> Option<Instant> {
-        self.refill(now);
-        self.nanotokens = self.nanotokens.saturating_sub(nanotokens(n));
-        if self.nanotokens >= 0 {
-            return None;
-        }
-        match self.refill_at(now, -self.nanotokens) {
-            Refill::At(repaid_at) => Some(repaid_at),
-            Refill::Never => Some(END_OF_TIME),
-        }
     }
 
     /// Whole tokens in the bucket at `now` (0 while in debt).
@@ -210,49 +188,13 @@ mod tests {
         assert_eq!(bucket.available(ns(u64::MAX)), 0);
     }
 
-    /// Taking 25 from 10 at 10 a second leaves 15 owed: repaid after 1.5 s, and only then does
-    /// the bucket grant again.
-    #[test]
-    fn debt_is_repaid_before_anything_is_granted() {
-        let mut bucket = bucket(10, 10, ns(0));
-        assert_eq!(bucket.take_with_debt(ns(0), 25), Some(ns(1_500_000_000)));
-        assert_eq!(bucket.available(ns(1_400_000_000)), 0);
-        assert_eq!(bucket.try_take(ns(1_400_000_000), 0), Err(Refill::At(ns(1_500_000_000))));
-        assert_eq!(bucket.try_take(ns(1_500_000_000), 1), Err(Refill::At(ns(1_600_000_000))));
-        assert_eq!(bucket.try_take(ns(1_600_000_000), 1), Ok(()));
-    }
-
-    #[test]
-    fn debt_free_take_returns_none() {
-        let mut bucket = bucket(10, 10, ns(0));
-        assert_eq!(bucket.take_with_debt(ns(0), 10), None);
-        assert_eq!(bucket.take_with_debt(ns(100_000_000), 1), None);
-        assert_eq!(bucket.take_with_debt(ns(100_000_000), 1), Some(ns(200_000_000)));
-    }
-
-    /// Taking again while in debt pushes the repayment further out.
-    #[test]
-    fn debt_accumulates() {
-        let mut bucket = bucket(1, 1, ns(0));
-        assert_eq!(bucket.take_with_debt(ns(0), 3), Some(ns(2_000_000_000)));
-        assert_eq!(bucket.take_with_debt(ns(0), 3), Some(ns(5_000_000_000)));
-    }
-
-    #[test]
-    fn zero_rate_debt_is_never_repaid() {
-        let mut bucket = bucket(0, 1, ns(0));
-        assert_eq!(bucket.take_with_debt(ns(0), 2), Some(END_OF_TIME));
-    }
-
     #[test]
     fn extreme_limits_do_not_overflow() {
         let mut bucket = bucket(u32::MAX, u32::MAX, ns(0));
         assert_eq!(bucket.try_take(ns(0), u32::MAX), Ok(()));
         assert_eq!(bucket.available(ns(u64::MAX)), u64::from(u32::MAX));
-        for _ in 0..4 {
-            bucket.take_with_debt(ns(u64::MAX), u32::MAX);
-        }
-        assert_eq!(bucket.try_take(ns(u64::MAX), 1), Err(Refill::At(END_OF_TIME)));
+        assert_eq!(bucket.try_take(ns(u64::MAX), u32::MAX), Ok(()));
+        assert_eq!(bucket.try_take(ns(u64::MAX), 1), Err(Refill::At(Instant::NEVER)));
     }
 
     /// Asking does not take: `refill_time` answers what `try_take` would, and leaves the
