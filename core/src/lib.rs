@@ -42,7 +42,10 @@ pub mod seq_slots;
 pub mod storage;
 pub mod time;
 
-pub use broker::{Broker, BrokerStats, DeclareError, PublishError, RecoveryReport};
+pub use broker::{
+    Broker, BrokerStats, ConnectionInfo, ConnectionState, DeclareError, PublishError,
+    QueueAdminError, RecoveryReport,
+};
 pub use config::{BrokerConfig, BrokerLimits, ConfigError, TimeoutConfig};
 pub use ids::{ConnId, MessageSeq, QueueId};
 pub use io::{Event, Input, Output};

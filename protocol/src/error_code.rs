@@ -100,6 +100,8 @@ error_codes! {
     SHUTTING_DOWN = 52, "shutting-down", retriable: true;
     /// The server hit a bug. Please report it.
     INTERNAL = 53, "internal", retriable: true;
+    /// An operator closed the connection (the admin API); the message says why.
+    CLOSED_BY_OPERATOR = 54, "closed-by-operator", retriable: true;
     /// The peer closed the connection normally.
     NORMAL_CLOSE = 0, "normal-close", retriable: false;
 }

@@ -6,7 +6,7 @@ use chute_protocol::{
     QueueStatsRequest, QueueSummary, SubscriptionCancelled, LIST_PAGE_MAX,
 };
 
-use super::errors::{DeclareError, OptionsError};
+use super::errors::{DeclareError, OptionsError, QueueAdminError};
 use super::outbound::Gate;
 use super::storage::SyncNeed;
 use super::Broker;
@@ -68,6 +68,46 @@ impl Broker {
         Ok((true, options))
     }
 
+    /// Changes an existing queue's options from now on; see [`Broker::alter_queue`]. The new
+    /// options are logged as the queue's declaration, which recovery applies over the old one.
+    pub(super) fn alter_queue_options(
+        &mut self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<QueueOptions, QueueAdminError> {
+        let id = self.queue_id(name)?;
+        let existing = self.queues[&id].options.clone();
+        if existing.durability != options.durability {
+            let existing = format!("{:?}", existing.durability);
+            let name = name.to_string();
+            return Err(QueueAdminError::Immutable { name, option: "durability", existing });
+        }
+        validate_options(name, &options)?;
+        if options == existing {
+            return Ok(existing);
+        }
+        if let Some(target) = options.dead_letter.clone() {
+            if !self.queue_ids.contains_key(&target) {
+                let max = self.config.limits.queues_max;
+                if self.queues.len() >= max as usize {
+                    return Err(QueueAdminError::QueuesMax { max });
+                }
+                self.create_queue(&target, QueueOptions::default());
+            }
+        }
+        let declared = QueueDeclared { queue: id.0, name: name.into(), options: options.clone() };
+        self.append_record(&Record::<&[u8]>::QueueDeclared(declared), SyncNeed::Now);
+        let now = self.now;
+        let queue = self.queues.get_mut(&id).expect("queue exists");
+        if existing.publish_rate != options.publish_rate {
+            queue.publish_rate = options.publish_rate.map(|rate| TokenBucket::new(rate, now));
+        }
+        queue.options = options.clone();
+        self.dirty_queues.insert(id);
+        self.arm_queue_timer(id);
+        Ok(options)
+    }
+
     fn create_queue(&mut self, name: &str, options: QueueOptions) -> QueueId {
         let id = QueueId(self.next_queue_id);
         self.next_queue_id += 1;
@@ -90,22 +130,36 @@ impl Broker {
 
     pub(super) fn handle_delete(&mut self, conn: ConnId, delete: QueueDelete) {
         let request_id = delete.request_id;
-        let Some(id) = self.lookup_queue(conn, request_id, &delete.name) else {
-            return;
-        };
+        match self.delete_queue_checked(&delete.name, delete.if_empty, delete.if_unused) {
+            Ok(count) => self.reply_durable(conn, FrameKind::Done, &Done { request_id, count }),
+            Err(error) => self.reply_error(conn, request_id, error.code(), error.to_string()),
+        }
+    }
+
+    /// Deletes the named queue unless `if_empty` or `if_unused` forbids it; returns how many
+    /// messages it held.
+    pub(super) fn delete_queue_checked(
+        &mut self,
+        name: &str,
+        if_empty: bool,
+        if_unused: bool,
+    ) -> Result<u64, QueueAdminError> {
+        let id = self.queue_id(name)?;
         let queue = &self.queues[&id];
-        if delete.if_empty && queue.messages_len() > 0 {
-            let message =
-                format!("queue {:?} holds {} messages", delete.name, queue.messages_len());
-            return self.reply_error(conn, request_id, ErrorCode::QUEUE_IN_USE, message);
+        if if_empty && queue.messages_len() > 0 {
+            let messages = queue.messages_len();
+            return Err(QueueAdminError::NotEmpty { name: name.to_string(), messages });
         }
-        if delete.if_unused && !queue.consumers().is_empty() {
-            let message =
-                format!("queue {:?} has {} consumers", delete.name, queue.consumers().len());
-            return self.reply_error(conn, request_id, ErrorCode::QUEUE_IN_USE, message);
+        if if_unused && !queue.consumers().is_empty() {
+            let consumers = queue.consumers().len();
+            return Err(QueueAdminError::InUse { name: name.to_string(), consumers });
         }
-        let count = self.delete_queue(id);
-        self.reply_durable(conn, FrameKind::Done, &Done { request_id, count });
+        Ok(self.delete_queue(id))
+    }
+
+    /// The id of the named queue.
+    pub(super) fn queue_id(&self, name: &str) -> Result<QueueId, QueueAdminError> {
+        self.queue_ids.get(name).copied().ok_or_else(|| QueueAdminError::NoSuchQueue(name.into()))
     }
 
     /// Removes a queue, ending its subscriptions and its deliveries still in flight (settling
@@ -153,7 +207,16 @@ impl Broker {
 
     pub(super) fn handle_purge(&mut self, conn: ConnId, purge: QueuePurge) {
         let request_id = purge.request_id;
-        let Some(id) = self.lookup_queue(conn, request_id, &purge.name) else { return };
+        match self.purge_queue(&purge.name) {
+            Ok(count) => self.reply_durable(conn, FrameKind::Done, &Done { request_id, count }),
+            Err(error) => self.reply_error(conn, request_id, error.code(), error.to_string()),
+        }
+    }
+
+    /// Removes every ready and delayed message of the named queue (in-flight deliveries are
+    /// left to settle); returns how many.
+    pub(super) fn purge_queue(&mut self, name: &str) -> Result<u64, QueueAdminError> {
+        let id = self.queue_id(name)?;
         let purged = self.queues.get_mut(&id).expect("queue exists").purge();
         self.pending_queues.remove(&id);
         let mut seqs: Vec<u64> =
@@ -172,8 +235,7 @@ impl Broker {
         for message in &purged {
             self.release_message(message);
         }
-        let count = purged.len() as u64;
-        self.reply_durable(conn, FrameKind::Done, &Done { request_id, count });
+        Ok(purged.len() as u64)
     }
 
     pub(super) fn handle_list(&mut self, conn: ConnId, list: QueueList) {

@@ -161,6 +161,9 @@ pub(crate) struct Connection {
     pub rate_resume_at: Option<Instant>,
     /// Publishes held until a `pause` rate limit has tokens for them.
     pub waiting_publishes: Option<WaitingPublishes>,
+    /// Publishes accepted from it and deliveries made to it, for operators.
+    pub published_total: u64,
+    pub delivered_total: u64,
 }
 
 impl Connection {
@@ -191,6 +194,8 @@ impl Connection {
             publish_rate: None,
             rate_resume_at: None,
             waiting_publishes: None,
+            published_total: 0,
+            delivered_total: 0,
         }
     }
 
@@ -245,6 +250,7 @@ impl Connection {
 
     /// Records an accepted publish for the next `Confirm`, which must wait for `gate`.
     pub fn confirm(&mut self, seq: u64, gate: Gate) {
+        self.published_total += 1;
         push_to_ranges(&mut self.confirm_ranges, seq);
         self.outbound.accept_unconfirmed();
         self.confirm_gate = Gate {

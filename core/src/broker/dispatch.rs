@@ -60,6 +60,7 @@ impl Broker {
             let lease_deadline = now.plus_ms(lease_ms.into());
             let tag = connection.next_tag;
             connection.next_tag += 1;
+            connection.delivered_total += 1;
             let in_flight = InFlight {
                 queue: queue_id,
                 subscription: key.subscription,

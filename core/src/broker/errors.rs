@@ -123,6 +123,40 @@ impl DeclareError {
     }
 }
 
+/// Why deleting, purging or altering a queue was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueAdminError {
+    #[error("queue {0:?} does not exist")]
+    NoSuchQueue(String),
+    #[error("queue {name:?} holds {messages} messages")]
+    NotEmpty { name: String, messages: u64 },
+    #[error("queue {name:?} has {consumers} consumers")]
+    InUse { name: String, consumers: usize },
+    #[error("queue {name:?}: {option} cannot change on an existing queue (it is {existing})")]
+    Immutable { name: String, option: &'static str, existing: String },
+    #[error(transparent)]
+    InvalidOptions(#[from] OptionsError),
+    #[error("queues_max ({max}) reached (the new dead-letter queue would be one too many)")]
+    QueuesMax { max: u32 },
+}
+
+impl QueueAdminError {
+    /// The wire code of the `Error` answer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            QueueAdminError::NoSuchQueue(_) => ErrorCode::NO_SUCH_QUEUE,
+            QueueAdminError::NotEmpty { .. } | QueueAdminError::InUse { .. } => {
+                ErrorCode::QUEUE_IN_USE
+            }
+            QueueAdminError::Immutable { .. } | QueueAdminError::InvalidOptions(_) => {
+                ErrorCode::INVALID_QUEUE_OPTIONS
+            }
+            QueueAdminError::QueuesMax { .. } => ErrorCode::RESOURCE_LIMIT,
+        }
+    }
+}
+
 /// Queue options that cannot work together (`invalid-queue-options`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -13,6 +13,7 @@ mod inbound;
 mod invariants;
 mod leases;
 mod liveness;
+mod operator;
 mod outbound;
 mod publish;
 mod queue_timer;
@@ -38,7 +39,8 @@ use crate::storage::log::Log;
 use crate::time::Instant;
 
 use connection::{ConnState, Connection, PauseReason};
-pub use errors::{DeclareError, OptionsError, PublishError, QueueLimit};
+pub use errors::{DeclareError, OptionsError, PublishError, QueueAdminError, QueueLimit};
+pub use operator::{ConnectionInfo, ConnectionState};
 pub use recover::RecoveryReport;
 pub use stats::BrokerStats;
 use timers::{TimerKey, Timers};

@@ -10,7 +10,6 @@ use crate::time::Instant;
 
 const NANOTOKENS_PER_TOKEN: i128 = 1_000_000_000;
 
-
 /// Why a [`TokenBucket::try_take`] was refused, and when to try again. Ordered by how long
 /// the wait is, `Never` last, so the binding one of several buckets is their `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
