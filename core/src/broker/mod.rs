@@ -22,6 +22,7 @@ mod reconfigure;
 mod recover;
 mod routing;
 mod stats;
+mod stopping;
 mod storage;
 mod timers;
 
@@ -127,6 +128,8 @@ pub struct Broker {
     /// What connections' frame readers hold, and who is paused for it.
     partial: inbound::PartialFrames,
     shutting_down: bool,
+    /// Lame duck: when the drain window ends and the graceful stop begins, once drained.
+    drain_ends_at: Option<Instant>,
     /// Why the broker stopped, once storage failed.
     halted: Option<String>,
     /// A record someone waits for was appended; sync as soon as none is in flight.
@@ -170,6 +173,7 @@ impl Broker {
             pending_queues: BTreeSet::new(),
             partial: inbound::PartialFrames::default(),
             shutting_down: false,
+            drain_ends_at: None,
             halted: None,
             sync_wanted: false,
             lazy_sync_at: None,
@@ -240,20 +244,7 @@ impl Broker {
         self.check_connection_invariants();
     }
 
-    // ---- commands ----
-
-    /// Graceful stop: stops reading from every connection, waits for the log to be synced (so
-    /// confirms already earned go out), then closes every connection with `shutting-down`.
-    /// `is_drained` turns true when done. New connections are refused.
-    pub fn shutdown(&mut self, now: Instant) {
-        self.advance_time(now);
-        self.shutting_down = true;
-        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
-        for conn in conns {
-            self.set_read_pause(conn, PauseReason::Shutdown, true);
-        }
-        self.after_input();
-    }
+    // ---- commands: see `stopping.rs` (shutdown, drain) and `operator.rs` ----
 
     // ---- outputs ----
 
@@ -292,6 +283,7 @@ impl Broker {
         match key {
             TimerKey::Connection(conn) => self.fire_connection_timer(conn),
             TimerKey::LazySync => self.fire_lazy_sync(),
+            TimerKey::DrainEnd => self.fire_drain_end(),
             TimerKey::Leases(conn) => self.fire_leases(conn),
             TimerKey::Queue(queue) => self.fire_queue_timer(queue),
             TimerKey::RateResume(conn) => self.fire_rate_resume(conn),
@@ -309,7 +301,7 @@ impl Broker {
         self.connections.insert(conn, connection);
         if let Some(reason) = self.halted.clone() {
             self.close_connection(conn, ErrorCode::STORAGE_FAILED, reason);
-        } else if self.shutting_down {
+        } else if self.shutting_down || self.drain_ends_at.is_some() {
             self.close_connection(conn, ErrorCode::SHUTTING_DOWN, "server shutting down".into());
         } else if self.connections.len() > self.config.limits.connections_max as usize {
             let max = self.config.limits.connections_max;

@@ -25,6 +25,8 @@ pub struct BrokerStats {
     pub halted: Option<String>,
     /// A graceful stop has begun.
     pub shutting_down: bool,
+    /// Lame duck: clients were told to go away, and the broker stops when the window ends.
+    pub draining: bool,
 }
 
 impl Broker {
@@ -50,6 +52,7 @@ impl Broker {
             partial_frames_bytes: self.partial.held_bytes,
             halted: self.halted.clone(),
             shutting_down: self.shutting_down,
+            draining: self.drain_ends_at.is_some(),
         }
     }
 

@@ -15,6 +15,8 @@ pub(crate) enum TimerKey {
     Connection(ConnId),
     /// Records nobody waits for must be synced by now.
     LazySync,
+    /// A lame-duck drain's window is over: stop.
+    DrainEnd,
     /// The earliest lease of a connection's deliveries may have run out. One entry per
     /// connection, not per delivery: a set insert and removal per message cost a tenth of the
     /// broker's time at high rates, and leases almost always end by a settle.
