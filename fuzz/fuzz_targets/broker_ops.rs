@@ -43,6 +43,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use chute_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, Response};
+use chute_core::storage::format::{parse_segment_file_name, segment_file_name};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::recovery::SegmentFile;
 use chute_core::{Broker, BrokerConfig, ConnId, Event, Input, Instant, Output};
@@ -299,7 +300,7 @@ impl Disk {
                 let len =
                     if machine { self.synced.get(base).copied().unwrap_or(0) } else { bytes.len() };
                 SegmentFile {
-                    name: format!("{base:020}.log"),
+                    name: segment_file_name(*base),
                     bytes: Bytes::copy_from_slice(&bytes[..len]),
                 }
             })
@@ -894,11 +895,11 @@ impl Fuzz {
         self.disk.files = files
             .iter()
             .map(|f| {
-                (f.name.trim_end_matches(".log").parse().unwrap(), BytesMut::from(&f.bytes[..]))
+                (parse_segment_file_name(&f.name).unwrap(), BytesMut::from(&f.bytes[..]))
             })
             .collect();
         if let Some(truncation) = &report.truncation {
-            let base: u64 = truncation.file.trim_end_matches(".log").parse().unwrap();
+            let base = parse_segment_file_name(&truncation.file).unwrap();
             if truncation.valid_len == 0 {
                 self.disk.files.remove(&base);
             } else {

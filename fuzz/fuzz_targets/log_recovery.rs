@@ -25,7 +25,7 @@
 
 use bytes::{Bytes, BytesMut};
 use chute_core::storage::format::{
-    append_record, scan_segment, segment_header, SEGMENT_HEADER_LEN,
+    append_record, scan_segment, segment_file_name, segment_header, SEGMENT_HEADER_LEN,
 };
 use chute_core::storage::recovery::{recover_log, RecoveredLog, SegmentFile};
 use chute_core::{Broker, BrokerConfig, Input, Instant};
@@ -88,7 +88,7 @@ fn split_files(control: u8, lens: [u16; 2], data: &[u8]) -> Vec<SegmentFile> {
         let (name, bytes) = if control & (0x04 << index) != 0 {
             let mut bytes = BytesMut::from(&segment_header(next_lsn)[..]);
             bytes.extend_from_slice(body);
-            (format!("{next_lsn:020}.log"), bytes.freeze())
+            (segment_file_name(next_lsn), bytes.freeze())
         } else {
             (format!("raw-{index}.log"), Bytes::copy_from_slice(body))
         };

@@ -22,14 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use chute_core::storage::format::SEGMENT_HEADER_LEN;
+use chute_core::storage::format::{segment_file_name, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use prometheus_client::metrics::histogram::Histogram;
-
-/// The file name of the segment starting at `base_lsn`; names sort in log order.
-pub fn segment_file_name(base_lsn: u64) -> String {
-    format!("{base_lsn:020}.log")
-}
 
 /// What the storage worker has done, shared with the admin endpoint, which reads it without
 /// asking the worker. Relaxed atomics: each number is right on its own, though a scrape may

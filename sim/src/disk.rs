@@ -15,7 +15,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
+use chute_core::storage::format::{
+    parse_segment_file_name, scan_segment, segment_file_name, SEGMENT_HEADER_LEN,
+};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::recovery::{SegmentFile, Truncation};
 
@@ -82,14 +84,6 @@ pub struct Disk {
     pub appends: u64,
 }
 
-pub fn segment_name(base: u64) -> String {
-    format!("{base:020}.log")
-}
-
-pub fn segment_base(name: &str) -> Option<u64> {
-    name.strip_suffix(".log")?.parse().ok()
-}
-
 impl Disk {
     // ---- the worker ----
 
@@ -153,7 +147,10 @@ impl Disk {
             StorageRequest::CreateSegment { base_lsn, header } => {
                 self.sync_all();
                 if self.files.contains_key(base_lsn) {
-                    return Err(format!("CreateSegment for existing {}", segment_name(*base_lsn)));
+                    return Err(format!(
+                        "CreateSegment for existing {}",
+                        segment_file_name(*base_lsn)
+                    ));
                 }
                 let file = SimFile { data: header.to_vec(), synced_len: 0 };
                 self.files.insert(*base_lsn, file);
@@ -163,13 +160,13 @@ impl Disk {
             StorageRequest::Append { base_lsn, end_lsn, bytes } => {
                 self.appends += 1;
                 let Some(file) = self.files.get_mut(base_lsn) else {
-                    return Err(format!("Append to missing {}", segment_name(*base_lsn)));
+                    return Err(format!("Append to missing {}", segment_file_name(*base_lsn)));
                 };
                 let expected = file.data.len() - SEGMENT_HEADER_LEN + bytes.len();
                 if *base_lsn + expected as u64 != *end_lsn {
                     return Err(format!(
                         "Append to {} ends at {end_lsn}, but the file would end at {}",
-                        segment_name(*base_lsn),
+                        segment_file_name(*base_lsn),
                         *base_lsn + expected as u64
                     ));
                 }
@@ -183,7 +180,10 @@ impl Disk {
             }
             StorageRequest::DeleteSegment { base_lsn } => {
                 let Some(file) = self.files.remove(base_lsn) else {
-                    return Err(format!("DeleteSegment of missing {}", segment_name(*base_lsn)));
+                    return Err(format!(
+                        "DeleteSegment of missing {}",
+                        segment_file_name(*base_lsn)
+                    ));
                 };
                 self.dir_pending.push(DirOp::Deleted(*base_lsn, file));
                 Ok(None)
@@ -269,7 +269,7 @@ impl Disk {
         self.files
             .iter()
             .map(|(base, file)| SegmentFile {
-                name: segment_name(*base),
+                name: segment_file_name(*base),
                 bytes: Bytes::copy_from_slice(&file.data),
             })
             .collect()
@@ -279,7 +279,7 @@ impl Disk {
     /// read, so everything on disk is durable.
     pub fn recovered(&mut self, truncation: Option<&Truncation>) -> Result<(), String> {
         if let Some(truncation) = truncation {
-            let base = segment_base(&truncation.file)
+            let base = parse_segment_file_name(&truncation.file)
                 .ok_or_else(|| format!("truncation of unknown file {}", truncation.file))?;
             let file = self
                 .files

@@ -3,6 +3,7 @@
 //! recovery path.
 
 use bytes::Bytes;
+use chute_core::storage::format::parse_segment_file_name;
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::{Broker, BrokerConfig, ConnId, Event as BrokerEvent, Input, Output};
 use chute_protocol::Frame;
@@ -330,7 +331,7 @@ impl World {
                 let truncation = report
                     .truncation
                     .as_ref()
-                    .map(|t| (crate::disk::segment_base(&t.file).unwrap_or(u64::MAX), t.valid_len));
+                    .map(|t| (parse_segment_file_name(&t.file).unwrap_or(u64::MAX), t.valid_len));
                 if truncation != expected.truncation || report.records != expected.records {
                     return self.fail((
                         "recovery",

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
 use chute_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, Response};
+use chute_core::storage::format::{parse_segment_file_name, segment_file_name};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::recovery::SegmentFile;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
@@ -66,7 +67,7 @@ impl Disk {
 }
 
 fn segment_file(base: u64, bytes: &[u8]) -> SegmentFile {
-    SegmentFile { name: format!("{base:020}.log"), bytes: Bytes::copy_from_slice(bytes) }
+    SegmentFile { name: segment_file_name(base), bytes: Bytes::copy_from_slice(bytes) }
 }
 
 pub struct Net {
@@ -111,12 +112,10 @@ impl Net {
         // What recovery read is what the disk now holds.
         disk.files = files
             .iter()
-            .map(|f| {
-                (f.name.trim_end_matches(".log").parse().unwrap(), BytesMut::from(&f.bytes[..]))
-            })
+            .map(|f| (parse_segment_file_name(&f.name).unwrap(), BytesMut::from(&f.bytes[..])))
             .collect();
         if let Some(truncation) = &report.truncation {
-            let base: u64 = truncation.file.trim_end_matches(".log").parse().unwrap();
+            let base = parse_segment_file_name(&truncation.file).unwrap();
             if truncation.valid_len == 0 {
                 disk.files.remove(&base);
             } else {
