@@ -16,12 +16,9 @@ fn declare(net: &mut Net, conn: chute_core::ConnId, name: &str, durability: Dura
     assert!(matches!(net.declare(conn, name, options), Response::Declared(_)));
 }
 
-/// Publishes `payloads` to a durable queue `jobs`, then returns the net and the files a process
-/// crash leaves, with the newest segment's bytes passed through `edit`.
-fn crashed_with_newest(
-    payloads: &[&str],
-    edit: impl FnOnce(&mut Vec<u8>),
-) -> (Net, Vec<SegmentFile>) {
+/// Publishes `payloads` to a durable queue `jobs`, then returns the files a process crash
+/// leaves, with the newest segment's bytes passed through `edit`.
+fn crashed_with_newest(payloads: &[&str], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<SegmentFile> {
     let mut net = Net::new();
     let conn = net.connect();
     declare(&mut net, conn, "jobs", Durability::Always);
@@ -31,7 +28,7 @@ fn crashed_with_newest(
     let mut bytes = last.bytes.to_vec();
     edit(&mut bytes);
     last.bytes = Bytes::from(bytes);
-    (net, files)
+    files
 }
 
 fn small_segments() -> BrokerConfig {
@@ -97,7 +94,7 @@ fn process_crash_recovers_unacked_with_attempts() {
     net.pump();
 
     let files = net.disk.after_process_crash();
-    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!((report.queues, report.messages), (1, 3));
     let conn = net.connect();
     net.subscribe(conn, "jobs", 10);
@@ -118,9 +115,9 @@ fn machine_crash_keeps_every_confirmed_message() {
     net.publish(conn, "jobs", &["3"]); // written, never synced, never confirmed
     let append = net.storage_queue.remove(0);
     assert!(matches!(append, chute_core::storage::io::StorageRequest::Append { .. }));
-    net.disk.apply(append);
+    net.disk.apply(&append).unwrap();
     let files = net.disk.after_machine_crash();
-    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!(report.messages, 2);
     let conn = net.connect();
     net.subscribe(conn, "jobs", 10);
@@ -137,7 +134,7 @@ fn in_memory_queue_keeps_its_definition_only() {
     net.publish(conn, "scratch", &["x"]);
     assert_eq!(net.confirmed(conn), vec![1]);
     let files = net.disk.after_process_crash();
-    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (net, report) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!((report.queues, report.messages), (1, 0));
     assert_eq!(net.broker.queue_depth("scratch"), Some(0));
 }
@@ -176,7 +173,7 @@ fn deletes_and_purges_survive_restart() {
     let request = net.client(conn).purge_queue("emptied").unwrap();
     assert_eq!(net.response(conn, request), Response::Done { count: 2 });
     let files = net.disk.after_process_crash();
-    let (mut net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, _) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!(net.broker.queue_names().collect::<Vec<_>>(), ["emptied"]);
     assert_eq!(net.broker.queue_depth("emptied"), Some(0));
     let conn = net.connect();
@@ -202,8 +199,8 @@ fn settled_segments_are_deleted() {
         net.pump();
         net.advance(30); // lazy ack syncs
     }
-    let total: usize = net.disk.files.values().map(|f| f.len()).sum();
-    assert!(net.disk.files.len() <= 2, "{} segments, {total} bytes", net.disk.files.len());
+    let total: usize = net.disk.files().values().map(|f| f.data().len()).sum();
+    assert!(net.disk.files().len() <= 2, "{} segments, {total} bytes", net.disk.files().len());
 }
 
 /// A long-lived message in a mostly dead segment is copied forward, so its old segment can
@@ -226,10 +223,10 @@ fn compaction_moves_long_lived_messages_forward() {
         net.pump();
         net.advance(30);
     }
-    assert!(net.disk.files.len() <= 3, "{} segments", net.disk.files.len());
-    assert!(!net.disk.files.contains_key(&0), "the first segment was compacted away");
+    assert!(net.disk.files().len() <= 3, "{} segments", net.disk.files().len());
+    assert!(!net.disk.files().contains_key(&0), "the first segment was compacted away");
     let files = net.disk.after_process_crash();
-    let (mut net, report) = Net::recovered(small_segments(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(small_segments(), &files);
     assert_eq!(report.messages, 1);
     let conn = net.connect();
     net.subscribe(conn, "keep", 1);
@@ -239,10 +236,10 @@ fn compaction_moves_long_lived_messages_forward() {
 /// A torn last write is cut off; the records before it are kept.
 #[test]
 fn torn_tail_is_truncated() {
-    let (net, files) = crashed_with_newest(&["1", "2"], |bytes| {
+    let files = crashed_with_newest(&["1", "2"], |bytes| {
         bytes.extend_from_slice(&[0x40, 0, 0, 0, 0xde, 0xad]); // half a record header
     });
-    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (net, report) = Net::recovered(BrokerConfig::default(), &files);
     let truncation = report.truncation.expect("a torn tail");
     assert_eq!(truncation.dropped_bytes, 6);
     assert!(!truncation.only_zeros);
@@ -254,11 +251,11 @@ fn torn_tail_is_truncated() {
 #[test]
 fn preallocated_zeros_at_the_end_are_cut() {
     let mut records_len = 0;
-    let (net, files) = crashed_with_newest(&["1", "2"], |bytes| {
+    let files = crashed_with_newest(&["1", "2"], |bytes| {
         records_len = bytes.len() as u64;
         bytes.resize(bytes.len() + 1024 * 1024, 0);
     });
-    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), &files);
     let truncation = report.truncation.expect("the zeros are cut");
     assert_eq!((truncation.valid_len, truncation.dropped_bytes), (records_len, 1024 * 1024));
     assert!(truncation.only_zeros, "preallocated space, not a torn write");
@@ -289,7 +286,7 @@ fn a_sync_that_reaches_further_confirms_everything_it_covered() {
     assert_eq!(syncs.len(), 1, "one sync in flight: {requests:?}");
     let mut written_end = 0;
     for request in requests {
-        if let Some(StorageDone::Written { through }) = net.disk.apply(request) {
+        if let Ok(Some(StorageDone::Written { through })) = net.disk.apply(&request) {
             written_end = through;
         }
     }
@@ -305,7 +302,7 @@ fn a_sync_that_reaches_further_confirms_everything_it_covered() {
 /// A damaged record followed by good ones is corruption: recovery refuses and names the file.
 #[test]
 fn corruption_in_the_middle_is_refused() {
-    let (_, files) = crashed_with_newest(&["first", "second", "third"], |bytes| {
+    let files = crashed_with_newest(&["first", "second", "third"], |bytes| {
         let at = bytes.windows(5).position(|w| w == b"first").unwrap();
         bytes[at] ^= 0x01;
     });
@@ -382,7 +379,7 @@ fn ids_are_not_reused_after_restart() {
     declare(&mut net, conn, "a", Durability::Always);
     net.publish(conn, "a", &["1", "2"]);
     let files = net.disk.after_process_crash();
-    let (mut net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, _) = Net::recovered(BrokerConfig::default(), &files);
     let conn = net.connect();
     declare(&mut net, conn, "b", Durability::Always);
     net.publish(conn, "b", &["3"]);
@@ -414,7 +411,7 @@ fn a_mostly_live_head_does_not_pin_dead_segments() {
         net.pump();
         net.advance(30);
     }
-    assert!(net.disk.files.len() <= 3, "{} segments", net.disk.files.len());
+    assert!(net.disk.files().len() <= 3, "{} segments", net.disk.files().len());
     assert_eq!(net.broker.queue_depth("keep"), Some(4));
 }
 
@@ -438,7 +435,7 @@ fn a_checkpoint_larger_than_a_segment_does_not_explode_the_log() {
         }
     }
     net.pump();
-    let appended: usize = net.disk.files.values().map(|f| f.len()).sum();
+    let appended: usize = net.disk.files().values().map(|f| f.data().len()).sum();
     // 3,000 ids of ~110 bytes make a ~330 KB checkpoint; without the guard every record
     // rotated and copied it, writing hundreds of megabytes.
     assert!(appended < 20 * 1024 * 1024, "{appended} bytes on disk");

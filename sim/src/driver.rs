@@ -254,7 +254,7 @@ impl World {
                 }
                 self.start_storage();
             }
-            Err(detail) => self.fail(("storage-request", detail)),
+            Err(refused) => self.fail(("storage-request", refused.to_string())),
         }
     }
 
@@ -282,7 +282,7 @@ impl World {
         };
         self.record(TraceEvent::Crash {
             machine,
-            files: self.disk.files.len() as u32,
+            files: self.disk.mem.files().len() as u32,
             dir_ops_lost: damage.dir_ops_lost,
             torn_bytes: damage.torn_bytes,
         });
@@ -342,8 +342,8 @@ impl World {
                         ),
                     ));
                 }
-                if let Err(detail) = self.disk.recovered(report.truncation.as_ref()) {
-                    return self.fail(("recovery", detail));
+                if let Err(refused) = self.disk.recovered(report.truncation.as_ref()) {
+                    return self.fail(("recovery", refused.to_string()));
                 }
                 self.incarnation += 1;
                 self.stats.truncations += u64::from(report.truncation.is_some());

@@ -69,6 +69,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::io::StorageRequest;
+
 #[cfg(test)]
 mod tests;
 
@@ -107,6 +109,23 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// How a storage request is named when it fails (docs/STORAGE.md §12): `create segment
+/// <file>`, `write <n> bytes to <file>`, `fdatasync` or `delete segment <file>`.
+pub fn storage_request_label(request: &StorageRequest) -> String {
+    match request {
+        StorageRequest::CreateSegment { base_lsn, .. } => {
+            format!("create segment {}", segment_file_name(*base_lsn))
+        }
+        StorageRequest::Append { base_lsn, bytes, .. } => {
+            format!("write {} bytes to {}", bytes.len(), segment_file_name(*base_lsn))
+        }
+        StorageRequest::Sync { .. } => "fdatasync".to_string(),
+        StorageRequest::DeleteSegment { base_lsn } => {
+            format!("delete segment {}", segment_file_name(*base_lsn))
+        }
+    }
 }
 
 /// The header of a segment whose first record will have LSN `base_lsn`.
