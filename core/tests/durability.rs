@@ -5,7 +5,9 @@ mod support;
 
 use bytes::Bytes;
 use chute_core::client::{ClientEvent, Response};
-use chute_core::storage::io::StorageDone;
+use chute_core::storage::format::{scan_segment, segment_header, SEGMENT_HEADER_LEN};
+use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::records::Record;
 use chute_core::storage::recovery::{RecoveryError, SegmentFile};
 use chute_core::{BrokerConfig, Input};
 use chute_protocol::{Durability, ErrorCode, QueueOptions};
@@ -439,4 +441,66 @@ fn a_checkpoint_larger_than_a_segment_does_not_explode_the_log() {
     // 3,000 ids of ~110 bytes make a ~330 KB checkpoint; without the guard every record
     // rotated and copied it, writing hundreds of megabytes.
     assert!(appended < 20 * 1024 * 1024, "{appended} bytes on disk");
+}
+
+/// The storage requests a broker has for the driver before any input.
+fn startup_requests(broker: &mut chute_core::Broker) -> Vec<StorageRequest> {
+    let mut requests = Vec::new();
+    while let Some(output) = broker.poll_output() {
+        if let chute_core::Output::Storage(request) = output {
+            requests.push(request);
+        }
+    }
+    requests
+}
+
+/// The records an `Append` carries, by the segment format's own scan.
+fn appended_records(request: &StorageRequest) -> Vec<Record> {
+    let StorageRequest::Append { end_lsn, bytes, .. } = request else {
+        panic!("not an append: {request:?}")
+    };
+    let mut segment = segment_header(end_lsn - bytes.len() as u64).to_vec();
+    segment.extend_from_slice(bytes);
+    let scan = scan_segment(&Bytes::from(segment), false).expect("whole records");
+    scan.records.iter().map(|raw| Record::decode(raw.kind, &raw.body).unwrap()).collect()
+}
+
+/// A new broker writes its first checkpoint and asks for its sync as it is made, before any
+/// input (docs/STORAGE.md §10.1): the driver syncs it before serving anyone, so a log that
+/// cannot be written stops the server at start, not at its first client.
+#[test]
+fn a_new_broker_asks_for_its_checkpoint_sync_before_any_input() {
+    let mut broker = chute_core::Broker::new(BrokerConfig::default(), chute_core::Instant::ZERO);
+    let requests = startup_requests(&mut broker);
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(matches!(requests[0], StorageRequest::CreateSegment { base_lsn: 0, .. }));
+    let records = appended_records(&requests[1]);
+    assert!(matches!(records[..], [Record::Counters(_)]), "{records:?}");
+    let StorageRequest::Append { end_lsn, .. } = requests[1] else { unreachable!() };
+    assert_eq!(requests[2], StorageRequest::Sync { through: end_lsn });
+}
+
+/// A recovered broker appends its checkpoint to the newest segment and asks for its sync
+/// before any input.
+#[test]
+fn a_recovered_broker_asks_for_its_checkpoint_sync_before_any_input() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", &["1"]);
+    let files = net.disk.after_process_crash();
+    let log_end: usize = files.iter().map(|f| f.bytes.len() - SEGMENT_HEADER_LEN).sum();
+
+    let (mut broker, _) =
+        chute_core::Broker::recover(BrokerConfig::default(), chute_core::Instant::ZERO, &files)
+            .unwrap();
+    let requests = startup_requests(&mut broker);
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let StorageRequest::Append { base_lsn: 0, end_lsn, ref bytes } = requests[0] else {
+        panic!("the checkpoint goes to the newest segment: {requests:?}")
+    };
+    assert_eq!(end_lsn - bytes.len() as u64, log_end as u64, "appended at the end of the log");
+    let records = appended_records(&requests[0]);
+    assert!(matches!(records[..], [Record::Counters(_), Record::QueueDeclared(_)]), "{records:?}");
+    assert_eq!(requests[1], StorageRequest::Sync { through: end_lsn });
 }
