@@ -19,7 +19,7 @@ use futures::SinkExt;
 
 use crate::admin::{self, AdminState, Phase};
 use crate::data_dir::{DataDir, DataDirError};
-use crate::event_loop::{EventLoop, LoopEvent, LoopParts, EVENT_QUEUE_MAX};
+use crate::event_loop::{EventLoop, LoopEvent, LoopParts, StorageReports, EVENT_QUEUE_MAX};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
 
@@ -239,8 +239,8 @@ pub async fn serve<R: Runtime>(
     let started = StdInstant::now();
     let segment_bytes_max = config.broker.storage.segment_bytes_max;
     let broker = recover(&data_dir, config.broker)?;
-    let storage_tx =
-        start_storage_worker(&data_dir, events_tx.clone(), storage_metrics, segment_bytes_max)?;
+    let (storage_tx, storage_reports) =
+        start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (accepted_tx, accepted_rx) = mpsc::channel(16);
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
     install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
@@ -251,6 +251,7 @@ pub async fn serve<R: Runtime>(
         started,
         events_tx,
         storage_tx,
+        storage_reports,
         accept_stop: accept_stop_tx,
         shutdown_timeout: config.shutdown_timeout,
     });
@@ -321,21 +322,22 @@ fn release_free_memory() {
     }
 }
 
+/// Starts the storage worker thread; returns where to send it requests and where it reports.
 fn start_storage_worker(
     data_dir: &DataDir,
-    events: mpsc::Sender<LoopEvent>,
     metrics: Arc<StorageMetrics>,
     segment_bytes_max: u64,
-) -> Result<std::sync::mpsc::Sender<StorageRequest>, ServeError> {
+) -> Result<(std::sync::mpsc::Sender<StorageRequest>, StorageReports), ServeError> {
     let (storage_tx, storage_rx) = std::sync::mpsc::channel();
-    let mut events = events;
+    let (reports_tx, reports_rx) = mpsc::unbounded();
+    // The broker task is gone only when the server stops; nobody needs the report then.
     let report = move |done| {
-        let _ = futures::executor::block_on(events.send(LoopEvent::Storage(done)));
+        let _ = reports_tx.unbounded_send(done);
     };
     StorageWorker::new(&data_dir.path, metrics, segment_bytes_max)
         .spawn(storage_rx, report)
         .map_err(|source| DataDirError::Io { path: data_dir.path.clone(), source })?;
-    Ok(storage_tx)
+    Ok((storage_tx, reports_rx))
 }
 
 /// Binds `addr` and hands the listener to the runtime; returns it with the bound address.
