@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
@@ -239,7 +240,7 @@ pub async fn serve<R: Runtime>(
     let started = StdInstant::now();
     let segment_bytes_max = config.broker.storage.segment_bytes_max;
     let broker = recover(&data_dir, config.broker)?;
-    let (storage_tx, storage_reports) =
+    let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (accepted_tx, accepted_rx) = mpsc::channel(16);
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
@@ -266,6 +267,8 @@ pub async fn serve<R: Runtime>(
     ready(Listening { addr, admin_addr });
     let result = event_loop.run(events_rx, accepted_rx).await.map_err(ServeError::Halted);
     admin_state.set_phase(Phase::Stopped);
+    // The broker task hung up on the worker; let it finish before the process exits.
+    wait_for_worker(&runtime, storage_worker, config.shutdown_timeout).await;
     drop(data_dir);
     result
 }
@@ -322,22 +325,42 @@ fn release_free_memory() {
     }
 }
 
-/// Starts the storage worker thread; returns where to send it requests and where it reports.
+/// Starts the storage worker thread; returns where to send it requests, where it reports,
+/// and the thread.
 fn start_storage_worker(
     data_dir: &DataDir,
     metrics: Arc<StorageMetrics>,
     segment_bytes_max: u64,
-) -> Result<(std::sync::mpsc::Sender<StorageRequest>, StorageReports), ServeError> {
+) -> Result<(std::sync::mpsc::Sender<StorageRequest>, StorageReports, JoinHandle<()>), ServeError> {
     let (storage_tx, storage_rx) = std::sync::mpsc::channel();
     let (reports_tx, reports_rx) = mpsc::unbounded();
     // The broker task is gone only when the server stops; nobody needs the report then.
     let report = move |done| {
         let _ = reports_tx.unbounded_send(done);
     };
-    StorageWorker::new(&data_dir.path, metrics, segment_bytes_max)
+    let worker = StorageWorker::new(&data_dir.path, metrics, segment_bytes_max)
         .spawn(storage_rx, report)
         .map_err(|source| DataDirError::Io { path: data_dir.path.clone(), source })?;
-    Ok((storage_tx, reports_rx))
+    Ok((storage_tx, reports_rx, worker))
+}
+
+/// Waits, at most `timeout`, for the storage worker to finish once the broker task has hung
+/// up: it then cuts the newest segment's preallocated zeros and syncs, so that a clean stop
+/// leaves nothing for the next start to cut. Without the wait the process exits under it. A
+/// worker stuck in a hung fsync is left behind (with a warning) rather than hanging the stop.
+async fn wait_for_worker<R: Runtime>(runtime: &R, worker: JoinHandle<()>, timeout: Duration) {
+    const POLL: Duration = Duration::from_millis(5);
+    let deadline = StdInstant::now() + timeout;
+    while !worker.is_finished() {
+        if StdInstant::now() >= deadline {
+            tracing::warn!("the storage worker did not finish in time; exiting without it");
+            return;
+        }
+        runtime.sleep_until(StdInstant::now() + POLL).await;
+    }
+    if worker.join().is_err() {
+        tracing::error!("the storage worker panicked");
+    }
 }
 
 /// Binds `addr` and hands the listener to the runtime; returns it with the bound address.
