@@ -88,6 +88,8 @@ pub struct EventLoop<R: Runtime> {
     storage_tx: std::sync::mpsc::Sender<StorageRequest>,
     /// `None` once the worker has stopped (after a failure) and dropped its end.
     storage_reports: Option<StorageReports>,
+    /// The `through` of the last `Sync` handed to the worker.
+    sync_requested: Option<u64>,
     /// Why the broker halted, once it did.
     halted: Option<String>,
     /// Dropped to stop the accept loop.
@@ -110,6 +112,7 @@ impl<R: Runtime> EventLoop<R> {
             events_tx: parts.events_tx,
             storage_tx: parts.storage_tx,
             storage_reports: Some(parts.storage_reports),
+            sync_requested: None,
             halted: None,
             accept_stop: Some(parts.accept_stop),
             shutdown_timeout: parts.shutdown_timeout,
@@ -121,6 +124,33 @@ impl<R: Runtime> EventLoop<R> {
         Instant::from_nanos(self.started.elapsed().as_nanos() as u64)
     }
 
+    /// Carries out what a new or recovered broker asks for before it serves anyone (its first
+    /// segment, its checkpoint and the checkpoint's sync: docs/STORAGE.md §10.1) and waits for
+    /// that sync. `Err` says why the log cannot be written; the broker must not serve then.
+    pub async fn sync_startup_checkpoint(&mut self) -> Result<(), String> {
+        self.carry_out_outputs();
+        let Some(through) = self.sync_requested else { return Ok(()) };
+        loop {
+            let report = match self.storage_reports.as_mut() {
+                Some(reports) => reports.next().await,
+                None => None,
+            };
+            match report {
+                Some(StorageDone::Failed { request, error }) => {
+                    return Err(format!("{request} failed: {error}"));
+                }
+                Some(done) => {
+                    let synced = matches!(done, StorageDone::Synced { through: t } if t >= through);
+                    self.storage_done(done);
+                    if synced {
+                        return Ok(());
+                    }
+                }
+                None => return Err("the storage worker stopped without reporting".into()),
+            }
+        }
+    }
+
     /// Runs until a graceful shutdown has closed every connection and their writers finished,
     /// or until storage fails (`Err` with the reason, after clients were told).
     pub async fn run(
@@ -130,7 +160,7 @@ impl<R: Runtime> EventLoop<R> {
     ) -> Result<(), String> {
         let accepted = accepted.map(|(stream, peer)| Inbox::Accepted(stream, peer));
         let mut inbox = futures::stream::select(accepted, events.map(Inbox::Event));
-        // A new or recovered broker already has work queued: its first segment, its checkpoint.
+        // A new or recovered broker may still have work queued.
         self.carry_out_outputs();
         loop {
             if let Some(reason) = &self.halted {
@@ -271,6 +301,9 @@ impl<R: Runtime> EventLoop<R> {
                     }
                 }
                 Output::Storage(request) => {
+                    if let StorageRequest::Sync { through } = request {
+                        self.sync_requested = Some(through);
+                    }
                     // The worker only hangs up after a failure, which halts the broker anyway.
                     let _ = self.storage_tx.send(request);
                 }

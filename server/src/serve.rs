@@ -151,6 +151,9 @@ pub enum ServeError {
     DataDir(#[from] DataDirError),
     #[error("cannot recover the log in {path}: {source}")]
     Recovery { path: PathBuf, source: chute_core::storage::recovery::RecoveryError },
+    /// The startup checkpoint could not be written or synced.
+    #[error("cannot write to the log in {path}: {reason}")]
+    LogNotWritable { path: PathBuf, reason: String },
     #[error("{0}")]
     Halted(String),
     #[error("invalid configuration: {0}")]
@@ -205,8 +208,10 @@ fn init_tracing() {
 }
 
 /// Serves until a graceful stop completes. `ready` is called with the bound addresses once
-/// connections are being accepted. Recovery from the data directory runs first; the admin
-/// endpoint answers already during recovery (`/readyz` says it is not ready yet).
+/// connections are being accepted. Recovery from the data directory runs first, then the
+/// startup checkpoint is synced (docs/STORAGE.md §10.1): a log that cannot be written stops
+/// the server here, before anyone is served. The admin endpoint answers already during both
+/// (`/readyz` says it is not ready yet).
 pub async fn serve<R: Runtime>(
     runtime: R,
     mut config: ServerConfig,
@@ -214,6 +219,8 @@ pub async fn serve<R: Runtime>(
 ) -> Result<(), ServeError> {
     config.broker.validate()?;
     let data_dir = DataDir::open(&config.data_dir)?;
+    // Bound now, so an address in use is reported before recovery; accepted only once the
+    // startup checkpoint is synced (until then connections wait in the listen backlog).
     let (listener, addr) = listen(&runtime, config.listen, Endpoint::Protocol)?;
     let admin_listener = match config.admin_listen {
         Some(at) => Some(listen(&runtime, at, Endpoint::Admin)?),
@@ -242,11 +249,9 @@ pub async fn serve<R: Runtime>(
     let broker = recover(&data_dir, config.broker)?;
     let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
-    let (accepted_tx, accepted_rx) = mpsc::channel(16);
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
     install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
-    runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx, accept_stop_rx));
-    let event_loop = EventLoop::new(LoopParts {
+    let mut event_loop = EventLoop::new(LoopParts {
         runtime: runtime.clone(),
         broker,
         started,
@@ -256,6 +261,13 @@ pub async fn serve<R: Runtime>(
         accept_stop: accept_stop_tx,
         shutdown_timeout: config.shutdown_timeout,
     });
+    admin_state.set_phase(Phase::SyncingCheckpoint);
+    event_loop
+        .sync_startup_checkpoint()
+        .await
+        .map_err(|reason| ServeError::LogNotWritable { path: data_dir.path.clone(), reason })?;
+    let (accepted_tx, accepted_rx) = mpsc::channel(16);
+    runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx, accept_stop_rx));
     tracing::info!(
         runtime = runtime.name(),
         %addr,
