@@ -5,7 +5,7 @@
 //! `cargo bench -p chute-core --bench core_cycle`
 
 use bytes::{Bytes, BytesMut};
-use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::test_util::MemDisk;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
 use chute_protocol::{
     Ack, Credentials, Credit, Destination, Durability, Frame, Hello, Publish, PublishMessage,
@@ -18,6 +18,7 @@ const PAYLOAD: usize = 256;
 
 struct Cycle {
     broker: Broker,
+    disk: MemDisk,
     now: Instant,
     producer: ConnId,
     consumer: ConnId,
@@ -52,6 +53,7 @@ impl Cycle {
         config.limits.unconfirmed_max = 1 << 20;
         let mut cycle = Cycle {
             broker: Broker::new(config, Instant::ZERO),
+            disk: MemDisk::default(),
             now: Instant::ZERO,
             producer: ConnId(1),
             consumer: ConnId(2),
@@ -88,7 +90,7 @@ impl Cycle {
     }
 
     /// Feeds an input and carries out every output at once: sends count as flushed, the disk
-    /// writes and syncs instantly.
+    /// (in memory) writes and syncs instantly.
     fn input(&mut self, input: Input) {
         self.now = self.now.plus_ms(0);
         self.broker.handle_input(self.now, input);
@@ -98,15 +100,8 @@ impl Cycle {
                     let flushed = Input::Flushed { conn, bytes: bytes.len() as u64 };
                     self.broker.handle_input(self.now, flushed);
                 }
-                Output::Storage(StorageRequest::Append { end_lsn, .. }) => {
-                    self.broker.handle_input(
-                        self.now,
-                        Input::Storage(StorageDone::Written { through: end_lsn }),
-                    );
-                }
-                Output::Storage(StorageRequest::Sync { through }) => {
-                    self.broker
-                        .handle_input(self.now, Input::Storage(StorageDone::Synced { through }));
+                Output::Storage(request) => {
+                    self.disk.carry_out(&request, &mut self.broker, self.now)
                 }
                 _ => {}
             }

@@ -40,6 +40,10 @@ pub mod queue;
 pub mod rng;
 pub mod seq_slots;
 pub mod storage;
+/// An in-memory disk for tests, benches, the simulator and fuzzing; absent unless the
+/// `test-util` feature is on.
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod time;
 
 pub use broker::{

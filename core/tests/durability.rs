@@ -5,7 +5,9 @@ mod support;
 
 use bytes::Bytes;
 use chute_core::client::{ClientEvent, Response};
-use chute_core::storage::io::StorageDone;
+use chute_core::storage::format::{scan_segment, segment_header, SEGMENT_HEADER_LEN};
+use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::records::Record;
 use chute_core::storage::recovery::{RecoveryError, SegmentFile};
 use chute_core::{BrokerConfig, Input};
 use chute_protocol::{Durability, ErrorCode, QueueOptions};
@@ -16,12 +18,9 @@ fn declare(net: &mut Net, conn: chute_core::ConnId, name: &str, durability: Dura
     assert!(matches!(net.declare(conn, name, options), Response::Declared(_)));
 }
 
-/// Publishes `payloads` to a durable queue `jobs`, then returns the net and the files a process
-/// crash leaves, with the newest segment's bytes passed through `edit`.
-fn crashed_with_newest(
-    payloads: &[&str],
-    edit: impl FnOnce(&mut Vec<u8>),
-) -> (Net, Vec<SegmentFile>) {
+/// Publishes `payloads` to a durable queue `jobs`, then returns the files a process crash
+/// leaves, with the newest segment's bytes passed through `edit`.
+fn crashed_with_newest(payloads: &[&str], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<SegmentFile> {
     let mut net = Net::new();
     let conn = net.connect();
     declare(&mut net, conn, "jobs", Durability::Always);
@@ -31,7 +30,7 @@ fn crashed_with_newest(
     let mut bytes = last.bytes.to_vec();
     edit(&mut bytes);
     last.bytes = Bytes::from(bytes);
-    (net, files)
+    files
 }
 
 fn small_segments() -> BrokerConfig {
@@ -97,7 +96,7 @@ fn process_crash_recovers_unacked_with_attempts() {
     net.pump();
 
     let files = net.disk.after_process_crash();
-    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!((report.queues, report.messages), (1, 3));
     let conn = net.connect();
     net.subscribe(conn, "jobs", 10);
@@ -118,9 +117,9 @@ fn machine_crash_keeps_every_confirmed_message() {
     net.publish(conn, "jobs", &["3"]); // written, never synced, never confirmed
     let append = net.storage_queue.remove(0);
     assert!(matches!(append, chute_core::storage::io::StorageRequest::Append { .. }));
-    net.disk.apply(append);
+    net.disk.apply(&append).unwrap();
     let files = net.disk.after_machine_crash();
-    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!(report.messages, 2);
     let conn = net.connect();
     net.subscribe(conn, "jobs", 10);
@@ -137,7 +136,7 @@ fn in_memory_queue_keeps_its_definition_only() {
     net.publish(conn, "scratch", &["x"]);
     assert_eq!(net.confirmed(conn), vec![1]);
     let files = net.disk.after_process_crash();
-    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (net, report) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!((report.queues, report.messages), (1, 0));
     assert_eq!(net.broker.queue_depth("scratch"), Some(0));
 }
@@ -161,7 +160,7 @@ fn dead_letters_from_an_in_memory_queue_are_as_durable_as_their_dlq() {
     net.pump();
     assert_eq!(net.broker.queue_depth("dlq"), Some(1));
     let files = net.disk.after_machine_crash();
-    let (net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (net, _) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!(net.broker.queue_depth("dlq"), Some(1));
     assert_eq!(net.broker.queue_depth("scratch"), Some(0));
 }
@@ -183,7 +182,7 @@ fn messages_moved_into_an_in_memory_queue_do_not_come_back() {
     assert_eq!(net.broker.queue_depth("scratch.dlq"), Some(1));
     net.advance(1_000);
     let files = net.disk.after_machine_crash();
-    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (net, report) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!(report.messages, 0);
     assert_eq!(net.broker.queue_depth("scratch.dlq"), Some(0));
     assert_eq!(net.broker.queue_depth("jobs"), Some(0));
@@ -223,7 +222,7 @@ fn deletes_and_purges_survive_restart() {
     let request = net.client(conn).purge_queue("emptied").unwrap();
     assert_eq!(net.response(conn, request), Response::Done { count: 2 });
     let files = net.disk.after_process_crash();
-    let (mut net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, _) = Net::recovered(BrokerConfig::default(), &files);
     assert_eq!(net.broker.queue_names().collect::<Vec<_>>(), ["emptied"]);
     assert_eq!(net.broker.queue_depth("emptied"), Some(0));
     let conn = net.connect();
@@ -249,8 +248,8 @@ fn settled_segments_are_deleted() {
         net.pump();
         net.advance(30); // lazy ack syncs
     }
-    let total: usize = net.disk.files.values().map(|f| f.len()).sum();
-    assert!(net.disk.files.len() <= 2, "{} segments, {total} bytes", net.disk.files.len());
+    let total: usize = net.disk.files().values().map(|f| f.data().len()).sum();
+    assert!(net.disk.files().len() <= 2, "{} segments, {total} bytes", net.disk.files().len());
 }
 
 /// A long-lived message in a mostly dead segment is copied forward, so its old segment can
@@ -273,10 +272,10 @@ fn compaction_moves_long_lived_messages_forward() {
         net.pump();
         net.advance(30);
     }
-    assert!(net.disk.files.len() <= 3, "{} segments", net.disk.files.len());
-    assert!(!net.disk.files.contains_key(&0), "the first segment was compacted away");
+    assert!(net.disk.files().len() <= 3, "{} segments", net.disk.files().len());
+    assert!(!net.disk.files().contains_key(&0), "the first segment was compacted away");
     let files = net.disk.after_process_crash();
-    let (mut net, report) = Net::recovered(small_segments(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(small_segments(), &files);
     assert_eq!(report.messages, 1);
     let conn = net.connect();
     net.subscribe(conn, "keep", 1);
@@ -286,10 +285,10 @@ fn compaction_moves_long_lived_messages_forward() {
 /// A torn last write is cut off; the records before it are kept.
 #[test]
 fn torn_tail_is_truncated() {
-    let (net, files) = crashed_with_newest(&["1", "2"], |bytes| {
+    let files = crashed_with_newest(&["1", "2"], |bytes| {
         bytes.extend_from_slice(&[0x40, 0, 0, 0, 0xde, 0xad]); // half a record header
     });
-    let (net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (net, report) = Net::recovered(BrokerConfig::default(), &files);
     let truncation = report.truncation.expect("a torn tail");
     assert_eq!(truncation.dropped_bytes, 6);
     assert!(!truncation.only_zeros);
@@ -301,11 +300,11 @@ fn torn_tail_is_truncated() {
 #[test]
 fn preallocated_zeros_at_the_end_are_cut() {
     let mut records_len = 0;
-    let (net, files) = crashed_with_newest(&["1", "2"], |bytes| {
+    let files = crashed_with_newest(&["1", "2"], |bytes| {
         records_len = bytes.len() as u64;
         bytes.resize(bytes.len() + 1024 * 1024, 0);
     });
-    let (mut net, report) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, report) = Net::recovered(BrokerConfig::default(), &files);
     let truncation = report.truncation.expect("the zeros are cut");
     assert_eq!((truncation.valid_len, truncation.dropped_bytes), (records_len, 1024 * 1024));
     assert!(truncation.only_zeros, "preallocated space, not a torn write");
@@ -336,7 +335,7 @@ fn a_sync_that_reaches_further_confirms_everything_it_covered() {
     assert_eq!(syncs.len(), 1, "one sync in flight: {requests:?}");
     let mut written_end = 0;
     for request in requests {
-        if let Some(StorageDone::Written { through }) = net.disk.apply(request) {
+        if let Ok(Some(StorageDone::Written { through })) = net.disk.apply(&request) {
             written_end = through;
         }
     }
@@ -352,7 +351,7 @@ fn a_sync_that_reaches_further_confirms_everything_it_covered() {
 /// A damaged record followed by good ones is corruption: recovery refuses and names the file.
 #[test]
 fn corruption_in_the_middle_is_refused() {
-    let (_, files) = crashed_with_newest(&["first", "second", "third"], |bytes| {
+    let files = crashed_with_newest(&["first", "second", "third"], |bytes| {
         let at = bytes.windows(5).position(|w| w == b"first").unwrap();
         bytes[at] ^= 0x01;
     });
@@ -429,7 +428,7 @@ fn ids_are_not_reused_after_restart() {
     declare(&mut net, conn, "a", Durability::Always);
     net.publish(conn, "a", &["1", "2"]);
     let files = net.disk.after_process_crash();
-    let (mut net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, _) = Net::recovered(BrokerConfig::default(), &files);
     let conn = net.connect();
     declare(&mut net, conn, "b", Durability::Always);
     net.publish(conn, "b", &["3"]);
@@ -461,7 +460,7 @@ fn a_mostly_live_head_does_not_pin_dead_segments() {
         net.pump();
         net.advance(30);
     }
-    assert!(net.disk.files.len() <= 3, "{} segments", net.disk.files.len());
+    assert!(net.disk.files().len() <= 3, "{} segments", net.disk.files().len());
     assert_eq!(net.broker.queue_depth("keep"), Some(4));
 }
 
@@ -485,8 +484,70 @@ fn a_checkpoint_larger_than_a_segment_does_not_explode_the_log() {
         }
     }
     net.pump();
-    let appended: usize = net.disk.files.values().map(|f| f.len()).sum();
+    let appended: usize = net.disk.files().values().map(|f| f.data().len()).sum();
     // 3,000 ids of ~110 bytes make a ~330 KB checkpoint; without the guard every record
     // rotated and copied it, writing hundreds of megabytes.
     assert!(appended < 20 * 1024 * 1024, "{appended} bytes on disk");
+}
+
+/// The storage requests a broker has for the driver before any input.
+fn startup_requests(broker: &mut chute_core::Broker) -> Vec<StorageRequest> {
+    let mut requests = Vec::new();
+    while let Some(output) = broker.poll_output() {
+        if let chute_core::Output::Storage(request) = output {
+            requests.push(request);
+        }
+    }
+    requests
+}
+
+/// The records an `Append` carries, by the segment format's own scan.
+fn appended_records(request: &StorageRequest) -> Vec<Record> {
+    let StorageRequest::Append { end_lsn, bytes, .. } = request else {
+        panic!("not an append: {request:?}")
+    };
+    let mut segment = segment_header(end_lsn - bytes.len() as u64).to_vec();
+    segment.extend_from_slice(bytes);
+    let scan = scan_segment(&Bytes::from(segment), false).expect("whole records");
+    scan.records.iter().map(|raw| Record::decode(raw.kind, &raw.body).unwrap()).collect()
+}
+
+/// A new broker writes its first checkpoint and asks for its sync as it is made, before any
+/// input (docs/STORAGE.md §10.1): the driver syncs it before serving anyone, so a log that
+/// cannot be written stops the server at start, not at its first client.
+#[test]
+fn a_new_broker_asks_for_its_checkpoint_sync_before_any_input() {
+    let mut broker = chute_core::Broker::new(BrokerConfig::default(), chute_core::Instant::ZERO);
+    let requests = startup_requests(&mut broker);
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(matches!(requests[0], StorageRequest::CreateSegment { base_lsn: 0, .. }));
+    let records = appended_records(&requests[1]);
+    assert!(matches!(records[..], [Record::Counters(_)]), "{records:?}");
+    let StorageRequest::Append { end_lsn, .. } = requests[1] else { unreachable!() };
+    assert_eq!(requests[2], StorageRequest::Sync { through: end_lsn });
+}
+
+/// A recovered broker appends its checkpoint to the newest segment and asks for its sync
+/// before any input.
+#[test]
+fn a_recovered_broker_asks_for_its_checkpoint_sync_before_any_input() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", Durability::Always);
+    net.publish(conn, "jobs", &["1"]);
+    let files = net.disk.after_process_crash();
+    let log_end: usize = files.iter().map(|f| f.bytes.len() - SEGMENT_HEADER_LEN).sum();
+
+    let (mut broker, _) =
+        chute_core::Broker::recover(BrokerConfig::default(), chute_core::Instant::ZERO, &files)
+            .unwrap();
+    let requests = startup_requests(&mut broker);
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let StorageRequest::Append { base_lsn: 0, end_lsn, ref bytes } = requests[0] else {
+        panic!("the checkpoint goes to the newest segment: {requests:?}")
+    };
+    assert_eq!(end_lsn - bytes.len() as u64, log_end as u64, "appended at the end of the log");
+    let records = appended_records(&requests[0]);
+    assert!(matches!(records[..], [Record::Counters(_), Record::QueueDeclared(_)]), "{records:?}");
+    assert_eq!(requests[1], StorageRequest::Sync { through: end_lsn });
 }

@@ -30,7 +30,7 @@ fn alter_changes_options_durably_but_not_durability() {
     assert_eq!(err.code(), ErrorCode::INVALID_QUEUE_OPTIONS);
 
     let files = net.disk.after_machine_crash();
-    let (net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (net, _) = Net::recovered(BrokerConfig::default(), &files);
     let stats = net.broker.queue_stats_by_name("jobs").unwrap();
     assert_eq!(stats.options, altered);
 }

@@ -724,7 +724,7 @@ fn semantics_survive_restart() {
     net.advance(100);
 
     let files = net.disk.after_process_crash();
-    let (mut net, _) = Net::recovered(BrokerConfig::default(), net.disk.clone(), &files);
+    let (mut net, _) = Net::recovered(BrokerConfig::default(), &files);
     let conn = net.connect();
     let entries = dlq_list(&mut net, conn, "dlq");
     assert_eq!(entries.len(), 1);

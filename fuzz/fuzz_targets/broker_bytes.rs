@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
-use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::test_util::MemDisk;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
 use chute_protocol::{
     Credentials, Frame, FrameReader, Hello, FRAME_SIZE_CEILING, PREFACE, PROTOCOL_VERSION_MAX,
@@ -99,6 +99,7 @@ struct Driver {
     now: Instant,
     flush: bool,
     conns: BTreeMap<ConnId, Peer>,
+    disk: MemDisk,
 }
 
 /// What the driver knows of one connection.
@@ -131,6 +132,7 @@ impl Driver {
             now: Instant::ZERO,
             flush,
             conns: BTreeMap::new(),
+            disk: MemDisk::default(),
         }
     }
 
@@ -239,13 +241,11 @@ impl Driver {
             }
             // The disk is instant and never fails here: appends are written and syncs done at
             // once, so confirms and deliveries flow.
-            Output::Storage(StorageRequest::Append { end_lsn, .. }) => {
-                self.input(Input::Storage(StorageDone::Written { through: end_lsn }));
+            Output::Storage(request) => {
+                if let Some(done) = self.disk.apply(&request).expect("a request a disk can do") {
+                    self.input(Input::Storage(done));
+                }
             }
-            Output::Storage(StorageRequest::Sync { through }) => {
-                self.input(Input::Storage(StorageDone::Synced { through }));
-            }
-            Output::Storage(_) => {}
             Output::Event(_) => {}
         }
     }

@@ -8,8 +8,8 @@
 //! broker crashes (a process crash keeps every written byte, a machine crash only what a sync
 //! covered) and is recovered from its segment files with `Broker::recover`.
 //!
-//! Storage is an instant in-memory disk (like `broker_bytes`, but keeping the bytes so that a
-//! crash can be recovered from them); `PauseRead` is honoured by holding a client's bytes.
+//! Storage is chute-core's instant in-memory disk (`test_util::MemDisk`), whose bytes a crash
+//! is recovered from; `PauseRead` is honoured by holding a client's bytes.
 //!
 //! Checked after every step:
 //! - nothing panics (in the broker, the client machines or recovery), and recovery accepts
@@ -43,8 +43,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use chute_core::client::{Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, Response};
-use chute_core::storage::io::{StorageDone, StorageRequest};
-use chute_core::storage::recovery::SegmentFile;
+use chute_core::test_util::MemDisk;
 use chute_core::{Broker, BrokerConfig, ConnId, Event, Input, Instant, Output};
 use chute_protocol::{
     BackoffPolicy, BreakerPolicy, Delivery, Destination, Durability, ExpiryPolicy, FrameKind,
@@ -257,56 +256,6 @@ fn config() -> BrokerConfig {
     config
 }
 
-// ---- the disk ----
-
-/// Segment files in memory, and how much of each the last sync covered.
-#[derive(Default)]
-struct Disk {
-    files: BTreeMap<u64, BytesMut>,
-    synced: BTreeMap<u64, usize>,
-}
-
-impl Disk {
-    /// Carries out a request at once; returns the completion to report.
-    fn apply(&mut self, request: StorageRequest) -> Option<StorageDone> {
-        match request {
-            StorageRequest::CreateSegment { base_lsn, header } => {
-                self.files.insert(base_lsn, BytesMut::from(&header[..]));
-                None
-            }
-            StorageRequest::Append { base_lsn, end_lsn, bytes } => {
-                let file = self.files.get_mut(&base_lsn).expect("append to a created segment");
-                file.extend_from_slice(&bytes);
-                Some(StorageDone::Written { through: end_lsn })
-            }
-            StorageRequest::Sync { through } => {
-                self.synced = self.files.iter().map(|(base, bytes)| (*base, bytes.len())).collect();
-                Some(StorageDone::Synced { through })
-            }
-            StorageRequest::DeleteSegment { base_lsn } => {
-                self.files.remove(&base_lsn);
-                self.synced.remove(&base_lsn);
-                None
-            }
-        }
-    }
-
-    /// The files after a crash: all written bytes (process) or only the synced ones (machine).
-    fn after_crash(&self, machine: bool) -> Vec<SegmentFile> {
-        self.files
-            .iter()
-            .map(|(base, bytes)| {
-                let len =
-                    if machine { self.synced.get(base).copied().unwrap_or(0) } else { bytes.len() };
-                SegmentFile {
-                    name: format!("{base:020}.log"),
-                    bytes: Bytes::copy_from_slice(&bytes[..len]),
-                }
-            })
-            .collect()
-    }
-}
-
 // ---- the clients ----
 
 /// A client machine and what the fuzzer knows about its connection.
@@ -343,7 +292,7 @@ struct Fuzz {
     now: Instant,
     specs: Vec<QueueOptions>,
     broker: Broker,
-    disk: Disk,
+    disk: MemDisk,
     peers: Vec<Peer>,
     admin: Option<Peer>,
     next_conn: u64,
@@ -371,7 +320,7 @@ impl Fuzz {
             now,
             specs: specs.iter().map(queue_options).collect(),
             broker: Broker::new(config(), now),
-            disk: Disk::default(),
+            disk: MemDisk::default(),
             peers: Vec::new(),
             admin: None,
             next_conn: 1,
@@ -491,7 +440,7 @@ impl Fuzz {
                 }
             }
             Output::Storage(request) => {
-                if let Some(done) = self.disk.apply(request) {
+                if let Some(done) = self.disk.apply(&request).expect("a request a disk can do") {
                     self.input(Input::Storage(done));
                 }
             }
@@ -882,7 +831,8 @@ impl Fuzz {
     fn crash(&mut self, machine: bool) {
         let before = self.snapshot();
         let all_durable = self.options.values().all(|o| o.durability != Durability::None);
-        let files = self.disk.after_crash(machine);
+        let files =
+            if machine { self.disk.after_machine_crash() } else { self.disk.after_process_crash() };
         let (broker, report) = match Broker::recover(config(), self.now, &files) {
             Ok(recovered) => recovered,
             Err(err) => {
@@ -891,22 +841,7 @@ impl Fuzz {
         };
         trace(|| format!("{:?} crash (machine: {machine}): {report:?}", self.now));
         // What recovery read is what the disk holds now; a torn tail is cut.
-        self.disk.files = files
-            .iter()
-            .map(|f| {
-                (f.name.trim_end_matches(".log").parse().unwrap(), BytesMut::from(&f.bytes[..]))
-            })
-            .collect();
-        if let Some(truncation) = &report.truncation {
-            let base: u64 = truncation.file.trim_end_matches(".log").parse().unwrap();
-            if truncation.valid_len == 0 {
-                self.disk.files.remove(&base);
-            } else {
-                self.disk.files.get_mut(&base).unwrap().truncate(truncation.valid_len as usize);
-            }
-        }
-        self.disk.synced =
-            self.disk.files.iter().map(|(base, bytes)| (*base, bytes.len())).collect();
+        self.disk = MemDisk::recovered_from(&files, report.truncation.as_ref());
         self.broker = broker;
         self.peers.clear();
         self.admin = None;

@@ -13,7 +13,9 @@
 //!
 //! Properties:
 //! - `scan_segment`, `recover_log` and `Broker::recover` never panic, and a recovered broker
-//!   runs (its timers fire for an hour) without panicking;
+//!   runs (its timers fire for an hour) without panicking, on an in-memory disk holding what
+//!   recovery left, which refuses any request a real disk would (an append in the wrong place,
+//!   a segment created twice);
 //! - every record `scan_segment` returns passed its checksum: re-framing its kind and body with
 //!   `append_record` gives exactly the bytes of the file at its offset; the records are back to
 //!   back from the header to `valid_len`, and a torn tail is the rest of the file;
@@ -25,10 +27,11 @@
 
 use bytes::{Bytes, BytesMut};
 use chute_core::storage::format::{
-    append_record, scan_segment, segment_header, SEGMENT_HEADER_LEN,
+    append_record, scan_segment, segment_file_name, segment_header, SEGMENT_HEADER_LEN,
 };
 use chute_core::storage::recovery::{recover_log, RecoveredLog, SegmentFile};
-use chute_core::{Broker, BrokerConfig, Input, Instant};
+use chute_core::test_util::MemDisk;
+use chute_core::{Broker, BrokerConfig, Input, Instant, Output};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -54,16 +57,18 @@ fuzz_target!(|input: &[u8]| {
     let Ok(recovered) = recovered else { return };
     check_idempotent(&files, &recovered);
 
-    // The recovered broker must run: drain what it asks for, then let its timers fire.
-    let (mut broker, _) = broker.expect("checked above");
-    drain(&mut broker, Instant::ZERO);
+    // The recovered broker must run, on the disk recovery leaves: drain what it asks for, then
+    // let its timers fire.
+    let (mut broker, report) = broker.expect("checked above");
+    let mut disk = MemDisk::recovered_from(&files, report.truncation.as_ref());
+    drain(&mut broker, &mut disk, Instant::ZERO);
     let mut now = Instant::ZERO;
     let end = Instant::from_millis(3_600_000);
     for _ in 0..1_000 {
         let Some(at) = broker.poll_timeout().filter(|at| *at <= end) else { break };
         now = now.max(at);
         broker.handle_input(now, Input::Timeout);
-        drain(&mut broker, now);
+        drain(&mut broker, &mut disk, now);
     }
 });
 
@@ -88,7 +93,7 @@ fn split_files(control: u8, lens: [u16; 2], data: &[u8]) -> Vec<SegmentFile> {
         let (name, bytes) = if control & (0x04 << index) != 0 {
             let mut bytes = BytesMut::from(&segment_header(next_lsn)[..]);
             bytes.extend_from_slice(body);
-            (format!("{next_lsn:020}.log"), bytes.freeze())
+            (segment_file_name(next_lsn), bytes.freeze())
         } else {
             (format!("raw-{index}.log"), Bytes::copy_from_slice(body))
         };
@@ -161,17 +166,10 @@ fn check_idempotent(files: &[SegmentFile], recovered: &RecoveredLog) {
     assert_eq!(again, expected, "cutting the torn tail changed what was recovered");
 }
 
-fn drain(broker: &mut Broker, now: Instant) {
-    use chute_core::storage::io::{StorageDone, StorageRequest};
-    use chute_core::Output;
+fn drain(broker: &mut Broker, disk: &mut MemDisk, now: Instant) {
     while let Some(output) = broker.poll_output() {
-        let done = match output {
-            Output::Storage(StorageRequest::Append { end_lsn, .. }) => {
-                StorageDone::Written { through: end_lsn }
-            }
-            Output::Storage(StorageRequest::Sync { through }) => StorageDone::Synced { through },
-            _ => continue,
-        };
-        broker.handle_input(now, Input::Storage(done));
+        if let Output::Storage(request) = output {
+            disk.carry_out(&request, broker, now);
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use chute_core::storage::format::parse_segment_file_name;
 use chute_core::storage::recovery::{SegmentFile, Truncation};
 
 /// Holds the data directory's lock for as long as it lives, so two brokers never share it.
@@ -48,12 +49,9 @@ impl DataDir {
         let mut names: Vec<String> = std::fs::read_dir(&self.path)
             .map_err(io)?
             .filter_map(|entry| entry.ok().and_then(|e| e.file_name().into_string().ok()))
-            .filter(|name| {
-                name.len() == 24
-                    && name.ends_with(".log")
-                    && name[..20].bytes().all(|b| b.is_ascii_digit())
-            })
+            .filter(|name| parse_segment_file_name(name).is_some())
             .collect();
+        // Zero-padded to one width, so names sort in log order.
         names.sort();
         File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io)?;
         names

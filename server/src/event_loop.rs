@@ -2,16 +2,19 @@
 //! outputs, and sleeps until the broker's next deadline.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output};
 use futures::channel::mpsc;
-use futures::future::{self, Either};
+use futures::future;
 use futures::io::AsyncReadExt;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
 use crate::runtime::Runtime;
@@ -26,17 +29,30 @@ pub enum LoopEvent {
     Shutdown,
     /// The graceful stop took too long; exit with what is written.
     ShutdownDeadline,
-    /// The storage worker's report.
-    Storage(StorageDone),
     /// The admin endpoint asks for a snapshot of the broker.
     Stats(futures::channel::oneshot::Sender<BrokerStats>),
 }
 
-/// Everything the broker task waits for.
+/// Everything the broker task waits for on the inbox.
 enum Inbox<S> {
     Accepted(S, std::net::SocketAddr),
     Event(LoopEvent),
 }
+
+/// What woke the broker task.
+enum Wake<T> {
+    Storage(StorageDone),
+    /// `None`: every sender of the inbox is gone.
+    Inbox(Option<T>),
+    Timer,
+}
+
+/// The storage worker's reports, on a channel of their own. Unbounded, so the worker never
+/// blocks on it (a blocked worker would hold up every sync), and bounded in practice all the
+/// same: the worker reports at most once per request it was given (a `Written` per run of
+/// appends, a `Synced` per `Sync`), and the broker task takes every report before anything
+/// else each time it wakes.
+pub type StorageReports = mpsc::UnboundedReceiver<StorageDone>;
 
 /// How many events may wait for the broker task; readers block beyond this, which is
 /// backpressure on the sockets rather than memory growth.
@@ -55,6 +71,7 @@ pub struct LoopParts<R: Runtime> {
     pub started: StdInstant,
     pub events_tx: mpsc::Sender<LoopEvent>,
     pub storage_tx: std::sync::mpsc::Sender<StorageRequest>,
+    pub storage_reports: StorageReports,
     pub accept_stop: futures::channel::oneshot::Sender<()>,
     pub shutdown_timeout: std::time::Duration,
 }
@@ -69,6 +86,10 @@ pub struct EventLoop<R: Runtime> {
     next_conn: u64,
     events_tx: mpsc::Sender<LoopEvent>,
     storage_tx: std::sync::mpsc::Sender<StorageRequest>,
+    /// `None` once the worker has stopped (after a failure) and dropped its end.
+    storage_reports: Option<StorageReports>,
+    /// The `through` of the last `Sync` handed to the worker.
+    sync_requested: Option<u64>,
     /// Why the broker halted, once it did.
     halted: Option<String>,
     /// Dropped to stop the accept loop.
@@ -90,6 +111,8 @@ impl<R: Runtime> EventLoop<R> {
             next_conn: 1,
             events_tx: parts.events_tx,
             storage_tx: parts.storage_tx,
+            storage_reports: Some(parts.storage_reports),
+            sync_requested: None,
             halted: None,
             accept_stop: Some(parts.accept_stop),
             shutdown_timeout: parts.shutdown_timeout,
@@ -101,6 +124,33 @@ impl<R: Runtime> EventLoop<R> {
         Instant::from_nanos(self.started.elapsed().as_nanos() as u64)
     }
 
+    /// Carries out what a new or recovered broker asks for before it serves anyone (its first
+    /// segment, its checkpoint and the checkpoint's sync: docs/STORAGE.md §10.1) and waits for
+    /// that sync. `Err` says why the log cannot be written; the broker must not serve then.
+    pub async fn sync_startup_checkpoint(&mut self) -> Result<(), String> {
+        self.carry_out_outputs();
+        let Some(through) = self.sync_requested else { return Ok(()) };
+        loop {
+            let report = match self.storage_reports.as_mut() {
+                Some(reports) => reports.next().await,
+                None => None,
+            };
+            match report {
+                Some(StorageDone::Failed { request, error }) => {
+                    return Err(format!("{request} failed: {error}"));
+                }
+                Some(done) => {
+                    let synced = matches!(done, StorageDone::Synced { through: t } if t >= through);
+                    self.storage_done(done);
+                    if synced {
+                        return Ok(());
+                    }
+                }
+                None => return Err("the storage worker stopped without reporting".into()),
+            }
+        }
+    }
+
     /// Runs until a graceful shutdown has closed every connection and their writers finished,
     /// or until storage fails (`Err` with the reason, after clients were told).
     pub async fn run(
@@ -110,7 +160,7 @@ impl<R: Runtime> EventLoop<R> {
     ) -> Result<(), String> {
         let accepted = accepted.map(|(stream, peer)| Inbox::Accepted(stream, peer));
         let mut inbox = futures::stream::select(accepted, events.map(Inbox::Event));
-        // A new or recovered broker already has work queued: its first segment, its checkpoint.
+        // A new or recovered broker may still have work queued.
         self.carry_out_outputs();
         loop {
             if let Some(reason) = &self.halted {
@@ -122,26 +172,33 @@ impl<R: Runtime> EventLoop<R> {
             {
                 return Ok(());
             }
-            let event = match self.broker.poll_timeout() {
-                Some(deadline) => {
-                    let sleep = self.runtime.sleep_until(self.std_instant(deadline));
-                    futures::pin_mut!(sleep);
-                    match future::select(inbox.next(), sleep).await {
-                        Either::Left((event, _)) => event,
-                        Either::Right(((), _)) => {
-                            let now = self.now();
-                            self.broker.handle_input(now, Input::Timeout);
-                            self.carry_out_outputs();
-                            continue;
-                        }
-                    }
+            let timer =
+                self.broker.poll_timeout().map(|at| self.runtime.sleep_until(self.std_instant(at)));
+            futures::pin_mut!(timer);
+            let wake = future::poll_fn(|cx| {
+                poll_wake(cx, &mut self.storage_reports, &mut inbox, timer.as_mut().as_pin_mut())
+            })
+            .await;
+            match wake {
+                Wake::Storage(done) => self.storage_done(done),
+                Wake::Inbox(Some(event)) => {
+                    self.handle_event(event);
+                    self.carry_out_outputs();
                 }
-                None => inbox.next().await,
-            };
-            let Some(event) = event else { return Ok(()) };
-            self.handle_event(event);
-            self.carry_out_outputs();
+                Wake::Inbox(None) => return Ok(()),
+                Wake::Timer => {
+                    let now = self.now();
+                    self.broker.handle_input(now, Input::Timeout);
+                    self.carry_out_outputs();
+                }
+            }
         }
+    }
+
+    fn storage_done(&mut self, done: StorageDone) {
+        let now = self.now();
+        self.broker.handle_input(now, Input::Storage(done));
+        self.carry_out_outputs();
     }
 
     fn std_instant(&self, deadline: Instant) -> StdInstant {
@@ -181,7 +238,6 @@ impl<R: Runtime> EventLoop<R> {
                 self.broker.shutdown(now);
                 self.arm_shutdown_deadline();
             }
-            LoopEvent::Storage(done) => self.broker.handle_input(now, Input::Storage(done)),
             LoopEvent::Stats(reply) => {
                 // The asker may have timed out and gone; then nobody needs the snapshot.
                 let _ = reply.send(self.broker.stats());
@@ -245,6 +301,9 @@ impl<R: Runtime> EventLoop<R> {
                     }
                 }
                 Output::Storage(request) => {
+                    if let StorageRequest::Sync { through } = request {
+                        self.sync_requested = Some(through);
+                    }
                     // The worker only hangs up after a failure, which halts the broker anyway.
                     let _ = self.storage_tx.send(request);
                 }
@@ -266,6 +325,32 @@ impl<R: Runtime> EventLoop<R> {
     }
 }
 
+/// The next thing for the broker task, storage reports first: a sync's report releases
+/// every confirm it covers, and must not wait behind socket reads (up to [`EVENT_QUEUE_MAX`] of
+/// them) that arrived while the sync ran. Then the inbox, then the timer. A report stream that
+/// ended (the worker stopped) is dropped and not polled again.
+fn poll_wake<T>(
+    cx: &mut Context<'_>,
+    storage_reports: &mut Option<impl Stream<Item = StorageDone> + Unpin>,
+    inbox: &mut (impl Stream<Item = T> + Unpin),
+    timer: Option<Pin<&mut impl Future<Output = ()>>>,
+) -> Poll<Wake<T>> {
+    if let Some(reports) = storage_reports {
+        match reports.poll_next_unpin(cx) {
+            Poll::Ready(Some(done)) => return Poll::Ready(Wake::Storage(done)),
+            Poll::Ready(None) => *storage_reports = None,
+            Poll::Pending => {}
+        }
+    }
+    if let Poll::Ready(event) = inbox.poll_next_unpin(cx) {
+        return Poll::Ready(Wake::Inbox(event));
+    }
+    match timer.map(|timer| timer.poll(cx)) {
+        Some(Poll::Ready(())) => Poll::Ready(Wake::Timer),
+        _ => Poll::Pending,
+    }
+}
+
 fn log_event(event: &Event) {
     match event {
         Event::ConnectionOpened { conn, client_name, version } => {
@@ -277,5 +362,54 @@ fn log_event(event: &Event) {
         Event::QueueCreated { name } => tracing::info!(queue = %name, "queue created"),
         Event::QueueDeleted { name } => tracing::info!(queue = %name, "queue deleted"),
         Event::Halted { reason } => tracing::error!(%reason, "halted"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::task::noop_waker_ref;
+
+    use super::*;
+
+    /// No timer: `poll_wake` then waits for reports and the inbox only.
+    const NO_TIMER: Option<Pin<&mut future::Pending<()>>> = None;
+
+    /// A storage report is taken before socket events that were queued before it, however many
+    /// (here a full event queue): a sync's report, and the confirms it releases, never waits
+    /// behind the reads that piled up while the sync ran.
+    #[test]
+    fn a_storage_report_comes_before_a_full_queue_of_socket_events() {
+        let (mut events_tx, mut inbox) = mpsc::channel(EVENT_QUEUE_MAX);
+        for n in 0..EVENT_QUEUE_MAX as u64 {
+            events_tx.try_send(LoopEvent::Flushed(ConnId(1), n)).expect("room in the queue");
+        }
+        let (reports_tx, reports_rx) = mpsc::unbounded();
+        reports_tx.unbounded_send(StorageDone::Synced { through: 7 }).unwrap();
+        let mut reports = Some(reports_rx);
+        let mut cx = Context::from_waker(noop_waker_ref());
+
+        let first = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);
+        assert!(
+            matches!(first, Poll::Ready(Wake::Storage(StorageDone::Synced { through: 7 }))),
+            "the report first"
+        );
+        let second = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);
+        assert!(matches!(second, Poll::Ready(Wake::Inbox(Some(LoopEvent::Flushed(_, 0))))));
+    }
+
+    /// When the worker has stopped (its end of the channel is gone), the reports are dropped
+    /// and the inbox is served, instead of a closed stream waking the task again and again.
+    #[test]
+    fn an_ended_report_stream_is_dropped() {
+        let (mut events_tx, mut inbox) = mpsc::channel(1);
+        let (reports_tx, reports_rx) = mpsc::unbounded::<StorageDone>();
+        drop(reports_tx);
+        let mut reports = Some(reports_rx);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER).is_pending());
+        assert!(reports.is_none());
+        events_tx.try_send(LoopEvent::Shutdown).unwrap();
+        let woken = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);
+        assert!(matches!(woken, Poll::Ready(Wake::Inbox(Some(LoopEvent::Shutdown)))));
     }
 }

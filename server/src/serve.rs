@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ use futures::SinkExt;
 
 use crate::admin::{self, AdminState, Phase};
 use crate::data_dir::{DataDir, DataDirError};
-use crate::event_loop::{EventLoop, LoopEvent, LoopParts, EVENT_QUEUE_MAX};
+use crate::event_loop::{EventLoop, LoopEvent, LoopParts, StorageReports, EVENT_QUEUE_MAX};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
 
@@ -150,6 +151,9 @@ pub enum ServeError {
     DataDir(#[from] DataDirError),
     #[error("cannot recover the log in {path}: {source}")]
     Recovery { path: PathBuf, source: chute_core::storage::recovery::RecoveryError },
+    /// The startup checkpoint could not be written or synced.
+    #[error("cannot write to the log in {path}: {reason}")]
+    LogNotWritable { path: PathBuf, reason: String },
     #[error("{0}")]
     Halted(String),
     #[error("invalid configuration: {0}")]
@@ -253,8 +257,10 @@ fn init_tracing() {
 }
 
 /// Serves until a graceful stop completes. `ready` is called with the bound addresses once
-/// connections are being accepted. Recovery from the data directory runs first; the admin
-/// endpoint answers already during recovery (`/readyz` says it is not ready yet).
+/// connections are being accepted. Recovery from the data directory runs first, then the
+/// startup checkpoint is synced (docs/STORAGE.md §10.1): a log that cannot be written stops
+/// the server here, before anyone is served. The admin endpoint answers already during both
+/// (`/readyz` says it is not ready yet).
 pub async fn serve<R: Runtime>(
     runtime: R,
     mut config: ServerConfig,
@@ -262,6 +268,8 @@ pub async fn serve<R: Runtime>(
 ) -> Result<(), ServeError> {
     config.broker.validate()?;
     let data_dir = DataDir::open(&config.data_dir)?;
+    // Bound now, so an address in use is reported before recovery; accepted only once the
+    // startup checkpoint is synced (until then connections wait in the listen backlog).
     let (listener, addr) = listen(&runtime, config.listen, Endpoint::Protocol)?;
     let admin_listener = match config.admin_listen {
         Some(at) => Some(listen(&runtime, at, Endpoint::Admin)?),
@@ -288,21 +296,27 @@ pub async fn serve<R: Runtime>(
     let started = StdInstant::now();
     let segment_bytes_max = config.broker.storage.segment_bytes_max;
     let broker = recover(&data_dir, config.broker)?;
-    let storage_tx =
-        start_storage_worker(&data_dir, events_tx.clone(), storage_metrics, segment_bytes_max)?;
-    let (accepted_tx, accepted_rx) = mpsc::channel(16);
+    let (storage_tx, storage_reports, storage_worker) =
+        start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
     install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
-    runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx, accept_stop_rx));
-    let event_loop = EventLoop::new(LoopParts {
+    let mut event_loop = EventLoop::new(LoopParts {
         runtime: runtime.clone(),
         broker,
         started,
         events_tx,
         storage_tx,
+        storage_reports,
         accept_stop: accept_stop_tx,
         shutdown_timeout: config.shutdown_timeout,
     });
+    admin_state.set_phase(Phase::SyncingCheckpoint);
+    event_loop
+        .sync_startup_checkpoint()
+        .await
+        .map_err(|reason| ServeError::LogNotWritable { path: data_dir.path.clone(), reason })?;
+    let (accepted_tx, accepted_rx) = mpsc::channel(16);
+    runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx, accept_stop_rx));
     tracing::info!(
         runtime = runtime.name(),
         %addr,
@@ -314,6 +328,8 @@ pub async fn serve<R: Runtime>(
     ready(Listening { addr, admin_addr });
     let result = event_loop.run(events_rx, accepted_rx).await.map_err(ServeError::Halted);
     admin_state.set_phase(Phase::Stopped);
+    // The broker task hung up on the worker; let it finish before the process exits.
+    wait_for_worker(&runtime, storage_worker, config.shutdown_timeout).await;
     drop(data_dir);
     result
 }
@@ -370,21 +386,42 @@ fn release_free_memory() {
     }
 }
 
+/// Starts the storage worker thread; returns where to send it requests, where it reports,
+/// and the thread.
 fn start_storage_worker(
     data_dir: &DataDir,
-    events: mpsc::Sender<LoopEvent>,
     metrics: Arc<StorageMetrics>,
     segment_bytes_max: u64,
-) -> Result<std::sync::mpsc::Sender<StorageRequest>, ServeError> {
+) -> Result<(std::sync::mpsc::Sender<StorageRequest>, StorageReports, JoinHandle<()>), ServeError> {
     let (storage_tx, storage_rx) = std::sync::mpsc::channel();
-    let mut events = events;
+    let (reports_tx, reports_rx) = mpsc::unbounded();
+    // The broker task is gone only when the server stops; nobody needs the report then.
     let report = move |done| {
-        let _ = futures::executor::block_on(events.send(LoopEvent::Storage(done)));
+        let _ = reports_tx.unbounded_send(done);
     };
-    StorageWorker::new(&data_dir.path, metrics, segment_bytes_max)
+    let worker = StorageWorker::new(&data_dir.path, metrics, segment_bytes_max)
         .spawn(storage_rx, report)
         .map_err(|source| DataDirError::Io { path: data_dir.path.clone(), source })?;
-    Ok(storage_tx)
+    Ok((storage_tx, reports_rx, worker))
+}
+
+/// Waits, at most `timeout`, for the storage worker to finish once the broker task has hung
+/// up: it then cuts the newest segment's preallocated zeros and syncs, so that a clean stop
+/// leaves nothing for the next start to cut. Without the wait the process exits under it. A
+/// worker stuck in a hung fsync is left behind (with a warning) rather than hanging the stop.
+async fn wait_for_worker<R: Runtime>(runtime: &R, worker: JoinHandle<()>, timeout: Duration) {
+    const POLL: Duration = Duration::from_millis(5);
+    let deadline = StdInstant::now() + timeout;
+    while !worker.is_finished() {
+        if StdInstant::now() >= deadline {
+            tracing::warn!("the storage worker did not finish in time; exiting without it");
+            return;
+        }
+        runtime.sleep_until(StdInstant::now() + POLL).await;
+    }
+    if worker.join().is_err() {
+        tracing::error!("the storage worker panicked");
+    }
 }
 
 /// Binds `addr` and hands the listener to the runtime; returns it with the bound address.

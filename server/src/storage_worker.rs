@@ -22,14 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use chute_core::storage::format::SEGMENT_HEADER_LEN;
+use chute_core::storage::format::{segment_file_name, storage_request_label, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use prometheus_client::metrics::histogram::Histogram;
-
-/// The file name of the segment starting at `base_lsn`; names sort in log order.
-pub fn segment_file_name(base_lsn: u64) -> String {
-    format!("{base_lsn:020}.log")
-}
 
 /// What the storage worker has done, shared with the admin endpoint, which reads it without
 /// asking the worker. Relaxed atomics: each number is right on its own, though a scrape may
@@ -207,7 +202,7 @@ impl StorageWorker {
             Ok(None) => {}
             Err(error) => {
                 // Described only here: a label per request would cost an allocation per append.
-                let label = describe(&request);
+                let label = storage_request_label(&request);
                 tracing::error!(request = %label, %error, "storage failed");
                 report(StorageDone::Failed { request: label, error: error.to_string() });
                 return false;
@@ -337,21 +332,6 @@ impl Segment {
             self.file_len += chunk as u64;
         }
         Ok(())
-    }
-}
-
-fn describe(request: &StorageRequest) -> String {
-    match request {
-        StorageRequest::CreateSegment { base_lsn, .. } => {
-            format!("create segment {}", segment_file_name(*base_lsn))
-        }
-        StorageRequest::Append { base_lsn, bytes, .. } => {
-            format!("write {} bytes to {}", bytes.len(), segment_file_name(*base_lsn))
-        }
-        StorageRequest::Sync { .. } => "fdatasync".to_string(),
-        StorageRequest::DeleteSegment { base_lsn } => {
-            format!("delete segment {}", segment_file_name(*base_lsn))
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! recovery path.
 
 use bytes::Bytes;
+use chute_core::storage::format::parse_segment_file_name;
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::{Broker, BrokerConfig, ConnId, Event as BrokerEvent, Input, Output};
 use chute_protocol::Frame;
@@ -253,7 +254,7 @@ impl World {
                 }
                 self.start_storage();
             }
-            Err(detail) => self.fail(("storage-request", detail)),
+            Err(refused) => self.fail(("storage-request", refused.to_string())),
         }
     }
 
@@ -281,7 +282,7 @@ impl World {
         };
         self.record(TraceEvent::Crash {
             machine,
-            files: self.disk.files.len() as u32,
+            files: self.disk.mem.files().len() as u32,
             dir_ops_lost: damage.dir_ops_lost,
             torn_bytes: damage.torn_bytes,
         });
@@ -330,7 +331,7 @@ impl World {
                 let truncation = report
                     .truncation
                     .as_ref()
-                    .map(|t| (crate::disk::segment_base(&t.file).unwrap_or(u64::MAX), t.valid_len));
+                    .map(|t| (parse_segment_file_name(&t.file).unwrap_or(u64::MAX), t.valid_len));
                 if truncation != expected.truncation || report.records != expected.records {
                     return self.fail((
                         "recovery",
@@ -341,8 +342,8 @@ impl World {
                         ),
                     ));
                 }
-                if let Err(detail) = self.disk.recovered(report.truncation.as_ref()) {
-                    return self.fail(("recovery", detail));
+                if let Err(refused) = self.disk.recovered(report.truncation.as_ref()) {
+                    return self.fail(("recovery", refused.to_string()));
                 }
                 self.incarnation += 1;
                 self.stats.truncations += u64::from(report.truncation.is_some());

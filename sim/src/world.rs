@@ -218,7 +218,7 @@ impl World {
             self.oracle.audited_reasons;
         self.stats.lost_allowed =
             self.oracle.copies.values().filter(|c| c.may_be_lost && !c.acked).count() as u64;
-        self.stats.syncs = self.disk.syncs;
+        self.stats.syncs = self.disk.mem.syncs;
         self.stats.confirmed = self.oracle.messages.iter().filter(|m| m.confirmed).count() as u64;
         if let Some((invariant, detail)) = self.failure.take() {
             return Err(self.failure_report(self.cfg.seed, invariant, detail));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chute_client::{Confirmation, Connection, PublishError, QueueOptions};
-use chute_core::storage::format::scan_segment;
+use chute_core::storage::format::{parse_segment_file_name, scan_segment};
 use chute_core::storage::records::{Published, Record};
 use chute_tests::{id_of, labelled_payload, take_ready, within, Server, ServerBinary};
 use futures::executor::block_on;
@@ -481,7 +481,7 @@ impl LogAtKill {
         let mut names: Vec<String> = std::fs::read_dir(data_dir)
             .expect("data directory")
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter(|name| name.ends_with(".log"))
+            .filter(|name| parse_segment_file_name(name).is_some())
             .collect();
         names.sort();
         let mut published: BTreeMap<(u64, u64), usize> = BTreeMap::new();

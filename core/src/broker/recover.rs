@@ -66,6 +66,8 @@ impl Broker {
         // write one so older segments can always be deleted safely.
         broker.write_checkpoint();
         broker.dead_letter_exhausted();
+        // Hand the checkpoint to the worker now: the driver syncs it before serving anyone.
+        broker.after_input();
         let report = RecoveryReport {
             queues: broker.queues.len() as u64,
             messages,
@@ -81,6 +83,7 @@ impl Broker {
         let log = Log::create(config.storage.clone(), base_lsn);
         let mut broker = Broker::with_log(config, now, log);
         broker.write_checkpoint();
+        broker.after_input();
         broker
     }
 

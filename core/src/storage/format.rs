@@ -69,6 +69,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::io::StorageRequest;
+
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +89,44 @@ pub const RECORD_LEN_MAX: u32 = 32 * 1024 * 1024;
 
 /// Bytes of a record before the part that `len` counts (len and crc).
 const LEN_CRC_LEN: usize = 8;
+
+/// Digits of a segment file's name: a `u64` in decimal, zero-padded so that names sort in log
+/// order.
+const SEGMENT_NAME_DIGITS: usize = 20;
+const SEGMENT_NAME_SUFFIX: &str = ".log";
+
+/// The file name of the segment whose first record has LSN `base_lsn`: `{base_lsn:020}.log`.
+pub fn segment_file_name(base_lsn: u64) -> String {
+    format!("{base_lsn:0width$}{SEGMENT_NAME_SUFFIX}", width = SEGMENT_NAME_DIGITS)
+}
+
+/// The base LSN a segment file's name gives, or `None` when the name is not a segment's:
+/// exactly 20 ASCII digits (a `u64`) followed by `.log`. Recovery reads only such files and
+/// leaves any other alone.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_NAME_SUFFIX)?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// How a storage request is named when it fails (docs/STORAGE.md §12): `create segment
+/// <file>`, `write <n> bytes to <file>`, `fdatasync` or `delete segment <file>`.
+pub fn storage_request_label(request: &StorageRequest) -> String {
+    match request {
+        StorageRequest::CreateSegment { base_lsn, .. } => {
+            format!("create segment {}", segment_file_name(*base_lsn))
+        }
+        StorageRequest::Append { base_lsn, bytes, .. } => {
+            format!("write {} bytes to {}", bytes.len(), segment_file_name(*base_lsn))
+        }
+        StorageRequest::Sync { .. } => "fdatasync".to_string(),
+        StorageRequest::DeleteSegment { base_lsn } => {
+            format!("delete segment {}", segment_file_name(*base_lsn))
+        }
+    }
+}
 
 /// The header of a segment whose first record will have LSN `base_lsn`.
 pub fn segment_header(base_lsn: u64) -> [u8; SEGMENT_HEADER_LEN] {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use chute_protocol::{AttemptRecord, Durability, QueueOptions, Range, ATTEMPT_HISTORY_MAX};
 
-use super::format::{scan_segment, ScanError};
+use super::format::{parse_segment_file_name, scan_segment, ScanError};
 use super::log::SegmentState;
 use super::records::{
     Counters, DeadLettered, Failed, Published, QueueRef, Record, RecordDecodeError, Redriven, Seqs,
@@ -165,7 +165,7 @@ pub fn recover_log(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError>
         }
         let Some(end_lsn) = scan.next_lsn() else { continue };
         // The header's base position has no checksum of its own; the file's name repeats it.
-        if let Some(named) = file.name.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(named) = parse_segment_file_name(&file.name) {
             if named != scan.base_lsn {
                 let reason = format!(
                     "its header says it starts at log position {}, its name says {named}",

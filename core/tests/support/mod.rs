@@ -9,67 +9,11 @@ use bytes::{Bytes, BytesMut};
 use chute_core::client::{
     Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, CloseReason, Response,
 };
-use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::io::StorageRequest;
 use chute_core::storage::recovery::SegmentFile;
+use chute_core::test_util::MemDisk;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
 use chute_protocol::{Delivery, Destination, PublishMessage, QueueOptions};
-
-/// A disk in memory: segment files, and how much of each a sync made durable.
-#[derive(Clone, Debug, Default)]
-pub struct Disk {
-    pub files: BTreeMap<u64, BytesMut>,
-    /// Bytes of each file covered by the last sync.
-    pub synced: BTreeMap<u64, usize>,
-    pub syncs: u64,
-    pub appends: u64,
-}
-
-impl Disk {
-    /// Carries out one request; returns the completion to report, if any.
-    pub fn apply(&mut self, request: StorageRequest) -> Option<StorageDone> {
-        match request {
-            StorageRequest::CreateSegment { base_lsn, header } => {
-                self.files.insert(base_lsn, BytesMut::from(&header[..]));
-                None
-            }
-            StorageRequest::Append { base_lsn, end_lsn, bytes } => {
-                self.appends += 1;
-                self.files.get_mut(&base_lsn).expect("segment exists").extend_from_slice(&bytes);
-                Some(StorageDone::Written { through: end_lsn })
-            }
-            StorageRequest::Sync { through } => {
-                self.syncs += 1;
-                self.synced = self.files.iter().map(|(base, bytes)| (*base, bytes.len())).collect();
-                Some(StorageDone::Synced { through })
-            }
-            StorageRequest::DeleteSegment { base_lsn } => {
-                self.files.remove(&base_lsn);
-                self.synced.remove(&base_lsn);
-                None
-            }
-        }
-    }
-
-    /// The files as recovery reads them after a process crash: everything written survives.
-    pub fn after_process_crash(&self) -> Vec<SegmentFile> {
-        self.files.iter().map(|(base, bytes)| segment_file(*base, bytes)).collect()
-    }
-
-    /// After a machine crash: only what a sync covered survives.
-    pub fn after_machine_crash(&self) -> Vec<SegmentFile> {
-        self.files
-            .iter()
-            .map(|(base, bytes)| {
-                let synced = self.synced.get(base).copied().unwrap_or(0);
-                segment_file(*base, &bytes[..synced])
-            })
-            .collect()
-    }
-}
-
-fn segment_file(base: u64, bytes: &[u8]) -> SegmentFile {
-    SegmentFile { name: format!("{base:020}.log"), bytes: Bytes::copy_from_slice(bytes) }
-}
 
 pub struct Net {
     pub now: Instant,
@@ -88,7 +32,7 @@ pub struct Net {
     pub withheld: BTreeMap<ConnId, Vec<Bytes>>,
     /// What the broker sent on connections that have no client machine (raw peers).
     pub raw_received: BTreeMap<ConnId, BytesMut>,
-    pub disk: Disk,
+    pub disk: MemDisk,
     /// Storage completions not yet reported, when `auto_storage` is off.
     pub storage_queue: Vec<StorageRequest>,
     pub auto_storage: bool,
@@ -101,39 +45,22 @@ impl Net {
     }
 
     pub fn with_config(config: BrokerConfig) -> Net {
-        Net::with_broker(Broker::new(config, Instant::ZERO), Disk::default())
+        Net::with_broker(Broker::new(config, Instant::ZERO), MemDisk::default())
     }
 
-    /// A net around a broker recovered from `disk`'s files, as `files` gives them.
+    /// A net around a broker recovered from `files`, on the disk that recovery leaves.
     pub fn recovered(
         config: BrokerConfig,
-        disk: Disk,
         files: &[SegmentFile],
     ) -> (Net, chute_core::RecoveryReport) {
         let (broker, report) = Broker::recover(config, Instant::ZERO, files).expect("recovery");
-        let mut disk = disk;
-        // What recovery read is what the disk now holds.
-        disk.files = files
-            .iter()
-            .map(|f| {
-                (f.name.trim_end_matches(".log").parse().unwrap(), BytesMut::from(&f.bytes[..]))
-            })
-            .collect();
-        if let Some(truncation) = &report.truncation {
-            let base: u64 = truncation.file.trim_end_matches(".log").parse().unwrap();
-            if truncation.valid_len == 0 {
-                disk.files.remove(&base);
-            } else {
-                disk.files.get_mut(&base).unwrap().truncate(truncation.valid_len as usize);
-            }
-        }
-        disk.synced = disk.files.iter().map(|(base, bytes)| (*base, bytes.len())).collect();
+        let disk = MemDisk::recovered_from(files, report.truncation.as_ref());
         let mut net = Net::with_broker(broker, disk);
         net.pump();
         (net, report)
     }
 
-    fn with_broker(broker: Broker, disk: Disk) -> Net {
+    fn with_broker(broker: Broker, disk: MemDisk) -> Net {
         let mut net = Net {
             now: Instant::ZERO,
             broker,
@@ -158,9 +85,7 @@ impl Net {
     /// Carries out the storage requests held back while `auto_storage` was off.
     pub fn run_storage(&mut self) {
         for request in std::mem::take(&mut self.storage_queue) {
-            if let Some(done) = self.disk.apply(request) {
-                self.broker.handle_input(self.now, Input::Storage(done));
-            }
+            self.disk.carry_out(&request, &mut self.broker, self.now);
         }
         self.pump();
     }
@@ -202,6 +127,9 @@ impl Net {
                 break;
             }
         }
+        // Every test checks the broker's invariants, segment liveness included, whenever it
+        // has settled.
+        self.broker.check_invariants();
     }
 
     fn drain_broker(&mut self) -> bool {
@@ -215,9 +143,7 @@ impl Net {
                     self.broker_log.push(Output::Close { conn });
                 }
                 Output::Storage(request) if self.auto_storage => {
-                    if let Some(done) = self.disk.apply(request) {
-                        self.broker.handle_input(self.now, Input::Storage(done));
-                    }
+                    self.disk.carry_out(&request, &mut self.broker, self.now);
                 }
                 Output::Storage(request) => self.storage_queue.push(request),
                 other => self.broker_log.push(other),

@@ -3,7 +3,8 @@
 //!
 //! - `GET /healthz`: `200 ok` while the process runs, during recovery too;
 //! - `GET /readyz`: `200 ready` while the broker serves; `503` and a one-line reason while it
-//!   recovers, after it halted, or once it is shutting down;
+//!   recovers, while it syncs its startup checkpoint, after it halted, or once it is shutting
+//!   down;
 //! - `GET /metrics`: Prometheus text, see [`metrics`];
 //! - `GET /api/queues`: a JSON array with one object per queue (what it holds, its counters).
 //!
@@ -59,10 +60,25 @@ pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Phase {
     /// Reading the log; the broker task does not run yet.
     Recovering = 0,
+    /// Writing and syncing the startup checkpoint; no connection is served yet.
+    SyncingCheckpoint = 1,
     /// The broker task runs (it may still have halted or begun a graceful stop).
-    Serving = 1,
+    Serving = 2,
     /// The broker task has returned.
-    Stopped = 2,
+    Stopped = 3,
+}
+
+impl Phase {
+    /// Why the server is not ready in this phase, or `None` while it serves (then the broker
+    /// itself says whether it is ready).
+    fn not_serving_reason(self) -> Option<&'static str> {
+        match self {
+            Phase::Recovering => Some("recovering the log"),
+            Phase::SyncingCheckpoint => Some("syncing the startup checkpoint"),
+            Phase::Serving => None,
+            Phase::Stopped => Some("stopped"),
+        }
+    }
 }
 
 /// What every admin handler shares.
@@ -85,7 +101,8 @@ impl AdminState {
     fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Acquire) {
             0 => Phase::Recovering,
-            1 => Phase::Serving,
+            1 => Phase::SyncingCheckpoint,
+            2 => Phase::Serving,
             _ => Phase::Stopped,
         }
     }
@@ -216,10 +233,8 @@ async fn broker_stats<R: Runtime>(
     runtime: &R,
     state: &AdminState,
 ) -> Result<BrokerStats, &'static str> {
-    match state.phase() {
-        Phase::Recovering => return Err("recovering the log"),
-        Phase::Stopped => return Err("stopped"),
-        Phase::Serving => {}
+    if let Some(reason) = state.phase().not_serving_reason() {
+        return Err(reason);
     }
     let (reply_tx, reply_rx) = oneshot::channel();
     let mut events = state.events.clone();
@@ -306,6 +321,29 @@ mod tests {
         let mut stopping = stats();
         stopping.shutting_down = true;
         assert_eq!(not_ready_reason(&stopping).unwrap(), "shutting down");
+    }
+
+    /// Only a serving broker can be ready: before (recovery, the startup checkpoint's sync)
+    /// and after, `/readyz` says why not without asking the broker task, which does not run.
+    #[test]
+    fn only_the_serving_phase_asks_the_broker() {
+        let state = AdminState::new(mpsc::channel(1).0, Arc::new(StorageMetrics::default()));
+        let reasons: Vec<Option<&str>> =
+            [Phase::Recovering, Phase::SyncingCheckpoint, Phase::Serving, Phase::Stopped]
+                .into_iter()
+                .map(|phase| {
+                    state.set_phase(phase);
+                    assert_eq!(state.phase(), phase, "the phase reads back");
+                    phase.not_serving_reason()
+                })
+                .collect();
+        let expected = [
+            Some("recovering the log"),
+            Some("syncing the startup checkpoint"),
+            None,
+            Some("stopped"),
+        ];
+        assert_eq!(reasons, expected);
     }
 
     #[test]

@@ -505,3 +505,28 @@ proptest! {
         prop_assert_eq!(find_valid_record(&data, 0), expected);
     }
 }
+
+/// Names are 20 zero-padded digits and `.log`, so they sort in log order, and read back to the
+/// same base LSN; anything else is not a segment's name.
+#[test]
+fn segment_file_names_round_trip_and_nothing_else_parses() {
+    assert_eq!(segment_file_name(0), "00000000000000000000.log");
+    assert_eq!(segment_file_name(67_108_877), "00000000000067108877.log");
+    for base in [0, 1, 67_108_877, u64::MAX] {
+        assert_eq!(parse_segment_file_name(&segment_file_name(base)), Some(base));
+    }
+    assert!(segment_file_name(9) < segment_file_name(10), "names sort in log order");
+    for name in [
+        "LOCK",
+        "0.log",
+        "0000000000000000000.log",   // 19 digits
+        "000000000000000000000.log", // 21 digits
+        "+0000000000000000001.log",
+        "0000000000000000000a.log",
+        "00000000000000000000.tmp",
+        "99999999999999999999.log", // 20 digits, but no u64
+        "00000000000000000000.log.bak",
+    ] {
+        assert_eq!(parse_segment_file_name(name), None, "{name}");
+    }
+}

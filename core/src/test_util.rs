@@ -1,0 +1,423 @@
+//! Support for driving the core without a file system: one in-memory disk, shared by the core's
+//! tests and benches, the simulator and the fuzz targets.
+//!
+//! Only with the `test-util` cargo feature, which dev-dependencies, `chute-sim` and the fuzz
+//! targets turn on; a server build never has it.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::storage::format::{
+    parse_segment_file_name, scan_segment, segment_file_name, storage_request_label,
+    SEGMENT_HEADER_LEN,
+};
+use crate::storage::io::{StorageDone, StorageRequest};
+use crate::storage::recovery::{SegmentFile, Truncation};
+use crate::{Broker, Input, Instant};
+
+/// The segment files of one data directory, in memory, behind a storage worker that behaves
+/// like the server's (docs/STORAGE.md §7.2) with instant I/O: `CreateSegment` first syncs
+/// every written segment; `Sync` makes every written byte and every directory change durable;
+/// a failed request is reported once and the worker carries out nothing more.
+///
+/// Each file has the bytes written to it and the length a sync covered. Directory changes
+/// (creates, deletes) since the last sync are pending. A process crash keeps every written
+/// byte; a machine crash keeps a prefix of the pending directory changes (journaling file
+/// systems persist them in order) and undoes the rest, then each file keeps its synced bytes
+/// and a part of its unsynced tail, as [`CrashChoices`] decide.
+///
+/// Faults are carried out here and decided by the caller: [`fail`](MemDisk::fail),
+/// [`torn_write`](MemDisk::torn_write), [`machine_crash`](MemDisk::machine_crash) and
+/// [`flip_bit`](MemDisk::flip_bit). When a request completes (latency) is the caller's business
+/// too: [`apply`](MemDisk::apply) carries one out whenever it is called.
+#[derive(Clone, Debug, Default)]
+pub struct MemDisk {
+    files: BTreeMap<u64, MemFile>,
+    /// Directory changes since the last sync, oldest first.
+    dir_pending: Vec<DirOp>,
+    /// A request failed: it was reported, and nothing more is carried out until a crash.
+    failed: bool,
+    /// `Sync` requests carried out.
+    pub syncs: u64,
+    /// `Append` requests carried out.
+    pub appends: u64,
+}
+
+/// One segment file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemFile {
+    data: Vec<u8>,
+    /// Bytes a sync covered.
+    synced_len: usize,
+}
+
+impl MemFile {
+    /// Every byte written.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// How many of them a sync covered.
+    pub fn synced_len(&self) -> usize {
+        self.synced_len
+    }
+}
+
+#[derive(Clone, Debug)]
+enum DirOp {
+    Created(u64),
+    Deleted(u64, MemFile),
+}
+
+/// What a machine crash keeps of what no sync covered. A simulator draws these from its seed;
+/// [`LoseUnsynced`] keeps nothing.
+pub trait CrashChoices {
+    /// How many of the `pending` directory changes since the last sync survive (a prefix: the
+    /// oldest ones).
+    fn dir_ops_kept(&mut self, pending: usize) -> usize;
+
+    /// How many of a file's `unsynced` bytes survive. Asked for every file, oldest segment
+    /// first, after the directory changes were settled, even when `unsynced` is 0.
+    fn unsynced_bytes_kept(&mut self, unsynced: usize) -> usize;
+}
+
+/// A machine crash that keeps exactly what the last sync covered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoseUnsynced;
+
+impl CrashChoices for LoseUnsynced {
+    fn dir_ops_kept(&mut self, _pending: usize) -> usize {
+        0
+    }
+
+    fn unsynced_bytes_kept(&mut self, _unsynced: usize) -> usize {
+        0
+    }
+}
+
+/// What a machine crash did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrashDamage {
+    pub dir_ops_lost: u32,
+    pub torn_bytes: u64,
+}
+
+/// A request a real disk would refuse: the broker asked for something wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemDiskError {
+    #[error("CreateSegment for existing {}", segment_file_name(*.0))]
+    SegmentExists(u64),
+    #[error("Append to missing {}", segment_file_name(*.0))]
+    AppendToMissing(u64),
+    #[error("Append to {} ends at {end_lsn}, but the file would end at {file_end_lsn}", segment_file_name(*base_lsn))]
+    AppendMisplaced { base_lsn: u64, end_lsn: u64, file_end_lsn: u64 },
+    #[error("DeleteSegment of missing {}", segment_file_name(*.0))]
+    DeleteMissing(u64),
+    #[error("truncation of unknown file {0}")]
+    TruncateUnknown(String),
+    #[error("truncation of missing file {0}")]
+    TruncateMissing(String),
+}
+
+impl MemDisk {
+    /// The disk a broker recovered from `files` leaves: those files (named as the data
+    /// directory names them, or not), the torn tail recovery reported cut, and everything
+    /// synced, as the server syncs what recovery read.
+    ///
+    /// # Panics
+    ///
+    /// If a file kept has no valid segment header: recovery would have refused it.
+    pub fn recovered_from(files: &[SegmentFile], truncation: Option<&Truncation>) -> MemDisk {
+        let mut disk = MemDisk::default();
+        for (index, file) in files.iter().enumerate() {
+            let is_last = index + 1 == files.len();
+            let mut bytes = file.bytes.clone();
+            // Only the newest segment is ever cut.
+            if let Some(cut) = truncation.filter(|t| is_last && t.file == file.name) {
+                if cut.valid_len == 0 {
+                    continue;
+                }
+                bytes.truncate(cut.valid_len as usize);
+            }
+            let scan = scan_segment(&bytes, is_last)
+                .unwrap_or_else(|err| panic!("{} was recovered from: {err}", file.name));
+            let synced_len = bytes.len();
+            disk.files.insert(scan.base_lsn, MemFile { data: bytes.to_vec(), synced_len });
+        }
+        disk
+    }
+
+    // ---- the worker ----
+
+    /// Carries out one request at once; returns the report the worker sends, if any. After a
+    /// failure ([`fail`](MemDisk::fail)) nothing is carried out until a crash.
+    pub fn apply(&mut self, request: &StorageRequest) -> Result<Option<StorageDone>, MemDiskError> {
+        if self.failed {
+            return Ok(None);
+        }
+        match request {
+            StorageRequest::CreateSegment { base_lsn, header } => {
+                // Only the newest segment may end in unsynced bytes (recovery allows a torn tail
+                // there only), so the worker syncs the others first.
+                self.sync_all();
+                if self.files.contains_key(base_lsn) {
+                    return Err(MemDiskError::SegmentExists(*base_lsn));
+                }
+                self.files.insert(*base_lsn, MemFile { data: header.to_vec(), synced_len: 0 });
+                self.dir_pending.push(DirOp::Created(*base_lsn));
+                Ok(None)
+            }
+            StorageRequest::Append { base_lsn, end_lsn, bytes } => {
+                self.appends += 1;
+                let file =
+                    self.files.get_mut(base_lsn).ok_or(MemDiskError::AppendToMissing(*base_lsn))?;
+                let file_end_lsn =
+                    *base_lsn + (file.data.len() - SEGMENT_HEADER_LEN + bytes.len()) as u64;
+                if file_end_lsn != *end_lsn {
+                    let (base_lsn, end_lsn) = (*base_lsn, *end_lsn);
+                    return Err(MemDiskError::AppendMisplaced { base_lsn, end_lsn, file_end_lsn });
+                }
+                file.data.extend_from_slice(bytes);
+                Ok(Some(StorageDone::Written { through: *end_lsn }))
+            }
+            StorageRequest::Sync { through } => {
+                self.syncs += 1;
+                self.sync_all();
+                Ok(Some(StorageDone::Synced { through: *through }))
+            }
+            StorageRequest::DeleteSegment { base_lsn } => {
+                let file =
+                    self.files.remove(base_lsn).ok_or(MemDiskError::DeleteMissing(*base_lsn))?;
+                self.dir_pending.push(DirOp::Deleted(*base_lsn, file));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Carries out `request` and hands `broker` the report, as a driver does.
+    ///
+    /// # Panics
+    ///
+    /// If a real disk would refuse the request ([`MemDiskError`]): a bug in the broker.
+    pub fn carry_out(&mut self, request: &StorageRequest, broker: &mut Broker, now: Instant) {
+        let done = self.apply(request).unwrap_or_else(|err| panic!("the broker asked: {err}"));
+        if let Some(done) = done {
+            broker.handle_input(now, Input::Storage(done));
+        }
+    }
+
+    /// `request` fails with `error` instead of being carried out (a failed fsync, a full disk):
+    /// returns the report, and the worker carries out nothing more until a crash.
+    pub fn fail(&mut self, request: &StorageRequest, error: impl Into<String>) -> StorageDone {
+        self.failed = true;
+        StorageDone::Failed { request: storage_request_label(request), error: error.into() }
+    }
+
+    /// Whether a request failed: the worker stopped.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// A write cut short by a crash: `bytes`, a prefix of an `Append`'s, reach segment
+    /// `base_lsn` (if it exists), and nothing is reported.
+    pub fn torn_write(&mut self, base_lsn: u64, bytes: &[u8]) {
+        if let Some(file) = self.files.get_mut(&base_lsn) {
+            file.data.extend_from_slice(bytes);
+        }
+    }
+
+    fn sync_all(&mut self) {
+        for file in self.files.values_mut() {
+            file.synced_len = file.data.len();
+        }
+        self.dir_pending.clear();
+    }
+
+    // ---- crashes ----
+
+    /// The broker process died: everything written survives (it is in the page cache). The
+    /// next process starts with a worker that has not failed.
+    pub fn process_crash(&mut self) {
+        self.failed = false;
+    }
+
+    /// The machine died: synced bytes and directory changes survive, and what else `choices`
+    /// keep of the rest.
+    pub fn machine_crash(&mut self, choices: &mut impl CrashChoices) -> CrashDamage {
+        self.failed = false;
+        let mut damage = CrashDamage::default();
+        let kept = choices.dir_ops_kept(self.dir_pending.len()).min(self.dir_pending.len());
+        for op in self.dir_pending.drain(kept..).rev() {
+            damage.dir_ops_lost += 1;
+            match op {
+                DirOp::Created(base) => {
+                    self.files.remove(&base);
+                }
+                DirOp::Deleted(base, file) => {
+                    self.files.insert(base, file);
+                }
+            }
+        }
+        self.dir_pending.clear();
+        for file in self.files.values_mut() {
+            let unsynced = file.data.len() - file.synced_len;
+            let keep = choices.unsynced_bytes_kept(unsynced).min(unsynced);
+            damage.torn_bytes += (unsynced - keep) as u64;
+            file.data.truncate(file.synced_len + keep);
+        }
+        damage
+    }
+
+    /// Bit rot: flips bit `bit` (0..8) of byte `offset` of segment `base_lsn`. Returns false
+    /// when there is no such byte.
+    pub fn flip_bit(&mut self, base_lsn: u64, offset: usize, bit: u8) -> bool {
+        let Some(byte) = self.files.get_mut(&base_lsn).and_then(|f| f.data.get_mut(offset)) else {
+            return false;
+        };
+        *byte ^= 1 << (bit % 8);
+        true
+    }
+
+    // ---- recovery ----
+
+    /// The segment files by base LSN.
+    pub fn files(&self) -> &BTreeMap<u64, MemFile> {
+        &self.files
+    }
+
+    /// The segment files as recovery reads them, oldest first.
+    pub fn segment_files(&self) -> Vec<SegmentFile> {
+        self.files
+            .iter()
+            .map(|(base, file)| SegmentFile {
+                name: segment_file_name(*base),
+                bytes: Bytes::copy_from_slice(&file.data),
+            })
+            .collect()
+    }
+
+    /// The files a process crash now would leave: everything written.
+    pub fn after_process_crash(&self) -> Vec<SegmentFile> {
+        self.segment_files()
+    }
+
+    /// The files a machine crash now would leave, keeping nothing a sync did not cover.
+    pub fn after_machine_crash(&self) -> Vec<SegmentFile> {
+        let mut crashed = self.clone();
+        crashed.machine_crash(&mut LoseUnsynced);
+        crashed.segment_files()
+    }
+
+    /// Recovery succeeded on [`segment_files`](MemDisk::segment_files): cut the torn tail it
+    /// found, then (as the server does) sync what it read, so everything on disk is durable.
+    pub fn recovered(&mut self, truncation: Option<&Truncation>) -> Result<(), MemDiskError> {
+        if let Some(truncation) = truncation {
+            let base = parse_segment_file_name(&truncation.file)
+                .ok_or_else(|| MemDiskError::TruncateUnknown(truncation.file.clone()))?;
+            let file = self
+                .files
+                .get_mut(&base)
+                .ok_or_else(|| MemDiskError::TruncateMissing(truncation.file.clone()))?;
+            if truncation.valid_len == 0 {
+                self.files.remove(&base);
+            } else {
+                file.data.truncate(truncation.valid_len as usize);
+            }
+        }
+        self.sync_all();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::format::segment_header;
+
+    fn create(base_lsn: u64) -> StorageRequest {
+        StorageRequest::CreateSegment {
+            base_lsn,
+            header: Bytes::copy_from_slice(&segment_header(base_lsn)),
+        }
+    }
+
+    fn append(base_lsn: u64, end_lsn: u64, len: usize) -> StorageRequest {
+        StorageRequest::Append { base_lsn, end_lsn, bytes: Bytes::from(vec![7; len]) }
+    }
+
+    fn lens(disk: &MemDisk) -> Vec<(u64, usize)> {
+        disk.files().iter().map(|(base, file)| (*base, file.data().len())).collect()
+    }
+
+    /// A machine crash keeps what the last sync covered: unsynced bytes go, a segment created
+    /// since comes undone, and one deleted since is back.
+    #[test]
+    fn machine_crash_keeps_only_what_a_sync_covered() {
+        let mut disk = MemDisk::default();
+        disk.apply(&create(0)).unwrap();
+        disk.apply(&append(0, 10, 10)).unwrap();
+        disk.apply(&StorageRequest::Sync { through: 10 }).unwrap();
+        disk.apply(&append(0, 15, 5)).unwrap();
+        let files = disk.after_machine_crash();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].bytes.len(), SEGMENT_HEADER_LEN + 10);
+
+        disk.apply(&create(15)).unwrap(); // syncs segment 0 whole first
+        disk.apply(&StorageRequest::DeleteSegment { base_lsn: 0 }).unwrap();
+        assert_eq!(lens(&disk), [(15, SEGMENT_HEADER_LEN)]);
+        let damage = disk.machine_crash(&mut LoseUnsynced);
+        assert_eq!(damage, CrashDamage { dir_ops_lost: 2, torn_bytes: 0 });
+        assert_eq!(lens(&disk), [(0, SEGMENT_HEADER_LEN + 15)]);
+    }
+
+    /// After a failure the worker does nothing more; a crash starts a fresh one.
+    #[test]
+    fn a_failed_request_stops_the_worker_until_a_crash() {
+        let mut disk = MemDisk::default();
+        disk.apply(&create(0)).unwrap();
+        let sync = StorageRequest::Sync { through: 0 };
+        let done = disk.fail(&sync, "Input/output error");
+        let expected =
+            StorageDone::Failed { request: "fdatasync".into(), error: "Input/output error".into() };
+        assert_eq!(done, expected);
+        assert_eq!(disk.apply(&append(0, 4, 4)), Ok(None));
+        assert_eq!(lens(&disk), [(0, SEGMENT_HEADER_LEN)]);
+        disk.process_crash();
+        assert!(disk.apply(&append(0, 4, 4)).unwrap().is_some());
+    }
+
+    /// Requests a real disk would refuse are errors, not silently carried out.
+    #[test]
+    fn impossible_requests_are_refused() {
+        let mut disk = MemDisk::default();
+        assert_eq!(disk.apply(&append(0, 4, 4)), Err(MemDiskError::AppendToMissing(0)));
+        disk.apply(&create(0)).unwrap();
+        assert_eq!(disk.apply(&create(0)), Err(MemDiskError::SegmentExists(0)));
+        let misplaced = MemDiskError::AppendMisplaced { base_lsn: 0, end_lsn: 9, file_end_lsn: 4 };
+        assert_eq!(disk.apply(&append(0, 9, 4)), Err(misplaced));
+        let delete = StorageRequest::DeleteSegment { base_lsn: 5 };
+        assert_eq!(disk.apply(&delete), Err(MemDiskError::DeleteMissing(5)));
+    }
+
+    /// A disk rebuilt from what recovery read applies the cut and keys files by their headers,
+    /// whatever they were called.
+    #[test]
+    fn recovered_from_cuts_the_torn_tail() {
+        let mut disk = MemDisk::default();
+        disk.apply(&create(0)).unwrap();
+        disk.apply(&append(0, 6, 6)).unwrap();
+        let mut files = disk.segment_files();
+        files[0].name = "renamed.log".into();
+        let cut = Truncation {
+            file: "renamed.log".into(),
+            valid_len: (SEGMENT_HEADER_LEN + 2) as u64,
+            dropped_bytes: 4,
+            only_zeros: false,
+        };
+        let disk = MemDisk::recovered_from(&files, Some(&cut));
+        assert_eq!(lens(&disk), [(0, SEGMENT_HEADER_LEN + 2)]);
+        assert_eq!(disk.files()[&0].synced_len(), SEGMENT_HEADER_LEN + 2);
+    }
+}
