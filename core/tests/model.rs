@@ -60,7 +60,8 @@
 //!   whose TTL ran out (ready line first, then delayed by due time, then group-blocked by group
 //!   key), then dispatch runs.
 //! - Dead letters: into the queue's dead-letter queue with attempts reset, the history kept,
-//!   the DLQ's TTL from now; dropped (counted) without one, or for `expired` under the drop
+//!   the DLQ's TTL from now (from an in-memory queue into a logged DLQ, after its new record is
+//!   synced: behind what the instant's first dispatch hands out); dropped (counted) without one, or for `expired` under the drop
 //!   policy.
 //! - Limits: a publish to a queue holding `messages_max` messages (in flight included) is
 //!   refused with `queue-full` (reject-publish), or makes room by dead-lettering the oldest
@@ -271,6 +272,10 @@ struct Model {
     connections: BTreeMap<u64, MConnection>,
     /// Deliveries made since the last `take_deliveries`: (connection, subscription, delivery).
     delivered: Vec<(u64, u32, Delivery)>,
+    /// Messages of an in-memory queue moving into a logged one (dead-lettered, redriven): they
+    /// wait for their new record to be durable, so they join the target's line after the
+    /// step's first dispatch, once the (instant) sync is done.
+    awaiting_log: Vec<(usize, MMessage)>,
 }
 
 fn backoff_ms(policy: &BackoffPolicy, failed_attempt: u32) -> u64 {
@@ -293,6 +298,7 @@ impl Model {
             queues: options.into_iter().map(MQueue::new).collect(),
             connections: BTreeMap::new(),
             delivered: Vec::new(),
+            awaiting_log: Vec::new(),
         }
     }
 
@@ -449,9 +455,7 @@ impl Model {
             let (source, _, _) = message.dead.take().unwrap();
             message.attempts = 0;
             message.expires_ms = self.queues[source].options.ttl_ms.map(|ttl| now + ttl);
-            let q = &mut self.queues[source];
-            q.bytes += message.len();
-            q.push_back(message);
+            self.arrive(DLQ, source, message);
         }
         self.dispatch_all();
         count
@@ -618,14 +622,30 @@ impl Model {
         message.attempts = 0;
         message.expires_ms = self.queues[target].options.ttl_ms.map(|ttl| now + ttl);
         message.dead = Some((qi, reason, now));
-        let dlq = &mut self.queues[target];
-        dlq.bytes += message.len();
-        dlq.push_back(message);
+        self.arrive(qi, target, message);
         released
+    }
+
+    /// A message moving from queue `from` joins the back of queue `to`: at once, or after the
+    /// sync of its record if it moves from an in-memory queue into a logged one.
+    fn arrive(&mut self, from: usize, to: usize, message: MMessage) {
+        self.queues[to].bytes += message.len();
+        let in_memory = |q: &MQueue| q.options.durability == Durability::None;
+        if in_memory(&self.queues[from]) && !in_memory(&self.queues[to]) {
+            self.awaiting_log.push((to, message));
+        } else {
+            self.queues[to].push_back(message);
+        }
     }
 
     fn dispatch_all(&mut self) {
         while (0..QUEUES.len()).map(|qi| self.dispatch(qi)).fold(false, |a, b| a | b) {}
+        if !self.awaiting_log.is_empty() {
+            for (to, message) in std::mem::take(&mut self.awaiting_log) {
+                self.queues[to].push_back(message);
+            }
+            self.dispatch_all();
+        }
     }
 
     /// Hands out what the queue can hand out; returns whether anything changed.
