@@ -532,11 +532,9 @@ mod broker_ops {
 /// segment files and cut the ways a crash cuts them. Input layout:
 /// `[control, len1 (u16 LE), len2 (u16 LE), data...]` (see the target).
 mod log_recovery {
-    use std::collections::BTreeMap;
-
     use bytes::{Bytes, BytesMut};
     use chute_core::storage::format::{scan_segment, segment_header, SEGMENT_HEADER_LEN};
-    use chute_core::storage::io::{StorageDone, StorageRequest};
+    use chute_core::test_util::MemDisk;
     use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
     use chute_protocol::*;
 
@@ -545,7 +543,7 @@ mod log_recovery {
     struct Session {
         broker: Broker,
         now: Instant,
-        files: BTreeMap<u64, BytesMut>,
+        disk: MemDisk,
         request_id: u32,
     }
 
@@ -554,7 +552,7 @@ mod log_recovery {
             let mut session = Session {
                 broker: Broker::new(BrokerConfig::default(), Instant::ZERO),
                 now: Instant::ZERO,
-                files: BTreeMap::new(),
+                disk: MemDisk::default(),
                 request_id: 0,
             };
             session.input(Input::Accepted { conn: CONN });
@@ -567,25 +565,9 @@ mod log_recovery {
         fn input(&mut self, input: Input) {
             self.broker.handle_input(self.now, input);
             while let Some(output) = self.broker.poll_output() {
-                let done = match output {
-                    Output::Storage(StorageRequest::CreateSegment { base_lsn, header }) => {
-                        self.files.insert(base_lsn, BytesMut::from(&header[..]));
-                        continue;
-                    }
-                    Output::Storage(StorageRequest::Append { base_lsn, end_lsn, bytes }) => {
-                        self.files.get_mut(&base_lsn).unwrap().extend_from_slice(&bytes);
-                        StorageDone::Written { through: end_lsn }
-                    }
-                    Output::Storage(StorageRequest::Sync { through }) => {
-                        StorageDone::Synced { through }
-                    }
-                    Output::Storage(StorageRequest::DeleteSegment { base_lsn }) => {
-                        self.files.remove(&base_lsn);
-                        continue;
-                    }
-                    _ => continue,
-                };
-                self.broker.handle_input(self.now, Input::Storage(done));
+                if let Output::Storage(request) = output {
+                    self.disk.carry_out(&request, &mut self.broker, self.now);
+                }
             }
         }
 
@@ -625,8 +607,9 @@ mod log_recovery {
         /// The log as one segment file's bytes (the session never fills a segment).
         fn log(mut self) -> Vec<u8> {
             self.advance(100); // lazily synced records reach the disk
-            assert_eq!(self.files.len(), 1, "one segment");
-            self.files.pop_first().unwrap().1.to_vec()
+            let files = self.disk.files();
+            assert_eq!(files.len(), 1, "one segment");
+            files.values().next().unwrap().data().to_vec()
         }
     }
 

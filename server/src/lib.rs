@@ -6,8 +6,9 @@
 //!
 //! Inside, one task owns the sans-IO [`chute_core::Broker`]; each connection has a reader task
 //! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
-//! it new sockets; a signal thread asks it to stop. The broker task is the only place state
-//! changes, so there are no locks around queues. The admin HTTP endpoint (health, Prometheus
+//! it new sockets; a signal thread asks it to stop; the storage worker thread carries out its
+//! log requests and reports on a channel of its own, which the broker task reads first. The
+//! broker task is the only place state changes, so there are no locks around queues. The admin HTTP endpoint (health, Prometheus
 //! metrics, a JSON queue list) serves each connection on a task of its own and asks the broker
 //! task for snapshots; the storage worker's counters it reads directly.
 //!
@@ -15,7 +16,8 @@
 //!  accept task ──streams──▶ ┌──────────────┐ ──Send──▶ writer task ──▶ socket
 //!  reader tasks ──bytes───▶ │ broker task  │ ──Pause──▶ reader gate
 //!  writer tasks ──flushed─▶ │ (Broker)     │ ◀──timer── runtime
-//!  signal thread ─stop────▶ │              │
+//!  signal thread ─stop────▶ │              │ ──Storage─▶ storage worker (thread)
+//!  storage worker ─done───▶ │              │
 //!  admin tasks ──Stats────▶ └──────────────┘ ──snapshot──▶ admin tasks
 //! ```
 
