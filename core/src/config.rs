@@ -218,6 +218,7 @@ impl BrokerConfig {
         // A segment may overrun this by one record, so any size works; tiny ones only waste.
         in_range("storage.segment_bytes_max", s.segment_bytes_max, 64 * 1024, 1 << 40)?;
         in_range("storage.compact_live_percent", s.compact_live_percent.into(), 0, 100)?;
+        in_range("storage.manifest_interval_ms", s.manifest_interval_ms.into(), 0, 3_600_000)?;
         Ok(())
     }
 }

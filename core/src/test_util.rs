@@ -13,7 +13,7 @@ use crate::storage::format::{
     SEGMENT_HEADER_LEN,
 };
 use crate::storage::io::{StorageDone, StorageRequest};
-use crate::storage::recovery::{SegmentFile, Truncation};
+use crate::storage::recovery::{LogImage, SegmentFile, Truncation};
 use crate::{Broker, Input, Instant};
 
 /// The segment files of one data directory, in memory, behind a storage worker that behaves
@@ -47,6 +47,8 @@ pub struct MemDisk {
     pub syncs: u64,
     /// `Append` requests carried out.
     pub appends: u64,
+    /// The manifest file: both slots, as written (each write is synced at once).
+    manifest: Option<Vec<u8>>,
 }
 
 /// One segment file.
@@ -134,8 +136,12 @@ impl MemDisk {
     /// # Panics
     ///
     /// If a file kept has no valid segment header: recovery would have refused it.
-    pub fn recovered_from(files: &[SegmentFile], truncation: Option<&Truncation>) -> MemDisk {
-        let mut disk = MemDisk::default();
+    pub fn recovered_from(image: &LogImage, truncation: Option<&Truncation>) -> MemDisk {
+        let mut disk = MemDisk {
+            manifest: image.manifest.as_deref().map(<[u8]>::to_vec),
+            ..MemDisk::default()
+        };
+        let files = &image.segments;
         for (index, file) in files.iter().enumerate() {
             let is_last = index + 1 == files.len();
             let mut bytes = file.bytes.clone();
@@ -200,7 +206,46 @@ impl MemDisk {
                 self.dir_pending.push(DirOp::Deleted(*base_lsn, file));
                 Ok(None)
             }
+            StorageRequest::WriteManifest { slot_offset, slot } => {
+                self.sync_created();
+                let manifest = self.manifest.get_or_insert_with(Vec::new);
+                let at = *slot_offset as usize;
+                if manifest.len() < at + slot.len() {
+                    manifest.resize(at + slot.len(), 0);
+                }
+                manifest[at..at + slot.len()].copy_from_slice(slot);
+                Ok(None)
+            }
         }
+    }
+
+    /// What a worker does before writing the manifest: the segments created since the last
+    /// sync, and the directory, become durable.
+    fn sync_created(&mut self) {
+        for op in std::mem::take(&mut self.dir_pending) {
+            if let DirOp::Created(base) = op {
+                if let Some(file) = self.files.get_mut(&base) {
+                    file.synced_len = file.data.len();
+                }
+            }
+        }
+    }
+
+    /// A manifest write cut short by a crash: `bytes`, a prefix of a slot, reach the file at
+    /// `slot_offset` (if the manifest exists: a first write goes in whole or not at all).
+    pub fn torn_manifest_write(&mut self, slot_offset: u64, bytes: &[u8]) {
+        if let Some(manifest) = self.manifest.as_mut() {
+            let at = slot_offset as usize;
+            if manifest.len() < at + bytes.len() {
+                manifest.resize(at + bytes.len(), 0);
+            }
+            manifest[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    /// The manifest file's bytes, for a test or a simulator to damage.
+    pub fn manifest_mut(&mut self) -> Option<&mut Vec<u8>> {
+        self.manifest.as_mut()
     }
 
     /// Carries out `request` and hands `broker` the report, as a driver does.
@@ -310,16 +355,26 @@ impl MemDisk {
             .collect()
     }
 
-    /// The files a process crash now would leave: everything written.
-    pub fn after_process_crash(&self) -> Vec<SegmentFile> {
-        self.segment_files()
+    /// The data directory as recovery reads it: the segments and the manifest.
+    pub fn image(&self) -> LogImage {
+        LogImage {
+            segments: self.segment_files(),
+            manifest: self.manifest.as_deref().map(Bytes::copy_from_slice),
+            accept_data_loss: false,
+        }
     }
 
-    /// The files a machine crash now would leave, keeping nothing a sync did not cover.
-    pub fn after_machine_crash(&self) -> Vec<SegmentFile> {
+    /// The data directory a process crash now would leave: everything written.
+    pub fn after_process_crash(&self) -> LogImage {
+        self.image()
+    }
+
+    /// The data directory a machine crash now would leave, keeping nothing a sync did not
+    /// cover.
+    pub fn after_machine_crash(&self) -> LogImage {
         let mut crashed = self.clone();
         crashed.machine_crash(&mut LoseUnsynced);
-        crashed.segment_files()
+        crashed.image()
     }
 
     /// Recovery succeeded on [`segment_files`](MemDisk::segment_files): cut the torn tail it
@@ -372,7 +427,7 @@ mod tests {
         disk.apply(&append(0, 10, 10)).unwrap();
         disk.apply(&StorageRequest::Sync { through: 10 }).unwrap();
         disk.apply(&append(0, 15, 5)).unwrap();
-        let files = disk.after_machine_crash();
+        let files = disk.after_machine_crash().segments;
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].bytes.len(), SEGMENT_HEADER_LEN + 10);
 
@@ -433,15 +488,15 @@ mod tests {
         let mut disk = MemDisk::default();
         disk.apply(&create(0)).unwrap();
         disk.apply(&append(0, 6, 6)).unwrap();
-        let mut files = disk.segment_files();
-        files[0].name = "renamed.log".into();
+        let mut image = disk.image();
+        image.segments[0].name = "renamed.log".into();
         let cut = Truncation {
             file: "renamed.log".into(),
             valid_len: (SEGMENT_HEADER_LEN + 2) as u64,
             dropped_bytes: 4,
             only_zeros: false,
         };
-        let disk = MemDisk::recovered_from(&files, Some(&cut));
+        let disk = MemDisk::recovered_from(&image, Some(&cut));
         assert_eq!(lens(&disk), [(0, SEGMENT_HEADER_LEN + 2)]);
         assert_eq!(disk.files()[&0].synced_len(), SEGMENT_HEADER_LEN + 2);
     }

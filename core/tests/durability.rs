@@ -8,7 +8,7 @@ use chute_core::client::{ClientEvent, Response};
 use chute_core::storage::format::{scan_segment, segment_header, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::records::Record;
-use chute_core::storage::recovery::{RecoveryError, SegmentFile};
+use chute_core::storage::recovery::{LogImage, RecoveryError};
 use chute_core::{BrokerConfig, Input};
 use chute_protocol::{Durability, ErrorCode, QueueOptions};
 use support::{payload, Net};
@@ -20,13 +20,13 @@ fn declare(net: &mut Net, conn: chute_core::ConnId, name: &str, durability: Dura
 
 /// Publishes `payloads` to a durable queue `jobs`, then returns the files a process crash
 /// leaves, with the newest segment's bytes passed through `edit`.
-fn crashed_with_newest(payloads: &[&str], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<SegmentFile> {
+fn crashed_with_newest(payloads: &[&str], edit: impl FnOnce(&mut Vec<u8>)) -> LogImage {
     let mut net = Net::new();
     let conn = net.connect();
     declare(&mut net, conn, "jobs", Durability::Always);
     net.publish(conn, "jobs", payloads);
     let mut files = net.disk.after_process_crash();
-    let last = files.last_mut().unwrap();
+    let last = files.segments.last_mut().unwrap();
     let mut bytes = last.bytes.to_vec();
     edit(&mut bytes);
     last.bytes = Bytes::from(bytes);
@@ -373,8 +373,8 @@ fn missing_segment_is_refused() {
         net.publish(conn, "jobs", &[body.as_str(); 20]);
     }
     let mut files = net.disk.after_process_crash();
-    assert!(files.len() >= 3);
-    files.remove(1);
+    assert!(files.segments.len() >= 3);
+    files.segments.remove(1);
     let error = chute_core::Broker::recover(small_segments(), chute_core::Instant::ZERO, &files)
         .unwrap_err();
     assert!(matches!(error, RecoveryError::Gap { .. }), "{error}");
@@ -490,14 +490,19 @@ fn a_checkpoint_larger_than_a_segment_does_not_explode_the_log() {
     assert!(appended < 20 * 1024 * 1024, "{appended} bytes on disk");
 }
 
-/// The storage requests a broker has for the driver before any input.
+/// The storage requests a broker has for the driver before any input, manifest writes
+/// apart (they are counted: a new or recovered broker writes exactly one).
 fn startup_requests(broker: &mut chute_core::Broker) -> Vec<StorageRequest> {
     let mut requests = Vec::new();
+    let mut manifests = 0;
     while let Some(output) = broker.poll_output() {
-        if let chute_core::Output::Storage(request) = output {
-            requests.push(request);
+        match output {
+            chute_core::Output::Storage(StorageRequest::WriteManifest { .. }) => manifests += 1,
+            chute_core::Output::Storage(request) => requests.push(request),
+            _ => {}
         }
     }
+    assert_eq!(manifests, 1, "one manifest naming where the log ends");
     requests
 }
 
@@ -536,7 +541,7 @@ fn a_recovered_broker_asks_for_its_checkpoint_sync_before_any_input() {
     declare(&mut net, conn, "jobs", Durability::Always);
     net.publish(conn, "jobs", &["1"]);
     let files = net.disk.after_process_crash();
-    let log_end: usize = files.iter().map(|f| f.bytes.len() - SEGMENT_HEADER_LEN).sum();
+    let log_end: usize = files.segments.iter().map(|f| f.bytes.len() - SEGMENT_HEADER_LEN).sum();
 
     let (mut broker, _) =
         chute_core::Broker::recover(BrokerConfig::default(), chute_core::Instant::ZERO, &files)

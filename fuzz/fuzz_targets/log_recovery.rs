@@ -10,6 +10,9 @@
 //! - Bit 6: each file's bytes (after its header) are chunks `[kind, len, body (len bytes)]`
 //!   that the target frames as records with valid checksums, so that well-formed records
 //!   with any body, in any order, reach record decoding and `Broker::recover`.
+//! - Bit 7: the data directory has a manifest, a valid one naming the first and last file's
+//!   base LSNs and a durable end `len2` bytes past the last base (which the log may or may not
+//!   reach), with its slot's bytes XORed by `len1`'s low byte (0 leaves it valid).
 //!
 //! Properties:
 //! - `scan_segment`, `recover_log` and `Broker::recover` never panic, and a recovered broker
@@ -29,7 +32,8 @@ use bytes::{Bytes, BytesMut};
 use chute_core::storage::format::{
     append_record, scan_segment, segment_file_name, segment_header, SEGMENT_HEADER_LEN,
 };
-use chute_core::storage::recovery::{recover_log, RecoveredLog, SegmentFile};
+use chute_core::storage::manifest::Manifest;
+use chute_core::storage::recovery::{recover_log, LogImage, RecoveredLog, SegmentFile};
 use chute_core::test_util::MemDisk;
 use chute_core::{Broker, BrokerConfig, Input, Instant, Output};
 use libfuzzer_sys::fuzz_target;
@@ -45,8 +49,10 @@ fuzz_target!(|input: &[u8]| {
         check_scan(file, index + 1 == files.len());
     }
 
-    let recovered = recover_log(&files);
-    let broker = Broker::recover(BrokerConfig::default(), Instant::ZERO, &files);
+    let lens = [u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d])];
+    let image = LogImage { manifest: manifest(*control, lens, &files), ..LogImage::segments(files) };
+    let recovered = recover_log(&image);
+    let broker = Broker::recover(BrokerConfig::default(), Instant::ZERO, &image);
     assert_eq!(
         recovered.is_ok(),
         broker.is_ok(),
@@ -55,12 +61,12 @@ fuzz_target!(|input: &[u8]| {
         broker.as_ref().err()
     );
     let Ok(recovered) = recovered else { return };
-    check_idempotent(&files, &recovered);
+    check_idempotent(&image, &recovered);
 
     // The recovered broker must run, on the disk recovery leaves: drain what it asks for, then
     // let its timers fire.
     let (mut broker, report) = broker.expect("checked above");
-    let mut disk = MemDisk::recovered_from(&files, report.truncation.as_ref());
+    let mut disk = MemDisk::recovered_from(&image, report.truncation.as_ref());
     drain(&mut broker, &mut disk, Instant::ZERO);
     let mut now = Instant::ZERO;
     let end = Instant::from_millis(3_600_000);
@@ -102,6 +108,29 @@ fn split_files(control: u8, lens: [u16; 2], data: &[u8]) -> Vec<SegmentFile> {
         files.push(SegmentFile { name, bytes });
     }
     files
+}
+
+/// The manifest bit 7 asks for (see the module docs).
+fn manifest(control: u8, lens: [u16; 2], files: &[SegmentFile]) -> Option<Bytes> {
+    if control & 0x80 == 0 {
+        return None;
+    }
+    let base = |file: &SegmentFile| file.bytes.get(16..24).map_or(0, |b| {
+        u64::from_le_bytes(b.try_into().expect("8 bytes"))
+    });
+    let oldest = files.first().map_or(0, base);
+    let newest = files.last().map_or(0, base).max(oldest);
+    let durable_lsn = newest + u64::from(lens[1]);
+    let manifest =
+        Manifest { sequence: 1, oldest_base_lsn: oldest, newest_base_lsn: newest, durable_lsn };
+    let mut slot = manifest.encode();
+    let flip = lens[0].to_le_bytes()[0];
+    for byte in slot.iter_mut().step_by(7) {
+        *byte ^= flip;
+    }
+    let mut file = vec![0u8; manifest.slot_offset() as usize];
+    file.extend_from_slice(&slot);
+    Some(Bytes::from(file))
 }
 
 /// Chunks `[kind, len, body]` framed as records (kind 0, which no record may have, becomes 1).
@@ -149,13 +178,13 @@ fn check_scan(file: &SegmentFile, is_last: bool) {
 }
 
 /// Recovering again after carrying out the truncation gives the same state.
-fn check_idempotent(files: &[SegmentFile], recovered: &RecoveredLog) {
+fn check_idempotent(image: &LogImage, recovered: &RecoveredLog) {
     let Some(truncation) = &recovered.truncation else { return };
-    let mut cut: Vec<SegmentFile> = files.to_vec();
-    let last = cut.last_mut().expect("a truncation names a file");
+    let mut cut = image.clone();
+    let last = cut.segments.last_mut().expect("a truncation names a file");
     assert_eq!(last.name, truncation.file, "only the newest segment is cut");
     if truncation.valid_len == 0 {
-        cut.pop();
+        cut.segments.pop();
     } else {
         last.bytes = last.bytes.slice(..truncation.valid_len as usize);
     }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use chute_core::storage::format::parse_segment_file_name;
-use chute_core::storage::recovery::{SegmentFile, Truncation};
+use chute_core::storage::manifest::MANIFEST_FILE_NAME;
+use chute_core::storage::recovery::{LogImage, SegmentFile, Truncation};
 
 /// Holds the data directory's lock for as long as it lives, so two brokers never share it.
 pub struct DataDir {
@@ -43,8 +44,20 @@ impl DataDir {
         Ok(DataDir { path: path.to_path_buf(), _lock: lock })
     }
 
+    /// What recovery needs: every segment file, oldest first, read whole, and the manifest.
+    pub fn read_log(&self, accept_data_loss: bool) -> Result<LogImage, DataDirError> {
+        let io = |source| DataDirError::Io { path: self.path.clone(), source };
+        let segments = self.read_segments()?;
+        let manifest = match std::fs::read(self.path.join(MANIFEST_FILE_NAME)) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(io(err)),
+        };
+        Ok(LogImage { segments, manifest, accept_data_loss })
+    }
+
     /// Every segment file, oldest first, read whole.
-    pub fn read_segments(&self) -> Result<Vec<SegmentFile>, DataDirError> {
+    fn read_segments(&self) -> Result<Vec<SegmentFile>, DataDirError> {
         let io = |source| DataDirError::Io { path: self.path.clone(), source };
         let mut names: Vec<String> = std::fs::read_dir(&self.path)
             .map_err(io)?

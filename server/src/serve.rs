@@ -13,6 +13,7 @@ use std::time::Duration;
 use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 use chute_core::storage::io::StorageRequest;
+use chute_core::storage::recovery::ManifestCheck;
 use chute_core::{Broker, BrokerConfig, Instant};
 use clap::Parser;
 use futures::channel::{mpsc, oneshot};
@@ -50,6 +51,11 @@ pub struct Args {
     /// Size at which a log segment is closed and a new one started.
     #[arg(long, env = "CHUTE_SEGMENT_BYTES_MAX", default_value_t = chute_core::storage::log::StorageConfig::default().segment_bytes_max)]
     pub segment_bytes_max: u64,
+    /// For this start only: when the log ends earlier than its manifest says it was durable
+    /// (a segment deleted or cut), recover what is left instead of refusing to start. The
+    /// loss is logged; the next start checks against the new end.
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 /// The value of `--admin-listen`.
@@ -90,6 +96,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub shutdown_timeout: Duration,
     pub broker: BrokerConfig,
+    /// `--accept-data-loss`: recover a log cut short, for this start.
+    pub accept_data_loss: bool,
 }
 
 impl From<Args> for ServerConfig {
@@ -102,6 +110,7 @@ impl From<Args> for ServerConfig {
             data_dir: args.data_dir,
             shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
             broker,
+            accept_data_loss: args.accept_data_loss,
         }
     }
 }
@@ -295,7 +304,7 @@ pub async fn serve<R: Runtime>(
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let started = StdInstant::now();
     let segment_bytes_max = config.broker.storage.segment_bytes_max;
-    let broker = recover(&data_dir, config.broker)?;
+    let broker = recover(&data_dir, config.broker, config.accept_data_loss)?;
     let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
@@ -335,12 +344,26 @@ pub async fn serve<R: Runtime>(
 }
 
 /// Reads the log, rebuilds the broker, and cuts a torn tail before anything is appended.
-fn recover(data_dir: &DataDir, config: BrokerConfig) -> Result<Broker, ServeError> {
+fn recover(
+    data_dir: &DataDir,
+    config: BrokerConfig,
+    accept_data_loss: bool,
+) -> Result<Broker, ServeError> {
     let started = StdInstant::now();
-    let files = data_dir.read_segments()?;
-    let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
+    let files = data_dir.read_log(accept_data_loss)?;
+    let bytes: usize = files.segments.iter().map(|f| f.bytes.len()).sum();
     let (broker, report) = Broker::recover(config, Instant::ZERO, &files)
         .map_err(|source| ServeError::Recovery { path: data_dir.path.clone(), source })?;
+    match &report.manifest {
+        ManifestCheck::Agrees => {}
+        ManifestCheck::Absent if files.segments.is_empty() => {}
+        ManifestCheck::Absent => tracing::info!(
+            "the log has no manifest yet (written by an earlier version); writing one"
+        ),
+        ManifestCheck::LossAccepted(loss) => {
+            tracing::warn!(%loss, "data loss accepted (--accept-data-loss): recovering the rest")
+        }
+    }
     if let Some(truncation) = &report.truncation {
         if truncation.only_zeros {
             // What a stop without a clean shutdown leaves of the storage worker's preallocation.

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use chute_core::storage::format::{segment_file_name, storage_request_label, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::manifest::MANIFEST_FILE_NAME;
 use prometheus_client::metrics::histogram::Histogram;
 
 /// What the storage worker has done, shared with the admin endpoint, which reads it without
@@ -101,6 +102,10 @@ pub struct StorageWorker {
     dirty: BTreeSet<u64>,
     /// A segment was created or deleted since the last sync: the directory needs one too.
     dir_dirty: bool,
+    /// Segments created since their header was last made durable.
+    created: BTreeSet<u64>,
+    /// The manifest file, once opened.
+    manifest: Option<File>,
     /// Bytes appended since the last sync, and a moving average of the bytes each sync
     /// covered (each new sync weighs a quarter): preallocation pays while it is small (see
     /// [`PREALLOCATE_SYNC_BYTES_MAX`]). An average, because under load a big sync is often
@@ -118,6 +123,8 @@ impl StorageWorker {
             files: BTreeMap::new(),
             dirty: BTreeSet::new(),
             dir_dirty: false,
+            created: BTreeSet::new(),
+            manifest: None,
             bytes_since_sync: 0,
             sync_bytes_avg: 0,
         }
@@ -227,6 +234,7 @@ impl StorageWorker {
                 let segment = Segment { file, data_end, file_len: data_end, preallocate: true };
                 self.files.insert(base_lsn, segment);
                 self.dirty.insert(base_lsn);
+                self.created.insert(base_lsn);
                 self.dir_dirty = true;
                 Ok(None)
             }
@@ -259,11 +267,60 @@ impl StorageWorker {
             StorageRequest::DeleteSegment { base_lsn } => {
                 self.files.remove(&base_lsn);
                 self.dirty.remove(&base_lsn);
+                self.created.remove(&base_lsn);
                 std::fs::remove_file(self.dir.join(segment_file_name(base_lsn)))?;
                 self.dir_dirty = true;
                 Ok(None)
             }
+            StorageRequest::WriteManifest { slot_offset, ref slot } => {
+                self.write_manifest(slot_offset, slot)?;
+                Ok(None)
+            }
         }
+    }
+
+    /// Makes the segments created since the last sync durable (file and directory entry), so
+    /// the manifest never names a segment a crash could take back, then writes and syncs the
+    /// manifest's slot.
+    fn write_manifest(&mut self, slot_offset: u64, slot: &[u8]) -> std::io::Result<()> {
+        for base in std::mem::take(&mut self.created) {
+            if let Some(segment) = self.files.get(&base) {
+                segment.file.sync_data()?;
+            }
+        }
+        if self.dir_dirty {
+            File::open(&self.dir)?.sync_all()?;
+            self.dir_dirty = false;
+        }
+        match &self.manifest {
+            Some(manifest) => {
+                manifest.write_all_at(slot, slot_offset)?;
+                manifest.sync_data()?;
+            }
+            None => self.manifest = Some(self.create_or_open_manifest(slot_offset, slot)?),
+        }
+        self.metrics.wrote(slot.len());
+        Ok(())
+    }
+
+    /// Opens the manifest to update it in place; a data directory without one gets it whole
+    /// (written aside, synced, renamed into place), so a crash never leaves an empty or torn
+    /// manifest that recovery would have to refuse.
+    fn create_or_open_manifest(&self, slot_offset: u64, slot: &[u8]) -> std::io::Result<File> {
+        let path = self.dir.join(MANIFEST_FILE_NAME);
+        if path.exists() {
+            let file = OpenOptions::new().write(true).open(&path)?;
+            file.write_all_at(slot, slot_offset)?;
+            file.sync_data()?;
+            return Ok(file);
+        }
+        let staged = self.dir.join(format!("{MANIFEST_FILE_NAME}.new"));
+        let file = OpenOptions::new().create(true).truncate(true).write(true).open(&staged)?;
+        file.write_all_at(slot, slot_offset)?;
+        file.sync_data()?;
+        std::fs::rename(&staged, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(file)
     }
 
     /// fdatasync every segment written since the last sync, and the directory if its entries

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
-use chute_core::storage::recovery::{SegmentFile, Truncation};
+use chute_core::storage::recovery::{LogImage, Truncation};
 use chute_core::test_util::{CrashChoices, CrashDamage, MemDisk, MemDiskError};
 
 use crate::rng::SimRng;
@@ -106,6 +106,8 @@ impl Disk {
             // Creating a segment syncs everything before it.
             StorageRequest::CreateSegment { .. } => rng.range(300_000, 3_000_000),
             StorageRequest::DeleteSegment { .. } => rng.range(50_000, 300_000),
+            // A small write and its fsync, after syncing any segment created before it.
+            StorageRequest::WriteManifest { .. } => rng.range(200_000, 2_000_000),
         };
         Some(latency_ns)
     }
@@ -151,6 +153,10 @@ impl Disk {
                         let keep = rng.range(0, bytes.len() as u64) as usize;
                         self.mem.torn_write(base_lsn, &bytes[..keep]);
                     }
+                    StorageRequest::WriteManifest { slot_offset, slot } => {
+                        let keep = rng.range(0, slot.len() as u64) as usize;
+                        self.mem.torn_manifest_write(slot_offset, &slot[..keep]);
+                    }
                     other if rng.chance(500) && !self.failing => {
                         let _ = self.mem.apply(&other);
                     }
@@ -165,9 +171,9 @@ impl Disk {
 
     // ---- recovery ----
 
-    /// The segment files as recovery reads them, oldest first.
-    pub fn segment_files(&self) -> Vec<SegmentFile> {
-        self.mem.segment_files()
+    /// The data directory as recovery reads it.
+    pub fn image(&self) -> LogImage {
+        self.mem.image()
     }
 
     /// Recovery succeeded: cut the torn tail it found, then (as the server does) sync what it

@@ -210,6 +210,7 @@ impl World {
             }
             StorageRequest::Sync { through } => ("sync", 0, *through, 0),
             StorageRequest::DeleteSegment { base_lsn } => ("delete", *base_lsn, 0, 0),
+            StorageRequest::WriteManifest { slot_offset, .. } => ("manifest", *slot_offset, 0, 0),
         };
         self.record(TraceEvent::Storage { op, base, end, len });
         if self.disk.push(request) {
@@ -311,7 +312,7 @@ impl World {
             self.stats.bit_flips += 1;
             self.record(TraceEvent::Flip { base, offset, bit });
         }
-        let files = self.disk.segment_files();
+        let files = self.disk.image();
         let expected = self.disk.expected_recovery();
         let config = BrokerConfig {
             seed: self.broker_config.seed ^ (self.incarnation + 1),
@@ -351,7 +352,7 @@ impl World {
                 self.oracle.restarted(self.now, end_lsn);
                 self.record(TraceEvent::Restart {
                     incarnation: self.incarnation,
-                    files: files.len() as u32,
+                    files: files.segments.len() as u32,
                     truncated: report.truncation.as_ref().map(|t| t.dropped_bytes),
                 });
                 self.broker = Some(broker);

@@ -60,7 +60,7 @@ fn publish_accounts_for_refused_lines(binary: ServerBinary) {
     assert_eq!(account.len(), 3, "{account:?}");
     assert_eq!(
         account[0],
-        "chute: line 3 refused (message-too-large(33)): payload of 1100000 bytes exceeds 1048576"
+        "chute: line 3 refused (message-too-large(33)): payload of 1100000 bytes exceeds payload_size_max (1048576)"
     );
     assert!(account[1].starts_with("chute: line 5 refused: message of about 5000"), "{account:?}");
     assert_eq!(

@@ -37,6 +37,7 @@ use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Queue;
 use crate::rng::Rng;
 use crate::storage::log::Log;
+use crate::storage::manifest::Manifest;
 use crate::time::Instant;
 
 use connection::{ConnState, Connection, PauseReason};
@@ -136,6 +137,8 @@ pub struct Broker {
     sync_wanted: bool,
     /// Records nobody waits for must be synced by then.
     lazy_sync_at: Option<Instant>,
+    /// The manifest's durable end is not brought up to date again before then.
+    manifest_due_at: Option<Instant>,
 }
 
 impl Broker {
@@ -143,7 +146,8 @@ impl Broker {
     /// `poll_output`). Panics if `config` does not validate: the driver must validate
     /// configuration (and report errors) before starting the core.
     pub fn new(config: BrokerConfig, now: Instant) -> Broker {
-        Broker::new_at(config, now, 0)
+        let log = Log::create(config.storage.clone(), 0, Manifest::default());
+        Broker::new_with_log(config, now, log)
     }
 
     fn with_log(config: BrokerConfig, now: Instant, log: Log) -> Broker {
@@ -177,6 +181,7 @@ impl Broker {
             halted: None,
             sync_wanted: false,
             lazy_sync_at: None,
+            manifest_due_at: None,
         }
     }
 

@@ -9,7 +9,8 @@ use crate::queue::{own_payload, DeadInfo, Message, MessageExtras, SegmentRef};
 use crate::storage::gate::Gate;
 use crate::storage::log::Log;
 use crate::storage::recovery::{
-    recover_log, RecoveredMessage, RecoveredQueue, RecoveryError, SegmentFile, Truncation,
+    recover_log, LogImage, ManifestCheck, RecoveredMessage, RecoveredQueue, RecoveryError,
+    Truncation,
 };
 use crate::time::{Instant, WallClock};
 
@@ -23,19 +24,22 @@ pub struct RecoveryReport {
     /// Cut the newest segment here before appending anything (before handing the broker's
     /// first storage request to the worker).
     pub truncation: Option<Truncation>,
+    /// What the manifest said: absent, in agreement, or a loss the operator accepted.
+    pub manifest: ManifestCheck,
 }
 
 impl Broker {
-    /// A broker rebuilt from segment files (oldest first; an empty list is a new broker). Every
+    /// A broker rebuilt from a data directory's log (no segments: a new broker). Every
     /// message that was not acked is back where it was: ready, delayed until its due time, or
     /// dead-lettered; a message that was in flight at the crash is ready again with that
-    /// attempt counted (and dead-lettered if it was its last).
+    /// attempt counted (and dead-lettered if it was its last). Refuses a log the manifest says
+    /// was cut short, unless the image says the operator accepts the loss.
     pub fn recover(
         config: BrokerConfig,
         now: Instant,
-        files: &[SegmentFile],
+        image: &LogImage,
     ) -> Result<(Broker, RecoveryReport), RecoveryError> {
-        let recovered = recover_log(files)?;
+        let recovered = recover_log(image)?;
         let Some(last_segment) = recovered.last_segment else {
             let report = RecoveryReport {
                 queues: 0,
@@ -43,14 +47,17 @@ impl Broker {
                 segments: 0,
                 records: 0,
                 truncation: recovered.truncation,
+                manifest: recovered.manifest_check,
             };
-            return Ok((Broker::new_at(config, now, recovered.end_lsn), report));
+            let log = Log::create(config.storage.clone(), recovered.end_lsn, recovered.manifest);
+            return Ok((Broker::new_with_log(config, now, log), report));
         };
         let log = Log::resume(
             config.storage.clone(),
             recovered.segments.clone(),
             last_segment,
             recovered.end_lsn,
+            recovered.manifest,
         );
         let mut broker = Broker::with_log(config, now, log);
         broker.next_queue_id = recovered.counters.next_queue_id;
@@ -65,6 +72,8 @@ impl Broker {
         // The segment we resume may lack a checkpoint (a crash right after it was created):
         // write one so older segments can always be deleted safely.
         broker.write_checkpoint();
+        // Says where this log now ends, so that the next start can tell whether it was cut.
+        broker.log.write_manifest();
         broker.dead_letter_exhausted();
         // Hand the checkpoint to the worker now: the driver syncs it before serving anyone.
         broker.after_input();
@@ -74,13 +83,13 @@ impl Broker {
             segments: broker.log.segments().len() as u64,
             records: recovered.records,
             truncation: recovered.truncation,
+            manifest: recovered.manifest_check,
         };
         Ok((broker, report))
     }
 
-    /// A new broker whose log starts at `base_lsn` (after a previous log that held nothing).
-    pub(super) fn new_at(config: BrokerConfig, now: Instant, base_lsn: u64) -> Broker {
-        let log = Log::create(config.storage.clone(), base_lsn);
+    /// A new broker on a new log (its first segment and manifest are to be written).
+    pub(super) fn new_with_log(config: BrokerConfig, now: Instant, log: Log) -> Broker {
         let mut broker = Broker::with_log(config, now, log);
         broker.write_checkpoint();
         broker.after_input();

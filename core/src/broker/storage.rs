@@ -113,6 +113,11 @@ impl Broker {
         }
         self.log.flush();
         if self.shutting_down && !self.log.has_unsynced() {
+            // The manifest says exactly where the log ends: any cut is noticed at the next
+            // start. The driver lets the worker finish before it exits.
+            if self.log.manifest().durable_lsn < self.log.synced_lsn() {
+                self.log.write_manifest();
+            }
             let conns: Vec<ConnId> = self.connections.keys().copied().collect();
             for conn in conns {
                 self.close_connection(
@@ -134,10 +139,24 @@ impl Broker {
             Ok(Progress::Written(_)) => self.release_durable(),
             Ok(Progress::Synced(_)) => {
                 self.release_durable();
-                self.delete_dead_segments();
+                // Oldest segments go while nothing in them is live and a later segment's
+                // checkpoint is on disk (so no declaration is lost with them).
+                self.log.delete_dead_segments();
+                self.update_manifest_if_due();
             }
             Err(reason) => self.halt(reason),
         }
+    }
+
+    /// Brings the manifest's durable end up to date, at most every `manifest_interval_ms`.
+    fn update_manifest_if_due(&mut self) {
+        let interval_ms = self.config.storage.manifest_interval_ms;
+        let behind = self.log.manifest().durable_lsn < self.log.synced_lsn();
+        if interval_ms == 0 || !behind || self.manifest_due_at.is_some_and(|at| self.now < at) {
+            return;
+        }
+        self.log.write_manifest();
+        self.manifest_due_at = Some(self.now.plus_ms(interval_ms.into()));
     }
 
     /// The log moved on: published messages become deliverable, held frames may leave, and
@@ -195,14 +214,6 @@ impl Broker {
     pub(super) fn release_message(&mut self, message: &Message) {
         if let Some(segment) = message.segment.get() {
             self.log.remove_live(segment, message.payload_len());
-        }
-    }
-
-    /// Deletes segments from the oldest while nothing in them is live and a later segment's
-    /// checkpoint is on disk (so no declaration is lost with them).
-    fn delete_dead_segments(&mut self) {
-        while let Some(base) = self.log.deletable_head() {
-            self.log.delete_segment(base);
         }
     }
 

@@ -125,6 +125,9 @@ pub fn storage_request_label(request: &StorageRequest) -> String {
         StorageRequest::DeleteSegment { base_lsn } => {
             format!("delete segment {}", segment_file_name(*base_lsn))
         }
+        StorageRequest::WriteManifest { .. } => {
+            format!("write the manifest ({})", super::manifest::MANIFEST_FILE_NAME)
+        }
     }
 }
 

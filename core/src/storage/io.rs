@@ -18,6 +18,11 @@ pub enum StorageRequest {
     Sync { through: u64 },
     /// Delete the segment file `base_lsn`; its removal is made durable by the next `Sync`.
     DeleteSegment { base_lsn: u64 },
+    /// Make every segment created before this request durable (its file and the directory
+    /// entry), then write `slot` at `slot_offset` of the manifest file (creating the file, and
+    /// making its directory entry durable, the first time) and sync it before carrying out
+    /// the next request. Reports nothing; a failure is `Failed`.
+    WriteManifest { slot_offset: u64, slot: Bytes },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

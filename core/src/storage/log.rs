@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::format::segment_header;
 use super::io::{StorageDone, StorageRequest};
+use super::manifest::Manifest;
 use super::records::Record;
 
 /// Storage settings an operator may tune.
@@ -20,11 +21,19 @@ pub struct StorageConfig {
     /// The oldest segment is compacted (its live messages copied forward, then the segment
     /// deleted) once its live payload falls below this share of its size.
     pub compact_live_percent: u8,
+    /// After a sync, the manifest's durable end is brought up to date at most this often, so
+    /// that a newest segment cut inside records synced more than this long ago is noticed at
+    /// the next start. 0: only when segments are created or deleted, and at a graceful stop.
+    pub manifest_interval_ms: u32,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { segment_bytes_max: 64 * 1024 * 1024, compact_live_percent: 25 }
+        StorageConfig {
+            segment_bytes_max: 64 * 1024 * 1024,
+            compact_live_percent: 25,
+            manifest_interval_ms: 1_000,
+        }
     }
 }
 
@@ -62,23 +71,28 @@ pub struct Log {
     sync_in_flight: Option<u64>,
     segments: BTreeMap<u64, SegmentState>,
     requests: VecDeque<StorageRequest>,
+    /// The last manifest handed to the worker (or found by recovery).
+    manifest: Manifest,
 }
 
 impl Log {
-    /// A log whose first segment starts at `base_lsn`, to be created.
-    pub fn create(config: StorageConfig, base_lsn: u64) -> Log {
-        let mut log = Log::resume(config, BTreeMap::new(), base_lsn, base_lsn);
+    /// A log whose first segment starts at `base_lsn`, to be created; its manifests follow
+    /// `manifest` (the default, for a data directory that had none).
+    pub fn create(config: StorageConfig, base_lsn: u64, manifest: Manifest) -> Log {
+        let mut log = Log::resume(config, BTreeMap::new(), base_lsn, base_lsn, manifest);
         log.open_segment(base_lsn);
         log
     }
 
     /// A log continuing recovered segments; appends go to the newest one, which ends at
-    /// `end_lsn`. Everything recovered is on disk.
+    /// `end_lsn`. Everything recovered is on disk. `manifest` is the one recovery read (or the
+    /// default, sequence 0, when there was none): the next one written follows it.
     pub fn resume(
         config: StorageConfig,
         segments: BTreeMap<u64, SegmentState>,
         active_base: u64,
         end_lsn: u64,
+        manifest: Manifest,
     ) -> Log {
         Log {
             config,
@@ -90,6 +104,7 @@ impl Log {
             sync_in_flight: None,
             segments,
             requests: VecDeque::new(),
+            manifest,
         }
     }
 
@@ -161,6 +176,24 @@ impl Log {
             .insert(base_lsn, SegmentState { end_lsn: base_lsn, ..SegmentState::default() });
         let header = Bytes::copy_from_slice(&segment_header(base_lsn));
         self.requests.push_back(StorageRequest::CreateSegment { base_lsn, header });
+        // Named newest before any record in it can be synced, so that losing it is noticed.
+        self.write_manifest();
+    }
+
+    /// Hands the worker a manifest of the log as it is: its oldest and newest segments, and
+    /// how far it is synced.
+    pub fn write_manifest(&mut self) {
+        let oldest = *self.segments.keys().next().expect("a log has a segment");
+        let durable_lsn = self.synced_lsn.max(self.manifest.durable_lsn);
+        self.manifest = self.manifest.next(oldest, self.active_base, durable_lsn);
+        let slot = Bytes::copy_from_slice(&self.manifest.encode());
+        let slot_offset = self.manifest.slot_offset();
+        self.requests.push_back(StorageRequest::WriteManifest { slot_offset, slot });
+    }
+
+    /// The last manifest handed to the worker.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// Hands encoded records to the worker as one `Append`.
@@ -242,15 +275,27 @@ impl Log {
         self.segments.get_mut(&base_lsn).expect("segment exists").delete_after_lsn = Some(lsn);
     }
 
-    /// Deletes a segment whose records are all dead; durable with the next sync.
-    pub fn delete_segment(&mut self, base_lsn: u64) {
-        assert_ne!(base_lsn, self.active_base, "deleting the active segment");
-        let removed = self.segments.remove(&base_lsn);
-        assert!(
-            removed.is_some_and(|s| s.live_messages == 0),
-            "deleting a segment with live messages"
-        );
-        self.requests.push_back(StorageRequest::DeleteSegment { base_lsn });
+    /// Deletes the oldest segments while they may be deleted ([`Log::deletable_head`]);
+    /// durable with the next sync. The manifest names the new oldest segment first, so a
+    /// crash between the two leaves an extra old file, never a missing one. Returns how many.
+    pub fn delete_dead_segments(&mut self) -> usize {
+        let mut doomed = Vec::new();
+        while let Some(base_lsn) = self.deletable_head() {
+            assert_ne!(base_lsn, self.active_base, "deleting the active segment");
+            let removed = self.segments.remove(&base_lsn);
+            assert!(
+                removed.is_some_and(|s| s.live_messages == 0),
+                "deleting a segment with live messages"
+            );
+            doomed.push(base_lsn);
+        }
+        if !doomed.is_empty() {
+            self.write_manifest();
+        }
+        for base_lsn in &doomed {
+            self.requests.push_back(StorageRequest::DeleteSegment { base_lsn: *base_lsn });
+        }
+        doomed.len()
     }
 
     // ---- liveness ----

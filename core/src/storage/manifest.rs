@@ -203,10 +203,7 @@ mod tests {
         assert_eq!(Manifest::decode_file(&file(&[torn, manifest(5).encode()])), Ok(manifest(5)));
         let empty = [0u8; MANIFEST_SLOT_LEN];
         assert_eq!(Manifest::decode_file(&file(&[manifest(1).encode()])), Ok(manifest(1)));
-        assert_eq!(
-            Manifest::decode_file(&file(&[empty, torn])),
-            Err(ManifestError::NoValidSlot)
-        );
+        assert_eq!(Manifest::decode_file(&file(&[empty, torn])), Err(ManifestError::NoValidSlot));
         assert_eq!(Manifest::decode_file(&[1, 2, 3]), Err(ManifestError::NoValidSlot));
     }
 

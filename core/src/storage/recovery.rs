@@ -10,6 +10,9 @@ use chute_protocol::{AttemptRecord, Durability, QueueOptions, Range, ATTEMPT_HIS
 
 use super::format::{parse_segment_file_name, scan_segment, ScanError};
 use super::log::SegmentState;
+use super::manifest::{
+    check_log_against, LogCutShort, Manifest, ManifestError, MANIFEST_FILE_NAME,
+};
 use super::records::{
     Counters, DeadLettered, Failed, Published, QueueRef, Record, RecordDecodeError, Redriven, Seqs,
     StoredDead, StoredMessage,
@@ -119,7 +122,12 @@ pub struct RecoveredLog {
     pub end_lsn: u64,
     pub truncation: Option<Truncation>,
     pub records: u64,
+    /// The manifest recovery read (sequence 0 when there was none).
+    pub manifest: Manifest,
+    pub manifest_check: ManifestCheck,
 }
+
+
 
 impl Default for Counters {
     fn default() -> Self {
@@ -127,9 +135,49 @@ impl Default for Counters {
     }
 }
 
+/// What the driver read from a data directory for recovery.
+#[derive(Clone, Debug, Default)]
+pub struct LogImage {
+    /// Every segment file, oldest first.
+    pub segments: Vec<SegmentFile>,
+    /// The manifest file's bytes, if there is one (a data directory written before manifests
+    /// existed has none).
+    pub manifest: Option<Bytes>,
+    /// The operator's explicit choice for this start (`chuted --accept-data-loss`): recover
+    /// what the segments hold even where the manifest says more was durable. Never a setting
+    /// that outlives one start.
+    pub accept_data_loss: bool,
+}
+
+impl LogImage {
+    /// Segment files without a manifest, as tests and tools that build logs by hand have them.
+    pub fn segments(segments: Vec<SegmentFile>) -> LogImage {
+        LogImage { segments, manifest: None, accept_data_loss: false }
+    }
+}
+
+/// What recovery made of the manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ManifestCheck {
+    /// There was none (a data directory from before manifests, or a new one).
+    #[default]
+    Absent,
+    /// The log holds everything the manifest says was durable.
+    Agrees,
+    /// The log was cut short, and the operator accepted the loss for this start.
+    LossAccepted(LogCutShort),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecoveryError {
+    #[error("the manifest {MANIFEST_FILE_NAME} {0}")]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "{0}; refusing to start, since confirmed messages may be gone (start once with \
+         --accept-data-loss to recover what is left and accept the loss)"
+    )]
+    CutShort(LogCutShort),
     #[error("segment {file} is {source}")]
     Segment { file: String, source: ScanError },
     #[error("segment {file} starts at log position {base_lsn}, but the segment before it ends at {expected_lsn}: a segment is missing or out of order")]
@@ -138,8 +186,25 @@ pub enum RecoveryError {
     Record { file: String, lsn: u64, source: RecordDecodeError },
 }
 
-/// Rebuilds the durable state from segment files given oldest first.
-pub fn recover_log(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError> {
+/// Rebuilds the durable state from segment files given oldest first, and checks it against the
+/// manifest.
+pub fn recover_log(image: &LogImage) -> Result<RecoveredLog, RecoveryError> {
+    let mut state = recover_segments(&image.segments)?;
+    let Some(bytes) = &image.manifest else { return Ok(state) };
+    let manifest = Manifest::decode_file(bytes)?;
+    let oldest = state.segments.keys().next().copied();
+    let check = check_log_against(&manifest, oldest, state.last_segment, state.end_lsn);
+    state.manifest_check = match check {
+        Ok(()) => ManifestCheck::Agrees,
+        Err(cut) if image.accept_data_loss => ManifestCheck::LossAccepted(cut),
+        Err(cut) => return Err(RecoveryError::CutShort(cut)),
+    };
+    // The next manifest written follows this one; a loss accepted is not reported again.
+    state.manifest = Manifest { durable_lsn: manifest.durable_lsn.min(state.end_lsn), ..manifest };
+    Ok(state)
+}
+
+fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError> {
     let mut state = RecoveredLog::default();
     let mut expected_lsn: Option<u64> = None;
     for (index, file) in files.iter().enumerate() {

@@ -10,7 +10,7 @@ use chute_core::client::{
     Client, ClientConfig, ClientEvent, ClientInput, ClientOutput, CloseReason, Response,
 };
 use chute_core::storage::io::StorageRequest;
-use chute_core::storage::recovery::SegmentFile;
+use chute_core::storage::recovery::LogImage;
 use chute_core::test_util::MemDisk;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
 use chute_protocol::{Delivery, Destination, PublishMessage, QueueOptions};
@@ -48,13 +48,10 @@ impl Net {
         Net::with_broker(Broker::new(config, Instant::ZERO), MemDisk::default())
     }
 
-    /// A net around a broker recovered from `files`, on the disk that recovery leaves.
-    pub fn recovered(
-        config: BrokerConfig,
-        files: &[SegmentFile],
-    ) -> (Net, chute_core::RecoveryReport) {
-        let (broker, report) = Broker::recover(config, Instant::ZERO, files).expect("recovery");
-        let disk = MemDisk::recovered_from(files, report.truncation.as_ref());
+    /// A net around a broker recovered from `image`, on the disk that recovery leaves.
+    pub fn recovered(config: BrokerConfig, image: &LogImage) -> (Net, chute_core::RecoveryReport) {
+        let (broker, report) = Broker::recover(config, Instant::ZERO, image).expect("recovery");
+        let disk = MemDisk::recovered_from(image, report.truncation.as_ref());
         let mut net = Net::with_broker(broker, disk);
         net.pump();
         (net, report)
