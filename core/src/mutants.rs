@@ -31,15 +31,24 @@ pub enum Mutant {
     SkipAttemptOnLeaseExpiry,
     /// Recovery cuts the last valid record of the newest segment as if it were a torn write.
     TruncateValidRecord,
+    /// The manifest keeps naming the first segment as the newest: losing a later one (deleted
+    /// or emptied while the broker is down) goes unnoticed, and the confirmed messages in it
+    /// with it.
+    StaleManifestNewest,
+    /// The manifest records the end of the log as durable when it was only appended: after a
+    /// machine crash loses the unsynced tail, recovery refuses a log nothing damaged.
+    ManifestAheadOfSync,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 5] = [
+    pub const ALL: [Mutant; 7] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
         Mutant::SkipAttemptOnLeaseExpiry,
         Mutant::TruncateValidRecord,
+        Mutant::StaleManifestNewest,
+        Mutant::ManifestAheadOfSync,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -50,6 +59,8 @@ impl Mutant {
             Mutant::DeliverOutOfOrderAfterRedelivery => "deliver-out-of-order-after-redelivery",
             Mutant::SkipAttemptOnLeaseExpiry => "skip-attempt-on-lease-expiry",
             Mutant::TruncateValidRecord => "truncate-valid-record",
+            Mutant::StaleManifestNewest => "stale-manifest-newest",
+            Mutant::ManifestAheadOfSync => "manifest-ahead-of-sync",
         }
     }
 

@@ -243,6 +243,24 @@ impl MemDisk {
         }
     }
 
+    /// The manifest file's bytes, if there is one.
+    pub fn manifest(&self) -> Option<&[u8]> {
+        self.manifest.as_deref()
+    }
+
+    /// Removes a segment file, as an operator's `rm` would (durably, behind the broker's back).
+    pub fn remove_file(&mut self, base_lsn: u64) {
+        self.files.remove(&base_lsn);
+    }
+
+    /// Cuts a segment file to `len` bytes, durably, behind the broker's back.
+    pub fn truncate_file(&mut self, base_lsn: u64, len: usize) {
+        if let Some(file) = self.files.get_mut(&base_lsn) {
+            file.data.truncate(len);
+            file.synced_len = file.synced_len.min(len);
+        }
+    }
+
     /// The manifest file's bytes, for a test or a simulator to damage.
     pub fn manifest_mut(&mut self) -> Option<&mut Vec<u8>> {
         self.manifest.as_mut()

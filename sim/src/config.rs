@@ -37,6 +37,11 @@ pub struct Faults {
     /// Chance, per restart, that a bit of synced data flipped while the broker was down
     /// (recovery must refuse the log; the run then ends as "corruption detected").
     pub bit_flip_per_mille: u32,
+    /// Chance, per restart, that an operator lost part of the log while the broker was down:
+    /// the newest segment deleted or emptied, the oldest deleted, or the newest cut inside
+    /// records the manifest says were synced. Recovery must refuse (the run then ends as "loss
+    /// detected"), or lose nothing confirmed.
+    pub segment_loss_per_mille: u32,
     /// Time the broker stays down after a crash.
     pub downtime_ms_max: u64,
 }
@@ -53,6 +58,7 @@ impl Default for Faults {
             stall_ms_max: 700,
             fsync_failure_per_mille: 1,
             bit_flip_per_mille: 15,
+            segment_loss_per_mille: 15,
             downtime_ms_max: 200,
         }
     }
@@ -71,6 +77,7 @@ impl Faults {
             stall_ms_max: 0,
             fsync_failure_per_mille: 0,
             bit_flip_per_mille: 0,
+            segment_loss_per_mille: 0,
             downtime_ms_max: 0,
         }
     }

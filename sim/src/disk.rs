@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::manifest::Manifest;
 use chute_core::storage::recovery::{LogImage, Truncation};
 use chute_core::test_util::{CrashChoices, CrashDamage, MemDisk, MemDiskError};
 
@@ -58,6 +59,19 @@ impl CrashChoices for SimRng {
             _ => self.range(0, unsynced as u64) as usize,
         }
     }
+}
+
+/// Part of the log an operator lost while the broker was down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentLoss {
+    DeletedNewest(u64),
+    EmptiedNewest(u64),
+    DeletedOldest(u64),
+    /// The newest segment cut to `keep` bytes, inside what the manifest says was synced.
+    CutNewest {
+        base: u64,
+        keep: u64,
+    },
 }
 
 /// The simulated storage worker: its queue and timing in front of the in-memory disk.
@@ -230,6 +244,39 @@ impl Disk {
     /// recovery cannot tell damage there from a torn write and cuts it off as one (the limit
     /// docs/STORAGE.md §10.2 documents), so a flip there would be a lost record, not a detected
     /// corruption. Returns (segment, offset, bit).
+    /// An operator's mistake while the broker is down: the newest segment deleted or
+    /// emptied, the oldest deleted (when there are two or more), or the newest cut inside
+    /// records the manifest says were synced. Returns what was done, `None` when the disk has
+    /// nothing to lose that way.
+    pub fn lose_segment_data(&mut self, rng: &mut SimRng) -> Option<SegmentLoss> {
+        let files = self.mem.files();
+        let newest = *files.keys().next_back()?;
+        let oldest = *files.keys().next()?;
+        let durable_lsn = self
+            .mem
+            .manifest()
+            .and_then(|bytes| Manifest::decode_file(bytes).ok())
+            .map_or(0, |m| m.durable_lsn);
+        let loss = match rng.below(4) {
+            0 => SegmentLoss::DeletedNewest(newest),
+            1 => SegmentLoss::EmptiedNewest(newest),
+            2 if oldest != newest => SegmentLoss::DeletedOldest(oldest),
+            _ if durable_lsn > newest => {
+                let keep = SEGMENT_HEADER_LEN as u64 + rng.range(0, durable_lsn - newest - 1);
+                SegmentLoss::CutNewest { base: newest, keep }
+            }
+            _ => return None,
+        };
+        match loss {
+            SegmentLoss::DeletedNewest(base) | SegmentLoss::DeletedOldest(base) => {
+                self.mem.remove_file(base)
+            }
+            SegmentLoss::EmptiedNewest(base) => self.mem.truncate_file(base, 0),
+            SegmentLoss::CutNewest { base, keep } => self.mem.truncate_file(base, keep as usize),
+        }
+        Some(loss)
+    }
+
     pub fn flip_bit(&mut self, rng: &mut SimRng) -> Option<(u64, u64, u8)> {
         let files = self.mem.files();
         let newest = *files.keys().next_back()?;

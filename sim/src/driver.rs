@@ -312,6 +312,18 @@ impl World {
             self.stats.bit_flips += 1;
             self.record(TraceEvent::Flip { base, offset, bit });
         }
+        let loss = if flip.is_none()
+            && self.phase == Phase::Faults
+            && self.rng.chance(self.cfg.faults.segment_loss_per_mille)
+        {
+            self.disk.lose_segment_data(&mut self.rng)
+        } else {
+            None
+        };
+        if let Some(loss) = loss {
+            self.stats.segment_losses += 1;
+            self.record(TraceEvent::SegmentLoss(format!("{loss:?}")));
+        }
         let files = self.disk.image();
         let expected = self.disk.expected_recovery();
         let config = BrokerConfig {
@@ -363,6 +375,11 @@ impl World {
                 if flip.is_some() {
                     self.phase = Phase::Done;
                     self.outcome = Some(Outcome::CorruptionDetected { error: error.to_string() });
+                } else if loss.is_some()
+                    && matches!(error, chute_core::storage::recovery::RecoveryError::CutShort(_))
+                {
+                    self.phase = Phase::Done;
+                    self.outcome = Some(Outcome::LossDetected { error: error.to_string() });
                 } else {
                     self.fail((
                         "recovery-refused",

@@ -212,8 +212,14 @@ fn run_one(args: &Args, config: SimConfig) -> ExitCode {
             drop(out);
             let speed = summary.sim_ms as f64 / 1000.0 / wall_s.max(1e-9);
             sayln!("{} | wall {wall_s:.3}s, {speed:.0} sim-s/wall-s", summary.line());
-            if let Outcome::CorruptionDetected { error } = &summary.outcome {
-                sayln!("  recovery refused the flipped log: {error}");
+            match &summary.outcome {
+                Outcome::CorruptionDetected { error } => {
+                    sayln!("  recovery refused the flipped log: {error}")
+                }
+                Outcome::LossDetected { error } => {
+                    sayln!("  recovery refused the log cut short: {error}")
+                }
+                Outcome::Drained => {}
             }
             if args.check_determinism {
                 sayln!("determinism: two runs, same trace hash {:016x}", summary.trace_hash);
@@ -277,16 +283,18 @@ fn run_many(args: &Args, base: &SimConfig, first: u64, end: u64) -> ExitCode {
         results.iter().filter_map(|r| r.as_ref().ok()).map(|(s, _)| s).collect();
     let corrupt =
         passed.iter().filter(|s| matches!(s.outcome, Outcome::CorruptionDetected { .. })).count();
+    let lost = passed.iter().filter(|s| matches!(s.outcome, Outcome::LossDetected { .. })).count();
     let sim_s: f64 = passed.iter().map(|s| s.sim_ms as f64 / 1000.0).sum();
     let cpu_s: f64 = results.iter().filter_map(|r| r.as_ref().ok()).map(|(_, w)| *w).sum();
     let seeds_per_minute = results.len() as f64 / wall_s.max(1e-9) * 60.0;
     sayln!(
-        "{} seeds run, {} passed ({} drained, {corrupt} corruption detected), {} failed; \
+        "{} seeds run, {} passed ({} drained, {corrupt} corruption detected, {lost} loss \
+         detected), {} failed; \
          {wall_s:.1}s wall on {jobs} threads: {seeds_per_minute:.0} seeds/minute, \
          {:.0} sim-s per wall-s per thread",
         results.len(),
         passed.len(),
-        passed.len() - corrupt,
+        passed.len() - corrupt - lost,
         failures.len(),
         sim_s / cpu_s.max(1e-9),
     );

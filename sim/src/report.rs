@@ -12,6 +12,9 @@ pub enum Outcome {
     /// A bit flipped in synced data and recovery refused the log, naming the damage: the
     /// correct reaction, and the end of the run (nothing can be checked past a refused start).
     CorruptionDetected { error: String },
+    /// Part of the log was lost while the broker was down and recovery refused it, naming
+    /// what is missing (the manifest's check): the correct reaction, and the end of the run.
+    LossDetected { error: String },
 }
 
 /// Counts of what happened in a run.
@@ -30,6 +33,7 @@ pub struct Stats {
     pub machine_crashes: u64,
     pub fsync_failures: u64,
     pub bit_flips: u64,
+    pub segment_losses: u64,
     pub resets: u64,
     pub partitions: u64,
     pub stalls: u64,
@@ -72,11 +76,12 @@ impl Summary {
         let outcome = match &self.outcome {
             Outcome::Drained => "PASS drained".to_string(),
             Outcome::CorruptionDetected { .. } => "PASS corruption-detected".to_string(),
+            Outcome::LossDetected { .. } => "PASS loss-detected".to_string(),
         };
         format!(
             "seed {} {outcome} sim {:.1}s trace {:016x} events {} | published {} confirmed {} \
              delivered {} acked {} nacked {} rejected {} dlq-audited {} ({}m {}r {}e) fifo-checked {} (+{} unordered) | \
-             crashes {}p+{}m fsync-failures {} flips {} truncations {} lost-allowed {} resets {} \
+             crashes {}p+{}m fsync-failures {} flips {} losses {} truncations {} lost-allowed {} resets {} \
              partitions {} stalls {} syncs {} outbox-max {}",
             self.seed,
             self.sim_ms as f64 / 1000.0,
@@ -98,6 +103,7 @@ impl Summary {
             s.machine_crashes,
             s.fsync_failures,
             s.bit_flips,
+            s.segment_losses,
             s.truncations,
             s.lost_allowed,
             s.resets,

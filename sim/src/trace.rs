@@ -179,6 +179,8 @@ pub enum TraceEvent {
         bit: u8,
     },
     RecoveryRefused,
+    /// An operator lost part of the log while the broker was down (see `Disk::lose_segment_data`).
+    SegmentLoss(String),
     /// A `Deliver` entry the broker emitted.
     Deliver {
         conn: u64,

@@ -153,6 +153,9 @@ impl World {
         broker_config.timeouts.heartbeat_ms_min = 100;
         broker_config.timeouts.handshake_timeout_ms = 2_000;
         broker_config.storage.segment_bytes_max = cfg.segment_bytes_max;
+        // Manifest updates far more often than the default second, so that crashes and
+        // operators' losses meet them in the short runs.
+        broker_config.storage.manifest_interval_ms = 50;
         let client_config = ClientConfig {
             client_name: "sim".into(),
             heartbeat_ms: HEARTBEAT_MS,

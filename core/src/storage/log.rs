@@ -184,7 +184,28 @@ impl Log {
     /// how far it is synced.
     pub fn write_manifest(&mut self) {
         let oldest = *self.segments.keys().next().expect("a log has a segment");
+        // MUTANT stale-manifest-newest: the manifest names a newer segment only when the one it
+        // named is deleted, and records nothing durable past that segment's start.
+        #[cfg(feature = "mutants")]
+        if crate::mutants::active(crate::mutants::Mutant::StaleManifestNewest)
+            && self.manifest.sequence > 0
+        {
+            let newest = self.manifest.newest_base_lsn.max(oldest);
+            let durable_lsn = self.manifest.durable_lsn.max(newest);
+            self.manifest = self.manifest.next(oldest, newest, durable_lsn);
+            let slot = Bytes::copy_from_slice(&self.manifest.encode());
+            let slot_offset = self.manifest.slot_offset();
+            self.requests.push_back(StorageRequest::WriteManifest { slot_offset, slot });
+            return;
+        }
         let durable_lsn = self.synced_lsn.max(self.manifest.durable_lsn);
+        // MUTANT manifest-ahead-of-sync: what was appended counts as durable.
+        #[cfg(feature = "mutants")]
+        let durable_lsn = if crate::mutants::active(crate::mutants::Mutant::ManifestAheadOfSync) {
+            self.end_lsn.max(durable_lsn)
+        } else {
+            durable_lsn
+        };
         self.manifest = self.manifest.next(oldest, self.active_base, durable_lsn);
         let slot = Bytes::copy_from_slice(&self.manifest.encode());
         let slot_offset = self.manifest.slot_offset();

@@ -127,8 +127,6 @@ pub struct RecoveredLog {
     pub manifest_check: ManifestCheck,
 }
 
-
-
 impl Default for Counters {
     fn default() -> Self {
         Counters { next_queue_id: 1, next_message_seq: 1 }
