@@ -41,6 +41,11 @@ impl World {
             };
             broker.handle_input(now, input);
             self.drain_outputs();
+            // The broker's own invariants after every input, so that a failing seed points
+            // at the input that broke its state (a panic here is reported as the failure).
+            if let Some(broker) = self.broker.as_ref() {
+                broker.check_invariants();
+            }
         }
         self.in_broker = false;
         let result = self.oracle.check_emitted(&self.topology);
