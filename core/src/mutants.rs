@@ -95,7 +95,7 @@ pub(crate) fn truncate_valid_record(mut scan: SegmentScan, is_last: bool) -> Seg
         return scan;
     }
     let Some(last) = scan.records.pop() else { return scan };
-    let valid_len = SEGMENT_HEADER_LEN as u64 + (last.lsn - scan.base_lsn);
+    let valid_len = SEGMENT_HEADER_LEN as u64 + last.lsn.bytes_since(scan.base_lsn);
     scan.torn_tail = Some(scan.valid_len - valid_len);
     scan.valid_len = valid_len;
     scan

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::ids::Lsn;
 use crate::storage::format::{
     parse_segment_file_name, scan_segment, segment_file_name, storage_request_label,
     SEGMENT_HEADER_LEN,
@@ -33,7 +34,7 @@ use crate::{Broker, Input, Instant};
 /// too: [`apply`](MemDisk::apply) carries one out whenever it is called.
 #[derive(Clone, Debug, Default)]
 pub struct MemDisk {
-    files: BTreeMap<u64, MemFile>,
+    files: BTreeMap<Lsn, MemFile>,
     /// Directory changes since the last sync, oldest first.
     dir_pending: Vec<DirOp>,
     /// A request failed: it was reported, and nothing more is carried out until a crash.
@@ -73,8 +74,8 @@ impl MemFile {
 
 #[derive(Clone, Debug)]
 enum DirOp {
-    Created(u64),
-    Deleted(u64, MemFile),
+    Created(Lsn),
+    Deleted(Lsn, MemFile),
 }
 
 /// What a machine crash keeps of what no sync covered. A simulator draws these from its seed;
@@ -115,13 +116,13 @@ pub struct CrashDamage {
 #[non_exhaustive]
 pub enum MemDiskError {
     #[error("CreateSegment for existing {}", segment_file_name(*.0))]
-    SegmentExists(u64),
+    SegmentExists(Lsn),
     #[error("Append to missing {}", segment_file_name(*.0))]
-    AppendToMissing(u64),
+    AppendToMissing(Lsn),
     #[error("Append to {} ends at {end_lsn}, but the file would end at {file_end_lsn}", segment_file_name(*base_lsn))]
-    AppendMisplaced { base_lsn: u64, end_lsn: u64, file_end_lsn: u64 },
+    AppendMisplaced { base_lsn: Lsn, end_lsn: Lsn, file_end_lsn: Lsn },
     #[error("DeleteSegment of missing {}", segment_file_name(*.0))]
-    DeleteMissing(u64),
+    DeleteMissing(Lsn),
     #[error("truncation of unknown file {0}")]
     TruncateUnknown(String),
     #[error("truncation of missing file {0}")]
@@ -187,7 +188,7 @@ impl MemDisk {
                 let file =
                     self.files.get_mut(base_lsn).ok_or(MemDiskError::AppendToMissing(*base_lsn))?;
                 let file_end_lsn =
-                    *base_lsn + (file.data.len() - SEGMENT_HEADER_LEN + bytes.len()) as u64;
+                    base_lsn.plus((file.data.len() - SEGMENT_HEADER_LEN + bytes.len()) as u64);
                 if file_end_lsn != *end_lsn {
                     let (base_lsn, end_lsn) = (*base_lsn, *end_lsn);
                     return Err(MemDiskError::AppendMisplaced { base_lsn, end_lsn, file_end_lsn });
@@ -249,12 +250,12 @@ impl MemDisk {
     }
 
     /// Removes a segment file, as an operator's `rm` would (durably, behind the broker's back).
-    pub fn remove_file(&mut self, base_lsn: u64) {
+    pub fn remove_file(&mut self, base_lsn: Lsn) {
         self.files.remove(&base_lsn);
     }
 
     /// Cuts a segment file to `len` bytes, durably, behind the broker's back.
-    pub fn truncate_file(&mut self, base_lsn: u64, len: usize) {
+    pub fn truncate_file(&mut self, base_lsn: Lsn, len: usize) {
         if let Some(file) = self.files.get_mut(&base_lsn) {
             file.data.truncate(len);
             file.synced_len = file.synced_len.min(len);
@@ -292,7 +293,7 @@ impl MemDisk {
 
     /// A write cut short by a crash: `bytes`, a prefix of an `Append`'s, reach segment
     /// `base_lsn` (if it exists), and nothing is reported.
-    pub fn torn_write(&mut self, base_lsn: u64, bytes: &[u8]) {
+    pub fn torn_write(&mut self, base_lsn: Lsn, bytes: &[u8]) {
         if let Some(file) = self.files.get_mut(&base_lsn) {
             file.data.extend_from_slice(bytes);
         }
@@ -347,7 +348,7 @@ impl MemDisk {
 
     /// Bit rot: flips bit `bit` (0..8) of byte `offset` of segment `base_lsn`. Returns false
     /// when there is no such byte.
-    pub fn flip_bit(&mut self, base_lsn: u64, offset: usize, bit: u8) -> bool {
+    pub fn flip_bit(&mut self, base_lsn: Lsn, offset: usize, bit: u8) -> bool {
         let Some(byte) = self.files.get_mut(&base_lsn).and_then(|f| f.data.get_mut(offset)) else {
             return false;
         };
@@ -358,7 +359,7 @@ impl MemDisk {
     // ---- recovery ----
 
     /// The segment files by base LSN.
-    pub fn files(&self) -> &BTreeMap<u64, MemFile> {
+    pub fn files(&self) -> &BTreeMap<Lsn, MemFile> {
         &self.files
     }
 
@@ -422,6 +423,7 @@ mod tests {
     use crate::storage::format::segment_header;
 
     fn create(base_lsn: u64) -> StorageRequest {
+        let base_lsn = Lsn(base_lsn);
         StorageRequest::CreateSegment {
             base_lsn,
             header: Bytes::copy_from_slice(&segment_header(base_lsn)),
@@ -429,11 +431,12 @@ mod tests {
     }
 
     fn append(base_lsn: u64, end_lsn: u64, len: usize) -> StorageRequest {
+        let (base_lsn, end_lsn) = (Lsn(base_lsn), Lsn(end_lsn));
         StorageRequest::Append { base_lsn, end_lsn, bytes: Bytes::from(vec![7; len]) }
     }
 
     fn lens(disk: &MemDisk) -> Vec<(u64, usize)> {
-        disk.files().iter().map(|(base, file)| (*base, file.data().len())).collect()
+        disk.files().iter().map(|(base, file)| (base.0, file.data().len())).collect()
     }
 
     /// A machine crash keeps what the last sync covered: unsynced bytes go, a segment created
@@ -443,14 +446,14 @@ mod tests {
         let mut disk = MemDisk::default();
         disk.apply(&create(0)).unwrap();
         disk.apply(&append(0, 10, 10)).unwrap();
-        disk.apply(&StorageRequest::Sync { through: 10 }).unwrap();
+        disk.apply(&StorageRequest::Sync { through: Lsn(10) }).unwrap();
         disk.apply(&append(0, 15, 5)).unwrap();
         let files = disk.after_machine_crash().segments;
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].bytes.len(), SEGMENT_HEADER_LEN + 10);
 
         disk.apply(&create(15)).unwrap(); // syncs segment 0 whole first
-        disk.apply(&StorageRequest::DeleteSegment { base_lsn: 0 }).unwrap();
+        disk.apply(&StorageRequest::DeleteSegment { base_lsn: Lsn(0) }).unwrap();
         assert_eq!(lens(&disk), [(15, SEGMENT_HEADER_LEN)]);
         let damage = disk.machine_crash(&mut LoseUnsynced);
         assert_eq!(damage, CrashDamage { dir_ops_lost: 2, torn_bytes: 0 });
@@ -464,10 +467,10 @@ mod tests {
         disk.apply(&create(0)).unwrap();
         disk.apply(&append(0, 10, 10)).unwrap();
         disk.apply(&create(10)).unwrap();
-        disk.apply(&StorageRequest::DeleteSegment { base_lsn: 0 }).unwrap();
-        disk.apply(&StorageRequest::Sync { through: 10 }).unwrap();
+        disk.apply(&StorageRequest::DeleteSegment { base_lsn: Lsn(0) }).unwrap();
+        disk.apply(&StorageRequest::Sync { through: Lsn(10) }).unwrap();
         disk.apply(&create(20)).unwrap();
-        assert_eq!(disk.files()[&20].data(), &segment_header(20)[..]);
+        assert_eq!(disk.files()[&Lsn(20)].data(), &segment_header(Lsn(20))[..]);
     }
 
     /// After a failure the worker does nothing more; a crash starts a fresh one.
@@ -475,7 +478,7 @@ mod tests {
     fn a_failed_request_stops_the_worker_until_a_crash() {
         let mut disk = MemDisk::default();
         disk.apply(&create(0)).unwrap();
-        let sync = StorageRequest::Sync { through: 0 };
+        let sync = StorageRequest::Sync { through: Lsn(0) };
         let done = disk.fail(&sync, "Input/output error");
         let expected =
             StorageDone::Failed { request: "fdatasync".into(), error: "Input/output error".into() };
@@ -490,13 +493,17 @@ mod tests {
     #[test]
     fn impossible_requests_are_refused() {
         let mut disk = MemDisk::default();
-        assert_eq!(disk.apply(&append(0, 4, 4)), Err(MemDiskError::AppendToMissing(0)));
+        assert_eq!(disk.apply(&append(0, 4, 4)), Err(MemDiskError::AppendToMissing(Lsn(0))));
         disk.apply(&create(0)).unwrap();
-        assert_eq!(disk.apply(&create(0)), Err(MemDiskError::SegmentExists(0)));
-        let misplaced = MemDiskError::AppendMisplaced { base_lsn: 0, end_lsn: 9, file_end_lsn: 4 };
+        assert_eq!(disk.apply(&create(0)), Err(MemDiskError::SegmentExists(Lsn(0))));
+        let misplaced = MemDiskError::AppendMisplaced {
+            base_lsn: Lsn(0),
+            end_lsn: Lsn(9),
+            file_end_lsn: Lsn(4),
+        };
         assert_eq!(disk.apply(&append(0, 9, 4)), Err(misplaced));
-        let delete = StorageRequest::DeleteSegment { base_lsn: 5 };
-        assert_eq!(disk.apply(&delete), Err(MemDiskError::DeleteMissing(5)));
+        let delete = StorageRequest::DeleteSegment { base_lsn: Lsn(5) };
+        assert_eq!(disk.apply(&delete), Err(MemDiskError::DeleteMissing(Lsn(5))));
     }
 
     /// A disk rebuilt from what recovery read applies the cut and keys files by their headers,
@@ -516,6 +523,6 @@ mod tests {
         };
         let disk = MemDisk::recovered_from(&image, Some(&cut));
         assert_eq!(lens(&disk), [(0, SEGMENT_HEADER_LEN + 2)]);
-        assert_eq!(disk.files()[&0].synced_len(), SEGMENT_HEADER_LEN + 2);
+        assert_eq!(disk.files()[&Lsn(0)].synced_len(), SEGMENT_HEADER_LEN + 2);
     }
 }

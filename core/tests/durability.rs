@@ -5,6 +5,7 @@ mod support;
 
 use bytes::Bytes;
 use chute_core::client::{ClientEvent, Response};
+use chute_core::ids::Lsn;
 use chute_core::storage::format::{scan_segment, segment_header, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::records::Record;
@@ -273,7 +274,7 @@ fn compaction_moves_long_lived_messages_forward() {
         net.advance(30);
     }
     assert!(net.disk.files().len() <= 3, "{} segments", net.disk.files().len());
-    assert!(!net.disk.files().contains_key(&0), "the first segment was compacted away");
+    assert!(!net.disk.files().contains_key(&Lsn(0)), "the first segment was compacted away");
     let files = net.disk.after_process_crash();
     let (mut net, report) = Net::recovered(small_segments(), &files);
     assert_eq!(report.messages, 1);
@@ -325,7 +326,7 @@ fn a_sync_that_reaches_further_confirms_everything_it_covered() {
     net.publish(conn, "jobs", &["a"]);
     net.publish(conn, "jobs", &["b"]);
     let requests = std::mem::take(&mut net.storage_queue);
-    let syncs: Vec<u64> = requests
+    let syncs: Vec<Lsn> = requests
         .iter()
         .filter_map(|r| match r {
             chute_core::storage::io::StorageRequest::Sync { through } => Some(*through),
@@ -333,7 +334,7 @@ fn a_sync_that_reaches_further_confirms_everything_it_covered() {
         })
         .collect();
     assert_eq!(syncs.len(), 1, "one sync in flight: {requests:?}");
-    let mut written_end = 0;
+    let mut written_end = Lsn(0);
     for request in requests {
         if let Ok(Some(StorageDone::Written { through })) = net.disk.apply(&request) {
             written_end = through;
@@ -511,7 +512,7 @@ fn appended_records(request: &StorageRequest) -> Vec<Record> {
     let StorageRequest::Append { end_lsn, bytes, .. } = request else {
         panic!("not an append: {request:?}")
     };
-    let mut segment = segment_header(end_lsn - bytes.len() as u64).to_vec();
+    let mut segment = segment_header(Lsn(end_lsn.0 - bytes.len() as u64)).to_vec();
     segment.extend_from_slice(bytes);
     let scan = scan_segment(&Bytes::from(segment), false).expect("whole records");
     scan.records.iter().map(|raw| Record::decode(raw.kind, &raw.body).unwrap()).collect()
@@ -525,7 +526,7 @@ fn a_new_broker_asks_for_its_checkpoint_sync_before_any_input() {
     let mut broker = chute_core::Broker::new(BrokerConfig::default(), chute_core::Instant::ZERO);
     let requests = startup_requests(&mut broker);
     assert_eq!(requests.len(), 3, "{requests:?}");
-    assert!(matches!(requests[0], StorageRequest::CreateSegment { base_lsn: 0, .. }));
+    assert!(matches!(requests[0], StorageRequest::CreateSegment { base_lsn: Lsn(0), .. }));
     let records = appended_records(&requests[1]);
     assert!(matches!(records[..], [Record::Counters(_)]), "{records:?}");
     let StorageRequest::Append { end_lsn, .. } = requests[1] else { unreachable!() };
@@ -548,10 +549,10 @@ fn a_recovered_broker_asks_for_its_checkpoint_sync_before_any_input() {
             .unwrap();
     let requests = startup_requests(&mut broker);
     assert_eq!(requests.len(), 2, "{requests:?}");
-    let StorageRequest::Append { base_lsn: 0, end_lsn, ref bytes } = requests[0] else {
+    let StorageRequest::Append { base_lsn: Lsn(0), end_lsn, ref bytes } = requests[0] else {
         panic!("the checkpoint goes to the newest segment: {requests:?}")
     };
-    assert_eq!(end_lsn - bytes.len() as u64, log_end as u64, "appended at the end of the log");
+    assert_eq!(end_lsn.0 - bytes.len() as u64, log_end as u64, "appended at the end of the log");
     let records = appended_records(&requests[0]);
     assert!(matches!(records[..], [Record::Counters(_), Record::QueueDeclared(_)]), "{records:?}");
     assert_eq!(requests[1], StorageRequest::Sync { through: end_lsn });

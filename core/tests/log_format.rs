@@ -2,6 +2,7 @@
 //! of any bit) does to a segment, as seen by recovery's scan.
 
 use bytes::{Bytes, BytesMut};
+use chute_core::ids::Lsn;
 use chute_core::storage::format::{
     append_record, scan_segment, segment_header, RawRecord, ScanError, RECORD_HEADER_LEN,
     SEGMENT_HEADER_LEN,
@@ -19,7 +20,7 @@ struct Written {
 
 fn write_segment(base_lsn: u64, records: &[(u8, Vec<u8>)]) -> Written {
     let mut out = BytesMut::new();
-    out.extend_from_slice(&segment_header(base_lsn));
+    out.extend_from_slice(&segment_header(Lsn(base_lsn)));
     let mut written = Vec::new();
     let mut spans = Vec::new();
     for (kind, body) in records {
@@ -27,7 +28,7 @@ fn write_segment(base_lsn: u64, records: &[(u8, Vec<u8>)]) -> Written {
         let len = append_record(&mut out, *kind, body);
         assert_eq!(len, RECORD_HEADER_LEN + body.len());
         written.push(RawRecord {
-            lsn: base_lsn + (start - SEGMENT_HEADER_LEN) as u64,
+            lsn: Lsn(base_lsn + (start - SEGMENT_HEADER_LEN) as u64),
             kind: *kind,
             body: Bytes::copy_from_slice(body),
         });
@@ -68,11 +69,11 @@ proptest! {
         }
         let whole = written.spans.iter().take_while(|(_, end)| *end <= cut).count();
         let valid_len = written.spans[..whole].last().map_or(SEGMENT_HEADER_LEN, |s| s.1);
-        prop_assert_eq!(scan.base_lsn, base_lsn);
+        prop_assert_eq!(scan.base_lsn, Lsn(base_lsn));
         prop_assert_eq!(&scan.records, &written.records[..whole]);
         prop_assert_eq!(scan.valid_len, valid_len as u64);
         prop_assert_eq!(scan.torn_tail, (cut > valid_len).then(|| (cut - valid_len) as u64));
-        prop_assert_eq!(scan.next_lsn(), Some(base_lsn + (valid_len - SEGMENT_HEADER_LEN) as u64));
+        prop_assert_eq!(scan.next_lsn(), Some(Lsn(base_lsn + (valid_len - SEGMENT_HEADER_LEN) as u64)));
     }
 }
 
@@ -111,10 +112,10 @@ proptest! {
                     prop_assert!(new_base.checked_add(records_len).is_none());
                 }
                 Ok(scan) => {
-                    prop_assert_eq!(scan.base_lsn, new_base);
+                    prop_assert_eq!(scan.base_lsn, Lsn(new_base));
                     prop_assert_eq!(scan.records.len(), written.records.len());
                     for (got, original) in scan.records.iter().zip(&written.records) {
-                        prop_assert_eq!(got.lsn, original.lsn - base_lsn + new_base);
+                        prop_assert_eq!(got.lsn.0, original.lsn.0 - base_lsn + new_base);
                         prop_assert_eq!((got.kind, &got.body), (original.kind, &original.body));
                     }
                 }
@@ -151,7 +152,7 @@ proptest! {
         tail in proptest::collection::vec(any::<u8>(), 0..2048),
         is_last in any::<bool>(),
     ) {
-        let mut bytes = segment_header(7).to_vec();
+        let mut bytes = segment_header(Lsn(7)).to_vec();
         bytes.extend_from_slice(&tail);
         let file_len = bytes.len() as u64;
         if let Ok(scan) = scan_segment(&Bytes::from(bytes), is_last) {
@@ -159,11 +160,11 @@ proptest! {
             prop_assert!(is_last || scan.torn_tail.is_none());
             let mut next_lsn = 7;
             for record in &scan.records {
-                prop_assert_eq!(record.lsn, next_lsn);
+                prop_assert_eq!(record.lsn, Lsn(next_lsn));
                 prop_assert_ne!(record.kind, 0);
                 next_lsn += (RECORD_HEADER_LEN + record.body.len()) as u64;
             }
-            prop_assert_eq!(scan.next_lsn(), Some(next_lsn));
+            prop_assert_eq!(scan.next_lsn(), Some(Lsn(next_lsn)));
         }
     }
 }

@@ -533,6 +533,7 @@ mod broker_ops {
 /// `[control, len1 (u16 LE), len2 (u16 LE), data...]` (see the target).
 mod log_recovery {
     use bytes::{Bytes, BytesMut};
+    use chute_core::ids::Lsn;
     use chute_core::storage::format::{scan_segment, segment_header, SEGMENT_HEADER_LEN};
     use chute_core::test_util::MemDisk;
     use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output};
@@ -730,7 +731,10 @@ mod log_recovery {
         let scan = scan_segment(&Bytes::copy_from_slice(segment), true)
             .expect("the broker's own log scans");
         assert_eq!(scan.torn_tail, None);
-        scan.records.iter().map(|r| SEGMENT_HEADER_LEN + (r.lsn - scan.base_lsn) as usize).collect()
+        scan.records
+            .iter()
+            .map(|r| SEGMENT_HEADER_LEN + r.lsn.bytes_since(scan.base_lsn) as usize)
+            .collect()
     }
 
     /// The input that makes the target see exactly these files (given with their headers).
@@ -754,7 +758,7 @@ mod log_recovery {
         let mut base = 0u64;
         let mut segments = Vec::new();
         for part in [first, second, third] {
-            segments.push([&segment_header(base)[..], part].concat());
+            segments.push([&segment_header(Lsn(base))[..], part].concat());
             base += part.len() as u64;
         }
         seeds.push(("seed-three-segments", input(&segments)));
@@ -765,7 +769,7 @@ mod log_recovery {
         seeds.push(("seed-torn-tail", input(&[torn])));
 
         // A crash while the next segment's header was being written.
-        let next = segment_header(log.len() as u64 - SEGMENT_HEADER_LEN as u64);
+        let next = segment_header(Lsn(log.len() as u64 - SEGMENT_HEADER_LEN as u64));
         seeds.push(("seed-torn-header", input(&[log.clone(), next[..13].to_vec()])));
 
         // The records as `[kind, len, body]` chunks in two files, which the target frames and

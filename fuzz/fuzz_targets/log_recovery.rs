@@ -29,6 +29,7 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
+use chute_core::ids::Lsn;
 use chute_core::storage::format::{
     append_record, scan_segment, segment_file_name, segment_header, SEGMENT_HEADER_LEN,
 };
@@ -50,7 +51,8 @@ fuzz_target!(|input: &[u8]| {
     }
 
     let lens = [u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d])];
-    let image = LogImage { manifest: manifest(*control, lens, &files), ..LogImage::segments(files) };
+    let image =
+        LogImage { manifest: manifest(*control, lens, &files), ..LogImage::segments(files) };
     let recovered = recover_log(&image);
     let broker = Broker::recover(BrokerConfig::default(), Instant::ZERO, &image);
     assert_eq!(
@@ -97,9 +99,9 @@ fn split_files(control: u8, lens: [u16; 2], data: &[u8]) -> Vec<SegmentFile> {
             body
         };
         let (name, bytes) = if control & (0x04 << index) != 0 {
-            let mut bytes = BytesMut::from(&segment_header(next_lsn)[..]);
+            let mut bytes = BytesMut::from(&segment_header(Lsn(next_lsn))[..]);
             bytes.extend_from_slice(body);
-            (segment_file_name(next_lsn), bytes.freeze())
+            (segment_file_name(Lsn(next_lsn)), bytes.freeze())
         } else {
             (format!("raw-{index}.log"), Bytes::copy_from_slice(body))
         };
@@ -115,14 +117,18 @@ fn manifest(control: u8, lens: [u16; 2], files: &[SegmentFile]) -> Option<Bytes>
     if control & 0x80 == 0 {
         return None;
     }
-    let base = |file: &SegmentFile| file.bytes.get(16..24).map_or(0, |b| {
-        u64::from_le_bytes(b.try_into().expect("8 bytes"))
-    });
+    let base = |file: &SegmentFile| {
+        file.bytes.get(16..24).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
     let oldest = files.first().map_or(0, base);
     let newest = files.last().map_or(0, base).max(oldest);
     let durable_lsn = newest + u64::from(lens[1]);
-    let manifest =
-        Manifest { sequence: 1, oldest_base_lsn: oldest, newest_base_lsn: newest, durable_lsn };
+    let manifest = Manifest {
+        sequence: 1,
+        oldest_base_lsn: Lsn(oldest),
+        newest_base_lsn: Lsn(newest),
+        durable_lsn: Lsn(durable_lsn),
+    };
     let mut slot = manifest.encode();
     let flip = lens[0].to_le_bytes()[0];
     for byte in slot.iter_mut().step_by(7) {
@@ -160,7 +166,7 @@ fn check_scan(file: &SegmentFile, is_last: bool) {
     for record in &scan.records {
         assert_eq!(
             record.lsn,
-            scan.base_lsn + (offset - SEGMENT_HEADER_LEN) as u64,
+            scan.base_lsn.plus((offset - SEGMENT_HEADER_LEN) as u64),
             "records are back to back"
         );
         let mut framed = BytesMut::new();

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
+use chute_core::ids::Lsn;
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output};
 use futures::channel::mpsc;
@@ -89,7 +90,7 @@ pub struct EventLoop<R: Runtime> {
     /// `None` once the worker has stopped (after a failure) and dropped its end.
     storage_reports: Option<StorageReports>,
     /// The `through` of the last `Sync` handed to the worker.
-    sync_requested: Option<u64>,
+    sync_requested: Option<Lsn>,
     /// Why the broker halted, once it did.
     halted: Option<String>,
     /// Dropped to stop the accept loop.
@@ -384,13 +385,13 @@ mod tests {
             events_tx.try_send(LoopEvent::Flushed(ConnId(1), n)).expect("room in the queue");
         }
         let (reports_tx, reports_rx) = mpsc::unbounded();
-        reports_tx.unbounded_send(StorageDone::Synced { through: 7 }).unwrap();
+        reports_tx.unbounded_send(StorageDone::Synced { through: Lsn(7) }).unwrap();
         let mut reports = Some(reports_rx);
         let mut cx = Context::from_waker(noop_waker_ref());
 
         let first = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);
         assert!(
-            matches!(first, Poll::Ready(Wake::Storage(StorageDone::Synced { through: 7 }))),
+            matches!(first, Poll::Ready(Wake::Storage(StorageDone::Synced { through: Lsn(7) }))),
             "the report first"
         );
         let second = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);

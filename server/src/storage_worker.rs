@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use chute_core::ids::Lsn;
 use chute_core::storage::format::{segment_file_name, storage_request_label, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::manifest::MANIFEST_FILE_NAME;
@@ -97,13 +98,13 @@ pub struct StorageWorker {
     metrics: Arc<StorageMetrics>,
     /// Preallocation never grows a file past this, the broker's segment size limit.
     segment_bytes_max: u64,
-    files: BTreeMap<u64, Segment>,
+    files: BTreeMap<Lsn, Segment>,
     /// Segments written since the last sync.
-    dirty: BTreeSet<u64>,
+    dirty: BTreeSet<Lsn>,
     /// A segment was created or deleted since the last sync: the directory needs one too.
     dir_dirty: bool,
     /// Segments created since their header was last made durable.
-    created: BTreeSet<u64>,
+    created: BTreeSet<Lsn>,
     /// The manifest file, once opened.
     manifest: Option<File>,
     /// Bytes appended since the last sync, and a moving average of the bytes each sync
@@ -195,7 +196,7 @@ impl StorageWorker {
     fn step(
         &mut self,
         request: StorageRequest,
-        written: &mut Option<u64>,
+        written: &mut Option<Lsn>,
         report: &mut impl FnMut(StorageDone),
     ) -> bool {
         match self.carry_out(&request) {
@@ -239,7 +240,8 @@ impl StorageWorker {
                 Ok(None)
             }
             StorageRequest::Append { base_lsn, end_lsn, ref bytes } => {
-                let offset = SEGMENT_HEADER_LEN as u64 + (end_lsn - base_lsn) - bytes.len() as u64;
+                let offset =
+                    SEGMENT_HEADER_LEN as u64 + end_lsn.bytes_since(base_lsn) - bytes.len() as u64;
                 let (segment_bytes_max, preallocate) =
                     (self.segment_bytes_max, self.sync_bytes_avg <= PREALLOCATE_SYNC_BYTES_MAX);
                 let segment = self.segment(base_lsn)?;
@@ -351,7 +353,7 @@ impl StorageWorker {
     }
 
     /// The open segment, opening an existing file (a segment recovery resumed) on first use.
-    fn segment(&mut self, base_lsn: u64) -> std::io::Result<&mut Segment> {
+    fn segment(&mut self, base_lsn: Lsn) -> std::io::Result<&mut Segment> {
         if !self.files.contains_key(&base_lsn) {
             let path = self.dir.join(segment_file_name(base_lsn));
             let file = OpenOptions::new().write(true).open(path)?;
@@ -424,11 +426,13 @@ mod tests {
         }
 
         fn create(&self, base_lsn: u64) {
+            let base_lsn = Lsn(base_lsn);
             self.send(StorageRequest::CreateSegment { base_lsn, header: header(base_lsn) });
         }
 
         /// Asks for a sync and waits until it is done.
         fn sync(&self, through: u64) {
+            let through = Lsn(through);
             self.send(StorageRequest::Sync { through });
             while !matches!(self.done.recv().unwrap(), StorageDone::Synced { .. }) {}
         }
@@ -446,16 +450,16 @@ mod tests {
     }
 
     fn segment_bytes(dir: &Path, base_lsn: u64) -> Vec<u8> {
-        std::fs::read(dir.join(segment_file_name(base_lsn))).unwrap()
+        std::fs::read(dir.join(segment_file_name(Lsn(base_lsn)))).unwrap()
     }
 
-    fn header(base_lsn: u64) -> Bytes {
+    fn header(base_lsn: Lsn) -> Bytes {
         Bytes::copy_from_slice(&chute_core::storage::format::segment_header(base_lsn))
     }
 
     fn append(base_lsn: u64, end_lsn: u64, fill: u8) -> StorageRequest {
         let bytes = Bytes::from(vec![fill; 100]);
-        StorageRequest::Append { base_lsn, end_lsn, bytes }
+        StorageRequest::Append { base_lsn: Lsn(base_lsn), end_lsn: Lsn(end_lsn), bytes }
     }
 
     /// Appends, bytes and syncs are counted as the worker carries them out, and every sync is
@@ -506,7 +510,7 @@ mod tests {
 
         let second = segment_bytes(worker.stop().path(), 200);
         assert_eq!(second.len(), SEGMENT_HEADER_LEN + 100, "a clean stop leaves no zeros");
-        assert_eq!(&second[..SEGMENT_HEADER_LEN], &header(200)[..]);
+        assert_eq!(&second[..SEGMENT_HEADER_LEN], &header(Lsn(200))[..]);
         assert!(second[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0xB1));
     }
 
@@ -520,7 +524,7 @@ mod tests {
         for round in 1..=20u64 {
             let bytes = Bytes::from(vec![7; chunk as usize]);
             let end_lsn = round * chunk;
-            worker.send(StorageRequest::Append { base_lsn: 0, end_lsn, bytes });
+            worker.send(StorageRequest::Append { base_lsn: Lsn(0), end_lsn: Lsn(end_lsn), bytes });
             worker.sync(end_lsn);
         }
         let records_end = SEGMENT_HEADER_LEN as u64 + 20 * chunk;
@@ -534,12 +538,14 @@ mod tests {
     fn appends_queued_behind_a_sync_ride_along() {
         let dir = tempfile::tempdir().unwrap();
         let (requests, requests_rx) = mpsc::channel();
-        requests.send(StorageRequest::CreateSegment { base_lsn: 0, header: header(0) }).unwrap();
+        requests
+            .send(StorageRequest::CreateSegment { base_lsn: Lsn(0), header: header(Lsn(0)) })
+            .unwrap();
         requests.send(append(0, 100, 1)).unwrap();
-        requests.send(StorageRequest::Sync { through: 100 }).unwrap();
+        requests.send(StorageRequest::Sync { through: Lsn(100) }).unwrap();
         requests.send(append(0, 200, 2)).unwrap();
         requests.send(append(0, 300, 3)).unwrap();
-        requests.send(StorageRequest::DeleteSegment { base_lsn: 7 }).unwrap();
+        requests.send(StorageRequest::DeleteSegment { base_lsn: Lsn(7) }).unwrap();
         drop(requests);
         let (done_tx, done) = mpsc::channel();
         let metrics = Arc::new(StorageMetrics::default());
@@ -549,7 +555,7 @@ mod tests {
             .join()
             .unwrap();
         let reports: Vec<String> = done.iter().map(|d| format!("{d:?}")).collect();
-        assert_eq!(reports[0], "Synced { through: 300 }");
+        assert_eq!(reports[0], "Synced { through: Lsn(300) }");
         // The delete (of a segment that does not exist) was not skipped: it ran after the sync.
         assert!(reports[1].starts_with("Failed"), "{reports:?}");
         assert_eq!(reports.len(), 2, "{reports:?}");

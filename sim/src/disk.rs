@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use chute_core::ids::Lsn;
 use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::manifest::Manifest;
@@ -64,12 +65,12 @@ impl CrashChoices for SimRng {
 /// Part of the log an operator lost while the broker was down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SegmentLoss {
-    DeletedNewest(u64),
-    EmptiedNewest(u64),
-    DeletedOldest(u64),
+    DeletedNewest(Lsn),
+    EmptiedNewest(Lsn),
+    DeletedOldest(Lsn),
     /// The newest segment cut to `keep` bytes, inside what the manifest says was synced.
     CutNewest {
-        base: u64,
+        base: Lsn,
         keep: u64,
     },
 }
@@ -205,7 +206,7 @@ impl Disk {
         for (base, file) in files {
             let data = file.data();
             if data.len() < SEGMENT_HEADER_LEN {
-                expected.truncation = Some((*base, 0));
+                expected.truncation = Some((base.0, 0));
                 continue;
             }
             let mut pos = SEGMENT_HEADER_LEN;
@@ -214,7 +215,7 @@ impl Disk {
                 pos += len;
             }
             if pos < data.len() && Some(*base) == newest {
-                expected.truncation = Some((*base, pos as u64));
+                expected.truncation = Some((base.0, pos as u64));
             }
         }
         expected
@@ -228,22 +229,18 @@ impl Disk {
         let bytes = Bytes::copy_from_slice(newest.data());
         match scan_segment(&bytes, true) {
             Ok(scan) => match scan.next_lsn() {
-                Some(end) => Some(end),
+                Some(end) => Some(end.0),
                 // The newest file holds no whole header: the one before it ends the log.
                 None => {
                     let (_, previous) = files.iter().nth_back(1)?;
                     let bytes = Bytes::copy_from_slice(previous.data());
-                    scan_segment(&bytes, false).ok()?.next_lsn()
+                    scan_segment(&bytes, false).ok()?.next_lsn().map(|end| end.0)
                 }
             },
             Err(_) => None,
         }
     }
 
-    /// Flips one bit of synced data, anywhere but in the last valid record of the newest segment:
-    /// recovery cannot tell damage there from a torn write and cuts it off as one (the limit
-    /// docs/STORAGE.md §10.2 documents), so a flip there would be a lost record, not a detected
-    /// corruption. Returns (segment, offset, bit).
     /// An operator's mistake while the broker is down: the newest segment deleted or
     /// emptied, the oldest deleted (when there are two or more), or the newest cut inside
     /// records the manifest says were synced. Returns what was done, `None` when the disk has
@@ -256,13 +253,14 @@ impl Disk {
             .mem
             .manifest()
             .and_then(|bytes| Manifest::decode_file(bytes).ok())
-            .map_or(0, |m| m.durable_lsn);
+            .map_or(Lsn::ZERO, |m| m.durable_lsn);
         let loss = match rng.below(4) {
             0 => SegmentLoss::DeletedNewest(newest),
             1 => SegmentLoss::EmptiedNewest(newest),
             2 if oldest != newest => SegmentLoss::DeletedOldest(oldest),
             _ if durable_lsn > newest => {
-                let keep = SEGMENT_HEADER_LEN as u64 + rng.range(0, durable_lsn - newest - 1);
+                let synced_records = durable_lsn.bytes_since(newest);
+                let keep = SEGMENT_HEADER_LEN as u64 + rng.range(0, synced_records - 1);
                 SegmentLoss::CutNewest { base: newest, keep }
             }
             _ => return None,
@@ -277,10 +275,14 @@ impl Disk {
         Some(loss)
     }
 
-    pub fn flip_bit(&mut self, rng: &mut SimRng) -> Option<(u64, u64, u8)> {
+    /// Flips one bit of synced data, anywhere but in the last valid record of the newest segment:
+    /// recovery cannot tell damage there from a torn write and cuts it off as one (the limit
+    /// docs/STORAGE.md §10.2 documents), so a flip there would be a lost record, not a detected
+    /// corruption. Returns (segment, offset, bit).
+    pub fn flip_bit(&mut self, rng: &mut SimRng) -> Option<(Lsn, u64, u8)> {
         let files = self.mem.files();
         let newest = *files.keys().next_back()?;
-        let mut ranges: Vec<(u64, usize, usize)> = Vec::new();
+        let mut ranges: Vec<(Lsn, usize, usize)> = Vec::new();
         for (base, file) in files {
             let end = file.synced_len().min(file.data().len());
             if *base != newest {
@@ -292,7 +294,9 @@ impl Disk {
             // Neither the last valid record nor anything after it (a torn tail, cut all the
             // same) may flip.
             let end = match scan.records.last() {
-                Some(last) => (SEGMENT_HEADER_LEN + (last.lsn - scan.base_lsn) as usize).min(end),
+                Some(last) => {
+                    (SEGMENT_HEADER_LEN + last.lsn.bytes_since(scan.base_lsn) as usize).min(end)
+                }
                 None => end.min(SEGMENT_HEADER_LEN),
             };
             ranges.push((*base, 0, end));

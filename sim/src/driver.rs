@@ -201,9 +201,9 @@ impl World {
 
     fn on_storage_request(&mut self, request: StorageRequest) {
         let (op, base, end, len) = match &request {
-            StorageRequest::CreateSegment { base_lsn, .. } => ("create", *base_lsn, 0, 0),
+            StorageRequest::CreateSegment { base_lsn, .. } => ("create", base_lsn.0, 0, 0),
             StorageRequest::Append { base_lsn, end_lsn, bytes } => {
-                match self.oracle.on_append(&self.topology, *end_lsn, bytes) {
+                match self.oracle.on_append(&self.topology, end_lsn.0, bytes) {
                     Ok(stored) => {
                         for (queue, key, seq, end) in stored {
                             self.record(TraceEvent::Logged { queue, key, seq, end });
@@ -211,10 +211,10 @@ impl World {
                     }
                     Err(violation) => self.fail(violation),
                 }
-                ("append", *base_lsn, *end_lsn, bytes.len() as u32)
+                ("append", base_lsn.0, end_lsn.0, bytes.len() as u32)
             }
-            StorageRequest::Sync { through } => ("sync", 0, *through, 0),
-            StorageRequest::DeleteSegment { base_lsn } => ("delete", *base_lsn, 0, 0),
+            StorageRequest::Sync { through } => ("sync", 0, through.0, 0),
+            StorageRequest::DeleteSegment { base_lsn } => ("delete", base_lsn.0, 0, 0),
             StorageRequest::WriteManifest { slot_offset, .. } => ("manifest", *slot_offset, 0, 0),
         };
         self.record(TraceEvent::Storage { op, base, end, len });
@@ -241,15 +241,18 @@ impl World {
                 if let Some(done) = done {
                     match &done {
                         StorageDone::Written { through } => {
-                            self.oracle.on_written(*through);
+                            self.oracle.on_written(through.0);
                             self.record(TraceEvent::StorageDone {
                                 op: "written",
-                                through: *through,
+                                through: through.0,
                             })
                         }
                         StorageDone::Synced { through } => {
-                            self.oracle.on_synced(*through);
-                            self.record(TraceEvent::StorageDone { op: "synced", through: *through })
+                            self.oracle.on_synced(through.0);
+                            self.record(TraceEvent::StorageDone {
+                                op: "synced",
+                                through: through.0,
+                            })
                         }
                         StorageDone::Failed { .. } => {
                             self.stats.fsync_failures += 1;
@@ -315,7 +318,7 @@ impl World {
             };
         if let Some((base, offset, bit)) = flip {
             self.stats.bit_flips += 1;
-            self.record(TraceEvent::Flip { base, offset, bit });
+            self.record(TraceEvent::Flip { base: base.0, offset, bit });
         }
         let loss = if flip.is_none()
             && self.phase == Phase::Faults
@@ -346,10 +349,9 @@ impl World {
                         ),
                     ));
                 }
-                let truncation = report
-                    .truncation
-                    .as_ref()
-                    .map(|t| (parse_segment_file_name(&t.file).unwrap_or(u64::MAX), t.valid_len));
+                let truncation = report.truncation.as_ref().map(|t| {
+                    (parse_segment_file_name(&t.file).map_or(u64::MAX, |b| b.0), t.valid_len)
+                });
                 if truncation != expected.truncation || report.records != expected.records {
                     return self.fail((
                         "recovery",

@@ -13,7 +13,7 @@ use super::leases::{lease_ms, queue_lease_ms};
 use super::outbound::Gate;
 use super::storage::{SyncNeed, LAZY_SYNC_MS};
 use super::Broker;
-use crate::ids::{ConnId, QueueId};
+use crate::ids::{ConnId, Lsn, QueueId};
 use crate::policy::breaker::Breaker;
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::ConsumerKey;
@@ -128,7 +128,7 @@ impl Broker {
             self.release_message(&in_flight.message);
         }
         let need = if ack.request_id == 0 { SyncNeed::Within(LAZY_SYNC_MS) } else { SyncNeed::Now };
-        let mut end = 0;
+        let mut end = Lsn::ZERO;
         for (queue, seqs) in logged {
             end = self.append_record(&Record::<&[u8]>::Acked(Seqs { queue: queue.0, seqs }), need);
         }

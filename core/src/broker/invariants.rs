@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::connection::{ConnState, PauseReason};
 use super::Broker;
-use crate::ids::QueueId;
+use crate::ids::{Lsn, QueueId};
 use crate::queue::ConsumerKey;
 
 impl Broker {
@@ -86,7 +86,7 @@ impl Broker {
 
     /// Every logged message the broker holds is counted live in its segment, and nothing else.
     fn check_liveness_counts(&self) {
-        let mut live: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut live: BTreeMap<Lsn, (u64, u64)> = BTreeMap::new();
         let mut count = |message: &crate::queue::Message| {
             if let Some(segment) = message.segment.get() {
                 let entry = live.entry(segment).or_default();

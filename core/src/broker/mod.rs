@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use chute_protocol::{AttemptOutcome, ErrorCode};
 
 use crate::config::BrokerConfig;
-use crate::ids::{ConnId, QueueId};
+use crate::ids::{ConnId, Lsn, QueueId};
 use crate::io::{Event, Input, Output};
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Queue;
@@ -146,7 +146,7 @@ impl Broker {
     /// `poll_output`). Panics if `config` does not validate: the driver must validate
     /// configuration (and report errors) before starting the core.
     pub fn new(config: BrokerConfig, now: Instant) -> Broker {
-        let log = Log::create(config.storage.clone(), 0, Manifest::default());
+        let log = Log::create(config.storage.clone(), Lsn::ZERO, Manifest::default());
         Broker::new_with_log(config, now, log)
     }
 
@@ -217,7 +217,7 @@ impl Broker {
     }
 
     /// Log segments and what is still live in each, oldest first.
-    pub fn log_segments(&self) -> impl Iterator<Item = (u64, &crate::storage::log::SegmentState)> {
+    pub fn log_segments(&self) -> impl Iterator<Item = (Lsn, &crate::storage::log::SegmentState)> {
         self.log.segments().iter().map(|(base, state)| (*base, state))
     }
 

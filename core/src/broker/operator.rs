@@ -9,7 +9,7 @@ use chute_protocol::{ErrorCode, QueueOptions};
 use super::connection::ConnState;
 use super::errors::{DeclareError, QueueAdminError};
 use super::Broker;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Lsn};
 use crate::time::Instant;
 
 /// A connection as an operator sees it.
@@ -76,12 +76,12 @@ impl Broker {
 
     /// The log position just past the last record appended: a command's records are durable
     /// once [`Broker::log_synced_lsn`] reaches what this was right after it.
-    pub fn log_end_lsn(&self) -> u64 {
+    pub fn log_end_lsn(&self) -> Lsn {
         self.log.end_lsn()
     }
 
     /// How far the log is synced.
-    pub fn log_synced_lsn(&self) -> u64 {
+    pub fn log_synced_lsn(&self) -> Lsn {
         self.log.synced_lsn()
     }
 

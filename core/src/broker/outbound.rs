@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::ids::Lsn;
 pub(crate) use crate::storage::gate::Gate;
 
 #[derive(Debug)]
@@ -82,7 +83,7 @@ impl Outbound {
     }
 
     /// Moves everything whose gate the log has passed to `ready`, in order.
-    pub fn release(&mut self, written_lsn: u64, synced_lsn: u64) {
+    pub fn release(&mut self, written_lsn: Lsn, synced_lsn: Lsn) {
         while let Some(front) = self.held.front() {
             if !front.gate.is_open(written_lsn, synced_lsn) {
                 return;
@@ -131,19 +132,19 @@ mod tests {
     fn held_bytes_keep_their_order() {
         let mut outbound = Outbound::default();
         encode(&mut outbound, b"a");
-        outbound.raise_gate(Gate::synced(10));
+        outbound.raise_gate(Gate::synced(Lsn(10)));
         encode(&mut outbound, b"confirm");
         for _ in 0..3 {
             outbound.accept_unconfirmed();
         }
         outbound.add_confirms(3);
         encode(&mut outbound, b"b");
-        outbound.release(0, 0);
+        outbound.release(Lsn(0), Lsn(0));
         assert_eq!(outbound.take_ready().as_deref(), Some(&b"a"[..]));
-        outbound.release(100, 9);
+        outbound.release(Lsn(100), Lsn(9));
         assert_eq!(outbound.take_ready(), None, "written is not synced");
         assert_eq!(outbound.unconfirmed, 3);
-        outbound.release(10, 10);
+        outbound.release(Lsn(10), Lsn(10));
         assert_eq!(outbound.take_ready().as_deref(), Some(&b"confirmb"[..]));
         assert_eq!(outbound.unconfirmed, 0);
         assert!(outbound.is_empty());
@@ -153,11 +154,11 @@ mod tests {
     #[test]
     fn written_gates() {
         let mut outbound = Outbound::default();
-        outbound.raise_gate(Gate::written(5));
+        outbound.raise_gate(Gate::written(Lsn(5)));
         encode(&mut outbound, b"x");
-        outbound.release(4, 0);
+        outbound.release(Lsn(4), Lsn(0));
         assert_eq!(outbound.take_ready(), None);
-        outbound.release(0, 5);
+        outbound.release(Lsn(0), Lsn(5));
         assert_eq!(outbound.take_ready().as_deref(), Some(&b"x"[..]));
     }
 }

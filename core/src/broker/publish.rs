@@ -12,7 +12,7 @@ use super::outbound::Gate;
 use super::rate_limits::WaitingPublishes;
 use super::storage::{stored, SyncNeed};
 use super::Broker;
-use crate::ids::{ConnId, MessageSeq, QueueId};
+use crate::ids::{ConnId, Lsn, MessageSeq, QueueId};
 use crate::queue::{own_payloads, Message, MessageExtras, SegmentRef};
 use crate::storage::records::{Published, Record};
 use crate::time::Instant;
@@ -204,7 +204,7 @@ impl Broker {
     }
 
     /// What a confirm of a record at `end` must wait for on this queue.
-    fn queue_gate(&self, queue: QueueId, end: u64) -> Gate {
+    fn queue_gate(&self, queue: QueueId, end: Lsn) -> Gate {
         match self.queues[&queue].options.durability {
             Durability::None => Gate::default(),
             // MUTANT confirm-before-sync: the confirm and first delivery leave on append.

@@ -41,7 +41,7 @@ impl Broker {
         }
         let (log_segments, log_bytes) =
             self.log_segments().fold((0, 0), |(count, bytes), (base, state)| {
-                (count + 1, bytes + (state.end_lsn - base))
+                (count + 1, bytes + state.end_lsn.bytes_since(base))
             });
         BrokerStats {
             connections: self.connections.len() as u64,

@@ -7,7 +7,7 @@ use super::connection::PauseReason;
 use super::outbound::Gate;
 use super::timers::TimerKey;
 use super::Broker;
-use crate::ids::{ConnId, QueueId};
+use crate::ids::{ConnId, Lsn, QueueId};
 use crate::queue::{Message, SegmentRef};
 use crate::storage::io::StorageDone;
 use crate::storage::log::Progress;
@@ -38,7 +38,7 @@ impl Broker {
         &mut self,
         record: &Record<P>,
         need: SyncNeed,
-    ) -> u64 {
+    ) -> Lsn {
         if self.log.active_is_full() {
             self.log.rotate();
             self.write_checkpoint();

@@ -9,7 +9,7 @@ use chute_protocol::{
     AttemptRecord, DeadReason, Delivery, Header, PublishMessage, ATTEMPT_HISTORY_MAX,
 };
 
-use crate::ids::{MessageSeq, QueueId};
+use crate::ids::{Lsn, MessageSeq, QueueId};
 use crate::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,12 +66,12 @@ impl SegmentRef {
 
     /// The segment starting at `base_lsn`. (`u64::MAX`, which would read as none, is not a
     /// segment base: a log reaches it after 16 EiB.)
-    pub fn new(base_lsn: u64) -> SegmentRef {
-        SegmentRef(NonZeroU64::new(base_lsn.wrapping_add(1)))
+    pub fn new(base_lsn: Lsn) -> SegmentRef {
+        SegmentRef(NonZeroU64::new(base_lsn.0.wrapping_add(1)))
     }
 
-    pub fn get(self) -> Option<u64> {
-        self.0.map(|stored| stored.get() - 1)
+    pub fn get(self) -> Option<Lsn> {
+        self.0.map(|stored| Lsn(stored.get() - 1))
     }
 
     pub fn is_some(self) -> bool {
@@ -211,8 +211,8 @@ mod tests {
     #[test]
     fn a_plain_message_is_eighty_bytes() {
         assert_eq!(std::mem::size_of::<Message>(), 80);
-        let segment = SegmentRef::new(0);
-        assert_eq!((segment.get(), SegmentRef::NONE.get()), (Some(0), None));
-        assert_eq!(SegmentRef::new(1 << 40).get(), Some(1 << 40));
+        let segment = SegmentRef::new(Lsn(0));
+        assert_eq!((segment.get(), SegmentRef::NONE.get()), (Some(Lsn(0)), None));
+        assert_eq!(SegmentRef::new(Lsn(1 << 40)).get(), Some(Lsn(1 << 40)));
     }
 }

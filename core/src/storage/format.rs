@@ -69,6 +69,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::ids::Lsn;
+
 use super::io::StorageRequest;
 
 #[cfg(test)]
@@ -96,19 +98,19 @@ const SEGMENT_NAME_DIGITS: usize = 20;
 const SEGMENT_NAME_SUFFIX: &str = ".log";
 
 /// The file name of the segment whose first record has LSN `base_lsn`: `{base_lsn:020}.log`.
-pub fn segment_file_name(base_lsn: u64) -> String {
-    format!("{base_lsn:0width$}{SEGMENT_NAME_SUFFIX}", width = SEGMENT_NAME_DIGITS)
+pub fn segment_file_name(base_lsn: Lsn) -> String {
+    format!("{:0width$}{SEGMENT_NAME_SUFFIX}", base_lsn.0, width = SEGMENT_NAME_DIGITS)
 }
 
 /// The base LSN a segment file's name gives, or `None` when the name is not a segment's:
 /// exactly 20 ASCII digits (a `u64`) followed by `.log`. Recovery reads only such files and
 /// leaves any other alone.
-pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     let digits = name.strip_suffix(SEGMENT_NAME_SUFFIX)?;
     if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().map(Lsn)
 }
 
 /// How a storage request is named when it fails (docs/STORAGE.md §12): `create segment
@@ -132,12 +134,12 @@ pub fn storage_request_label(request: &StorageRequest) -> String {
 }
 
 /// The header of a segment whose first record will have LSN `base_lsn`.
-pub fn segment_header(base_lsn: u64) -> [u8; SEGMENT_HEADER_LEN] {
+pub fn segment_header(base_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN] {
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     header[12..16].copy_from_slice(&0u32.to_le_bytes());
-    header[16..24].copy_from_slice(&base_lsn.to_le_bytes());
+    header[16..24].copy_from_slice(&base_lsn.0.to_le_bytes());
     header
 }
 
@@ -201,7 +203,7 @@ fn record_crc(len_bytes: [u8; 4], kind_and_body: &[u8]) -> u32 {
 /// One valid record, as found by [`scan_segment`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawRecord {
-    pub lsn: u64,
+    pub lsn: Lsn,
     pub kind: u8,
     /// A slice of the scanned segment's bytes: no copy.
     pub body: Bytes,
@@ -211,7 +213,7 @@ pub struct RawRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentScan {
     /// From the header; 0 when the header itself is torn (`valid_len == 0`).
-    pub base_lsn: u64,
+    pub base_lsn: Lsn,
     /// Every valid record, in file order.
     pub records: Vec<RawRecord>,
     /// The bytes of the file that hold the header and whole valid records: at least
@@ -229,10 +231,10 @@ impl SegmentScan {
     /// The LSN the next record appended to this segment (after truncating any torn tail) gets,
     /// or `None` when the header is torn and the base LSN is unknown (the driver knows it from
     /// the file's name, or from the end of the previous segment).
-    pub fn next_lsn(&self) -> Option<u64> {
+    pub fn next_lsn(&self) -> Option<Lsn> {
         let records_len = self.valid_len.checked_sub(SEGMENT_HEADER_LEN as u64)?;
         // Cannot overflow: the scan refuses a base_lsn with no room for the file's bytes.
-        Some(self.base_lsn + records_len)
+        Some(self.base_lsn.plus(records_len))
     }
 }
 
@@ -259,7 +261,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
     if file_len < SEGMENT_HEADER_LEN {
         if is_last && is_header_prefix(data) {
             return Ok(SegmentScan {
-                base_lsn: 0,
+                base_lsn: Lsn::ZERO,
                 records: Vec::new(),
                 valid_len: 0,
                 torn_tail: Some(file_len as u64),
@@ -292,7 +294,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
                 let end = pos + LEN_CRC_LEN + len;
                 records.push(RawRecord {
                     // parse_header checked that every offset in the file has an LSN.
-                    lsn: base_lsn + (pos - SEGMENT_HEADER_LEN) as u64,
+                    lsn: base_lsn.plus((pos - SEGMENT_HEADER_LEN) as u64),
                     kind: data[pos + LEN_CRC_LEN],
                     body: bytes.slice(pos + RECORD_HEADER_LEN..end),
                 });
@@ -326,13 +328,13 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
 /// short: magic, version and flags as far as they go; the base LSN may be anything.
 fn is_header_prefix(data: &[u8]) -> bool {
     const FIXED_LEN: usize = 16; // magic, version, flags
-    let expected = segment_header(0);
+    let expected = segment_header(Lsn::ZERO);
     let n = data.len().min(FIXED_LEN);
     data[..n] == expected[..n]
 }
 
 /// The base LSN of a segment whose file starts with a full header.
-fn parse_header(data: &[u8]) -> Result<u64, ScanError> {
+fn parse_header(data: &[u8]) -> Result<Lsn, ScanError> {
     let bad = |reason: String| Err(ScanError::BadHeader { reason });
     let magic = &data[0..8];
     if magic != SEGMENT_MAGIC {
@@ -358,7 +360,7 @@ fn parse_header(data: &[u8]) -> Result<u64, ScanError> {
             "base LSN {base_lsn} leaves no room for the file's {records_len} bytes of records"
         ));
     }
-    Ok(base_lsn)
+    Ok(Lsn(base_lsn))
 }
 
 fn u32_le(data: &[u8], at: usize) -> u32 {

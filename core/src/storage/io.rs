@@ -5,19 +5,21 @@
 
 use bytes::Bytes;
 
+use crate::ids::Lsn;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageRequest {
     /// Create the segment file for `base_lsn` and write `header` into it. The directory entry
     /// is made durable by the next `Sync`.
-    CreateSegment { base_lsn: u64, header: Bytes },
+    CreateSegment { base_lsn: Lsn, header: Bytes },
     /// Append `bytes` to the segment `base_lsn`; they end at log position `end_lsn`.
-    Append { base_lsn: u64, end_lsn: u64, bytes: Bytes },
+    Append { base_lsn: Lsn, end_lsn: Lsn, bytes: Bytes },
     /// fdatasync every segment written since the last sync, and the directory if segments were
     /// created or deleted since; then report `Synced { through }`. A worker may first carry out
     /// appends queued after the sync and report a `through` past the one asked for.
-    Sync { through: u64 },
+    Sync { through: Lsn },
     /// Delete the segment file `base_lsn`; its removal is made durable by the next `Sync`.
-    DeleteSegment { base_lsn: u64 },
+    DeleteSegment { base_lsn: Lsn },
     /// Make every segment created before this request durable (its file and the directory
     /// entry), then write `slot` at `slot_offset` of the manifest file (creating the file, and
     /// making its directory entry durable, the first time) and sync it before carrying out
@@ -28,10 +30,10 @@ pub enum StorageRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageDone {
     /// Every `Append` up to `through` is written (in the page cache, not yet synced).
-    Written { through: u64 },
+    Written { through: Lsn },
     /// Every `Append` up to `through` is on disk: at least the `through` of the `Sync` it
     /// answers, or further if the worker took later appends into the same sync.
-    Synced { through: u64 },
+    Synced { through: Lsn },
     /// A request failed. The broker halts: after a failed write or fsync the page cache cannot
     /// be trusted, and only recovery from disk can.
     Failed { request: String, error: String },

@@ -11,6 +11,7 @@ use super::format::segment_header;
 use super::io::{StorageDone, StorageRequest};
 use super::manifest::Manifest;
 use super::records::Record;
+use crate::ids::Lsn;
 
 /// Storage settings an operator may tune.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,35 +42,35 @@ impl Default for StorageConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SegmentState {
     /// Log position just past its last record.
-    pub end_lsn: u64,
+    pub end_lsn: Lsn,
     /// Messages published into it (or copied into it) that are not yet settled.
     pub live_messages: u64,
     pub live_bytes: u64,
     /// Position just past the checkpoint the segment starts with.
-    pub checkpoint_end_lsn: u64,
+    pub checkpoint_end_lsn: Lsn,
     /// Compaction copied the live messages forward; the segment may go once this is synced.
-    pub delete_after_lsn: Option<u64>,
+    pub delete_after_lsn: Option<Lsn>,
 }
 
 /// Progress the broker reacts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
-    Written(u64),
-    Synced(u64),
+    Written(Lsn),
+    Synced(Lsn),
 }
 
 #[derive(Debug)]
 pub struct Log {
     config: StorageConfig,
     /// Base position of the segment records are appended to.
-    active_base: u64,
+    active_base: Lsn,
     /// Records encoded and not yet handed to the worker; they start at `end_lsn - pending.len()`.
     pending: BytesMut,
-    end_lsn: u64,
-    written_lsn: u64,
-    synced_lsn: u64,
-    sync_in_flight: Option<u64>,
-    segments: BTreeMap<u64, SegmentState>,
+    end_lsn: Lsn,
+    written_lsn: Lsn,
+    synced_lsn: Lsn,
+    sync_in_flight: Option<Lsn>,
+    segments: BTreeMap<Lsn, SegmentState>,
     requests: VecDeque<StorageRequest>,
     /// The last manifest handed to the worker (or found by recovery).
     manifest: Manifest,
@@ -78,7 +79,7 @@ pub struct Log {
 impl Log {
     /// A log whose first segment starts at `base_lsn`, to be created; its manifests follow
     /// `manifest` (the default, for a data directory that had none).
-    pub fn create(config: StorageConfig, base_lsn: u64, manifest: Manifest) -> Log {
+    pub fn create(config: StorageConfig, base_lsn: Lsn, manifest: Manifest) -> Log {
         let mut log = Log::resume(config, BTreeMap::new(), base_lsn, base_lsn, manifest);
         log.open_segment(base_lsn);
         log
@@ -89,9 +90,9 @@ impl Log {
     /// default, sequence 0, when there was none): the next one written follows it.
     pub fn resume(
         config: StorageConfig,
-        segments: BTreeMap<u64, SegmentState>,
-        active_base: u64,
-        end_lsn: u64,
+        segments: BTreeMap<Lsn, SegmentState>,
+        active_base: Lsn,
+        end_lsn: Lsn,
         manifest: Manifest,
     ) -> Log {
         Log {
@@ -110,23 +111,23 @@ impl Log {
 
     // ---- getters ----
 
-    pub fn end_lsn(&self) -> u64 {
+    pub fn end_lsn(&self) -> Lsn {
         self.end_lsn
     }
 
-    pub fn written_lsn(&self) -> u64 {
+    pub fn written_lsn(&self) -> Lsn {
         self.written_lsn
     }
 
-    pub fn synced_lsn(&self) -> u64 {
+    pub fn synced_lsn(&self) -> Lsn {
         self.synced_lsn
     }
 
-    pub fn active_base(&self) -> u64 {
+    pub fn active_base(&self) -> Lsn {
         self.active_base
     }
 
-    pub fn segments(&self) -> &BTreeMap<u64, SegmentState> {
+    pub fn segments(&self) -> &BTreeMap<Lsn, SegmentState> {
         &self.segments
     }
 
@@ -139,8 +140,8 @@ impl Log {
         let max = self.config.segment_bytes_max;
         let checkpoint_end =
             self.segments[&self.active_base].checkpoint_end_lsn.max(self.active_base);
-        let records = self.end_lsn.saturating_sub(checkpoint_end);
-        self.end_lsn - self.active_base + header >= max && records >= max / 2
+        let records = self.end_lsn.0.saturating_sub(checkpoint_end.0);
+        self.end_lsn.bytes_since(self.active_base) + header >= max && records >= max / 2
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -155,9 +156,9 @@ impl Log {
     // ---- writing ----
 
     /// Encodes a record at the end of the log; returns the position just past it.
-    pub fn append<P: AsRef<[u8]>>(&mut self, record: &Record<P>) -> u64 {
+    pub fn append<P: AsRef<[u8]>>(&mut self, record: &Record<P>) -> Lsn {
         let len = record.encode(&mut self.pending) as u64;
-        self.end_lsn += len;
+        self.end_lsn = self.end_lsn.plus(len);
         self.segments.get_mut(&self.active_base).expect("active segment").end_lsn = self.end_lsn;
         self.end_lsn
     }
@@ -169,7 +170,7 @@ impl Log {
         self.open_segment(self.end_lsn);
     }
 
-    fn open_segment(&mut self, base_lsn: u64) {
+    fn open_segment(&mut self, base_lsn: Lsn) {
         debug_assert!(!self.segments.contains_key(&base_lsn) || self.segments.is_empty());
         self.active_base = base_lsn;
         self.segments
@@ -253,13 +254,13 @@ impl Log {
     }
 
     /// Records where the checkpoint of the active segment ends.
-    pub fn mark_checkpoint_end(&mut self, lsn: u64) {
+    pub fn mark_checkpoint_end(&mut self, lsn: Lsn) {
         self.segments.get_mut(&self.active_base).expect("active segment").checkpoint_end_lsn = lsn;
     }
 
     /// The oldest segment, if it may be deleted now: nothing in it is live, what replaced its
     /// live messages is synced, and so is the checkpoint of the segment after it.
-    pub fn deletable_head(&self) -> Option<u64> {
+    pub fn deletable_head(&self) -> Option<Lsn> {
         let mut segments = self.segments.iter();
         let (&base, head) = segments.next()?;
         let (_, next) = segments.next()?;
@@ -273,12 +274,12 @@ impl Log {
     /// when it is mostly dead, or when it holds less live data than the dead data stuck behind
     /// it (only the oldest segment is ever deleted, so a long-lived message there would
     /// otherwise pin every later segment, however dead).
-    pub fn compaction_candidate(&self) -> Option<u64> {
+    pub fn compaction_candidate(&self) -> Option<Lsn> {
         let (&base, head) = self.segments.iter().next()?;
         if base == self.active_base || head.live_messages == 0 || head.delete_after_lsn.is_some() {
             return None;
         }
-        let size = head.end_lsn - base;
+        let size = head.end_lsn.bytes_since(base);
         let mostly_dead =
             head.live_bytes * 100 < u64::from(self.config.compact_live_percent) * size;
         let dead_behind: u64 = self
@@ -286,13 +287,13 @@ impl Log {
             .iter()
             .skip(1)
             .filter(|(b, _)| **b != self.active_base)
-            .map(|(b, s)| (s.end_lsn - b).saturating_sub(s.live_bytes))
+            .map(|(b, s)| s.end_lsn.bytes_since(*b).saturating_sub(s.live_bytes))
             .sum();
         (mostly_dead || head.live_bytes < dead_behind).then_some(base)
     }
 
     /// The segment's live messages were copied forward up to `lsn`.
-    pub fn delete_after(&mut self, base_lsn: u64, lsn: u64) {
+    pub fn delete_after(&mut self, base_lsn: Lsn, lsn: Lsn) {
         self.segments.get_mut(&base_lsn).expect("segment exists").delete_after_lsn = Some(lsn);
     }
 
@@ -321,13 +322,13 @@ impl Log {
 
     // ---- liveness ----
 
-    pub fn add_live(&mut self, segment: u64, bytes: u64) {
+    pub fn add_live(&mut self, segment: Lsn, bytes: u64) {
         let state = self.segments.get_mut(&segment).expect("live message's segment exists");
         state.live_messages += 1;
         state.live_bytes += bytes;
     }
 
-    pub fn remove_live(&mut self, segment: u64, bytes: u64) {
+    pub fn remove_live(&mut self, segment: Lsn, bytes: u64) {
         let state = self.segments.get_mut(&segment).expect("live message's segment exists");
         assert!(state.live_messages > 0, "segment liveness went negative");
         state.live_messages -= 1;

@@ -32,6 +32,7 @@
 //! when a graceful stop has synced everything.
 
 use super::format::segment_file_name;
+use crate::ids::Lsn;
 
 /// Bytes of one slot.
 pub const MANIFEST_SLOT_LEN: usize = 64;
@@ -49,9 +50,9 @@ const CRC_OFFSET: usize = 60;
 pub struct Manifest {
     /// Higher is newer; the slot is `sequence % 2`.
     pub sequence: u64,
-    pub oldest_base_lsn: u64,
-    pub newest_base_lsn: u64,
-    pub durable_lsn: u64,
+    pub oldest_base_lsn: Lsn,
+    pub newest_base_lsn: Lsn,
+    pub durable_lsn: Lsn,
 }
 
 /// Why the manifest file could not be read.
@@ -71,9 +72,9 @@ impl Manifest {
         slot[0..8].copy_from_slice(&MANIFEST_MAGIC);
         slot[8..12].copy_from_slice(&MANIFEST_VERSION.to_le_bytes());
         slot[16..24].copy_from_slice(&self.sequence.to_le_bytes());
-        slot[24..32].copy_from_slice(&self.oldest_base_lsn.to_le_bytes());
-        slot[32..40].copy_from_slice(&self.newest_base_lsn.to_le_bytes());
-        slot[40..48].copy_from_slice(&self.durable_lsn.to_le_bytes());
+        slot[24..32].copy_from_slice(&self.oldest_base_lsn.0.to_le_bytes());
+        slot[32..40].copy_from_slice(&self.newest_base_lsn.0.to_le_bytes());
+        slot[40..48].copy_from_slice(&self.durable_lsn.0.to_le_bytes());
         let crc = crc32c::crc32c(&slot[..CRC_OFFSET]);
         slot[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
         slot
@@ -99,7 +100,7 @@ impl Manifest {
     }
 
     /// The manifest that follows this one, with the given contents.
-    pub fn next(&self, oldest_base_lsn: u64, newest_base_lsn: u64, durable_lsn: u64) -> Manifest {
+    pub fn next(&self, oldest_base_lsn: Lsn, newest_base_lsn: Lsn, durable_lsn: Lsn) -> Manifest {
         assert!(oldest_base_lsn <= newest_base_lsn, "oldest segment after the newest");
         assert!(durable_lsn >= self.durable_lsn, "the durable end moved back");
         Manifest { sequence: self.sequence + 1, oldest_base_lsn, newest_base_lsn, durable_lsn }
@@ -119,9 +120,9 @@ fn decode_slot(slot: &[u8]) -> Result<Option<Manifest>, ManifestError> {
     }
     Ok(Some(Manifest {
         sequence: field(16),
-        oldest_base_lsn: field(24),
-        newest_base_lsn: field(32),
-        durable_lsn: field(40),
+        oldest_base_lsn: Lsn(field(24)),
+        newest_base_lsn: Lsn(field(32)),
+        durable_lsn: Lsn(field(40)),
     }))
 }
 
@@ -143,16 +144,16 @@ pub enum LogCutShort {
         "the log ends at position {end_lsn}, but everything up to {durable_lsn} was synced \
          ({missing_bytes} bytes of synced records are gone from the newest segment {file})"
     )]
-    SyncedRecordsMissing { file: String, end_lsn: u64, durable_lsn: u64, missing_bytes: u64 },
+    SyncedRecordsMissing { file: String, end_lsn: Lsn, durable_lsn: Lsn, missing_bytes: u64 },
 }
 
 /// Checks what recovery found (the base of the oldest and newest segment kept, and where the
 /// valid records end) against the manifest.
 pub fn check_log_against(
     manifest: &Manifest,
-    oldest_kept: Option<u64>,
-    newest_kept: Option<u64>,
-    end_lsn: u64,
+    oldest_kept: Option<Lsn>,
+    newest_kept: Option<Lsn>,
+    end_lsn: Lsn,
 ) -> Result<(), LogCutShort> {
     if newest_kept.is_none_or(|newest| newest < manifest.newest_base_lsn) {
         let file = segment_file_name(manifest.newest_base_lsn);
@@ -167,7 +168,7 @@ pub fn check_log_against(
             file: segment_file_name(newest_kept.expect("checked above")),
             end_lsn,
             durable_lsn: manifest.durable_lsn,
-            missing_bytes: manifest.durable_lsn - end_lsn,
+            missing_bytes: manifest.durable_lsn.bytes_since(end_lsn),
         });
     }
     Ok(())
@@ -178,7 +179,12 @@ mod tests {
     use super::*;
 
     fn manifest(sequence: u64) -> Manifest {
-        Manifest { sequence, oldest_base_lsn: 0, newest_base_lsn: 4096, durable_lsn: 5000 }
+        Manifest {
+            sequence,
+            oldest_base_lsn: Lsn(0),
+            newest_base_lsn: Lsn(4096),
+            durable_lsn: Lsn(5000),
+        }
     }
 
     fn file(slots: &[[u8; MANIFEST_SLOT_LEN]]) -> Vec<u8> {
@@ -210,8 +216,13 @@ mod tests {
     /// The encoding is the documented one.
     #[test]
     fn encoding_vector() {
-        let slot = Manifest { sequence: 2, oldest_base_lsn: 1, newest_base_lsn: 3, durable_lsn: 7 }
-            .encode();
+        let slot = Manifest {
+            sequence: 2,
+            oldest_base_lsn: Lsn(1),
+            newest_base_lsn: Lsn(3),
+            durable_lsn: Lsn(7),
+        }
+        .encode();
         assert_eq!(&slot[0..8], b"CHUTEMAN");
         assert_eq!(slot[8..24], [1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!((slot[24], slot[32], slot[40]), (1, 3, 7));
@@ -221,17 +232,17 @@ mod tests {
     #[test]
     fn a_log_cut_short_is_named() {
         let m = manifest(3);
-        assert_eq!(check_log_against(&m, Some(0), Some(4096), 5000), Ok(()));
-        assert_eq!(check_log_against(&m, Some(0), Some(8192), 9000), Ok(()));
+        assert_eq!(check_log_against(&m, Some(Lsn(0)), Some(Lsn(4096)), Lsn(5000)), Ok(()));
+        assert_eq!(check_log_against(&m, Some(Lsn(0)), Some(Lsn(8192)), Lsn(9000)), Ok(()));
         assert!(matches!(
-            check_log_against(&m, Some(0), Some(0), 4000),
+            check_log_against(&m, Some(Lsn(0)), Some(Lsn(0)), Lsn(4000)),
             Err(LogCutShort::NewestSegmentMissing { .. })
         ));
         assert!(matches!(
-            check_log_against(&m, Some(2048), Some(4096), 5000),
+            check_log_against(&m, Some(Lsn(2048)), Some(Lsn(4096)), Lsn(5000)),
             Err(LogCutShort::OldestSegmentMissing { .. })
         ));
-        let err = check_log_against(&m, Some(0), Some(4096), 4500).unwrap_err();
+        let err = check_log_against(&m, Some(Lsn(0)), Some(Lsn(4096)), Lsn(4500)).unwrap_err();
         assert!(err.to_string().contains("500 bytes of synced records"), "{err}");
     }
 }

@@ -232,7 +232,8 @@ mod tests {
         let mut out = BytesMut::new();
         let len = record.encode(&mut out);
         assert_eq!(len, out.len());
-        let mut segment = BytesMut::from(&super::super::format::segment_header(0)[..]);
+        let mut segment =
+            BytesMut::from(&super::super::format::segment_header(crate::ids::Lsn(0))[..]);
         segment.extend_from_slice(&out);
         let scan =
             super::super::format::scan_segment(&segment.freeze(), true).expect("valid segment");

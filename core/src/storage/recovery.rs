@@ -17,6 +17,7 @@ use super::records::{
     Counters, DeadLettered, Failed, Published, QueueRef, Record, RecordDecodeError, Redriven, Seqs,
     StoredDead, StoredMessage,
 };
+use crate::ids::Lsn;
 
 /// One segment file as the driver read it.
 #[derive(Clone, Debug)]
@@ -42,7 +43,7 @@ pub struct RecoveredQueue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveredMessage {
     /// The segment holding its latest `Published` record.
-    pub segment: u64,
+    pub segment: Lsn,
     pub seq: u64,
     pub published_unix_ms: u64,
     pub attempts: u32,
@@ -65,7 +66,7 @@ pub struct RareParts {
 }
 
 impl RecoveredMessage {
-    fn new(segment: u64, stored: StoredMessage) -> RecoveredMessage {
+    fn new(segment: Lsn, stored: StoredMessage) -> RecoveredMessage {
         let rare = RareParts {
             not_before_unix_ms: stored.not_before_unix_ms,
             id: stored.id,
@@ -116,10 +117,10 @@ pub struct RecoveredLog {
     pub bindings: BTreeSet<(String, u64)>,
     pub counters: Counters,
     /// Every segment kept, with its live messages counted.
-    pub segments: BTreeMap<u64, SegmentState>,
+    pub segments: BTreeMap<Lsn, SegmentState>,
     /// The newest segment kept, where appending resumes.
-    pub last_segment: Option<u64>,
-    pub end_lsn: u64,
+    pub last_segment: Option<Lsn>,
+    pub end_lsn: Lsn,
     pub truncation: Option<Truncation>,
     pub records: u64,
     /// The manifest recovery read (sequence 0 when there was none).
@@ -179,9 +180,9 @@ pub enum RecoveryError {
     #[error("segment {file} is {source}")]
     Segment { file: String, source: ScanError },
     #[error("segment {file} starts at log position {base_lsn}, but the segment before it ends at {expected_lsn}: a segment is missing or out of order")]
-    Gap { file: String, base_lsn: u64, expected_lsn: u64 },
+    Gap { file: String, base_lsn: Lsn, expected_lsn: Lsn },
     #[error("segment {file}, record at log position {lsn}: {source}")]
-    Record { file: String, lsn: u64, source: RecordDecodeError },
+    Record { file: String, lsn: Lsn, source: RecordDecodeError },
 }
 
 /// Rebuilds the durable state from segment files given oldest first, and checks it against the
@@ -204,7 +205,7 @@ pub fn recover_log(image: &LogImage) -> Result<RecoveredLog, RecoveryError> {
 
 fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError> {
     let mut state = RecoveredLog::default();
-    let mut expected_lsn: Option<u64> = None;
+    let mut expected_lsn: Option<Lsn> = None;
     for (index, file) in files.iter().enumerate() {
         let is_last = index + 1 == files.len();
         let scan = scan_segment(&file.bytes, is_last)
@@ -263,7 +264,7 @@ fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError
 }
 
 impl RecoveredLog {
-    fn apply(&mut self, segment: u64, record: Record) {
+    fn apply(&mut self, segment: Lsn, record: Record) {
         match record {
             Record::Counters(counters) => {
                 self.counters.next_queue_id =
@@ -325,7 +326,7 @@ impl RecoveredLog {
         }
     }
 
-    fn apply_published(&mut self, segment: u64, queue: u64, message: StoredMessage) {
+    fn apply_published(&mut self, segment: Lsn, queue: u64, message: StoredMessage) {
         self.counters.next_message_seq = self.counters.next_message_seq.max(message.seq + 1);
         let Some(queue) = self.queues.get_mut(&queue) else { return };
         if let (Some(id), Some(window_ms)) = (&message.id, queue.options.dedup_window_ms) {

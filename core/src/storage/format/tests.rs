@@ -2,13 +2,14 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
+use crate::ids::Lsn;
 
 const BASE: u64 = 1_000;
 
 /// A segment starting at LSN `BASE` holding `records`.
 fn segment(records: &[(u8, &[u8])]) -> BytesMut {
     let mut out = BytesMut::new();
-    out.extend_from_slice(&segment_header(BASE));
+    out.extend_from_slice(&segment_header(Lsn(BASE)));
     for (kind, body) in records {
         append_record(&mut out, *kind, body);
     }
@@ -54,7 +55,7 @@ fn kinds_and_bodies(scan: &SegmentScan) -> Vec<(u8, Vec<u8>)> {
 
 #[test]
 fn header_is_magic_version_flags_base_lsn() {
-    let header = segment_header(0x0102_0304_0506_0708);
+    let header = segment_header(Lsn(0x0102_0304_0506_0708));
     assert_eq!(&header[0..8], b"CHUTELOG");
     assert_eq!(&header[8..12], &[1, 0, 0, 0]);
     assert_eq!(&header[12..16], &[0, 0, 0, 0]);
@@ -116,8 +117,8 @@ fn appending_a_record_over_the_limit_is_a_bug() {
 fn clean_segment_yields_every_record_with_its_lsn() {
     let bytes = segment(&[(1, b"a"), (2, b""), (255, b"third")]);
     let scan = scan(&bytes, false).unwrap();
-    assert_eq!(scan.base_lsn, BASE);
-    let lsns: Vec<u64> = scan.records.iter().map(|r| r.lsn).collect();
+    assert_eq!(scan.base_lsn, Lsn(BASE));
+    let lsns: Vec<u64> = scan.records.iter().map(|r| r.lsn.0).collect();
     assert_eq!(lsns, vec![BASE, BASE + 10, BASE + 19]);
     assert_eq!(
         kinds_and_bodies(&scan),
@@ -125,18 +126,18 @@ fn clean_segment_yields_every_record_with_its_lsn() {
     );
     assert_eq!(scan.valid_len, bytes.len() as u64);
     assert_eq!(scan.torn_tail, None);
-    assert_eq!(scan.next_lsn(), Some(BASE + 33));
+    assert_eq!(scan.next_lsn(), Some(Lsn(BASE + 33)));
 }
 
 #[test]
 fn header_only_segment_is_clean_and_empty() {
     for is_last in [false, true] {
-        let scan = scan(&segment_header(5), is_last).unwrap();
-        assert_eq!(scan.base_lsn, 5);
+        let scan = scan(&segment_header(Lsn(5)), is_last).unwrap();
+        assert_eq!(scan.base_lsn, Lsn(5));
         assert!(scan.records.is_empty());
         assert_eq!(scan.valid_len, 24);
         assert_eq!(scan.torn_tail, None);
-        assert_eq!(scan.next_lsn(), Some(5));
+        assert_eq!(scan.next_lsn(), Some(Lsn(5)));
     }
 }
 
@@ -158,7 +159,7 @@ fn bodies_share_the_segment_buffer() {
 /// Nothing is lost: no record can have been written after an incomplete header.
 #[test]
 fn a_partial_header_in_the_newest_segment_is_a_torn_tail() {
-    let header = segment_header(u64::MAX);
+    let header = segment_header(Lsn(u64::MAX));
     for len in 0..SEGMENT_HEADER_LEN {
         let scan = scan(&header[..len], true).unwrap();
         assert_eq!(scan.valid_len, 0, "prefix of {len} bytes");
@@ -170,7 +171,7 @@ fn a_partial_header_in_the_newest_segment_is_a_torn_tail() {
 
 #[test]
 fn a_partial_header_in_an_older_segment_is_a_bad_header() {
-    let header = segment_header(3);
+    let header = segment_header(Lsn(3));
     for len in 0..SEGMENT_HEADER_LEN {
         let reason = bad_header_reason(scan(&header[..len], false));
         assert!(reason.contains("shorter than the 24-byte header"), "{reason}");
@@ -183,7 +184,7 @@ fn a_short_file_that_is_not_a_header_prefix_is_a_bad_header() {
         bad_header_reason(scan(bytes, true));
     }
     // Flags are part of the prefix check too.
-    let mut header = segment_header(0);
+    let mut header = segment_header(Lsn(0));
     header[13] = 1;
     bad_header_reason(scan(&header[..14], true));
 }
@@ -216,17 +217,17 @@ fn a_zero_filled_header_is_a_bad_header() {
 #[test]
 fn a_base_lsn_without_room_for_the_file_is_a_bad_header() {
     let mut bytes = BytesMut::new();
-    bytes.extend_from_slice(&segment_header(u64::MAX - 5));
+    bytes.extend_from_slice(&segment_header(Lsn(u64::MAX - 5)));
     append_record(&mut bytes, 1, b"0123456789");
     let reason = bad_header_reason(scan(&bytes, true));
     assert!(reason.contains("no room"), "{reason}");
     // Exactly enough room is fine.
     let mut bytes = BytesMut::new();
-    bytes.extend_from_slice(&segment_header(u64::MAX - 19));
+    bytes.extend_from_slice(&segment_header(Lsn(u64::MAX - 19)));
     append_record(&mut bytes, 1, b"0123456789");
     let scan = scan(&bytes, true).unwrap();
-    assert_eq!(scan.records[0].lsn, u64::MAX - 19);
-    assert_eq!(scan.next_lsn(), Some(u64::MAX));
+    assert_eq!(scan.records[0].lsn, Lsn(u64::MAX - 19));
+    assert_eq!(scan.next_lsn(), Some(Lsn(u64::MAX)));
 }
 
 // ---- torn tails ----
@@ -316,7 +317,7 @@ fn a_length_past_the_end_followed_by_nothing_valid_is_a_torn_tail() {
 #[test]
 fn a_huge_length_in_a_short_file_is_harmless() {
     for len in [u32::MAX, RECORD_LEN_MAX, RECORD_LEN_MAX + 1] {
-        let mut bytes = segment_header(0).to_vec();
+        let mut bytes = segment_header(Lsn(0)).to_vec();
         bytes.extend_from_slice(&raw_record(len, 1, b"x", None));
         assert_torn(&bytes, 24, 0);
     }
@@ -444,7 +445,7 @@ fn every_prefix_keeps_exactly_the_whole_records() {
 #[test]
 fn ten_thousand_records_of_256_bytes_scan_back() {
     let mut bytes = BytesMut::new();
-    bytes.extend_from_slice(&segment_header(0));
+    bytes.extend_from_slice(&segment_header(Lsn(0)));
     for i in 0..10_000u32 {
         let body = [(i % 251) as u8; 256 - RECORD_HEADER_LEN];
         assert_eq!(append_record(&mut bytes, (i % 255 + 1) as u8, &body), 256);
@@ -453,7 +454,7 @@ fn ten_thousand_records_of_256_bytes_scan_back() {
     let scan = scan_segment(&bytes, false).unwrap();
     assert_eq!(scan.records.len(), 10_000);
     assert_eq!(scan.valid_len, 24 + 256 * 10_000);
-    assert_eq!(scan.records[9_999].lsn, 256 * 9_999);
+    assert_eq!(scan.records[9_999].lsn, Lsn(256 * 9_999));
     assert_eq!(scan.records[9_999].kind, (9_999 % 255 + 1) as u8);
     assert_eq!(scan.records[9_999].body[0], (9_999 % 251) as u8);
 }
@@ -510,12 +511,12 @@ proptest! {
 /// same base LSN; anything else is not a segment's name.
 #[test]
 fn segment_file_names_round_trip_and_nothing_else_parses() {
-    assert_eq!(segment_file_name(0), "00000000000000000000.log");
-    assert_eq!(segment_file_name(67_108_877), "00000000000067108877.log");
+    assert_eq!(segment_file_name(Lsn(0)), "00000000000000000000.log");
+    assert_eq!(segment_file_name(Lsn(67_108_877)), "00000000000067108877.log");
     for base in [0, 1, 67_108_877, u64::MAX] {
-        assert_eq!(parse_segment_file_name(&segment_file_name(base)), Some(base));
+        assert_eq!(parse_segment_file_name(&segment_file_name(Lsn(base))), Some(Lsn(base)));
     }
-    assert!(segment_file_name(9) < segment_file_name(10), "names sort in log order");
+    assert!(segment_file_name(Lsn(9)) < segment_file_name(Lsn(10)), "names sort in log order");
     for name in [
         "LOCK",
         "0.log",
