@@ -8,21 +8,23 @@
 //! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
 //! it new sockets; a signal thread asks it to stop. The broker task is the only place state
 //! changes, so there are no locks around queues. The admin HTTP endpoint (health, Prometheus
-//! metrics, a JSON queue list) serves each connection on a task of its own and asks the broker
-//! task for snapshots; the storage worker's counters it reads directly.
+//! metrics, the JSON API of docs/ADMIN.md) serves each connection on a task of its own and asks
+//! the broker task for snapshots and operator commands (answered once durable); the storage
+//! worker's counters it reads directly.
 //!
 //! ```text
 //!  accept task ──streams──▶ ┌──────────────┐ ──Send──▶ writer task ──▶ socket
 //!  reader tasks ──bytes───▶ │ broker task  │ ──Pause──▶ reader gate
 //!  writer tasks ──flushed─▶ │ (Broker)     │ ◀──timer── runtime
 //!  signal thread ─stop────▶ │              │
-//!  admin tasks ──Stats────▶ └──────────────┘ ──snapshot──▶ admin tasks
+//!  admin tasks ──asks────▶ └──────────────┘ ──answers──▶ admin tasks
 //! ```
 
 mod admin;
 mod connection;
 mod data_dir;
 mod event_loop;
+mod operator;
 mod runtime;
 mod serve;
 mod storage_worker;

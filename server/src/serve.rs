@@ -20,7 +20,9 @@ use futures::SinkExt;
 
 use crate::admin::{self, AdminState, Phase};
 use crate::data_dir::{DataDir, DataDirError};
-use crate::event_loop::{EventLoop, LoopEvent, LoopParts, StorageReports, EVENT_QUEUE_MAX};
+use crate::event_loop::{
+    EventLoop, LoopEvent, LoopParts, StorageReports, DRAIN_WINDOW_MS_DEFAULT, EVENT_QUEUE_MAX,
+};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
 
@@ -309,6 +311,7 @@ pub async fn serve<R: Runtime>(
         storage_reports,
         accept_stop: accept_stop_tx,
         shutdown_timeout: config.shutdown_timeout,
+        drain_window_ms: DRAIN_WINDOW_MS_DEFAULT,
     });
     admin_state.set_phase(Phase::SyncingCheckpoint);
     event_loop
