@@ -16,6 +16,7 @@ use futures::future;
 use futures::io::AsyncReadExt;
 use futures::{Stream, StreamExt};
 
+use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
 use crate::runtime::Runtime;
 
@@ -27,6 +28,11 @@ pub enum LoopEvent {
     WriterDone(ConnId),
     /// Stop gracefully (SIGINT, SIGTERM).
     Shutdown,
+    /// Lame duck (SIGUSR2): clients are told to go away over the drain window, then the
+    /// server stops as after `Shutdown`.
+    Drain,
+    /// Read the configuration again and apply it, all or nothing (SIGHUP, `POST /api/reload`).
+    Reload(futures::channel::oneshot::Sender<Result<ReloadOutcome, ReloadError>>),
     /// The graceful stop took too long; exit with what is written.
     ShutdownDeadline,
     /// The admin endpoint asks for a snapshot of the broker.
@@ -74,6 +80,9 @@ pub struct LoopParts<R: Runtime> {
     pub storage_reports: StorageReports,
     pub accept_stop: futures::channel::oneshot::Sender<()>,
     pub shutdown_timeout: std::time::Duration,
+    /// Lame duck's window (`server.drain_window_ms`).
+    pub drain_window_ms: u32,
+    pub reloader: Reloader,
 }
 
 /// The broker task's state.
@@ -95,7 +104,11 @@ pub struct EventLoop<R: Runtime> {
     /// Dropped to stop the accept loop.
     accept_stop: Option<futures::channel::oneshot::Sender<()>>,
     shutdown_timeout: std::time::Duration,
+    drain_window_ms: u32,
+    /// A drain or a stop began (the broker ignores a second one; the deadline is armed once).
+    stopping: bool,
     deadline_passed: bool,
+    reloader: Reloader,
 }
 
 impl<R: Runtime> EventLoop<R> {
@@ -116,7 +129,10 @@ impl<R: Runtime> EventLoop<R> {
             halted: None,
             accept_stop: Some(parts.accept_stop),
             shutdown_timeout: parts.shutdown_timeout,
+            drain_window_ms: parts.drain_window_ms,
+            stopping: false,
             deadline_passed: false,
+            reloader: parts.reloader,
         }
     }
 
@@ -236,7 +252,40 @@ impl<R: Runtime> EventLoop<R> {
                 tracing::info!("shutting down: closing {} connections", self.connections.len());
                 self.accept_stop.take();
                 self.broker.shutdown(now);
-                self.arm_shutdown_deadline();
+                self.stopping = true;
+                self.arm_shutdown_deadline(self.shutdown_timeout);
+            }
+            LoopEvent::Drain if self.stopping => {
+                tracing::info!("already stopping; the drain request changes nothing");
+            }
+            LoopEvent::Drain => {
+                let window_ms = self.drain_window_ms;
+                tracing::info!(
+                    window_ms,
+                    connections = self.connections.len(),
+                    "draining (lame duck): new connections are refused, clients are told to \
+                     go away over the window, then the server stops"
+                );
+                self.broker.drain(now, window_ms);
+                self.stopping = true;
+                let window = std::time::Duration::from_millis(window_ms.into());
+                self.arm_shutdown_deadline(window + self.shutdown_timeout);
+            }
+            LoopEvent::Reload(reply) => {
+                let broker = &mut self.broker;
+                let shutdown_timeout = &mut self.shutdown_timeout;
+                let drain_window_ms = &mut self.drain_window_ms;
+                let result = self.reloader.reload(|config| {
+                    broker.reconfigure(now, config.broker_config()).map_err(|error| {
+                        format!("the broker refused the configuration: {error}")
+                    })?;
+                    *shutdown_timeout =
+                        std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
+                    *drain_window_ms = config.server.drain_window_ms;
+                    Ok(())
+                });
+                // The asker (a signal, or an admin request that timed out) may be gone.
+                let _ = reply.send(result);
             }
             LoopEvent::Stats(reply) => {
                 // The asker may have timed out and gone; then nobody needs the snapshot.
@@ -252,9 +301,9 @@ impl<R: Runtime> EventLoop<R> {
         }
     }
 
-    /// Gives connections a bounded time to receive their last bytes.
-    fn arm_shutdown_deadline(&self) {
-        let sleep = self.runtime.sleep_until(StdInstant::now() + self.shutdown_timeout);
+    /// Gives connections a bounded time (`after`) to receive their last bytes.
+    fn arm_shutdown_deadline(&self, after: std::time::Duration) {
+        let sleep = self.runtime.sleep_until(StdInstant::now() + after);
         let mut events = self.events_tx.clone();
         self.runtime.spawn(async move {
             sleep.await;
@@ -311,7 +360,7 @@ impl<R: Runtime> EventLoop<R> {
                     tracing::error!(%reason, "broker halted");
                     self.halted = Some(reason);
                     self.accept_stop.take();
-                    self.arm_shutdown_deadline();
+                    self.arm_shutdown_deadline(self.shutdown_timeout);
                 }
                 Output::Event(event) => log_event(&event),
             }

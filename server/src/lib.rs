@@ -6,8 +6,9 @@
 //!
 //! Inside, one task owns the sans-IO [`chute_core::Broker`]; each connection has a reader task
 //! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
-//! it new sockets; a signal thread asks it to stop. The broker task is the only place state
-//! changes, so there are no locks around queues. The admin HTTP endpoint (health, Prometheus
+//! it new sockets; a signal thread asks it to stop, drain or reload. The broker task is the only place state
+//! changes, so there are no locks around queues. The configuration ([`config`]) is loaded from
+//! defaults, a TOML file, `CHUTE_*` variables and flags, and reloaded whole on SIGHUP. The admin HTTP endpoint (health, Prometheus
 //! metrics, a JSON queue list) serves each connection on a task of its own and asks the broker
 //! task for snapshots; the storage worker's counters it reads directly.
 //!
@@ -20,14 +21,21 @@
 //! ```
 
 mod admin;
+pub mod config;
 mod connection;
+mod counters;
 mod data_dir;
 mod event_loop;
+pub mod logging;
+mod notify;
 mod runtime;
 mod serve;
+mod signals;
 mod storage_worker;
 
+pub use config::AdminListen;
+pub use counters::ServerCounters;
 pub use runtime::Runtime;
 pub use serve::{
-    main, main_with_flags, serve, AdminListen, Args, Endpoint, Listening, ServeError, ServerConfig,
+    main, main_with_flags, serve, Args, Endpoint, Listening, ServeError, ServerConfig,
 };

@@ -3,10 +3,12 @@
 //!
 //! - `GET /healthz`: `200 ok` while the process runs, during recovery too;
 //! - `GET /readyz`: `200 ready` while the broker serves; `503` and a one-line reason while it
-//!   recovers, while it syncs its startup checkpoint, after it halted, or once it is shutting
-//!   down;
+//!   recovers, while it syncs its startup checkpoint, after it halted, while it drains (lame
+//!   duck: `draining`), or once it is shutting down;
 //! - `GET /metrics`: Prometheus text, see [`metrics`];
-//! - `GET /api/queues`: a JSON array with one object per queue (what it holds, its counters).
+//! - `GET /api/queues`: a JSON array with one object per queue (what it holds, its counters);
+//! - `POST /api/reload`: reload the configuration, all or nothing (JSON: what changed, or every
+//!   problem; `409` when refused).
 //!
 //! Anything else is `404` (`405` for another method on these paths).
 //!
@@ -36,6 +38,8 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use smol_hyper::rt::FuturesIo;
 
+use crate::config::request_reload;
+use crate::counters::ServerCounters;
 use crate::event_loop::LoopEvent;
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::StorageMetrics;
@@ -87,11 +91,16 @@ pub struct AdminState {
     /// To ask the broker task for snapshots.
     events: mpsc::Sender<LoopEvent>,
     storage: Arc<StorageMetrics>,
+    counters: ServerCounters,
 }
 
 impl AdminState {
-    pub fn new(events: mpsc::Sender<LoopEvent>, storage: Arc<StorageMetrics>) -> AdminState {
-        AdminState { phase: AtomicU8::new(Phase::Recovering as u8), events, storage }
+    pub fn new(
+        events: mpsc::Sender<LoopEvent>,
+        storage: Arc<StorageMetrics>,
+        counters: ServerCounters,
+    ) -> AdminState {
+        AdminState { phase: AtomicU8::new(Phase::Recovering as u8), events, storage, counters }
     }
 
     pub fn set_phase(&self, phase: Phase) {
@@ -196,6 +205,9 @@ async fn respond<R: Runtime>(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path();
+    if path == "/api/reload" {
+        return reload(runtime, state, request.method()).await;
+    }
     if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/api/queues") {
         return text(StatusCode::NOT_FOUND, "not found");
     }
@@ -215,7 +227,12 @@ async fn respond<R: Runtime>(
         },
         "/metrics" => {
             let stats = broker_stats(runtime, state).await.ok();
-            let page = metrics::encode(stats.as_ref(), &state.storage, &ProcessStats::read());
+            let page = metrics::encode(
+                stats.as_ref(),
+                &state.storage,
+                &ProcessStats::read(),
+                &state.counters,
+            );
             body(StatusCode::OK, metrics::CONTENT_TYPE, page)
         }
         _ => match broker_stats(runtime, state).await {
@@ -225,6 +242,37 @@ async fn respond<R: Runtime>(
                 body(StatusCode::SERVICE_UNAVAILABLE, "application/json", error)
             }
         },
+    }
+}
+
+/// `POST /api/reload`: `200` with what changed, `409` with every problem when refused (nothing
+/// changed), `503` when the broker task does not answer.
+async fn reload<R: Runtime>(runtime: &R, state: &AdminState, method: &Method) -> Response<Body> {
+    if method != Method::POST {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only POST");
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let json =
+        |status, value: serde_json::Value| body(status, "application/json", format!("{value}\n"));
+    if let Some(reason) = state.phase().not_serving_reason() {
+        return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "error": reason }));
+    }
+    let mut events = state.events.clone();
+    let ask = request_reload(&mut events);
+    futures::pin_mut!(ask);
+    let timeout = runtime.sleep_until(Instant::now() + STATS_TIMEOUT);
+    futures::pin_mut!(timeout);
+    match future::select(ask, timeout).await {
+        Either::Left((Ok(outcome), _)) => json(StatusCode::OK, outcome.to_json()),
+        Either::Left((Err(error @ crate::config::ReloadError::Refused(_)), _)) => {
+            json(StatusCode::CONFLICT, error.to_json())
+        }
+        Either::Left((Err(error), _)) => json(StatusCode::SERVICE_UNAVAILABLE, error.to_json()),
+        Either::Right(_) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": "the broker did not answer in time" }),
+        ),
     }
 }
 
@@ -256,6 +304,9 @@ async fn broker_stats<R: Runtime>(
 fn not_ready_reason(stats: &BrokerStats) -> Option<String> {
     if let Some(reason) = &stats.halted {
         return Some(format!("halted: {}", reason.replace(['\r', '\n'], " ")));
+    }
+    if stats.draining {
+        return Some("draining".to_string());
     }
     stats.shutting_down.then(|| "shutting down".to_string())
 }
@@ -321,13 +372,20 @@ mod tests {
         let mut stopping = stats();
         stopping.shutting_down = true;
         assert_eq!(not_ready_reason(&stopping).unwrap(), "shutting down");
+        let mut draining = stats();
+        draining.draining = true;
+        assert_eq!(not_ready_reason(&draining).unwrap(), "draining");
     }
 
     /// Only a serving broker can be ready: before (recovery, the startup checkpoint's sync)
     /// and after, `/readyz` says why not without asking the broker task, which does not run.
     #[test]
     fn only_the_serving_phase_asks_the_broker() {
-        let state = AdminState::new(mpsc::channel(1).0, Arc::new(StorageMetrics::default()));
+        let state = AdminState::new(
+            mpsc::channel(1).0,
+            Arc::new(StorageMetrics::default()),
+            ServerCounters::default(),
+        );
         let reasons: Vec<Option<&str>> =
             [Phase::Recovering, Phase::SyncingCheckpoint, Phase::Serving, Phase::Stopped]
                 .into_iter()
