@@ -16,6 +16,7 @@ use futures::future;
 use futures::io::AsyncReadExt;
 use futures::{Stream, StreamExt};
 
+use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
 use crate::operator::{self, OperatorRequest, PendingAnswers};
 use crate::runtime::Runtime;
@@ -28,15 +29,17 @@ pub enum LoopEvent {
     WriterDone(ConnId),
     /// Stop gracefully (SIGINT, SIGTERM).
     Shutdown,
+    /// Read the configuration again and apply it, all or nothing (SIGHUP, `POST /api/reload`).
+    Reload(futures::channel::oneshot::Sender<Result<ReloadOutcome, ReloadError>>),
     /// The graceful stop took too long; exit with what is written.
     ShutdownDeadline,
     /// The admin endpoint asks for a snapshot of the broker.
     Stats(futures::channel::oneshot::Sender<BrokerStats>),
     /// An operator's command or question from the admin endpoint.
     Operator(OperatorRequest),
-    /// Lame duck (`POST /api/drain`): clients are told to go away over the window (the
-    /// configured one unless `window_ms` says otherwise), then the server stops. `reply`, if
-    /// any, hears what happened.
+    /// Lame duck (SIGUSR2, `POST /api/drain`): clients are told to go away over the window
+    /// (the configured one unless `window_ms` says otherwise), then the server stops as after
+    /// `Shutdown`. `reply`, if any, hears what happened.
     Drain {
         window_ms: Option<u32>,
         reply: Option<futures::channel::oneshot::Sender<DrainAnswer>>,
@@ -55,10 +58,6 @@ pub enum DrainAnswer {
     /// Storage failed; the server is stopping with the reason.
     Halted(String),
 }
-
-/// How long a drain lets clients move away when neither the configuration nor the request
-/// says: the window NATS's lame duck mode uses by default.
-pub const DRAIN_WINDOW_MS_DEFAULT: u32 = 30_000;
 
 /// Everything the broker task waits for on the inbox.
 enum Inbox<S> {
@@ -102,8 +101,9 @@ pub struct LoopParts<R: Runtime> {
     pub storage_reports: StorageReports,
     pub accept_stop: futures::channel::oneshot::Sender<()>,
     pub shutdown_timeout: std::time::Duration,
-    /// A drain's window when its request names none.
+    /// Lame duck's window (`server.drain_window_ms`) when a drain request names none.
     pub drain_window_ms: u32,
+    pub reloader: Reloader,
 }
 
 /// The broker task's state.
@@ -125,11 +125,12 @@ pub struct EventLoop<R: Runtime> {
     /// Dropped to stop the accept loop.
     accept_stop: Option<futures::channel::oneshot::Sender<()>>,
     shutdown_timeout: std::time::Duration,
-    deadline_passed: bool,
     drain_window_ms: u32,
-    /// A drain or a graceful stop was asked for (the broker refuses a second one anyway; this
-    /// is what the answer to a drain says).
+    /// A drain or a graceful stop began (the broker ignores a second one; the deadline is
+    /// armed once), and which: the answer to a drain request says.
     stop_requested: Option<StopRequest>,
+    deadline_passed: bool,
+    reloader: Reloader,
     /// Operator commands' answers waiting for the log to be synced.
     pending_answers: PendingAnswers,
 }
@@ -158,9 +159,10 @@ impl<R: Runtime> EventLoop<R> {
             halted: None,
             accept_stop: Some(parts.accept_stop),
             shutdown_timeout: parts.shutdown_timeout,
-            deadline_passed: false,
             drain_window_ms: parts.drain_window_ms,
             stop_requested: None,
+            deadline_passed: false,
+            reloader: parts.reloader,
             pending_answers: PendingAnswers::default(),
         }
     }
@@ -285,6 +287,22 @@ impl<R: Runtime> EventLoop<R> {
                 self.broker.shutdown(now);
                 self.arm_shutdown_deadline(self.shutdown_timeout);
             }
+            LoopEvent::Reload(reply) => {
+                let broker = &mut self.broker;
+                let shutdown_timeout = &mut self.shutdown_timeout;
+                let drain_window_ms = &mut self.drain_window_ms;
+                let result = self.reloader.reload(|config| {
+                    broker.reconfigure(now, config.broker_config()).map_err(|error| {
+                        format!("the broker refused the configuration: {error}")
+                    })?;
+                    *shutdown_timeout =
+                        std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
+                    *drain_window_ms = config.server.drain_window_ms;
+                    Ok(())
+                });
+                // The asker (a signal, or an admin request that timed out) may be gone.
+                let _ = reply.send(result);
+            }
             LoopEvent::Stats(reply) => {
                 // The asker may have timed out and gone; then nobody needs the snapshot.
                 let _ = reply.send(self.broker.stats());
@@ -327,7 +345,8 @@ impl<R: Runtime> EventLoop<R> {
         tracing::info!(
             window_ms,
             connections = self.connections.len(),
-            "draining: clients are told to go away, then the server stops"
+            "draining (lame duck): new connections are refused, clients are told to go away \
+             over the window, then the server stops"
         );
         self.stop_requested = Some(StopRequest::Drain);
         self.broker.drain(now, window_ms);

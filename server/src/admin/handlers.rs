@@ -17,6 +17,7 @@ use super::process::ProcessStats;
 use super::reply::{self, text, Answer, ApiError, Body, Query};
 use super::routes::Route;
 use super::{ask, metrics, AdminState, Unanswered, COMMAND_TIMEOUT, STATS_TIMEOUT};
+use crate::config::ReloadError;
 use crate::event_loop::{DrainAnswer, LoopEvent};
 use crate::operator::{CommandError, OperatorRequest};
 use crate::runtime::Runtime;
@@ -54,6 +55,7 @@ pub async fn handle<R: Runtime>(
         Route::Connections => handler.connections().await,
         Route::Connection(id) => handler.close_connection(&id, &query).await,
         Route::Drain => handler.drain(&query).await,
+        Route::Reload => handler.reload().await,
     }
 }
 
@@ -61,6 +63,9 @@ pub async fn handle<R: Runtime>(
 fn not_ready_reason(stats: &BrokerStats) -> Option<String> {
     if let Some(reason) = &stats.halted {
         return Some(format!("halted: {}", reason.replace(['\r', '\n'], " ")));
+    }
+    if stats.draining {
+        return Some("draining".to_string());
     }
     stats.shutting_down.then(|| "shutting down".to_string())
 }
@@ -84,7 +89,9 @@ impl<R: Runtime> Handler<'_, R> {
 
     async fn metrics_page(&self) -> Response<Body> {
         let stats = ask(self.runtime, self.state, STATS_TIMEOUT, LoopEvent::Stats).await.ok();
-        let page = metrics::encode(stats.as_ref(), &self.state.storage, &ProcessStats::read());
+        let state = self.state;
+        let page =
+            metrics::encode(stats.as_ref(), &state.storage, &ProcessStats::read(), &state.counters);
         reply::body(StatusCode::OK, metrics::CONTENT_TYPE, page)
     }
 
@@ -229,6 +236,20 @@ impl<R: Runtime> Handler<'_, R> {
         }
     }
 
+    /// Reloads the configuration, all or nothing: `200` with what changed, or `409` with every
+    /// problem (and nothing changed).
+    async fn reload(&self) -> Answer {
+        match self.command(LoopEvent::Reload).await? {
+            Ok(outcome) => Ok(reply::json(StatusCode::OK, &outcome.to_json())),
+            Err(error @ ReloadError::Refused(_)) => {
+                let mut answer = error.to_json();
+                answer["error"] = json!({ "code": "config-refused", "message": error.to_string() });
+                Ok(reply::json(StatusCode::CONFLICT, &answer))
+            }
+            Err(error @ ReloadError::Unavailable) => Err(ApiError::unavailable(error.to_string())),
+        }
+    }
+
     /// A snapshot from the broker task, or `503` saying why there is none.
     async fn snapshot<T: Send + 'static>(
         &self,
@@ -314,6 +335,9 @@ mod tests {
         let mut stopping = stats();
         stopping.shutting_down = true;
         assert_eq!(not_ready_reason(&stopping).unwrap(), "shutting down");
+        let mut draining = stats();
+        draining.draining = true;
+        assert_eq!(not_ready_reason(&draining).unwrap(), "draining");
     }
 
     /// Each refusal gets the status HTTP expects and the chute code's label.

@@ -3,11 +3,12 @@
 //!
 //! - `GET /healthz`: `200 ok` while the process runs, during recovery too;
 //! - `GET /readyz`: `200 ready` while the broker serves; `503` and a one-line reason while it
-//!   recovers, while it syncs its startup checkpoint, after it halted, or once it is shutting
-//!   down;
+//!   recovers, while it syncs its startup checkpoint, after it halted, while it drains (lame
+//!   duck: `draining`), or once it is shutting down;
 //! - `GET /metrics`: Prometheus text, see [`metrics`];
 //! - `/api/...`: the overview, queues (list, stats, declare, alter, delete, purge),
-//!   connections (list, close) and drain, in JSON ([`routes`] maps paths to [`handlers`]).
+//!   connections (list, close), reload and drain, in JSON ([`routes`] maps paths to
+//!   [`handlers`]).
 //!
 //! The broker belongs to the broker task, so a handler sends it a [`LoopEvent`] with a reply
 //! channel and waits, with a timeout, for the answer ([`ask`]). The storage worker's counters
@@ -36,6 +37,7 @@ use smol_hyper::rt::FuturesIo;
 
 pub use json::OptionsPatch;
 
+use crate::counters::ServerCounters;
 use crate::event_loop::LoopEvent;
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::StorageMetrics;
@@ -90,6 +92,7 @@ pub struct AdminState {
     /// To ask the broker task for snapshots and commands.
     events: mpsc::Sender<LoopEvent>,
     storage: Arc<StorageMetrics>,
+    counters: ServerCounters,
     /// When the process started (as good as: when the endpoint was set up, before recovery).
     started: Instant,
     /// When the broker began serving: its counters start from zero then.
@@ -103,11 +106,16 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    pub fn new(events: mpsc::Sender<LoopEvent>, storage: Arc<StorageMetrics>) -> AdminState {
+    pub fn new(
+        events: mpsc::Sender<LoopEvent>,
+        storage: Arc<StorageMetrics>,
+        counters: ServerCounters,
+    ) -> AdminState {
         AdminState {
             phase: AtomicU8::new(Phase::Recovering as u8),
             events,
             storage,
+            counters,
             started: Instant::now(),
             serving_since: OnceLock::new(),
             node: process::node_name(),
@@ -267,7 +275,11 @@ mod tests {
     /// and after, `/readyz` says why not without asking the broker task, which does not run.
     #[test]
     fn only_the_serving_phase_asks_the_broker() {
-        let state = AdminState::new(mpsc::channel(1).0, Arc::new(StorageMetrics::default()));
+        let state = AdminState::new(
+            mpsc::channel(1).0,
+            Arc::new(StorageMetrics::default()),
+            ServerCounters::default(),
+        );
         let reasons: Vec<Option<&str>> =
             [Phase::Recovering, Phase::SyncingCheckpoint, Phase::Serving, Phase::Stopped]
                 .into_iter()

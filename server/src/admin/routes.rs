@@ -23,6 +23,7 @@ pub enum Route {
     QueuePurge(String),
     Connections,
     Connection(String),
+    Reload,
     Drain,
 }
 
@@ -44,6 +45,7 @@ impl Route {
             }
             ["api", "connections"] => Route::Connections,
             ["api", "connections", id] if !id.is_empty() => Route::Connection(id.to_string()),
+            ["api", "reload"] => Route::Reload,
             ["api", "drain"] => Route::Drain,
             _ => return Ok(None),
         };
@@ -61,7 +63,7 @@ impl Route {
             | Route::Connections => &[Method::GET, Method::HEAD],
             Route::Queue(_) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Route::Connection(_) => &[Method::DELETE],
-            Route::QueuePurge(_) | Route::Drain => &[Method::POST],
+            Route::QueuePurge(_) | Route::Reload | Route::Drain => &[Method::POST],
         }
     }
 
@@ -139,6 +141,7 @@ mod tests {
         assert_eq!(route("/api/queues/jobs"), Some(Route::Queue("jobs".into())));
         assert_eq!(route("/api/queues/jobs/purge"), Some(Route::QueuePurge("jobs".into())));
         assert_eq!(route("/api/connections/12"), Some(Route::Connection("12".into())));
+        assert_eq!(route("/api/reload"), Some(Route::Reload));
         assert_eq!(route("/api/drain"), Some(Route::Drain));
     }
 
