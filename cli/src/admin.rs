@@ -42,6 +42,9 @@ pub enum AdminCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Read the configuration again (file and environment) and apply it, all or nothing; a
+    /// refused reload changes nothing and names every problem.
+    Reload,
     /// Lame duck: clients are told to reconnect elsewhere, spread over the drain window; then
     /// the server stops.
     Drain {
@@ -63,6 +66,7 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
             let reason: Vec<(&str, &str)> = reason.iter().map(|r| ("reason", r.as_str())).collect();
             (Request::Delete, format!("/api/connections/{id}{}", query(&reason)), closed_lines)
         }
+        AdminCommand::Reload => (Request::Post, "/api/reload".into(), reload_lines),
         AdminCommand::Drain { window_ms } => {
             let window = window_ms.map(|ms| ms.to_string());
             let window: Vec<(&str, &str)> =
@@ -187,6 +191,24 @@ fn closed_lines(closed: &Value) -> Vec<String> {
     vec![format!("closed connection {}", number(closed, &["id"]))]
 }
 
+/// `reloaded: nothing changed`, or each change (`key: old -> new`) and each warning.
+fn reload_lines(reload: &Value) -> Vec<String> {
+    let list = |key: &str| -> Vec<String> {
+        let items = reload.get(key).and_then(Value::as_array).into_iter().flatten();
+        items.filter_map(Value::as_str).map(String::from).collect()
+    };
+    let changed = list("changed");
+    let mut lines = match changed.is_empty() {
+        true => vec!["reloaded: nothing changed".to_string()],
+        false => {
+            let changes = changed.into_iter().map(|change| format!("  {change}"));
+            std::iter::once("reloaded:".to_string()).chain(changes).collect()
+        }
+    };
+    lines.extend(list("warnings").into_iter().map(|warning| format!("warning: {warning}")));
+    lines
+}
+
 fn drain_lines(drain: &Value) -> Vec<String> {
     if drain.get("already").and_then(Value::as_bool) == Some(true) {
         return vec!["already draining".into()];
@@ -260,6 +282,22 @@ mod tests {
                 "yes"
             ]
         );
+    }
+
+    #[test]
+    fn reload_for_people() {
+        let changed = json!({"reloaded": true, "changed": ["limits.connections_max: 1024 -> 5"],
+                             "warnings": ["segment_bytes_max is now storage.segment_bytes_max"]});
+        assert_eq!(
+            reload_lines(&changed),
+            [
+                "reloaded:",
+                "  limits.connections_max: 1024 -> 5",
+                "warning: segment_bytes_max is now storage.segment_bytes_max",
+            ]
+        );
+        let same = json!({"reloaded": true, "changed": [], "warnings": []});
+        assert_eq!(reload_lines(&same), ["reloaded: nothing changed"]);
     }
 
     #[test]

@@ -47,7 +47,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Measure throughput and latency with the standard workloads (W1–W4) or a custom run.
     Bench(bench::BenchArgs),
-    /// Operate the server over its admin endpoint: overview, connections, close, drain.
+    /// Operate the server over its admin endpoint: overview, connections, close, reload,
+    /// drain.
     Admin(admin::AdminArgs),
 }
 
