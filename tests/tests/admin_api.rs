@@ -49,6 +49,7 @@ chute_tests::for_both_servers!(
     closing_a_connection_tells_its_client,
     drain_stops_the_server_after_the_window,
     the_overview_moves_with_traffic,
+    reload_applies_a_valid_file_and_refuses_a_bad_one,
 );
 
 /// The life of a queue through the API.
@@ -297,4 +298,37 @@ fn the_overview_moves_with_traffic(binary: ServerBinary) {
     let connections = get(admin, "/api/connections").json();
     assert_eq!(connections[0]["published_total"], 5);
     assert!(connections[0]["rates"]["published"].as_f64().unwrap() > 0.0, "{connections}");
+}
+
+/// `POST /api/reload` reads the configuration file again: a valid change is applied and named,
+/// a bad file is refused whole (`409`, every problem named) and changes nothing.
+fn reload_applies_a_valid_file_and_refuses_a_bad_one(binary: ServerBinary) {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("chute.toml");
+    std::fs::write(&file, "version = 1\n").unwrap();
+    let server = Server::start_with_args(binary, &["--config", file.to_str().unwrap()]);
+    let admin = admin(&server);
+
+    std::fs::write(&file, "[limits]\nconnections_max = 5\n").unwrap();
+    let reloaded = http(admin, "POST", "/api/reload", None);
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    let changed = reloaded.json()["changed"].clone();
+    assert_eq!(changed.as_array().map(Vec::len), Some(1), "{changed}");
+    assert!(
+        changed[0].as_str().unwrap().ends_with("limits.connections_max: 10000 -> 5"),
+        "{changed}"
+    );
+
+    std::fs::write(&file, "[limits]\nconnections_max = \"many\"\n").unwrap();
+    let refused = http(admin, "POST", "/api/reload", None);
+    expect_error(&refused, 409, "config-refused");
+    let problems = refused.json()["problems"].clone();
+    assert!(problems[0].as_str().unwrap().contains("limits.connections_max"), "{problems}");
+    std::fs::write(&file, "[limits]\nconnections_max = 5\n").unwrap();
+    let unchanged = http(admin, "POST", "/api/reload", None);
+    assert_eq!(unchanged.json()["changed"], json!([]), "the refused reload changed nothing");
+
+    let wrong = http(admin, "GET", "/api/reload", None);
+    expect_error(&wrong, 405, "method-not-allowed");
+    assert_eq!(wrong.header("allow"), Some("POST"));
 }

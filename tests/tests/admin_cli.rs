@@ -39,6 +39,7 @@ chute_tests::for_both_servers!(
     close_tells_the_client,
     queue_alter_changes_only_the_flags_given,
     drain_stops_the_server,
+    reload_says_what_changed_or_why_not,
 );
 
 fn overview_and_connections(binary: ServerBinary) {
@@ -121,6 +122,21 @@ fn drain_stops_the_server(binary: ServerBinary) {
         "draining: clients are told to reconnect elsewhere over 300 ms; then the server stops\n"
     );
     assert!(server.wait(TIMEOUT).success(), "{}", server.log());
+}
+
+fn reload_says_what_changed_or_why_not(binary: ServerBinary) {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("chute.toml");
+    std::fs::write(&file, "version = 1\n").unwrap();
+    let server = Server::start_with_args(binary, &["--config", file.to_str().unwrap()]);
+    assert_eq!(succeeded(&admin(&server, &["admin", "reload"])), "reloaded: nothing changed\n");
+    std::fs::write(&file, "[limits]\nconnections_max = 7\n").unwrap();
+    let reloaded = succeeded(&admin(&server, &["admin", "reload"]));
+    assert_eq!(reloaded, "reloaded:\n  limits.connections_max: 10000 -> 7\n");
+    std::fs::write(&file, "[limits]\nconnections_max = -1\n").unwrap();
+    let refused = failed(&admin(&server, &["admin", "reload"]));
+    assert!(refused.contains("nothing changed") && refused.contains("limits.connections_max"));
+    assert!(refused.ends_with("(config-refused)\n"), "{refused}");
 }
 
 /// No admin endpoint there: one line naming the address, exit 1.
