@@ -4,12 +4,15 @@
 //! with a one-line reason when the command line is wrong. `--help` and `--version` print to
 //! stdout and exit 0.
 
+mod admin;
+mod admin_http;
 mod bench;
 mod consume;
 mod dlq;
 mod publish;
 mod publish_account;
 mod queue;
+mod queue_alter;
 mod queue_options;
 mod render;
 mod stats;
@@ -44,6 +47,9 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Measure throughput and latency with the standard workloads (W1–W4) or a custom run.
     Bench(bench::BenchArgs),
+    /// Operate the server over its admin endpoint: overview, connections, close, reload,
+    /// drain.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +64,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // The bench runs its own threads and executors, and opens its own connections.
         Command::Bench(args) => bench::run(&cli.url, args),
+        // These speak HTTP to the admin endpoint, not the protocol.
+        Command::Admin(args) => admin::run(args),
+        Command::Queue(queue::QueueCommand::Alter(args)) => queue_alter::run(args),
         command => futures::executor::block_on(run(&cli.url, command)),
     };
     match result {
@@ -126,7 +135,7 @@ async fn run(url: &str, command: Command) -> Result<(), String> {
         Command::Publish(args) => publish::run(&connection, args).await,
         Command::Consume(args) => consume::run(&connection, args).await,
         Command::Dlq(command) => dlq::run(&connection, command).await,
-        Command::Bench(_) => unreachable!("main runs the bench itself"),
+        Command::Bench(_) | Command::Admin(_) => unreachable!("main runs these itself"),
     };
     connection.close().await;
     result

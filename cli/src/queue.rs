@@ -3,6 +3,7 @@
 use chute_client::Connection;
 use clap::Subcommand;
 
+use crate::queue_alter::QueueAlterArgs;
 use crate::queue_options::QueueOptionArgs;
 use crate::stats::{print_stats, stats_json};
 
@@ -14,6 +15,9 @@ pub enum QueueCommand {
         #[command(flatten)]
         options: QueueOptionArgs,
     },
+    /// Change options of an existing queue live, over the admin endpoint: only the options
+    /// the flags name change, and the change survives restarts. Durability cannot change.
+    Alter(QueueAlterArgs),
     /// List every queue with its depth.
     List {
         /// One JSON object per queue, one per line.
@@ -53,6 +57,7 @@ pub async fn run(connection: &Connection, command: QueueCommand) -> Result<(), S
             let ok = connection.declare_queue(&name, options).await.map_err(|e| e.to_string())?;
             println!("{} {name}", if ok.created { "created" } else { "exists" });
         }
+        QueueCommand::Alter(_) => unreachable!("main alters over the admin endpoint"),
         QueueCommand::List { json } => {
             let queues = connection.list_queues().await.map_err(|e| e.to_string())?;
             if !json {

@@ -1,5 +1,6 @@
-//! The flags of `chute queue declare`: one per queue option, each defaulting to
-//! `QueueOptions::default()`; and the options described for `chute queue stats`, from their
+//! The flags of `chute queue declare` and `chute queue alter`: one per queue option, each
+//! defaulting to `QueueOptions::default()` (to the queue's current value for an alter); and
+//! the options described for `chute queue stats`, from their
 //! JSON form, so an option the protocol gains is shown without code here.
 
 use chute_client::{
@@ -48,7 +49,8 @@ pub enum RatePolicyArg {
     Reject,
 }
 
-/// Every queue option as a flag. Unset flags keep the default.
+/// Every queue option as a flag. Unset flags keep the default (or, altering, the current
+/// value).
 #[derive(Args, Debug, Default)]
 pub struct QueueOptionArgs {
     /// What a publish confirm promises [default: always].
@@ -118,61 +120,80 @@ impl QueueOptionArgs {
     /// The options these flags describe. The broker validates the combination (for example a
     /// backoff base above its maximum); only flags that make no sense together fail here.
     pub fn to_options(&self) -> Result<QueueOptions, String> {
-        let defaults = QueueOptions::default();
-        let backoff_defaults = BackoffPolicy::default();
-        let durability = match (self.durability, self.sync_interval_ms) {
-            (None | Some(DurabilityArg::Always), None) => Durability::Always,
-            (Some(DurabilityArg::None), None) => Durability::None,
-            (Some(DurabilityArg::Interval), Some(sync_interval_ms)) => {
-                Durability::Interval { sync_interval_ms }
-            }
-            (Some(DurabilityArg::Interval), None) => {
-                return Err("--durability interval needs --sync-interval-ms".into())
-            }
-            (_, Some(_)) => return Err("--sync-interval-ms needs --durability interval".into()),
-        };
+        self.apply_to(&QueueOptions::default())
+    }
+
+    /// `base` with the options these flags give; the others keep `base`'s values. A flag that
+    /// completes another (`--publish-burst`, `--breaker-open-ms`, `--sync-interval-ms`) takes
+    /// `base`'s value when not given, else the default.
+    pub fn apply_to(&self, base: &QueueOptions) -> Result<QueueOptions, String> {
         let publish_rate = self.publish_rate.map(|per_second| RateLimit {
             per_second,
-            burst: self.publish_burst.unwrap_or(per_second),
+            burst: self.publish_burst.or(base.publish_rate.map(|r| r.burst)).unwrap_or(per_second),
             policy: match self.publish_rate_policy {
-                None | Some(RatePolicyArg::Pause) => RateLimitPolicy::Pause,
+                None => base.publish_rate.map_or(RateLimitPolicy::Pause, |r| r.policy),
+                Some(RatePolicyArg::Pause) => RateLimitPolicy::Pause,
                 Some(RatePolicyArg::Reject) => RateLimitPolicy::Reject,
             },
         });
         let breaker = self.breaker_failures.map(|failures_max| BreakerPolicy {
             failures_max,
-            open_ms: self.breaker_open_ms.unwrap_or(BREAKER_OPEN_MS_DEFAULT),
+            open_ms: self
+                .breaker_open_ms
+                .or(base.breaker.map(|b| b.open_ms))
+                .unwrap_or(BREAKER_OPEN_MS_DEFAULT),
         });
+        let backoff = BackoffPolicy {
+            base_ms: self.backoff_base_ms.unwrap_or(base.backoff.base_ms),
+            factor_percent: self.backoff_factor_percent.unwrap_or(base.backoff.factor_percent),
+            max_ms: self.backoff_max_ms.unwrap_or(base.backoff.max_ms),
+            jitter: !self.no_jitter && base.backoff.jitter,
+        };
         Ok(QueueOptions {
-            durability,
-            messages_max: self.max_messages,
-            bytes_max: self.max_bytes,
+            durability: self.durability(base.durability)?,
+            messages_max: self.max_messages.or(base.messages_max),
+            bytes_max: self.max_bytes.or(base.bytes_max),
             overflow: match self.overflow {
-                None => defaults.overflow,
+                None => base.overflow,
                 Some(OverflowArg::RejectPublish) => OverflowPolicy::RejectPublish,
                 Some(OverflowArg::DropHead) => OverflowPolicy::DropHead,
             },
-            ttl_ms: self.ttl_ms,
+            ttl_ms: self.ttl_ms.or(base.ttl_ms),
             expiry: match self.expiry {
-                None => defaults.expiry,
+                None => base.expiry,
                 Some(ExpiryArg::DeadLetter) => ExpiryPolicy::DeadLetter,
                 Some(ExpiryArg::Drop) => ExpiryPolicy::Drop,
             },
-            dead_letter: self.dead_letter.clone(),
-            attempts_max: self.max_attempts,
-            backoff: BackoffPolicy {
-                base_ms: self.backoff_base_ms.unwrap_or(backoff_defaults.base_ms),
-                factor_percent: self
-                    .backoff_factor_percent
-                    .unwrap_or(backoff_defaults.factor_percent),
-                max_ms: self.backoff_max_ms.unwrap_or(backoff_defaults.max_ms),
-                jitter: !self.no_jitter && backoff_defaults.jitter,
-            },
-            lease_ms: self.lease_ms.unwrap_or(defaults.lease_ms),
-            dedup_window_ms: self.dedup_window_ms,
-            publish_rate,
-            breaker,
+            dead_letter: self.dead_letter.clone().or(base.dead_letter.clone()),
+            attempts_max: self.max_attempts.or(base.attempts_max),
+            backoff,
+            lease_ms: self.lease_ms.unwrap_or(base.lease_ms),
+            dedup_window_ms: self.dedup_window_ms.or(base.dedup_window_ms),
+            publish_rate: publish_rate.or(base.publish_rate),
+            breaker: breaker.or(base.breaker),
         })
+    }
+
+    /// `--durability` and `--sync-interval-ms` on top of `base`'s durability: the interval
+    /// alone changes the interval of a queue that has one.
+    fn durability(&self, base: Durability) -> Result<Durability, String> {
+        let base_is_interval = matches!(base, Durability::Interval { .. });
+        match (self.durability, self.sync_interval_ms) {
+            (None, None) => Ok(base),
+            (Some(DurabilityArg::Always), None) => Ok(Durability::Always),
+            (Some(DurabilityArg::None), None) => Ok(Durability::None),
+            (Some(DurabilityArg::Interval), Some(sync_interval_ms)) => {
+                Ok(Durability::Interval { sync_interval_ms })
+            }
+            (None, Some(sync_interval_ms)) if base_is_interval => {
+                Ok(Durability::Interval { sync_interval_ms })
+            }
+            (Some(DurabilityArg::Interval), None) if base_is_interval => Ok(base),
+            (Some(DurabilityArg::Interval), None) => {
+                Err("--durability interval needs --sync-interval-ms".into())
+            }
+            (_, Some(_)) => Err("--sync-interval-ms needs --durability interval".into()),
+        }
     }
 }
 
@@ -317,6 +338,61 @@ mod tests {
         assert!(parse("--publish-burst 5").is_err());
         assert!(parse("--breaker-open-ms 5").is_err());
         assert!(parse("--overflow sideways").is_err());
+    }
+
+    /// `base` with the flags applied: what the flags name changes, the rest stays.
+    fn alter(base: &QueueOptions, flags: &str) -> Result<QueueOptions, String> {
+        let args = std::iter::once("alter").chain(flags.split_whitespace());
+        let alter = Declare::try_parse_from(args).map_err(|e| e.to_string())?;
+        alter.options.apply_to(base)
+    }
+
+    /// Altering keeps every option no flag names, nested ones included.
+    #[test]
+    fn applied_flags_change_only_what_they_name() {
+        let base = parse(EVERY_FLAG).unwrap();
+        assert_eq!(alter(&base, ""), Ok(base.clone()), "no flags, no change");
+        let altered = alter(&base, "--max-messages 99 --backoff-max-ms 7000").unwrap();
+        let expected = QueueOptions {
+            messages_max: Some(99),
+            backoff: BackoffPolicy { max_ms: 7000, ..base.backoff },
+            ..base.clone()
+        };
+        assert_eq!(altered, expected);
+        let rate = alter(&base, "--publish-rate 50").unwrap().publish_rate.unwrap();
+        assert_eq!(
+            rate,
+            RateLimit { per_second: 50, ..base.publish_rate.unwrap() },
+            "burst, policy kept"
+        );
+        let breaker = alter(&base, "--breaker-failures 9").unwrap().breaker.unwrap();
+        assert_eq!(breaker, BreakerPolicy { failures_max: 9, open_ms: 250 });
+    }
+
+    /// The interval alone changes the interval of an interval queue; a durability flag
+    /// replaces the durability (which the server then refuses to change).
+    #[test]
+    fn applied_durability_flags() {
+        let interval = QueueOptions {
+            durability: Durability::Interval { sync_interval_ms: 50 },
+            ..QueueOptions::default()
+        };
+        let durability = |base: &QueueOptions, flags| alter(base, flags).map(|o| o.durability);
+        assert_eq!(
+            durability(&interval, "--sync-interval-ms 9"),
+            Ok(Durability::Interval { sync_interval_ms: 9 })
+        );
+        assert_eq!(durability(&interval, "--durability interval"), Ok(interval.durability));
+        assert_eq!(durability(&interval, "--durability always"), Ok(Durability::Always));
+        let always = QueueOptions::default();
+        assert_eq!(durability(&always, "--durability none"), Ok(Durability::None));
+        assert!(durability(&always, "--sync-interval-ms 9")
+            .unwrap_err()
+            .contains("--durability interval"));
+        assert!(durability(&always, "--durability interval")
+            .unwrap_err()
+            .contains("--sync-interval-ms"));
+        assert!(durability(&interval, "--durability none --sync-interval-ms 9").is_err());
     }
 
     /// Every flag's values, as `--help` lists them.

@@ -141,85 +141,104 @@ impl BrokerConfig {
         WallClock { epoch_unix_ms: self.epoch_unix_ms }
     }
 
-    /// Checks every value and every relation between values.
+    /// Checks every value and every relation between values; the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_all().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every problem with the values and the relations between them, in a fixed order, so an
+    /// operator can fix a whole file at once (`chuted --check-config`).
+    pub fn validate_all(&self) -> Vec<ConfigError> {
         let l = &self.limits;
         let t = &self.timeouts;
-        in_range(
-            "limits.frame_size_max",
-            l.frame_size_max.into(),
-            4096,
-            FRAME_SIZE_CEILING.into(),
-        )?;
+        let s = &self.storage;
         // A single message must fit in a frame with room for its envelope.
-        let payload_ceiling = u64::from(l.frame_size_max) - 1024 - FRAME_HEADER_LEN as u64;
-        in_range("limits.payload_size_max", l.payload_size_max.into(), 1, payload_ceiling)?;
-        in_range(
-            "limits.publish_batch_max",
-            l.publish_batch_max.into(),
-            1,
-            PUBLISH_BATCH_MAX as u64,
-        )?;
-        in_range("limits.unconfirmed_max", l.unconfirmed_max.into(), 1, 1 << 24)?;
-        in_range("limits.credit_max", l.credit_max.into(), 1, 1 << 24)?;
-        in_range(
-            "limits.subscriptions_per_connection_max",
-            l.subscriptions_per_connection_max.into(),
-            1,
-            1 << 16,
-        )?;
-        in_range("limits.connections_max", l.connections_max.into(), 1, 1 << 20)?;
-        in_range("limits.queues_max", l.queues_max.into(), 1, 1 << 20)?;
-        in_range("limits.queue_messages_max", l.queue_messages_max, 1, 1 << 40)?;
-        in_range(
-            "limits.connection_outbound_bytes_max",
-            l.connection_outbound_bytes_max,
-            u64::from(l.frame_size_max),
-            1 << 34,
-        )?;
-        in_range(
-            "timeouts.heartbeat_ms_min",
-            t.heartbeat_ms_min.into(),
-            10,
-            t.heartbeat_ms_max.into(),
-        )?;
-        in_range(
-            "timeouts.heartbeat_ms",
-            t.heartbeat_ms.into(),
-            t.heartbeat_ms_min.into(),
-            t.heartbeat_ms_max.into(),
-        )?;
-        in_range(
-            "timeouts.heartbeat_ms_max",
-            t.heartbeat_ms_max.into(),
-            t.heartbeat_ms_min.into(),
-            3_600_000,
-        )?;
-        in_range("timeouts.handshake_timeout_ms", t.handshake_timeout_ms.into(), 10, 600_000)?;
-        in_range("timeouts.frame_timeout_ms", t.frame_timeout_ms.into(), 10, 3_600_000)?;
-        in_range(
-            "limits.partial_frames_bytes_max",
-            l.partial_frames_bytes_max,
-            u64::from(l.frame_size_max),
-            1 << 40,
-        )?;
-        in_range("limits.bindings_max", l.bindings_max.into(), 1, 1 << 20)?;
-        in_range("limits.dedup_entries_max", l.dedup_entries_max.into(), 1, 1 << 26)?;
+        let payload_ceiling =
+            u64::from(l.frame_size_max).saturating_sub(1024 + FRAME_HEADER_LEN as u64);
+        let mut checks = vec![
+            in_range(
+                "limits.frame_size_max",
+                l.frame_size_max.into(),
+                4096,
+                FRAME_SIZE_CEILING.into(),
+            ),
+            in_range("limits.payload_size_max", l.payload_size_max.into(), 1, payload_ceiling),
+            in_range(
+                "limits.publish_batch_max",
+                l.publish_batch_max.into(),
+                1,
+                PUBLISH_BATCH_MAX as u64,
+            ),
+            in_range("limits.unconfirmed_max", l.unconfirmed_max.into(), 1, 1 << 24),
+            in_range("limits.credit_max", l.credit_max.into(), 1, 1 << 24),
+            in_range(
+                "limits.subscriptions_per_connection_max",
+                l.subscriptions_per_connection_max.into(),
+                1,
+                1 << 16,
+            ),
+            in_range("limits.connections_max", l.connections_max.into(), 1, 1 << 20),
+            in_range("limits.queues_max", l.queues_max.into(), 1, 1 << 20),
+            in_range("limits.queue_messages_max", l.queue_messages_max, 1, 1 << 40),
+            in_range(
+                "limits.connection_outbound_bytes_max",
+                l.connection_outbound_bytes_max,
+                u64::from(l.frame_size_max),
+                1 << 34,
+            ),
+            in_range(
+                "timeouts.heartbeat_ms_min",
+                t.heartbeat_ms_min.into(),
+                10,
+                t.heartbeat_ms_max.into(),
+            ),
+            in_range(
+                "timeouts.heartbeat_ms",
+                t.heartbeat_ms.into(),
+                t.heartbeat_ms_min.into(),
+                t.heartbeat_ms_max.into(),
+            ),
+            in_range(
+                "timeouts.heartbeat_ms_max",
+                t.heartbeat_ms_max.into(),
+                t.heartbeat_ms_min.into(),
+                3_600_000,
+            ),
+            in_range("timeouts.handshake_timeout_ms", t.handshake_timeout_ms.into(), 10, 600_000),
+            in_range("timeouts.frame_timeout_ms", t.frame_timeout_ms.into(), 10, 3_600_000),
+            in_range(
+                "limits.partial_frames_bytes_max",
+                l.partial_frames_bytes_max,
+                u64::from(l.frame_size_max),
+                1 << 40,
+            ),
+            in_range("limits.bindings_max", l.bindings_max.into(), 1, 1 << 20),
+            in_range("limits.dedup_entries_max", l.dedup_entries_max.into(), 1, 1 << 26),
+        ];
         for (key, rate) in [
             ("limits.publish_rate", l.publish_rate),
             ("limits.connection_publish_rate", l.connection_publish_rate),
         ] {
             if let Some(rate) = rate {
-                in_range(key, rate.per_second.into(), 1, u32::MAX.into())?;
-                in_range(key, rate.burst.into(), 1, u32::MAX.into())?;
+                checks.push(in_range(key, rate.per_second.into(), 1, u32::MAX.into()));
+                checks.push(in_range(key, rate.burst.into(), 1, u32::MAX.into()));
             }
         }
-        let s = &self.storage;
         // A segment may overrun this by one record, so any size works; tiny ones only waste.
-        in_range("storage.segment_bytes_max", s.segment_bytes_max, 64 * 1024, 1 << 40)?;
-        in_range("storage.compact_live_percent", s.compact_live_percent.into(), 0, 100)?;
-        in_range("storage.manifest_interval_ms", s.manifest_interval_ms.into(), 0, 3_600_000)?;
-        Ok(())
+        checks.push(in_range("storage.segment_bytes_max", s.segment_bytes_max, 64 * 1024, 1 << 40));
+        checks.push(in_range(
+            "storage.compact_live_percent",
+            s.compact_live_percent.into(),
+            0,
+            100,
+        ));
+        checks.push(in_range(
+            "storage.manifest_interval_ms",
+            s.manifest_interval_ms.into(),
+            0,
+            3_600_000,
+        ));
+        checks.into_iter().filter_map(Result::err).collect()
     }
 }
 
@@ -254,6 +273,44 @@ mod tests {
         let mut config = BrokerConfig::default();
         config.timeouts.heartbeat_ms = 5;
         assert!(config.validate().unwrap_err().to_string().contains("timeouts.heartbeat_ms"));
+    }
+
+    /// `validate_all` reports every value out of range, not only the first, each naming its
+    /// key; `validate` still stops at the first.
+    #[test]
+    fn validate_all_reports_every_problem() {
+        let mut config = BrokerConfig::default();
+        config.limits.connections_max = 0;
+        config.timeouts.handshake_timeout_ms = 1;
+        config.storage.compact_live_percent = 101;
+        let keys: Vec<&str> = config
+            .validate_all()
+            .into_iter()
+            .map(|error| match error {
+                ConfigError::OutOfRange { key, .. } => key,
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "limits.connections_max",
+                "timeouts.handshake_timeout_ms",
+                "storage.compact_live_percent"
+            ]
+        );
+        let first = config.validate().unwrap_err().to_string();
+        assert!(first.starts_with("limits.connections_max = 0 "), "{first}");
+    }
+
+    /// A frame limit too small for any payload is reported, with the payload limit it makes
+    /// impossible, without an arithmetic overflow.
+    #[test]
+    fn a_tiny_frame_limit_is_reported_with_its_consequences() {
+        let mut config = BrokerConfig::default();
+        config.limits.frame_size_max = 16;
+        let errors = config.validate_all();
+        assert!(errors[0].to_string().starts_with("limits.frame_size_max = 16 "), "{errors:?}");
+        assert!(errors[1].to_string().contains("must be in 1..=0"), "{errors:?}");
     }
 
     /// Unknown keys are errors, not silently ignored.

@@ -73,3 +73,23 @@ fn a_drain_lets_consumers_settle_then_stops() {
     let told = net.events[&idle].iter().filter(|e| matches!(e, ClientEvent::GoingAway(_))).count();
     assert_eq!(told, 1, "told once, by the drain");
 }
+
+/// A graceful stop with a consumer holding a delivery and more messages ready: closing its
+/// connection puts the delivery back in the queue, which the stop must leave settled (no
+/// queue waiting for a dispatch) rather than trip the end-of-input check.
+#[test]
+fn shutdown_with_a_consumer_holding_deliveries() {
+    let mut net = Net::new();
+    let producer = net.connect();
+    net.declare(producer, "jobs", QueueOptions::default());
+    net.publish(producer, "jobs", &["a", "b"]);
+    let consumer = net.connect();
+    net.subscribe(consumer, "jobs", 1);
+    assert_eq!(net.deliveries(consumer).len(), 1);
+
+    let now = net.now;
+    net.broker.shutdown(now);
+    net.pump();
+    assert!(net.broker.is_drained());
+    assert_eq!(net.broker.queue_depth("jobs"), Some(2), "the held delivery is back");
+}

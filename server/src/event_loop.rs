@@ -17,7 +17,9 @@ use futures::future;
 use futures::io::AsyncReadExt;
 use futures::{Stream, StreamExt};
 
+use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
+use crate::operator::{self, OperatorRequest, PendingAnswers};
 use crate::runtime::Runtime;
 
 /// Events from the connection tasks, the signal thread and the admin endpoint to the broker task.
@@ -28,10 +30,34 @@ pub enum LoopEvent {
     WriterDone(ConnId),
     /// Stop gracefully (SIGINT, SIGTERM).
     Shutdown,
+    /// Read the configuration again and apply it, all or nothing (SIGHUP, `POST /api/reload`).
+    Reload(futures::channel::oneshot::Sender<Result<ReloadOutcome, ReloadError>>),
     /// The graceful stop took too long; exit with what is written.
     ShutdownDeadline,
     /// The admin endpoint asks for a snapshot of the broker.
     Stats(futures::channel::oneshot::Sender<BrokerStats>),
+    /// An operator's command or question from the admin endpoint.
+    Operator(OperatorRequest),
+    /// Lame duck (SIGUSR2, `POST /api/drain`): clients are told to go away over the window
+    /// (the configured one unless `window_ms` says otherwise), then the server stops as after
+    /// `Shutdown`. `reply`, if any, hears what happened.
+    Drain {
+        window_ms: Option<u32>,
+        reply: Option<futures::channel::oneshot::Sender<DrainAnswer>>,
+    },
+}
+
+/// What a drain request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DrainAnswer {
+    /// The drain began: the server stops `window_ms` from now.
+    Started { window_ms: u32 },
+    /// A drain was already under way; nothing changed.
+    AlreadyDraining,
+    /// A graceful stop has begun; there is nothing left to drain.
+    Stopping,
+    /// Storage failed; the server is stopping with the reason.
+    Halted(String),
 }
 
 /// Everything the broker task waits for on the inbox.
@@ -62,6 +88,7 @@ pub const EVENT_QUEUE_MAX: usize = 1024;
 struct ConnHandle {
     writer: mpsc::UnboundedSender<WriterMessage>,
     gate: Arc<ReadGate>,
+    peer: std::net::SocketAddr,
 }
 
 /// What the broker task is built from.
@@ -75,6 +102,9 @@ pub struct LoopParts<R: Runtime> {
     pub storage_reports: StorageReports,
     pub accept_stop: futures::channel::oneshot::Sender<()>,
     pub shutdown_timeout: std::time::Duration,
+    /// Lame duck's window (`server.drain_window_ms`) when a drain request names none.
+    pub drain_window_ms: u32,
+    pub reloader: Reloader,
 }
 
 /// The broker task's state.
@@ -96,7 +126,20 @@ pub struct EventLoop<R: Runtime> {
     /// Dropped to stop the accept loop.
     accept_stop: Option<futures::channel::oneshot::Sender<()>>,
     shutdown_timeout: std::time::Duration,
+    drain_window_ms: u32,
+    /// A drain or a graceful stop began (the broker ignores a second one; the deadline is
+    /// armed once), and which: the answer to a drain request says.
+    stop_requested: Option<StopRequest>,
     deadline_passed: bool,
+    reloader: Reloader,
+    /// Operator commands' answers waiting for the log to be synced.
+    pending_answers: PendingAnswers,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopRequest {
+    Drain,
+    Shutdown,
 }
 
 impl<R: Runtime> EventLoop<R> {
@@ -117,7 +160,11 @@ impl<R: Runtime> EventLoop<R> {
             halted: None,
             accept_stop: Some(parts.accept_stop),
             shutdown_timeout: parts.shutdown_timeout,
+            drain_window_ms: parts.drain_window_ms,
+            stop_requested: None,
             deadline_passed: false,
+            reloader: parts.reloader,
+            pending_answers: PendingAnswers::default(),
         }
     }
 
@@ -200,6 +247,7 @@ impl<R: Runtime> EventLoop<R> {
         let now = self.now();
         self.broker.handle_input(now, Input::Storage(done));
         self.carry_out_outputs();
+        self.pending_answers.release(self.broker.log_synced_lsn());
     }
 
     fn std_instant(&self, deadline: Instant) -> StdInstant {
@@ -235,13 +283,43 @@ impl<R: Runtime> EventLoop<R> {
             }
             LoopEvent::Shutdown => {
                 tracing::info!("shutting down: closing {} connections", self.connections.len());
+                self.stop_requested = Some(StopRequest::Shutdown);
                 self.accept_stop.take();
                 self.broker.shutdown(now);
-                self.arm_shutdown_deadline();
+                self.arm_shutdown_deadline(self.shutdown_timeout);
+            }
+            LoopEvent::Reload(reply) => {
+                let broker = &mut self.broker;
+                let shutdown_timeout = &mut self.shutdown_timeout;
+                let drain_window_ms = &mut self.drain_window_ms;
+                let result = self.reloader.reload(|config| {
+                    broker.reconfigure(now, config.broker_config()).map_err(|error| {
+                        format!("the broker refused the configuration: {error}")
+                    })?;
+                    *shutdown_timeout =
+                        std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
+                    *drain_window_ms = config.server.drain_window_ms;
+                    Ok(())
+                });
+                // The asker (a signal, or an admin request that timed out) may be gone.
+                let _ = reply.send(result);
             }
             LoopEvent::Stats(reply) => {
                 // The asker may have timed out and gone; then nobody needs the snapshot.
                 let _ = reply.send(self.broker.stats());
+            }
+            LoopEvent::Operator(request) => {
+                let connections = &self.connections;
+                let peer = |conn| connections.get(&conn).map(|handle: &ConnHandle| handle.peer);
+                let halted = self.halted.as_deref();
+                let pending = &mut self.pending_answers;
+                operator::carry_out(&mut self.broker, now, request, peer, pending, halted);
+            }
+            LoopEvent::Drain { window_ms, reply } => {
+                let answer = self.drain(now, window_ms.unwrap_or(self.drain_window_ms));
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
             }
             LoopEvent::ShutdownDeadline => {
                 tracing::warn!(
@@ -253,9 +331,34 @@ impl<R: Runtime> EventLoop<R> {
         }
     }
 
-    /// Gives connections a bounded time to receive their last bytes.
-    fn arm_shutdown_deadline(&self) {
-        let sleep = self.runtime.sleep_until(StdInstant::now() + self.shutdown_timeout);
+    /// Starts a drain of `window_ms` unless a stop is under way. The broker refuses new
+    /// connections from now on, and stops by itself when the window ends; the deadline covers
+    /// the window and then the graceful stop.
+    fn drain(&mut self, now: Instant, window_ms: u32) -> DrainAnswer {
+        if let Some(reason) = &self.halted {
+            return DrainAnswer::Halted(reason.clone());
+        }
+        match self.stop_requested {
+            Some(StopRequest::Drain) => return DrainAnswer::AlreadyDraining,
+            Some(StopRequest::Shutdown) => return DrainAnswer::Stopping,
+            None => {}
+        }
+        tracing::info!(
+            window_ms,
+            connections = self.connections.len(),
+            "draining (lame duck): new connections are refused, clients are told to go away \
+             over the window, then the server stops"
+        );
+        self.stop_requested = Some(StopRequest::Drain);
+        self.broker.drain(now, window_ms);
+        let window = std::time::Duration::from_millis(window_ms.into());
+        self.arm_shutdown_deadline(window + self.shutdown_timeout);
+        DrainAnswer::Started { window_ms }
+    }
+
+    /// Gives connections a bounded time (`delay`) to receive their last bytes.
+    fn arm_shutdown_deadline(&self, delay: std::time::Duration) {
+        let sleep = self.runtime.sleep_until(StdInstant::now() + delay);
         let mut events = self.events_tx.clone();
         self.runtime.spawn(async move {
             sleep.await;
@@ -279,7 +382,7 @@ impl<R: Runtime> EventLoop<R> {
             self.events_tx.clone(),
         ));
         self.writers_running += 1;
-        self.connections.insert(conn, ConnHandle { writer: writer_tx, gate });
+        self.connections.insert(conn, ConnHandle { writer: writer_tx, gate, peer });
         tracing::debug!(%conn, %peer, "accepted");
         let now = self.now();
         self.broker.handle_input(now, Input::Accepted { conn });
@@ -310,9 +413,10 @@ impl<R: Runtime> EventLoop<R> {
                 }
                 Output::Event(Event::Halted { reason }) => {
                     tracing::error!(%reason, "broker halted");
+                    self.pending_answers.fail(&reason);
                     self.halted = Some(reason);
                     self.accept_stop.take();
-                    self.arm_shutdown_deadline();
+                    self.arm_shutdown_deadline(self.shutdown_timeout);
                 }
                 Output::Event(event) => log_event(&event),
             }

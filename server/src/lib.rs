@@ -6,11 +6,14 @@
 //!
 //! Inside, one task owns the sans-IO [`chute_core::Broker`]; each connection has a reader task
 //! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
-//! it new sockets; a signal thread asks it to stop; the storage worker thread carries out its
-//! log requests and reports on a channel of its own, which the broker task reads first. The
-//! broker task is the only place state changes, so there are no locks around queues. The admin HTTP endpoint (health, Prometheus
-//! metrics, a JSON queue list) serves each connection on a task of its own and asks the broker
-//! task for snapshots; the storage worker's counters it reads directly.
+//! it new sockets; a signal thread asks it to stop, drain or reload; the storage worker thread
+//! carries out its log requests and reports on a channel of its own, which the broker task reads
+//! first. The broker task is the only place state changes, so there are no locks around queues.
+//! The configuration ([`config`]) is loaded from defaults, a TOML file, `CHUTE_*` variables and
+//! flags, and reloaded whole on SIGHUP. The admin HTTP endpoint (health, Prometheus metrics,
+//! the JSON API of docs/ADMIN.md) serves each connection on a task of its own and asks the
+//! broker task for snapshots and operator commands (answered once durable); the storage
+//! worker's counters it reads directly.
 //!
 //! ```text
 //!  accept task ──streams──▶ ┌──────────────┐ ──Send──▶ writer task ──▶ socket
@@ -18,18 +21,26 @@
 //!  writer tasks ──flushed─▶ │ (Broker)     │ ◀──timer── runtime
 //!  signal thread ─stop────▶ │              │ ──Storage─▶ storage worker (thread)
 //!  storage worker ─done───▶ │              │
-//!  admin tasks ──Stats────▶ └──────────────┘ ──snapshot──▶ admin tasks
+//!  admin tasks ──asks─────▶ └──────────────┘ ──answers──▶ admin tasks
 //! ```
 
 mod admin;
+pub mod config;
 mod connection;
+mod counters;
 mod data_dir;
 mod event_loop;
+pub mod logging;
+mod notify;
+mod operator;
 mod runtime;
 mod serve;
+mod signals;
 mod storage_worker;
 
+pub use config::AdminListen;
+pub use counters::ServerCounters;
 pub use runtime::Runtime;
 pub use serve::{
-    main, main_with_flags, serve, AdminListen, Args, Endpoint, Listening, ServeError, ServerConfig,
+    main, main_with_flags, serve, Args, Endpoint, Listening, ServeError, ServerConfig,
 };

@@ -5,7 +5,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -15,102 +14,132 @@ use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use chute_core::storage::io::StorageRequest;
 use chute_core::storage::recovery::ManifestCheck;
 use chute_core::{Broker, BrokerConfig, Instant};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
 
 use crate::admin::{self, AdminState, Phase};
+use crate::config::{self, AdminListen, ConfigFile, FlagSetting, LogFormat, Reloader, Sources};
+use crate::counters::ServerCounters;
 use crate::data_dir::{DataDir, DataDirError};
-use crate::event_loop::{EventLoop, LoopEvent, LoopParts, StorageReports, EVENT_QUEUE_MAX};
+use crate::event_loop::{EventLoop, LoopParts, StorageReports, EVENT_QUEUE_MAX};
+use crate::logging::{self, LogControl};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
+use crate::{notify, signals};
 
-/// Command-line flags shared by `chuted` and `chuted-smol`.
+/// Command-line flags shared by `chuted` and `chuted-smol`. Each setting flag is the highest
+/// layer over the file and the environment (docs/CONFIG.md), and stays on top after a reload.
 #[derive(Clone, Debug, Parser)]
 // A flag given twice takes its last value, so a wrapper's default can be overridden.
-#[command(version, about = "chute message broker", args_override_self = true)]
+#[command(about = "chute message broker", args_override_self = true)]
 pub struct Args {
-    /// Address for the client protocol.
-    #[arg(long, env = "CHUTE_LISTEN", default_value = "127.0.0.1:4770")]
-    pub listen: SocketAddr,
-    /// Address for the admin HTTP endpoint (/healthz, /readyz, /metrics, /api/queues), or
-    /// `off`.
-    #[arg(
-        long,
-        env = "CHUTE_ADMIN_LISTEN",
-        default_value = "127.0.0.1:4771",
-        value_name = "ADDR|off"
-    )]
-    pub admin_listen: AdminListen,
-    /// Directory for the message log and lock file.
-    #[arg(long, env = "CHUTE_DATA_DIR", default_value = "./chute-data")]
-    pub data_dir: PathBuf,
-    /// How long a graceful stop waits for clients to receive what was sent to them.
-    #[arg(long, env = "CHUTE_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
-    pub shutdown_timeout_ms: u64,
-    /// Size at which a log segment is closed and a new one started.
-    #[arg(long, env = "CHUTE_SEGMENT_BYTES_MAX", default_value_t = chute_core::storage::log::StorageConfig::default().segment_bytes_max)]
-    pub segment_bytes_max: u64,
+    /// Configuration file (TOML; docs/CONFIG.md lists every key). Without one, the defaults,
+    /// the CHUTE_* environment and the flags make the configuration.
+    #[arg(long, env = "CHUTE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the configuration (file, environment and flags) and exit: 0 when it is valid, 2
+    /// with one line per problem when it is not.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Print the effective configuration (every key, defaults included) as TOML and exit.
+    #[arg(long, conflicts_with = "check_config")]
+    pub print_config: bool,
+    /// Address for the client protocol [server.listen, CHUTE_LISTEN; default 127.0.0.1:4770].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address for the admin HTTP endpoint (/healthz, /readyz, /metrics, /api/...), or `off`
+    /// [server.admin_listen, CHUTE_ADMIN_LISTEN; default 127.0.0.1:4771].
+    #[arg(long, value_name = "ADDR|off")]
+    pub admin_listen: Option<AdminListen>,
+    /// Directory for the message log and lock file [server.data_dir, CHUTE_DATA_DIR; default
+    /// ./chute-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How long a graceful stop waits for clients to receive what was sent to them
+    /// [server.shutdown_timeout_ms, CHUTE_SHUTDOWN_TIMEOUT_MS; default 10000].
+    #[arg(long, value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Size at which a log segment is closed and a new one started [storage.segment_bytes_max,
+    /// CHUTE_SEGMENT_BYTES_MAX; default 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_bytes_max: Option<u64>,
+    /// Log lines as text or JSON objects [log.format, CHUTE_LOG_FORMAT; default text]. The
+    /// filter is log.level (CHUTE_LOG; default info).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Any configuration key, as the highest layer; repeatable (e.g. --set
+    /// limits.connections_max=5000).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = FlagSetting::parse_set)]
+    pub set: Vec<FlagSetting>,
     /// For this start only: when the log ends earlier than its manifest says it was durable
     /// (a segment deleted or cut), recover what is left instead of refusing to start. The
-    /// loss is logged; the next start checks against the new end.
+    /// loss is logged; the next start checks against the new end. Never a configuration key.
     #[arg(long)]
     pub accept_data_loss: bool,
 }
 
-/// The value of `--admin-listen`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdminListen {
-    Off,
-    At(SocketAddr),
-}
-
-impl FromStr for AdminListen {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<AdminListen, String> {
-        if value == "off" {
-            return Ok(AdminListen::Off);
+impl Args {
+    /// Where the configuration comes from: the file, and these flags as settings.
+    pub fn sources(&self) -> Sources {
+        let mut flags = Vec::new();
+        let mut flag = |key: &str, name: &str, value: toml::Value| {
+            let shown = match &value {
+                toml::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            flags.push(FlagSetting { key: key.into(), value, flag: format!("{name} {shown}") });
+        };
+        let text = |value: &dyn fmt::Display| toml::Value::String(value.to_string());
+        // Beyond i64 no key accepts it anyway; as text, the type check names the flag.
+        let number =
+            |value: u64| i64::try_from(value).map_or_else(|_| text(&value), toml::Value::Integer);
+        if let Some(listen) = self.listen {
+            flag("server.listen", "--listen", text(&listen));
         }
-        value
-            .parse()
-            .map(AdminListen::At)
-            .map_err(|err| format!("{err} (expected ADDR:PORT or off)"))
+        if let Some(admin) = self.admin_listen {
+            flag("server.admin_listen", "--admin-listen", text(&admin));
+        }
+        if let Some(dir) = &self.data_dir {
+            flag("server.data_dir", "--data-dir", text(&dir.display()));
+        }
+        if let Some(ms) = self.shutdown_timeout_ms {
+            flag("server.shutdown_timeout_ms", "--shutdown-timeout-ms", number(ms));
+        }
+        if let Some(bytes) = self.segment_bytes_max {
+            flag("storage.segment_bytes_max", "--segment-bytes-max", number(bytes));
+        }
+        if let Some(format) = self.log_format {
+            let name = format.to_possible_value().expect("no variant is skipped");
+            flag("log.format", "--log-format", text(&name.get_name()));
+        }
+        flags.extend(self.set.iter().cloned());
+        Sources { file: self.config.clone(), flags }
     }
 }
 
-impl From<AdminListen> for Option<SocketAddr> {
-    fn from(listen: AdminListen) -> Option<SocketAddr> {
-        match listen {
-            AdminListen::Off => None,
-            AdminListen::At(addr) => Some(addr),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
+/// What [`serve`] runs with.
 pub struct ServerConfig {
-    pub listen: SocketAddr,
-    /// The admin HTTP endpoint's address; `None` turns it off.
-    pub admin_listen: Option<SocketAddr>,
-    pub data_dir: PathBuf,
-    pub shutdown_timeout: Duration,
-    pub broker: BrokerConfig,
+    /// The checked configuration.
+    pub config: ConfigFile,
+    /// Where it came from, to read it again on a reload.
+    pub sources: Sources,
+    /// The process's log, for a reload to change; `None` when the caller set up logging.
+    pub log: Option<LogControl>,
+    pub counters: ServerCounters,
     /// `--accept-data-loss`: recover a log cut short, for this start.
     pub accept_data_loss: bool,
 }
 
-impl From<Args> for ServerConfig {
-    fn from(args: Args) -> ServerConfig {
-        let mut broker = BrokerConfig::default();
-        broker.storage.segment_bytes_max = args.segment_bytes_max;
+impl ServerConfig {
+    /// A server with `config` and nothing to reload it from but the environment.
+    pub fn new(config: ConfigFile) -> ServerConfig {
         ServerConfig {
-            listen: args.listen,
-            admin_listen: args.admin_listen.into(),
-            data_dir: args.data_dir,
-            shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-            broker,
-            accept_data_loss: args.accept_data_loss,
+            config,
+            sources: Sources::default(),
+            log: None,
+            counters: ServerCounters::default(),
+            accept_data_loss: false,
         }
     }
 }
@@ -171,39 +200,81 @@ pub enum ServeError {
     Signals(io::Error),
 }
 
-/// The whole life of a server binary: parse flags, serve until SIGINT/SIGTERM, exit 0; or
-/// print one line saying why it could not start and exit 1 (2 for a wrong command line).
-pub fn main<R: Runtime>(runtime: R, binary: &str) -> ExitCode {
+/// The whole life of a server binary: parse flags and the configuration, serve until a stop
+/// (SIGINT, SIGTERM, or the end of a SIGUSR2 drain), exit 0; or print why it could not start
+/// and exit 1 (2 for a wrong command line or configuration, one line per problem).
+pub fn main<R: Runtime>(runtime: R, binary: &'static str) -> ExitCode {
     main_with_flags(binary, |NoFlags {}| Ok(runtime))
 }
 
 /// [`main`] for a runtime adapter with flags of its own (`A`, parsed beside [`Args`] and listed
 /// in `--help`): `build_runtime` makes the runtime from them before anything is served.
 pub fn main_with_flags<A: clap::Args, R: Runtime>(
-    binary: &str,
+    binary: &'static str,
     build_runtime: impl FnOnce(A) -> io::Result<R>,
 ) -> ExitCode {
-    let flags = match Flags::<A>::try_parse() {
+    signals::ignore_sigpipe();
+    let flags = match parse_flags::<A>(binary) {
         Ok(flags) => flags,
         Err(error) => return usage_error(binary, &error),
     };
-    init_tracing();
+    let sources = flags.server.sources();
+    let loaded = match config::load(&sources) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{binary}: {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    if flags.server.check_config || flags.server.print_config {
+        for warning in &loaded.warnings {
+            eprintln!("{binary}: warning: {warning}");
+        }
+        match flags.server.print_config {
+            true => print!("{}", config::print::render(&loaded.config)),
+            false => println!("{binary}: the configuration is valid"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let counters = ServerCounters::default();
+    let (log, log_guard) =
+        match logging::init(&loaded.config.log, counters.log_lines_dropped.clone()) {
+            Ok(log) => log,
+            Err(err) => {
+                eprintln!("{binary}: cannot start the log writer: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match build_runtime(flags.adapter) {
         Ok(runtime) => runtime,
         Err(err) => {
+            log_guard.flush();
             eprintln!("{binary}: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    let config = ServerConfig::from(flags.server);
+    let config = ServerConfig {
+        config: loaded.config,
+        sources,
+        log: Some(log),
+        counters,
+        accept_data_loss: flags.server.accept_data_loss,
+    };
     let result =
         runtime.block_on(serve(runtime.clone(), config, |listening| announce(binary, listening)));
     match result {
         Ok(()) => {
             tracing::info!("stopped");
+            log_guard.flush();
             ExitCode::SUCCESS
         }
         Err(err) => {
+            log_guard.flush();
             eprintln!("{binary}: {err}");
             ExitCode::FAILURE
         }
@@ -218,6 +289,14 @@ struct Flags<A: clap::Args> {
     server: Args,
     #[command(flatten)]
     adapter: A,
+}
+
+/// The command line, under the binary's own name (`chuted --version` says `chuted 0.1.0`,
+/// not the name of this library crate).
+fn parse_flags<A: clap::Args>(binary: &'static str) -> Result<Flags<A>, clap::Error> {
+    let mut command = Flags::<A>::command().name(binary).bin_name(binary);
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Flags::<A>::from_arg_matches(&matches).map_err(|error| error.format(&mut command))
 }
 
 /// The flags of an adapter that has none.
@@ -254,17 +333,6 @@ fn announce(binary: &str, listening: Listening) {
     let _ = stdout.flush();
 }
 
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CHUTE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .try_init();
-}
-
 /// Serves until a graceful stop completes. `ready` is called with the bound addresses once
 /// connections are being accepted. Recovery from the data directory runs first, then the
 /// startup checkpoint is synced (docs/STORAGE.md §10.1): a log that cannot be written stops
@@ -272,22 +340,30 @@ fn init_tracing() {
 /// (`/readyz` says it is not ready yet).
 pub async fn serve<R: Runtime>(
     runtime: R,
-    mut config: ServerConfig,
+    config: ServerConfig,
     ready: impl FnOnce(Listening),
 ) -> Result<(), ServeError> {
-    config.broker.validate()?;
-    let data_dir = DataDir::open(&config.data_dir)?;
+    let ServerConfig { config: settings, sources, log, counters, accept_data_loss } = config;
+    let mut broker_config = settings.broker_config();
+    broker_config.validate()?;
+    let server = &settings.server;
+    let shutdown_timeout = Duration::from_millis(server.shutdown_timeout_ms);
+    let data_dir = DataDir::open(&server.data_dir)?;
     // Bound now, so an address in use is reported before recovery; accepted only once the
     // startup checkpoint is synced (until then connections wait in the listen backlog).
-    let (listener, addr) = listen(&runtime, config.listen, Endpoint::Protocol)?;
-    let admin_listener = match config.admin_listen {
+    let (listener, addr) = listen(&runtime, server.listen, Endpoint::Protocol)?;
+    let admin_listener = match Option::<SocketAddr>::from(server.admin_listen) {
         Some(at) => Some(listen(&runtime, at, Endpoint::Admin)?),
         None => None,
     };
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
+    // From here on SIGHUP and SIGUSR2 no longer kill the process; what they ask for waits in
+    // the event queue until the broker task runs.
+    signals::install(events_tx.clone()).map_err(ServeError::Signals)?;
     let storage_metrics = Arc::new(StorageMetrics::default());
-    let admin_state = Arc::new(AdminState::new(events_tx.clone(), storage_metrics.clone()));
+    let admin_state =
+        Arc::new(AdminState::new(events_tx.clone(), storage_metrics.clone(), counters.clone()));
     // Dropped when `serve` returns, which stops the admin accept loop.
     let (_admin_stop, admin_stop_rx) = oneshot::channel::<()>();
     let admin_addr = admin_listener.map(|(listener, admin_addr)| {
@@ -300,15 +376,17 @@ pub async fn serve<R: Runtime>(
         admin_addr
     });
 
-    config.broker.epoch_unix_ms =
+    broker_config.epoch_unix_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let started = StdInstant::now();
-    let segment_bytes_max = config.broker.storage.segment_bytes_max;
-    let broker = recover(&data_dir, config.broker, config.accept_data_loss)?;
+    let segment_bytes_max = broker_config.storage.segment_bytes_max;
+    let broker = recover(&data_dir, broker_config, accept_data_loss)?;
     let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
-    install_signal_thread(events_tx.clone()).map_err(ServeError::Signals)?;
+    let drain_window_ms = server.drain_window_ms;
+    let data_dir_shown = server.data_dir.display().to_string();
+    let reloader = Reloader::new(sources, settings.clone(), log, counters.reloads.clone());
     let mut event_loop = EventLoop::new(LoopParts {
         runtime: runtime.clone(),
         broker,
@@ -317,7 +395,9 @@ pub async fn serve<R: Runtime>(
         storage_tx,
         storage_reports,
         accept_stop: accept_stop_tx,
-        shutdown_timeout: config.shutdown_timeout,
+        shutdown_timeout,
+        drain_window_ms,
+        reloader,
     });
     admin_state.set_phase(Phase::SyncingCheckpoint);
     event_loop
@@ -330,15 +410,16 @@ pub async fn serve<R: Runtime>(
         runtime = runtime.name(),
         %addr,
         admin = %admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
-        data_dir = %config.data_dir.display(),
+        data_dir = %data_dir_shown,
         "serving"
     );
     admin_state.set_phase(Phase::Serving);
     ready(Listening { addr, admin_addr });
+    notify::ready();
     let result = event_loop.run(events_rx, accepted_rx).await.map_err(ServeError::Halted);
     admin_state.set_phase(Phase::Stopped);
     // The broker task hung up on the worker; let it finish before the process exits.
-    wait_for_worker(&runtime, storage_worker, config.shutdown_timeout).await;
+    wait_for_worker(&runtime, storage_worker, shutdown_timeout).await;
     drop(data_dir);
     result
 }
@@ -497,23 +578,4 @@ async fn accept_loop<R: Runtime>(
             return;
         }
     }
-}
-
-/// First SIGINT/SIGTERM: graceful stop. A second one: exit at once.
-fn install_signal_thread(events: mpsc::Sender<LoopEvent>) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::Builder::new().name("chute-signals".into()).spawn(move || {
-        let mut events = events;
-        let mut seen = 0;
-        for signal in signals.forever() {
-            seen += 1;
-            if seen > 1 {
-                eprintln!("second signal {signal}: exiting now");
-                std::process::exit(130);
-            }
-            let _ = futures::executor::block_on(events.send(LoopEvent::Shutdown));
-        }
-    })?;
-    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Helpers for black-box tests: start a real server binary on an ephemeral loopback port with
 //! its own data directory, run the `chute` CLI, and stop everything when the test ends.
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -149,6 +151,17 @@ impl Server {
         format!("chute://{}", self.addr)
     }
 
+    /// A client connection that introduces itself as `client_name` (its I/O on a thread of
+    /// its own, as `Connection::connect` runs it).
+    pub fn connect_as(&self, client_name: &str) -> chute_client::Connection {
+        use chute_client::{ClientConfig, ConnectOptions, Connection};
+        let url = self.url();
+        let client = ClientConfig { client_name: client_name.into(), ..ClientConfig::default() };
+        let options = ConnectOptions { client, ..ConnectOptions::default() };
+        let connect = move || futures::executor::block_on(Connection::connect_with(&url, options));
+        within("connecting", Duration::from_secs(30), connect).expect("connect")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -210,6 +223,20 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Defines each named test, a function taking a [`ServerBinary`], once per server: in modules
+/// `tokio` and `smol` (`tokio::name`, `smol::name`).
+#[macro_export]
+macro_rules! for_both_servers {
+    ($($test:ident),* $(,)?) => {
+        mod tokio {
+            $(#[test] fn $test() { super::$test($crate::ServerBinary::Tokio); })*
+        }
+        mod smol {
+            $(#[test] fn $test() { super::$test($crate::ServerBinary::Smol); })*
+        }
+    };
 }
 
 /// Runs `work` on a thread of its own and returns its result, or panics naming `what` if it

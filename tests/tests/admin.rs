@@ -104,15 +104,8 @@ impl Drop for AdminServer {
 
 /// One HTTP/1.1 request on a fresh connection: the status code and the body.
 fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a complete response");
-    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
-    (status, body.to_string())
+    let answer = chute_tests::http::http(addr, method, path, None);
+    (answer.status, answer.body)
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -7,9 +7,8 @@
 //! regex and chrono along.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use chute_client::ServerUrl;
+use crate::admin_http::AdminEndpoint;
 
 pub const SYNCS: &str = "chute_storage_syncs_total";
 pub const CPU_SECONDS: &str = "chute_process_cpu_seconds_total";
@@ -18,55 +17,12 @@ pub const RSS_PEAK_BYTES: &str = "chute_process_resident_memory_peak_bytes";
 pub const PUBLISHED: &str = "chute_messages_published_total";
 pub const ACKED: &str = "chute_messages_acked_total";
 
-const HTTP_PORT: u16 = 80;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// A metrics page larger than this is not one we understand (a page lists every queue, so
-/// allow for many).
-const PAGE_BYTES_MAX: u64 = 64 << 20;
+pub const METRICS_PATH: &str = "/metrics";
 
-/// Where the admin endpoint is: `http://host:port`, with an optional path prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdminEndpoint {
-    server: ServerUrl,
-    prefix: String,
-}
-
-impl AdminEndpoint {
-    /// Parses `--admin-url` (by the client's own address parser, so IPv6 literals and errors
-    /// read as for `--url`); `off` means "do not read broker metrics".
-    pub fn parse(url: &str) -> Result<Option<AdminEndpoint>, String> {
-        if url == "off" {
-            return Ok(None);
-        }
-        let (server, prefix) = ServerUrl::parse_with_path(url, "http", HTTP_PORT)
-            .map_err(|e| format!("--admin-url: {e} (or off)"))?;
-        Ok(Some(AdminEndpoint { server, prefix }))
-    }
-
-    pub fn metrics_url(&self) -> String {
-        format!("http://{}{}/metrics", self.server.authority(), self.prefix)
-    }
-
-    /// Reads the metrics page now.
-    pub fn sample(&self) -> Result<BrokerSample, String> {
-        let page = get(&self.metrics_url()).map_err(|e| format!("{}: {e}", self.metrics_url()))?;
-        Ok(BrokerSample::from_series(&parse_exposition(&page)))
-    }
-}
-
-/// The body of a `200` answer to a GET of `url`.
-fn get(url: &str) -> Result<String, ureq::Error> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_global(Some(IO_TIMEOUT))
-        // The endpoint is the broker's, usually on loopback: never through an HTTP_PROXY.
-        .proxy(None)
-        .http_status_as_error(true)
-        .build()
-        .into();
-    let mut response = agent.get(url).header("Accept", "text/plain").call()?;
-    response.body_mut().with_config().limit(PAGE_BYTES_MAX).read_to_string()
+/// Reads the broker's metrics page now.
+pub fn sample(endpoint: &AdminEndpoint) -> Result<BrokerSample, String> {
+    let page = endpoint.get_text(METRICS_PATH)?;
+    Ok(BrokerSample::from_series(&parse_exposition(&page)))
 }
 
 /// Every sample on a Prometheus / OpenMetrics text page, keyed by its series as written
@@ -162,10 +118,8 @@ impl BrokerFigures {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
-
     use super::*;
+    use crate::admin_http::test_server::serve_once;
 
     const PAGE: &str = "\
 # HELP chute_storage_syncs Completed fsyncs of the log.
@@ -235,50 +189,6 @@ chute_messages_acked_total 99
         assert_eq!((no_syncs.fsyncs, no_syncs.msgs_per_fsync), (Some(0), None));
     }
 
-    #[test]
-    fn admin_urls() {
-        let at = |host: &str, port, prefix: &str| {
-            let server = ServerUrl { host: host.into(), port };
-            Ok(Some(AdminEndpoint { server, prefix: prefix.into() }))
-        };
-        assert_eq!(AdminEndpoint::parse("http://127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
-        assert_eq!(AdminEndpoint::parse("http://localhost:9/chute/"), at("localhost", 9, "/chute"));
-        assert_eq!(AdminEndpoint::parse("http://[::1]:4771"), at("::1", 4771, ""));
-        assert_eq!(AdminEndpoint::parse("http://[::1]"), at("::1", 80, ""));
-        assert_eq!(AdminEndpoint::parse("http://example"), at("example", 80, ""));
-        assert_eq!(AdminEndpoint::parse("127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
-        assert_eq!(AdminEndpoint::parse("off"), Ok(None));
-        let refusal = |url: &str| AdminEndpoint::parse(url).unwrap_err();
-        assert!(
-            refusal("https://x:1").contains("unsupported scheme"),
-            "{}",
-            refusal("https://x:1")
-        );
-        assert!(refusal("http://:1").contains("no host"), "{}", refusal("http://:1"));
-        assert!(refusal("http://x:y").contains("bad port"), "{}", refusal("http://x:y"));
-        assert!(refusal("http://u:p@x:1").contains("credentials"), "{}", refusal("http://u:p@x:1"));
-        assert!(refusal("http://x:1/m?q").contains("query"));
-        let endpoint = AdminEndpoint::parse("http://[::1]:4771/x").unwrap().unwrap();
-        assert_eq!(endpoint.metrics_url(), "http://[::1]:4771/x/metrics");
-    }
-
-    /// Serves one canned HTTP response on a loopback port; returns the endpoint and the
-    /// request line the server saw.
-    fn serve_once(response: String) -> (AdminEndpoint, std::thread::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let n = stream.read(&mut request).unwrap();
-            stream.write_all(response.as_bytes()).unwrap();
-            let request = String::from_utf8_lossy(&request[..n]).into_owned();
-            request.lines().next().unwrap_or_default().to_string()
-        });
-        let endpoint = AdminEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap().unwrap();
-        (endpoint, server)
-    }
-
     /// A whole scrape against a server that answers one canned page.
     #[test]
     fn samples_a_live_endpoint() {
@@ -288,8 +198,8 @@ chute_messages_acked_total 99
             PAGE.len()
         );
         let (endpoint, server) = serve_once(response);
-        assert_eq!(endpoint.sample().unwrap().syncs, Some(17.0));
-        assert_eq!(server.join().unwrap(), "GET /metrics HTTP/1.1");
+        assert_eq!(sample(&endpoint).unwrap().syncs, Some(17.0));
+        assert!(server.join().unwrap().starts_with("GET /metrics HTTP/1.1\r\n"));
     }
 
     /// A chunked page, as a streaming server sends it, reads the same.
@@ -303,7 +213,7 @@ chute_messages_acked_total 99
             second.len()
         );
         let (endpoint, server) = serve_once(response);
-        assert_eq!(endpoint.sample().unwrap().acked, Some(99.0));
+        assert_eq!(sample(&endpoint).unwrap().acked, Some(99.0));
         server.join().unwrap();
     }
 
@@ -312,15 +222,8 @@ chute_messages_acked_total 99
     fn a_status_other_than_200_is_an_error() {
         let response = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string();
         let (endpoint, server) = serve_once(response);
-        let error = endpoint.sample().unwrap_err();
+        let error = sample(&endpoint).unwrap_err();
         assert!(error.contains("404") && error.contains("/metrics"), "{error}");
         server.join().unwrap();
-    }
-
-    #[test]
-    fn an_unreachable_endpoint_is_an_error_not_a_hang() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let endpoint = AdminEndpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap().unwrap();
-        assert!(endpoint.sample().is_err());
     }
 }

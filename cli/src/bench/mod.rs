@@ -26,7 +26,9 @@ use clap::Args;
 use futures::executor::block_on;
 
 use measure::Figures;
-use metrics::{AdminEndpoint, BrokerFigures, BrokerSample};
+use metrics::{BrokerFigures, BrokerSample};
+
+use crate::admin_http::{AdminEndpoint, ADMIN_URL_DEFAULT};
 use workload::{Named, Overrides, Preset};
 
 /// Pause between repetitions, to let the broker settle (as the harness does).
@@ -74,7 +76,7 @@ pub struct BenchArgs {
     pub json: bool,
     /// The server's admin endpoint, for the broker's CPU, fsync and memory figures; `off` to
     /// skip them.
-    #[arg(long, env = "CHUTE_ADMIN_URL", default_value = "http://127.0.0.1:4771")]
+    #[arg(long, env = "CHUTE_ADMIN_URL", default_value = ADMIN_URL_DEFAULT)]
     pub admin_url: String,
     /// Fail a run that has not seen every message by then (the harness's default).
     #[arg(long, default_value_t = 600)]
@@ -210,14 +212,14 @@ impl Broker {
 
     fn sample(&self) -> Option<BrokerSample> {
         let endpoint = self.endpoint.as_ref()?;
-        match endpoint.sample() {
+        match metrics::sample(endpoint) {
             Ok(sample) => Some(sample),
             Err(error) => {
                 if !self.warned.replace(true) {
                     eprintln!(
                         "chute bench: cannot read broker metrics from {} ({error}); the broker \
                          figures are null (--admin-url sets the endpoint)",
-                        endpoint.metrics_url()
+                        endpoint.url(metrics::METRICS_PATH)
                     );
                 }
                 None

@@ -126,6 +126,10 @@ impl Broker {
                     "server shutting down".into(),
                 );
             }
+            // Closing a consumer puts what it held back in its queue and marks the queue for a
+            // dispatch; with every connection closed that finds nobody, and leaves no queue
+            // marked after the input.
+            self.dispatch_dirty_queues();
         } else if self.shutting_down && !self.log.sync_in_flight() {
             self.log.request_sync();
         }

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chute_core::BrokerStats;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use super::process::ProcessStats;
+use crate::counters::ServerCounters;
 use crate::storage_worker::StorageMetrics;
 
 /// The `Content-Type` of what [`encode`] returns.
@@ -42,9 +43,11 @@ pub fn encode(
     broker: Option<&BrokerStats>,
     storage: &StorageMetrics,
     process: &ProcessStats,
+    counters: &ServerCounters,
 ) -> String {
     let mut registry = Registry::default();
     registry.register("chute_up", "1 while the server process runs", ConstGauge::new(1u64));
+    register_server(&mut registry, counters);
     register_storage(&mut registry, storage);
     register_process(&mut registry, process);
     if let Some(stats) = broker {
@@ -54,6 +57,36 @@ pub fn encode(
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
     text
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+fn register_server(registry: &mut Registry, counters: &ServerCounters) {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let reloads = Family::<ResultLabels, Counter>::default();
+    let outcomes =
+        [("ok", load(&counters.reloads.succeeded)), ("failed", load(&counters.reloads.failed))];
+    for (result, count) in outcomes {
+        reloads.get_or_create(&ResultLabels { result }).inc_by(count);
+    }
+    registry.register(
+        "chute_config_reloads",
+        "Configuration reloads (SIGHUP, POST /api/reload), by result",
+        reloads,
+    );
+    registry.register(
+        "chute_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load, the start's included",
+        ConstGauge::new(load(&counters.reloads.last_success_unix_s)),
+    );
+    registry.register(
+        "chute_log_lines_dropped",
+        "Log lines dropped because the log output could not keep up",
+        ConstCounter::new(load(&counters.log_lines_dropped)),
+    );
 }
 
 fn register_storage(registry: &mut Registry, storage: &StorageMetrics) {
@@ -186,9 +219,18 @@ mod tests {
             resident_bytes: Some(4096),
             resident_peak_bytes: Some(8192),
         };
-        let page = encode(Some(&snapshot()), &storage, &process);
+        let counters = ServerCounters::default();
+        counters.reloads.succeeded.store(2, Ordering::Relaxed);
+        counters.reloads.failed.store(1, Ordering::Relaxed);
+        counters.reloads.last_success_unix_s.store(1_700_000_000, Ordering::Relaxed);
+        counters.log_lines_dropped.store(5, Ordering::Relaxed);
+        let page = encode(Some(&snapshot()), &storage, &process, &counters);
         let expected = [
             ("chute_up", 1.0),
+            ("chute_config_reloads_total{result=\"ok\"}", 2.0),
+            ("chute_config_reloads_total{result=\"failed\"}", 1.0),
+            ("chute_config_last_reload_success_timestamp_seconds", 1_700_000_000.0),
+            ("chute_log_lines_dropped_total", 5.0),
             ("chute_storage_syncs_total", 3.0),
             ("chute_storage_appends_total", 0.0),
             ("chute_storage_bytes_written_total", 0.0),
@@ -223,7 +265,12 @@ mod tests {
     /// Without a snapshot (recovering), the process and storage metrics are still served.
     #[test]
     fn without_a_broker_only_process_and_storage_remain() {
-        let page = encode(None, &StorageMetrics::default(), &ProcessStats::default());
+        let page = encode(
+            None,
+            &StorageMetrics::default(),
+            &ProcessStats::default(),
+            &ServerCounters::default(),
+        );
         assert_eq!(value(&page, "chute_up"), Some(1.0));
         assert_eq!(value(&page, "chute_storage_syncs_total"), Some(0.0));
         assert!(!page.contains("chute_queues"), "{page}");

@@ -1,51 +1,53 @@
 //! The admin HTTP endpoint (default `127.0.0.1:4771`): health checks for orchestrators,
-//! Prometheus metrics, and a small JSON API.
+//! Prometheus metrics, and a JSON API for operators (docs/ADMIN.md lists every endpoint).
 //!
 //! - `GET /healthz`: `200 ok` while the process runs, during recovery too;
 //! - `GET /readyz`: `200 ready` while the broker serves; `503` and a one-line reason while it
-//!   recovers, while it syncs its startup checkpoint, after it halted, or once it is shutting
-//!   down;
+//!   recovers, while it syncs its startup checkpoint, after it halted, while it drains (lame
+//!   duck: `draining`), or once it is shutting down;
 //! - `GET /metrics`: Prometheus text, see [`metrics`];
-//! - `GET /api/queues`: a JSON array with one object per queue (what it holds, its counters).
+//! - `/api/...`: the overview, queues (list, stats, declare, alter, delete, purge),
+//!   connections (list, close), reload and drain, in JSON ([`routes`] maps paths to
+//!   [`handlers`]).
 //!
-//! Anything else is `404` (`405` for another method on these paths).
-//!
-//! The broker belongs to the broker task, so a handler asks it for a snapshot
-//! ([`LoopEvent::Stats`]) and waits, with a timeout, for the reply. The storage worker's
-//! counters are atomics read directly. Each connection is served by a task of its own, at most
+//! The broker belongs to the broker task, so a handler sends it a [`LoopEvent`] with a reply
+//! channel and waits, with a timeout, for the answer ([`ask`]). The storage worker's counters
+//! are atomics read directly. Each connection is served by a task of its own, at most
 //! [`ADMIN_CONNECTIONS_MAX`] at once and each for at most [`ADMIN_CONNECTION_LIFETIME`], so a
 //! slow or idle client holds one slot for a bounded time and never holds up the broker.
 
+mod handlers;
+mod json;
 mod metrics;
 mod process;
+mod rates;
+mod reply;
+mod routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use chute_core::BrokerStats;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either};
 use futures::SinkExt;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
 use smol_hyper::rt::FuturesIo;
 
+pub use json::OptionsPatch;
+
+use crate::counters::ServerCounters;
 use crate::event_loop::LoopEvent;
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::StorageMetrics;
-use process::ProcessStats;
+use rates::Rates;
 
 /// Admin connections served at once; more are closed as soon as they are accepted. Scrapers
 /// and probes need a handful; the bound keeps a flood from costing more than 64 small tasks.
 pub const ADMIN_CONNECTIONS_MAX: usize = 64;
 /// The most a request head (request line and headers) may take; hyper answers a larger one
-/// with `431`. Bodies are never read: every endpoint is a `GET`.
+/// with `431`. Bodies have their own limit, [`reply::ADMIN_REQUEST_BODY_BYTES_MAX`].
 pub const ADMIN_REQUEST_HEAD_BYTES_MAX: usize = 16 * 1024;
 /// How long one connection may stay open, keep-alive included. Then it gets
 /// [`ADMIN_CLOSE_GRACE`] to finish the response in progress, and is dropped.
@@ -53,6 +55,9 @@ pub const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 pub const ADMIN_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a handler waits for the broker task's snapshot before answering `503`.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a handler waits for a command's answer, which may wait for an fsync, before
+/// answering `503`. Within [`ADMIN_CONNECTION_LIFETIME`], so the answer can still be sent.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where the server is in its life, as `/readyz` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,17 +89,45 @@ impl Phase {
 /// What every admin handler shares.
 pub struct AdminState {
     phase: AtomicU8,
-    /// To ask the broker task for snapshots.
+    /// To ask the broker task for snapshots and commands.
     events: mpsc::Sender<LoopEvent>,
     storage: Arc<StorageMetrics>,
+    counters: ServerCounters,
+    /// When the process started (as good as: when the endpoint was set up, before recovery).
+    started: Instant,
+    /// When the broker began serving: its counters start from zero then.
+    serving_since: OnceLock<Instant>,
+    /// This machine's host name, shown by the overview.
+    node: String,
+    /// Recent totals, for the overview's rates.
+    totals: Mutex<Rates<String>>,
+    /// Recent per-connection totals, for the connections' rates.
+    connection_totals: Mutex<Rates<(u64, &'static str)>>,
 }
 
 impl AdminState {
-    pub fn new(events: mpsc::Sender<LoopEvent>, storage: Arc<StorageMetrics>) -> AdminState {
-        AdminState { phase: AtomicU8::new(Phase::Recovering as u8), events, storage }
+    pub fn new(
+        events: mpsc::Sender<LoopEvent>,
+        storage: Arc<StorageMetrics>,
+        counters: ServerCounters,
+    ) -> AdminState {
+        AdminState {
+            phase: AtomicU8::new(Phase::Recovering as u8),
+            events,
+            storage,
+            counters,
+            started: Instant::now(),
+            serving_since: OnceLock::new(),
+            node: process::node_name(),
+            totals: Mutex::new(Rates::default()),
+            connection_totals: Mutex::new(Rates::default()),
+        }
     }
 
     pub fn set_phase(&self, phase: Phase) {
+        if phase == Phase::Serving {
+            let _ = self.serving_since.set(Instant::now());
+        }
         self.phase.store(phase as u8, Ordering::Release);
     }
 
@@ -161,7 +194,7 @@ async fn serve_connection<R: Runtime>(
         hyper::service::service_fn(move |request| {
             let runtime = runtime.clone();
             let state = state.clone();
-            async move { Ok::<_, Infallible>(respond(&runtime, &state, request).await) }
+            async move { Ok::<_, Infallible>(routes::respond(&runtime, &state, request).await) }
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -188,146 +221,65 @@ async fn serve_connection<R: Runtime>(
     }
 }
 
-type Body = Full<Bytes>;
+/// Why the broker task gave no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The broker task does not run (yet, or any more): the reason.
+    NotServing(&'static str),
+    /// It did not answer within the timeout.
+    TimedOut,
+}
 
-async fn respond<R: Runtime>(
-    runtime: &R,
-    state: &AdminState,
-    request: Request<Incoming>,
-) -> Response<Body> {
-    let path = request.uri().path();
-    if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/api/queues") {
-        return text(StatusCode::NOT_FOUND, "not found");
-    }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET");
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    match path {
-        "/healthz" => text(StatusCode::OK, "ok"),
-        "/readyz" => match broker_stats(runtime, state).await {
-            Ok(stats) => match not_ready_reason(&stats) {
-                None => text(StatusCode::OK, "ready"),
-                Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &reason),
-            },
-            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
-        },
-        "/metrics" => {
-            let stats = broker_stats(runtime, state).await.ok();
-            let page = metrics::encode(stats.as_ref(), &state.storage, &ProcessStats::read());
-            body(StatusCode::OK, metrics::CONTENT_TYPE, page)
+impl Unanswered {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unanswered::NotServing(reason) => reason,
+            Unanswered::TimedOut => "the broker did not answer in time",
         }
-        _ => match broker_stats(runtime, state).await {
-            Ok(stats) => body(StatusCode::OK, "application/json", queues_json(&stats)),
-            Err(reason) => {
-                let error = serde_json::json!({ "error": reason }).to_string();
-                body(StatusCode::SERVICE_UNAVAILABLE, "application/json", error)
-            }
-        },
     }
 }
 
-/// A snapshot from the broker task, or why there is none.
-async fn broker_stats<R: Runtime>(
+/// Sends the broker task the event `ask` makes around a reply channel, and waits at most
+/// `timeout` for the answer. Nothing is sent unless the broker task runs.
+pub async fn ask<R: Runtime, T: Send + 'static>(
     runtime: &R,
     state: &AdminState,
-) -> Result<BrokerStats, &'static str> {
+    timeout: Duration,
+    ask: impl FnOnce(oneshot::Sender<T>) -> LoopEvent,
+) -> Result<T, Unanswered> {
     if let Some(reason) = state.phase().not_serving_reason() {
-        return Err(reason);
+        return Err(Unanswered::NotServing(reason));
     }
     let (reply_tx, reply_rx) = oneshot::channel();
     let mut events = state.events.clone();
-    let ask = async move {
-        events.send(LoopEvent::Stats(reply_tx)).await.ok()?;
+    let event = ask(reply_tx);
+    let exchange = async move {
+        events.send(event).await.ok()?;
         reply_rx.await.ok()
     };
-    futures::pin_mut!(ask);
-    let timeout = runtime.sleep_until(Instant::now() + STATS_TIMEOUT);
+    futures::pin_mut!(exchange);
+    let timeout = runtime.sleep_until(Instant::now() + timeout);
     futures::pin_mut!(timeout);
-    match future::select(ask, timeout).await {
-        Either::Left((Some(stats), _)) => Ok(stats),
-        Either::Left((None, _)) => Err("stopped"),
-        Either::Right(_) => Err("the broker did not answer in time"),
+    match future::select(exchange, timeout).await {
+        // A dropped reply: the broker task stopped with the question unanswered.
+        Either::Left((answer, _)) => answer.ok_or(Unanswered::NotServing("stopped")),
+        Either::Right(_) => Err(Unanswered::TimedOut),
     }
-}
-
-/// Why a broker that answered is not ready, on one line.
-fn not_ready_reason(stats: &BrokerStats) -> Option<String> {
-    if let Some(reason) = &stats.halted {
-        return Some(format!("halted: {}", reason.replace(['\r', '\n'], " ")));
-    }
-    stats.shutting_down.then(|| "shutting down".to_string())
-}
-
-/// `/api/queues`: the queues in name order, with what they hold and their counters.
-fn queues_json(stats: &BrokerStats) -> String {
-    let queues: Vec<serde_json::Value> = stats
-        .queues
-        .iter()
-        .map(|queue| {
-            serde_json::json!({
-                "name": queue.name,
-                "ready": queue.ready,
-                "delayed": queue.delayed,
-                "in_flight": queue.in_flight,
-                "group_blocked": queue.group_blocked,
-                "bytes": queue.bytes,
-                "dead_letters": queue.dead_letters,
-                "consumers": queue.consumers.len(),
-                "counters": queue.counters,
-            })
-        })
-        .collect();
-    let mut json = serde_json::Value::Array(queues).to_string();
-    json.push('\n');
-    json
-}
-
-fn text(status: StatusCode, line: &str) -> Response<Body> {
-    body(status, "text/plain; charset=utf-8", format!("{line}\n"))
-}
-
-fn body(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
 }
 
 #[cfg(test)]
 mod tests {
-    use chute_core::{Broker, BrokerConfig, Instant};
-    use chute_protocol::QueueOptions;
-
     use super::*;
-
-    fn stats() -> BrokerStats {
-        let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
-        broker.declare_queue("jobs", QueueOptions::default(), false).unwrap();
-        broker.stats()
-    }
-
-    #[test]
-    fn a_serving_broker_is_ready() {
-        assert_eq!(not_ready_reason(&stats()), None);
-    }
-
-    #[test]
-    fn halted_and_stopping_brokers_are_not_ready() {
-        let mut halted = stats();
-        halted.halted = Some("fdatasync failed:\nEIO".into());
-        assert_eq!(not_ready_reason(&halted).unwrap(), "halted: fdatasync failed: EIO");
-        let mut stopping = stats();
-        stopping.shutting_down = true;
-        assert_eq!(not_ready_reason(&stopping).unwrap(), "shutting down");
-    }
 
     /// Only a serving broker can be ready: before (recovery, the startup checkpoint's sync)
     /// and after, `/readyz` says why not without asking the broker task, which does not run.
     #[test]
     fn only_the_serving_phase_asks_the_broker() {
-        let state = AdminState::new(mpsc::channel(1).0, Arc::new(StorageMetrics::default()));
+        let state = AdminState::new(
+            mpsc::channel(1).0,
+            Arc::new(StorageMetrics::default()),
+            ServerCounters::default(),
+        );
         let reasons: Vec<Option<&str>> =
             [Phase::Recovering, Phase::SyncingCheckpoint, Phase::Serving, Phase::Stopped]
                 .into_iter()
@@ -344,14 +296,7 @@ mod tests {
             Some("stopped"),
         ];
         assert_eq!(reasons, expected);
-    }
-
-    #[test]
-    fn queues_are_listed_as_json_objects() {
-        let json: serde_json::Value = serde_json::from_str(&queues_json(&stats())).unwrap();
-        assert_eq!(json[0]["name"], "jobs");
-        assert_eq!(json[0]["ready"], 0);
-        assert_eq!(json[0]["counters"]["published"], 0);
+        assert!(state.serving_since.get().is_some(), "serving began");
     }
 
     #[test]

@@ -40,6 +40,17 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / CLOCK_TICKS_PER_SECOND)
 }
 
+/// This machine's host name, as the kernel has it (`/proc/sys/kernel/hostname`), else as
+/// `$HOSTNAME` says, else `unknown`. Read once, when the server starts.
+pub fn node_name() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let name = kernel.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_default();
+    match name.trim() {
+        "" => "unknown".to_string(),
+        name => name.to_string(),
+    }
+}
+
 /// A `Key:   1234 kB` line of `/proc/self/status`, in bytes.
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with(key))?;
@@ -72,6 +83,12 @@ mod tests {
         assert_eq!(status_kib(status, "VmRSS:"), Some(10 * 1024 * 1024));
         assert_eq!(status_kib(status, "VmHWM:"), Some(20 * 1024 * 1024));
         assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn the_node_has_a_name() {
+        let name = node_name();
+        assert!(!name.is_empty() && name.trim() == name, "{name:?}");
     }
 
     #[cfg(target_os = "linux")]

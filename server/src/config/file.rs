@@ -1,0 +1,229 @@
+//! The configuration file's schema (`chuted --config FILE`, docs/CONFIG.md): the server's own
+//! settings beside the core's limits, timeouts and storage settings, which are the core's serde
+//! structs themselves so that a key means the same everywhere.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use chute_core::storage::log::StorageConfig;
+use chute_core::{BrokerConfig, BrokerLimits, TimeoutConfig};
+use serde::{Deserialize, Serialize};
+
+/// The schema version this server reads. A file without `version` is read as this one.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole configuration: what the file holds, and what the layers above it add.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    pub version: u32,
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub limits: BrokerLimits,
+    pub timeouts: TimeoutConfig,
+    pub storage: StorageConfig,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        ConfigFile {
+            version: SCHEMA_VERSION,
+            server: ServerSettings::default(),
+            log: LogSettings::default(),
+            limits: BrokerLimits::default(),
+            timeouts: TimeoutConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl ConfigFile {
+    /// What the broker core is given. `seed` and `epoch_unix_ms` are the driver's to set.
+    pub fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig {
+            server_name: self.server.server_name.clone(),
+            limits: self.limits.clone(),
+            timeouts: self.timeouts.clone(),
+            storage: self.storage.clone(),
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+/// `[server]`: where the server listens and keeps its data, and how it stops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address for the client protocol.
+    pub listen: SocketAddr,
+    /// Address for the admin HTTP endpoint, or `off`.
+    pub admin_listen: AdminListen,
+    /// Directory for the message log and its lock file.
+    pub data_dir: PathBuf,
+    /// How long a graceful stop waits for clients to receive what was sent to them.
+    pub shutdown_timeout_ms: u64,
+    /// Lame duck (SIGUSR2): how long clients are given to move away before the stop.
+    pub drain_window_ms: u32,
+    /// Shown to clients in `HelloOk`.
+    pub server_name: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4770)),
+            admin_listen: AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 4771))),
+            data_dir: PathBuf::from("./chute-data"),
+            shutdown_timeout_ms: 10_000,
+            drain_window_ms: 30_000,
+            server_name: BrokerConfig::default().server_name,
+        }
+    }
+}
+
+/// `[log]`: what is logged, and how it is written (to stderr).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A `tracing` filter: a level (`info`) or directives (`info,chute_server=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { level: "info".to_string(), format: LogFormat::Text }
+    }
+}
+
+/// How each log line is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The value of `server.admin_listen` (`--admin-listen`): an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AdminListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl FromStr for AdminListen {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<AdminListen, String> {
+        if value == "off" {
+            return Ok(AdminListen::Off);
+        }
+        value
+            .parse()
+            .map(AdminListen::At)
+            .map_err(|err| format!("{err} (expected ADDR:PORT or off)"))
+    }
+}
+
+impl TryFrom<String> for AdminListen {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<AdminListen, String> {
+        value.parse()
+    }
+}
+
+impl From<AdminListen> for String {
+    fn from(listen: AdminListen) -> String {
+        listen.to_string()
+    }
+}
+
+impl fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminListen::Off => f.write_str("off"),
+            AdminListen::At(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl From<AdminListen> for Option<SocketAddr> {
+    fn from(listen: AdminListen) -> Option<SocketAddr> {
+        match listen {
+            AdminListen::Off => None,
+            AdminListen::At(addr) => Some(addr),
+        }
+    }
+}
+
+/// A setting that must never be shown: it reads like `T`, and prints (`--print-config`, the
+/// reload log) as `"<redacted>"`. No setting is secret yet; TLS keys and passwords will be.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret<T>(pub T);
+
+/// What a [`Secret`] prints as.
+pub const REDACTED: &str = "<redacted>";
+
+impl<T> Serialize for Secret<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults are today's: the README's `cargo run --bin chuted` serves as it did.
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = ConfigFile::default();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:4770");
+        assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:4771");
+        assert_eq!(config.server.data_dir, PathBuf::from("./chute-data"));
+        assert_eq!(config.server.shutdown_timeout_ms, 10_000);
+        assert_eq!(config.server.drain_window_ms, 30_000);
+        assert_eq!(config.log.level, "info");
+        let broker = config.broker_config();
+        assert_eq!(broker, BrokerConfig::default());
+    }
+
+    #[test]
+    fn admin_listen_reads_and_prints_off_and_addresses() {
+        for text in ["off", "127.0.0.1:0", "[::1]:4771"] {
+            assert_eq!(text.parse::<AdminListen>().unwrap().to_string(), text);
+        }
+        let error = "nowhere".parse::<AdminListen>().unwrap_err();
+        assert!(error.contains("expected ADDR:PORT or off"), "{error}");
+    }
+
+    /// A secret is read like its value and never printed, whichever way it is shown.
+    #[test]
+    fn a_secret_prints_redacted() {
+        #[derive(Debug, Serialize, Deserialize)]
+        struct WithSecret {
+            user: String,
+            password: Secret<String>,
+        }
+        let read: WithSecret = toml::from_str("user = 'ops'\npassword = 'hunter2'").unwrap();
+        assert_eq!(read.password.0, "hunter2");
+        let printed = toml::to_string(&read).unwrap();
+        assert_eq!(printed, "user = \"ops\"\npassword = \"<redacted>\"\n");
+        assert!(!format!("{read:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&read).unwrap().contains("hunter2"));
+    }
+}

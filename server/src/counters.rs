@@ -1,0 +1,13 @@
+//! The server's own counters (the broker's are in its stats), for `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::config::ReloadCounters;
+
+#[derive(Clone, Debug, Default)]
+pub struct ServerCounters {
+    pub reloads: Arc<ReloadCounters>,
+    /// Log lines dropped because the log's output could not keep up.
+    pub log_lines_dropped: Arc<AtomicU64>,
+}
