@@ -106,7 +106,13 @@ impl Server {
         let path = scratch.path().join("chute.toml");
         std::fs::write(&path, fill_config(config, &data_dir)).expect("write the config file");
         let mut command = Command::new(binary_path(binary.name()));
-        command.arg("--config").arg(&path).env("CHUTE_LOG", "debug");
+        command.arg("--config").arg(&path);
+        // The test's own environment must not sit above the file either.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CHUTE_") {
+                command.env_remove(name);
+            }
+        }
         let server = Server::launch(binary, scratch, data_dir, command, true);
         (server, path)
     }

@@ -205,3 +205,35 @@ fn flags_keep_winning_after_a_reload() {
         assert!(server.stop().success());
     }
 }
+
+/// The log's filter and format reload: after a reload to `debug` and `json`, a new connection's
+/// debug line ("accepted") is written, as JSON.
+fn the_log_level_and_format_reload(binary: ServerBinary) {
+    let served = format!("{SERVED}[log]\n");
+    let (server, path) = Server::start_with_config(binary, &format!("{served}level = \"info\"\n"));
+    let _first = connect(&server).expect("a connection before the reload");
+    assert!(!server.log().contains("accepted"), "info hides debug lines: {}", server.log());
+
+    rewrite(&path, &server, &format!("{served}level = \"debug\"\nformat = \"json\"\n"));
+    let (status, answer) = reload_by_api(&server);
+    assert_eq!(status, 200, "{answer}");
+    let _second = connect(&server).expect("a connection after the reload");
+    wait_for("the debug line of the new connection", Duration::from_secs(10), || {
+        server.log().lines().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|event| {
+                event["level"] == "DEBUG" && event["fields"]["message"] == "accepted"
+            })
+        })
+    });
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_log_level_and_format_reload_tokio() {
+    the_log_level_and_format_reload(ServerBinary::Tokio);
+}
+
+#[test]
+fn the_log_level_and_format_reload_smol() {
+    the_log_level_and_format_reload(ServerBinary::Smol);
+}
