@@ -84,9 +84,39 @@ impl Server {
 
     /// Starts a server on a fresh data directory, removed when the server is dropped.
     pub fn start_with_args(binary: ServerBinary, extra: &[&str]) -> Server {
+        Server::start_with_env(binary, extra, &[])
+    }
+
+    /// [`Server::start_with_args`] with environment variables set for the server.
+    pub fn start_with_env(binary: ServerBinary, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let scratch = tempfile::tempdir().expect("temp dir");
         let data_dir = scratch.path().join("data");
-        Server::spawn(binary, scratch, data_dir, extra)
+        let mut command = Server::command(binary, &data_dir, extra);
+        command.envs(env.iter().copied());
+        let admin_off =
+            extra.iter().any(|a| a.contains("--admin-listen")) && extra.contains(&"off");
+        Server::launch(binary, scratch, data_dir, command, !admin_off)
+    }
+
+    /// Starts a server whose every setting comes from the configuration file `config` (with
+    /// `LISTEN`, `ADMIN` and `DATA_DIR` replaced by an ephemeral port, another one and a fresh
+    /// data directory): no flag or `CHUTE_*` variable is above it, so a reload sees all of it.
+    /// Returns the server and the file's path, to rewrite before a reload.
+    pub fn start_with_config(binary: ServerBinary, config: &str) -> (Server, PathBuf) {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let data_dir = scratch.path().join("data");
+        let path = scratch.path().join("chute.toml");
+        std::fs::write(&path, fill_config(config, &data_dir)).expect("write the config file");
+        let mut command = Command::new(binary_path(binary.name()));
+        command.arg("--config").arg(&path);
+        // The test's own environment must not sit above the file either.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("CHUTE_") {
+                command.env_remove(name);
+            }
+        }
+        let server = Server::launch(binary, scratch, data_dir, command, true);
+        (server, path)
     }
 
     /// Starts a server on a data directory the caller owns and that outlives the server: start
@@ -103,20 +133,39 @@ impl Server {
         data_dir: PathBuf,
         extra: &[&str],
     ) -> Server {
-        let stderr_path = scratch.path().join("server.log");
-        let stderr = std::fs::File::create(&stderr_path).expect("log file");
-        let mut child = Command::new(binary_path(binary.name()))
+        let command = Server::command(binary, &data_dir, extra);
+        let admin_off =
+            extra.iter().any(|a| a.contains("--admin-listen")) && extra.contains(&"off");
+        Server::launch(binary, scratch, data_dir, command, !admin_off)
+    }
+
+    /// The command line every server of the tests gets: an ephemeral port, `data_dir`, `extra`.
+    fn command(binary: ServerBinary, data_dir: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(binary_path(binary.name()));
+        command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
+            .arg(data_dir)
             .args(extra)
             .env("CHUTE_LOG", "debug")
             // An ephemeral admin port, so servers of tests running in parallel never collide;
             // a test's own `--admin-listen` overrides it.
-            .env("CHUTE_ADMIN_LISTEN", "127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start server");
+            .env("CHUTE_ADMIN_LISTEN", "127.0.0.1:0");
+        command
+    }
+
+    /// Starts `command`, its log in `scratch`, and waits for the lines announcing where it
+    /// listens (the admin line too when `admin` is on).
+    fn launch(
+        binary: ServerBinary,
+        scratch: tempfile::TempDir,
+        data_dir: PathBuf,
+        mut command: Command,
+        admin: bool,
+    ) -> Server {
+        let stderr_path = scratch.path().join("server.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start server");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read server stdout");
@@ -128,14 +177,13 @@ impl Server {
             panic!("{} did not start: stdout {line:?}, stderr:\n{log}", binary.name());
         };
         let addr = addr.parse().expect("listen address");
-        let admin_addr =
-            if extra.iter().any(|a| a.contains("--admin-listen")) && extra.contains(&"off") {
-                None
-            } else {
-                let mut admin = String::new();
-                stdout.read_line(&mut admin).expect("read server stdout");
-                admin.trim().rsplit_once(" admin on ").and_then(|(_, a)| a.parse().ok())
-            };
+        let admin_addr = if admin {
+            let mut admin = String::new();
+            stdout.read_line(&mut admin).expect("read server stdout");
+            admin.trim().rsplit_once(" admin on ").and_then(|(_, a)| a.parse().ok())
+        } else {
+            None
+        };
         Server {
             child: Some(child),
             binary,
@@ -237,6 +285,31 @@ macro_rules! for_both_servers {
             $(#[test] fn $test() { super::$test($crate::ServerBinary::Smol); })*
         }
     };
+}
+
+/// `config` with `LISTEN`, `ADMIN` and `DATA_DIR` filled in: two ephemeral loopback ports and
+/// `data_dir`, as TOML strings.
+pub fn fill_config(config: &str, data_dir: &Path) -> String {
+    config
+        .replace("LISTEN", "\"127.0.0.1:0\"")
+        .replace("ADMIN", "\"127.0.0.1:0\"")
+        .replace("DATA_DIR", &format!("{:?}", data_dir.display().to_string()))
+}
+
+/// The value of a series (its name and labels as written) on a metrics page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until `done` holds, checking every 20 ms, or panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs `work` on a thread of its own and returns its result, or panics naming `what` if it

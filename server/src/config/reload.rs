@@ -125,12 +125,19 @@ impl Reloader {
             }
             Err(error) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                if let ReloadError::Refused(problems) = error {
-                    for problem in problems {
-                        tracing::error!("configuration problem: {problem}");
+                match error {
+                    ReloadError::Refused(problems) => {
+                        for problem in problems {
+                            tracing::error!("configuration problem: {problem}");
+                        }
+                        let count = problems.len();
+                        tracing::error!(
+                            problems = count,
+                            "configuration not reloaded, nothing changed"
+                        );
                     }
+                    ReloadError::Unavailable => tracing::error!("{error}"),
                 }
-                tracing::error!("{error}");
             }
         }
         result
