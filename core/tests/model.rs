@@ -28,7 +28,7 @@
 //!
 //! # Rules the model follows
 //!
-//! These are the documented semantics (DESIGN.md section 5, issue 3). Where the documents
+//! These are the documented semantics (docs/PROTOCOL.md §7-§8, §12). Where the documents
 //! leave a choice to the broker (which consumer, which of several simultaneous events first)
 //! the model follows the broker's own rule, as its code comments state it, rather than
 //! comparing aggregates: the rules are deterministic, so any difference is a finding.
