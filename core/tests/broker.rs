@@ -339,8 +339,8 @@ fn unsupported_version_is_refused() {
     let conn = net.connect_without_handshake();
     let mut bytes = bytes::BytesMut::from(&PREFACE[..]);
     let hello = chute_protocol::Hello {
-        version_min: 2,
-        version_max: 3,
+        version_min: 3,
+        version_max: 4,
         client_name: "future".into(),
         credentials: chute_protocol::Credentials::Anonymous,
         heartbeat_ms: 0,

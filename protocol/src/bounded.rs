@@ -9,12 +9,13 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 
+use bytes::Bytes;
 use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
 use serde::Serializer;
 
 use crate::limits::{
-    ATTEMPT_HISTORY_MAX, DELIVER_BATCH_MAX, HEADERS_MAX, LIST_PAGE_MAX, PUBLISH_BATCH_MAX,
-    PUBLISH_FAILURES_MAX, RANGES_MAX, REDRIVE_IDS_MAX,
+    ATTEMPT_HISTORY_MAX, AUTH_DATA_LEN_MAX, AUTH_MECHANISMS_MAX, DELIVER_BATCH_MAX, HEADERS_MAX,
+    LIST_PAGE_MAX, PUBLISH_BATCH_MAX, PUBLISH_FAILURES_MAX, RANGES_MAX, REDRIVE_IDS_MAX,
 };
 
 /// A sequence whose declared count was above its limit.
@@ -107,6 +108,32 @@ bounded_fields! {
     consumers: LIST_PAGE_MAX;
     bindings: LIST_PAGE_MAX;
     dead_ids: REDRIVE_IDS_MAX;
+    mechanisms: AUTH_MECHANISMS_MAX;
+}
+
+/// Deserializes an authentication message (`data`), at most `AUTH_DATA_LEN_MAX` bytes.
+pub(crate) fn auth_data<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+    let bound = Bound { field: "data", max: AUTH_DATA_LEN_MAX, limit: "AUTH_DATA_LEN_MAX" };
+    deserializer.deserialize_bytes(BoundedBytes { bound })
+}
+
+struct BoundedBytes {
+    bound: Bound,
+}
+
+impl<'de> Visitor<'de> for BoundedBytes {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "at most {} bytes", self.bound.max)
+    }
+
+    fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
+        if bytes.len() > self.bound.max {
+            return Err(self.bound.refuse(bytes.len() as u64));
+        }
+        Ok(Bytes::copy_from_slice(bytes))
+    }
 }
 
 struct BoundedVec<T> {

@@ -121,6 +121,78 @@ pub struct ErrorFrame {
     pub message: String,
 }
 
+// ---- version 2: authentication exchange and flow notifications ---------------------------
+
+/// Server → client (version 2), instead of `HelloOk`: the connection must authenticate before
+/// anything else. The client answers with `AuthStart` naming one of `mechanisms`; nothing but
+/// `AuthStart`, `AuthResponse`, `Heartbeat` and `Close` is accepted until `AuthOk`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRequired {
+    /// The version the server chose (2 or higher), as `HelloOk.version` would say.
+    pub version: u16,
+    /// Mechanism names, most preferred first (`SCRAM-SHA-256`).
+    #[serde(deserialize_with = "crate::bounded::mechanisms")]
+    pub mechanisms: Vec<String>,
+}
+
+/// Client → server (version 2): begins authenticating with `mechanism`; `data` is its first
+/// message (for SCRAM-SHA-256 the client-first-message of RFC 5802).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthStart {
+    pub mechanism: String,
+    #[serde(
+        serialize_with = "crate::bounded::bytes",
+        deserialize_with = "crate::bounded::auth_data"
+    )]
+    pub data: Bytes,
+}
+
+/// Server → client (version 2): the mechanism's next challenge (SCRAM: server-first-message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthChallenge {
+    #[serde(
+        serialize_with = "crate::bounded::bytes",
+        deserialize_with = "crate::bounded::auth_data"
+    )]
+    pub data: Bytes,
+}
+
+/// Client → server (version 2): the answer to a challenge (SCRAM: client-final-message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthResponse {
+    #[serde(
+        serialize_with = "crate::bounded::bytes",
+        deserialize_with = "crate::bounded::auth_data"
+    )]
+    pub data: Bytes,
+}
+
+/// Server → client (version 2): authenticated as `user`. `data` is the mechanism's last
+/// message (SCRAM: server-final-message, the server's own proof, which the client checks).
+/// `HelloOk` follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthOk {
+    pub user: String,
+    #[serde(
+        serialize_with = "crate::bounded::bytes",
+        deserialize_with = "crate::bounded::auth_data"
+    )]
+    pub data: Bytes,
+}
+
+/// Server → client (version 2): the server stopped reading this connection because a resource
+/// alarm is raised (`reason` names it: memory, disk); publishes on it wait. Consumers are not
+/// blocked. `Unblocked` follows when the alarm clears.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    pub reason: String,
+}
+
+/// Server → client (version 2): the alarm behind `Blocked` cleared; the connection is read
+/// again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unblocked;
+
 /// Server → client: the request succeeded. `count` is defined per request (messages purged,
 /// deleted or redriven; 0 otherwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,23 @@ pub enum Direction {
     Both,
 }
 
+impl FrameKind {
+    /// The first protocol version that has this kind. A receiver treats a kind newer than the
+    /// connection's negotiated version as `unexpected-frame` (PROTOCOL.md §3.4).
+    pub fn since_version(self) -> u16 {
+        match self {
+            FrameKind::AuthRequired
+            | FrameKind::AuthStart
+            | FrameKind::AuthChallenge
+            | FrameKind::AuthResponse
+            | FrameKind::AuthOk
+            | FrameKind::Blocked
+            | FrameKind::Unblocked => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// The empty body of a `Heartbeat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat;
@@ -87,6 +104,13 @@ frames! {
     0x05 Close(Close) Both;
     0x06 Error(ErrorFrame) ServerToClient;
     0x07 Done(Done) ServerToClient;
+    0x08 AuthRequired(AuthRequired) ServerToClient;
+    0x09 AuthStart(AuthStart) ClientToServer;
+    0x0a AuthChallenge(AuthChallenge) ServerToClient;
+    0x0b AuthResponse(AuthResponse) ClientToServer;
+    0x0c AuthOk(AuthOk) ServerToClient;
+    0x0d Blocked(Blocked) ServerToClient;
+    0x0e Unblocked(Unblocked) ServerToClient;
 
     0x10 QueueDeclare(QueueDeclare) ClientToServer;
     0x11 QueueDeclareOk(QueueDeclareOk) ServerToClient;

@@ -8,9 +8,10 @@
 pub const PREFACE: [u8; 8] = [0x89, b'C', b'H', b'U', b'T', b'E', b'\r', b'\n'];
 
 /// Protocol versions this crate speaks. `Hello` carries a range; the server picks the highest
-/// version inside both ranges.
+/// version inside both ranges. Version 2 is version 1 plus the authentication exchange
+/// (`AuthRequired` … `AuthOk`) and the `Blocked` / `Unblocked` notifications (§5.8, §5.9).
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
-pub const PROTOCOL_VERSION_MAX: u16 = 1;
+pub const PROTOCOL_VERSION_MAX: u16 = 2;
 
 /// Frame header: body length (u32, big-endian), kind (u8), flags (u8).
 pub const FRAME_HEADER_LEN: usize = 6;
@@ -51,5 +52,10 @@ pub const MESSAGE_ID_LEN_MAX: usize = 128;
 pub const GROUP_KEY_LEN_MAX: usize = 128;
 /// Longest reason text a consumer may attach to a nack or reject, in bytes.
 pub const REASON_LEN_MAX: usize = 1024;
+/// Mechanisms one `AuthRequired` may list.
+pub const AUTH_MECHANISMS_MAX: usize = 16;
+/// Longest opaque message of an authentication exchange (`AuthStart.data`, ...), in bytes.
+pub const AUTH_DATA_LEN_MAX: usize = 4096;
+
 /// Highest message priority; 0 is the lowest.
 pub const PRIORITY_MAX: u8 = 9;

@@ -347,6 +347,8 @@ fn spec_limits_table_matches_the_crate() {
         ("GROUP_KEY_LEN_MAX", GROUP_KEY_LEN_MAX as u64),
         ("REASON_LEN_MAX", REASON_LEN_MAX as u64),
         ("PRIORITY_MAX", PRIORITY_MAX.into()),
+        ("AUTH_MECHANISMS_MAX", AUTH_MECHANISMS_MAX as u64),
+        ("AUTH_DATA_LEN_MAX", AUTH_DATA_LEN_MAX as u64),
     ];
     let got: Vec<(String, u64)> = rows
         .iter()

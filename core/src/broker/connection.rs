@@ -134,6 +134,8 @@ pub(crate) struct Connection {
     /// What its frame reader holds, as last counted into the broker's total.
     pub partial_held_bytes: u64,
     pub heartbeat_ms: u32,
+    /// The protocol version negotiated in the handshake (0 before it).
+    pub version: u16,
     /// The instant this connection's timer is registered for, if any.
     pub timer_at: Option<Instant>,
     pub client_name: String,
@@ -180,6 +182,7 @@ impl Connection {
             frame_started_at: None,
             partial_held_bytes: 0,
             heartbeat_ms: 0,
+            version: 0,
             timer_at: None,
             client_name: String::new(),
             close_message: String::new(),

@@ -80,6 +80,11 @@ impl Broker {
                 }
             };
         }
+        let version = self.connection_mut(conn).version;
+        if frame.kind().since_version() > version {
+            let message = format!("{:?} is not part of protocol version {version}", frame.kind());
+            return self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, message);
+        }
         if answered_request_id(&frame) == Some(0) {
             let message = format!(
                 "{:?} with request_id 0: requests that are answered need a non-zero request_id",
@@ -111,6 +116,10 @@ impl Broker {
             Frame::DlqList(list) => self.handle_dlq_list(conn, list),
             Frame::DlqInspect(inspect) => self.handle_dlq_inspect(conn, inspect),
             Frame::DlqRedrive(redrive) => self.handle_dlq_redrive(conn, redrive),
+            Frame::AuthStart(_) | Frame::AuthResponse(_) => {
+                let message = "authentication is not in progress on this connection".into();
+                self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, message)
+            }
             // Server-to-client kinds were refused above.
             _ => {
                 unreachable!("server-to-client frame {:?} passed the direction check", frame.kind())

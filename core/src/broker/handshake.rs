@@ -30,6 +30,7 @@ impl Broker {
         let (now, connection_rate) = (self.now, self.config.limits.connection_publish_rate);
         let connection = self.connection_mut(conn);
         connection.state = ConnState::Open;
+        connection.version = version;
         connection.publish_rate = connection_rate.map(|rate| TokenBucket::new(rate, now));
         connection.heartbeat_ms = heartbeat_ms;
         connection.client_name = hello.client_name.chars().take(256).collect();
@@ -79,9 +80,10 @@ mod tests {
     #[test]
     fn picks_highest_common_version() {
         assert_eq!(negotiate_version(1, 1), Some(1));
-        assert_eq!(negotiate_version(1, 7), Some(1));
+        assert_eq!(negotiate_version(1, 7), Some(2));
         assert_eq!(negotiate_version(0, 1), Some(1));
-        assert_eq!(negotiate_version(2, 7), None);
+        assert_eq!(negotiate_version(2, 7), Some(2));
+        assert_eq!(negotiate_version(3, 7), None);
         assert_eq!(negotiate_version(1, 0), None);
     }
 }

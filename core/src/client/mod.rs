@@ -27,10 +27,14 @@ use chute_protocol::{
     encode_body, Credentials, DeadLetter, Delivery, Destination, DlqListOk, ErrorCode, ErrorFrame,
     FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure, PublishMessage,
     QueueDeclareOk, QueueListOk, QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING,
-    PREFACE, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    PREFACE, PROTOCOL_VERSION_MIN,
 };
 
 use crate::time::Instant;
+
+/// The highest protocol version this client machine offers. Version 2's frames (the
+/// authentication exchange, `Blocked`) are not handled here yet, so it offers version 1 only.
+pub const CLIENT_VERSION_MAX: u16 = 1;
 
 /// How the client introduces itself and times its connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,7 +208,7 @@ impl Client {
         };
         let hello = Hello {
             version_min: PROTOCOL_VERSION_MIN,
-            version_max: PROTOCOL_VERSION_MAX,
+            version_max: CLIENT_VERSION_MAX,
             client_name: client.config.client_name.clone(),
             credentials: client.config.credentials.clone(),
             heartbeat_ms: client.config.heartbeat_ms,

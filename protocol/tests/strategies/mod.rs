@@ -515,6 +515,11 @@ pub fn binding() -> impl Strategy<Value = Binding> {
     })
 }
 
+/// An authentication exchange's opaque message.
+pub fn auth_data() -> impl Strategy<Value = bytes::Bytes> {
+    vec(any::<u8>(), 0..64).prop_map(bytes::Bytes::from)
+}
+
 // ---- frames -------------------------------------------------------------------------------
 
 /// Arbitrary valid frames of exactly this kind.
@@ -540,6 +545,25 @@ pub fn frame_of_kind(kind: FrameKind) -> BoxedStrategy<Frame> {
         FrameKind::Done => (u32s(), u64s())
             .prop_map(|(request_id, count)| Frame::Done(Done { request_id, count }))
             .boxed(),
+        FrameKind::AuthRequired => (any::<u16>(), vec(text(), 0..4))
+            .prop_map(|(version, mechanisms)| {
+                Frame::AuthRequired(AuthRequired { version, mechanisms })
+            })
+            .boxed(),
+        FrameKind::AuthStart => (text(), auth_data())
+            .prop_map(|(mechanism, data)| Frame::AuthStart(AuthStart { mechanism, data }))
+            .boxed(),
+        FrameKind::AuthChallenge => {
+            auth_data().prop_map(|data| Frame::AuthChallenge(AuthChallenge { data })).boxed()
+        }
+        FrameKind::AuthResponse => {
+            auth_data().prop_map(|data| Frame::AuthResponse(AuthResponse { data })).boxed()
+        }
+        FrameKind::AuthOk => (text(), auth_data())
+            .prop_map(|(user, data)| Frame::AuthOk(AuthOk { user, data }))
+            .boxed(),
+        FrameKind::Blocked => text().prop_map(|reason| Frame::Blocked(Blocked { reason })).boxed(),
+        FrameKind::Unblocked => Just(Frame::Unblocked(Unblocked)).boxed(),
         FrameKind::QueueDeclare => (u32s(), text(), queue_options(), any::<bool>())
             .prop_map(|(request_id, name, options, passive)| {
                 Frame::QueueDeclare(QueueDeclare { request_id, name, options, passive })
