@@ -61,7 +61,7 @@ impl Cycle {
             next_tag: 1,
         };
         for conn in [cycle.producer, cycle.consumer] {
-            cycle.input(Input::Accepted { conn });
+            cycle.input(Input::Accepted { conn, peer: Default::default() });
             cycle.input(Input::Received { conn, bytes: hello() });
         }
         let options = QueueOptions { durability, ..QueueOptions::default() };

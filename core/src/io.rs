@@ -11,7 +11,7 @@ use crate::storage::io::{StorageDone, StorageRequest};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// A new connection was accepted. `conn` must not have been used before.
-    Accepted { conn: ConnId },
+    Accepted { conn: ConnId, peer: PeerInfo },
     /// Bytes arrived on a connection, in order.
     Received { conn: ConnId, bytes: Bytes },
     /// The driver wrote this many bytes of earlier `Send` outputs to the socket. This is how the
@@ -23,6 +23,18 @@ pub enum Input {
     Storage(StorageDone),
     /// The instant returned by `poll_timeout` has passed.
     Timeout,
+}
+
+/// What the driver knows about a connection's other end when it accepts it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's address, for the audit log and the limit on failed logins per source. None
+    /// where there is no address (in-process transports, the simulator).
+    pub addr: Option<std::net::SocketAddr>,
+    /// The connection is encrypted (TLS), so a password may be sent on it.
+    pub tls: bool,
+    /// The user a verified client certificate maps to (mutual TLS), if one was presented.
+    pub certificate_user: Option<String>,
 }
 
 /// Something the driver must do, in the order given.

@@ -52,5 +52,5 @@ pub use broker::{
 };
 pub use config::{BrokerConfig, BrokerLimits, ConfigError, TimeoutConfig};
 pub use ids::{ConnId, MessageSeq, QueueId};
-pub use io::{Event, Input, Output};
+pub use io::{Event, Input, Output, PeerInfo};
 pub use time::{Instant, WallClock};

@@ -556,7 +556,7 @@ mod log_recovery {
                 disk: MemDisk::default(),
                 request_id: 0,
             };
-            session.input(Input::Accepted { conn: CONN });
+            session.input(Input::Accepted { conn: CONN, peer: Default::default() });
             let mut hello = BytesMut::from(&PREFACE[..]);
             super::hello().encode(&mut hello, FRAME_SIZE_MAX_DEFAULT).unwrap();
             session.input(Input::Received { conn: CONN, bytes: hello.freeze() });

@@ -138,7 +138,7 @@ impl Driver {
 
     fn accept(&mut self, conn: ConnId) {
         self.conns.insert(conn, Peer::default());
-        self.input(Input::Accepted { conn });
+        self.input(Input::Accepted { conn, peer: Default::default() });
     }
 
     fn receive(&mut self, conn: ConnId, bytes: Bytes) {

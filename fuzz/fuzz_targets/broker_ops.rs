@@ -361,7 +361,7 @@ impl Fuzz {
     fn open_peer(&mut self) -> Peer {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.input(Input::Accepted { conn });
+        self.input(Input::Accepted { conn, peer: Default::default() });
         let client = Client::new(ClientConfig::default(), self.now);
         Peer {
             conn,

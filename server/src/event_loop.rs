@@ -11,7 +11,7 @@ use std::time::Instant as StdInstant;
 use bytes::Bytes;
 use chute_core::ids::Lsn;
 use chute_core::storage::io::{StorageDone, StorageRequest};
-use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output};
+use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output, PeerInfo};
 use futures::channel::mpsc;
 use futures::future;
 use futures::io::AsyncReadExt;
@@ -88,7 +88,6 @@ pub const EVENT_QUEUE_MAX: usize = 1024;
 struct ConnHandle {
     writer: mpsc::UnboundedSender<WriterMessage>,
     gate: Arc<ReadGate>,
-    peer: std::net::SocketAddr,
 }
 
 /// What the broker task is built from.
@@ -309,11 +308,9 @@ impl<R: Runtime> EventLoop<R> {
                 let _ = reply.send(self.broker.stats());
             }
             LoopEvent::Operator(request) => {
-                let connections = &self.connections;
-                let peer = |conn| connections.get(&conn).map(|handle: &ConnHandle| handle.peer);
                 let halted = self.halted.as_deref();
                 let pending = &mut self.pending_answers;
-                operator::carry_out(&mut self.broker, now, request, peer, pending, halted);
+                operator::carry_out(&mut self.broker, now, request, pending, halted);
             }
             LoopEvent::Drain { window_ms, reply } => {
                 let answer = self.drain(now, window_ms.unwrap_or(self.drain_window_ms));
@@ -382,10 +379,11 @@ impl<R: Runtime> EventLoop<R> {
             self.events_tx.clone(),
         ));
         self.writers_running += 1;
-        self.connections.insert(conn, ConnHandle { writer: writer_tx, gate, peer });
+        self.connections.insert(conn, ConnHandle { writer: writer_tx, gate });
         tracing::debug!(%conn, %peer, "accepted");
         let now = self.now();
-        self.broker.handle_input(now, Input::Accepted { conn });
+        let peer = PeerInfo { addr: Some(peer), ..PeerInfo::default() };
+        self.broker.handle_input(now, Input::Accepted { conn, peer });
     }
 
     fn carry_out_outputs(&mut self) {

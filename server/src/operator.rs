@@ -1,6 +1,5 @@
 //! Operator commands from the admin endpoint, carried out on the broker task (which owns the
-//! `Broker`): the connection list joined with the peer addresses the event loop knows, one
-//! queue's stats, and the commands that change state (declare, alter, delete, purge, close a
+//! `Broker`): the connection list, one queue's stats, and the commands that change state (declare, alter, delete, purge, close a
 //! connection).
 //!
 //! A command that changed durable state is answered only once it is durable: the broker's log
@@ -9,7 +8,6 @@
 //! halts first, the answer says so instead.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 
 use chute_core::ids::Lsn;
 use chute_core::{Broker, ConnId, ConnectionInfo, DeclareError, Instant, QueueAdminError};
@@ -24,7 +22,7 @@ pub type Reply<T> = oneshot::Sender<T>;
 /// What the admin endpoint asks of the broker task.
 pub enum OperatorRequest {
     /// Every connection with its peer address.
-    Connections(Reply<Vec<ConnectionView>>),
+    Connections(Reply<Vec<ConnectionInfo>>),
     /// One queue's stats; `None` when there is no such queue.
     QueueStats { name: String, reply: Reply<Option<QueueStats>> },
     /// Declares a queue, as `QueueDeclare` does.
@@ -42,14 +40,6 @@ pub enum OperatorRequest {
     Purge { name: String, reply: Reply<Result<u64, CommandError>> },
     /// Closes a connection with `closed-by-operator` and `reason`; answers whether it existed.
     Close { conn: ConnId, reason: String, reply: Reply<bool> },
-}
-
-/// A connection as the admin API shows it.
-#[derive(Clone, Debug)]
-pub struct ConnectionView {
-    pub info: ConnectionInfo,
-    /// Unknown once the event loop has let go of the socket (the connection is closing).
-    pub peer: Option<SocketAddr>,
 }
 
 /// The answer to a declare.
@@ -82,24 +72,19 @@ pub enum CommandError {
     Halted(String),
 }
 
-/// Carries out `request` on `broker` at `now`. `peer` says where a connection comes from.
+/// Carries out `request` on `broker` at `now`.
 /// Answers that must wait for durability go to `pending`; after a halt (`halted`), commands
 /// that would change the log are refused at once.
 pub fn carry_out(
     broker: &mut Broker,
     now: Instant,
     request: OperatorRequest,
-    peer: impl Fn(ConnId) -> Option<SocketAddr>,
     pending: &mut PendingAnswers,
     halted: Option<&str>,
 ) {
     match request {
         OperatorRequest::Connections(reply) => {
-            let views = broker
-                .connections()
-                .into_iter()
-                .map(|info| ConnectionView { peer: peer(info.id), info });
-            let _ = reply.send(views.collect());
+            let _ = reply.send(broker.connections());
         }
         OperatorRequest::QueueStats { name, reply } => {
             let _ = reply.send(broker.queue_stats_by_name(&name));
@@ -222,7 +207,7 @@ impl PendingAnswers {
 #[cfg(test)]
 mod tests {
     use chute_core::storage::io::StorageDone;
-    use chute_core::{BrokerConfig, Input};
+    use chute_core::{BrokerConfig, Input, PeerInfo};
 
     use super::*;
 
@@ -245,7 +230,7 @@ mod tests {
     }
 
     fn run(broker: &mut Broker, pending: &mut PendingAnswers, request: OperatorRequest) {
-        carry_out(broker, NOW, request, |_| None, pending, None);
+        carry_out(broker, NOW, request, pending, None);
     }
 
     fn declare(
@@ -307,7 +292,7 @@ mod tests {
         let mut broker = broker();
         let mut pending = PendingAnswers::default();
         let (request, mut answer) = declare("jobs", QueueOptions::default());
-        carry_out(&mut broker, NOW, request, |_| None, &mut pending, Some("EIO"));
+        carry_out(&mut broker, NOW, request, &mut pending, Some("EIO"));
         assert_eq!(answer.try_recv().unwrap().unwrap(), Err(CommandError::Halted("EIO".into())));
         assert_eq!(broker.queue_depth("jobs"), None);
     }
@@ -343,24 +328,17 @@ mod tests {
         assert!(matches!(refused, CommandError::Queue(QueueAdminError::Immutable { .. })));
     }
 
-    /// The connection list carries the peer address the event loop knows.
+    /// The connection list carries the peer the driver saw when accepting it.
     #[test]
     fn connections_carry_their_peers() {
         let mut broker = broker();
-        broker.handle_input(NOW, Input::Accepted { conn: ConnId(3) });
-        let peer: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let addr: std::net::SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let peer = PeerInfo { addr: Some(addr), tls: true, certificate_user: None };
+        broker.handle_input(NOW, Input::Accepted { conn: ConnId(3), peer: peer.clone() });
         let (reply, mut answer) = oneshot::channel();
         let mut pending = PendingAnswers::default();
-        let request = OperatorRequest::Connections(reply);
-        carry_out(
-            &mut broker,
-            NOW,
-            request,
-            |conn| (conn == ConnId(3)).then_some(peer),
-            &mut pending,
-            None,
-        );
-        let views = answer.try_recv().unwrap().unwrap();
-        assert_eq!((views[0].info.id, views[0].peer), (ConnId(3), Some(peer)));
+        carry_out(&mut broker, NOW, OperatorRequest::Connections(reply), &mut pending, None);
+        let infos = answer.try_recv().unwrap().unwrap();
+        assert_eq!((infos[0].id, &infos[0].peer), (ConnId(3), &peer));
     }
 }

@@ -167,7 +167,7 @@ impl World {
         a.conn = Some(conn);
         a.connected = false;
         a.timer_at = None;
-        self.broker_input(Input::Accepted { conn });
+        self.broker_input(Input::Accepted { conn, peer: Default::default() });
         match &self.actors[actor].role {
             Role::Admin(admin) if !admin.ready => self.declare_all(actor),
             Role::Consumer(_) => self.subscribe_all(actor, conn),

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::outbound::{Gate, Outbound};
 use super::rate_limits::WaitingPublishes;
 use crate::ids::QueueId;
+use crate::io::PeerInfo;
 use crate::policy::breaker::Breaker;
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Message;
@@ -139,6 +140,8 @@ pub(crate) struct Connection {
     /// The instant this connection's timer is registered for, if any.
     pub timer_at: Option<Instant>,
     pub client_name: String,
+    /// Its other end, as the driver saw it when accepting it.
+    pub peer: PeerInfo,
     /// Why the connection is closing, once the client sent `Close`.
     pub close_message: String,
     /// Sequence number the next published message takes.
@@ -169,7 +172,7 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub fn new(now: Instant, limits: ServerLimits) -> Connection {
+    pub fn new(now: Instant, limits: ServerLimits, peer: PeerInfo) -> Connection {
         Connection {
             state: ConnState::AwaitingHello,
             reader: FrameReader::expecting_preface(limits.frame_size_max),
@@ -185,6 +188,7 @@ impl Connection {
             version: 0,
             timer_at: None,
             client_name: String::new(),
+            peer,
             close_message: String::new(),
             next_publish_seq: 1,
             confirm_ranges: Vec::new(),

@@ -32,7 +32,7 @@ use chute_protocol::{AttemptOutcome, ErrorCode};
 
 use crate::config::BrokerConfig;
 use crate::ids::{ConnId, Lsn, QueueId};
-use crate::io::{Event, Input, Output};
+use crate::io::{Event, Input, Output, PeerInfo};
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Queue;
 use crate::rng::Rng;
@@ -74,7 +74,7 @@ use timers::{TimerKey, Timers};
 ///
 /// let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
 /// let conn = ConnId(1);
-/// broker.handle_input(Instant::ZERO, Input::Accepted { conn });
+/// broker.handle_input(Instant::ZERO, Input::Accepted { conn, peer: Default::default() });
 ///
 /// let mut hello = BytesMut::from(&PREFACE[..]);
 /// Frame::Hello(Hello {
@@ -230,7 +230,7 @@ impl Broker {
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         self.advance_time(now);
         match input {
-            Input::Accepted { conn } => self.handle_accepted(conn),
+            Input::Accepted { conn, peer } => self.handle_accepted(conn, peer),
             Input::Received { conn, bytes } => self.handle_received(conn, bytes),
             Input::Flushed { conn, bytes } => self.handle_flushed(conn, bytes),
             Input::Closed { conn } => {
@@ -300,9 +300,9 @@ impl Broker {
         self.connections.get_mut(&conn).unwrap_or_else(|| panic!("{conn} is not open"))
     }
 
-    fn handle_accepted(&mut self, conn: ConnId) {
+    fn handle_accepted(&mut self, conn: ConnId, peer: PeerInfo) {
         assert!(!self.connections.contains_key(&conn), "connection id {conn} reused");
-        let connection = Connection::new(self.now, self.server_limits());
+        let connection = Connection::new(self.now, self.server_limits(), peer);
         self.connections.insert(conn, connection);
         if let Some(reason) = self.halted.clone() {
             self.close_connection(conn, ErrorCode::STORAGE_FAILED, reason);

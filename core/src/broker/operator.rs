@@ -10,6 +10,7 @@ use super::connection::ConnState;
 use super::errors::{DeclareError, QueueAdminError};
 use super::Broker;
 use crate::ids::{ConnId, Lsn};
+use crate::io::PeerInfo;
 use crate::time::Instant;
 
 /// A connection as an operator sees it.
@@ -19,6 +20,8 @@ pub struct ConnectionInfo {
     pub id: ConnId,
     /// Free text from its `Hello` (empty before the handshake).
     pub client_name: String,
+    /// Where it comes from and whether it is encrypted.
+    pub peer: PeerInfo,
     pub state: ConnectionState,
     /// Milliseconds since it was accepted.
     pub age_ms: u64,
@@ -58,6 +61,7 @@ impl Broker {
             .map(|(id, c)| ConnectionInfo {
                 id: *id,
                 client_name: c.client_name.clone(),
+                peer: c.peer.clone(),
                 state: match c.state {
                     ConnState::AwaitingHello => ConnectionState::Handshake,
                     ConnState::Open => ConnectionState::Open,

@@ -102,7 +102,7 @@ impl Net {
     pub fn connect_without_handshake(&mut self) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.broker.handle_input(self.now, Input::Accepted { conn });
+        self.broker.handle_input(self.now, Input::Accepted { conn, peer: Default::default() });
         self.events.insert(conn, Vec::new());
         self.pump();
         conn

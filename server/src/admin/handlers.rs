@@ -177,19 +177,19 @@ impl<R: Runtime> Handler<'_, R> {
 
     async fn connections(&self) -> Answer {
         let ask = |reply| LoopEvent::Operator(OperatorRequest::Connections(reply));
-        let views = self.snapshot(ask).await?;
+        let infos = self.snapshot(ask).await?;
         let now = Instant::now();
-        let accepted_at: BTreeMap<u64, Instant> = views
+        let accepted_at: BTreeMap<u64, Instant> = infos
             .iter()
-            .map(|view| {
-                let age = Duration::from_millis(view.info.age_ms);
-                (view.info.id.0, now.checked_sub(age).unwrap_or(self.state.started))
+            .map(|info| {
+                let age = Duration::from_millis(info.age_ms);
+                (info.id.0, now.checked_sub(age).unwrap_or(self.state.started))
             })
             .collect();
-        let totals = json::connection_totals(&views);
+        let totals = json::connection_totals(&infos);
         let rates =
             locked(&self.state.connection_totals).record(now, totals, |(id, _)| accepted_at[id]);
-        Ok(reply::json(StatusCode::OK, &json::connections_json(&views, &rates)))
+        Ok(reply::json(StatusCode::OK, &json::connections_json(&infos, &rates)))
     }
 
     /// Closes a connection with `closed-by-operator` and the `reason` parameter, which its

@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use chute_core::BrokerStats;
+use chute_core::{BrokerStats, ConnectionInfo};
 use chute_protocol::{QueueCounters, QueueOptions};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::rates::Rate;
-use crate::operator::ConnectionView;
 use crate::storage_worker::StorageMetrics;
 
 /// A protocol value as JSON.
@@ -112,26 +111,26 @@ pub const PUBLISHED: &str = "published";
 pub const DELIVERED: &str = "delivered";
 
 /// The per-connection totals the rate sampler takes, keyed by connection id and counter.
-pub fn connection_totals(views: &[ConnectionView]) -> BTreeMap<(u64, &'static str), u64> {
-    let totals = views.iter().flat_map(|view| {
-        let id = view.info.id.0;
-        [((id, PUBLISHED), view.info.published_total), ((id, DELIVERED), view.info.delivered_total)]
+pub fn connection_totals(infos: &[ConnectionInfo]) -> BTreeMap<(u64, &'static str), u64> {
+    let totals = infos.iter().flat_map(|info| {
+        let id = info.id.0;
+        [((id, PUBLISHED), info.published_total), ((id, DELIVERED), info.delivered_total)]
     });
     totals.collect()
 }
 
 /// `/api/connections`: one object per connection, by id.
 pub fn connections_json(
-    views: &[ConnectionView],
+    infos: &[ConnectionInfo],
     rates: &BTreeMap<(u64, &'static str), Rate>,
 ) -> Value {
-    let connections = views.iter().map(|view| {
-        let info = &view.info;
+    let connections = infos.iter().map(|info| {
         let rate = |counter| rates.get(&(info.id.0, counter)).copied();
         let published = rate(PUBLISHED);
         json!({
             "id": info.id.0,
-            "peer": view.peer.map(|peer| peer.to_string()),
+            "peer": info.peer.addr.map(|addr| addr.to_string()),
+            "tls": info.peer.tls,
             "client_name": info.client_name,
             // Null until the broker authenticates clients.
             "user": null,
@@ -244,7 +243,7 @@ pub fn test_stats() -> BrokerStats {
 
 #[cfg(test)]
 mod tests {
-    use chute_core::{Broker, BrokerConfig, Input, Instant};
+    use chute_core::{Broker, BrokerConfig, Input, Instant, PeerInfo};
     use chute_protocol::{BackoffPolicy, Durability, RateLimit, RateLimitPolicy};
 
     use super::test_stats as stats;
@@ -309,9 +308,10 @@ mod tests {
     #[test]
     fn connections_show_peer_totals_and_rates() {
         let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
-        broker.handle_input(Instant::ZERO, Input::Accepted { conn: chute_core::ConnId(7) });
-        let info = broker.connections().remove(0);
-        let views = [ConnectionView { info, peer: Some("127.0.0.1:5000".parse().unwrap()) }];
+        let peer =
+            PeerInfo { addr: Some("127.0.0.1:5000".parse().unwrap()), ..PeerInfo::default() };
+        broker.handle_input(Instant::ZERO, Input::Accepted { conn: chute_core::ConnId(7), peer });
+        let views = broker.connections();
         let rate = Rate { per_second: 1.5, interval_ms: 1000 };
         let rates = BTreeMap::from([((7, PUBLISHED), rate), ((7, DELIVERED), rate)]);
         let json = connections_json(&views, &rates);
