@@ -1,9 +1,10 @@
 //! The disk's sequential write rate, measured in the same run as W6 so that W6's MB/s can be
 //! read as a fraction of what the disk takes. It is what `dd bs=1M count=N conv=fdatasync`
-//! reports: N MiB written in 1 MiB writes, then one `fdatasync`, timed from the first write to
-//! the end of the sync, in a file of the directory given (the broker's data directory, so the
-//! figure is its file system's). The file is removed afterwards; the broker ignores files in
-//! its data directory that are not segments or its manifest.
+//! reports: N MiB (by default as much as the run's payloads) written in 1 MiB writes, then one
+//! `fdatasync`, timed from the first write to the end of the sync, in a file of the directory
+//! given (the broker's data directory, so the figure is its file system's). The file is
+//! removed afterwards; the broker ignores files in its data directory that are not segments or
+//! its manifest.
 //!
 //! The fsync probe of the peer harness measures something else (the latency of a 4 KiB write
 //! and its sync), and `../shared/limits` a broker-shaped relay; neither is the disk's
