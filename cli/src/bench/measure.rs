@@ -1,6 +1,7 @@
 //! What a run measured, as the figures `chute bench` reports: latency percentiles from
-//! HdrHistograms (µs, 3 significant digits, as in the peer harness), throughput, the broker's
-//! own figures, and the median over repetitions.
+//! HdrHistograms (µs, 3 significant digits, as in the peer harness), throughput (msgs/s and
+//! MB/s), the fairness between queues, the disk's write rate, the broker's own figures, and
+//! the median over repetitions.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -29,13 +30,30 @@ pub struct Measured {
     pub duplicates: u64,
     /// Paced runs: the furthest any publish fell behind its schedule.
     pub max_send_lag_us: Option<u64>,
+    /// Runs of several queues: see [`fairness_min_over_mean`].
+    pub fairness_min_over_mean: Option<f64>,
+}
+
+/// The peer harness's fairness: the slowest queue's rate over the mean of the queues' rates,
+/// each queue's rate being its messages / (the run's first publish → the last ack on that
+/// queue). 1.0 when every queue finished together; `None` for fewer than two queues or a rate
+/// that is not a positive number.
+pub fn fairness_min_over_mean(queue_rates: &[f64]) -> Option<f64> {
+    if queue_rates.len() < 2 || !queue_rates.iter().all(|r| r.is_finite() && *r > 0.0) {
+        return None;
+    }
+    let mean = queue_rates.iter().sum::<f64>() / queue_rates.len() as f64;
+    let slowest = queue_rates.iter().copied().fold(f64::INFINITY, f64::min);
+    Some(slowest / mean)
 }
 
 /// One run's figures, or the median of several.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {
     pub workload: String,
+    /// The queue's name, or with several queues the name their suffixes follow.
     pub queue: String,
+    pub queues: u32,
     pub messages: u64,
     pub size_bytes: u32,
     pub producers: u32,
@@ -44,6 +62,13 @@ pub struct Figures {
     pub rate_per_s: Option<f64>,
     pub seconds: f64,
     pub msgs_per_s: f64,
+    /// msgs/s × payload bytes / 10⁶, as the harness's `mb_per_s`.
+    pub mb_per_s: f64,
+    pub fairness_min_over_mean: Option<f64>,
+    /// The disk's sequential write rate measured just before the run (`disk`), in MB/s.
+    pub disk_write_mb_per_s: Option<f64>,
+    /// `mb_per_s` / `disk_write_mb_per_s`.
+    pub disk_fraction: Option<f64>,
     pub publish_confirm_p50_us: u64,
     pub publish_confirm_p99_us: u64,
     pub e2e_p50_us: u64,
@@ -63,9 +88,11 @@ impl Figures {
         let w = &named.workload;
         let confirm = &measured.publish_confirm_us;
         let e2e = &measured.e2e_us;
+        let msgs_per_s = w.messages as f64 / measured.seconds;
         Figures {
             workload: named.name.clone(),
             queue: queue.to_string(),
+            queues: w.queues,
             messages: w.messages,
             size_bytes: w.size_bytes,
             producers: w.producers,
@@ -73,7 +100,11 @@ impl Figures {
             durable: w.durable,
             rate_per_s: w.rate_per_s,
             seconds: measured.seconds,
-            msgs_per_s: w.messages as f64 / measured.seconds,
+            msgs_per_s,
+            mb_per_s: msgs_per_s * f64::from(w.size_bytes) / 1e6,
+            fairness_min_over_mean: measured.fairness_min_over_mean,
+            disk_write_mb_per_s: None,
+            disk_fraction: None,
             publish_confirm_p50_us: confirm.value_at_quantile(0.5),
             publish_confirm_p99_us: confirm.value_at_quantile(0.99),
             e2e_p50_us: e2e.value_at_quantile(0.5),
@@ -86,6 +117,12 @@ impl Figures {
             load1: None,
             cpu_steal_pct: None,
         }
+    }
+
+    /// Records the disk's sequential write rate and this run's share of it.
+    pub fn set_disk_write_mb_per_s(&mut self, disk_mb_per_s: f64) {
+        self.disk_write_mb_per_s = Some(disk_mb_per_s);
+        self.disk_fraction = Some(self.mb_per_s / disk_mb_per_s);
     }
 
     /// The JSON object `--json` prints. `rep` is the repetition (1-based), or `None` for the
@@ -102,8 +139,13 @@ impl Figures {
             "durable": self.durable,
             "rate": self.rate_per_s,
             "queue": self.queue,
+            "queues": self.queues,
             "seconds": round(self.seconds, 3),
             "msgs_per_s": round(self.msgs_per_s, 1),
+            "mb_per_s": round(self.mb_per_s, 2),
+            "fairness_min_over_mean": self.fairness_min_over_mean.map(|v| round(v, 3)),
+            "disk_write_mb_per_s": self.disk_write_mb_per_s.map(|v| round(v, 1)),
+            "disk_fraction": self.disk_fraction.map(|v| round(v, 3)),
             "publish_confirm_p50_us": self.publish_confirm_p50_us,
             "publish_confirm_p99_us": self.publish_confirm_p99_us,
             "e2e_p50_us": self.e2e_p50_us,
@@ -142,6 +184,11 @@ pub fn median(runs: &[Figures]) -> Figures {
     Figures {
         seconds: f(|r| r.seconds),
         msgs_per_s: f(|r| r.msgs_per_s),
+        mb_per_s: f(|r| r.mb_per_s),
+        fairness_min_over_mean: opt(|r| r.fairness_min_over_mean),
+        disk_write_mb_per_s: opt(|r| r.disk_write_mb_per_s),
+        // The median of each run's own fraction, not a ratio of two medians from different runs.
+        disk_fraction: opt(|r| r.disk_fraction),
         publish_confirm_p50_us: u(|r| r.publish_confirm_p50_us),
         publish_confirm_p99_us: u(|r| r.publish_confirm_p99_us),
         e2e_p50_us: u(|r| r.e2e_p50_us),
@@ -193,6 +240,7 @@ mod tests {
             e2e_us: e2e,
             duplicates: 0,
             max_send_lag_us: None,
+            fairness_min_over_mean: None,
         }
     }
 
@@ -234,6 +282,37 @@ mod tests {
         assert_eq!(json["durable"], true);
         assert_eq!(json["rep"], 1);
         assert!(json["max_send_lag_us"].is_null() && json["rate"].is_null());
+        // 500 msg/s of 256 B.
+        assert_eq!((json["queues"].clone(), json["mb_per_s"].clone()), (1.into(), 0.13.into()));
+        assert!(json["fairness_min_over_mean"].is_null(), "one queue has no fairness figure");
+        assert!(json["disk_write_mb_per_s"].is_null() && json["disk_fraction"].is_null());
+    }
+
+    /// The slowest queue over the mean: 1 when all are equal, below 1 otherwise; nothing for one
+    /// queue or a rate that is not a positive number.
+    #[test]
+    fn fairness_is_the_slowest_rate_over_the_mean() {
+        assert_eq!(fairness_min_over_mean(&[100.0, 100.0, 100.0]), Some(1.0));
+        assert_eq!(fairness_min_over_mean(&[50.0, 100.0, 150.0]), Some(0.5));
+        assert_eq!(fairness_min_over_mean(&[100.0]), None);
+        assert_eq!(fairness_min_over_mean(&[100.0, f64::INFINITY]), None);
+        assert_eq!(fairness_min_over_mean(&[100.0, 0.0]), None);
+    }
+
+    /// W6's figures: MB/s from the payload size, and the fraction of the disk's rate.
+    #[test]
+    fn megabytes_per_second_and_the_disk_fraction() {
+        let w6 =
+            resolve(Some(Preset::W6), &Overrides { messages: Some(1000), ..Overrides::default() })
+                .unwrap();
+        let mut figures = Figures::new(&w6, "q", &measured(&[5]), BrokerFigures::default());
+        assert_eq!(figures.msgs_per_s, 500.0);
+        assert_eq!(figures.mb_per_s, 500.0 * 65_536.0 / 1e6);
+        figures.set_disk_write_mb_per_s(131.072);
+        let json = figures.to_json(Some(1), 1);
+        assert_eq!(json["mb_per_s"], 32.77);
+        assert_eq!(json["disk_write_mb_per_s"], 131.1);
+        assert_eq!(json["disk_fraction"], 0.25);
     }
 
     /// Without the broker's metrics its fields are null, not zero.
@@ -267,5 +346,23 @@ mod tests {
         assert_eq!(m.broker.fsyncs, None);
         let even = median(&runs[..2]);
         assert_eq!((even.msgs_per_s, even.e2e_p99_us), (200.0, 4));
+    }
+
+    /// MB/s, fairness and the disk figures are medians too; the disk fraction is the median
+    /// of each run's own fraction (here 0.3), not the ratio of the two medians (60 / 100).
+    #[test]
+    fn median_of_the_throughput_fairness_and_disk_figures() {
+        let run = |mb_per_s: f64, fairness: f64, disk_mb_per_s: f64| {
+            let mut figures =
+                Figures::new(&w1_of(10), "q", &measured(&[1]), BrokerFigures::default());
+            figures.mb_per_s = mb_per_s;
+            figures.fairness_min_over_mean = Some(fairness);
+            figures.set_disk_write_mb_per_s(disk_mb_per_s);
+            figures
+        };
+        let runs = [run(30.0, 0.9, 100.0), run(60.0, 0.5, 200.0), run(45.0, 0.7, 50.0)];
+        let m = median(&runs);
+        assert_eq!((m.mb_per_s, m.fairness_min_over_mean), (45.0, Some(0.7)));
+        assert_eq!((m.disk_write_mb_per_s, m.disk_fraction), (Some(100.0), Some(0.3)));
     }
 }

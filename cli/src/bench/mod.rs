@@ -1,32 +1,40 @@
-//! `chute bench`: the standard workloads W1–W4 (or a custom run) against a running server,
+//! `chute bench`: the standard workloads W1–W6 (or a custom run) against a running server,
 //! measured exactly as the peer harness in `../shared/peerbench` measures other brokers, so
 //! the figures compare. See `docs/BENCHMARKS.md`.
 //!
-//! - `workload`: the presets and custom runs;
+//! - `workload`: the presets and custom runs; `queues`: the run's queues, set up and removed;
 //! - `payload`, `pace`: what a message carries and when a paced producer sends it;
-//! - `run`: one run's producers and consumers, and the check that every message arrived;
+//! - `run`: one run's producers and consumers, and the check that every message arrived on
+//!   its own queue; `placement`: which thread drives which connections;
 //! - `measure`: the figures, their JSON and the median over repetitions;
 //! - `metrics`: the broker's own figures from its admin endpoint;
+//! - `disk`: the disk's sequential write rate, for W6;
 //! - `host`: load and CPU steal of this machine; `progress`, `report`: what a person sees.
 
+mod disk;
 mod host;
 mod measure;
 mod metrics;
 mod pace;
 mod payload;
+mod placement;
 mod progress;
+mod queues;
 mod report;
 mod run;
 mod workload;
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chute_client::{Connection, Durability, QueueOptions};
+use chute_client::Connection;
 use clap::Args;
 use futures::executor::block_on;
 
+use disk::DiskProbe;
 use measure::Figures;
 use metrics::{BrokerFigures, BrokerSample};
+use queues::RunQueues;
 
 use crate::admin_http::{AdminEndpoint, ADMIN_URL_DEFAULT};
 use workload::{Named, Overrides, Preset};
@@ -37,10 +45,15 @@ const SETTLE_BETWEEN_REPS: Duration = Duration::from_secs(2);
 #[derive(Args)]
 pub struct BenchArgs {
     /// A standard workload: W1 (durable 1×1, 200,000), W2 (W1 in memory), W3 (durable 1×1,
-    /// 20,000 at 2,000 msg/s), W4 (durable 4×4, 200,000). The flags below change its parts;
-    /// without it they change W1.
-    #[arg(long, value_name = "W1|W2|W3|W4")]
+    /// 20,000 at 2,000 msg/s), W4 (durable 4×4, 200,000), W5 (durable, 64 queues with one
+    /// producer and one consumer each, 200,000 in all), W6 (durable 1×1, 20,000 of 64 KiB).
+    /// The flags below change its parts; without it they change W1.
+    #[arg(long, value_name = "W1|W2|W3|W4|W5|W6")]
     pub workload: Option<Preset>,
+    /// Queues; the producers and consumers are split evenly over them, each using its own
+    /// queue only.
+    #[arg(long)]
+    pub queues: Option<u32>,
     /// Producers, each on its own connection.
     #[arg(long)]
     pub producers: Option<u32>,
@@ -81,11 +94,21 @@ pub struct BenchArgs {
     /// Fail a run that has not seen every message by then (the harness's default).
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+    /// Before each run, measure the disk's sequential write rate with a file in this
+    /// directory (give the broker's data directory), and report the run's MB/s as a fraction of
+    /// it. W6 asks for it.
+    #[arg(long, value_name = "DIR")]
+    pub disk_dir: Option<PathBuf>,
+    /// MiB the disk probe writes before its fdatasync [default: as much as the run's payloads,
+    /// 1,250 for W6].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub disk_probe_mib: Option<u32>,
 }
 
 impl BenchArgs {
     fn overrides(&self) -> Overrides {
         Overrides {
+            queues: self.queues,
             producers: self.producers,
             consumers: self.consumers,
             messages: self.messages,
@@ -103,12 +126,25 @@ impl BenchArgs {
 pub fn run(url: &str, args: BenchArgs) -> Result<(), String> {
     let named = workload::resolve(args.workload, &args.overrides())?;
     let admin = Broker::new(AdminEndpoint::parse(&args.admin_url)?);
+    let probe_mib = args.disk_probe_mib.unwrap_or_else(|| payload_mib(&named.workload));
+    let disk = args.disk_dir.as_deref().map(|dir| DiskProbe::new(dir, probe_mib));
+    let disk = disk.transpose()?;
+    if disk.is_none() && named.base == Preset::W6 {
+        eprintln!(
+            "chute bench: W6's MB/s is read against the disk's sequential write rate; give \
+             --disk-dir (the broker's data directory) to measure it in the same run"
+        );
+    }
     let mut runs = Vec::new();
     for rep in 1..=args.reps {
         if rep > 1 {
             std::thread::sleep(SETTLE_BETWEEN_REPS);
         }
-        let figures = run_rep(url, &named, &args, rep, &admin)?;
+        let disk_mb_per_s = disk.as_ref().map(DiskProbe::measure).transpose()?;
+        let mut figures = run_rep(url, &named, &args, rep, &admin)?;
+        if let Some(disk_mb_per_s) = disk_mb_per_s {
+            figures.set_disk_write_mb_per_s(disk_mb_per_s);
+        }
         let title = if args.reps == 1 {
             named.name.clone()
         } else {
@@ -131,8 +167,8 @@ pub fn run(url: &str, args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// One repetition: declare the queue, run, read the broker's figures around the run, delete
-/// the queue if this run created it.
+/// One repetition: declare the queues, run, read the broker's figures around the run, delete
+/// the queues this run created.
 fn run_rep(
     url: &str,
     named: &Named,
@@ -148,30 +184,24 @@ fn run_rep(
     let cpu_before = host::CpuTimes::now();
 
     let admin = block_on(Connection::connect(url)).map_err(|e| e.to_string())?;
-    let durability = if workload.durable { Durability::Always } else { Durability::None };
-    let options = QueueOptions { durability, ..QueueOptions::default() };
-    let declared = block_on(admin.declare_queue(&queue, options))
-        .map_err(|e| format!("declare queue {queue}: {e}"))?;
-    if !declared.created {
-        let stats = block_on(admin.queue_stats(&queue)).map_err(|e| e.to_string())?;
-        let held = stats.ready + stats.delayed + stats.in_flight + stats.group_blocked;
-        if held > 0 {
-            return Err(format!("queue {queue} holds {held} messages; the bench needs it empty"));
+    let declared =
+        RunQueues::declare(&admin, queues::names(&queue, workload.queues), workload.durable);
+    let queues = match declared {
+        Ok(queues) => queues,
+        Err(error) => {
+            block_on(admin.close());
+            return Err(error);
         }
-    }
+    };
 
     let label = format!("{} run {rep}", named.name);
     let mut progress = progress::Progress::new(label, workload.messages);
     let timeout = Duration::from_secs(args.timeout_s);
-    let result = run::run(url, &queue, workload, timeout, &mut progress);
+    let result = run::run(url, &queues.names, workload, timeout, &mut progress);
 
     let after = broker.sample();
     let steal = cpu_before.zip(host::CpuTimes::now()).and_then(|(a, b)| a.steal_pct_until(b));
-    if declared.created {
-        if let Err(e) = block_on(admin.delete_queue(&queue, false, false)) {
-            eprintln!("chute bench: could not delete queue {queue}: {e}");
-        }
-    }
+    queues.delete_created(&admin);
     block_on(admin.close());
 
     let measured = result.map_err(|e| format!("{} run {rep} failed: {e}", named.name))?;
@@ -190,6 +220,15 @@ fn run_rep(
     figures.load1 = load1;
     figures.cpu_steal_pct = steal;
     Ok(figures)
+}
+
+/// The run's payload bytes in MiB, rounded up: what the disk probe writes unless told. A short
+/// write lands in whatever cache sits in front of the disk and reads fast (on the project's VM,
+/// `dd ... conv=fdatasync` of 256 MiB gave 1.1 GB/s, of 1.25 GiB 0.4 GB/s), so the probe
+/// writes as much as the run does, and both meet the disk alike.
+fn payload_mib(workload: &workload::Workload) -> u32 {
+    let bytes = workload.messages.saturating_mul(u64::from(workload.size_bytes));
+    u32::try_from(bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX).max(1)
 }
 
 /// A queue name no other run uses: this process and the time, so that a leftover (from an
@@ -260,7 +299,19 @@ mod tests {
         assert_eq!(resolve("--rate 500").unwrap().workload.rate_per_s, Some(500.0));
         assert!(resolve("--durable --in-memory").is_err());
         assert!(resolve("--workload W9").is_err());
+        let w5 = resolve("--workload W5 --messages 640").unwrap();
+        assert_eq!((w5.name.as_str(), w5.base, w5.workload.queues), ("custom", Preset::W5, 64));
+        assert_eq!(resolve("--workload W5 --queues 8").unwrap().workload.queues, 8);
+        assert!(resolve("--workload W5 --queues 6").is_err(), "64 producers over 6 queues");
+        assert!(resolve("--disk-probe-mib 0").is_err());
         assert!(resolve("--reps 0").is_err());
+    }
+
+    /// W6's 20,000 × 64 KiB are 1,250 MiB; a run of less than a MiB still writes one.
+    #[test]
+    fn the_disk_probe_writes_as_much_as_the_run() {
+        assert_eq!(payload_mib(&Preset::W6.workload()), 1250);
+        assert_eq!(payload_mib(&resolve("--messages 10").unwrap().workload), 1);
     }
 
     #[test]

@@ -9,8 +9,12 @@ pub fn summary(title: &str, figures: &Figures) -> String {
         Some(rate) => format!("paced at {} msg/s", thousands(rate.round() as u64)),
         None => "as fast as confirms allow".into(),
     };
+    let queues = match f.queues {
+        1 => String::new(),
+        n => format!(" on {n} queues"),
+    };
     let mut out = format!(
-        "{title}: {} messages of {} B, {} × {}, {}, {pacing}\n",
+        "{title}: {} messages of {} B, {} × {}{queues}, {}, {pacing}\n",
         thousands(f.messages),
         f.size_bytes,
         plural(f.producers, "producer"),
@@ -18,10 +22,23 @@ pub fn summary(title: &str, figures: &Figures) -> String {
         if f.durable { "durable" } else { "in memory" },
     );
     out += &format!(
-        "  throughput       {} msg/s ({:.3} s, first publish to last ack)\n",
+        "  throughput       {} msg/s, {:.1} MB/s ({:.3} s, first publish to last ack)\n",
         thousands(f.msgs_per_s.round() as u64),
+        f.mb_per_s,
         f.seconds
     );
+    if let Some(fairness) = f.fairness_min_over_mean {
+        out += &format!(
+            "  fairness         {fairness:.3} (slowest queue's rate / mean of the {} queues' rates)\n",
+            f.queues
+        );
+    }
+    if let (Some(disk), Some(fraction)) = (f.disk_write_mb_per_s, f.disk_fraction) {
+        out += &format!(
+            "  disk             sequential write {disk:.1} MB/s; this run {:.1} % of it\n",
+            fraction * 100.0
+        );
+    }
     out += &format!(
         "  publish→confirm  p50 {}  p99 {}\n",
         micros(f.publish_confirm_p50_us),
@@ -129,13 +146,39 @@ mod tests {
             e2e_us,
             duplicates: 0,
             max_send_lag_us: Some(700),
+            fairness_min_over_mean: None,
         };
         let figures = Figures::new(&named, "q", &measured, BrokerFigures::default());
         let text = summary("W3", &figures);
         assert!(text.starts_with("W3: 20,000 messages of 256 B, 1 producer × 1 consumer, durable, paced at 2,000 msg/s\n"), "{text}");
-        assert!(text.contains("2,000 msg/s (10.000 s"), "{text}");
+        assert!(text.contains("2,000 msg/s, 0.5 MB/s (10.000 s"), "{text}");
         assert!(text.contains("p50 400 µs"), "{text}");
         assert!(text.contains("max send lag     700 µs"), "{text}");
         assert!(text.contains("figures unavailable"), "{text}");
+        assert!(!text.contains("fairness") && !text.contains("disk"), "{text}");
+    }
+
+    /// Several queues are named in the heading with the fairness; a disk rate with its share.
+    #[test]
+    fn summary_shows_queues_fairness_and_disk() {
+        let named = resolve(Some(Preset::W5), &Overrides::default()).unwrap();
+        let measured = Measured {
+            seconds: 2.0,
+            publish_confirm_us: latency_histogram(),
+            e2e_us: latency_histogram(),
+            duplicates: 0,
+            max_send_lag_us: None,
+            fairness_min_over_mean: Some(0.875),
+        };
+        let mut figures = Figures::new(&named, "q", &measured, BrokerFigures::default());
+        figures.set_disk_write_mb_per_s(512.0);
+        let text = summary("W5", &figures);
+        assert!(text.contains("64 producers × 64 consumers on 64 queues, durable"), "{text}");
+        assert!(text.contains("100,000 msg/s, 25.6 MB/s"), "{text}");
+        assert!(
+            text.contains("fairness         0.875 (slowest queue's rate / mean of the 64"),
+            "{text}"
+        );
+        assert!(text.contains("sequential write 512.0 MB/s; this run 5.0 % of it"), "{text}");
     }
 }

@@ -1,6 +1,7 @@
-//! The standard workloads W1–W4 (the same shapes the peer harness in `../shared/peerbench`
+//! The standard workloads W1–W6 (the same shapes the peer harness in `../shared/peerbench`
 //! runs, so figures compare) and custom runs built from them.
 
+use std::ops::Range;
 use std::str::FromStr;
 
 use crate::bench::payload::HEADER_BYTES;
@@ -17,6 +18,8 @@ pub enum Preset {
     W2,
     W3,
     W4,
+    W5,
+    W6,
 }
 
 impl Preset {
@@ -26,12 +29,15 @@ impl Preset {
             Preset::W2 => "W2",
             Preset::W3 => "W3",
             Preset::W4 => "W4",
+            Preset::W5 => "W5",
+            Preset::W6 => "W6",
         }
     }
 
     /// The workload as the issue's table (and the peer harness) defines it.
     pub fn workload(self) -> Workload {
         let w1 = Workload {
+            queues: 1,
             producers: 1,
             consumers: 1,
             messages: 200_000,
@@ -44,6 +50,8 @@ impl Preset {
             Preset::W2 => Workload { durable: false, ..w1 },
             Preset::W3 => Workload { messages: 20_000, rate_per_s: Some(2000.0), ..w1 },
             Preset::W4 => Workload { producers: 4, consumers: 4, ..w1 },
+            Preset::W5 => Workload { queues: 64, producers: 64, consumers: 64, ..w1 },
+            Preset::W6 => Workload { messages: 20_000, size_bytes: 65_536, ..w1 },
         }
     }
 }
@@ -57,7 +65,9 @@ impl FromStr for Preset {
             "W2" => Ok(Preset::W2),
             "W3" => Ok(Preset::W3),
             "W4" => Ok(Preset::W4),
-            _ => Err(format!("unknown workload {value:?} (W1, W2, W3 or W4)")),
+            "W5" => Ok(Preset::W5),
+            "W6" => Ok(Preset::W6),
+            _ => Err(format!("unknown workload {value:?} (W1, W2, W3, W4, W5 or W6)")),
         }
     }
 }
@@ -65,6 +75,10 @@ impl FromStr for Preset {
 /// What one run does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
+    /// Queues of the run. The producers and consumers are split evenly over them, and each
+    /// publishes to / consumes from its own queue only (the harness's rule).
+    pub queues: u32,
+    /// In total, over all queues.
     pub producers: u32,
     pub consumers: u32,
     /// In total, over all producers.
@@ -80,6 +94,7 @@ pub struct Workload {
 /// The parts of a workload the command line may change.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
+    pub queues: Option<u32>,
     pub producers: Option<u32>,
     pub consumers: Option<u32>,
     pub messages: Option<u64>,
@@ -103,6 +118,7 @@ pub fn resolve(preset: Option<Preset>, overrides: &Overrides) -> Result<Named, S
     let base = preset.unwrap_or(Preset::W1);
     let standard = base.workload();
     let workload = Workload {
+        queues: overrides.queues.unwrap_or(standard.queues),
         producers: overrides.producers.unwrap_or(standard.producers),
         consumers: overrides.consumers.unwrap_or(standard.consumers),
         messages: overrides.messages.unwrap_or(standard.messages),
@@ -119,8 +135,22 @@ fn check(workload: &Workload) -> Result<(), String> {
     if workload.producers == 0 || workload.consumers == 0 {
         return Err("a run needs at least one producer and one consumer".into());
     }
-    if workload.messages == 0 {
-        return Err("--messages must be at least 1".into());
+    if workload.queues == 0 {
+        return Err("--queues must be at least 1".into());
+    }
+    let (queues, producers, consumers) = (workload.queues, workload.producers, workload.consumers);
+    if !producers.is_multiple_of(queues) || !consumers.is_multiple_of(queues) {
+        return Err(format!(
+            "{producers} producers and {consumers} consumers do not split evenly over {queues} \
+             queues: each queue needs the same number of each (set --producers and --consumers \
+             too)"
+        ));
+    }
+    if workload.messages < u64::from(workload.producers) {
+        return Err(format!(
+            "--messages must be at least the number of producers ({}), so that each publishes",
+            workload.producers
+        ));
     }
     if (workload.size_bytes as usize) < HEADER_BYTES {
         return Err(format!(
@@ -149,6 +179,25 @@ impl Workload {
         (first, count)
     }
 
+    /// The queue (0-based) producer `k` publishes to: a queue's producers are adjacent.
+    pub fn queue_of_producer(&self, k: u32) -> u32 {
+        k / (self.producers / self.queues)
+    }
+
+    /// The queue consumer `j` consumes from.
+    pub fn queue_of_consumer(&self, j: u32) -> u32 {
+        j / (self.consumers / self.queues)
+    }
+
+    /// The sequence numbers published to queue `q`: its producers' shares, which are adjacent.
+    pub fn queue_share(&self, q: u32) -> Range<u64> {
+        assert!(q < self.queues, "queue {q} of {}", self.queues);
+        let per_queue = self.producers / self.queues;
+        let (first, _) = self.producer_share(q * per_queue);
+        let (last_first, last_count) = self.producer_share((q + 1) * per_queue - 1);
+        first..last_first + last_count
+    }
+
     /// Each producer's share of the rate.
     pub fn producer_rate_per_s(&self) -> Option<f64> {
         self.rate_per_s.map(|rate| rate / f64::from(self.producers))
@@ -167,6 +216,7 @@ mod tests {
         assert_eq!(
             w(Preset::W1),
             Workload {
+                queues: 1,
                 producers: 1,
                 consumers: 1,
                 messages: 200_000,
@@ -183,11 +233,50 @@ mod tests {
         assert_eq!((w4.producers, w4.consumers, w4.messages, w4.durable), (4, 4, 200_000, true));
     }
 
+    /// W5 and W6 are the peer harness's: 64 queues with one producer and one consumer each,
+    /// 200,000 × 256 B durable in total (3,125 per queue); and 20,000 × 64 KiB durable, 1 × 1.
+    #[test]
+    fn w5_and_w6_match_the_harness() {
+        let w5 = Preset::W5.workload();
+        assert_eq!((w5.queues, w5.producers, w5.consumers), (64, 64, 64));
+        assert_eq!(
+            (w5.messages, w5.size_bytes, w5.durable, w5.rate_per_s),
+            (200_000, 256, true, None)
+        );
+        assert_eq!(w5.queue_share(0), 0..3125);
+        assert_eq!(w5.queue_share(63), 196_875..200_000);
+        let w6 = Preset::W6.workload();
+        assert_eq!((w6.queues, w6.producers, w6.consumers), (1, 1, 1));
+        assert_eq!(
+            (w6.messages, w6.size_bytes, w6.durable, w6.rate_per_s),
+            (20_000, 65_536, true, None)
+        );
+    }
+
+    /// Each queue gets the sequence numbers of its own producers, and its consumers are the
+    /// adjacent block of the same size: with 2 queues, producers 0-1 and consumers 0-2 use the
+    /// first, the rest the second.
+    #[test]
+    fn queues_split_producers_consumers_and_sequence_numbers() {
+        let w = Workload {
+            queues: 2,
+            producers: 4,
+            consumers: 6,
+            messages: 10,
+            ..Preset::W1.workload()
+        };
+        assert_eq!((0..4).map(|k| w.queue_of_producer(k)).collect::<Vec<_>>(), [0, 0, 1, 1]);
+        assert_eq!((0..6).map(|j| w.queue_of_consumer(j)).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1]);
+        assert_eq!((w.queue_share(0), w.queue_share(1)), (0..4, 4..10));
+        assert_eq!(Preset::W1.workload().queue_share(0), 0..200_000);
+    }
+
     #[test]
     fn preset_names_parse_in_either_case() {
         assert_eq!("w3".parse::<Preset>(), Ok(Preset::W3));
         assert_eq!("W4".parse::<Preset>(), Ok(Preset::W4));
-        assert!("W5".parse::<Preset>().is_err());
+        assert_eq!("w6".parse::<Preset>(), Ok(Preset::W6));
+        assert!("W7".parse::<Preset>().is_err());
     }
 
     /// A preset keeps its name only while unchanged; any override makes the run `custom`.
@@ -212,6 +301,14 @@ mod tests {
         assert!(refused(Overrides { size_bytes: Some(15), ..Overrides::default() }));
         assert!(refused(Overrides { rate_per_s: Some(0.0), ..Overrides::default() }));
         assert!(!refused(Overrides { size_bytes: Some(16), ..Overrides::default() }));
+        assert!(refused(Overrides { queues: Some(0), ..Overrides::default() }));
+        // W1's one producer and consumer cannot be split over two queues.
+        assert!(refused(Overrides { queues: Some(2), ..Overrides::default() }));
+        let w5 = |o: Overrides| resolve(Some(Preset::W5), &o);
+        assert!(w5(Overrides { queues: Some(5), ..Overrides::default() }).is_err(), "64 over 5");
+        assert!(w5(Overrides { queues: Some(8), ..Overrides::default() }).is_ok(), "8 each");
+        assert!(w5(Overrides { messages: Some(63), ..Overrides::default() }).is_err());
+        assert!(w5(Overrides { messages: Some(64), ..Overrides::default() }).is_ok());
     }
 
     /// Producers split the sequence numbers without gap or overlap, the last one taking the
