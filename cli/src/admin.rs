@@ -6,14 +6,48 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::admin_http::{query, AdminEndpoint, Request, ADMIN_URL_DEFAULT};
+use crate::admin_http::{query, AdminCredentials, AdminEndpoint, Request, ADMIN_URL_DEFAULT};
+use crate::admin_users::{self, UserCommand};
 
-/// `--admin-url`, for every command that speaks to the admin endpoint.
+/// `--admin-url` and the credentials, for every command that speaks to the admin endpoint.
 #[derive(Args, Debug)]
 pub struct AdminUrl {
     /// The server's admin endpoint.
     #[arg(long, global = true, env = "CHUTE_ADMIN_URL", default_value = ADMIN_URL_DEFAULT)]
     pub admin_url: String,
+    /// A token of a user with `admin`, for a server with users.
+    #[arg(
+        long,
+        global = true,
+        env = "CHUTE_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_user"
+    )]
+    pub admin_token: Option<String>,
+    /// A user with `admin`, for a server with users; the password comes from the environment
+    /// variable CHUTE_ADMIN_PASSWORD (never a flag: others could read it in the process list).
+    #[arg(long, global = true, env = "CHUTE_ADMIN_USER")]
+    pub admin_user: Option<String>,
+}
+
+impl AdminUrl {
+    /// The endpoint, with the credentials given.
+    pub fn endpoint(&self) -> Result<AdminEndpoint, String> {
+        Ok(AdminEndpoint::parse_required(&self.admin_url)?.with_credentials(self.credentials()?))
+    }
+
+    pub fn credentials(&self) -> Result<AdminCredentials, String> {
+        match (&self.admin_token, &self.admin_user) {
+            (Some(token), _) => Ok(AdminCredentials::Token(token.clone())),
+            (None, Some(user)) => {
+                let password = std::env::var("CHUTE_ADMIN_PASSWORD").map_err(|_| {
+                    "--admin-user needs the password in CHUTE_ADMIN_PASSWORD".to_string()
+                })?;
+                Ok(AdminCredentials::Basic { user: user.clone(), password })
+            }
+            (None, None) => Ok(AdminCredentials::None),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -52,13 +86,16 @@ pub enum AdminCommand {
         #[arg(long)]
         window_ms: Option<u32>,
     },
+    /// The server's users (needs auth.users_file on the server).
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 /// Lines for people from the server's JSON answer.
-type Render = fn(&Value) -> Vec<String>;
+pub type Render = fn(&Value) -> Vec<String>;
 
 pub fn run(args: AdminArgs) -> Result<(), String> {
-    let endpoint = AdminEndpoint::parse_required(&args.url.admin_url)?;
+    let endpoint = args.url.endpoint()?;
     let (request, path, render): (Request, String, Render) = match args.command {
         AdminCommand::Overview => (Request::Get, "/api/overview".into(), overview_lines),
         AdminCommand::Connections => (Request::Get, "/api/connections".into(), connection_lines),
@@ -73,6 +110,7 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
                 window.iter().map(|w| ("window_ms", w.as_str())).collect();
             (Request::Post, format!("/api/drain{}", query(&window)), drain_lines)
         }
+        AdminCommand::User(command) => admin_users::request(command)?,
     };
     let answer = endpoint.call(request, &path)?;
     if args.json {

@@ -29,6 +29,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 pub struct AdminEndpoint {
     server: ServerUrl,
     prefix: String,
+    /// The `Authorization` header, once a server has users (`--admin-token`, or
+    /// `--admin-user` with `CHUTE_ADMIN_PASSWORD`).
+    authorization: Option<String>,
 }
 
 /// An API request: the method, with its body where it has one.
@@ -49,7 +52,29 @@ impl AdminEndpoint {
         }
         let (server, prefix) = ServerUrl::parse_with_path(url, "http", HTTP_PORT)
             .map_err(|e| format!("--admin-url: {e} (or off)"))?;
-        Ok(Some(AdminEndpoint { server, prefix }))
+        Ok(Some(AdminEndpoint { server, prefix, authorization: None }))
+    }
+
+    /// Sends `Authorization` with every request: a bearer token, or HTTP basic.
+    pub fn with_credentials(mut self, credentials: AdminCredentials) -> AdminEndpoint {
+        use base64::Engine;
+        self.authorization = match credentials {
+            AdminCredentials::None => None,
+            AdminCredentials::Token(token) => Some(format!("Bearer {token}")),
+            AdminCredentials::Basic { user, password } => {
+                let pair =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                Some(format!("Basic {pair}"))
+            }
+        };
+        self
+    }
+
+    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
+        }
     }
 
     /// Parses `--admin-url` for a command that cannot do without the endpoint.
@@ -68,8 +93,8 @@ impl AdminEndpoint {
     /// The body of a `200` answer to a GET of `path`, as text.
     pub fn get_text(&self, path: &str) -> Result<String, String> {
         let url = self.url(path);
-        let mut response = agent(true)
-            .get(&url)
+        let mut response = self
+            .authorize(agent(true).get(&url))
             .header("Accept", "text/plain")
             .call()
             .map_err(|e| format!("{url}: {e}"))?;
@@ -81,12 +106,15 @@ impl AdminEndpoint {
         let url = self.url(path);
         let agent = agent(false);
         let sent = match request {
-            Request::Get => agent.get(&url).header("Accept", "application/json").call(),
-            Request::Delete => agent.delete(&url).call(),
-            Request::Post => agent.post(&url).send_empty(),
-            Request::Put(body) => {
-                agent.put(&url).header("Content-Type", "application/json").send(body)
+            Request::Get => {
+                self.authorize(agent.get(&url)).header("Accept", "application/json").call()
             }
+            Request::Delete => self.authorize(agent.delete(&url)).call(),
+            Request::Post => self.authorize(agent.post(&url)).send_empty(),
+            Request::Put(body) => self
+                .authorize(agent.put(&url))
+                .header("Content-Type", "application/json")
+                .send(body),
         };
         let mut response =
             sent.map_err(|e| format!("cannot reach the admin endpoint at {url}: {e}"))?;
@@ -97,6 +125,14 @@ impl AdminEndpoint {
             Refusal::Http(line) => format!("{url}: {line}"),
         })
     }
+}
+
+/// Who `chute` says it is to the admin endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminCredentials {
+    None,
+    Token(String),
+    Basic { user: String, password: String },
 }
 
 /// A path segment, percent-encoded: `a/b` is `a%2Fb`.
@@ -170,7 +206,7 @@ mod tests {
     fn admin_urls() {
         let at = |host: &str, port, prefix: &str| {
             let server = ServerUrl { host: host.into(), port };
-            Ok(Some(AdminEndpoint { server, prefix: prefix.into() }))
+            Ok(Some(AdminEndpoint { server, prefix: prefix.into(), authorization: None }))
         };
         assert_eq!(AdminEndpoint::parse("http://127.0.0.1:4771"), at("127.0.0.1", 4771, ""));
         assert_eq!(AdminEndpoint::parse("http://localhost:9/chute/"), at("localhost", 9, "/chute"));

@@ -6,6 +6,7 @@
 
 mod admin;
 mod admin_http;
+mod admin_users;
 mod bench;
 mod consume;
 mod dlq;

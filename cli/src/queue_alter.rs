@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use crate::admin::AdminUrl;
-use crate::admin_http::{segment, AdminEndpoint, Request};
+use crate::admin_http::{segment, Request};
 use crate::queue_options::{describe_options, QueueOptionArgs};
 use crate::render::to_json;
 
@@ -26,7 +26,7 @@ pub struct QueueAlterArgs {
 }
 
 pub fn run(args: QueueAlterArgs) -> Result<(), String> {
-    let endpoint = AdminEndpoint::parse_required(&args.url.admin_url)?;
+    let endpoint = args.url.endpoint()?;
     let path = format!("/api/queues/{}", segment(&args.name));
     let current = options_of(&endpoint.call(Request::Get, &path)?, &args.name)?;
     let wanted = args.options.apply_to(&current)?;

@@ -7,6 +7,7 @@ use chute_protocol::{
     RateLimit, FRAME_HEADER_LEN, FRAME_SIZE_CEILING, FRAME_SIZE_MAX_DEFAULT, PUBLISH_BATCH_MAX,
 };
 
+use crate::auth::AuthConfig;
 use crate::storage::log::StorageConfig;
 use crate::time::WallClock;
 
@@ -113,6 +114,9 @@ pub struct BrokerConfig {
     pub limits: BrokerLimits,
     pub timeouts: TimeoutConfig,
     pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    /// Emit `Output::Audit` events (the driver writes the audit log).
+    pub audit: bool,
 }
 
 impl Default for BrokerConfig {
@@ -124,6 +128,8 @@ impl Default for BrokerConfig {
             limits: BrokerLimits::default(),
             timeouts: TimeoutConfig::default(),
             storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            audit: false,
         }
     }
 }
@@ -134,6 +140,17 @@ impl Default for BrokerConfig {
 pub enum ConfigError {
     #[error("{key} = {value} is out of range: {rule}")]
     OutOfRange { key: &'static str, value: u64, rule: String },
+    #[error("{key} is not valid: {rule}")]
+    BadValue { key: &'static str, rule: String },
+}
+
+impl ConfigError {
+    /// The key as written in the file.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ConfigError::OutOfRange { key, .. } | ConfigError::BadValue { key, .. } => key,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -238,8 +255,35 @@ impl BrokerConfig {
             0,
             3_600_000,
         ));
+        checks.extend(auth_checks(&self.auth));
         checks.into_iter().filter_map(Result::err).collect()
     }
+}
+
+fn auth_checks(a: &AuthConfig) -> Vec<Result<(), ConfigError>> {
+    // A failure costs `refill_ms` tokens of a bucket holding `burst × refill_ms` (u32).
+    let burst_ms = u64::from(a.failed_logins_burst) * u64::from(a.failed_login_refill_ms);
+    let anonymous_user_ok = crate::auth::users::check_user_name(&a.anonymous_user);
+    vec![
+        in_range("auth.failure_delay_ms", a.failure_delay_ms.into(), 0, 60_000),
+        in_range("auth.failed_logins_burst", a.failed_logins_burst.into(), 1, 1_000_000),
+        in_range("auth.failed_login_refill_ms", a.failed_login_refill_ms.into(), 1, 86_400_000),
+        in_range(
+            "auth.failed_logins_burst × auth.failed_login_refill_ms",
+            burst_ms,
+            1,
+            u32::MAX.into(),
+        ),
+        in_range("auth.failure_sources_max", a.failure_sources_max.into(), 1, 1 << 24),
+        if anonymous_user_ok {
+            Ok(())
+        } else {
+            Err(ConfigError::BadValue {
+                key: "auth.anonymous_user",
+                rule: "a user name: 1 to 255 printable ASCII characters, no spaces".into(),
+            })
+        },
+    ]
 }
 
 fn in_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -283,13 +327,7 @@ mod tests {
         config.limits.connections_max = 0;
         config.timeouts.handshake_timeout_ms = 1;
         config.storage.compact_live_percent = 101;
-        let keys: Vec<&str> = config
-            .validate_all()
-            .into_iter()
-            .map(|error| match error {
-                ConfigError::OutOfRange { key, .. } => key,
-            })
-            .collect();
+        let keys: Vec<&str> = config.validate_all().into_iter().map(|error| error.key()).collect();
         assert_eq!(
             keys,
             [

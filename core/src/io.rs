@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use chute_protocol::ErrorCode;
 
+use crate::auth::AuditEvent;
 use crate::ids::ConnId;
 use crate::storage::io::{StorageDone, StorageRequest};
 
@@ -61,6 +62,8 @@ pub enum Output {
     Storage(StorageRequest),
     /// For logs and metrics; needs no action.
     Event(Event),
+    /// For the audit log (only when `BrokerConfig::audit` is on); the driver stamps the time.
+    Audit(AuditEvent),
 }
 
 /// Notable things, for the driver's logs and metrics.

@@ -26,6 +26,7 @@
 //! See [`Broker`] for the contract and a runnable example, and [`client::Client`] for the
 //! client side, which has the same shape.
 
+pub mod auth;
 pub mod broker;
 pub mod client;
 pub mod config;

@@ -246,7 +246,7 @@ impl Driver {
                     self.input(Input::Storage(done));
                 }
             }
-            Output::Event(_) => {}
+            Output::Event(_) | Output::Audit(_) => {}
         }
     }
 

@@ -445,7 +445,7 @@ impl Fuzz {
                 }
             }
             Output::Event(Event::Halted { reason }) => panic!("the broker halted: {reason}"),
-            Output::Event(_) => {}
+            Output::Event(_) | Output::Audit(_) => {}
         }
     }
 

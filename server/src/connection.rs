@@ -3,6 +3,12 @@
 //!
 //! The broker task owns all state; these tasks only move bytes. Reading stops while the broker
 //! says `PauseRead` (the gate), which is how backpressure reaches the socket.
+//!
+//! Closing is lingering, as a careful HTTP server's is: once the broker is done with a
+//! connection, the reader drops what still arrives until the writer has written everything
+//! and shut its side, and then for [`LINGER`] more (or until the client closes too). Closing a
+//! socket while received bytes lie unread makes the kernel send a reset at once, discarding
+//! what the socket has not sent yet: the `Error` and `Close` frames that say why.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,11 +23,17 @@ use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
 
 use crate::event_loop::LoopEvent;
+use crate::runtime::Runtime;
 
 /// Bytes read from a socket in one go, at most; one `Received` input each.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Below this much room left, a fresh read buffer is started.
 const READ_CHUNK_MIN_BYTES: usize = 4 * 1024;
+/// How long the reader goes on dropping what arrives after the writer shut its side.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// What a lingering reader drops at most; then it stops reading (the socket still closes
+/// only once the writer is done).
+const LINGER_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bytes gathered from queued `Send`s into one socket write, at most.
 const WRITE_GATHER_BYTES: usize = 256 * 1024;
 
@@ -30,6 +42,8 @@ const WRITE_GATHER_BYTES: usize = 256 * 1024;
 pub struct ReadGate {
     paused: AtomicBool,
     closed: AtomicBool,
+    /// The writer has written everything and shut its side of the socket.
+    written: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -39,9 +53,27 @@ impl ReadGate {
         self.waker.wake();
     }
 
+    /// The broker is done with the connection: nothing more is forwarded.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    fn written(&self) {
+        self.written.store(true, Ordering::Release);
+        self.close();
+    }
+
+    /// Resolves once the writer has shut its side.
+    async fn wait_written(&self) {
+        future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.written.load(Ordering::Acquire) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await
     }
 
     fn is_closed(&self) -> bool {
@@ -84,7 +116,8 @@ pub enum WriterMessage {
     Close,
 }
 
-pub async fn read_loop<S: AsyncRead + Unpin>(
+pub async fn read_loop<S: AsyncRead + Unpin, R: Runtime>(
+    runtime: R,
     conn: ConnId,
     mut socket: ReadHalf<S>,
     gate: Arc<ReadGate>,
@@ -96,7 +129,7 @@ pub async fn read_loop<S: AsyncRead + Unpin>(
     let mut buffer = BytesMut::new();
     loop {
         if !gate.wait_open().await {
-            return;
+            return linger(&runtime, &mut socket, &gate).await;
         }
         if buffer.len() < READ_CHUNK_MIN_BYTES {
             buffer = BytesMut::zeroed(READ_CHUNK_BYTES);
@@ -107,7 +140,7 @@ pub async fn read_loop<S: AsyncRead + Unpin>(
             futures::pin_mut!(read, closed);
             match future::select(read, closed).await {
                 Either::Left((result, _)) => result,
-                Either::Right(((), _)) => return,
+                Either::Right(((), _)) => return linger(&runtime, &mut socket, &gate).await,
             }
         };
         match read {
@@ -123,6 +156,43 @@ pub async fn read_loop<S: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// Drops what arrives until the writer has shut its side and then [`LINGER`] more, or until
+/// the client closes or [`LINGER_BYTES_MAX`] arrived. The read half is dropped on return.
+async fn linger<S: AsyncRead + Unpin, R: Runtime>(
+    runtime: &R,
+    socket: &mut ReadHalf<S>,
+    gate: &ReadGate,
+) {
+    let mut dropped = 0;
+    let written = gate.wait_written();
+    if !drop_input(socket, &mut dropped, written).await {
+        return;
+    }
+    let deadline = runtime.sleep_until(std::time::Instant::now() + LINGER);
+    drop_input(socket, &mut dropped, deadline).await;
+}
+
+/// Reads and drops input until `until` resolves (true), or the client closes or too much
+/// arrived (false).
+async fn drop_input<S: AsyncRead + Unpin>(
+    socket: &mut ReadHalf<S>,
+    dropped: &mut usize,
+    until: impl std::future::Future<Output = ()>,
+) -> bool {
+    futures::pin_mut!(until);
+    let mut scratch = vec![0u8; 16 * 1024];
+    while *dropped < LINGER_BYTES_MAX {
+        let read = socket.read(&mut scratch);
+        futures::pin_mut!(read);
+        match future::select(read, until.as_mut()).await {
+            Either::Left((Ok(n), _)) if n > 0 => *dropped += n,
+            Either::Left(_) => return false,
+            Either::Right(_) => return true,
+        }
+    }
+    false
 }
 
 pub async fn write_loop<S: AsyncWrite + Unpin>(
@@ -166,7 +236,7 @@ pub async fn write_loop<S: AsyncWrite + Unpin>(
         }
     }
     let _ = socket.close().await;
-    gate.close();
+    gate.written();
     let _ = events.send(LoopEvent::WriterDone(conn)).await;
 }
 

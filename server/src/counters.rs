@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use crate::audit::AuditCounters;
 use crate::config::ReloadCounters;
 
 #[derive(Clone, Debug, Default)]
@@ -10,4 +11,5 @@ pub struct ServerCounters {
     pub reloads: Arc<ReloadCounters>,
     /// Log lines dropped because the log's output could not keep up.
     pub log_lines_dropped: Arc<AtomicU64>,
+    pub audit: Arc<AuditCounters>,
 }

@@ -17,6 +17,10 @@ use futures::future;
 use futures::io::AsyncReadExt;
 use futures::{Stream, StreamExt};
 
+use chute_core::auth::{AuditEvent, AuditKind, AuditOutcome, Users};
+
+use crate::access::{self, SharedUsers};
+use crate::audit::AuditLog;
 use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
 use crate::operator::{self, OperatorRequest, PendingAnswers};
@@ -45,6 +49,11 @@ pub enum LoopEvent {
         window_ms: Option<u32>,
         reply: Option<futures::channel::oneshot::Sender<DrainAnswer>>,
     },
+    /// The admin endpoint changed the users file: these are its users now.
+    SetUsers {
+        users: Users,
+        reply: futures::channel::oneshot::Sender<()>,
+    },
 }
 
 /// What a drain request did.
@@ -72,6 +81,8 @@ enum Wake<T> {
     /// `None`: every sender of the inbox is gone.
     Inbox(Option<T>),
     Timer,
+    /// The audit events that waited for room are in the writer's queue.
+    AuditDrained,
 }
 
 /// The storage worker's reports, on a channel of their own. Unbounded, so the worker never
@@ -104,6 +115,9 @@ pub struct LoopParts<R: Runtime> {
     /// Lame duck's window (`server.drain_window_ms`) when a drain request names none.
     pub drain_window_ms: u32,
     pub reloader: Reloader,
+    pub audit: AuditLog,
+    /// The users the broker has, shared with the admin endpoint.
+    pub users: Arc<SharedUsers>,
 }
 
 /// The broker task's state.
@@ -133,6 +147,8 @@ pub struct EventLoop<R: Runtime> {
     reloader: Reloader,
     /// Operator commands' answers waiting for the log to be synced.
     pending_answers: PendingAnswers,
+    audit: AuditLog,
+    users: Arc<SharedUsers>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +180,8 @@ impl<R: Runtime> EventLoop<R> {
             deadline_passed: false,
             reloader: parts.reloader,
             pending_answers: PendingAnswers::default(),
+            audit: parts.audit,
+            users: parts.users,
         }
     }
 
@@ -223,10 +241,18 @@ impl<R: Runtime> EventLoop<R> {
                 self.broker.poll_timeout().map(|at| self.runtime.sleep_until(self.std_instant(at)));
             futures::pin_mut!(timer);
             let wake = future::poll_fn(|cx| {
-                poll_wake(cx, &mut self.storage_reports, &mut inbox, timer.as_mut().as_pin_mut())
+                // While audit events wait for room (`audit.when_full = "block"`), no request is
+                // read: storage reports and timers still run, so what was accepted completes.
+                let audit_backed_up = self.audit.backed_up();
+                if audit_backed_up && self.audit.poll_drain(cx).is_ready() {
+                    return Poll::Ready(Wake::AuditDrained);
+                }
+                let inbox = (!audit_backed_up).then_some(&mut inbox);
+                poll_wake(cx, &mut self.storage_reports, inbox, timer.as_mut().as_pin_mut())
             })
             .await;
             match wake {
+                Wake::AuditDrained => {}
                 Wake::Storage(done) => self.storage_done(done),
                 Wake::Inbox(Some(event)) => {
                     self.handle_event(event);
@@ -291,15 +317,24 @@ impl<R: Runtime> EventLoop<R> {
                 let broker = &mut self.broker;
                 let shutdown_timeout = &mut self.shutdown_timeout;
                 let drain_window_ms = &mut self.drain_window_ms;
+                let shared_users = &self.users;
                 let result = self.reloader.reload(|config| {
+                    let users = access::load(&config.auth)?;
                     broker.reconfigure(now, config.broker_config()).map_err(|error| {
                         format!("the broker refused the configuration: {error}")
                     })?;
                     *shutdown_timeout =
                         std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
                     *drain_window_ms = config.server.drain_window_ms;
-                    Ok(())
+                    let changes =
+                        access::describe_changes(shared_users.get().as_deref(), users.as_ref());
+                    shared_users.set(users.clone());
+                    shared_users.set_config(config.auth.clone());
+                    broker.set_users(now, users);
+                    Ok(changes)
                 });
+                self.audit.reopen();
+                self.audit.record(reload_audit(&result));
                 // The asker (a signal, or an admin request that timed out) may be gone.
                 let _ = reply.send(result);
             }
@@ -317,6 +352,11 @@ impl<R: Runtime> EventLoop<R> {
                 if let Some(reply) = reply {
                     let _ = reply.send(answer);
                 }
+            }
+            LoopEvent::SetUsers { users, reply } => {
+                self.users.set(Some(users.clone()));
+                self.broker.set_users(now, Some(users));
+                let _ = reply.send(());
             }
             LoopEvent::ShutdownDeadline => {
                 tracing::warn!(
@@ -370,7 +410,9 @@ impl<R: Runtime> EventLoop<R> {
         let (read_half, write_half) = stream.split();
         let gate = Arc::new(ReadGate::default());
         let (writer_tx, writer_rx) = mpsc::unbounded();
-        self.runtime.spawn(read_loop(conn, read_half, gate.clone(), self.events_tx.clone()));
+        let reader =
+            read_loop(self.runtime.clone(), conn, read_half, gate.clone(), self.events_tx.clone());
+        self.runtime.spawn(reader);
         self.runtime.spawn(write_loop(
             conn,
             write_half,
@@ -417,6 +459,7 @@ impl<R: Runtime> EventLoop<R> {
                     self.arm_shutdown_deadline(self.shutdown_timeout);
                 }
                 Output::Event(event) => log_event(&event),
+                Output::Audit(event) => self.audit.record(event),
             }
         }
     }
@@ -435,7 +478,7 @@ impl<R: Runtime> EventLoop<R> {
 fn poll_wake<T>(
     cx: &mut Context<'_>,
     storage_reports: &mut Option<impl Stream<Item = StorageDone> + Unpin>,
-    inbox: &mut (impl Stream<Item = T> + Unpin),
+    inbox: Option<&mut (impl Stream<Item = T> + Unpin)>,
     timer: Option<Pin<&mut impl Future<Output = ()>>>,
 ) -> Poll<Wake<T>> {
     if let Some(reports) = storage_reports {
@@ -445,12 +488,29 @@ fn poll_wake<T>(
             Poll::Pending => {}
         }
     }
-    if let Poll::Ready(event) = inbox.poll_next_unpin(cx) {
+    if let Some(Poll::Ready(event)) = inbox.map(|inbox| inbox.poll_next_unpin(cx)) {
         return Poll::Ready(Wake::Inbox(event));
     }
     match timer.map(|timer| timer.poll(cx)) {
         Some(Poll::Ready(())) => Poll::Ready(Wake::Timer),
         _ => Poll::Pending,
+    }
+}
+
+/// The audit event of a reload: what changed, or every problem.
+fn reload_audit(result: &Result<ReloadOutcome, ReloadError>) -> AuditEvent {
+    let (outcome, detail) = match result {
+        Ok(outcome) => (AuditOutcome::Ok, outcome.changed.join("; ")),
+        Err(error) => (AuditOutcome::Failed, error.to_string()),
+    };
+    AuditEvent {
+        kind: AuditKind::ConfigReloaded,
+        conn: None,
+        user: None,
+        peer: None,
+        resource: None,
+        outcome,
+        detail,
     }
 }
 
@@ -491,12 +551,12 @@ mod tests {
         let mut reports = Some(reports_rx);
         let mut cx = Context::from_waker(noop_waker_ref());
 
-        let first = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);
+        let first = poll_wake(&mut cx, &mut reports, Some(&mut inbox), NO_TIMER);
         assert!(
             matches!(first, Poll::Ready(Wake::Storage(StorageDone::Synced { through: Lsn(7) }))),
             "the report first"
         );
-        let second = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);
+        let second = poll_wake(&mut cx, &mut reports, Some(&mut inbox), NO_TIMER);
         assert!(matches!(second, Poll::Ready(Wake::Inbox(Some(LoopEvent::Flushed(_, 0))))));
     }
 
@@ -509,10 +569,10 @@ mod tests {
         drop(reports_tx);
         let mut reports = Some(reports_rx);
         let mut cx = Context::from_waker(noop_waker_ref());
-        assert!(poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER).is_pending());
+        assert!(poll_wake(&mut cx, &mut reports, Some(&mut inbox), NO_TIMER).is_pending());
         assert!(reports.is_none());
         events_tx.try_send(LoopEvent::Shutdown).unwrap();
-        let woken = poll_wake(&mut cx, &mut reports, &mut inbox, NO_TIMER);
+        let woken = poll_wake(&mut cx, &mut reports, Some(&mut inbox), NO_TIMER);
         assert!(matches!(woken, Poll::Ready(Wake::Inbox(Some(LoopEvent::Shutdown)))));
     }
 }

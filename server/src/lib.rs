@@ -24,7 +24,9 @@
 //!  admin tasks ──asks─────▶ └──────────────┘ ──answers──▶ admin tasks
 //! ```
 
+mod access;
 mod admin;
+mod audit;
 pub mod config;
 mod connection;
 mod counters;
@@ -37,6 +39,8 @@ mod runtime;
 mod serve;
 mod signals;
 mod storage_worker;
+mod tools;
+mod users_file;
 
 pub use config::AdminListen;
 pub use counters::ServerCounters;

@@ -18,7 +18,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
 
+use crate::access::{self, SharedUsers};
 use crate::admin::{self, AdminState, Phase};
+use crate::audit::AuditLog;
 use crate::config::{self, AdminListen, ConfigFile, FlagSetting, LogFormat, Reloader, Sources};
 use crate::counters::ServerCounters;
 use crate::data_dir::{DataDir, DataDirError};
@@ -26,6 +28,7 @@ use crate::event_loop::{EventLoop, LoopParts, StorageReports, EVENT_QUEUE_MAX};
 use crate::logging::{self, LogControl};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
+use crate::tools::{self, Tool};
 use crate::{notify, signals};
 
 /// Command-line flags shared by `chuted` and `chuted-smol`. Each setting flag is the highest
@@ -198,6 +201,19 @@ pub enum ServeError {
     Config(#[from] chute_core::ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    #[error("{0}")]
+    Users(String),
+    #[error("cannot open the audit log {}: {source}", path.display())]
+    Audit { path: PathBuf, source: io::Error },
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Random(String),
+}
+
+/// 32 bytes from the operating system, for the secret the broker's SCRAM nonces are made of.
+fn random_secret() -> Result<[u8; 32], ServeError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|error| ServeError::Random(error.to_string()))?;
+    Ok(secret)
 }
 
 /// The whole life of a server binary: parse flags and the configuration, serve until a stop
@@ -218,6 +234,15 @@ pub fn main_with_flags<A: clap::Args, R: Runtime>(
         Ok(flags) => flags,
         Err(error) => return usage_error(binary, &error),
     };
+    if let Some(tool) = flags.tool {
+        return match tools::run(tool) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(reason) => {
+                eprintln!("{binary}: {reason}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let sources = flags.server.sources();
     let loaded = match config::load(&sources) {
         Ok(loaded) => loaded,
@@ -289,6 +314,8 @@ struct Flags<A: clap::Args> {
     server: Args,
     #[command(flatten)]
     adapter: A,
+    #[command(subcommand)]
+    tool: Option<Tool>,
 }
 
 /// The command line, under the binary's own name (`chuted --version` says `chuted 0.1.0`,
@@ -362,8 +389,21 @@ pub async fn serve<R: Runtime>(
     // the event queue until the broker task runs.
     signals::install(events_tx.clone()).map_err(ServeError::Signals)?;
     let storage_metrics = Arc::new(StorageMetrics::default());
-    let admin_state =
-        Arc::new(AdminState::new(events_tx.clone(), storage_metrics.clone(), counters.clone()));
+    // Users first: the admin endpoint serves during recovery, and must check who asks.
+    let users = Arc::new(SharedUsers::default());
+    let table = access::load(&settings.auth).map_err(ServeError::Users)?;
+    users.set(table.clone());
+    users.set_config(settings.auth.clone());
+    let audit = AuditLog::open(&settings.audit, counters.audit.clone()).map_err(|source| {
+        ServeError::Audit { path: settings.audit.file.clone().unwrap_or_default(), source }
+    })?;
+    let admin_state = Arc::new(AdminState::new(
+        events_tx.clone(),
+        storage_metrics.clone(),
+        counters.clone(),
+        users.clone(),
+        audit.handle(),
+    ));
     // Dropped when `serve` returns, which stops the admin accept loop.
     let (_admin_stop, admin_stop_rx) = oneshot::channel::<()>();
     let admin_addr = admin_listener.map(|(listener, admin_addr)| {
@@ -380,7 +420,9 @@ pub async fn serve<R: Runtime>(
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let started = StdInstant::now();
     let segment_bytes_max = broker_config.storage.segment_bytes_max;
-    let broker = recover(&data_dir, broker_config, accept_data_loss)?;
+    let mut broker = recover(&data_dir, broker_config, accept_data_loss)?;
+    broker.set_auth_secret(random_secret()?);
+    broker.set_users(Instant::ZERO, table);
     let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
@@ -398,6 +440,8 @@ pub async fn serve<R: Runtime>(
         shutdown_timeout,
         drain_window_ms,
         reloader,
+        audit,
+        users,
     });
     admin_state.set_phase(Phase::SyncingCheckpoint);
     event_loop

@@ -104,6 +104,8 @@ impl World {
             }
             Output::Storage(request) => self.on_storage_request(request),
             Output::Event(event) => self.on_broker_event(event),
+            // The simulated broker runs without an audit log.
+            Output::Audit(_) => unreachable!("the simulator does not turn the audit log on"),
         }
     }
 

@@ -34,9 +34,23 @@ impl HttpAnswer {
 
 /// Sends `method path` with `body` (if any) and reads the whole answer.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> HttpAnswer {
+    http_with(addr, method, path, &[], body)
+}
+
+/// [`http`] with extra request headers (`Authorization`, ...).
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpAnswer {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to admin");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(body) = body {
         request.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

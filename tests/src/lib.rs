@@ -2,6 +2,7 @@
 //! its own data directory, run the `chute` CLI, and stop everything when the test ends.
 
 pub mod http;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ use super::errors::{DeclareError, OptionsError, QueueAdminError};
 use super::outbound::Gate;
 use super::storage::SyncNeed;
 use super::Broker;
+use crate::auth::AuditKind;
 use crate::ids::{ConnId, QueueId};
 use crate::io::{Event, Output};
 use crate::names::check_name;
@@ -22,6 +23,9 @@ impl Broker {
         let request_id = declare.request_id;
         match self.declare_queue(&declare.name, declare.options, declare.passive) {
             Ok((created, options)) => {
+                if created {
+                    self.audit_done(AuditKind::QueueDeclared, conn, declare.name);
+                }
                 let ok = QueueDeclareOk { request_id, created, options };
                 self.reply_durable(conn, FrameKind::QueueDeclareOk, &ok);
             }
@@ -131,7 +135,10 @@ impl Broker {
     pub(super) fn handle_delete(&mut self, conn: ConnId, delete: QueueDelete) {
         let request_id = delete.request_id;
         match self.delete_queue_checked(&delete.name, delete.if_empty, delete.if_unused) {
-            Ok(count) => self.reply_durable(conn, FrameKind::Done, &Done { request_id, count }),
+            Ok(count) => {
+                self.audit_done(AuditKind::QueueDeleted, conn, delete.name);
+                self.reply_durable(conn, FrameKind::Done, &Done { request_id, count })
+            }
             Err(error) => self.reply_error(conn, request_id, error.code(), error.to_string()),
         }
     }
@@ -208,7 +215,10 @@ impl Broker {
     pub(super) fn handle_purge(&mut self, conn: ConnId, purge: QueuePurge) {
         let request_id = purge.request_id;
         match self.purge_queue(&purge.name) {
-            Ok(count) => self.reply_durable(conn, FrameKind::Done, &Done { request_id, count }),
+            Ok(count) => {
+                self.audit_done(AuditKind::QueuePurged, conn, purge.name);
+                self.reply_durable(conn, FrameKind::Done, &Done { request_id, count })
+            }
             Err(error) => self.reply_error(conn, request_id, error.code(), error.to_string()),
         }
     }
@@ -241,10 +251,14 @@ impl Broker {
     pub(super) fn handle_list(&mut self, conn: ConnId, list: QueueList) {
         let limit = page_size(list.limit);
         let after = list.after.unwrap_or_default();
-        let mut names = self.queue_ids.range::<str, _>((
-            std::ops::Bound::Excluded(after.as_str()),
-            std::ops::Bound::Unbounded,
-        ));
+        // A user sees the queues it has some permission on, and no others.
+        let mut names = self
+            .queue_ids
+            .range::<str, _>((
+                std::ops::Bound::Excluded(after.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .filter(|(name, _)| self.permits_any(conn, name));
         let queues: Vec<QueueSummary> = names
             .by_ref()
             .take(limit)

@@ -2,6 +2,7 @@
 //! its outbound buffer and backlog, its subscriptions and the deliveries it holds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chute_protocol::{
     encode_body, push_to_ranges, EncodeError, ErrorCode, ErrorFrame, FrameKind, FrameReader, Range,
@@ -9,8 +10,10 @@ use chute_protocol::{
 };
 use serde::Serialize;
 
+use super::authenticate::Login;
 use super::outbound::{Gate, Outbound};
 use super::rate_limits::WaitingPublishes;
+use crate::auth::User;
 use crate::ids::QueueId;
 use crate::io::PeerInfo;
 use crate::policy::breaker::Breaker;
@@ -23,6 +26,12 @@ use crate::time::Instant;
 pub(crate) enum ConnState {
     /// Waiting for the preface and `Hello`.
     AwaitingHello,
+    /// `AuthRequired` went out: the authentication exchange runs (`Connection::login`).
+    Authenticating,
+    /// The login failed; `authentication-failed` goes out at `until`, nothing is read.
+    Refusing {
+        until: Instant,
+    },
     Open,
     /// The client sent `Close`. Nothing more is read; the answers to what it sent before are
     /// still sent (those waiting for the log wait for it), and then the socket is closed.
@@ -44,6 +53,8 @@ pub(crate) enum PauseReason {
     /// The broker holds more partly received frames than `partial_frames_bytes_max`, and this
     /// connection is in the middle of a large one.
     PartialFrames = 16,
+    /// Its login failed; it is closed once the failure delay has passed.
+    LoginRefused = 32,
 }
 
 /// Why reading from a connection is paused; reading resumes when no reason remains. Changed
@@ -142,6 +153,11 @@ pub(crate) struct Connection {
     pub client_name: String,
     /// Its other end, as the driver saw it when accepting it.
     pub peer: PeerInfo,
+    /// Who it authenticated as; `None` while authenticating, and when the broker has no
+    /// users (then nothing is checked).
+    pub user: Option<Arc<User>>,
+    /// The authentication exchange, while one runs.
+    pub login: Option<Box<Login>>,
     /// Why the connection is closing, once the client sent `Close`.
     pub close_message: String,
     /// Sequence number the next published message takes.
@@ -189,6 +205,8 @@ impl Connection {
             timer_at: None,
             client_name: String::new(),
             peer,
+            user: None,
+            login: None,
             close_message: String::new(),
             next_publish_seq: 1,
             confirm_ranges: Vec::new(),

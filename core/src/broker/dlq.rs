@@ -9,6 +9,7 @@ use chute_protocol::{
 use super::admin::page_size;
 use super::storage::SyncNeed;
 use super::Broker;
+use crate::auth::AuditKind;
 use crate::ids::{ConnId, QueueId};
 use crate::queue::Message;
 use crate::storage::records::{Record, Redriven};
@@ -68,6 +69,7 @@ impl Broker {
         let request_id = redrive.request_id;
         let Some(dlq) = self.lookup_queue(conn, request_id, &redrive.queue) else { return };
         let moved = self.redrive(dlq, &redrive.dead_ids);
+        self.audit_done(AuditKind::Redriven, conn, redrive.queue);
         self.reply_durable(conn, FrameKind::Done, &Done { request_id, count: moved });
     }
 

@@ -7,8 +7,20 @@ use chute_protocol::{
     ErrorCode, PublishFailure, GROUP_KEY_LEN_MAX, MESSAGE_ID_LEN_MAX, NAME_LEN_MAX, PRIORITY_MAX,
 };
 
+use crate::auth::Access;
 use crate::names::NameError;
 use crate::policy::topic::TopicError;
+
+/// An operation the connection's user may not do (`not-authorized`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("user {user:?} may not {} {what} {name:?}", access.label())]
+pub struct Denied {
+    pub user: String,
+    pub access: Access,
+    /// `queue` or `topic`.
+    pub what: &'static str,
+    pub name: String,
+}
 
 /// Why one published message was refused. Nothing of it was stored.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +50,8 @@ pub enum PublishError {
     QueueFull { queue: String, limit: QueueLimit },
     #[error("publish rate limit reached; retry after {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
+    #[error(transparent)]
+    NotAuthorized(#[from] Denied),
 }
 
 /// The limit a full queue reached.
@@ -72,6 +86,7 @@ impl PublishError {
             PublishError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             PublishError::QueueFull { .. } => ErrorCode::QUEUE_FULL,
             PublishError::RateLimited { .. } => ErrorCode::RATE_LIMITED,
+            PublishError::NotAuthorized(_) => ErrorCode::NOT_AUTHORIZED,
         }
     }
 

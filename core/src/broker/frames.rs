@@ -71,6 +71,9 @@ impl Broker {
             let message = format!("{:?} is a server-to-client frame", frame.kind());
             return self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, message);
         }
+        if state == ConnState::Authenticating {
+            return self.handle_login_frame(conn, frame);
+        }
         if state == ConnState::AwaitingHello {
             return match frame {
                 Frame::Hello(hello) => self.handle_hello(conn, hello),
@@ -91,6 +94,9 @@ impl Broker {
                 frame.kind()
             );
             return self.close_connection(conn, ErrorCode::MALFORMED_FRAME, message);
+        }
+        if self.refuse_unauthorized(conn, &frame) {
+            return;
         }
         match frame {
             Frame::Hello(_) => {

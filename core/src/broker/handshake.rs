@@ -1,9 +1,11 @@
-//! `Hello` → `HelloOk`: version negotiation and heartbeat agreement.
+//! `Hello` → `HelloOk`: version negotiation and heartbeat agreement (authentication, between
+//! the two, is in `authenticate.rs`).
 
 use chute_protocol::{
     ErrorCode, FrameKind, Hello, HelloOk, ServerLimits, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 
+use super::authenticate::HelloTerms;
 use super::connection::ConnState;
 use super::Broker;
 use crate::ids::ConnId;
@@ -19,7 +21,17 @@ impl Broker {
             );
             return self.close_connection(conn, ErrorCode::UNSUPPORTED_VERSION, message);
         };
-        let heartbeat_ms = self.agree_heartbeat(hello.heartbeat_ms);
+        let terms = HelloTerms {
+            version,
+            heartbeat_ms: self.agree_heartbeat(hello.heartbeat_ms),
+            client_name: hello.client_name.chars().take(256).collect(),
+        };
+        self.authenticate_hello(conn, terms, &hello.credentials);
+    }
+
+    /// The client is who it says (or nobody is checked): `HelloOk`, and the connection is open.
+    pub(super) fn open_after_hello(&mut self, conn: ConnId, terms: HelloTerms) {
+        let HelloTerms { version, heartbeat_ms, client_name } = terms;
         let hello_ok = HelloOk {
             version,
             server_name: self.config.server_name.clone(),
@@ -33,7 +45,7 @@ impl Broker {
         connection.version = version;
         connection.publish_rate = connection_rate.map(|rate| TokenBucket::new(rate, now));
         connection.heartbeat_ms = heartbeat_ms;
-        connection.client_name = hello.client_name.chars().take(256).collect();
+        connection.client_name = client_name;
         connection
             .send(FrameKind::HelloOk, &hello_ok)
             .expect("HelloOk is smaller than the smallest frame limit");

@@ -18,7 +18,11 @@ impl Broker {
         let connection = self.connections.get_mut(&conn).expect("connection exists");
         let frame_deadline = connection.frame_deadline(frame_timeout_ms);
         let deadline = match connection.state {
-            ConnState::AwaitingHello => connection.accepted_at.plus_ms(handshake_timeout_ms),
+            // The whole login, exchange included, must fit in the handshake timeout.
+            ConnState::AwaitingHello | ConnState::Authenticating => {
+                connection.accepted_at.plus_ms(handshake_timeout_ms)
+            }
+            ConnState::Refusing { until } => until,
             ConnState::Open | ConnState::Closing => {
                 connection.idle_deadline().min(connection.heartbeat_deadline())
             }
@@ -37,7 +41,9 @@ impl Broker {
         }
         let connection = self.connection_mut(conn);
         match connection.state {
-            ConnState::AwaitingHello => {
+            ConnState::Refusing { until } if now >= until => return self.finish_refusal(conn),
+            ConnState::Refusing { .. } => {}
+            ConnState::AwaitingHello | ConnState::Authenticating => {
                 if now >= connection.accepted_at.plus_ms(handshake_timeout_ms) {
                     let message = format!("no Hello within {handshake_timeout_ms} ms");
                     return self.close_connection(conn, ErrorCode::HANDSHAKE_TIMEOUT, message);

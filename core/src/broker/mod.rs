@@ -1,6 +1,9 @@
 //! The broker state machine.
 
 mod admin;
+mod audit;
+mod authenticate;
+mod authorize;
 mod connection;
 mod consume;
 mod dispatch;
@@ -30,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chute_protocol::{AttemptOutcome, ErrorCode};
 
+use crate::auth::{AuditKind, AuditOutcome};
 use crate::config::BrokerConfig;
 use crate::ids::{ConnId, Lsn, QueueId};
 use crate::io::{Event, Input, Output, PeerInfo};
@@ -41,10 +45,10 @@ use crate::storage::manifest::Manifest;
 use crate::time::Instant;
 
 use connection::{ConnState, Connection, PauseReason};
-pub use errors::{DeclareError, OptionsError, PublishError, QueueAdminError, QueueLimit};
+pub use errors::{DeclareError, Denied, OptionsError, PublishError, QueueAdminError, QueueLimit};
 pub use operator::{ConnectionInfo, ConnectionState};
 pub use recover::RecoveryReport;
-pub use stats::BrokerStats;
+pub use stats::{AuthCounters, BrokerStats};
 use timers::{TimerKey, Timers};
 
 /// The broker, without I/O.
@@ -133,6 +137,8 @@ pub struct Broker {
     drain_ends_at: Option<Instant>,
     /// Why the broker stopped, once storage failed.
     halted: Option<String>,
+    /// The users, and what failed logins cost.
+    auth: authenticate::Authentication,
     /// A record someone waits for was appended; sync as soon as none is in flight.
     sync_wanted: bool,
     /// Records nobody waits for must be synced by then.
@@ -156,6 +162,7 @@ impl Broker {
         }
         let publish_rate = config.limits.publish_rate.map(|rate| TokenBucket::new(rate, now));
         let rng = Rng::new(config.seed);
+        let auth = authenticate::Authentication::new(&config.auth, config.seed);
         Broker {
             config,
             now,
@@ -179,6 +186,7 @@ impl Broker {
             shutting_down: false,
             drain_ends_at: None,
             halted: None,
+            auth,
             sync_wanted: false,
             lazy_sync_at: None,
             manifest_due_at: None,
@@ -304,6 +312,14 @@ impl Broker {
         assert!(!self.connections.contains_key(&conn), "connection id {conn} reused");
         let connection = Connection::new(self.now, self.server_limits(), peer);
         self.connections.insert(conn, connection);
+        self.audit(
+            AuditKind::ConnectionAccepted,
+            Some(conn),
+            None,
+            None,
+            AuditOutcome::Ok,
+            String::new(),
+        );
         if let Some(reason) = self.halted.clone() {
             self.close_connection(conn, ErrorCode::STORAGE_FAILED, reason);
         } else if self.shutting_down || self.drain_ends_at.is_some() {
@@ -414,6 +430,7 @@ impl Broker {
     /// delivery it held fails with `Disconnect` (retried after the backoff, the attempt
     /// counted).
     fn forget_connection(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        self.audit_closed(conn, code, &message);
         let mut connection = self.connections.remove(&conn).expect("connection exists");
         self.waiting_connections.remove(&conn);
         self.timers.set(&mut connection.timer_at, None, TimerKey::Connection(conn));

@@ -22,6 +22,8 @@ pub struct ConnectionInfo {
     pub client_name: String,
     /// Where it comes from and whether it is encrypted.
     pub peer: PeerInfo,
+    /// Who it authenticated as (none during the handshake, or without users).
+    pub user: Option<String>,
     pub state: ConnectionState,
     /// Milliseconds since it was accepted.
     pub age_ms: u64,
@@ -62,8 +64,11 @@ impl Broker {
                 id: *id,
                 client_name: c.client_name.clone(),
                 peer: c.peer.clone(),
+                user: c.user.as_ref().map(|user| user.name.clone()),
                 state: match c.state {
-                    ConnState::AwaitingHello => ConnectionState::Handshake,
+                    ConnState::AwaitingHello
+                    | ConnState::Authenticating
+                    | ConnState::Refusing { .. } => ConnectionState::Handshake,
                     ConnState::Open => ConnectionState::Open,
                     ConnState::Closing => ConnectionState::Closing,
                 },
@@ -147,7 +152,7 @@ impl Broker {
 
     /// Runs a command as an input would run: time moves first, and what the command changed
     /// is dispatched and handed to the log after it.
-    fn command<T>(&mut self, now: Instant, run: impl FnOnce(&mut Broker) -> T) -> T {
+    pub(super) fn command<T>(&mut self, now: Instant, run: impl FnOnce(&mut Broker) -> T) -> T {
         self.advance_time(now);
         let result = run(self);
         self.resume_partial_frames();

@@ -12,6 +12,7 @@ use super::outbound::Gate;
 use super::rate_limits::WaitingPublishes;
 use super::storage::{stored, SyncNeed};
 use super::Broker;
+use crate::auth::Access;
 use crate::ids::{ConnId, Lsn, MessageSeq, QueueId};
 use crate::queue::{own_payloads, Message, MessageExtras, SegmentRef};
 use crate::storage::records::{Published, Record};
@@ -39,6 +40,13 @@ impl Broker {
                 count,
                 &PublishError::BatchTooLarge { count, max },
             );
+        }
+        let (what, name) = match &publish.destination {
+            Destination::Queue(name) => ("queue", name),
+            Destination::Topic(topic) => ("topic", topic),
+        };
+        if let Err(denied) = self.check_access(conn, Access::Write, what, name) {
+            return self.refuse_all(conn, first_seq, count, &denied.into());
         }
         let mut messages = publish.messages;
         own_payloads(&mut messages);

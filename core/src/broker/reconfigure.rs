@@ -4,14 +4,16 @@
 //! the limits it was told in `HelloOk`.
 
 use super::Broker;
+use crate::auth::failed_logins::FailedLogins;
 use crate::config::{BrokerConfig, ConfigError};
 use crate::policy::token_bucket::TokenBucket;
 use crate::time::Instant;
 
 impl Broker {
     /// Applies `config` from `now` on, or refuses it whole (nothing changes) when a value is
-    /// out of range. The driver's own settings (`seed`, `epoch_unix_ms`) are kept: they are
-    /// fixed for the broker's life. Drain `poll_output` afterwards, as after any input.
+    /// out of range. The driver's own settings (`seed`, `epoch_unix_ms`, `audit`) are kept:
+    /// they are fixed for the broker's life. A changed failed-login budget starts afresh.
+    /// The users are not part of the configuration: see [`Broker::set_users`]. Drain `poll_output` afterwards, as after any input.
     pub fn reconfigure(
         &mut self,
         now: Instant,
@@ -21,7 +23,17 @@ impl Broker {
         self.advance_time(now);
         config.seed = self.config.seed;
         config.epoch_unix_ms = self.config.epoch_unix_ms;
+        config.audit = self.config.audit;
         let old = std::mem::replace(&mut self.config, config);
+        let (old_auth, auth) = (&old.auth, &self.config.auth);
+        if (
+            old_auth.failed_logins_burst,
+            old_auth.failed_login_refill_ms,
+            old_auth.failure_sources_max,
+        ) != (auth.failed_logins_burst, auth.failed_login_refill_ms, auth.failure_sources_max)
+        {
+            self.auth.failed = FailedLogins::new(auth);
+        }
         let limits = &self.config.limits;
         if old.limits.publish_rate != limits.publish_rate {
             self.publish_rate = limits.publish_rate.map(|rate| TokenBucket::new(rate, now));

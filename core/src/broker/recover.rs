@@ -66,8 +66,8 @@ impl Broker {
         for (id, queue) in recovered.queues {
             messages += broker.restore_queue(QueueId(id), queue);
         }
-        for (pattern, queue) in recovered.bindings {
-            broker.bindings.add(&pattern, QueueId(queue));
+        for ((pattern, queue), owner) in recovered.bindings {
+            broker.bindings.add(&pattern, QueueId(queue), owner);
         }
         // The segment we resume may lack a checkpoint (a crash right after it was created):
         // write one so older segments can always be deleted safely.

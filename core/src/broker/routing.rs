@@ -5,15 +5,28 @@ use chute_protocol::{Binding, Done, ErrorCode, FrameKind};
 
 use super::storage::SyncNeed;
 use super::Broker;
+use crate::auth::{Access, AuditKind};
 use crate::ids::{ConnId, QueueId};
 use crate::policy::topic::{check_pattern, matches};
-use crate::storage::records::{BindingRecord, Record};
+use crate::storage::records::{BindingRecord, OwnedBinding, Record};
 
 /// Every binding, kept sorted by (pattern, queue) so that routing and listing are
 /// deterministic. Matching is linear in the number of bindings, which `bindings_max` bounds.
 #[derive(Debug, Default)]
 pub(crate) struct Bindings {
-    list: Vec<(String, QueueId)>,
+    list: Vec<BoundQueue>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BoundQueue {
+    pub pattern: String,
+    pub queue: QueueId,
+    /// Who bound it (`None`: made without authentication, or before it was on).
+    pub owner: Option<String>,
+    /// Routed to: its owner may still configure the queue. A topic publish reaches only
+    /// queues whose binding owner could have bound them now, so a user who loses a
+    /// permission cannot keep receiving through a binding made before.
+    pub active: bool,
 }
 
 impl Bindings {
@@ -21,13 +34,18 @@ impl Bindings {
         self.list.len()
     }
 
-    /// Adds a binding; false if it existed.
-    pub fn add(&mut self, pattern: &str, queue: QueueId) -> bool {
-        let key = (pattern.to_string(), queue);
-        match self.list.binary_search(&key) {
+    fn find(&self, pattern: &str, queue: QueueId) -> Result<usize, usize> {
+        self.list.binary_search_by(|b| (b.pattern.as_str(), b.queue).cmp(&(pattern, queue)))
+    }
+
+    /// Adds a binding; false if it existed (its owner stays the first binder).
+    pub fn add(&mut self, pattern: &str, queue: QueueId, owner: Option<String>) -> bool {
+        match self.find(pattern, queue) {
             Ok(_) => false,
             Err(at) => {
-                self.list.insert(at, key);
+                let binding =
+                    BoundQueue { pattern: pattern.to_string(), queue, owner, active: true };
+                self.list.insert(at, binding);
                 true
             }
         }
@@ -35,7 +53,7 @@ impl Bindings {
 
     /// Removes a binding; false if it did not exist.
     pub fn remove(&mut self, pattern: &str, queue: QueueId) -> bool {
-        match self.list.binary_search(&(pattern.to_string(), queue)) {
+        match self.find(pattern, queue) {
             Ok(at) => {
                 self.list.remove(at);
                 true
@@ -45,7 +63,7 @@ impl Bindings {
     }
 
     pub fn remove_queue(&mut self, queue: QueueId) {
-        self.list.retain(|(_, q)| *q != queue);
+        self.list.retain(|b| b.queue != queue);
     }
 
     /// The queues a topic routes to, each once, in id order.
@@ -53,8 +71,8 @@ impl Bindings {
         let mut queues: Vec<QueueId> = self
             .list
             .iter()
-            .filter(|(pattern, _)| matches(pattern, topic))
-            .map(|(_, q)| *q)
+            .filter(|b| b.active && matches(&b.pattern, topic))
+            .map(|b| b.queue)
             .collect();
         queues.sort_unstable();
         queues.dedup();
@@ -63,11 +81,19 @@ impl Bindings {
 
     /// The patterns bound to a queue.
     pub fn for_queue(&self, queue: QueueId) -> Vec<String> {
-        self.list.iter().filter(|(_, q)| *q == queue).map(|(p, _)| p.clone()).collect()
+        self.list.iter().filter(|b| b.queue == queue).map(|b| b.pattern.clone()).collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, QueueId)> {
-        self.list.iter().map(|(p, q)| (p.as_str(), *q))
+    pub fn iter(&self) -> impl Iterator<Item = &BoundQueue> {
+        self.list.iter()
+    }
+
+    /// Decides again which bindings are routed to: `may_configure(owner, queue)`.
+    pub fn refresh(&mut self, mut may_configure: impl FnMut(&str, QueueId) -> bool) {
+        for binding in &mut self.list {
+            binding.active =
+                binding.owner.as_deref().is_none_or(|o| may_configure(o, binding.queue));
+        }
     }
 }
 
@@ -91,9 +117,11 @@ impl Broker {
             let message = format!("bindings_max ({bindings_max}) reached");
             return self.reply_error(conn, request_id, ErrorCode::RESOURCE_LIMIT, message);
         }
-        if self.bindings.add(&binding.pattern, queue) {
-            let record = BindingRecord { queue: queue.0, pattern: binding.pattern };
-            self.append_record(&Record::<&[u8]>::Bound(record), SyncNeed::Now);
+        let owner = self.user_name(conn);
+        if self.bindings.add(&binding.pattern, queue, owner.clone()) {
+            let resource = format!("{} -> {}", binding.pattern, binding.queue);
+            self.audit_done(AuditKind::Bound, conn, resource);
+            self.append_record(&bound_record(queue, binding.pattern, owner), SyncNeed::Now);
         }
         self.reply_durable(conn, FrameKind::Done, &Done { request_id, count: 0 });
     }
@@ -103,9 +131,38 @@ impl Broker {
         let request_id = binding.request_id;
         let Some(queue) = self.lookup_queue(conn, request_id, &binding.queue) else { return };
         if self.bindings.remove(&binding.pattern, queue) {
+            let resource = format!("{} -> {}", binding.pattern, binding.queue);
+            self.audit_done(AuditKind::Unbound, conn, resource);
             let record = BindingRecord { queue: queue.0, pattern: binding.pattern };
             self.append_record(&Record::<&[u8]>::Unbound(record), SyncNeed::Now);
         }
         self.reply_durable(conn, FrameKind::Done, &Done { request_id, count: 0 });
+    }
+}
+
+/// The record of a new binding: with its owner when there is one, so that recovery can still
+/// tell whose it is (logs written before owners existed hold only `Bound`).
+pub(super) fn bound_record(
+    queue: QueueId,
+    pattern: String,
+    owner: Option<String>,
+) -> Record<&'static [u8]> {
+    match owner {
+        Some(owner) => Record::BoundBy(OwnedBinding { queue: queue.0, pattern, owner }),
+        None => Record::Bound(BindingRecord { queue: queue.0, pattern }),
+    }
+}
+
+impl Broker {
+    /// After the users changed: each binding is routed to only if its owner may still
+    /// configure its queue (every binding, without users).
+    pub(super) fn refresh_binding_owners(&mut self) {
+        let users = self.auth.users().cloned();
+        let queues = &self.queues;
+        self.bindings.refresh(|owner, queue| {
+            let Some(users) = &users else { return true };
+            let name = &queues[&queue].name;
+            users.get(owner).is_some_and(|user| user.permissions.allows(Access::Configure, name))
+        });
     }
 }

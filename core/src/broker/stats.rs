@@ -27,6 +27,19 @@ pub struct BrokerStats {
     pub shutting_down: bool,
     /// Lame duck: clients were told to go away, and the broker stops when the window ends.
     pub draining: bool,
+    pub auth: AuthCounters,
+}
+
+/// Logins and refusals since the start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthCounters {
+    pub logins_succeeded: u64,
+    /// Logins that failed: wrong or unusable credentials.
+    pub logins_failed: u64,
+    /// Logins refused unread, the source having failed too often.
+    pub logins_blocked: u64,
+    /// Requests refused with `not-authorized`.
+    pub denied: u64,
 }
 
 impl Broker {
@@ -53,6 +66,7 @@ impl Broker {
             halted: self.halted.clone(),
             shutting_down: self.shutting_down,
             draining: self.drain_ends_at.is_some(),
+            auth: self.auth.counters,
         }
     }
 

@@ -12,8 +12,7 @@ use crate::queue::{Message, SegmentRef};
 use crate::storage::io::StorageDone;
 use crate::storage::log::Progress;
 use crate::storage::records::{
-    BindingRecord, Counters, DedupEntry, Published, QueueDeclared, Record, StoredDead,
-    StoredMessage,
+    Counters, DedupEntry, Published, QueueDeclared, Record, StoredDead, StoredMessage,
 };
 use crate::time::{Instant, WallClock};
 
@@ -88,11 +87,9 @@ impl Broker {
                 records.push(Record::DedupEntry(entry));
             }
         }
-        for (pattern, queue) in self.bindings.iter() {
-            records.push(Record::Bound(BindingRecord {
-                queue: queue.0,
-                pattern: pattern.to_string(),
-            }));
+        for binding in self.bindings.iter() {
+            let (pattern, owner) = (binding.pattern.clone(), binding.owner.clone());
+            records.push(super::routing::bound_record(binding.queue, pattern, owner));
         }
         for record in &records {
             self.log.append(record);

@@ -122,6 +122,15 @@ pub struct DedupEntry {
     pub expires_unix_ms: u64,
 }
 
+/// A binding with the user who made it (`Bound` has none: written without authentication,
+/// or by a version that did not record owners).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedBinding {
+    pub queue: u64,
+    pub pattern: String,
+    pub owner: String,
+}
+
 macro_rules! records {
     ($( $kind:literal $variant:ident($body:ty) $(shared $borrowed:ty)?; )*) => {
         /// Every record. Its kind byte is fixed forever for this format version.
@@ -170,6 +179,7 @@ records! {
     11 Bound(BindingRecord);
     12 Unbound(BindingRecord);
     13 DedupEntry(DedupEntry);
+    14 BoundBy(OwnedBinding);
 }
 
 /// A record body that does not decode, in a record whose checksum matched: written by a
@@ -293,6 +303,11 @@ mod tests {
         round_trip(Record::Redriven(Redriven { queue: 2, seqs: seqs.seqs, at_unix_ms: 7 }));
         round_trip(Record::Bound(BindingRecord { queue: 1, pattern: "a.*".into() }));
         round_trip(Record::Unbound(BindingRecord { queue: 1, pattern: "a.#".into() }));
+        round_trip(Record::BoundBy(OwnedBinding {
+            queue: 1,
+            pattern: "a.#".into(),
+            owner: "alice".into(),
+        }));
         round_trip(Record::DedupEntry(DedupEntry { queue: 1, id: "x".into(), expires_unix_ms: 5 }));
     }
 

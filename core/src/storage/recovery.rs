@@ -3,7 +3,7 @@
 //! must be cut. It refuses to guess: corruption in the middle of the log, a missing segment or
 //! a record that does not decode stops the broker with the file and offset named.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chute_protocol::{AttemptRecord, Durability, QueueOptions, Range, ATTEMPT_HISTORY_MAX};
@@ -113,8 +113,8 @@ pub struct Truncation {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredLog {
     pub queues: BTreeMap<u64, RecoveredQueue>,
-    /// (pattern, queue) bindings.
-    pub bindings: BTreeSet<(String, u64)>,
+    /// (pattern, queue) bindings, with their owners.
+    pub bindings: BTreeMap<(String, u64), Option<String>>,
     pub counters: Counters,
     /// Every segment kept, with its live messages counted.
     pub segments: BTreeMap<Lsn, SegmentState>,
@@ -285,7 +285,7 @@ impl RecoveredLog {
             }
             Record::QueueDeleted(QueueRef { queue }) => {
                 self.queues.remove(&queue);
-                self.bindings.retain(|(_, q)| *q != queue);
+                self.bindings.retain(|(_, q), _| *q != queue);
             }
             Record::Published(Published { queue, message }) => {
                 self.apply_published(segment, queue, message)
@@ -312,7 +312,11 @@ impl RecoveredLog {
             Record::DeadLettered(dead) => self.apply_dead_lettered(dead),
             Record::Redriven(redriven) => self.apply_redriven(redriven),
             Record::Bound(binding) => {
-                self.bindings.insert((binding.pattern, binding.queue));
+                self.bindings.entry((binding.pattern, binding.queue)).or_insert(None);
+            }
+            Record::BoundBy(binding) => {
+                let owner = Some(binding.owner);
+                self.bindings.entry((binding.pattern, binding.queue)).or_insert(owner);
             }
             Record::Unbound(binding) => {
                 self.bindings.remove(&(binding.pattern, binding.queue));

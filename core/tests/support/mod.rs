@@ -100,9 +100,14 @@ impl Net {
 
     /// Accepts a connection but sends nothing on it.
     pub fn connect_without_handshake(&mut self) -> ConnId {
+        self.accept(chute_core::PeerInfo::default())
+    }
+
+    /// Accepts a connection from `peer`; sends nothing on it.
+    pub fn accept(&mut self, peer: chute_core::PeerInfo) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.broker.handle_input(self.now, Input::Accepted { conn, peer: Default::default() });
+        self.broker.handle_input(self.now, Input::Accepted { conn, peer });
         self.events.insert(conn, Vec::new());
         self.pump();
         conn

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use super::auth::Caller;
 use super::json::{self, OptionsPatch, Overview};
 use super::process::ProcessStats;
 use super::reply::{self, text, Answer, ApiError, Body, Query};
@@ -32,6 +33,7 @@ pub async fn handle<R: Runtime>(
     state: &AdminState,
     route: Route,
     request: Request<Incoming>,
+    caller: &Caller,
 ) -> Answer {
     let method = request.method().clone();
     let query = match route.parameters(&method) {
@@ -56,6 +58,11 @@ pub async fn handle<R: Runtime>(
         Route::Connection(id) => handler.close_connection(&id, &query).await,
         Route::Drain => handler.drain(&query).await,
         Route::Reload => handler.reload().await,
+        Route::Users => state.users_list(),
+        Route::User(name) if method == Method::PUT => {
+            state.put_user(caller, name, request.into_body()).await
+        }
+        Route::User(name) => state.delete_user(caller, name).await,
     }
 }
 

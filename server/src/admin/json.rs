@@ -132,8 +132,7 @@ pub fn connections_json(
             "peer": info.peer.addr.map(|addr| addr.to_string()),
             "tls": info.peer.tls,
             "client_name": info.client_name,
-            // Null until the broker authenticates clients.
-            "user": null,
+            "user": info.user,
             "state": info.state.label(),
             "age_ms": info.age_ms,
             "published_total": info.published_total,

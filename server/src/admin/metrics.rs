@@ -87,6 +87,19 @@ fn register_server(registry: &mut Registry, counters: &ServerCounters) {
         "Log lines dropped because the log output could not keep up",
         ConstCounter::new(load(&counters.log_lines_dropped)),
     );
+    let audit = &counters.audit;
+    let audit_counters = [
+        ("chute_audit_events_written", "Audit events written to the audit log", &audit.written),
+        (
+            "chute_audit_dropped",
+            "Audit events dropped: the writer's queue was full (when_full = drop-and-count) or its write failed",
+            &audit.dropped,
+        ),
+        ("chute_audit_write_errors", "Failed writes to the audit log", &audit.write_errors),
+    ];
+    for (name, help, counter) in audit_counters {
+        registry.register(name, help, ConstCounter::new(load(counter)));
+    }
 }
 
 fn register_storage(registry: &mut Registry, storage: &StorageMetrics) {
@@ -136,6 +149,26 @@ fn register_process(registry: &mut Registry, process: &ProcessStats) {
 fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
     registry.register("chute_connections", "Open client connections", gauge(stats.connections));
     registry.register("chute_queues", "Queues", gauge(stats.queues.len() as u64));
+    let auth = &stats.auth;
+    let logins = Family::<ResultLabels, Counter>::default();
+    let outcomes = [
+        ("ok", auth.logins_succeeded),
+        ("failed", auth.logins_failed),
+        ("blocked", auth.logins_blocked),
+    ];
+    for (result, count) in outcomes {
+        logins.get_or_create(&ResultLabels { result }).inc_by(count);
+    }
+    registry.register(
+        "chute_auth_logins",
+        "Client logins by result: ok, failed (wrong or unusable credentials), blocked (the source failed too often)",
+        logins,
+    );
+    registry.register(
+        "chute_auth_denied",
+        "Requests refused with not-authorized",
+        ConstCounter::new(auth.denied),
+    );
     registry.register(
         "chute_partial_frames_bytes",
         "Bytes held for client frames still arriving, all connections together",
@@ -231,6 +264,8 @@ mod tests {
             ("chute_config_reloads_total{result=\"failed\"}", 1.0),
             ("chute_config_last_reload_success_timestamp_seconds", 1_700_000_000.0),
             ("chute_log_lines_dropped_total", 5.0),
+            ("chute_audit_dropped_total", 0.0),
+            ("chute_auth_logins_total{result=\"failed\"}", 0.0),
             ("chute_storage_syncs_total", 3.0),
             ("chute_storage_appends_total", 0.0),
             ("chute_storage_bytes_written_total", 0.0),

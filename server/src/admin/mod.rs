@@ -16,6 +16,7 @@
 //! [`ADMIN_CONNECTIONS_MAX`] at once and each for at most [`ADMIN_CONNECTION_LIFETIME`], so a
 //! slow or idle client holds one slot for a bounded time and never holds up the broker.
 
+mod auth;
 mod handlers;
 mod json;
 mod metrics;
@@ -23,6 +24,7 @@ mod process;
 mod rates;
 mod reply;
 mod routes;
+mod users;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +39,11 @@ use smol_hyper::rt::FuturesIo;
 
 pub use json::OptionsPatch;
 
+use chute_core::auth::failed_logins::{FailedLogins, Source};
+use chute_core::auth::{AuditEvent, AuditKind, AuditOutcome};
+
+use crate::access::SharedUsers;
+use crate::audit::AuditHandle;
 use crate::counters::ServerCounters;
 use crate::event_loop::LoopEvent;
 use crate::runtime::{accept_until_stopped, Runtime};
@@ -103,6 +110,13 @@ pub struct AdminState {
     totals: Mutex<Rates<String>>,
     /// Recent per-connection totals, for the connections' rates.
     connection_totals: Mutex<Rates<(u64, &'static str)>>,
+    /// Who may use the endpoint (`admin::auth`).
+    users: Arc<SharedUsers>,
+    /// Failed admin logins per source, on the same budget as clients'.
+    failed_logins: Mutex<FailedLogins>,
+    audit: AuditHandle,
+    /// Edits of the users file, one at a time.
+    users_edit: futures::lock::Mutex<()>,
 }
 
 impl AdminState {
@@ -110,7 +124,10 @@ impl AdminState {
         events: mpsc::Sender<LoopEvent>,
         storage: Arc<StorageMetrics>,
         counters: ServerCounters,
+        users: Arc<SharedUsers>,
+        audit: AuditHandle,
     ) -> AdminState {
+        let failed_logins = Mutex::new(FailedLogins::new(&users.config()));
         AdminState {
             phase: AtomicU8::new(Phase::Recovering as u8),
             events,
@@ -121,7 +138,81 @@ impl AdminState {
             node: process::node_name(),
             totals: Mutex::new(Rates::default()),
             connection_totals: Mutex::new(Rates::default()),
+            users,
+            failed_logins,
+            audit,
+            users_edit: futures::lock::Mutex::new(()),
         }
+    }
+
+    fn auth_config(&self) -> chute_core::auth::AuthConfig {
+        self.users.config()
+    }
+
+    /// The core's time for the failed-login budget: nanoseconds since the endpoint started.
+    fn core_now(&self) -> chute_core::Instant {
+        chute_core::Instant::from_nanos(self.started.elapsed().as_nanos() as u64)
+    }
+
+    /// How long `source` must wait, if it failed too often.
+    fn failed_logins_wait(&self, source: Source) -> Option<Duration> {
+        let now = self.core_now();
+        let until = self
+            .failed_logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocked_until(now, source)?;
+        Some(Duration::from_nanos(until.as_nanos() - now.as_nanos()))
+    }
+
+    fn record_failed_login(&self, source: Source) {
+        let now = self.core_now();
+        self.failed_logins.lock().unwrap_or_else(|p| p.into_inner()).record(now, source);
+    }
+
+    /// A queue changed through the API.
+    async fn audit_queue_change(
+        &self,
+        user: Option<String>,
+        peer: SocketAddr,
+        kind: AuditKind,
+        queue: String,
+    ) {
+        let event = AuditEvent {
+            kind,
+            conn: None,
+            user,
+            peer: Some(peer),
+            resource: Some(queue),
+            outcome: AuditOutcome::Ok,
+            detail: "admin API".into(),
+        };
+        self.audit.record(event).await;
+    }
+
+    /// The audit event of one API request.
+    async fn audit_request(
+        &self,
+        user: Option<String>,
+        peer: SocketAddr,
+        resource: String,
+        status: hyper::StatusCode,
+    ) {
+        let outcome = match status.as_u16() {
+            401 | 403 | 429 => AuditOutcome::Denied,
+            code if code >= 400 => AuditOutcome::Failed,
+            _ => AuditOutcome::Ok,
+        };
+        let event = AuditEvent {
+            kind: AuditKind::AdminRequest,
+            conn: None,
+            user,
+            peer: Some(peer),
+            resource: Some(resource),
+            outcome,
+            detail: status.as_u16().to_string(),
+        };
+        self.audit.record(event).await;
     }
 
     pub fn set_phase(&self, phase: Phase) {
@@ -194,7 +285,10 @@ async fn serve_connection<R: Runtime>(
         hyper::service::service_fn(move |request| {
             let runtime = runtime.clone();
             let state = state.clone();
-            async move { Ok::<_, Infallible>(routes::respond(&runtime, &state, request).await) }
+            // TLS on the admin endpoint comes with `tls.admin`; until then it is plain.
+            async move {
+                Ok::<_, Infallible>(routes::respond(&runtime, &state, request, peer, false).await)
+            }
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -279,6 +373,8 @@ mod tests {
             mpsc::channel(1).0,
             Arc::new(StorageMetrics::default()),
             ServerCounters::default(),
+            Arc::default(),
+            crate::audit::AuditLog::off().handle(),
         );
         let reasons: Vec<Option<&str>> =
             [Phase::Recovering, Phase::SyncingCheckpoint, Phase::Serving, Phase::Stopped]

@@ -22,11 +22,18 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Headers the answer carries besides the body's (`WWW-Authenticate` on a `401`).
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> ApiError {
+        self.headers.push((name, value));
+        self
     }
 
     /// `400 invalid-argument`: a parameter or body the endpoint cannot use.
@@ -41,7 +48,11 @@ impl ApiError {
 
     pub fn into_response(self) -> Response<Body> {
         let error = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        json(self.status, &error)
+        let mut response = json(self.status, &error);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, hyper::header::HeaderValue::from_static(value));
+        }
+        response
     }
 }
 

@@ -6,9 +6,13 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::handlers;
+use std::net::SocketAddr;
+
+use chute_core::auth::AuditKind;
+
 use super::reply::{ApiError, Body};
 use super::AdminState;
+use super::{auth, handlers};
 use crate::runtime::Runtime;
 
 /// An endpoint, with what its path names.
@@ -25,6 +29,8 @@ pub enum Route {
     Connection(String),
     Reload,
     Drain,
+    Users,
+    User(String),
 }
 
 impl Route {
@@ -47,9 +53,16 @@ impl Route {
             ["api", "connections", id] if !id.is_empty() => Route::Connection(id.to_string()),
             ["api", "reload"] => Route::Reload,
             ["api", "drain"] => Route::Drain,
+            ["api", "users"] => Route::Users,
+            ["api", "users", name] if !name.is_empty() => Route::User(name.to_string()),
             _ => return Ok(None),
         };
         Ok(Some(route))
+    }
+
+    /// `/healthz`, `/readyz` and `/metrics`: what orchestrators and scrapers read.
+    pub fn is_probe(&self) -> bool {
+        matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
     }
 
     /// The methods the endpoint takes (`HEAD` wherever `GET` is).
@@ -60,7 +73,9 @@ impl Route {
             | Route::Metrics
             | Route::Overview
             | Route::Queues
-            | Route::Connections => &[Method::GET, Method::HEAD],
+            | Route::Connections
+            | Route::Users => &[Method::GET, Method::HEAD],
+            Route::User(_) => &[Method::PUT, Method::DELETE],
             Route::Queue(_) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Route::Connection(_) => &[Method::DELETE],
             Route::QueuePurge(_) | Route::Reload | Route::Drain => &[Method::POST],
@@ -90,11 +105,13 @@ fn decode(segment: &str) -> Result<String, ApiError> {
     }
 }
 
-/// Answers `request`.
+/// Answers `request` from `peer` (over TLS or not); API requests are audited.
 pub async fn respond<R: Runtime>(
     runtime: &R,
     state: &AdminState,
     request: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
 ) -> Response<Body> {
     let route = match Route::parse(request.uri().path()) {
         Ok(Some(route)) => route,
@@ -108,9 +125,42 @@ pub async fn respond<R: Runtime>(
     if !methods.contains(request.method()) {
         return method_not_allowed(request.method(), methods);
     }
-    match handlers::handle(runtime, state, route, request).await {
-        Ok(response) => response,
+    let caller = auth::authorize(runtime, state, &route, request.headers(), peer, tls).await;
+    let audited =
+        (!route.is_probe()).then(|| format!("{} {}", request.method(), request.uri().path()));
+    let altering = request.uri().query().is_some_and(|query| query.contains("alter=true"));
+    let change = queue_change(&route, request.method(), altering);
+    let response = match caller.clone() {
+        Ok(caller) => match handlers::handle(runtime, state, route, request, &caller).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        },
         Err(error) => error.into_response(),
+    };
+    if let Some(resource) = audited {
+        let user = caller.ok().and_then(|caller| caller.user());
+        let status = response.status();
+        if let (Some((kind, queue)), true) = (change, status.is_success()) {
+            // A declare of a queue that existed (200) changed nothing.
+            if kind != AuditKind::QueueDeclared || status == StatusCode::CREATED {
+                state.audit_queue_change(user.clone(), peer, kind, queue).await;
+            }
+        }
+        state.audit_request(user, peer, resource, status).await;
+    }
+    response
+}
+
+/// The queue a request changes, and how, for the audit log.
+fn queue_change(route: &Route, method: &Method, altering: bool) -> Option<(AuditKind, String)> {
+    match (route, method) {
+        (Route::Queue(name), &Method::PUT) if altering => {
+            Some((AuditKind::QueueAltered, name.clone()))
+        }
+        (Route::Queue(name), &Method::PUT) => Some((AuditKind::QueueDeclared, name.clone())),
+        (Route::Queue(name), &Method::DELETE) => Some((AuditKind::QueueDeleted, name.clone())),
+        (Route::QueuePurge(name), _) => Some((AuditKind::QueuePurged, name.clone())),
+        _ => None,
     }
 }
 

@@ -135,10 +135,7 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
         .broker_config()
         .validate_all()
         .into_iter()
-        .map(|error| match error {
-            chute_core::ConfigError::OutOfRange { key, .. } => (key.to_string(), error.to_string()),
-            other => (String::new(), other.to_string()),
-        })
+        .map(|error| (error.key().to_string(), error.to_string()))
         .collect();
     let server = &config.server;
     let mut out_of_range = |key: &str, value: u64, min: u64, max: u64| {
@@ -151,6 +148,7 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
     };
     out_of_range("server.shutdown_timeout_ms", server.shutdown_timeout_ms, 0, 3_600_000);
     out_of_range("server.drain_window_ms", server.drain_window_ms.into(), 0, 3_600_000);
+    out_of_range("audit.queue_max", config.audit.queue_max.into(), 1, 1 << 24);
     if !(1..=255).contains(&server.server_name.len()) {
         let bytes = server.server_name.len();
         found.push((
@@ -169,6 +167,7 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
             ));
         }
     }
+    found.extend(check_auth(config));
     if let Err(error) =
         tracing_subscriber::EnvFilter::builder().with_regex(false).parse(&config.log.level)
     {
@@ -176,6 +175,33 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
         found.push((
             "log.level".into(),
             format!("log.level = {level:?} is not a filter ({error}): use a level (error, warn, info, debug, trace) or directives such as info,chute_server=debug"),
+        ));
+    }
+    found
+}
+
+/// The users file must read, and a server reachable from other hosts must not be open to
+/// anyone unless that is said explicitly (secure by default).
+fn check_auth(config: &ConfigFile) -> Vec<(String, String)> {
+    let auth = &config.auth;
+    let mut found = Vec::new();
+    if let Some(path) = &auth.users_file {
+        if let Err(problem) = crate::users_file::load(path) {
+            found.push(("auth.users_file".into(), format!("auth.users_file: {problem}")));
+        }
+    }
+    let server = &config.server;
+    let mut exposed = vec![("server.listen", server.listen)];
+    if let super::file::AdminListen::At(admin) = server.admin_listen {
+        exposed.push(("server.admin_listen", admin));
+    }
+    exposed.retain(|(_, addr)| !addr.ip().is_loopback());
+    if let (None, false, Some((key, addr))) =
+        (&auth.users_file, auth.allow_anonymous, exposed.first())
+    {
+        found.push((
+            "auth.users_file".into(),
+            format!("{key} = {addr} is reachable from other hosts and no users are configured: set auth.users_file (docs/SECURITY.md), or auth.allow_anonymous = true to let anyone in"),
         ));
     }
     found
@@ -205,6 +231,36 @@ mod tests {
         let path = file.path().display().to_string();
         let lines = loaded.unwrap_err().iter().map(|problem| problem.to_string()).collect();
         (path, lines)
+    }
+
+    /// A server reachable from other hosts needs users or an explicit `allow_anonymous`.
+    #[test]
+    fn an_exposed_server_without_users_is_refused() {
+        let (_, lines) = problems("[server]\nlisten = \"0.0.0.0:4770\"\n");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("server.listen = 0.0.0.0:4770 is reachable from other hosts")),
+            "{lines:?}"
+        );
+        let (_, lines) = problems("[server]\nadmin_listen = \"[::]:4771\"\n");
+        assert!(lines.iter().any(|l| l.contains("server.admin_listen")), "{lines:?}");
+        let (_, allowed) =
+            load_file("[server]\nlisten = \"0.0.0.0:4770\"\n[auth]\nallow_anonymous = true\n");
+        assert!(allowed.is_ok());
+        let (_, loopback) = load_file("[server]\nlisten = \"127.0.0.1:4770\"\n");
+        assert!(loopback.is_ok());
+    }
+
+    #[test]
+    fn a_broken_users_file_is_a_problem_naming_it() {
+        let users = file("[[user]]\nname = \"a\"\nscram = \"x\"\n");
+        let text = format!("[auth]\nusers_file = {:?}\n", users.path());
+        let (_, lines) = problems(&text);
+        assert!(
+            lines.iter().any(|l| l.contains("auth.users_file: user \"a\": scram")),
+            "{lines:?}"
+        );
     }
 
     /// No file and no environment: exactly the defaults.

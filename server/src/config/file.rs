@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use chute_core::auth::AuthConfig;
 use chute_core::storage::log::StorageConfig;
 use chute_core::{BrokerConfig, BrokerLimits, TimeoutConfig};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ pub struct ConfigFile {
     pub limits: BrokerLimits,
     pub timeouts: TimeoutConfig,
     pub storage: StorageConfig,
+    pub auth: AuthConfig,
+    pub audit: AuditSettings,
 }
 
 impl Default for ConfigFile {
@@ -35,6 +38,8 @@ impl Default for ConfigFile {
             limits: BrokerLimits::default(),
             timeouts: TimeoutConfig::default(),
             storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -47,6 +52,8 @@ impl ConfigFile {
             limits: self.limits.clone(),
             timeouts: self.timeouts.clone(),
             storage: self.storage.clone(),
+            auth: self.auth.clone(),
+            audit: self.audit.file.is_some(),
             ..BrokerConfig::default()
         }
     }
@@ -81,6 +88,34 @@ impl Default for ServerSettings {
             server_name: BrokerConfig::default().server_name,
         }
     }
+}
+
+/// `[audit]`: the audit log (docs/SECURITY.md lists its events).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// JSON-lines file the audit events are appended to; unset: no audit log.
+    pub file: Option<PathBuf>,
+    /// Events waiting for the writer; past this, `when_full` decides.
+    pub queue_max: u32,
+    pub when_full: WhenFull,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { file: None, queue_max: 65_536, when_full: WhenFull::Block }
+    }
+}
+
+/// What happens to an audit event that finds the writer's queue full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// Stop reading client requests until the writer catches up: nothing goes unrecorded.
+    #[default]
+    Block,
+    /// Drop the event and count it (`chute_audit_dropped_total`): serving never waits.
+    DropAndCount,
 }
 
 /// `[log]`: what is logged, and how it is written (to stderr).

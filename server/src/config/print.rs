@@ -6,12 +6,12 @@ use super::file::ConfigFile;
 use super::layers::schema_keys;
 
 /// The configuration as TOML that reads back as the same configuration. Settings unset by
-/// default (TOML has no null) are listed in a comment at the end of their table.
+/// default (TOML has no null: no limit, no file) are listed in a comment at the end.
 pub fn render(config: &ConfigFile) -> String {
     let mut text = toml::to_string(config).expect("the configuration serializes as TOML");
     let unset: Vec<String> = unset_keys(config);
     if !unset.is_empty() {
-        text.push_str(&format!("\n# Unset (no limit): {}\n", unset.join(", ")));
+        text.push_str(&format!("\n# Unset: {}\n", unset.join(", ")));
     }
     text
 }
@@ -54,7 +54,10 @@ mod tests {
             assert!(text.contains(table), "{table} in\n{text}");
         }
         assert!(text.starts_with("version = 1\n"), "{text}");
-        assert!(text.contains("# Unset (no limit): limits.connection_publish_rate\n"), "{text}");
+        let unset = text.lines().find(|l| l.starts_with("# Unset: ")).expect("an unset line");
+        assert!(unset.contains("limits.connection_publish_rate"), "{text}");
+        assert!(!unset.contains("limits.publish_rate"), "{text}");
+        assert!(unset.contains("auth.users_file") && unset.contains("audit.file"), "{text}");
         let defaults = render(&ConfigFile::default());
         assert!(defaults.contains("listen = \"127.0.0.1:4770\""), "{defaults}");
         assert!(
