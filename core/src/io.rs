@@ -4,6 +4,7 @@ use bytes::Bytes;
 use chute_protocol::ErrorCode;
 
 use crate::ids::ConnId;
+use crate::storage::failure::StorageFailure;
 use crate::storage::io::{StorageDone, StorageRequest};
 
 /// Something that happened to the broker. Every input carries (through `handle_input`) the
@@ -73,6 +74,6 @@ pub enum Event {
     },
     /// Storage failed and the broker stopped serving. The driver should exit non-zero.
     Halted {
-        reason: String,
+        failure: StorageFailure,
     },
 }

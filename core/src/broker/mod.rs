@@ -36,6 +36,7 @@ use crate::io::{Event, Input, Output};
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Queue;
 use crate::rng::Rng;
+use crate::storage::failure::StorageFailure;
 use crate::storage::log::Log;
 use crate::storage::manifest::Manifest;
 use crate::time::Instant;
@@ -132,7 +133,7 @@ pub struct Broker {
     /// Lame duck: when the drain window ends and the graceful stop begins, once drained.
     drain_ends_at: Option<Instant>,
     /// Why the broker stopped, once storage failed.
-    halted: Option<String>,
+    halted: Option<StorageFailure>,
     /// A record someone waits for was appended; sync as soon as none is in flight.
     sync_wanted: bool,
     /// Records nobody waits for must be synced by then.
@@ -212,8 +213,8 @@ impl Broker {
 
     /// Why the broker halted, if it did. A halted broker serves nothing; the driver should
     /// exit non-zero and let recovery start from the disk.
-    pub fn halted(&self) -> Option<&str> {
-        self.halted.as_deref()
+    pub fn halted(&self) -> Option<&StorageFailure> {
+        self.halted.as_ref()
     }
 
     /// Log segments and what is still live in each, oldest first.
@@ -304,8 +305,9 @@ impl Broker {
         assert!(!self.connections.contains_key(&conn), "connection id {conn} reused");
         let connection = Connection::new(self.now, self.server_limits());
         self.connections.insert(conn, connection);
-        if let Some(reason) = self.halted.clone() {
-            self.close_connection(conn, ErrorCode::STORAGE_FAILED, reason);
+        if let Some(failure) = &self.halted {
+            let (code, message) = (failure.code(), failure.halt_message());
+            self.close_connection(conn, code, message);
         } else if self.shutting_down || self.drain_ends_at.is_some() {
             self.close_connection(conn, ErrorCode::SHUTTING_DOWN, "server shutting down".into());
         } else if self.connections.len() > self.config.limits.connections_max as usize {

@@ -9,6 +9,7 @@ use super::timers::TimerKey;
 use super::Broker;
 use crate::ids::{ConnId, Lsn, QueueId};
 use crate::queue::{Message, SegmentRef};
+use crate::storage::failure::StorageFailure;
 use crate::storage::io::StorageDone;
 use crate::storage::log::Progress;
 use crate::storage::records::{
@@ -148,7 +149,7 @@ impl Broker {
                 self.log.delete_dead_segments();
                 self.update_manifest_if_due();
             }
-            Err(reason) => self.halt(reason),
+            Err(failure) => self.halt(failure),
         }
     }
 
@@ -200,15 +201,14 @@ impl Broker {
     /// Fail-stop: after a failed write or fsync nothing the broker holds in memory can be
     /// trusted to match the disk. Every client is told, nothing more is confirmed, and the
     /// driver exits so that recovery starts from what is really on disk.
-    fn halt(&mut self, reason: String) {
-        let message = format!("storage failed, broker halted: {reason}");
-        self.halted = Some(message.clone());
+    fn halt(&mut self, failure: StorageFailure) {
+        let message = failure.halt_message();
         let conns: Vec<ConnId> = self.connections.keys().copied().collect();
         for conn in conns {
-            self.close_connection(conn, ErrorCode::STORAGE_FAILED, message.clone());
+            self.close_connection(conn, failure.code(), message.clone());
         }
-        self.outputs
-            .push_back(crate::io::Output::Event(crate::io::Event::Halted { reason: message }));
+        self.halted = Some(failure.clone());
+        self.outputs.push_back(crate::io::Output::Event(crate::io::Event::Halted { failure }));
     }
 
     // ---- liveness and compaction ----

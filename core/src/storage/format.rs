@@ -71,8 +71,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::ids::Lsn;
 
-use super::io::StorageRequest;
-
 #[cfg(test)]
 mod tests;
 
@@ -111,26 +109,6 @@ pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
         return None;
     }
     digits.parse().ok().map(Lsn)
-}
-
-/// How a storage request is named when it fails (docs/STORAGE.md §12): `create segment
-/// <file>`, `write <n> bytes to <file>`, `fdatasync` or `delete segment <file>`.
-pub fn storage_request_label(request: &StorageRequest) -> String {
-    match request {
-        StorageRequest::CreateSegment { base_lsn, .. } => {
-            format!("create segment {}", segment_file_name(*base_lsn))
-        }
-        StorageRequest::Append { base_lsn, bytes, .. } => {
-            format!("write {} bytes to {}", bytes.len(), segment_file_name(*base_lsn))
-        }
-        StorageRequest::Sync { .. } => "fdatasync".to_string(),
-        StorageRequest::DeleteSegment { base_lsn } => {
-            format!("delete segment {}", segment_file_name(*base_lsn))
-        }
-        StorageRequest::WriteManifest { .. } => {
-            format!("write the manifest ({})", super::manifest::MANIFEST_FILE_NAME)
-        }
-    }
 }
 
 /// The header of a segment whose first record will have LSN `base_lsn`.

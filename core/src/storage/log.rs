@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use super::failure::StorageFailure;
 use super::format::segment_header;
 use super::io::{StorageDone, StorageRequest};
 use super::manifest::Manifest;
@@ -337,7 +338,7 @@ impl Log {
 
     // ---- worker reports ----
 
-    pub fn handle_done(&mut self, done: StorageDone) -> Result<Progress, String> {
+    pub fn handle_done(&mut self, done: StorageDone) -> Result<Progress, StorageFailure> {
         match done {
             StorageDone::Written { through } => {
                 assert!(through <= self.end_lsn, "written beyond the end of the log");
@@ -355,7 +356,7 @@ impl Log {
                 self.written_lsn = self.written_lsn.max(through);
                 Ok(Progress::Synced(through))
             }
-            StorageDone::Failed { request, error } => Err(format!("{request} failed: {error}")),
+            StorageDone::Failed(failure) => Err(failure),
         }
     }
 
