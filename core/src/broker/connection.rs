@@ -87,6 +87,7 @@ impl Subscription {
     }
 
     pub fn on_delivery(&mut self, now: Instant) {
+        assert!(self.credit > 0, "a delivery to a consumer without credit");
         self.credit -= 1;
         self.breaker.on_delivery(now);
         if let Some(rate) = self.rate.as_mut() {
@@ -253,6 +254,11 @@ impl Connection {
 
     /// Records an accepted publish for the next `Confirm`, which must wait for `gate`.
     pub fn confirm(&mut self, seq: u64, gate: Gate) {
+        assert!(seq < self.next_publish_seq, "a confirm for publish {seq}, not yet numbered");
+        assert!(
+            self.confirm_ranges.last().and_then(|r| r.last()).is_none_or(|last| last < seq),
+            "publishes are confirmed in order, each once"
+        );
         self.published_total += 1;
         push_to_ranges(&mut self.confirm_ranges, seq);
         self.outbound.accept_unconfirmed();

@@ -36,9 +36,14 @@ impl Broker {
         let budget = self.config.limits.partial_frames_bytes_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         let held = connection.reader.held_bytes() as u64;
+        assert!(
+            connection.partial_held_bytes <= self.partial.held_bytes,
+            "partial bytes undercounted"
+        );
         self.partial.held_bytes = self.partial.held_bytes - connection.partial_held_bytes + held;
         connection.partial_held_bytes = held;
         let partial_len = connection.reader.partial_frame_len();
+        debug_assert!(partial_len as u64 <= held, "a partial frame larger than what is held");
         match (partial_len > 0, connection.frame_started_at) {
             (true, None) => {
                 connection.frame_started_at = Some(now);
@@ -72,6 +77,7 @@ impl Broker {
             if !self.connections.contains_key(&conn) {
                 continue;
             }
+            assert!(self.connections[&conn].pause_reasons().contains(PauseReason::PartialFrames));
             self.set_read_pause(conn, PauseReason::PartialFrames, false);
             self.process_received(conn);
         }
@@ -92,6 +98,10 @@ impl Broker {
         if now < deadline {
             return false;
         }
+        assert!(
+            connection.reader.partial_frame_len() > 0,
+            "{conn}: a frame timed out that never started"
+        );
         let buffered = connection.reader.partial_frame_len();
         let message = format!(
             "a frame started {timeout_ms} ms ago is still incomplete ({buffered} bytes of it \

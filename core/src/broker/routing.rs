@@ -28,6 +28,7 @@ impl Bindings {
             Ok(_) => false,
             Err(at) => {
                 self.list.insert(at, key);
+                debug_assert!(self.list.is_sorted(), "bindings out of order");
                 true
             }
         }
@@ -58,6 +59,7 @@ impl Bindings {
             .collect();
         queues.sort_unstable();
         queues.dedup();
+        debug_assert!(queues.windows(2).all(|pair| pair[0] < pair[1]), "a queue routed twice");
         queues
     }
 
@@ -92,6 +94,8 @@ impl Broker {
             return self.reply_error(conn, request_id, ErrorCode::RESOURCE_LIMIT, message);
         }
         if self.bindings.add(&binding.pattern, queue) {
+            // An existing binding may be bound again at the limit; a new one may not.
+            assert!(self.bindings.len() <= bindings_max, "bindings_max ({bindings_max}) exceeded");
             let record = BindingRecord { queue: queue.0, pattern: binding.pattern };
             self.append_record(&Record::<&[u8]>::Bound(record), SyncNeed::Now);
         }

@@ -46,6 +46,7 @@ impl Broker {
             self.compact();
         }
         let end = self.log.append(record);
+        assert!(self.log.active_base() < end, "the record lies in the active segment");
         self.want_sync(need);
         end
     }
@@ -56,6 +57,7 @@ impl Broker {
             SyncNeed::Within(ms) => {
                 let at = self.now.plus_ms(ms);
                 self.timers.arm_no_later(&mut self.lazy_sync_at, at, TimerKey::LazySync);
+                assert!(self.lazy_sync_at.is_some_and(|armed| armed <= at));
             }
         }
     }
@@ -95,10 +97,12 @@ impl Broker {
                 pattern: pattern.to_string(),
             }));
         }
+        let start = self.log.end_lsn();
         for record in &records {
             self.log.append(record);
         }
         let end = self.log.end_lsn();
+        assert!(start < end, "a checkpoint holds at least the id counters");
         self.log.mark_checkpoint_end(end);
         self.want_sync(SyncNeed::Now);
     }
@@ -112,6 +116,8 @@ impl Broker {
         if self.sync_wanted && self.log.request_sync() {
             self.sync_wanted = false;
         }
+        // A wanted sync is never dropped: it waits only for the one in flight.
+        assert!(!self.sync_wanted || self.log.sync_in_flight(), "a wanted sync was not asked for");
         self.log.flush();
         if self.shutting_down && !self.log.has_unsynced() {
             // The manifest says exactly where the log ends: any cut is noticed at the next
@@ -168,6 +174,7 @@ impl Broker {
     /// connections that hit their unconfirmed window may read again.
     fn release_durable(&mut self) {
         let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
+        assert!(synced <= written && written <= self.log.end_lsn(), "synced <= written <= end");
         let queues: Vec<QueueId> = self.pending_queues.iter().copied().collect();
         for id in queues {
             let queue = self.queues.get_mut(&id).expect("pending queue exists");
@@ -202,11 +209,13 @@ impl Broker {
     /// trusted to match the disk. Every client is told, nothing more is confirmed, and the
     /// driver exits so that recovery starts from what is really on disk.
     fn halt(&mut self, failure: StorageFailure) {
+        assert!(self.halted.is_none(), "halted twice");
         let message = failure.halt_message();
         let conns: Vec<ConnId> = self.connections.keys().copied().collect();
         for conn in conns {
             self.close_connection(conn, failure.code(), message.clone());
         }
+        assert!(self.connections.is_empty(), "a halted broker keeps no connection");
         self.halted = Some(failure.clone());
         self.outputs.push_back(crate::io::Output::Event(crate::io::Event::Halted { failure }));
     }
@@ -217,6 +226,7 @@ impl Broker {
     /// message less.
     pub(super) fn release_message(&mut self, message: &Message) {
         if let Some(segment) = message.segment.get() {
+            debug_assert!(segment <= self.log.active_base(), "a message in a future segment");
             self.log.remove_live(segment, message.payload_len());
         }
     }
