@@ -386,9 +386,9 @@ impl Segment {
 
     fn fill_zeros(&mut self, end: u64) -> std::io::Result<()> {
         while self.file_len < end {
-            let chunk = (end - self.file_len).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..chunk], self.file_len)?;
-            self.file_len += chunk as u64;
+            let chunk_bytes = (end - self.file_len).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..chunk_bytes], self.file_len)?;
+            self.file_len += chunk_bytes as u64;
         }
         Ok(())
     }

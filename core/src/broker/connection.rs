@@ -244,9 +244,9 @@ impl Connection {
             message,
         };
         // Messages are short, but may quote what a client sent: cut one that would not fit.
-        let text_max = (self.limits.frame_size_max as usize).saturating_sub(64);
-        if frame.message.len() > text_max {
-            let cut = (0..=text_max).rev().find(|at| frame.message.is_char_boundary(*at));
+        let text_bytes_max = (self.limits.frame_size_max as usize).saturating_sub(64);
+        if frame.message.len() > text_bytes_max {
+            let cut = (0..=text_bytes_max).rev().find(|at| frame.message.is_char_boundary(*at));
             frame.message.truncate(cut.unwrap_or(0));
         }
         self.send(FrameKind::Error, &frame).expect("an error frame is cut to fit");

@@ -34,14 +34,14 @@ impl Broker {
     /// half-open) breaker and rate to spare. Each delivery starts its lease.
     fn dispatch(&mut self, queue_id: QueueId) {
         let now = self.now;
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         let (mut chosen, mut expired) = (Vec::new(), Vec::new());
         let Some(queue) = self.queues.get_mut(&queue_id) else { return };
         let lease_ms_default = queue.options.lease_ms;
         while queue.has_ready() {
             let next = queue.consumers_in_turn().find(|(_, key)| {
                 let connection = &self.connections[&key.conn];
-                connection.can_take_deliveries(outbound_max)
+                connection.can_take_deliveries(outbound_bytes_max)
                     && connection.subscriptions[&key.subscription].may_deliver(now)
             });
             let Some((index, key)) = next else { break };
@@ -147,10 +147,10 @@ impl Broker {
             for c in &rest[..run] {
                 let message =
                     &connection.in_flight.get(c.tag).expect("chosen, so in flight").message;
-                let size = message.delivery_size_estimate();
+                let delivery_bytes = message.delivery_size_estimate();
                 let delivery = message.to_delivery(c.tag);
-                let full =
-                    deliveries.len() == DELIVER_BATCH_MAX || frame_bytes + size > frame_bytes_max;
+                let full = deliveries.len() == DELIVER_BATCH_MAX
+                    || frame_bytes + delivery_bytes > frame_bytes_max;
                 if full && !deliveries.is_empty() {
                     let batch =
                         Deliver { subscription, deliveries: std::mem::take(&mut deliveries) };
@@ -159,7 +159,7 @@ impl Broker {
                         .expect("batches close below the frame limit by over-estimate");
                     frame_bytes = 16;
                 }
-                frame_bytes += size;
+                frame_bytes += delivery_bytes;
                 deliveries.push(delivery);
             }
             connection

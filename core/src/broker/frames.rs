@@ -10,10 +10,10 @@ impl Broker {
     /// Decodes and handles buffered frames until the buffer is empty, the connection pauses, or
     /// it closes. Then encodes the confirms those frames earned.
     pub(super) fn process_received(&mut self, conn: ConnId) {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else { return };
-            if connection.outbound_backlog() >= connection.read_pause_backlog(outbound_max) {
+            if connection.outbound_backlog() >= connection.read_pause_backlog(outbound_bytes_max) {
                 self.set_read_pause(conn, PauseReason::OutboundBacklog, true);
             }
             let connection = self.connection_mut(conn);

@@ -33,7 +33,7 @@ impl Broker {
     /// feeding or reading a connection.
     pub(super) fn account_partial_frame(&mut self, conn: ConnId) {
         let now = self.now;
-        let budget = self.config.limits.partial_frames_bytes_max;
+        let budget_bytes = self.config.limits.partial_frames_bytes_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         let held = connection.reader.held_bytes() as u64;
         assert!(
@@ -52,7 +52,7 @@ impl Broker {
             (false, Some(_)) => connection.frame_started_at = None,
             _ => {}
         }
-        if self.partial.held_bytes > budget && partial_len >= PARTIAL_FRAME_PAUSE_MIN_BYTES {
+        if self.partial.held_bytes > budget_bytes && partial_len >= PARTIAL_FRAME_PAUSE_MIN_BYTES {
             self.partial.paused.insert(conn);
             self.set_read_pause(conn, PauseReason::PartialFrames, true);
         }
@@ -69,8 +69,8 @@ impl Broker {
     /// end of every input, not where bytes are released, so that reading never re-enters the
     /// code that released them.
     pub(super) fn resume_partial_frames(&mut self) {
-        let budget = self.config.limits.partial_frames_bytes_max;
-        if self.partial.held_bytes > budget || self.partial.paused.is_empty() {
+        let budget_bytes = self.config.limits.partial_frames_bytes_max;
+        if self.partial.held_bytes > budget_bytes || self.partial.paused.is_empty() {
             return;
         }
         for conn in std::mem::take(&mut self.partial.paused) {

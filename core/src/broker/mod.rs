@@ -335,12 +335,12 @@ impl Broker {
     /// deliveries again (whether or not reading was paused: dispatch stops at that limit on
     /// its own), and a connection paused for its backlog is read again.
     fn handle_flushed(&mut self, conn: ConnId, bytes: u64) {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         let outbound = &mut connection.outbound;
         assert!(bytes <= outbound.unflushed_bytes, "flushed more than was sent");
         outbound.unflushed_bytes -= bytes;
-        if connection.outbound_backlog() >= outbound_max {
+        if connection.outbound_backlog() >= outbound_bytes_max {
             return;
         }
         let queues: Vec<QueueId> = connection.subscriptions.values().map(|s| s.queue).collect();
@@ -372,7 +372,7 @@ impl Broker {
 
     /// Moves bytes the log allows into a `Send`.
     fn take_send(&mut self, conn: ConnId) -> Option<Output> {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
         let now = self.now;
         let connection = self.connections.get_mut(&conn)?;
@@ -388,7 +388,7 @@ impl Broker {
             self.finish_client_close(conn);
             return Some(Output::Send { conn, bytes });
         }
-        if connection.outbound.unflushed_bytes >= connection.read_pause_backlog(outbound_max)
+        if connection.outbound.unflushed_bytes >= connection.read_pause_backlog(outbound_bytes_max)
             && !connection.pause_reasons().contains(PauseReason::OutboundBacklog)
         {
             self.set_read_pause(conn, PauseReason::OutboundBacklog, true);

@@ -146,13 +146,14 @@ impl Log {
     /// checkpoint near or above the segment size (many dedup ids) would start a new segment,
     /// with a new copy of itself, for every few records.
     pub fn active_is_full(&self) -> bool {
-        let header = super::format::SEGMENT_HEADER_LEN as u64;
-        let max = self.config.segment_bytes_max;
+        let header_bytes = super::format::SEGMENT_HEADER_LEN as u64;
+        let segment_bytes_max = self.config.segment_bytes_max;
         let checkpoint_end =
             self.segments[&self.active_base].checkpoint_end_lsn.max(self.active_base);
         // Checked: a checkpoint past the end of the log would be a bookkeeping bug.
-        let records = self.end_lsn.bytes_since(checkpoint_end);
-        self.end_lsn.bytes_since(self.active_base) + header >= max && records >= max / 2
+        let records_bytes = self.end_lsn.bytes_since(checkpoint_end);
+        self.end_lsn.bytes_since(self.active_base) + header_bytes >= segment_bytes_max
+            && records_bytes >= segment_bytes_max / 2
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -310,18 +311,18 @@ impl Log {
         if base == self.active_base || head.live_messages == 0 || head.delete_after_lsn.is_some() {
             return None;
         }
-        let size = head.end_lsn.bytes_since(base);
-        debug_assert!(head.live_bytes <= size, "segment {base}: more live bytes than bytes");
+        let size_bytes = head.end_lsn.bytes_since(base);
+        debug_assert!(head.live_bytes <= size_bytes, "segment {base}: more live bytes than bytes");
         let mostly_dead =
-            head.live_bytes * 100 < u64::from(self.config.compact_live_percent) * size;
-        let dead_behind: u64 = self
+            head.live_bytes * 100 < u64::from(self.config.compact_live_percent) * size_bytes;
+        let dead_behind_bytes: u64 = self
             .segments
             .iter()
             .skip(1)
             .filter(|(b, _)| **b != self.active_base)
             .map(|(b, s)| s.end_lsn.bytes_since(*b).saturating_sub(s.live_bytes))
             .sum();
-        (mostly_dead || head.live_bytes < dead_behind).then_some(base)
+        (mostly_dead || head.live_bytes < dead_behind_bytes).then_some(base)
     }
 
     /// The segment's live messages were copied forward up to `lsn`.
