@@ -5,6 +5,7 @@ use chute_protocol::ErrorCode;
 
 use crate::auth::AuditEvent;
 use crate::ids::ConnId;
+use crate::storage::failure::StorageFailure;
 use crate::storage::io::{StorageDone, StorageRequest};
 
 /// Something that happened to the broker. Every input carries (through `handle_input`) the
@@ -88,6 +89,6 @@ pub enum Event {
     },
     /// Storage failed and the broker stopped serving. The driver should exit non-zero.
     Halted {
-        reason: String,
+        failure: StorageFailure,
     },
 }

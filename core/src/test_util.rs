@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::ids::Lsn;
+use crate::storage::failure::{OsError, StorageFailure};
 use crate::storage::format::{
-    parse_segment_file_name, scan_segment, segment_file_name, storage_request_label,
-    SEGMENT_HEADER_LEN,
+    parse_segment_file_name, scan_segment, segment_file_name, SEGMENT_HEADER_LEN,
 };
 use crate::storage::io::{StorageDone, StorageRequest};
 use crate::storage::recovery::{LogImage, SegmentFile, Truncation};
@@ -281,9 +281,9 @@ impl MemDisk {
 
     /// `request` fails with `error` instead of being carried out (a failed fsync, a full disk):
     /// returns the report, and the worker carries out nothing more until a crash.
-    pub fn fail(&mut self, request: &StorageRequest, error: impl Into<String>) -> StorageDone {
+    pub fn fail(&mut self, request: &StorageRequest, error: OsError) -> StorageDone {
         self.failed = true;
-        StorageDone::Failed { request: storage_request_label(request), error: error.into() }
+        StorageDone::Failed(StorageFailure::new(request, error))
     }
 
     /// Whether a request failed: the worker stopped.
@@ -479,9 +479,9 @@ mod tests {
         let mut disk = MemDisk::default();
         disk.apply(&create(0)).unwrap();
         let sync = StorageRequest::Sync { through: Lsn(0) };
-        let done = disk.fail(&sync, "Input/output error");
-        let expected =
-            StorageDone::Failed { request: "fdatasync".into(), error: "Input/output error".into() };
+        let eio = OsError::new(std::io::ErrorKind::Other, "Input/output error");
+        let done = disk.fail(&sync, eio.clone());
+        let expected = StorageDone::Failed(StorageFailure::Sync { through: Lsn(0), error: eio });
         assert_eq!(done, expected);
         assert_eq!(disk.apply(&append(0, 4, 4)), Ok(None));
         assert_eq!(lens(&disk), [(0, SEGMENT_HEADER_LEN)]);

@@ -6,6 +6,7 @@ mod support;
 use bytes::Bytes;
 use chute_core::client::{ClientEvent, Response};
 use chute_core::ids::Lsn;
+use chute_core::storage::failure::{OsError, StorageFailure};
 use chute_core::storage::format::{scan_segment, segment_header, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::records::Record;
@@ -390,11 +391,18 @@ fn failed_sync_halts() {
     declare(&mut net, conn, "jobs", Durability::Always);
     net.auto_storage = false;
     net.publish(conn, "jobs", &["1"]);
-    let failed = StorageDone::Failed { request: "sync".into(), error: "EIO".into() };
-    net.broker.handle_input(net.now, Input::Storage(failed));
+    let eio = OsError::from(&std::io::Error::from_raw_os_error(5));
+    let failure = StorageFailure::Sync { through: Lsn(1), error: eio };
+    net.broker.handle_input(net.now, Input::Storage(StorageDone::Failed(failure.clone())));
     net.pump();
-    assert!(net.broker.halted().is_some());
-    assert_eq!(net.closed_event(conn).map(|(c, _)| c), Some(ErrorCode::STORAGE_FAILED));
+    assert_eq!(net.broker.halted(), Some(&failure));
+    assert_eq!(net.broker.stats().halted, Some(failure));
+    let (code, message) = net.closed_event(conn).expect("the client was closed");
+    assert_eq!(code, ErrorCode::STORAGE_FAILED);
+    assert_eq!(
+        message,
+        "storage failed, broker halted: fdatasync failed: Input/output error (os error 5)"
+    );
     let confirmed = net.events[&conn].iter().any(|e| matches!(e, ClientEvent::Confirmed(_)));
     assert!(!confirmed, "nothing is confirmed after a failed sync");
     let late = net.connect_without_handshake();

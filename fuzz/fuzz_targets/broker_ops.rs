@@ -444,7 +444,7 @@ impl Fuzz {
                     self.input(Input::Storage(done));
                 }
             }
-            Output::Event(Event::Halted { reason }) => panic!("the broker halted: {reason}"),
+            Output::Event(Event::Halted { failure }) => panic!("the broker halted: {failure}"),
             Output::Event(_) | Output::Audit(_) => {}
         }
     }

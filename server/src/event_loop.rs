@@ -10,6 +10,7 @@ use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
 use chute_core::ids::Lsn;
+use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output, PeerInfo};
 use futures::channel::mpsc;
@@ -66,7 +67,19 @@ pub enum DrainAnswer {
     /// A graceful stop has begun; there is nothing left to drain.
     Stopping,
     /// Storage failed; the server is stopping with the reason.
-    Halted(String),
+    Halted(StorageFailure),
+}
+
+/// Why the log took no startup checkpoint: the broker must not serve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupSyncError {
+    /// A write or the sync of the checkpoint failed.
+    #[error(transparent)]
+    Storage(#[from] StorageFailure),
+    /// The storage worker's report channel closed before the sync was reported.
+    #[error("the storage worker stopped without reporting")]
+    WorkerStopped,
 }
 
 /// Everything the broker task waits for on the inbox.
@@ -135,7 +148,7 @@ pub struct EventLoop<R: Runtime> {
     /// The `through` of the last `Sync` handed to the worker.
     sync_requested: Option<Lsn>,
     /// Why the broker halted, once it did.
-    halted: Option<String>,
+    halted: Option<StorageFailure>,
     /// Dropped to stop the accept loop.
     accept_stop: Option<futures::channel::oneshot::Sender<()>>,
     shutdown_timeout: std::time::Duration,
@@ -192,7 +205,7 @@ impl<R: Runtime> EventLoop<R> {
     /// Carries out what a new or recovered broker asks for before it serves anyone (its first
     /// segment, its checkpoint and the checkpoint's sync: docs/STORAGE.md §10.1) and waits for
     /// that sync. `Err` says why the log cannot be written; the broker must not serve then.
-    pub async fn sync_startup_checkpoint(&mut self) -> Result<(), String> {
+    pub async fn sync_startup_checkpoint(&mut self) -> Result<(), StartupSyncError> {
         self.carry_out_outputs();
         let Some(through) = self.sync_requested else { return Ok(()) };
         loop {
@@ -201,9 +214,7 @@ impl<R: Runtime> EventLoop<R> {
                 None => None,
             };
             match report {
-                Some(StorageDone::Failed { request, error }) => {
-                    return Err(format!("{request} failed: {error}"));
-                }
+                Some(StorageDone::Failed(failure)) => return Err(failure.into()),
                 Some(done) => {
                     let synced = matches!(done, StorageDone::Synced { through: t } if t >= through);
                     self.storage_done(done);
@@ -211,26 +222,26 @@ impl<R: Runtime> EventLoop<R> {
                         return Ok(());
                     }
                 }
-                None => return Err("the storage worker stopped without reporting".into()),
+                None => return Err(StartupSyncError::WorkerStopped),
             }
         }
     }
 
     /// Runs until a graceful shutdown has closed every connection and their writers finished,
-    /// or until storage fails (`Err` with the reason, after clients were told).
+    /// or until storage fails (`Err` with the failure, after clients were told).
     pub async fn run(
         mut self,
         events: mpsc::Receiver<LoopEvent>,
         accepted: mpsc::Receiver<(R::Stream, std::net::SocketAddr)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StorageFailure> {
         let accepted = accepted.map(|(stream, peer)| Inbox::Accepted(stream, peer));
         let mut inbox = futures::stream::select(accepted, events.map(Inbox::Event));
         // A new or recovered broker may still have work queued.
         self.carry_out_outputs();
         loop {
-            if let Some(reason) = &self.halted {
+            if let Some(failure) = &self.halted {
                 if self.writers_running == 0 || self.deadline_passed {
-                    return Err(reason.clone());
+                    return Err(failure.clone());
                 }
             } else if (self.broker.is_drained() && self.writers_running == 0)
                 || self.deadline_passed
@@ -343,7 +354,7 @@ impl<R: Runtime> EventLoop<R> {
                 let _ = reply.send(self.broker.stats());
             }
             LoopEvent::Operator(request) => {
-                let halted = self.halted.as_deref();
+                let halted = self.halted.as_ref();
                 let pending = &mut self.pending_answers;
                 operator::carry_out(&mut self.broker, now, request, pending, halted);
             }
@@ -372,8 +383,8 @@ impl<R: Runtime> EventLoop<R> {
     /// connections from now on, and stops by itself when the window ends; the deadline covers
     /// the window and then the graceful stop.
     fn drain(&mut self, now: Instant, window_ms: u32) -> DrainAnswer {
-        if let Some(reason) = &self.halted {
-            return DrainAnswer::Halted(reason.clone());
+        if let Some(failure) = &self.halted {
+            return DrainAnswer::Halted(failure.clone());
         }
         match self.stop_requested {
             Some(StopRequest::Drain) => return DrainAnswer::AlreadyDraining,
@@ -451,10 +462,10 @@ impl<R: Runtime> EventLoop<R> {
                     // The worker only hangs up after a failure, which halts the broker anyway.
                     let _ = self.storage_tx.send(request);
                 }
-                Output::Event(Event::Halted { reason }) => {
-                    tracing::error!(%reason, "broker halted");
-                    self.pending_answers.fail(&reason);
-                    self.halted = Some(reason);
+                Output::Event(Event::Halted { failure }) => {
+                    tracing::error!(reason = %failure.halt_message(), "broker halted");
+                    self.pending_answers.fail(&failure);
+                    self.halted = Some(failure);
                     self.accept_stop.take();
                     self.arm_shutdown_deadline(self.shutdown_timeout);
                 }
@@ -524,7 +535,7 @@ fn log_event(event: &Event) {
         }
         Event::QueueCreated { name } => tracing::info!(queue = %name, "queue created"),
         Event::QueueDeleted { name } => tracing::info!(queue = %name, "queue deleted"),
-        Event::Halted { reason } => tracing::error!(%reason, "halted"),
+        Event::Halted { failure } => tracing::error!(reason = %failure.halt_message(), "halted"),
     }
 }
 

@@ -44,6 +44,7 @@ mod users_file;
 
 pub use config::AdminListen;
 pub use counters::ServerCounters;
+pub use event_loop::StartupSyncError;
 pub use runtime::Runtime;
 pub use serve::{
     main, main_with_flags, serve, Args, Endpoint, Listening, ServeError, ServerConfig,

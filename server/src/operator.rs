@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 
 use chute_core::ids::Lsn;
+use chute_core::storage::failure::StorageFailure;
 use chute_core::{Broker, ConnId, ConnectionInfo, DeclareError, Instant, QueueAdminError};
 use chute_protocol::{QueueOptions, QueueStats};
 use futures::channel::oneshot;
@@ -68,8 +69,8 @@ pub enum CommandError {
     BadOptions(String),
     /// Storage failed: before the command ran, or before it was durable (then it may or may
     /// not survive a restart).
-    #[error("storage failed: {0}")]
-    Halted(String),
+    #[error("{}", .0.halt_message())]
+    Halted(StorageFailure),
 }
 
 /// Carries out `request` on `broker` at `now`.
@@ -80,7 +81,7 @@ pub fn carry_out(
     now: Instant,
     request: OperatorRequest,
     pending: &mut PendingAnswers,
-    halted: Option<&str>,
+    halted: Option<&StorageFailure>,
 ) {
     match request {
         OperatorRequest::Connections(reply) => {
@@ -118,11 +119,11 @@ pub fn carry_out(
 
 /// Runs `command` unless the broker halted: a halted broker takes no more changes.
 fn unless_halted<T>(
-    halted: Option<&str>,
+    halted: Option<&StorageFailure>,
     command: impl FnOnce() -> Result<T, CommandError>,
 ) -> Result<T, CommandError> {
     match halted {
-        Some(reason) => Err(CommandError::Halted(reason.to_string())),
+        Some(failure) => Err(CommandError::Halted(failure.clone())),
         None => command(),
     }
 }
@@ -144,6 +145,13 @@ fn alter(
     Ok(Altered { changed: options != current, options })
 }
 
+/// A failed fdatasync, for the tests of what a halt does.
+#[cfg(test)]
+pub(crate) fn test_failure() -> StorageFailure {
+    let error = chute_core::storage::failure::OsError::new(std::io::ErrorKind::Other, "EIO");
+    StorageFailure::Sync { through: Lsn(1), error }
+}
+
 /// Answers waiting for the log to be synced through their position, oldest first (positions
 /// only grow, so the queue is in order).
 #[derive(Default)]
@@ -157,9 +165,9 @@ struct PendingAnswer {
     send: SendAnswer,
 }
 
-/// Sends a waiting answer: given `None` when it is durable, `Some(reason)` when storage
+/// Sends a waiting answer: given `None` when it is durable, `Some(failure)` when storage
 /// failed first.
-type SendAnswer = Box<dyn FnOnce(Option<&str>) + Send>;
+type SendAnswer = Box<dyn FnOnce(Option<&StorageFailure>) + Send>;
 
 impl PendingAnswers {
     /// Sends `result` now if it is an error (nothing changed) or already durable; otherwise
@@ -178,10 +186,10 @@ impl PendingAnswers {
                 return;
             }
         };
-        let send = move |halted: Option<&str>| {
+        let send = move |halted: Option<&StorageFailure>| {
             let answer = match halted {
                 None => Ok(value),
-                Some(reason) => Err(CommandError::Halted(reason.to_string())),
+                Some(failure) => Err(CommandError::Halted(failure.clone())),
             };
             let _ = reply.send(answer);
         };
@@ -197,9 +205,9 @@ impl PendingAnswers {
     }
 
     /// Storage failed: what still waits will never be known durable.
-    pub fn fail(&mut self, reason: &str) {
+    pub fn fail(&mut self, failure: &StorageFailure) {
         for answer in self.waiting.drain(..) {
-            (answer.send)(Some(reason));
+            (answer.send)(Some(failure));
         }
     }
 }
@@ -281,9 +289,9 @@ mod tests {
         let mut pending = PendingAnswers::default();
         let (request, mut answer) = declare("jobs", QueueOptions::default());
         run(&mut broker, &mut pending, request);
-        pending.fail("fdatasync: EIO");
+        pending.fail(&test_failure());
         let failed = answer.try_recv().unwrap().unwrap().unwrap_err();
-        assert_eq!(failed, CommandError::Halted("fdatasync: EIO".into()));
+        assert_eq!(failed, CommandError::Halted(test_failure()));
     }
 
     /// After a halt, a command is refused with the reason and does not run.
@@ -292,8 +300,9 @@ mod tests {
         let mut broker = broker();
         let mut pending = PendingAnswers::default();
         let (request, mut answer) = declare("jobs", QueueOptions::default());
-        carry_out(&mut broker, NOW, request, &mut pending, Some("EIO"));
-        assert_eq!(answer.try_recv().unwrap().unwrap(), Err(CommandError::Halted("EIO".into())));
+        let failure = test_failure();
+        carry_out(&mut broker, NOW, request, &mut pending, Some(&failure));
+        assert_eq!(answer.try_recv().unwrap().unwrap(), Err(CommandError::Halted(failure)));
         assert_eq!(broker.queue_depth("jobs"), None);
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
+use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::io::StorageRequest;
 use chute_core::storage::recovery::ManifestCheck;
 use chute_core::{Broker, BrokerConfig, Instant};
@@ -24,7 +25,7 @@ use crate::audit::AuditLog;
 use crate::config::{self, AdminListen, ConfigFile, FlagSetting, LogFormat, Reloader, Sources};
 use crate::counters::ServerCounters;
 use crate::data_dir::{DataDir, DataDirError};
-use crate::event_loop::{EventLoop, LoopParts, StorageReports, EVENT_QUEUE_MAX};
+use crate::event_loop::{EventLoop, LoopParts, StartupSyncError, StorageReports, EVENT_QUEUE_MAX};
 use crate::logging::{self, LogControl};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
@@ -193,10 +194,11 @@ pub enum ServeError {
     #[error("cannot recover the log in {path}: {source}")]
     Recovery { path: PathBuf, source: chute_core::storage::recovery::RecoveryError },
     /// The startup checkpoint could not be written or synced.
-    #[error("cannot write to the log in {path}: {reason}")]
-    LogNotWritable { path: PathBuf, reason: String },
-    #[error("{0}")]
-    Halted(String),
+    #[error("cannot write to the log in {path}: {source}")]
+    LogNotWritable { path: PathBuf, source: StartupSyncError },
+    /// Storage failed while serving: the broker halted.
+    #[error("{}", .0.halt_message())]
+    Halted(StorageFailure),
     #[error("invalid configuration: {0}")]
     Config(#[from] chute_core::ConfigError),
     #[error("cannot install signal handlers: {0}")]
@@ -447,7 +449,7 @@ pub async fn serve<R: Runtime>(
     event_loop
         .sync_startup_checkpoint()
         .await
-        .map_err(|reason| ServeError::LogNotWritable { path: data_dir.path.clone(), reason })?;
+        .map_err(|source| ServeError::LogNotWritable { path: data_dir.path.clone(), source })?;
     let (accepted_tx, accepted_rx) = mpsc::channel(16);
     runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx, accept_stop_rx));
     tracing::info!(

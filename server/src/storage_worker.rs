@@ -23,7 +23,8 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use chute_core::ids::Lsn;
-use chute_core::storage::format::{segment_file_name, storage_request_label, SEGMENT_HEADER_LEN};
+use chute_core::storage::failure::StorageFailure;
+use chute_core::storage::format::{segment_file_name, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::manifest::MANIFEST_FILE_NAME;
 use prometheus_client::metrics::histogram::Histogram;
@@ -209,10 +210,9 @@ impl StorageWorker {
             }
             Ok(None) => {}
             Err(error) => {
-                // Described only here: a label per request would cost an allocation per append.
-                let label = storage_request_label(&request);
-                tracing::error!(request = %label, %error, "storage failed");
-                report(StorageDone::Failed { request: label, error: error.to_string() });
+                let failure = StorageFailure::new(&request, (&error).into());
+                tracing::error!(%failure, "storage failed");
+                report(StorageDone::Failed(failure));
                 return false;
             }
         }
@@ -386,9 +386,9 @@ impl Segment {
 
     fn fill_zeros(&mut self, end: u64) -> std::io::Result<()> {
         while self.file_len < end {
-            let chunk = (end - self.file_len).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..chunk], self.file_len)?;
-            self.file_len += chunk as u64;
+            let chunk_bytes = (end - self.file_len).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..chunk_bytes], self.file_len)?;
+            self.file_len += chunk_bytes as u64;
         }
         Ok(())
     }

@@ -9,9 +9,11 @@
 //! the last sync, and of each file's unsynced tail none, all or a torn part.
 
 use std::collections::VecDeque;
+use std::io::ErrorKind;
 
 use bytes::Bytes;
 use chute_core::ids::Lsn;
+use chute_core::storage::failure::OsError;
 use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::manifest::Manifest;
@@ -135,7 +137,8 @@ impl Disk {
         let request = self.queue.pop_front().expect("request in progress");
         if std::mem::take(&mut self.failing) {
             self.queue.clear();
-            let done = self.mem.fail(&request, "Input/output error (os error 5, simulated)");
+            let eio = OsError::new(ErrorKind::Other, "Input/output error (os error 5, simulated)");
+            let done = self.mem.fail(&request, eio);
             return Ok((request, Some(done)));
         }
         let done = self.mem.apply(&request)?;

@@ -69,6 +69,7 @@ impl Broker {
             }
         }
         self.create_queue(name, options.clone());
+        assert!(self.queues.len() <= self.config.limits.queues_max as usize, "queues_max exceeded");
         Ok((true, options))
     }
 
@@ -113,6 +114,7 @@ impl Broker {
     }
 
     fn create_queue(&mut self, name: &str, options: QueueOptions) -> QueueId {
+        assert!(!self.queue_ids.contains_key(name), "queue {name:?} created twice");
         let id = QueueId(self.next_queue_id);
         self.next_queue_id += 1;
         let declared =
@@ -128,7 +130,10 @@ impl Broker {
         let mut queue = Queue::new(id, name.clone(), options);
         queue.publish_rate =
             queue.options.publish_rate.map(|rate| TokenBucket::new(rate, self.now));
-        self.queues.insert(id, queue);
+        // Ids come from a counter that recovery keeps past every id the log ever used.
+        assert!(id.0 < self.next_queue_id, "queue id {id:?} not handed out by the counter");
+        let previous = self.queues.insert(id, queue);
+        assert!(previous.is_none(), "queue id {id:?} installed twice");
         self.queue_ids.insert(name, id);
     }
 
@@ -173,6 +178,7 @@ impl Broker {
     /// them is then settling unknown tags). Returns how many messages it held.
     fn delete_queue(&mut self, id: QueueId) -> u64 {
         let mut queue = self.queues.remove(&id).expect("queue exists");
+        let messages_before = queue.messages_len();
         self.queue_ids.remove(&queue.name);
         self.pending_queues.remove(&id);
         self.dirty_queues.remove(&id);
@@ -205,6 +211,13 @@ impl Broker {
                 gone.push(connection.in_flight.remove(tag).expect("tag listed").message);
             }
         }
+        // Each message it held is either held by it or in flight on exactly one connection.
+        assert_eq!(
+            gone.len() as u64,
+            messages_before,
+            "queue {:?} lost track of a message",
+            queue.name
+        );
         for message in &gone {
             self.release_message(message);
         }
@@ -227,7 +240,10 @@ impl Broker {
     /// left to settle); returns how many.
     pub(super) fn purge_queue(&mut self, name: &str) -> Result<u64, QueueAdminError> {
         let id = self.queue_id(name)?;
-        let purged = self.queues.get_mut(&id).expect("queue exists").purge();
+        let queue = self.queues.get_mut(&id).expect("queue exists");
+        let purged = queue.purge();
+        // Purging leaves exactly the deliveries in flight.
+        assert_eq!(queue.messages_len(), queue.in_flight);
         self.pending_queues.remove(&id);
         let mut seqs: Vec<u64> =
             purged.iter().filter(|m| m.segment.is_some()).map(|m| m.seq.0).collect();

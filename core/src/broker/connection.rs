@@ -99,6 +99,7 @@ impl Subscription {
     }
 
     pub fn on_delivery(&mut self, now: Instant) {
+        assert!(self.credit > 0, "a delivery to a consumer without credit");
         self.credit -= 1;
         self.breaker.on_delivery(now);
         if let Some(rate) = self.rate.as_mut() {
@@ -265,9 +266,9 @@ impl Connection {
             message,
         };
         // Messages are short, but may quote what a client sent: cut one that would not fit.
-        let text_max = (self.limits.frame_size_max as usize).saturating_sub(64);
-        if frame.message.len() > text_max {
-            let cut = (0..=text_max).rev().find(|at| frame.message.is_char_boundary(*at));
+        let text_bytes_max = (self.limits.frame_size_max as usize).saturating_sub(64);
+        if frame.message.len() > text_bytes_max {
+            let cut = (0..=text_bytes_max).rev().find(|at| frame.message.is_char_boundary(*at));
             frame.message.truncate(cut.unwrap_or(0));
         }
         self.send(FrameKind::Error, &frame).expect("an error frame is cut to fit");
@@ -275,6 +276,11 @@ impl Connection {
 
     /// Records an accepted publish for the next `Confirm`, which must wait for `gate`.
     pub fn confirm(&mut self, seq: u64, gate: Gate) {
+        assert!(seq < self.next_publish_seq, "a confirm for publish {seq}, not yet numbered");
+        assert!(
+            self.confirm_ranges.last().and_then(|r| r.last()).is_none_or(|last| last < seq),
+            "publishes are confirmed in order, each once"
+        );
         self.published_total += 1;
         push_to_ranges(&mut self.confirm_ranges, seq);
         self.outbound.accept_unconfirmed();

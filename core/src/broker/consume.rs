@@ -35,7 +35,9 @@ impl Broker {
             breaker: Breaker::new(),
             rate: subscribe.rate.map(|rate| TokenBucket::new(rate, now)),
         };
-        self.connection_mut(conn).subscriptions.insert(subscribe.subscription, subscription);
+        let previous =
+            self.connection_mut(conn).subscriptions.insert(subscribe.subscription, subscription);
+        assert!(previous.is_none(), "check_subscribe let an active subscription id through");
         let key = ConsumerKey { conn, subscription: subscribe.subscription };
         self.queues.get_mut(&queue).expect("queue resolved").add_consumer(key);
         self.dirty_queues.insert(queue);
@@ -106,7 +108,9 @@ impl Broker {
             return self.reply_error(conn, request_id, ErrorCode::NO_SUCH_SUBSCRIPTION, message);
         };
         if let Some(queue) = self.queues.get_mut(&subscription.queue) {
-            queue.remove_consumer(ConsumerKey { conn, subscription: unsubscribe.subscription });
+            let key = ConsumerKey { conn, subscription: unsubscribe.subscription };
+            queue.remove_consumer(key);
+            debug_assert!(!queue.consumers().contains(&key), "a consumer listed twice");
         }
         self.reply(conn, FrameKind::Done, &Done { request_id, count: 0 });
     }
@@ -119,7 +123,9 @@ impl Broker {
         for in_flight in &settled {
             self.breaker_result(conn, in_flight, true);
             let Some(queue) = self.queues.get_mut(&in_flight.queue) else { continue };
+            let messages_before = queue.messages_len();
             queue.settle(&in_flight.message);
+            assert_eq!(queue.messages_len(), messages_before - 1, "an ack settles one message");
             queue.counters.acked += 1;
             self.dirty_queues.insert(in_flight.queue);
             if in_flight.message.segment.is_some() {
@@ -199,10 +205,12 @@ impl Broker {
                     connection.subscriptions.get(&in_flight.subscription).and_then(|s| s.lease_ms);
                 let lease_ms = lease_ms(touch.lease_ms, subscription_lease_ms, queue_lease_ms);
                 let deadline = now.plus_ms(lease_ms.into());
+                assert!(deadline > now, "a touch that ends the lease");
                 earliest = earliest.min(deadline);
                 in_flight.lease_deadline = deadline;
                 found += 1;
             }
+            assert!(found <= u64::from(range.count), "touched more deliveries than a range names");
             unknown += u64::from(range.count) - found;
         }
         if earliest < Instant::NEVER {
@@ -277,7 +285,9 @@ impl Broker {
             };
             let before = settled.len();
             connection.in_flight.remove_range(range.first..=last, |_, f| settled.push(f));
-            unknown += u64::from(range.count) - (settled.len() - before) as u64;
+            let found = (settled.len() - before) as u64;
+            assert!(found <= u64::from(range.count), "settled more deliveries than a range names");
+            unknown += u64::from(range.count) - found;
         }
         if request_id == 0 {
             return (settled, false);

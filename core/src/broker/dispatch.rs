@@ -34,18 +34,20 @@ impl Broker {
     /// half-open) breaker and rate to spare. Each delivery starts its lease.
     fn dispatch(&mut self, queue_id: QueueId) {
         let now = self.now;
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         let (mut chosen, mut expired) = (Vec::new(), Vec::new());
         let Some(queue) = self.queues.get_mut(&queue_id) else { return };
         let lease_ms_default = queue.options.lease_ms;
         while queue.has_ready() {
             let next = queue.consumers_in_turn().find(|(_, key)| {
                 let connection = &self.connections[&key.conn];
-                connection.can_take_deliveries(outbound_max)
+                connection.can_take_deliveries(outbound_bytes_max)
                     && connection.subscriptions[&key.subscription].may_deliver(now)
             });
             let Some((index, key)) = next else { break };
+            let in_flight_before = queue.in_flight;
             let Some(mut message) = queue.take_next(now, &mut expired) else { break };
+            assert_eq!(queue.in_flight, in_flight_before + 1, "a delivery counts in flight once");
             queue.advance_turn(index);
             message.attempts += 1;
             let seq = message.seq.0;
@@ -58,6 +60,7 @@ impl Broker {
             subscription.on_delivery(now);
             let lease_ms = lease_ms(None, subscription.lease_ms, lease_ms_default);
             let lease_deadline = now.plus_ms(lease_ms.into());
+            assert!(lease_deadline > now, "a lease that runs out as it starts");
             let tag = connection.next_tag;
             connection.next_tag += 1;
             connection.delivered_total += 1;
@@ -93,6 +96,10 @@ impl Broker {
             return Gate::default();
         }
         let (limited, durability) = (options.attempts_max.is_some(), options.durability);
+        debug_assert!(
+            chosen.iter().all(|c| self.connections[&c.conn].in_flight.get(c.tag).is_some()),
+            "a delivery logged that is not in flight"
+        );
         let mut seqs = Vec::new();
         for c in chosen {
             push_to_ranges(&mut seqs, c.seq);
@@ -125,6 +132,11 @@ impl Broker {
                 .iter()
                 .take_while(|c| c.conn == conn && c.subscription == subscription)
                 .count();
+            assert!(run > 0, "a run holds at least its first delivery");
+            debug_assert!(
+                rest[..run].windows(2).all(|pair| pair[0].tag < pair[1].tag),
+                "{conn}: deliveries framed out of tag order"
+            );
             let connection = self.connections.get_mut(&conn).expect("consumer's connection");
             connection.outbound.chosen_bytes = 0;
             connection.outbound.raise_gate(gate);
@@ -135,10 +147,10 @@ impl Broker {
             for c in &rest[..run] {
                 let message =
                     &connection.in_flight.get(c.tag).expect("chosen, so in flight").message;
-                let size = message.delivery_size_estimate();
+                let delivery_bytes = message.delivery_size_estimate();
                 let delivery = message.to_delivery(c.tag);
-                let full =
-                    deliveries.len() == DELIVER_BATCH_MAX || frame_bytes + size > frame_bytes_max;
+                let full = deliveries.len() == DELIVER_BATCH_MAX
+                    || frame_bytes + delivery_bytes > frame_bytes_max;
                 if full && !deliveries.is_empty() {
                     let batch =
                         Deliver { subscription, deliveries: std::mem::take(&mut deliveries) };
@@ -147,7 +159,7 @@ impl Broker {
                         .expect("batches close below the frame limit by over-estimate");
                     frame_bytes = 16;
                 }
-                frame_bytes += size;
+                frame_bytes += delivery_bytes;
                 deliveries.push(delivery);
             }
             connection

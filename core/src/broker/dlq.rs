@@ -23,6 +23,10 @@ impl Broker {
         let mut entries: Vec<&Message> =
             self.queues[&queue].held().filter(|m| m.dead().is_some() && m.seq.0 > after).collect();
         entries.sort_by_key(|m| m.seq);
+        debug_assert!(
+            entries.windows(2).all(|pair| pair[0].seq < pair[1].seq),
+            "a dead letter twice"
+        );
         let more = entries.len() > limit;
         let entries = entries.into_iter().take(limit).map(|m| self.summary(m)).collect();
         self.reply(conn, FrameKind::DlqListOk, &DlqListOk { request_id, entries, more });
@@ -80,6 +84,7 @@ impl Broker {
             m.dead().is_some_and(|d| sources.contains(&d.source))
                 && (ids.is_empty() || ids.contains(&m.seq.0))
         };
+        let dlq_before = self.queues[&dlq].messages_len();
         let mut taken = self.queues.get_mut(&dlq).expect("queue exists").extract(wanted);
         taken.sort_by_key(|m| m.seq);
         let mut logged = Vec::new();
@@ -101,6 +106,8 @@ impl Broker {
             message.edit_extras(|e| e.dead = None);
             self.move_into(source, message);
         }
+        // A queue never dead-letters into itself, so nothing moved comes back to the DLQ.
+        assert_eq!(self.queues[&dlq].messages_len(), dlq_before - moved, "redrive kept a message");
         if !logged.is_empty() {
             let at_unix_ms = self.config.wall_clock().unix_ms(self.now);
             let record = Redriven { queue: dlq.0, seqs: logged, at_unix_ms };

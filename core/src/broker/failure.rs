@@ -28,6 +28,7 @@ impl Broker {
     pub(super) fn fail_attempt(&mut self, in_flight: InFlight, failure: Failure) {
         let InFlight { queue: queue_id, mut message, .. } = in_flight;
         let Some(queue) = self.queues.get_mut(&queue_id) else { return };
+        assert!(queue.in_flight > 0, "queue {:?}: a failed attempt it did not count", queue.name);
         let at_unix_ms = self.config.wall_clock().unix_ms(self.now);
         let record =
             AttemptRecord { at_unix_ms, outcome: failure.outcome, reason: failure.reason.clone() };
@@ -57,6 +58,7 @@ impl Broker {
             None => retry_delay_ms(&queue.options.backoff, message.attempts, &mut self.rng),
         };
         let due = (delay_ms > 0).then(|| self.now.plus_ms(delay_ms));
+        assert!(due.is_none_or(|due| due > self.now), "a retry due before it failed");
         let retry_at_unix_ms = due.map(|d| self.config.wall_clock().unix_ms(d));
         message.edit_extras(|e| e.not_before_unix_ms = retry_at_unix_ms);
         self.log_failed(queue_id, &message, &failure, retry_at_unix_ms);
@@ -154,8 +156,15 @@ impl Broker {
             self.release_message(&message);
             message.segment = SegmentRef::NONE;
         }
+        assert_eq!(message.segment.is_some(), logged_target, "as durable as its new queue");
         let queue = self.queues.get_mut(&target).expect("target queue exists");
+        let messages_before = queue.messages_len();
         queue.admit(message, gate, None);
+        assert_eq!(
+            queue.messages_len(),
+            messages_before + 1,
+            "a moved message is in its queue once"
+        );
         if queue.has_pending() {
             self.pending_queues.insert(target);
         }

@@ -10,10 +10,10 @@ impl Broker {
     /// Decodes and handles buffered frames until the buffer is empty, the connection pauses, or
     /// it closes. Then encodes the confirms those frames earned.
     pub(super) fn process_received(&mut self, conn: ConnId) {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else { return };
-            if connection.outbound_backlog() >= connection.read_pause_backlog(outbound_max) {
+            if connection.outbound_backlog() >= connection.read_pause_backlog(outbound_bytes_max) {
                 self.set_read_pause(conn, PauseReason::OutboundBacklog, true);
             }
             let connection = self.connection_mut(conn);
@@ -57,6 +57,8 @@ impl Broker {
         }
         let confirm = Confirm { ranges: std::mem::take(&mut connection.confirm_ranges) };
         let count: u64 = confirm.ranges.iter().map(|r| u64::from(r.count)).sum();
+        // Each accepted publish counts unconfirmed until its confirm leaves.
+        assert!(count <= connection.outbound.unconfirmed, "confirming more than was accepted");
         connection.outbound.raise_gate(std::mem::take(&mut connection.confirm_gate));
         connection
             .send(FrameKind::Confirm, &confirm)
@@ -67,6 +69,9 @@ impl Broker {
 
     fn handle_frame(&mut self, conn: ConnId, frame: Frame) {
         let state = self.connection_mut(conn).state;
+        // Nothing is read after a client's `Close`, nor while reading is paused.
+        assert_ne!(state, ConnState::Closing, "{conn}: a frame read after its Close");
+        debug_assert!(!self.connections[&conn].pause_reasons().any(), "{conn}: read while paused");
         if frame.kind().direction() == Direction::ServerToClient {
             let message = format!("{:?} is a server-to-client frame", frame.kind());
             return self.close_connection(conn, ErrorCode::UNEXPECTED_FRAME, message);
@@ -157,5 +162,8 @@ fn answered_request_id(frame: &Frame) -> Option<u32> {
 /// The most ranges one `Confirm` frame may carry: a range is at most 15 bytes on the wire (a
 /// `u64` and a `u32` varint), after a 3-byte length.
 fn confirm_ranges_max(frame_size_max: u32) -> usize {
-    (frame_size_max as usize).saturating_sub(3).div_euclid(15).clamp(1, RANGES_MAX)
+    let ranges_max =
+        (frame_size_max as usize).saturating_sub(3).div_euclid(15).clamp(1, RANGES_MAX);
+    debug_assert!(ranges_max == 1 || 3 + 15 * ranges_max <= frame_size_max as usize);
+    ranges_max
 }

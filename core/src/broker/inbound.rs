@@ -33,12 +33,17 @@ impl Broker {
     /// feeding or reading a connection.
     pub(super) fn account_partial_frame(&mut self, conn: ConnId) {
         let now = self.now;
-        let budget = self.config.limits.partial_frames_bytes_max;
+        let budget_bytes = self.config.limits.partial_frames_bytes_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         let held = connection.reader.held_bytes() as u64;
+        assert!(
+            connection.partial_held_bytes <= self.partial.held_bytes,
+            "partial bytes undercounted"
+        );
         self.partial.held_bytes = self.partial.held_bytes - connection.partial_held_bytes + held;
         connection.partial_held_bytes = held;
         let partial_len = connection.reader.partial_frame_len();
+        debug_assert!(partial_len as u64 <= held, "a partial frame larger than what is held");
         match (partial_len > 0, connection.frame_started_at) {
             (true, None) => {
                 connection.frame_started_at = Some(now);
@@ -47,7 +52,7 @@ impl Broker {
             (false, Some(_)) => connection.frame_started_at = None,
             _ => {}
         }
-        if self.partial.held_bytes > budget && partial_len >= PARTIAL_FRAME_PAUSE_MIN_BYTES {
+        if self.partial.held_bytes > budget_bytes && partial_len >= PARTIAL_FRAME_PAUSE_MIN_BYTES {
             self.partial.paused.insert(conn);
             self.set_read_pause(conn, PauseReason::PartialFrames, true);
         }
@@ -64,14 +69,15 @@ impl Broker {
     /// end of every input, not where bytes are released, so that reading never re-enters the
     /// code that released them.
     pub(super) fn resume_partial_frames(&mut self) {
-        let budget = self.config.limits.partial_frames_bytes_max;
-        if self.partial.held_bytes > budget || self.partial.paused.is_empty() {
+        let budget_bytes = self.config.limits.partial_frames_bytes_max;
+        if self.partial.held_bytes > budget_bytes || self.partial.paused.is_empty() {
             return;
         }
         for conn in std::mem::take(&mut self.partial.paused) {
             if !self.connections.contains_key(&conn) {
                 continue;
             }
+            assert!(self.connections[&conn].pause_reasons().contains(PauseReason::PartialFrames));
             self.set_read_pause(conn, PauseReason::PartialFrames, false);
             self.process_received(conn);
         }
@@ -92,6 +98,10 @@ impl Broker {
         if now < deadline {
             return false;
         }
+        assert!(
+            connection.reader.partial_frame_len() > 0,
+            "{conn}: a frame timed out that never started"
+        );
         let buffered = connection.reader.partial_frame_len();
         let message = format!(
             "a frame started {timeout_ms} ms ago is still incomplete ({buffered} bytes of it \

@@ -40,6 +40,7 @@ impl Broker {
         assert!(deadline >= self.now, "a lease that ran out before it started");
         let connection = self.connections.get_mut(&conn).expect("lease holder is open");
         self.timers.arm_no_later(&mut connection.lease_timer_at, deadline, TimerKey::Leases(conn));
+        assert!(connection.lease_timer_at.is_some_and(|at| at <= deadline));
     }
 
     /// Every delivery of the connection whose lease has run out fails with `Timeout`, the
@@ -64,12 +65,21 @@ impl Broker {
         for (_, tag) in expired {
             self.fire_lease(conn, tag);
         }
+        // Failing an attempt delivers nothing at once (dispatch runs after the input), so what
+        // the connection still holds has time left.
+        debug_assert!(
+            self.connections
+                .get(&conn)
+                .is_none_or(|c| c.in_flight.values().all(|f| f.lease_deadline > now)),
+            "{conn}: a lease ran out and was not failed"
+        );
     }
 
     /// A lease ran out: the attempt failed with `Timeout`.
     fn fire_lease(&mut self, conn: ConnId, tag: u64) {
         let in_flight = self.connections.get_mut(&conn).and_then(|c| c.in_flight.remove(tag));
         let Some(in_flight) = in_flight else { return };
+        assert!(in_flight.lease_deadline <= self.now, "a lease failed before it ran out");
         // MUTANT skip-attempt-on-lease-expiry: the timed-out attempt is not counted.
         #[cfg(feature = "mutants")]
         let in_flight = {

@@ -40,6 +40,7 @@ use crate::io::{Event, Input, Output, PeerInfo};
 use crate::policy::token_bucket::TokenBucket;
 use crate::queue::Queue;
 use crate::rng::Rng;
+use crate::storage::failure::StorageFailure;
 use crate::storage::log::Log;
 use crate::storage::manifest::Manifest;
 use crate::time::Instant;
@@ -136,7 +137,7 @@ pub struct Broker {
     /// Lame duck: when the drain window ends and the graceful stop begins, once drained.
     drain_ends_at: Option<Instant>,
     /// Why the broker stopped, once storage failed.
-    halted: Option<String>,
+    halted: Option<StorageFailure>,
     /// The users, and what failed logins cost.
     auth: authenticate::Authentication,
     /// A record someone waits for was appended; sync as soon as none is in flight.
@@ -220,8 +221,8 @@ impl Broker {
 
     /// Why the broker halted, if it did. A halted broker serves nothing; the driver should
     /// exit non-zero and let recovery start from the disk.
-    pub fn halted(&self) -> Option<&str> {
-        self.halted.as_deref()
+    pub fn halted(&self) -> Option<&StorageFailure> {
+        self.halted.as_ref()
     }
 
     /// Log segments and what is still live in each, oldest first.
@@ -320,8 +321,9 @@ impl Broker {
             AuditOutcome::Ok,
             String::new(),
         );
-        if let Some(reason) = self.halted.clone() {
-            self.close_connection(conn, ErrorCode::STORAGE_FAILED, reason);
+        if let Some(failure) = &self.halted {
+            let (code, message) = (failure.code(), failure.halt_message());
+            self.close_connection(conn, code, message);
         } else if self.shutting_down || self.drain_ends_at.is_some() {
             self.close_connection(conn, ErrorCode::SHUTTING_DOWN, "server shutting down".into());
         } else if self.connections.len() > self.config.limits.connections_max as usize {
@@ -349,12 +351,12 @@ impl Broker {
     /// deliveries again (whether or not reading was paused: dispatch stops at that limit on
     /// its own), and a connection paused for its backlog is read again.
     fn handle_flushed(&mut self, conn: ConnId, bytes: u64) {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         let Some(connection) = self.connections.get_mut(&conn) else { return };
         let outbound = &mut connection.outbound;
         assert!(bytes <= outbound.unflushed_bytes, "flushed more than was sent");
         outbound.unflushed_bytes -= bytes;
-        if connection.outbound_backlog() >= outbound_max {
+        if connection.outbound_backlog() >= outbound_bytes_max {
             return;
         }
         let queues: Vec<QueueId> = connection.subscriptions.values().map(|s| s.queue).collect();
@@ -386,7 +388,7 @@ impl Broker {
 
     /// Moves bytes the log allows into a `Send`.
     fn take_send(&mut self, conn: ConnId) -> Option<Output> {
-        let outbound_max = self.config.limits.connection_outbound_bytes_max;
+        let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
         let now = self.now;
         let connection = self.connections.get_mut(&conn)?;
@@ -402,7 +404,7 @@ impl Broker {
             self.finish_client_close(conn);
             return Some(Output::Send { conn, bytes });
         }
-        if connection.outbound.unflushed_bytes >= connection.read_pause_backlog(outbound_max)
+        if connection.outbound.unflushed_bytes >= connection.read_pause_backlog(outbound_bytes_max)
             && !connection.pause_reasons().contains(PauseReason::OutboundBacklog)
         {
             self.set_read_pause(conn, PauseReason::OutboundBacklog, true);
@@ -466,6 +468,7 @@ impl Broker {
     fn begin_client_close(&mut self, conn: ConnId, client_message: String) {
         let mut connection = self.connections.remove(&conn).expect("connection exists");
         self.end_consuming(conn, &mut connection);
+        assert_eq!(connection.state, ConnState::Open, "{conn}: Close before HelloOk or twice");
         connection.state = ConnState::Closing;
         connection.frame_started_at = None;
         connection.close_message = if client_message.is_empty() {

@@ -146,6 +146,7 @@ impl Broker {
             }
             let message = format!("closed by an operator: {reason}");
             broker.close_connection(conn, ErrorCode::CLOSED_BY_OPERATOR, message);
+            assert!(!broker.connections.contains_key(&conn), "{conn} survived its close");
             true
         })
     }
@@ -158,6 +159,8 @@ impl Broker {
         self.resume_partial_frames();
         self.dispatch_dirty_queues();
         self.after_input();
+        // A command ends as an input does: every queue it touched had its dispatch.
+        debug_assert!(self.dirty_queues.is_empty(), "a command left queues unvisited");
         result
     }
 }

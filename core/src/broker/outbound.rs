@@ -47,6 +47,7 @@ impl Outbound {
             let confirms = std::mem::take(&mut self.open_confirms);
             self.held.push_back(Held { gate: self.open_gate, bytes, confirms });
         }
+        assert_eq!(self.open_confirms, 0, "confirms left behind the gate they were encoded under");
         self.open_gate = raised;
     }
 
@@ -63,6 +64,7 @@ impl Outbound {
 
     /// The frames just encoded confirm `count` publishes.
     pub fn add_confirms(&mut self, count: u64) {
+        assert!(!self.open.is_empty(), "confirms counted without a frame that carries them");
         self.open_confirms += count;
     }
 
@@ -89,6 +91,7 @@ impl Outbound {
                 return;
             }
             let held = self.held.pop_front().expect("front exists");
+            debug_assert!(!held.bytes.is_empty(), "an empty frame run held back");
             self.release_confirms(held.confirms);
             self.ready.extend_from_slice(&held.bytes);
         }

@@ -149,6 +149,9 @@ impl Broker {
         for queue in copies {
             gate = gate.max(self.store_copy(queue, &message, route.topic.clone()));
         }
+        // A confirm may only wait for a position the log will reach.
+        let end = self.log.end_lsn();
+        assert!(gate.written_lsn <= end && gate.synced_lsn <= end, "confirm gated past the log");
         Ok(gate)
     }
 
@@ -161,6 +164,10 @@ impl Broker {
     ) -> Gate {
         let now = self.now;
         let clock = self.config.wall_clock();
+        let (messages_before, bytes_before) = {
+            let queue = &self.queues[&queue_id];
+            (queue.messages_len(), queue.bytes)
+        };
         let seq = MessageSeq(self.next_message_seq);
         self.next_message_seq += 1;
         let options = &self.queues[&queue_id].options;
@@ -204,6 +211,8 @@ impl Broker {
         }
         let queue = self.queues.get_mut(&queue_id).expect("routed queue");
         queue.enqueue(stored_message, gate, due);
+        assert_eq!(queue.messages_len(), messages_before + 1, "the copy is in its queue once");
+        assert_eq!(queue.bytes, bytes_before + message.payload.len() as u64);
         if queue.has_pending() {
             self.pending_queues.insert(queue_id);
         }
@@ -213,6 +222,7 @@ impl Broker {
 
     /// What a confirm of a record at `end` must wait for on this queue.
     fn queue_gate(&self, queue: QueueId, end: Lsn) -> Gate {
+        debug_assert!(end <= self.log.end_lsn(), "a gate past the end of the log");
         match self.queues[&queue].options.durability {
             Durability::None => Gate::default(),
             // MUTANT confirm-before-sync: the confirm and first delivery leave on append.
@@ -235,12 +245,15 @@ impl Broker {
             Durability::Always => SyncNeed::Now,
             Durability::Interval { sync_interval_ms } => SyncNeed::Within(sync_interval_ms.into()),
         };
+        // Logged once per queue: a second record would count it live twice.
+        assert!(message.segment.is_none(), "message {:?} is already logged", message.seq);
         let record = Record::Published(Published {
             queue: queue.0,
             message: stored(message, &self.config.wall_clock()),
         });
         let end = self.append_record(&record, need);
         let segment = self.log.active_base();
+        assert!(segment < end, "the record lies in the segment it is counted live in");
         message.segment = SegmentRef::new(segment);
         self.log.add_live(segment, message.payload_len());
         self.queue_gate(queue, end)
@@ -277,11 +290,14 @@ impl Broker {
             if queue.options.overflow == OverflowPolicy::RejectPublish || payload_len > bytes_max {
                 return Err(refusal);
             }
+            let messages_before = queue.messages_len();
             let Some(oldest) = self.queues.get_mut(&queue_id).expect("queue exists").take_oldest()
             else {
                 return Err(refusal);
             };
             self.dispose(queue_id, oldest, DeadReason::Overflow);
+            // Each round drops one message, so the loop ends.
+            assert_eq!(self.queues[&queue_id].messages_len(), messages_before - 1);
         }
     }
 

@@ -37,6 +37,7 @@ impl Broker {
         queue.release_due(now);
         queue.dedup.expire(now);
         let expired = queue.take_expired(now);
+        debug_assert!(expired.iter().all(|m| m.is_expired(now)), "took a message still alive");
         for message in expired {
             self.dispose(queue_id, message, DeadReason::Expired);
         }

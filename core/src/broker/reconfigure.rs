@@ -49,6 +49,7 @@ impl Broker {
         self.resume_partial_frames();
         self.dispatch_dirty_queues();
         self.after_input();
+        debug_assert!(self.dirty_queues.is_empty(), "a reload left queues unvisited");
         Ok(())
     }
 }

@@ -60,6 +60,7 @@ impl Broker {
             recovered.manifest,
         );
         let mut broker = Broker::with_log(config, now, log);
+        assert_eq!(broker.log.end_lsn(), recovered.end_lsn);
         broker.next_queue_id = recovered.counters.next_queue_id;
         broker.next_message_seq = recovered.counters.next_message_seq;
         let mut messages = 0;
@@ -77,6 +78,9 @@ impl Broker {
         broker.dead_letter_exhausted();
         // Hand the checkpoint to the worker now: the driver syncs it before serving anyone.
         broker.after_input();
+        // Everything recovered counts as synced; the new checkpoint after it is not yet.
+        assert_eq!(broker.log.synced_lsn(), recovered.end_lsn);
+        assert!(broker.log.sync_in_flight(), "the startup checkpoint's sync was not asked for");
         let report = RecoveryReport {
             queues: broker.queues.len() as u64,
             messages,
@@ -93,6 +97,7 @@ impl Broker {
         let mut broker = Broker::with_log(config, now, log);
         broker.write_checkpoint();
         broker.after_input();
+        assert!(broker.log.sync_in_flight(), "a new log's checkpoint is synced before serving");
         broker
     }
 
@@ -108,11 +113,13 @@ impl Broker {
             }
         }
         let count = recovered.messages.len() as u64;
+        assert_eq!(queue.messages_len(), 0, "queue {id:?} restored twice");
         for recovered in recovered.messages.into_values() {
             let not_before = recovered.rare.as_ref().and_then(|r| r.not_before_unix_ms);
             let due = not_before.filter(|at| *at > now_unix_ms).map(|at| clock.instant_at(at));
             queue.admit(message_from(recovered, clock), Gate::default(), due);
         }
+        debug_assert_eq!(self.queues[&id].messages_len(), count);
         self.dirty_queues.insert(id);
         self.arm_queue_timer(id);
         count
@@ -128,6 +135,7 @@ impl Broker {
             let queue = self.queues.get_mut(&id).expect("queue exists");
             let Some(max) = queue.options.attempts_max else { continue };
             let exhausted = queue.extract(|m| m.attempts >= max);
+            debug_assert!(exhausted.iter().all(|m| m.segment.is_some()), "recovered, so logged");
             for mut message in exhausted {
                 let reason = Some("the broker restarted during this attempt".to_string());
                 message.record_attempt(AttemptRecord {

@@ -46,6 +46,10 @@ impl Bindings {
                 let binding =
                     BoundQueue { pattern: pattern.to_string(), queue, owner, active: true };
                 self.list.insert(at, binding);
+                debug_assert!(
+                    self.list.is_sorted_by(|a, b| (&a.pattern, a.queue) <= (&b.pattern, b.queue)),
+                    "bindings out of order"
+                );
                 true
             }
         }
@@ -76,6 +80,7 @@ impl Bindings {
             .collect();
         queues.sort_unstable();
         queues.dedup();
+        debug_assert!(queues.windows(2).all(|pair| pair[0] < pair[1]), "a queue routed twice");
         queues
     }
 
@@ -119,6 +124,8 @@ impl Broker {
         }
         let owner = self.user_name(conn);
         if self.bindings.add(&binding.pattern, queue, owner.clone()) {
+            // An existing binding may be bound again at the limit; a new one may not.
+            assert!(self.bindings.len() <= bindings_max, "bindings_max ({bindings_max}) exceeded");
             let resource = format!("{} -> {}", binding.pattern, binding.queue);
             self.audit_done(AuditKind::Bound, conn, resource);
             self.append_record(&bound_record(queue, binding.pattern, owner), SyncNeed::Now);

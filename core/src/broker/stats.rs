@@ -3,6 +3,7 @@
 use chute_protocol::{QueueCounters, QueueStats};
 
 use super::Broker;
+use crate::storage::failure::StorageFailure;
 
 /// What the broker holds and has done, at one instant. Built by [`Broker::stats`]; plain data,
 /// so the driver can hand it to another task.
@@ -22,7 +23,7 @@ pub struct BrokerStats {
     /// Bytes held for frames that are still arriving, on every connection together.
     pub partial_frames_bytes: u64,
     /// Why storage failed, once it did: the broker then serves nothing.
-    pub halted: Option<String>,
+    pub halted: Option<StorageFailure>,
     /// A graceful stop has begun.
     pub shutting_down: bool,
     /// Lame duck: clients were told to go away, and the broker stops when the window ends.

@@ -20,6 +20,7 @@ impl Broker {
         let told = self.drain_ends_at.is_some();
         self.timers.set(&mut self.drain_ends_at, None, TimerKey::DrainEnd);
         self.stop(told);
+        assert!(self.shutting_down);
         self.after_input();
     }
 
@@ -40,6 +41,7 @@ impl Broker {
         let count = open.len() as u64;
         for (index, conn) in (0u64..).zip(open) {
             let reconnect_after_ms = (u64::from(window_ms) * index / count) as u32;
+            assert!(reconnect_after_ms <= window_ms, "told to come back after the window");
             self.go_away(conn, reconnect_after_ms, "the server is draining (lame duck)");
         }
         self.after_input();
@@ -48,6 +50,7 @@ impl Broker {
     /// The drain window is over.
     pub(super) fn fire_drain_end(&mut self) {
         self.drain_ends_at = None;
+        assert!(!self.shutting_down, "a drain window outlived the stop it leads to");
         self.stop(true);
     }
 
@@ -65,9 +68,14 @@ impl Broker {
             }
             self.set_read_pause(conn, PauseReason::Shutdown, true);
         }
+        debug_assert!(self.connections.values().all(|c| c.pause_reasons().any()));
     }
 
     fn go_away(&mut self, conn: ConnId, reconnect_after_ms: u32, message: &str) {
+        assert!(
+            self.connections[&conn].is_open(),
+            "{conn}: GoingAway before HelloOk or after Close"
+        );
         let going_away = GoingAway { reconnect_after_ms, message: message.to_string() };
         self.connection_mut(conn)
             .send(FrameKind::GoingAway, &going_away)

@@ -9,6 +9,7 @@ use super::timers::TimerKey;
 use super::Broker;
 use crate::ids::{ConnId, Lsn, QueueId};
 use crate::queue::{Message, SegmentRef};
+use crate::storage::failure::StorageFailure;
 use crate::storage::io::StorageDone;
 use crate::storage::log::Progress;
 use crate::storage::records::{
@@ -44,6 +45,7 @@ impl Broker {
             self.compact();
         }
         let end = self.log.append(record);
+        assert!(self.log.active_base() < end, "the record lies in the active segment");
         self.want_sync(need);
         end
     }
@@ -54,6 +56,7 @@ impl Broker {
             SyncNeed::Within(ms) => {
                 let at = self.now.plus_ms(ms);
                 self.timers.arm_no_later(&mut self.lazy_sync_at, at, TimerKey::LazySync);
+                assert!(self.lazy_sync_at.is_some_and(|armed| armed <= at));
             }
         }
     }
@@ -91,10 +94,12 @@ impl Broker {
             let (pattern, owner) = (binding.pattern.clone(), binding.owner.clone());
             records.push(super::routing::bound_record(binding.queue, pattern, owner));
         }
+        let start = self.log.end_lsn();
         for record in &records {
             self.log.append(record);
         }
         let end = self.log.end_lsn();
+        assert!(start < end, "a checkpoint holds at least the id counters");
         self.log.mark_checkpoint_end(end);
         self.want_sync(SyncNeed::Now);
     }
@@ -108,6 +113,8 @@ impl Broker {
         if self.sync_wanted && self.log.request_sync() {
             self.sync_wanted = false;
         }
+        // A wanted sync is never dropped: it waits only for the one in flight.
+        assert!(!self.sync_wanted || self.log.sync_in_flight(), "a wanted sync was not asked for");
         self.log.flush();
         if self.shutting_down && !self.log.has_unsynced() {
             // The manifest says exactly where the log ends: any cut is noticed at the next
@@ -145,7 +152,7 @@ impl Broker {
                 self.log.delete_dead_segments();
                 self.update_manifest_if_due();
             }
-            Err(reason) => self.halt(reason),
+            Err(failure) => self.halt(failure),
         }
     }
 
@@ -164,6 +171,7 @@ impl Broker {
     /// connections that hit their unconfirmed window may read again.
     fn release_durable(&mut self) {
         let (written, synced) = (self.log.written_lsn(), self.log.synced_lsn());
+        assert!(synced <= written && written <= self.log.end_lsn(), "synced <= written <= end");
         let queues: Vec<QueueId> = self.pending_queues.iter().copied().collect();
         for id in queues {
             let queue = self.queues.get_mut(&id).expect("pending queue exists");
@@ -197,15 +205,16 @@ impl Broker {
     /// Fail-stop: after a failed write or fsync nothing the broker holds in memory can be
     /// trusted to match the disk. Every client is told, nothing more is confirmed, and the
     /// driver exits so that recovery starts from what is really on disk.
-    fn halt(&mut self, reason: String) {
-        let message = format!("storage failed, broker halted: {reason}");
-        self.halted = Some(message.clone());
+    fn halt(&mut self, failure: StorageFailure) {
+        assert!(self.halted.is_none(), "halted twice");
+        let message = failure.halt_message();
         let conns: Vec<ConnId> = self.connections.keys().copied().collect();
         for conn in conns {
-            self.close_connection(conn, ErrorCode::STORAGE_FAILED, message.clone());
+            self.close_connection(conn, failure.code(), message.clone());
         }
-        self.outputs
-            .push_back(crate::io::Output::Event(crate::io::Event::Halted { reason: message }));
+        assert!(self.connections.is_empty(), "a halted broker keeps no connection");
+        self.halted = Some(failure.clone());
+        self.outputs.push_back(crate::io::Output::Event(crate::io::Event::Halted { failure }));
     }
 
     // ---- liveness and compaction ----
@@ -214,6 +223,7 @@ impl Broker {
     /// message less.
     pub(super) fn release_message(&mut self, message: &Message) {
         if let Some(segment) = message.segment.get() {
+            debug_assert!(segment <= self.log.active_base(), "a message in a future segment");
             self.log.remove_live(segment, message.payload_len());
         }
     }

@@ -43,11 +43,14 @@ impl Timers {
         if *at > now {
             return None;
         }
-        self.set.pop_first().map(|(_, key)| key)
+        let (at, key) = self.set.pop_first().expect("the first entry was just seen");
+        assert!(at <= now, "a timer popped before it was due");
+        Some(key)
     }
 
     fn insert(&mut self, at: Instant, key: TimerKey) {
-        self.set.insert((at, key));
+        let inserted = self.set.insert((at, key));
+        debug_assert!(inserted, "{key:?} armed twice at {at:?}");
     }
 
     fn cancel(&mut self, at: Instant, key: TimerKey) {
@@ -67,6 +70,7 @@ impl Timers {
         if let Some(at) = at {
             self.insert(at, key);
         }
+        debug_assert!(armed.is_none_or(|at| self.set.contains(&(at, key))), "{key:?} out of step");
     }
 
     /// Makes `key`, armed at `armed` (if at all), fire no later than `deadline`.
@@ -74,5 +78,6 @@ impl Timers {
         if armed.is_none_or(|at| deadline < at) {
             self.set(armed, Some(deadline), key);
         }
+        assert!(armed.is_some_and(|at| at <= deadline), "{key:?} fires after its deadline");
     }
 }

@@ -71,8 +71,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::ids::Lsn;
 
-use super::io::StorageRequest;
-
 #[cfg(test)]
 mod tests;
 
@@ -111,26 +109,6 @@ pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
         return None;
     }
     digits.parse().ok().map(Lsn)
-}
-
-/// How a storage request is named when it fails (docs/STORAGE.md §12): `create segment
-/// <file>`, `write <n> bytes to <file>`, `fdatasync` or `delete segment <file>`.
-pub fn storage_request_label(request: &StorageRequest) -> String {
-    match request {
-        StorageRequest::CreateSegment { base_lsn, .. } => {
-            format!("create segment {}", segment_file_name(*base_lsn))
-        }
-        StorageRequest::Append { base_lsn, bytes, .. } => {
-            format!("write {} bytes to {}", bytes.len(), segment_file_name(*base_lsn))
-        }
-        StorageRequest::Sync { .. } => "fdatasync".to_string(),
-        StorageRequest::DeleteSegment { base_lsn } => {
-            format!("delete segment {}", segment_file_name(*base_lsn))
-        }
-        StorageRequest::WriteManifest { .. } => {
-            format!("write the manifest ({})", super::manifest::MANIFEST_FILE_NAME)
-        }
-    }
 }
 
 /// The header of a segment whose first record will have LSN `base_lsn`.
@@ -292,6 +270,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
         let fault = match check_record(data, pos) {
             Ok(len) => {
                 let end = pos + LEN_CRC_LEN + len;
+                debug_assert!(end <= file_len, "check_record let a record run past the file");
                 records.push(RawRecord {
                     // parse_header checked that every offset in the file has an LSN.
                     lsn: base_lsn.plus((pos - SEGMENT_HEADER_LEN) as u64),
@@ -315,6 +294,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
                 reason: format!("{fault}, yet a valid record follows at offset {next}"),
             });
         }
+        debug_assert!(pos < file_len, "a torn tail holds at least one byte");
         return Ok(SegmentScan {
             base_lsn,
             records,
@@ -327,6 +307,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
 /// Whether `data` (shorter than a header) could be the start of a header whose write was cut
 /// short: magic, version and flags as far as they go; the base LSN may be anything.
 fn is_header_prefix(data: &[u8]) -> bool {
+    debug_assert!(data.len() < SEGMENT_HEADER_LEN, "a whole header is parsed, not guessed at");
     const FIXED_LEN: usize = 16; // magic, version, flags
     let expected = segment_header(Lsn::ZERO);
     let n = data.len().min(FIXED_LEN);
@@ -335,6 +316,7 @@ fn is_header_prefix(data: &[u8]) -> bool {
 
 /// The base LSN of a segment whose file starts with a full header.
 fn parse_header(data: &[u8]) -> Result<Lsn, ScanError> {
+    assert!(data.len() >= SEGMENT_HEADER_LEN, "parse_header needs a whole header");
     let bad = |reason: String| Err(ScanError::BadHeader { reason });
     let magic = &data[0..8];
     if magic != SEGMENT_MAGIC {
@@ -491,6 +473,7 @@ impl<'a> SpanCrc<'a> {
 
     /// crc32c of `data[start..end]`.
     fn prefix(&self, end: usize) -> u32 {
+        assert!(self.start <= end && end <= self.data.len(), "a prefix outside the span");
         let i = (end - self.start) / SPAN_CRC_STRIDE;
         let mark_end = self.start + i * SPAN_CRC_STRIDE;
         crc32c::crc32c_append(self.marks[i], &self.data[mark_end..end])

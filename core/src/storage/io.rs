@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use super::failure::StorageFailure;
 use crate::ids::Lsn;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,5 +37,5 @@ pub enum StorageDone {
     Synced { through: Lsn },
     /// A request failed. The broker halts: after a failed write or fsync the page cache cannot
     /// be trusted, and only recovery from disk can.
-    Failed { request: String, error: String },
+    Failed(StorageFailure),
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use super::failure::StorageFailure;
 use super::format::segment_header;
 use super::io::{StorageDone, StorageRequest};
 use super::manifest::Manifest;
@@ -82,6 +83,8 @@ impl Log {
     pub fn create(config: StorageConfig, base_lsn: Lsn, manifest: Manifest) -> Log {
         let mut log = Log::resume(config, BTreeMap::new(), base_lsn, base_lsn, manifest);
         log.open_segment(base_lsn);
+        assert_eq!(log.segments.len(), 1);
+        assert_eq!(log.requests.len(), 2, "a new log asks for its segment and its manifest");
         log
     }
 
@@ -95,6 +98,13 @@ impl Log {
         end_lsn: Lsn,
         manifest: Manifest,
     ) -> Log {
+        assert!(active_base <= end_lsn, "the newest segment starts past the end of the log");
+        assert!(
+            segments
+                .last_key_value()
+                .is_none_or(|(base, state)| { *base == active_base && state.end_lsn == end_lsn }),
+            "appends resume in the newest segment, at its end"
+        );
         Log {
             config,
             active_base,
@@ -136,12 +146,14 @@ impl Log {
     /// checkpoint near or above the segment size (many dedup ids) would start a new segment,
     /// with a new copy of itself, for every few records.
     pub fn active_is_full(&self) -> bool {
-        let header = super::format::SEGMENT_HEADER_LEN as u64;
-        let max = self.config.segment_bytes_max;
+        let header_bytes = super::format::SEGMENT_HEADER_LEN as u64;
+        let segment_bytes_max = self.config.segment_bytes_max;
         let checkpoint_end =
             self.segments[&self.active_base].checkpoint_end_lsn.max(self.active_base);
-        let records = self.end_lsn.0.saturating_sub(checkpoint_end.0);
-        self.end_lsn.bytes_since(self.active_base) + header >= max && records >= max / 2
+        // Checked: a checkpoint past the end of the log would be a bookkeeping bug.
+        let records_bytes = self.end_lsn.bytes_since(checkpoint_end);
+        self.end_lsn.bytes_since(self.active_base) + header_bytes >= segment_bytes_max
+            && records_bytes >= segment_bytes_max / 2
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -157,7 +169,10 @@ impl Log {
 
     /// Encodes a record at the end of the log; returns the position just past it.
     pub fn append<P: AsRef<[u8]>>(&mut self, record: &Record<P>) -> Lsn {
+        let pending_before = self.pending.len();
         let len = record.encode(&mut self.pending) as u64;
+        assert!(len > 0, "a record takes room in the log");
+        assert_eq!(self.pending.len() - pending_before, len as usize);
         self.end_lsn = self.end_lsn.plus(len);
         self.segments.get_mut(&self.active_base).expect("active segment").end_lsn = self.end_lsn;
         self.end_lsn
@@ -168,10 +183,17 @@ impl Log {
     pub fn rotate(&mut self) {
         self.flush();
         self.open_segment(self.end_lsn);
+        assert_eq!(self.active_base, self.end_lsn);
     }
 
     fn open_segment(&mut self, base_lsn: Lsn) {
-        debug_assert!(!self.segments.contains_key(&base_lsn) || self.segments.is_empty());
+        assert!(self.pending.is_empty(), "records left unflushed in the segment before");
+        assert!(
+            self.segments
+                .last_key_value()
+                .is_none_or(|(base, state)| { *base < base_lsn && state.end_lsn == base_lsn }),
+            "a new segment starts where the newest one ends, after its start"
+        );
         self.active_base = base_lsn;
         self.segments
             .insert(base_lsn, SegmentState { end_lsn: base_lsn, ..SegmentState::default() });
@@ -224,6 +246,10 @@ impl Log {
             return;
         }
         let bytes = self.pending.split().freeze();
+        assert!(
+            bytes.len() as u64 <= self.end_lsn.bytes_since(self.active_base),
+            "appended records reach back before the active segment"
+        );
         let request =
             StorageRequest::Append { base_lsn: self.active_base, end_lsn: self.end_lsn, bytes };
         self.requests.push_back(request);
@@ -234,6 +260,11 @@ impl Log {
     /// a sync was issued, or there was nothing to sync.
     pub fn request_sync(&mut self) -> bool {
         self.flush();
+        assert!(self.synced_lsn <= self.end_lsn, "synced past the end of the log");
+        assert!(
+            self.sync_in_flight.is_none_or(|through| self.synced_lsn < through),
+            "a sync in flight for what is already synced"
+        );
         if self.end_lsn == self.synced_lsn || self.sync_in_flight == Some(self.end_lsn) {
             return true;
         }
@@ -255,6 +286,7 @@ impl Log {
 
     /// Records where the checkpoint of the active segment ends.
     pub fn mark_checkpoint_end(&mut self, lsn: Lsn) {
+        assert!(self.active_base <= lsn && lsn <= self.end_lsn, "checkpoint end {lsn}");
         self.segments.get_mut(&self.active_base).expect("active segment").checkpoint_end_lsn = lsn;
     }
 
@@ -279,21 +311,24 @@ impl Log {
         if base == self.active_base || head.live_messages == 0 || head.delete_after_lsn.is_some() {
             return None;
         }
-        let size = head.end_lsn.bytes_since(base);
+        let size_bytes = head.end_lsn.bytes_since(base);
+        debug_assert!(head.live_bytes <= size_bytes, "segment {base}: more live bytes than bytes");
         let mostly_dead =
-            head.live_bytes * 100 < u64::from(self.config.compact_live_percent) * size;
-        let dead_behind: u64 = self
+            head.live_bytes * 100 < u64::from(self.config.compact_live_percent) * size_bytes;
+        let dead_behind_bytes: u64 = self
             .segments
             .iter()
             .skip(1)
             .filter(|(b, _)| **b != self.active_base)
             .map(|(b, s)| s.end_lsn.bytes_since(*b).saturating_sub(s.live_bytes))
             .sum();
-        (mostly_dead || head.live_bytes < dead_behind).then_some(base)
+        (mostly_dead || head.live_bytes < dead_behind_bytes).then_some(base)
     }
 
     /// The segment's live messages were copied forward up to `lsn`.
     pub fn delete_after(&mut self, base_lsn: Lsn, lsn: Lsn) {
+        assert_ne!(base_lsn, self.active_base, "compacting the active segment");
+        assert!(lsn <= self.end_lsn, "copies end past the end of the log");
         self.segments.get_mut(&base_lsn).expect("segment exists").delete_after_lsn = Some(lsn);
     }
 
@@ -311,6 +346,7 @@ impl Log {
             );
             doomed.push(base_lsn);
         }
+        assert!(self.segments.contains_key(&self.active_base), "deleted the active segment");
         if !doomed.is_empty() {
             self.write_manifest();
         }
@@ -324,6 +360,11 @@ impl Log {
 
     pub fn add_live(&mut self, segment: Lsn, bytes: u64) {
         let state = self.segments.get_mut(&segment).expect("live message's segment exists");
+        // Compaction copies a segment's live messages forward; nothing new may live in it.
+        assert!(
+            state.delete_after_lsn.is_none(),
+            "a message made live in a segment on its way out"
+        );
         state.live_messages += 1;
         state.live_bytes += bytes;
     }
@@ -331,17 +372,19 @@ impl Log {
     pub fn remove_live(&mut self, segment: Lsn, bytes: u64) {
         let state = self.segments.get_mut(&segment).expect("live message's segment exists");
         assert!(state.live_messages > 0, "segment liveness went negative");
+        assert!(state.live_bytes >= bytes, "segment live bytes went negative");
         state.live_messages -= 1;
         state.live_bytes -= bytes;
     }
 
     // ---- worker reports ----
 
-    pub fn handle_done(&mut self, done: StorageDone) -> Result<Progress, String> {
+    pub fn handle_done(&mut self, done: StorageDone) -> Result<Progress, StorageFailure> {
         match done {
             StorageDone::Written { through } => {
                 assert!(through <= self.end_lsn, "written beyond the end of the log");
                 self.written_lsn = self.written_lsn.max(through);
+                assert!(self.synced_lsn <= self.written_lsn);
                 Ok(Progress::Written(self.written_lsn))
             }
             StorageDone::Synced { through } => {
@@ -355,7 +398,7 @@ impl Log {
                 self.written_lsn = self.written_lsn.max(through);
                 Ok(Progress::Synced(through))
             }
-            StorageDone::Failed { request, error } => Err(format!("{request} failed: {error}")),
+            StorageDone::Failed(failure) => Err(failure),
         }
     }
 

@@ -77,6 +77,7 @@ impl Manifest {
         slot[40..48].copy_from_slice(&self.durable_lsn.0.to_le_bytes());
         let crc = crc32c::crc32c(&slot[..CRC_OFFSET]);
         slot[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(decode_slot(&slot), Ok(Some(*self)), "a slot reads back as written");
         slot
     }
 
@@ -155,6 +156,12 @@ pub fn check_log_against(
     newest_kept: Option<Lsn>,
     end_lsn: Lsn,
 ) -> Result<(), LogCutShort> {
+    // Recovery keeps segments in log order (each starts where the one before it ends).
+    assert!(oldest_kept <= newest_kept, "the oldest segment kept is newer than the newest");
+    assert!(
+        newest_kept.is_none_or(|newest| newest <= end_lsn),
+        "the log ends before its newest segment"
+    );
     if newest_kept.is_none_or(|newest| newest < manifest.newest_base_lsn) {
         let file = segment_file_name(manifest.newest_base_lsn);
         return Err(LogCutShort::NewestSegmentMissing { file });

@@ -1,3 +1,4 @@
+pub mod failure;
 pub mod format;
 pub mod gate;
 pub mod io;

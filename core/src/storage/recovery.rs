@@ -200,6 +200,7 @@ pub fn recover_log(image: &LogImage) -> Result<RecoveredLog, RecoveryError> {
     };
     // The next manifest written follows this one; a loss accepted is not reported again.
     state.manifest = Manifest { durable_lsn: manifest.durable_lsn.min(state.end_lsn), ..manifest };
+    assert!(state.manifest.durable_lsn <= state.end_lsn);
     Ok(state)
 }
 
@@ -253,6 +254,7 @@ fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError
             state.apply(scan.base_lsn, record);
             state.records += 1;
         }
+        assert!(scan.base_lsn <= end_lsn, "a segment ends before it starts");
         let segment =
             SegmentState { end_lsn, checkpoint_end_lsn: scan.base_lsn, ..SegmentState::default() };
         state.segments.insert(scan.base_lsn, segment);
@@ -260,6 +262,8 @@ fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError
         state.end_lsn = end_lsn;
     }
     state.count_live();
+    assert_eq!(state.last_segment.is_some(), !state.segments.is_empty());
+    assert!(state.last_segment.is_none_or(|newest| newest <= state.end_lsn));
     Ok(state)
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use chute_core::storage::failure::StorageFailure;
 use chute_core::{BrokerStats, ConnId, QueueAdminError};
 use chute_protocol::{ErrorCode, QueueOptions};
 use futures::channel::oneshot;
@@ -68,8 +69,8 @@ pub async fn handle<R: Runtime>(
 
 /// Why a broker that answered is not ready, on one line.
 fn not_ready_reason(stats: &BrokerStats) -> Option<String> {
-    if let Some(reason) = &stats.halted {
-        return Some(format!("halted: {}", reason.replace(['\r', '\n'], " ")));
+    if let Some(failure) = &stats.halted {
+        return Some(format!("halted: {}", failure.halt_message().replace(['\r', '\n'], " ")));
     }
     if stats.draining {
         return Some("draining".to_string());
@@ -239,7 +240,7 @@ impl<R: Runtime> Handler<'_, R> {
                 "shutting-down",
                 "the server is already shutting down",
             )),
-            DrainAnswer::Halted(reason) => Err(halted(&reason)),
+            DrainAnswer::Halted(failure) => Err(halted(&failure)),
         }
     }
 
@@ -288,7 +289,7 @@ impl<R: Runtime> Handler<'_, R> {
 fn command_error(error: CommandError) -> ApiError {
     let message = error.to_string();
     let code = match &error {
-        CommandError::Halted(reason) => return halted(reason),
+        CommandError::Halted(failure) => return halted(failure),
         CommandError::BadOptions(_) => return ApiError::bad_request(message),
         CommandError::Declare(error) => error.code(),
         CommandError::Queue(error) => error.code(),
@@ -312,9 +313,9 @@ fn command_error(error: CommandError) -> ApiError {
     ApiError::new(status, code.label().unwrap_or("internal"), message)
 }
 
-fn halted(reason: &str) -> ApiError {
-    let message = format!("storage failed: {reason}");
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage-failed", message)
+fn halted(failure: &StorageFailure) -> ApiError {
+    let label = failure.code().label().unwrap_or("storage-failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, label, failure.halt_message())
 }
 
 /// The rate sampler, even if a handler panicked while holding it (its samples stay usable).
@@ -324,10 +325,13 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use chute_core::ids::Lsn;
+    use chute_core::storage::failure::OsError;
     use chute_core::DeclareError;
 
     use super::super::json::test_stats as stats;
     use super::*;
+    use crate::operator::test_failure;
 
     #[test]
     fn a_serving_broker_is_ready() {
@@ -337,8 +341,12 @@ mod tests {
     #[test]
     fn halted_and_stopping_brokers_are_not_ready() {
         let mut halted = stats();
-        halted.halted = Some("fdatasync failed:\nEIO".into());
-        assert_eq!(not_ready_reason(&halted).unwrap(), "halted: fdatasync failed: EIO");
+        let error = OsError::new(std::io::ErrorKind::Other, "Input/output\nerror");
+        halted.halted = Some(StorageFailure::Sync { through: Lsn(1), error });
+        assert_eq!(
+            not_ready_reason(&halted).unwrap(),
+            "halted: storage failed, broker halted: fdatasync failed: Input/output error"
+        );
         let mut stopping = stats();
         stopping.shutting_down = true;
         assert_eq!(not_ready_reason(&stopping).unwrap(), "shutting down");
@@ -383,7 +391,11 @@ mod tests {
                 "invalid-queue-options",
             ),
             (CommandError::BadOptions("x".into()), StatusCode::BAD_REQUEST, "invalid-argument"),
-            (CommandError::Halted("EIO".into()), StatusCode::SERVICE_UNAVAILABLE, "storage-failed"),
+            (
+                CommandError::Halted(test_failure()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage-failed",
+            ),
         ];
         for (error, status, code) in cases {
             let api = command_error(error.clone());

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use chute_core::storage::failure::StorageFailure;
 use chute_core::{BrokerStats, ConnectionInfo};
 use chute_protocol::{QueueCounters, QueueOptions};
 use serde::Serialize;
@@ -71,7 +72,7 @@ pub fn overview_json(overview: &Overview) -> Value {
         "uptime_ms": overview.uptime_ms,
         "state": state_label(stats),
         "draining": stats.draining,
-        "halted": stats.halted,
+        "halted": stats.halted.as_ref().map(StorageFailure::halt_message),
         "connections": stats.connections,
         "queues": stats.queues.len(),
         "messages": {
@@ -292,7 +293,7 @@ mod tests {
         assert_eq!(state_label(&stats), "draining");
         stats.shutting_down = true;
         assert_eq!(state_label(&stats), "shutting-down");
-        stats.halted = Some("EIO".into());
+        stats.halted = Some(crate::operator::test_failure());
         assert_eq!(state_label(&stats), "halted");
     }
 
