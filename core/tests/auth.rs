@@ -272,6 +272,17 @@ fn frames_before_authentication_are_refused_and_not_carried_out() {
     assert!(net.broker.queue_depth("alice.q").is_none());
 }
 
+/// A client may give up in the middle of the exchange with `Close`.
+#[test]
+fn a_close_during_the_exchange_ends_it() {
+    let mut net = net_with_users();
+    let (conn, _) = say_hello(&mut net, peer([10, 0, 0, 1], false), 2, Credentials::Anonymous);
+    let close = chute_protocol::Close { code: ErrorCode::NORMAL_CLOSE, message: "bye".into() };
+    net.send_frames(conn, &[Frame::Close(close)]);
+    assert!(net.closed_by_broker.contains(&conn));
+    assert!(net.broker.connections().is_empty());
+}
+
 /// Requests pipelined behind a `Hello` whose credentials fail are never carried out.
 #[test]
 fn requests_pipelined_behind_a_failed_hello_are_dropped() {

@@ -29,7 +29,8 @@ impl Broker {
         };
         let deadline = frame_deadline.map_or(deadline, |frame| frame.min(deadline));
         debug_assert!(
-            connection.state == ConnState::AwaitingHello || connection.heartbeat_ms > 0,
+            !matches!(connection.state, ConnState::Open | ConnState::Closing)
+                || connection.heartbeat_ms > 0,
             "{conn}: an open connection with no heartbeat interval would time out at once"
         );
         self.timers.set(&mut connection.timer_at, Some(deadline), TimerKey::Connection(conn));

@@ -468,7 +468,11 @@ impl Broker {
     fn begin_client_close(&mut self, conn: ConnId, client_message: String) {
         let mut connection = self.connections.remove(&conn).expect("connection exists");
         self.end_consuming(conn, &mut connection);
-        assert_eq!(connection.state, ConnState::Open, "{conn}: Close before HelloOk or twice");
+        // During the authentication exchange a client may give up with `Close` too.
+        assert!(
+            matches!(connection.state, ConnState::Open | ConnState::Authenticating),
+            "{conn}: Close before Hello or twice"
+        );
         connection.state = ConnState::Closing;
         connection.frame_started_at = None;
         connection.close_message = if client_message.is_empty() {

@@ -104,7 +104,9 @@ impl Manifest {
     pub fn next(&self, oldest_base_lsn: Lsn, newest_base_lsn: Lsn, durable_lsn: Lsn) -> Manifest {
         assert!(oldest_base_lsn <= newest_base_lsn, "oldest segment after the newest");
         assert!(durable_lsn >= self.durable_lsn, "the durable end moved back");
-        Manifest { sequence: self.sequence + 1, oldest_base_lsn, newest_base_lsn, durable_lsn }
+        // Saturating: only a forged manifest gets near the end, and must not panic recovery.
+        let sequence = self.sequence.saturating_add(1);
+        Manifest { sequence, oldest_base_lsn, newest_base_lsn, durable_lsn }
     }
 }
 

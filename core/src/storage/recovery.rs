@@ -285,7 +285,8 @@ impl RecoveredLog {
                 });
                 queue.name = declared.name;
                 queue.options = declared.options;
-                self.counters.next_queue_id = self.counters.next_queue_id.max(declared.queue + 1);
+                self.counters.next_queue_id =
+                    self.counters.next_queue_id.max(declared.queue.saturating_add(1));
             }
             Record::QueueDeleted(QueueRef { queue }) => {
                 self.queues.remove(&queue);
@@ -335,7 +336,8 @@ impl RecoveredLog {
     }
 
     fn apply_published(&mut self, segment: Lsn, queue: u64, message: StoredMessage) {
-        self.counters.next_message_seq = self.counters.next_message_seq.max(message.seq + 1);
+        self.counters.next_message_seq =
+            self.counters.next_message_seq.max(message.seq.saturating_add(1));
         let Some(queue) = self.queues.get_mut(&queue) else { return };
         if let (Some(id), Some(window_ms)) = (&message.id, queue.options.dedup_window_ms) {
             let expires = queue.dedup.entry(id.clone()).or_insert(0);
