@@ -4,10 +4,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::config::ReloadCounters;
+use crate::tls::TlsCounters;
 
 #[derive(Clone, Debug, Default)]
 pub struct ServerCounters {
     pub reloads: Arc<ReloadCounters>,
     /// Log lines dropped because the log's output could not keep up.
     pub log_lines_dropped: Arc<AtomicU64>,
+    pub tls: Arc<TlsCounters>,
 }

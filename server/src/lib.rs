@@ -37,8 +37,9 @@ mod runtime;
 mod serve;
 mod signals;
 mod storage_worker;
+pub mod tls;
 
-pub use config::AdminListen;
+pub use config::{AdminListen, Listen};
 pub use counters::ServerCounters;
 pub use runtime::Runtime;
 pub use serve::{

@@ -47,7 +47,7 @@ fn check_config_lists_every_problem() {
         assert_eq!(output.status.code(), Some(2));
         let expected = [
             format!("{name}: {file}:4:1: limits.queues_max: invalid type: string \"many\", expected u32"),
-            format!("{name}: {file}:7:2: surver: unknown field `surver`, expected one of `version`, `server`, `log`, `limits`, `timeouts`, `storage`"),
+            format!("{name}: {file}:7:2: surver: unknown field `surver`, expected one of `version`, `server`, `log`, `limits`, `timeouts`, `storage`, `tls`"),
             format!("{name}: environment CHUTE_LIMITS_CREDIT_MAX: limits.credit_max: invalid type: string \"lots\", expected u32"),
             format!("{name}: {file}:3:1: limits.connections_max = 0 is out of range: must be in 1..=1048576"),
             format!("{name}: {file}:6:1: timeouts.heartbeat_ms = 50 is out of range: must be in 100..=300000"),
@@ -104,7 +104,7 @@ fn print_config_shows_the_merged_configuration() {
             "queues_max = 30",
             "heartbeat_ms = 2000",
             "segment_bytes_max = 67108864",
-            "# Unset (no limit): limits.connection_publish_rate, limits.publish_rate",
+            "# Unset: limits.connection_publish_rate, limits.publish_rate, tls.cert_file, tls.client_ca_file, tls.key_file",
         ] {
             assert!(printed.lines().any(|l| l == line), "{line:?} not in\n{printed}");
         }

@@ -11,7 +11,7 @@ pub fn render(config: &ConfigFile) -> String {
     let mut text = toml::to_string(config).expect("the configuration serializes as TOML");
     let unset: Vec<String> = unset_keys(config);
     if !unset.is_empty() {
-        text.push_str(&format!("\n# Unset (no limit): {}\n", unset.join(", ")));
+        text.push_str(&format!("\n# Unset: {}\n", unset.join(", ")));
     }
     text
 }
@@ -50,11 +50,11 @@ mod tests {
         let text = render(&config);
         let read: ConfigFile = toml::from_str(&text).unwrap();
         assert_eq!(read, config);
-        for table in ["[server]", "[log]", "[limits]", "[timeouts]", "[storage]"] {
+        for table in ["[server]", "[log]", "[limits]", "[timeouts]", "[storage]", "[tls]"] {
             assert!(text.contains(table), "{table} in\n{text}");
         }
         assert!(text.starts_with("version = 1\n"), "{text}");
-        assert!(text.contains("# Unset (no limit): limits.connection_publish_rate\n"), "{text}");
+        assert!(text.contains("# Unset: limits.connection_publish_rate, tls.cert_file"), "{text}");
         let defaults = render(&ConfigFile::default());
         assert!(defaults.contains("listen = \"127.0.0.1:4770\""), "{defaults}");
         assert!(

@@ -16,7 +16,8 @@ use crate::event_loop::LoopEvent;
 use crate::logging::LogControl;
 
 /// Settings a running server cannot change: a reload that changes one is refused.
-pub const RESTART_KEYS: [&str; 3] = ["server.listen", "server.admin_listen", "server.data_dir"];
+pub const RESTART_KEYS: [&str; 5] =
+    ["server.listen", "server.admin_listen", "server.data_dir", "tls.listen", "tls.admin"];
 
 /// What a reload changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,10 +103,11 @@ impl Reloader {
 
     /// Loads and checks the configuration again, then hands it to `apply` (the broker task's
     /// own settings, which may still refuse it: then nothing changed), then to the log. Logs
-    /// the outcome and counts it.
+    /// the outcome and counts it. `apply` returns what it changed beyond the settings' values
+    /// (`tls.certificate: ...`: files re-read though their paths did not change).
     pub fn reload(
         &mut self,
-        apply: impl FnOnce(&ConfigFile) -> Result<(), String>,
+        apply: impl FnOnce(&ConfigFile) -> Result<Vec<String>, String>,
     ) -> Result<ReloadOutcome, ReloadError> {
         let result = self.try_reload(apply);
         match &result {
@@ -145,7 +147,7 @@ impl Reloader {
 
     fn try_reload(
         &mut self,
-        apply: impl FnOnce(&ConfigFile) -> Result<(), String>,
+        apply: impl FnOnce(&ConfigFile) -> Result<Vec<String>, String>,
     ) -> Result<ReloadOutcome, ReloadError> {
         let refused = |problems: Vec<Problem>| {
             ReloadError::Refused(problems.iter().map(ToString::to_string).collect())
@@ -163,7 +165,7 @@ impl Reloader {
         if !restarts.is_empty() {
             return Err(refused(restarts));
         }
-        apply(&loaded.config).map_err(|reason| ReloadError::Refused(vec![reason]))?;
+        let applied = apply(&loaded.config).map_err(|reason| ReloadError::Refused(vec![reason]))?;
         if let Some(log) = &mut self.log {
             // The filter was checked; the log layer is there for the process's life.
             if let Err(error) = log.apply(&loaded.config.log) {
@@ -171,8 +173,11 @@ impl Reloader {
             }
         }
         self.running = loaded.config;
-        let changed =
-            changes.into_iter().map(|(key, old, new)| format!("{key}: {old} -> {new}")).collect();
+        let changed = changes
+            .into_iter()
+            .map(|(key, old, new)| format!("{key}: {old} -> {new}"))
+            .chain(applied)
+            .collect();
         Ok(ReloadOutcome { changed, warnings: loaded.warnings })
     }
 }
@@ -247,11 +252,14 @@ mod tests {
             .reloader
             .reload(|config| {
                 applied = Some(config.limits.connections_max);
-                Ok(())
+                Ok(vec!["tls.certificate: a -> b".into()])
             })
             .unwrap();
         assert_eq!(applied, Some(5));
-        assert_eq!(outcome.changed, ["limits.connections_max: 100 -> 5"]);
+        assert_eq!(
+            outcome.changed,
+            ["limits.connections_max: 100 -> 5", "tls.certificate: a -> b"]
+        );
         assert_eq!(fixture.reloader.running.limits.connections_max, 5);
         assert_eq!(fixture.counters.succeeded.load(Ordering::Relaxed), 1);
         assert!(fixture.counters.last_success_unix_s.load(Ordering::Relaxed) > 0);
