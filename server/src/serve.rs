@@ -629,7 +629,7 @@ fn bind(addr: SocketAddr, endpoint: Endpoint) -> Result<std::net::TcpListener, S
 fn bind_error(addr: SocketAddr, endpoint: Endpoint, source: io::Error) -> ServeError {
     let flag = endpoint.flag();
     let hint = match (source.kind(), endpoint) {
-        (io::ErrorKind::AddrInUse, Endpoint::Protocol) => {
+        (io::ErrorKind::AddrInUse, Endpoint::Protocol | Endpoint::Tls) => {
             format!(" (is another chuted running? pick another address with {flag})")
         }
         (io::ErrorKind::AddrInUse, Endpoint::Admin) => format!(

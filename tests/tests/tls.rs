@@ -236,6 +236,33 @@ fn an_expired_certificate_is_refused_at_start() {
     }
 }
 
+/// A TLS address in use stops the start with the endpoint and the key to change named.
+#[test]
+fn a_tls_address_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = TlsFiles::new(dir.path());
+    files.write_server(&Ca::new("server CA").server(FAR_FUTURE));
+    files.write_client_ca(&Ca::new("client CA"));
+    let text = config("LISTEN", &files, "").replace("TLS_LISTEN", &format!("\"{at}\""));
+    let path = dir.path().join("chute.toml");
+    std::fs::write(&path, chute_tests::fill_config(&text, &dir.path().join("data"))).unwrap();
+    for binary in ServerBinary::ALL {
+        let output = std::process::Command::new(chute_tests::binary_path(binary.name()))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let expected =
+            format!("{}: cannot listen on {at} for the client protocol over TLS: ", binary.name());
+        assert!(stderr.contains(&expected), "{stderr}");
+        assert!(stderr.contains("pick another address with tls.listen)"), "{stderr}");
+    }
+}
+
 /// Replaces the files as Kubernetes does: the names are symlinks into `..data`, itself a
 /// symlink to a directory of this generation, swapped by one rename.
 fn swap_like_kubernetes(files: &TlsFiles, generation: &str, leaf: &Leaf, client_ca: &Ca) {

@@ -21,6 +21,6 @@ pub mod watch;
 
 pub use acceptor::{Accepted, TlsAcceptor};
 pub use counters::TlsCounters;
-pub use material::{Material, MaterialProblem};
+pub use material::Material;
 pub use state::TlsState;
 pub use stream::ServerStream;

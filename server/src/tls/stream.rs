@@ -15,12 +15,6 @@ pub enum ServerStream<S> {
     Tls(Box<futures_rustls::server::TlsStream<S>>),
 }
 
-impl<S> ServerStream<S> {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, ServerStream::Tls(_))
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,

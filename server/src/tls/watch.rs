@@ -31,6 +31,8 @@ enum Message {
     /// Something happened in a watched directory.
     Changed,
     Replan(WatchPlan),
+    /// The [`Watcher`] was dropped.
+    Stop,
 }
 
 /// The watcher thread; it ends when this is dropped.
@@ -51,6 +53,13 @@ impl Watcher {
     /// Watch and poll as `plan` says from now on (a reload changed the settings).
     pub fn replan(&self, plan: WatchPlan) {
         let _ = self.messages.send(Message::Replan(plan));
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // The channel alone would not tell the thread: notify's callback holds a sender too.
+        let _ = self.messages.send(Message::Stop);
     }
 }
 
@@ -113,8 +122,7 @@ fn run(
                 }
                 next_poll = plan.poll.map(|every| Instant::now() + every);
             }
-            // The server is stopping.
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -195,6 +203,22 @@ mod tests {
         wait_until("a wake-up", || wakes.load(Ordering::SeqCst) == 1);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(wakes.load(Ordering::SeqCst), 1, "one change, one wake-up");
+    }
+
+    /// Dropping the watcher ends its thread (which drops its wake-up).
+    #[test]
+    fn dropping_the_watcher_ends_its_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wakes, wake) = counting();
+        let plan = WatchPlan {
+            files: vec![dir.path().join("cert.pem")],
+            watch_directories: true,
+            poll: None,
+        };
+        let watcher = Watcher::spawn(plan, wake).unwrap();
+        assert_eq!(Arc::strong_count(&wakes), 2, "the thread holds the wake-up");
+        drop(watcher);
+        wait_until("the thread's end", || Arc::strong_count(&wakes) == 1);
     }
 
     /// A watched directory's events wake once per burst, without polling.
