@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chute_protocol::{
-    Credentials, Destination, Frame, FrameReader, Hello, HelloOk, Publish, PublishMessage,
-    QueueDeclare, QueueDeclareOk, QueueOptions, PREFACE,
+    Ack, Credentials, Credit, Destination, Frame, FrameReader, Hello, HelloOk, Publish,
+    PublishMessage, QueueDeclare, QueueDeclareOk, QueueOptions, Range, Subscribe, PREFACE,
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
@@ -253,6 +253,45 @@ impl<S: Read + Write> RawSession<S> {
                 }
                 other => return Err(io::Error::other(format!("expected Confirm, got {other:?}"))),
             }
+        }
+        Ok(())
+    }
+
+    /// Subscribes to `queue` (subscription 1) with `credit`.
+    pub fn subscribe(&mut self, queue: &str, credit: u32) -> io::Result<()> {
+        let subscribe = Subscribe {
+            request_id: 2,
+            subscription: 1,
+            queue: queue.into(),
+            credit,
+            lease_ms: None,
+            rate: None,
+        };
+        self.send(Frame::Subscribe(subscribe))
+    }
+
+    /// Takes `count` deliveries of subscription 1, acking each `Deliver` frame's messages and
+    /// giving their credit back as they arrive.
+    pub fn consume(&mut self, count: u64) -> io::Result<()> {
+        let mut consumed = 0;
+        while consumed < count {
+            let deliver = match self.receive()? {
+                Frame::Deliver(deliver) => deliver,
+                Frame::Done(_) => continue,
+                other => return Err(io::Error::other(format!("expected Deliver, got {other:?}"))),
+            };
+            let mut ranges: Vec<Range> = Vec::new();
+            for delivery in &deliver.deliveries {
+                chute_protocol::push_to_ranges(&mut ranges, delivery.tag);
+            }
+            let taken = deliver.deliveries.len() as u32;
+            consumed += u64::from(taken);
+            let mut wire = BytesMut::new();
+            Frame::Ack(Ack { request_id: 0, ranges }).encode(&mut wire, u32::MAX).unwrap();
+            let credit = Credit { subscription: deliver.subscription, credit: taken };
+            Frame::Credit(credit).encode(&mut wire, u32::MAX).unwrap();
+            self.stream.write_all(&wire)?;
+            self.stream.flush()?;
         }
         Ok(())
     }
