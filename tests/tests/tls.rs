@@ -320,7 +320,8 @@ fn rotation_by_reload_and_sighup(binary: ServerBinary) {
 }
 
 /// Rotation with no signal: the files' directory is watched (polling off); a Kubernetes-style
-/// symlink swap is picked up and new handshakes see the new certificate.
+/// symlink swap is picked up and new handshakes see the new certificate; a swap to a key of
+/// another pair is refused (logged, counted) and the old certificate keeps serving.
 fn rotation_by_watching_the_files(binary: ServerBinary) {
     rotation_without_a_signal(binary, "watch_files = true\nreload_poll_ms = 0\n");
 }
@@ -343,10 +344,25 @@ fn rotation_without_a_signal(binary: ServerBinary, triggers: &str) {
     let mut before = server.session(None, "before");
     before.declare("jobs").unwrap();
 
-    let second = server.ca.server(FAR_FUTURE);
-    swap_like_kubernetes(&server.files, "..gen2", &second, &server.ca);
+    // A generation whose key is another pair's: refused, logged, counted once; the first
+    // certificate keeps serving.
+    let (second, other) = (server.ca.server(FAR_FUTURE), server.ca.server(FAR_FUTURE));
+    let mismatched = Leaf { key_pem: other.key_pem, ..second };
+    swap_like_kubernetes(&server.files, "..gen2", &mismatched, &server.ca);
+    let refused = "chute_tls_certificate_reloads_total{result=\"failed\"}";
+    wait_for("the refusal", WAIT, || server.metric(refused) == 1.0);
+    assert!(server.server.log().contains("the key does not match"), "{}", server.server.log());
+    assert_eq!(server_certificate(&server.connect(&[&server.ca], None).unwrap()), first.der);
+    // Another change in the directory (a wake-up when it is watched) with the same bad files
+    // is not tried, logged and counted again.
+    std::fs::write(server.files.dir.join("unrelated.txt"), "x").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(server.metric(refused), 1.0, "the same bad files, refused once");
+
+    let third = server.ca.server(FAR_FUTURE);
+    swap_like_kubernetes(&server.files, "..gen3", &third, &server.ca);
     wait_for("the new certificate", WAIT, || {
-        server_certificate(&server.connect(&[&server.ca], None).unwrap()) == second.der
+        server_certificate(&server.connect(&[&server.ca], None).unwrap()) == third.der
     });
     before.publish_confirmed("jobs", "after the rotation").expect("the open connection");
     assert!(server.server.log().contains("TLS files changed: reloaded"), "{}", server.server.log());
