@@ -458,18 +458,10 @@ pub async fn serve<R: Runtime>(
     });
     let tls_addr = tls_listener.map(|(listener, addr)| {
         let acceptor = tls_acceptor.expect("TLS is in use when it listens");
-        let accepted = accepted_tx.clone();
-        let loop_task = server_tls::acceptor::accept_loop(
-            runtime.clone(),
-            listener,
-            acceptor,
-            accepted,
-            tls_stop_rx,
-        );
-        runtime.spawn(loop_task);
+        let accepting = server_tls::acceptor::accept_loop;
+        runtime.spawn(accepting(runtime.clone(), listener, acceptor, accepted_tx, tls_stop_rx));
         addr
     });
-    drop(accepted_tx);
     let shown =
         |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     let admin_scheme = if settings.tls.admin { "https" } else { "http" };
