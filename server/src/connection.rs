@@ -240,8 +240,12 @@ pub async fn write_loop<S: AsyncWrite + Unpin>(
     let _ = events.send(LoopEvent::WriterDone(conn)).await;
 }
 
-async fn write_batch<S: AsyncWrite + Unpin>(
-    socket: &mut WriteHalf<S>,
+/// Writes `batch` as one write (TLS cuts it into as few records as its size allows), then
+/// flushes: a TLS stream keeps what the socket did not take in its own buffer when the write
+/// returns, and only a flush pushes it out, so without one the last bytes of a burst would
+/// wait for the next write.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    socket: &mut W,
     batch: &[Bytes],
     gather: &mut BytesMut,
 ) -> std::io::Result<()> {
@@ -255,4 +259,68 @@ async fn write_batch<S: AsyncWrite + Unpin>(
         socket.write_all(gather).await?;
     }
     socket.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::Context;
+
+    use super::*;
+
+    /// A stream that keeps what is written until it is flushed, as a TLS stream does with the
+    /// records a full socket did not take.
+    #[derive(Default)]
+    struct Buffering {
+        held: Vec<u8>,
+        sent: Vec<u8>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for Buffering {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            self.held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            let held = std::mem::take(&mut self.held);
+            self.sent.extend_from_slice(&held);
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    fn write(stream: &mut Buffering, frames: &[Bytes]) {
+        futures::executor::block_on(write_batch(stream, frames, &mut BytesMut::new())).unwrap();
+    }
+
+    /// A batch leaves the stream's buffer before the writer waits for more: a lone small
+    /// frame (a confirm) is sent at once.
+    #[test]
+    fn a_batch_is_flushed() {
+        let mut stream = Buffering::default();
+        let frame = Bytes::from_static(b"a small frame");
+        write(&mut stream, std::slice::from_ref(&frame));
+        assert_eq!(stream.sent, frame);
+        assert!(stream.held.is_empty());
+    }
+
+    /// Queued frames go out as one write, so TLS makes few records of them.
+    #[test]
+    fn a_batch_is_one_write() {
+        let mut stream = Buffering::default();
+        let frames: Vec<Bytes> = (0..100u8).map(|n| Bytes::from(vec![n; 300])).collect();
+        write(&mut stream, &frames);
+        assert_eq!(stream.writes, 1);
+        assert_eq!(stream.sent, frames.concat());
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::audit::AuditCounters;
 use crate::config::ReloadCounters;
+use crate::tls::TlsCounters;
 
 #[derive(Clone, Debug, Default)]
 pub struct ServerCounters {
@@ -12,4 +13,5 @@ pub struct ServerCounters {
     /// Log lines dropped because the log's output could not keep up.
     pub log_lines_dropped: Arc<AtomicU64>,
     pub audit: Arc<AuditCounters>,
+    pub tls: Arc<TlsCounters>,
 }

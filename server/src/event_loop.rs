@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chute_core::ids::Lsn;
 use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::io::{StorageDone, StorageRequest};
-use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output, PeerInfo};
+use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output};
 use futures::channel::mpsc;
 use futures::future;
 use futures::io::AsyncReadExt;
@@ -26,6 +26,7 @@ use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
 use crate::operator::{self, OperatorRequest, PendingAnswers};
 use crate::runtime::Runtime;
+use crate::tls::{Accepted, TlsState};
 
 /// Events from the connection tasks, the signal thread and the admin endpoint to the broker task.
 pub enum LoopEvent {
@@ -37,6 +38,9 @@ pub enum LoopEvent {
     Shutdown,
     /// Read the configuration again and apply it, all or nothing (SIGHUP, `POST /api/reload`).
     Reload(futures::channel::oneshot::Sender<Result<ReloadOutcome, ReloadError>>),
+    /// The TLS files may have changed (the watcher saw an event, or their contents differ):
+    /// read them again.
+    TlsFilesChanged,
     /// The graceful stop took too long; exit with what is written.
     ShutdownDeadline,
     /// The admin endpoint asks for a snapshot of the broker.
@@ -84,7 +88,7 @@ pub enum StartupSyncError {
 
 /// Everything the broker task waits for on the inbox.
 enum Inbox<S> {
-    Accepted(S, std::net::SocketAddr),
+    Accepted(Accepted<S>),
     Event(LoopEvent),
 }
 
@@ -123,7 +127,8 @@ pub struct LoopParts<R: Runtime> {
     pub events_tx: mpsc::Sender<LoopEvent>,
     pub storage_tx: std::sync::mpsc::Sender<StorageRequest>,
     pub storage_reports: StorageReports,
-    pub accept_stop: futures::channel::oneshot::Sender<()>,
+    /// Dropped to stop the accept loops (plain and TLS).
+    pub accept_stops: Vec<futures::channel::oneshot::Sender<()>>,
     pub shutdown_timeout: std::time::Duration,
     /// Lame duck's window (`server.drain_window_ms`) when a drain request names none.
     pub drain_window_ms: u32,
@@ -131,6 +136,8 @@ pub struct LoopParts<R: Runtime> {
     pub audit: AuditLog,
     /// The users the broker has, shared with the admin endpoint.
     pub users: Arc<SharedUsers>,
+    /// The TLS material in use, when a listener or the admin endpoint speaks TLS.
+    pub tls: Option<TlsState>,
 }
 
 /// The broker task's state.
@@ -149,8 +156,8 @@ pub struct EventLoop<R: Runtime> {
     sync_requested: Option<Lsn>,
     /// Why the broker halted, once it did.
     halted: Option<StorageFailure>,
-    /// Dropped to stop the accept loop.
-    accept_stop: Option<futures::channel::oneshot::Sender<()>>,
+    /// Dropped to stop the accept loops.
+    accept_stops: Vec<futures::channel::oneshot::Sender<()>>,
     shutdown_timeout: std::time::Duration,
     drain_window_ms: u32,
     /// A drain or a graceful stop began (the broker ignores a second one; the deadline is
@@ -158,6 +165,7 @@ pub struct EventLoop<R: Runtime> {
     stop_requested: Option<StopRequest>,
     deadline_passed: bool,
     reloader: Reloader,
+    tls: Option<TlsState>,
     /// Operator commands' answers waiting for the log to be synced.
     pending_answers: PendingAnswers,
     audit: AuditLog,
@@ -186,12 +194,13 @@ impl<R: Runtime> EventLoop<R> {
             storage_reports: Some(parts.storage_reports),
             sync_requested: None,
             halted: None,
-            accept_stop: Some(parts.accept_stop),
+            accept_stops: parts.accept_stops,
             shutdown_timeout: parts.shutdown_timeout,
             drain_window_ms: parts.drain_window_ms,
             stop_requested: None,
             deadline_passed: false,
             reloader: parts.reloader,
+            tls: parts.tls,
             pending_answers: PendingAnswers::default(),
             audit: parts.audit,
             users: parts.users,
@@ -232,9 +241,9 @@ impl<R: Runtime> EventLoop<R> {
     pub async fn run(
         mut self,
         events: mpsc::Receiver<LoopEvent>,
-        accepted: mpsc::Receiver<(R::Stream, std::net::SocketAddr)>,
+        accepted: mpsc::Receiver<Accepted<R::Stream>>,
     ) -> Result<(), StorageFailure> {
-        let accepted = accepted.map(|(stream, peer)| Inbox::Accepted(stream, peer));
+        let accepted = accepted.map(Inbox::Accepted);
         let mut inbox = futures::stream::select(accepted, events.map(Inbox::Event));
         // A new or recovered broker may still have work queued.
         self.carry_out_outputs();
@@ -293,7 +302,7 @@ impl<R: Runtime> EventLoop<R> {
     fn handle_event(&mut self, event: Inbox<R::Stream>) {
         let now = self.now();
         let event = match event {
-            Inbox::Accepted(stream, peer) => return self.adopt(stream, peer),
+            Inbox::Accepted(accepted) => return self.adopt(accepted),
             Inbox::Event(event) => event,
         };
         match event {
@@ -320,7 +329,7 @@ impl<R: Runtime> EventLoop<R> {
             LoopEvent::Shutdown => {
                 tracing::info!("shutting down: closing {} connections", self.connections.len());
                 self.stop_requested = Some(StopRequest::Shutdown);
-                self.accept_stop.take();
+                self.accept_stops.clear();
                 self.broker.shutdown(now);
                 self.arm_shutdown_deadline(self.shutdown_timeout);
             }
@@ -329,16 +338,27 @@ impl<R: Runtime> EventLoop<R> {
                 let shutdown_timeout = &mut self.shutdown_timeout;
                 let drain_window_ms = &mut self.drain_window_ms;
                 let shared_users = &self.users;
+                let tls = &mut self.tls;
                 let result = self.reloader.reload(|config| {
                     let users = access::load(&config.auth)?;
+                    // The TLS files are read again even when the configuration did not
+                    // change: that is how a rotated certificate is picked up on SIGHUP.
+                    let tls_prepared = tls.as_ref().map(|tls| tls.prepare(&config.tls));
+                    let tls_prepared = tls_prepared.transpose()?;
                     broker.reconfigure(now, config.broker_config()).map_err(|error| {
                         format!("the broker refused the configuration: {error}")
                     })?;
                     *shutdown_timeout =
                         std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
                     *drain_window_ms = config.server.drain_window_ms;
-                    let changes =
-                        access::describe_changes(shared_users.get().as_deref(), users.as_ref());
+                    let mut changes = match (tls.as_mut(), tls_prepared) {
+                        (Some(tls), Some(prepared)) => tls.commit(prepared),
+                        _ => Vec::new(),
+                    };
+                    changes.extend(access::describe_changes(
+                        shared_users.get().as_deref(),
+                        users.as_ref(),
+                    ));
                     shared_users.set(users.clone());
                     shared_users.set_config(config.auth.clone());
                     broker.set_users(now, users);
@@ -348,6 +368,11 @@ impl<R: Runtime> EventLoop<R> {
                 self.audit.record(reload_audit(&result));
                 // The asker (a signal, or an admin request that timed out) may be gone.
                 let _ = reply.send(result);
+            }
+            LoopEvent::TlsFilesChanged => {
+                if let Some(tls) = &mut self.tls {
+                    tls.reload_files();
+                }
             }
             LoopEvent::Stats(reply) => {
                 // The asker may have timed out and gone; then nobody needs the snapshot.
@@ -415,7 +440,8 @@ impl<R: Runtime> EventLoop<R> {
     }
 
     /// Spawns the reader and writer of a new connection and tells the broker.
-    fn adopt(&mut self, stream: R::Stream, peer: std::net::SocketAddr) {
+    fn adopt(&mut self, accepted: Accepted<R::Stream>) {
+        let Accepted { stream, peer } = accepted;
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let (read_half, write_half) = stream.split();
@@ -433,9 +459,11 @@ impl<R: Runtime> EventLoop<R> {
         ));
         self.writers_running += 1;
         self.connections.insert(conn, ConnHandle { writer: writer_tx, gate });
-        tracing::debug!(%conn, %peer, "accepted");
+        match &peer.addr {
+            Some(addr) => tracing::debug!(%conn, peer = %addr, tls = peer.tls, "accepted"),
+            None => tracing::debug!(%conn, tls = peer.tls, "accepted"),
+        }
         let now = self.now();
-        let peer = PeerInfo { addr: Some(peer), ..PeerInfo::default() };
         self.broker.handle_input(now, Input::Accepted { conn, peer });
     }
 
@@ -466,7 +494,7 @@ impl<R: Runtime> EventLoop<R> {
                     tracing::error!(reason = %failure.halt_message(), "broker halted");
                     self.pending_answers.fail(&failure);
                     self.halted = Some(failure);
-                    self.accept_stop.take();
+                    self.accept_stops.clear();
                     self.arm_shutdown_deadline(self.shutdown_timeout);
                 }
                 Output::Event(event) => log_event(&event),

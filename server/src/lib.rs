@@ -9,6 +9,9 @@
 //! it new sockets; a signal thread asks it to stop, drain or reload; the storage worker thread
 //! carries out its log requests and reports on a channel of its own, which the broker task reads
 //! first. The broker task is the only place state changes, so there are no locks around queues.
+//! A TLS listener (`[tls]`, docs/SECURITY.md) runs each handshake in a task of its own before
+//! the broker sees the connection; the connection tasks then read and write plain or TLS
+//! streams alike (`tls` module).
 //! The configuration ([`config`]) is loaded from defaults, a TOML file, `CHUTE_*` variables and
 //! flags, and reloaded whole on SIGHUP. The admin HTTP endpoint (health, Prometheus metrics,
 //! the JSON API of docs/ADMIN.md) serves each connection on a task of its own and asks the
@@ -39,10 +42,11 @@ mod runtime;
 mod serve;
 mod signals;
 mod storage_worker;
+mod tls;
 mod tools;
 mod users_file;
 
-pub use config::AdminListen;
+pub use config::{AdminListen, Listen};
 pub use counters::ServerCounters;
 pub use event_loop::StartupSyncError;
 pub use runtime::Runtime;

@@ -22,13 +22,16 @@ use futures::SinkExt;
 use crate::access::{self, SharedUsers};
 use crate::admin::{self, AdminState, Phase};
 use crate::audit::AuditLog;
-use crate::config::{self, AdminListen, ConfigFile, FlagSetting, LogFormat, Reloader, Sources};
+use crate::config::{
+    self, AdminListen, ConfigFile, FlagSetting, Listen, LogFormat, Reloader, Sources,
+};
 use crate::counters::ServerCounters;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::event_loop::{EventLoop, LoopParts, StartupSyncError, StorageReports, EVENT_QUEUE_MAX};
 use crate::logging::{self, LogControl};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
+use crate::tls::{self as server_tls, Accepted, ServerStream, TlsState};
 use crate::tools::{self, Tool};
 use crate::{notify, signals};
 
@@ -49,9 +52,10 @@ pub struct Args {
     /// Print the effective configuration (every key, defaults included) as TOML and exit.
     #[arg(long, conflicts_with = "check_config")]
     pub print_config: bool,
-    /// Address for the client protocol [server.listen, CHUTE_LISTEN; default 127.0.0.1:4770].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// Address for the client protocol, or `off` for a TLS-only server (tls.listen)
+    /// [server.listen, CHUTE_LISTEN; default 127.0.0.1:4770].
+    #[arg(long, value_name = "ADDR|off")]
+    pub listen: Option<Listen>,
     /// Address for the admin HTTP endpoint (/healthz, /readyz, /metrics, /api/...), or `off`
     /// [server.admin_listen, CHUTE_ADMIN_LISTEN; default 127.0.0.1:4771].
     #[arg(long, value_name = "ADDR|off")]
@@ -155,6 +159,8 @@ pub enum Endpoint {
     Protocol,
     /// The admin HTTP endpoint (`--admin-listen`).
     Admin,
+    /// The client protocol over TLS (`tls.listen`).
+    Tls,
 }
 
 impl Endpoint {
@@ -162,6 +168,7 @@ impl Endpoint {
         match self {
             Endpoint::Protocol => "--listen",
             Endpoint::Admin => "--admin-listen",
+            Endpoint::Tls => "tls.listen",
         }
     }
 }
@@ -171,6 +178,7 @@ impl fmt::Display for Endpoint {
         f.write_str(match self {
             Endpoint::Protocol => "the client protocol",
             Endpoint::Admin => "the admin endpoint",
+            Endpoint::Tls => "the client protocol over TLS",
         })
     }
 }
@@ -178,7 +186,10 @@ impl fmt::Display for Endpoint {
 /// Where a started server listens, as announced on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listening {
-    pub addr: SocketAddr,
+    /// The plain client listener, unless it is off (a TLS-only server).
+    pub addr: Option<SocketAddr>,
+    /// The TLS client listener, when `tls.listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     /// The admin HTTP endpoint, unless it is off.
     pub admin_addr: Option<SocketAddr>,
 }
@@ -209,6 +220,9 @@ pub enum ServeError {
     Audit { path: PathBuf, source: io::Error },
     #[error("cannot read random bytes from the operating system: {0}")]
     Random(String),
+    /// The TLS files are missing or wrong: one line per problem, each naming its key.
+    #[error("cannot start TLS: {}", .0.join("; "))]
+    Tls(Vec<String>),
 }
 
 /// 32 bytes from the operating system, for the secret the broker's SCRAM nonces are made of.
@@ -255,6 +269,15 @@ pub fn main_with_flags<A: clap::Args, R: Runtime>(
             return ExitCode::from(2);
         }
     };
+    if !flags.server.print_config {
+        let problems = config::check::check_files(&loaded);
+        if !problems.is_empty() {
+            for problem in problems {
+                eprintln!("{binary}: {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    }
     if flags.server.check_config || flags.server.print_config {
         for warning in &loaded.warnings {
             eprintln!("{binary}: warning: {warning}");
@@ -347,11 +370,18 @@ fn usage_error(binary: &str, error: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The stdout lines that scripts and tests wait for: `{binary} listening on {addr}`, then
+/// The stdout lines that scripts and tests wait for, in this order: `{binary} listening on
+/// {addr}` unless the plain listener is off, `{binary} tls on {addr}` when TLS is on, then
 /// `{binary} admin on {addr}` unless the admin endpoint is off.
 fn announce(binary: &str, listening: Listening) {
     use std::io::Write;
-    let mut lines = format!("{binary} listening on {}\n", listening.addr);
+    let mut lines = String::new();
+    if let Some(addr) = listening.addr {
+        lines.push_str(&format!("{binary} listening on {addr}\n"));
+    }
+    if let Some(addr) = listening.tls_addr {
+        lines.push_str(&format!("{binary} tls on {addr}\n"));
+    }
     if let Some(admin) = listening.admin_addr {
         lines.push_str(&format!("{binary} admin on {admin}\n"));
     }
@@ -380,11 +410,16 @@ pub async fn serve<R: Runtime>(
     let data_dir = DataDir::open(&server.data_dir)?;
     // Bound now, so an address in use is reported before recovery; accepted only once the
     // startup checkpoint is synced (until then connections wait in the listen backlog).
-    let (listener, addr) = listen(&runtime, server.listen, Endpoint::Protocol)?;
-    let admin_listener = match Option::<SocketAddr>::from(server.admin_listen) {
-        Some(at) => Some(listen(&runtime, at, Endpoint::Admin)?),
-        None => None,
+    let plain_listener = listen_if_on(&runtime, server.listen, Endpoint::Protocol)?;
+    let tls_listener = listen_if_on(&runtime, settings.tls.listen, Endpoint::Tls)?;
+    let admin_listener = listen_if_on(&runtime, server.admin_listen, Endpoint::Admin)?;
+    let mut tls = match settings.tls.in_use() {
+        true => Some(TlsState::start(&settings.tls, counters.tls.clone()).map_err(|problems| {
+            ServeError::Tls(problems.iter().map(ToString::to_string).collect())
+        })?),
+        false => None,
     };
+    let admin_tls = tls.as_ref().filter(|_| settings.tls.admin).map(TlsState::acceptor);
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
     // From here on SIGHUP and SIGUSR2 no longer kill the process; what they ask for waits in
@@ -413,6 +448,7 @@ pub async fn serve<R: Runtime>(
             runtime.clone(),
             listener,
             admin_state.clone(),
+            admin_tls,
             admin_stop_rx,
         ));
         admin_addr
@@ -427,8 +463,18 @@ pub async fn serve<R: Runtime>(
     broker.set_users(Instant::ZERO, table);
     let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
-    let (accept_stop_tx, accept_stop_rx) = oneshot::channel();
+    let (plain_stop_tx, plain_stop_rx) = oneshot::channel();
+    let (tls_stop_tx, tls_stop_rx) = oneshot::channel();
     let drain_window_ms = server.drain_window_ms;
+    if let Some(tls) = &mut tls {
+        let events = events_tx.clone();
+        // The broker task is gone only when the server stops; nobody needs the event then.
+        tls.watch(move || {
+            let changed = crate::event_loop::LoopEvent::TlsFilesChanged;
+            let _ = futures::executor::block_on(events.clone().send(changed));
+        });
+    }
+    let tls_acceptor = tls.as_ref().map(TlsState::acceptor);
     let data_dir_shown = server.data_dir.display().to_string();
     let reloader = Reloader::new(sources, settings.clone(), log, counters.reloads.clone());
     let mut event_loop = EventLoop::new(LoopParts {
@@ -438,12 +484,13 @@ pub async fn serve<R: Runtime>(
         events_tx,
         storage_tx,
         storage_reports,
-        accept_stop: accept_stop_tx,
+        accept_stops: vec![plain_stop_tx, tls_stop_tx],
         shutdown_timeout,
         drain_window_ms,
         reloader,
         audit,
         users,
+        tls,
     });
     admin_state.set_phase(Phase::SyncingCheckpoint);
     event_loop
@@ -451,16 +498,30 @@ pub async fn serve<R: Runtime>(
         .await
         .map_err(|source| ServeError::LogNotWritable { path: data_dir.path.clone(), source })?;
     let (accepted_tx, accepted_rx) = mpsc::channel(16);
-    runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx, accept_stop_rx));
+    let addr = plain_listener.map(|(listener, addr)| {
+        runtime.spawn(accept_loop(runtime.clone(), listener, accepted_tx.clone(), plain_stop_rx));
+        addr
+    });
+    let tls_addr = tls_listener.map(|(listener, addr)| {
+        let acceptor = tls_acceptor.expect("TLS is in use when it listens");
+        let accepting = server_tls::acceptor::accept_loop;
+        runtime.spawn(accepting(runtime.clone(), listener, acceptor, accepted_tx, tls_stop_rx));
+        addr
+    });
+    let shown =
+        |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    let admin_scheme = if settings.tls.admin { "https" } else { "http" };
     tracing::info!(
         runtime = runtime.name(),
-        %addr,
-        admin = %admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        addr = %shown(addr),
+        tls = %shown(tls_addr),
+        admin = %shown(admin_addr),
+        admin_scheme,
         data_dir = %data_dir_shown,
         "serving"
     );
     admin_state.set_phase(Phase::Serving);
-    ready(Listening { addr, admin_addr });
+    ready(Listening { addr, tls_addr, admin_addr });
     notify::ready();
     let result = event_loop.run(events_rx, accepted_rx).await.map_err(ServeError::Halted);
     admin_state.set_phase(Phase::Stopped);
@@ -574,6 +635,15 @@ async fn wait_for_worker<R: Runtime>(runtime: &R, worker: JoinHandle<()>, timeou
     }
 }
 
+/// [`listen`] unless `at` is off.
+fn listen_if_on<R: Runtime>(
+    runtime: &R,
+    at: Listen,
+    endpoint: Endpoint,
+) -> Result<Option<(R::Listener, SocketAddr)>, ServeError> {
+    Option::<SocketAddr>::from(at).map(|addr| listen(runtime, addr, endpoint)).transpose()
+}
+
 /// Binds `addr` and hands the listener to the runtime; returns it with the bound address.
 fn listen<R: Runtime>(
     runtime: &R,
@@ -597,7 +667,7 @@ fn bind(addr: SocketAddr, endpoint: Endpoint) -> Result<std::net::TcpListener, S
 fn bind_error(addr: SocketAddr, endpoint: Endpoint, source: io::Error) -> ServeError {
     let flag = endpoint.flag();
     let hint = match (source.kind(), endpoint) {
-        (io::ErrorKind::AddrInUse, Endpoint::Protocol) => {
+        (io::ErrorKind::AddrInUse, Endpoint::Protocol | Endpoint::Tls) => {
             format!(" (is another chuted running? pick another address with {flag})")
         }
         (io::ErrorKind::AddrInUse, Endpoint::Admin) => format!(
@@ -614,12 +684,14 @@ fn bind_error(addr: SocketAddr, endpoint: Endpoint, source: io::Error) -> ServeE
 async fn accept_loop<R: Runtime>(
     runtime: R,
     listener: R::Listener,
-    mut accepted: mpsc::Sender<(R::Stream, SocketAddr)>,
+    mut accepted: mpsc::Sender<Accepted<R::Stream>>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    while let Some(connection) =
+    while let Some((stream, addr)) =
         accept_until_stopped(&runtime, &listener, &mut stop, "client").await
     {
+        let peer = chute_core::PeerInfo { addr: Some(addr), ..chute_core::PeerInfo::default() };
+        let connection = Accepted { stream: ServerStream::Plain(stream), peer };
         if accepted.send(connection).await.is_err() {
             return;
         }

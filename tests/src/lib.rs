@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod raw;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -69,7 +70,10 @@ fn build_binaries() {
 pub struct Server {
     child: Option<Child>,
     pub binary: ServerBinary,
+    /// The plain client listener; on a TLS-only server (`server.listen = "off"`), the TLS one.
     pub addr: SocketAddr,
+    /// The TLS client listener, when the configuration turns it on.
+    pub tls_addr: Option<SocketAddr>,
     /// The admin HTTP endpoint (on an ephemeral port), unless the test turned it off.
     pub admin_addr: Option<SocketAddr>,
     /// What the server was given as `--data-dir`.
@@ -155,7 +159,8 @@ impl Server {
     }
 
     /// Starts `command`, its log in `scratch`, and waits for the lines announcing where it
-    /// listens (the admin line too when `admin` is on).
+    /// listens: the plain listener's and the TLS one's, whichever are on, then the admin line
+    /// when `admin` is on.
     fn launch(
         binary: ServerBinary,
         scratch: tempfile::TempDir,
@@ -168,27 +173,30 @@ impl Server {
         let mut child =
             command.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start server");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read server stdout");
-        let Some(addr) = line.trim().rsplit_once(" listening on ").map(|(_, a)| a.to_string())
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("{} did not start: stdout {line:?}, stderr:\n{log}", binary.name());
-        };
-        let addr = addr.parse().expect("listen address");
-        let admin_addr = if admin {
-            let mut admin = String::new();
-            stdout.read_line(&mut admin).expect("read server stdout");
-            admin.trim().rsplit_once(" admin on ").and_then(|(_, a)| a.parse().ok())
-        } else {
-            None
-        };
+        let (mut addr, mut tls_addr, mut admin_addr) = (None, None, None);
+        let mut lines = Vec::new();
+        // The lines come in order (plain, TLS, admin): the last one expected ends the wait.
+        while if admin { admin_addr.is_none() } else { addr.is_none() && tls_addr.is_none() } {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).expect("read server stdout") == 0 {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("{} did not start: stdout {lines:?}, stderr:\n{log}", binary.name());
+            }
+            let at =
+                |marker: &str| line.trim().rsplit_once(marker).and_then(|(_, a)| a.parse().ok());
+            addr = addr.or(at(" listening on "));
+            tls_addr = tls_addr.or(at(" tls on "));
+            admin_addr = admin_addr.or(at(" admin on "));
+            lines.push(line);
+        }
+        let addr = addr.or(tls_addr).unwrap_or_else(|| panic!("no client listener in {lines:?}"));
         Server {
             child: Some(child),
             binary,
             addr,
+            tls_addr,
             admin_addr,
             data_dir,
             stderr_path,
@@ -288,10 +296,11 @@ macro_rules! for_both_servers {
     };
 }
 
-/// `config` with `LISTEN`, `ADMIN` and `DATA_DIR` filled in: two ephemeral loopback ports and
-/// `data_dir`, as TOML strings.
+/// `config` with `TLS_LISTEN`, `LISTEN`, `ADMIN` and `DATA_DIR` filled in: three ephemeral
+/// loopback ports and `data_dir`, as TOML strings.
 pub fn fill_config(config: &str, data_dir: &Path) -> String {
     config
+        .replace("TLS_LISTEN", "\"127.0.0.1:0\"")
         .replace("LISTEN", "\"127.0.0.1:0\"")
         .replace("ADMIN", "\"127.0.0.1:0\"")
         .replace("DATA_DIR", &format!("{:?}", data_dir.display().to_string()))

@@ -132,6 +132,8 @@ pub fn connections_json(
             "id": info.id.0,
             "peer": info.peer.addr.map(|addr| addr.to_string()),
             "tls": info.peer.tls,
+            // The user the client's verified certificate names (tls.client_identity).
+            "certificate_user": info.peer.certificate_user,
             "client_name": info.client_name,
             "user": info.user,
             "state": info.state.label(),

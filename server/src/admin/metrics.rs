@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use super::process::ProcessStats;
 use crate::counters::ServerCounters;
 use crate::storage_worker::StorageMetrics;
+use crate::tls::TlsCounters;
 
 /// The `Content-Type` of what [`encode`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -48,6 +49,7 @@ pub fn encode(
     let mut registry = Registry::default();
     registry.register("chute_up", "1 while the server process runs", ConstGauge::new(1u64));
     register_server(&mut registry, counters);
+    register_tls(&mut registry, &counters.tls);
     register_storage(&mut registry, storage);
     register_process(&mut registry, process);
     if let Some(stats) = broker {
@@ -66,12 +68,7 @@ struct ResultLabels {
 
 fn register_server(registry: &mut Registry, counters: &ServerCounters) {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let reloads = Family::<ResultLabels, Counter>::default();
-    let outcomes =
-        [("ok", load(&counters.reloads.succeeded)), ("failed", load(&counters.reloads.failed))];
-    for (result, count) in outcomes {
-        reloads.get_or_create(&ResultLabels { result }).inc_by(count);
-    }
+    let reloads = results(load(&counters.reloads.succeeded), load(&counters.reloads.failed));
     registry.register(
         "chute_config_reloads",
         "Configuration reloads (SIGHUP, POST /api/reload), by result",
@@ -99,6 +96,76 @@ fn register_server(registry: &mut Registry, counters: &ServerCounters) {
     ];
     for (name, help, counter) in audit_counters {
         registry.register(name, help, ConstCounter::new(load(counter)));
+    }
+}
+
+/// A counter family with one series per label set, counted as given.
+fn labelled<
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+>(
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> Family<L, Counter> {
+    let family = Family::<L, Counter>::default();
+    for (labels, count) in series {
+        family.get_or_create(&labels).inc_by(count);
+    }
+    family
+}
+
+/// `{result="ok"}` and `{result="failed"}`.
+fn results(ok: u64, failed: u64) -> Family<ResultLabels, Counter> {
+    labelled([(ResultLabels { result: "ok" }, ok), (ResultLabels { result: "failed" }, failed)])
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The TLS series; the certificate's expiry only once one is loaded (TLS in use).
+fn register_tls(registry: &mut Registry, tls: &TlsCounters) {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    registry.register(
+        "chute_tls_handshakes",
+        "TLS handshakes of the client listener completed",
+        ConstCounter::new(load(&tls.handshakes)),
+    );
+    let failed = labelled([
+        (ReasonLabels { reason: "timeout" }, load(&tls.handshakes_timed_out)),
+        (
+            ReasonLabels { reason: "client_certificate" },
+            load(&tls.handshakes_client_certificate_refused),
+        ),
+        (ReasonLabels { reason: "error" }, load(&tls.handshakes_failed_other)),
+    ]);
+    registry.register(
+        "chute_tls_handshakes_failed",
+        "TLS handshakes of the client listener that failed: timeout (tls.handshake_timeout_ms), client_certificate (missing or not verified), error (anything else)",
+        failed,
+    );
+    registry.register(
+        "chute_tls_handshakes_refused",
+        "TCP connections to the TLS listener closed at once: tls.handshakes_max handshakes were running",
+        ConstCounter::new(load(&tls.handshakes_refused_over_limit)),
+    );
+    registry.register(
+        "chute_tls_handshakes_in_progress",
+        "TLS handshakes of the client listener running now",
+        ConstGauge::new(load(&tls.handshakes_in_progress)),
+    );
+    let reloads = results(load(&tls.certificate_reloads_ok), load(&tls.certificate_reloads_failed));
+    registry.register(
+        "chute_tls_certificate_reloads",
+        "Reloads of the TLS certificate, key or client CAs: ok (changed files swapped in), failed (refused; the old ones stay)",
+        reloads,
+    );
+    let expiry = tls.certificate_expiry_unix_s.load(Ordering::Relaxed);
+    if expiry > 0 {
+        registry.register(
+            "chute_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving TLS certificate expires",
+            ConstGauge::new(expiry),
+        );
     }
 }
 
@@ -257,6 +324,14 @@ mod tests {
         counters.reloads.failed.store(1, Ordering::Relaxed);
         counters.reloads.last_success_unix_s.store(1_700_000_000, Ordering::Relaxed);
         counters.log_lines_dropped.store(5, Ordering::Relaxed);
+        counters.tls.handshakes.store(6, Ordering::Relaxed);
+        counters.tls.handshakes_timed_out.store(1, Ordering::Relaxed);
+        counters.tls.handshakes_client_certificate_refused.store(2, Ordering::Relaxed);
+        counters.tls.handshakes_failed_other.store(3, Ordering::Relaxed);
+        counters.tls.handshakes_refused_over_limit.store(4, Ordering::Relaxed);
+        counters.tls.certificate_reloads_ok.store(7, Ordering::Relaxed);
+        counters.tls.certificate_reloads_failed.store(8, Ordering::Relaxed);
+        counters.tls.certificate_expiry_unix_s.store(1_900_000_000, Ordering::Relaxed);
         let page = encode(Some(&snapshot()), &storage, &process, &counters);
         let expected = [
             ("chute_up", 1.0),
@@ -266,6 +341,15 @@ mod tests {
             ("chute_log_lines_dropped_total", 5.0),
             ("chute_audit_dropped_total", 0.0),
             ("chute_auth_logins_total{result=\"failed\"}", 0.0),
+            ("chute_tls_handshakes_total", 6.0),
+            ("chute_tls_handshakes_failed_total{reason=\"timeout\"}", 1.0),
+            ("chute_tls_handshakes_failed_total{reason=\"client_certificate\"}", 2.0),
+            ("chute_tls_handshakes_failed_total{reason=\"error\"}", 3.0),
+            ("chute_tls_handshakes_refused_total", 4.0),
+            ("chute_tls_handshakes_in_progress", 0.0),
+            ("chute_tls_certificate_reloads_total{result=\"ok\"}", 7.0),
+            ("chute_tls_certificate_reloads_total{result=\"failed\"}", 8.0),
+            ("chute_tls_certificate_expiry_timestamp_seconds", 1_900_000_000.0),
             ("chute_storage_syncs_total", 3.0),
             ("chute_storage_appends_total", 0.0),
             ("chute_storage_bytes_written_total", 0.0),
@@ -310,5 +394,9 @@ mod tests {
         assert_eq!(value(&page, "chute_storage_syncs_total"), Some(0.0));
         assert!(!page.contains("chute_queues"), "{page}");
         assert!(!page.contains("chute_process_cpu"), "{page}");
+        assert!(
+            !page.contains("chute_tls_certificate_expiry"),
+            "no certificate, no expiry: {page}"
+        );
     }
 }

@@ -48,6 +48,7 @@ use crate::counters::ServerCounters;
 use crate::event_loop::LoopEvent;
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::StorageMetrics;
+use crate::tls::{ServerStream, TlsAcceptor};
 use rates::Rates;
 
 /// Admin connections served at once; more are closed as soon as they are accepted. Scrapers
@@ -233,11 +234,12 @@ impl AdminState {
 }
 
 /// Accepts admin connections until `stop` fires or is dropped, serving each on a task of its
-/// own.
+/// own: over HTTPS when `tls` is given (`tls.admin`), with the client listener's certificate.
 pub async fn accept_loop<R: Runtime>(
     runtime: R,
     listener: R::Listener,
     state: Arc<AdminState>,
+    tls: Option<Arc<TlsAcceptor>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -248,7 +250,20 @@ pub async fn accept_loop<R: Runtime>(
             tracing::debug!(%peer, open = ADMIN_CONNECTIONS_MAX, "admin connection refused");
             continue;
         };
-        runtime.spawn(serve_connection(runtime.clone(), stream, peer, state.clone(), slot));
+        let (runtime, state, tls) = (runtime.clone(), state.clone(), tls.clone());
+        runtime.clone().spawn(async move {
+            // The handshake runs on the connection's own task and slot, bounded in time.
+            let stream = match tls {
+                Some(tls) => match tls.admin_handshake(&runtime, stream).await {
+                    Ok(stream) => stream,
+                    Err(failure) => {
+                        return tracing::debug!(%peer, %failure, "admin TLS handshake failed");
+                    }
+                },
+                None => ServerStream::Plain(stream),
+            };
+            serve_connection(runtime, stream, peer, state, slot).await;
+        });
     }
 }
 
@@ -275,7 +290,7 @@ impl Drop for Slot {
 
 async fn serve_connection<R: Runtime>(
     runtime: R,
-    stream: R::Stream,
+    stream: ServerStream<R::Stream>,
     peer: SocketAddr,
     state: Arc<AdminState>,
     _slot: Slot,

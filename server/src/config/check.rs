@@ -3,6 +3,7 @@
 //! the key and where it was set.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::file::{ConfigFile, SCHEMA_VERSION};
@@ -100,6 +101,24 @@ pub fn load_from(sources: &Sources, env: &[(String, String)]) -> Result<Loaded, 
     }
 }
 
+/// The TLS files a checked configuration names, when TLS is in use: every problem with them
+/// (missing, not PEM, a key of another pair, an expired certificate, unusable CAs), each
+/// naming the key and where it was set. Separate from [`load`] because it reads files other
+/// than the configuration; the start and `--check-config` run it, a reload checks the files
+/// as it loads them.
+pub fn check_files(loaded: &Loaded) -> Vec<Problem> {
+    if !loaded.config.tls.in_use() {
+        return Vec::new();
+    }
+    match crate::tls::Material::load(&loaded.config.tls) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems
+            .into_iter()
+            .map(|problem| Problem::new(loaded.origin(problem.key), problem.to_string()))
+            .collect(),
+    }
+}
+
 /// Unknown keys and wrong types, key by key, so that every one is reported: each key is read
 /// on its own into the schema (whose other keys take their defaults). A key with a problem is
 /// taken out of the layer, so that the checks of values that follow still run on the rest.
@@ -159,8 +178,8 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
     if server.data_dir.as_os_str().is_empty() {
         found.push(("server.data_dir".into(), "server.data_dir is empty: name a directory".into()));
     }
-    if let super::file::AdminListen::At(admin) = server.admin_listen {
-        if admin == server.listen && admin.port() != 0 {
+    if let super::file::Listen::At(admin) = server.admin_listen {
+        if server.listen == super::file::Listen::At(admin) && admin.port() != 0 {
             found.push((
                 "server.admin_listen".into(),
                 format!("server.admin_listen = {admin} is server.listen's address: pick another, or off"),
@@ -177,6 +196,7 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
             format!("log.level = {level:?} is not a filter ({error}): use a level (error, warn, info, debug, trace) or directives such as info,chute_server=debug"),
         ));
     }
+    found.extend(super::tls::check_values(config));
     found
 }
 
@@ -190,12 +210,16 @@ fn check_auth(config: &ConfigFile) -> Vec<(String, String)> {
             found.push(("auth.users_file".into(), format!("auth.users_file: {problem}")));
         }
     }
-    let server = &config.server;
-    let mut exposed = vec![("server.listen", server.listen)];
-    if let super::file::AdminListen::At(admin) = server.admin_listen {
-        exposed.push(("server.admin_listen", admin));
-    }
-    exposed.retain(|(_, addr)| !addr.ip().is_loopback());
+    let listeners = [
+        ("server.listen", config.server.listen),
+        ("server.admin_listen", config.server.admin_listen),
+        ("tls.listen", config.tls.listen),
+    ];
+    let exposed: Vec<(&str, SocketAddr)> = listeners
+        .into_iter()
+        .filter_map(|(key, listen)| Some((key, Option::<SocketAddr>::from(listen)?)))
+        .filter(|(_, addr)| !addr.ip().is_loopback())
+        .collect();
     if let (None, false, Some((key, addr))) =
         (&auth.users_file, auth.allow_anonymous, exposed.first())
     {
@@ -388,6 +412,27 @@ mod tests {
         assert!(new.warnings.is_empty());
         let (_file, both) = load_file("segment_bytes_max = 1\n[storage]\nsegment_bytes_max = 2\n");
         assert!(both.unwrap_err()[0].message.contains("are both set"));
+    }
+
+    /// The TLS files are checked when TLS is in use: each problem names its key, where it
+    /// was set, and the file.
+    #[test]
+    fn tls_files_are_checked_with_their_origin() {
+        let text = "[tls]\nlisten = \"127.0.0.1:4773\"\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n";
+        let (file, loaded) = load_file(text);
+        let path = file.path().display().to_string();
+        let lines: Vec<String> =
+            check_files(&loaded.unwrap()).iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "{path}:3:1: tls.cert_file = \"/nonexistent/c.pem\": cannot read it:"
+            )),
+            "{lines:#?}"
+        );
+        assert!(lines[1].starts_with(&format!("{path}:4:1: tls.key_file = ")), "{lines:#?}");
+        let (_file, unused) = load_file("[tls]\ncert_file = \"/nonexistent/c.pem\"\n");
+        assert!(check_files(&unused.unwrap()).is_empty(), "TLS not in use: the files are not read");
     }
 
     #[test]

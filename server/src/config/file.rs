@@ -12,6 +12,8 @@ use chute_core::storage::log::StorageConfig;
 use chute_core::{BrokerConfig, BrokerLimits, TimeoutConfig};
 use serde::{Deserialize, Serialize};
 
+pub use super::tls::TlsSettings;
+
 /// The schema version this server reads. A file without `version` is read as this one.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -27,6 +29,7 @@ pub struct ConfigFile {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub audit: AuditSettings,
+    pub tls: TlsSettings,
 }
 
 impl Default for ConfigFile {
@@ -40,6 +43,7 @@ impl Default for ConfigFile {
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
             audit: AuditSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -63,8 +67,8 @@ impl ConfigFile {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Address for the client protocol.
-    pub listen: SocketAddr,
+    /// Address for the client protocol, or `off` (a TLS-only server: `tls.listen`).
+    pub listen: Listen,
     /// Address for the admin HTTP endpoint, or `off`.
     pub admin_listen: AdminListen,
     /// Directory for the message log and its lock file.
@@ -80,8 +84,8 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 4770)),
-            admin_listen: AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 4771))),
+            listen: Listen::At(SocketAddr::from(([127, 0, 0, 1], 4770))),
+            admin_listen: Listen::At(SocketAddr::from(([127, 0, 0, 1], 4771))),
             data_dir: PathBuf::from("./chute-data"),
             shutdown_timeout_ms: 10_000,
             drain_window_ms: 30_000,
@@ -144,62 +148,64 @@ pub enum LogFormat {
     Json,
 }
 
-/// The value of `server.admin_listen` (`--admin-listen`): an address, or `off`.
+/// Where a listener listens (`server.listen`, `server.admin_listen`, `tls.listen`): an
+/// address, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub enum AdminListen {
+pub enum Listen {
     Off,
     At(SocketAddr),
 }
 
-impl FromStr for AdminListen {
+/// The value of `server.admin_listen` (`--admin-listen`), by its older name.
+pub type AdminListen = Listen;
+
+impl FromStr for Listen {
     type Err = String;
 
-    fn from_str(value: &str) -> Result<AdminListen, String> {
+    fn from_str(value: &str) -> Result<Listen, String> {
         if value == "off" {
-            return Ok(AdminListen::Off);
+            return Ok(Listen::Off);
         }
-        value
-            .parse()
-            .map(AdminListen::At)
-            .map_err(|err| format!("{err} (expected ADDR:PORT or off)"))
+        value.parse().map(Listen::At).map_err(|err| format!("{err} (expected ADDR:PORT or off)"))
     }
 }
 
-impl TryFrom<String> for AdminListen {
+impl TryFrom<String> for Listen {
     type Error = String;
 
-    fn try_from(value: String) -> Result<AdminListen, String> {
+    fn try_from(value: String) -> Result<Listen, String> {
         value.parse()
     }
 }
 
-impl From<AdminListen> for String {
-    fn from(listen: AdminListen) -> String {
+impl From<Listen> for String {
+    fn from(listen: Listen) -> String {
         listen.to_string()
     }
 }
 
-impl fmt::Display for AdminListen {
+impl fmt::Display for Listen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AdminListen::Off => f.write_str("off"),
-            AdminListen::At(addr) => addr.fmt(f),
+            Listen::Off => f.write_str("off"),
+            Listen::At(addr) => addr.fmt(f),
         }
     }
 }
 
-impl From<AdminListen> for Option<SocketAddr> {
-    fn from(listen: AdminListen) -> Option<SocketAddr> {
+impl From<Listen> for Option<SocketAddr> {
+    fn from(listen: Listen) -> Option<SocketAddr> {
         match listen {
-            AdminListen::Off => None,
-            AdminListen::At(addr) => Some(addr),
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
         }
     }
 }
 
 /// A setting that must never be shown: it reads like `T`, and prints (`--print-config`, the
-/// reload log) as `"<redacted>"`. No setting is secret yet; TLS keys and passwords will be.
+/// reload log) as `"<redacted>"`. No setting is secret yet (TLS keys are read from files whose
+/// paths are not secret); passwords will be.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret<T>(pub T);
@@ -238,11 +244,11 @@ mod tests {
     }
 
     #[test]
-    fn admin_listen_reads_and_prints_off_and_addresses() {
+    fn listen_reads_and_prints_off_and_addresses() {
         for text in ["off", "127.0.0.1:0", "[::1]:4771"] {
-            assert_eq!(text.parse::<AdminListen>().unwrap().to_string(), text);
+            assert_eq!(text.parse::<Listen>().unwrap().to_string(), text);
         }
-        let error = "nowhere".parse::<AdminListen>().unwrap_err();
+        let error = "nowhere".parse::<Listen>().unwrap_err();
         assert!(error.contains("expected ADDR:PORT or off"), "{error}");
     }
 

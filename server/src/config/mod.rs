@@ -9,8 +9,12 @@ pub mod layers;
 pub mod print;
 pub mod reload;
 pub mod renamed;
+pub mod tls;
 
 pub use check::{load, Loaded, Problem, Sources};
-pub use file::{AdminListen, ConfigFile, LogFormat, LogSettings, ServerSettings, SCHEMA_VERSION};
+pub use file::{
+    AdminListen, ConfigFile, Listen, LogFormat, LogSettings, ServerSettings, SCHEMA_VERSION,
+};
 pub use layers::FlagSetting;
 pub use reload::{request_reload, ReloadCounters, ReloadError, ReloadOutcome, Reloader};
+pub use tls::{ClientAuth, ClientIdentity, TlsSettings};

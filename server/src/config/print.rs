@@ -50,7 +50,7 @@ mod tests {
         let text = render(&config);
         let read: ConfigFile = toml::from_str(&text).unwrap();
         assert_eq!(read, config);
-        for table in ["[server]", "[log]", "[limits]", "[timeouts]", "[storage]"] {
+        for table in ["[server]", "[log]", "[limits]", "[timeouts]", "[storage]", "[tls]"] {
             assert!(text.contains(table), "{table} in\n{text}");
         }
         assert!(text.starts_with("version = 1\n"), "{text}");
@@ -58,6 +58,7 @@ mod tests {
         assert!(unset.contains("limits.connection_publish_rate"), "{text}");
         assert!(!unset.contains("limits.publish_rate"), "{text}");
         assert!(unset.contains("auth.users_file") && unset.contains("audit.file"), "{text}");
+        assert!(unset.contains("tls.cert_file"), "{text}");
         let defaults = render(&ConfigFile::default());
         assert!(defaults.contains("listen = \"127.0.0.1:4770\""), "{defaults}");
         assert!(

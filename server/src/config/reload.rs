@@ -16,10 +16,12 @@ use crate::event_loop::LoopEvent;
 use crate::logging::LogControl;
 
 /// Settings a running server cannot change: a reload that changes one is refused.
-pub const RESTART_KEYS: [&str; 6] = [
+pub const RESTART_KEYS: [&str; 8] = [
     "server.listen",
     "server.admin_listen",
     "server.data_dir",
+    "tls.listen",
+    "tls.admin",
     "audit.file",
     "audit.queue_max",
     "audit.when_full",
@@ -109,7 +111,8 @@ impl Reloader {
 
     /// Loads and checks the configuration again, then hands it to `apply` (the broker task's
     /// own settings, which may still refuse it: then nothing changed), then to the log. Logs
-    /// the outcome and counts it.
+    /// the outcome and counts it. `apply` returns what it changed beyond the settings' values
+    /// (`tls.certificate: ...`: files re-read though their paths did not change).
     pub fn reload(
         &mut self,
         apply: impl FnOnce(&ConfigFile) -> Result<Vec<String>, String>,
@@ -259,11 +262,14 @@ mod tests {
             .reloader
             .reload(|config| {
                 applied = Some(config.limits.connections_max);
-                Ok(vec!["users: added carol".into()])
+                Ok(vec!["tls.certificate: a -> b".into()])
             })
             .unwrap();
         assert_eq!(applied, Some(5));
-        assert_eq!(outcome.changed, ["limits.connections_max: 100 -> 5", "users: added carol"]);
+        assert_eq!(
+            outcome.changed,
+            ["limits.connections_max: 100 -> 5", "tls.certificate: a -> b"]
+        );
         assert_eq!(fixture.reloader.running.limits.connections_max, 5);
         assert_eq!(fixture.counters.succeeded.load(Ordering::Relaxed), 1);
         assert!(fixture.counters.last_success_unix_s.load(Ordering::Relaxed) > 0);
