@@ -47,6 +47,11 @@ impl<T> SeqSlots<T> {
         self.slots[at].1.as_ref()
     }
 
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut T> {
+        let at = self.position(key)?;
+        self.slots[at].1.as_mut()
+    }
+
     pub fn remove(&mut self, key: u64) -> Option<T> {
         let at = self.position(key)?;
         let removed = self.slots[at].1.take()?;
