@@ -95,6 +95,20 @@ impl Server {
         Server::spawn(binary, scratch, data_dir.to_path_buf(), extra)
     }
 
+    /// [`Server::start_in`] on a given address: a server restarted where a killed one
+    /// listened, for clients that reconnect to it.
+    pub fn start_in_at(
+        binary: ServerBinary,
+        data_dir: &Path,
+        addr: SocketAddr,
+        extra: &[&str],
+    ) -> Server {
+        let listen = addr.to_string();
+        let args: Vec<&str> =
+            ["--listen", listen.as_str()].into_iter().chain(extra.iter().copied()).collect();
+        Server::start_in(binary, data_dir, &args)
+    }
+
     fn spawn(
         binary: ServerBinary,
         scratch: tempfile::TempDir,
@@ -103,8 +117,12 @@ impl Server {
     ) -> Server {
         let stderr_path = scratch.path().join("server.log");
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        // An ephemeral port unless the caller names one.
+        let listen =
+            if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
         let mut child = Command::new(binary_path(binary.name()))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(listen)
+            .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
             .env("CHUTE_LOG", "debug")

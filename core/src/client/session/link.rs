@@ -194,12 +194,13 @@ impl Session {
     }
 
     /// §5.7: stop sending new work here, finish what was sent, then move. The address is not
-    /// used again before `reconnect_after_ms`.
+    /// used again before `reconnect_after_ms`. Without reconnecting there is nowhere to move.
     fn going_away(&mut self, going_away: GoingAway) {
         let address = self.address();
         let until = self.now.plus_ms(u64::from(going_away.reconnect_after_ms));
         self.barred_until[address] = self.barred_until[address].max(until);
-        if self.link == Link::Open {
+        // With nowhere to move to, the connection serves on until the server closes it.
+        if self.link == Link::Open && self.config.reconnect.enabled {
             self.link = Link::Draining;
             if let Some(client) = &mut self.client {
                 client.withhold_credit();

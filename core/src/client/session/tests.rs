@@ -773,3 +773,18 @@ fn close_ends_the_session_after_the_connection() {
     ));
     assert_eq!(h.session.publish(h.now, &queue(), false, message("b")), Err(CommandError::Closed));
 }
+
+/// Without reconnecting there is nowhere to move: after GoingAway the connection keeps
+/// serving (new publishes included) until the server closes it.
+#[test]
+fn going_away_without_reconnect_keeps_serving() {
+    let mut config = config();
+    config.reconnect.enabled = false;
+    let mut h = Harness::connected(config);
+    let going = GoingAway { reconnect_after_ms: 0, message: "stopping".into() };
+    h.server(&[Frame::GoingAway(going)]);
+    let seen = h.drain();
+    assert_eq!(seen.closes, 0);
+    h.publish("still");
+    assert_eq!(published(&h.drain().frames).len(), 1);
+}
