@@ -175,6 +175,9 @@ pub enum LinkError {
     /// answers were in.
     #[error("the server is going away: {message}")]
     GoingAway { message: String },
+    /// The application asked to move (`Session::reconnect_now`).
+    #[error("closed to reconnect, as asked")]
+    Requested,
 }
 
 impl LinkError {

@@ -256,7 +256,7 @@ impl Session {
         let address = self.address();
         self.event(SessionEvent::Disconnected { address, error: error.clone() });
         // Moving away from a server that asked for it is no failure, and needs no backoff.
-        let moving = matches!(error, LinkError::GoingAway { .. });
+        let moving = matches!(error, LinkError::GoingAway { .. } | LinkError::Requested);
         if !moving {
             self.breaker.failure(self.now, &mut self.outputs, &mut self.stats);
         }

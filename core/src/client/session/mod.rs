@@ -212,6 +212,12 @@ impl Session {
         self.breaker.state(now)
     }
 
+    /// A subscription's id on the current connection, for a driver that reads the wire (a
+    /// simulator attributing `Deliver` frames); `None` while it is not subscribed there.
+    pub fn subscription_wire_id(&self, subscription: u32) -> Option<u32> {
+        self.subscriptions.wire(subscription)
+    }
+
     /// When the server was last heard from on the current connection.
     pub fn last_received(&self) -> Option<Instant> {
         self.client.as_ref().filter(|c| c.is_open()).map(Client::last_received)
@@ -508,6 +514,11 @@ impl Session {
             return Err(CommandError::Closed);
         }
         let live = matches!(self.link, Link::Open | Link::Draining) && epoch == self.epoch;
+        // MUTANT settle-across-reconnect: a delivery of an earlier connection is settled here.
+        #[cfg(feature = "mutants")]
+        let live = live
+            || (crate::mutants::active(crate::mutants::Mutant::SettleAcrossReconnect)
+                && matches!(self.link, Link::Open));
         match self.client.as_mut().filter(|_| live) {
             Some(client) => match command(client) {
                 Ok(()) => Ok(Settled::Sent),
@@ -522,6 +533,20 @@ impl Session {
     fn void(&mut self) -> Result<Settled, CommandError> {
         self.stats.void_settles += 1;
         Ok(Settled::Void)
+    }
+
+    /// Closes the current connection (`Close`, after what was sent) and opens the next at
+    /// once, as if the server had asked to move: the application's own way to rebalance or
+    /// to drop a connection it distrusts. Unanswered publishes and requests go out again on
+    /// the next connection; deliveries not yet settled become void.
+    pub fn reconnect_now(&mut self) {
+        if !matches!(self.link, Link::Open | Link::Draining) || self.closing_because.is_some() {
+            return;
+        }
+        if let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) {
+            self.closing_because = Some(LinkError::Requested);
+            client.close();
+        }
     }
 
     /// Closes the session: the connection gets `Close`, and every publish and request still

@@ -282,6 +282,13 @@ impl Publishes {
     /// The connection is gone: every publish it carried, or that waited for another one, is
     /// sent again on the next, in `seq` order.
     pub fn connection_lost(&mut self) {
+        #[cfg(feature = "mutants")]
+        if crate::mutants::active(crate::mutants::Mutant::ForgetUnconfirmedOnReconnect) {
+            // MUTANT forget-unconfirmed-on-reconnect: what the connection carried is dropped.
+            for (_, seq) in self.on_wire.drain() {
+                self.store.remove(seq);
+            }
+        }
         self.on_wire.drain().for_each(drop);
         for entry in self.store.values_mut() {
             if matches!(entry.state, SendState::OnWire { .. } | SendState::NextConnection) {

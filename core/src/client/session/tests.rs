@@ -788,3 +788,22 @@ fn going_away_without_reconnect_keeps_serving() {
     h.publish("still");
     assert_eq!(published(&h.drain().frames).len(), 1);
 }
+
+/// Asked to reconnect, the session closes the connection and opens the next at once, with no
+/// backoff and nothing counted as a failure; what was unanswered goes out again.
+#[test]
+fn reconnect_now_moves_at_once() {
+    let mut h = Harness::connected(config());
+    h.publish("a");
+    let first = published(&h.drain().frames);
+    h.session.reconnect_now();
+    let seen = h.drain();
+    assert_eq!(seen.closes, 1);
+    assert!(seen
+        .events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Disconnected { error: LinkError::Requested, .. })));
+    assert_eq!(h.session.poll_timeout(), Some(h.now));
+    assert_eq!(h.fire_timer().connects, vec![0]);
+    assert_eq!(published(&h.open(100).frames), first);
+}
