@@ -46,7 +46,9 @@ pub struct ConnectOptions {
     /// for `open_ms`, then one goes through as a trial. Off by default.
     pub breaker: Option<BreakerPolicy>,
     /// Give messages published without an id a unique one, so that a publish sent again
-    /// after a reconnect is recognised by a queue's dedup window (on by default).
+    /// after a reconnect is recognised by a queue's dedup window (on by default). Only for
+    /// queues that have a window (or that the connection has not yet asked about) and topics:
+    /// elsewhere an id would cost every message and do nothing.
     pub generate_ids: bool,
 }
 
@@ -426,7 +428,8 @@ impl Connection {
                 // Room is checked first so the message moves into the machine: a copy kept for
                 // a retry would cost an allocation per publish (the payload's shared counter).
                 if !shared.machine.window_full() {
-                    let now = shared.now();
+                    // The session's last time, not a clock read per message; see Session::now.
+                    let now = shared.machine.now();
                     let seq = shared.machine.publish(now, destination, mandatory, message)?;
                     let registered = register(&mut shared, seq);
                     drop(shared);

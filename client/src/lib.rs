@@ -12,8 +12,8 @@
 //! with jitter, over every address of `chute://a:4770,b:4770`, moving early when a server says
 //! it is going away) and puts its state back: queues it declared, bindings, subscriptions (the
 //! streams carry on), and every publish not yet confirmed, sent again in order with its
-//! message id. Messages published without an id get one, so on a queue with a dedup window
-//! nothing is enqueued twice. Operations have timeouts, refusals that say "later" are retried,
+//! message id. Messages published without an id to a queue with a dedup window get one, so
+//! nothing is enqueued twice there. Operations have timeouts, refusals that say "later" are retried,
 //! and an optional circuit breaker fails publishes fast while the server is down: see
 //! [`ConnectOptions`]. [`Connection::events`] reports each state change, and
 //! [`Connection::stats`] counts them. This is the core's sans-IO

@@ -20,8 +20,11 @@ pub struct SessionConfig {
     /// A circuit breaker around publishing, or none. Open, it fails publishes at once with
     /// `CommandError::CircuitOpen` instead of letting them wait for a server that is down.
     pub breaker: Option<BreakerPolicy>,
-    /// Give every message published without an id a unique one, so that publishing it again
+    /// Give messages published without an id a unique one, so that publishing them again
     /// after an unknown outcome is harmless on a queue with a dedup window (PROTOCOL.md §7.5).
+    /// Only where a window may be: messages to topics, to queues with a window, and to queues
+    /// the session does not know yet (it asks the server with a passive declaration, once per
+    /// queue); an id does nothing on a queue without one but cost every message.
     pub generate_ids: bool,
     /// Seeds the reconnect jitter, the address shuffle and the prefix of generated ids. Drivers
     /// take it from the operating system; a simulation from its own seed, to replay a run.

@@ -155,6 +155,18 @@ impl Session {
             }
         }
         self.topology.answered(&request.spec, &response);
+        if let RequestSpec::Declare { name, .. } = &request.spec {
+            match &response {
+                Response::Declared(ok) => {
+                    self.dedup_windows.learn(name, ok.options.dedup_window_ms.is_some())
+                }
+                // A probe of a queue that is not there: keep giving its messages ids.
+                Response::Failed(_) if request.origin == Origin::Probe => {
+                    self.dedup_windows.learn(name, true)
+                }
+                _ => {}
+            }
+        }
         match (request.origin, &response) {
             (Origin::App, _) => {
                 if let (RequestSpec::Subscribe { subscription }, Response::Failed(_)) =
@@ -167,7 +179,7 @@ impl Session {
             (Origin::Restore, Response::Failed(error)) => {
                 self.restore_refused(&request.spec, error)
             }
-            (Origin::Restore, _) => {}
+            (Origin::Restore | Origin::Probe, _) => {}
         }
     }
 
@@ -252,6 +264,7 @@ impl Session {
         self.stats.disconnects += 1;
         self.publishes.connection_lost();
         self.requests.connection_lost(&mut self.outputs);
+        self.dedup_windows.connection_lost();
         self.subscriptions.connection_lost(&client.unsettled_by_subscription());
         let address = self.address();
         self.event(SessionEvent::Disconnected { address, error: error.clone() });

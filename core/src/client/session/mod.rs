@@ -7,9 +7,10 @@
 //! full jitter, over a list of addresses, moving early when the server says it is going away)
 //! and puts its state back: the queues and bindings it declared, its subscriptions with their
 //! credit, the requests still unanswered, and every unconfirmed publish, in order, with its
-//! message id. Messages published without an id get one (unless `generate_ids` is off), so on
-//! a queue with a dedup window (§7.5) a message enqueued before the loss is not enqueued
-//! twice: exactly-once enqueue over reconnects.
+//! message id. Messages published without an id to a queue with a dedup window (§7.5) get one
+//! (unless `generate_ids` is off), so a message enqueued before the loss is not enqueued
+//! twice: exactly-once enqueue over reconnects. (Ids go only where a window may be; see
+//! `SessionConfig::generate_ids`.)
 //!
 //! It also times every operation (connect, declare, request, publish confirm, publish
 //! deadline), retries refusals that say "later" or "elsewhere" (§9.2), and can break the
@@ -30,6 +31,7 @@
 
 mod breaker;
 mod config;
+mod dedup_windows;
 mod events;
 mod link;
 mod message_ids;
@@ -51,6 +53,7 @@ use std::collections::VecDeque;
 use chute_protocol::{Destination, HelloOk, PublishMessage, QueueOptions};
 
 use self::breaker::PublishBreaker;
+use self::dedup_windows::DedupWindows;
 use self::message_ids::MessageIds;
 use self::publishes::Publishes;
 use self::requests::{Origin, RequestSpec, Requests};
@@ -110,6 +113,8 @@ pub struct Session {
     requests: Requests,
     topology: Topology,
     subscriptions: Subscriptions,
+    /// Which queues have a dedup window: generated ids go only where one may be.
+    dedup_windows: DedupWindows,
     breaker: PublishBreaker,
     outputs: VecDeque<SessionOutput>,
     stats: SessionStats,
@@ -148,6 +153,7 @@ impl Session {
             requests: Requests::default(),
             topology: Topology::default(),
             subscriptions: Subscriptions::default(),
+            dedup_windows: DedupWindows::default(),
             breaker: PublishBreaker::new(config.breaker),
             outputs: VecDeque::new(),
             stats: SessionStats::default(),
@@ -183,6 +189,13 @@ impl Session {
     /// The number of the current connection (1 for the first); deliveries carry it.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The latest `now` the session was given. A driver may publish with it rather than read
+    /// its clock per message: a publish's timeouts then count from the session's last input,
+    /// at most about a heartbeat interval early on an idle connection.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// Publishes without an outcome yet (sent or waiting to be).
@@ -302,6 +315,7 @@ impl Session {
     /// Hands a message over for publishing and returns its sequence number (the session's,
     /// from 1, whatever connection carries it); a `Confirmed` or `NotConfirmed` event for it
     /// follows. It is sent at once when connected, else when a connection opens.
+    #[inline]
     pub fn publish(
         &mut self,
         now: Instant,
@@ -319,7 +333,18 @@ impl Session {
         check_message(&message)?;
         self.breaker.admit(now, &mut self.stats)?;
         if message.id.is_none() && self.config.generate_ids {
-            message.id = Some(self.ids.next_id());
+            let decision = self.dedup_windows.decide(destination, self.link == Link::Open);
+            if let Some(queue) = decision.probe {
+                let spec = RequestSpec::Declare {
+                    name: queue,
+                    options: QueueOptions::default(),
+                    passive: true,
+                };
+                self.send_own_request(spec, Origin::Probe);
+            }
+            if decision.generate {
+                message.id = Some(self.ids.next_id());
+            }
         }
         let client = self.client.as_mut().filter(|_| self.link == Link::Open);
         self.publishes.publish(now, client, (destination, mandatory), message)
@@ -567,6 +592,13 @@ impl Session {
 
     fn event(&mut self, event: SessionEvent) {
         self.outputs.push_back(SessionOutput::Event(event));
+    }
+
+    /// Sends a request of the session's own (not the application's) on the open connection.
+    fn send_own_request(&mut self, spec: RequestSpec, origin: Origin) {
+        let Some(client) = self.client.as_mut().filter(|_| self.link == Link::Open) else { return };
+        let id = self.requests.add(spec, origin, self.now, &self.config.timeouts);
+        self.requests.send(id, client, &mut self.subscriptions);
     }
 
     /// Takes a request; sends it at once when connected.

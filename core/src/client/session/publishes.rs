@@ -7,7 +7,6 @@
 //! (`Client::publish_ref`), so keeping it costs no copy.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use chute_protocol::{Destination, PublishFailure, PublishMessage, Range};
 
@@ -16,8 +15,8 @@ use crate::client::{Client, CommandError};
 use crate::seq_slots::SeqSlots;
 use crate::time::Instant;
 
-/// Where a run of publishes goes. Shared by every publish to it, so consecutive publishes to
-/// one destination cost a reference count rather than a copy of the name.
+/// Where a run of consecutive publishes goes: kept once per run, not per publish, so that
+/// publishing to one destination costs no copy of its name.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route {
     pub destination: Destination,
@@ -26,7 +25,6 @@ pub struct Route {
 
 #[derive(Debug)]
 struct Unconfirmed {
-    route: Arc<Route>,
     message: PublishMessage,
     state: SendState,
     /// When the caller handed it over: its deadline counts from here.
@@ -56,8 +54,9 @@ pub struct Publishes {
     on_wire: SeqSlots<u64>,
     /// The last `seq` handed out.
     last_seq: u64,
-    /// The route of the last publish, reused while the destination stays the same.
-    route: Option<Arc<Route>>,
+    /// Each run's route, by the `seq` it starts at; a publish goes where the last run that
+    /// starts at or before it goes.
+    routes: VecDeque<(u64, Route)>,
     /// Publishes in state `Unsent`, and the lowest `seq` one of them may have.
     unsent: usize,
     unsent_from: u64,
@@ -76,22 +75,30 @@ impl Publishes {
         self.on_wire.len()
     }
 
-    fn route_for(&mut self, destination: &Destination, mandatory: bool) -> Arc<Route> {
-        match &self.route {
-            Some(route) if route.destination == *destination && route.mandatory == mandatory => {
-                route.clone()
-            }
+    /// Starts a run at `seq` unless the last one goes to the same place.
+    fn note_route(&mut self, seq: u64, destination: &Destination, mandatory: bool) {
+        match self.routes.back() {
+            Some((_, route))
+                if route.destination == *destination && route.mandatory == mandatory => {}
             _ => {
-                let route = Arc::new(Route { destination: destination.clone(), mandatory });
-                self.route = Some(route.clone());
-                route
+                let route = Route { destination: destination.clone(), mandatory };
+                self.routes.push_back((seq, route));
             }
+        }
+    }
+
+    /// Drops the runs every publish of which is settled.
+    fn prune_routes(&mut self) {
+        let oldest = self.store.iter().next().map_or(self.last_seq + 1, |(seq, _)| seq);
+        while self.routes.len() > 1 && self.routes[1].0 <= oldest {
+            self.routes.pop_front();
         }
     }
 
     /// Takes a new publish and sends it at once on `client` (an open connection) when nothing
     /// older is waiting; otherwise it waits its turn. Returns its `seq`. A message the
     /// connection refuses to encode (too large for its frames) is refused here, unnumbered.
+    #[inline]
     pub fn publish(
         &mut self,
         now: Instant,
@@ -100,18 +107,11 @@ impl Publishes {
         message: PublishMessage,
     ) -> Result<u64, CommandError> {
         let seq = self.last_seq + 1;
-        let route = self.route_for(destination, mandatory);
-        let mut entry = Unconfirmed {
-            route,
-            message,
-            state: SendState::Unsent,
-            published_at: now,
-            sends: 0,
-            refusals: 0,
-        };
+        // Encoded from where it lies, then moved once, into the store: a message is a couple
+        // of hundred bytes, and copies of it were most of what keeping it cost.
         let sent = match client {
             Some(client) if self.unsent == 0 => {
-                match client.publish_ref(destination, mandatory, &entry.message) {
+                match client.publish_ref(destination, mandatory, &message) {
                     Ok(wire) => Some(wire),
                     Err(CommandError::WindowFull { .. } | CommandError::Closed) => None,
                     Err(refused) => return Err(refused),
@@ -119,20 +119,23 @@ impl Publishes {
             }
             _ => None,
         };
-        match sent {
+        let state = match sent {
             Some(wire) => {
                 self.on_wire.insert(wire, seq);
-                entry.state = SendState::OnWire { sent_at: now };
-                entry.sends = 1;
+                SendState::OnWire { sent_at: now }
             }
             None => {
                 if self.unsent == 0 {
                     self.unsent_from = seq;
                 }
                 self.unsent += 1;
+                SendState::Unsent
             }
-        }
-        self.store.insert(seq, entry);
+        };
+        self.note_route(seq, destination, mandatory);
+        let sends = u32::from(sent.is_some());
+        self.store
+            .insert(seq, Unconfirmed { message, state, published_at: now, sends, refusals: 0 });
         self.last_seq = seq;
         Ok(seq)
     }
@@ -152,7 +155,7 @@ impl Publishes {
         }
         let from = if retry_due { 0 } else { self.unsent_from };
         let mut unsendable = Vec::new();
-        let Publishes { store, on_wire, unsent, .. } = self;
+        let Publishes { store, on_wire, unsent, routes, .. } = self;
         for (seq, entry) in store.range_mut(from..=u64::MAX) {
             let due = match entry.state {
                 SendState::Unsent => true,
@@ -165,7 +168,8 @@ impl Publishes {
             if client.window_full() {
                 break;
             }
-            let Route { destination, mandatory } = &*entry.route;
+            let run = routes.partition_point(|(first, _)| *first <= seq) - 1;
+            let Route { destination, mandatory } = &routes[run].1;
             match client.publish_ref(destination, *mandatory, &entry.message) {
                 Ok(wire) => {
                     on_wire.insert(wire, seq);
@@ -221,29 +225,44 @@ impl Publishes {
         // The server sends no empty or overflowing range; were one to come, it confirms nothing.
         let Some(last) = range.last() else { return 0 };
         let Publishes { store, on_wire, .. } = self;
-        let mut run: Option<Range> = None;
+        // Consecutive wire numbers are mostly consecutive session numbers (one connection,
+        // nothing retried): take them off the store a run at a time, not one search each.
+        let mut run: Option<(u64, u64)> = None;
         let mut confirmed = 0;
-        on_wire.remove_range(range.first..=last, |_, seq| {
+        let mut take = |(first, last): (u64, u64)| {
             // A publish given up at its deadline left the store; its late confirm is news to
-            // nobody.
-            if store.remove(seq).is_none() {
-                return;
-            }
-            confirmed += 1;
-            match &mut run {
-                Some(open) if open.last() == Some(seq - 1) && open.count < u32::MAX => {
-                    open.count += 1
-                }
-                _ => {
-                    if let Some(done) = run.replace(Range::one(seq)) {
-                        outputs.push_back(SessionOutput::Event(SessionEvent::Confirmed(done)));
+            // nobody, so only what is still there is confirmed.
+            let mut present: Option<Range> = None;
+            store.discard_range(first..=last, |seq| {
+                confirmed += 1;
+                match &mut present {
+                    Some(open) if open.last() == Some(seq - 1) => open.count += 1,
+                    _ => {
+                        if let Some(done) = present.replace(Range::one(seq)) {
+                            outputs.push_back(SessionOutput::Event(SessionEvent::Confirmed(done)));
+                        }
                     }
+                }
+            });
+            if let Some(done) = present {
+                outputs.push_back(SessionOutput::Event(SessionEvent::Confirmed(done)));
+            }
+        };
+        on_wire.remove_range(range.first..=last, |_, seq| match &mut run {
+            // A run stays within a u32 count, as a `Range` must.
+            Some((first, end)) if *end + 1 == seq && seq - *first < u64::from(u32::MAX) => {
+                *end = seq
+            }
+            _ => {
+                if let Some(done) = run.replace((seq, seq)) {
+                    take(done);
                 }
             }
         });
         if let Some(done) = run {
-            outputs.push_back(SessionOutput::Event(SessionEvent::Confirmed(done)));
+            take(done);
         }
+        self.prune_routes();
         confirmed
     }
 
@@ -347,6 +366,7 @@ impl Publishes {
         if expired > 0 {
             self.unsent_from = self.first_unsent().unwrap_or(self.last_seq + 1);
             self.retry_next = self.earliest_retry();
+            self.prune_routes();
         }
         expired
     }
@@ -354,6 +374,7 @@ impl Publishes {
     /// Forgets everything (the session ended; the caller fails the waiters).
     pub fn clear(&mut self) {
         self.store.drain().for_each(drop);
+        self.routes.clear();
         self.on_wire.drain().for_each(drop);
         self.unsent = 0;
         self.retry_next = None;

@@ -139,11 +139,13 @@ impl RequestSpec {
     }
 }
 
-/// Who asked: the application, or the session putting its state back after a reconnect.
+/// Who asked: the application, the session putting its state back after a reconnect, or the
+/// session finding out whether a queue has a dedup window (a passive declaration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
     App,
     Restore,
+    Probe,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,8 +269,8 @@ impl Requests {
         self.by_wire.len()
     }
 
-    /// The connection is gone. The restore's own requests are dropped (the next restore makes
-    /// them again); the application's wait for the next connection, except those that change
+    /// The connection is gone. The session's own requests are dropped (the next restore, or
+    /// publish, makes them again); the application's wait for the next connection, except those that change
     /// state, whose outcome is now unknown, and an unsubscribe, done by the loss itself.
     pub fn connection_lost(&mut self, outputs: &mut VecDeque<SessionOutput>) {
         self.by_wire.clear();
@@ -276,7 +278,7 @@ impl Requests {
         for (id, request) in &mut self.pending {
             let sent = matches!(request.state, RequestState::OnWire(_));
             match (&request.origin, &request.spec) {
-                (Origin::Restore, _) => ended.push((*id, None)),
+                (Origin::Restore | Origin::Probe, _) => ended.push((*id, None)),
                 (Origin::App, RequestSpec::Unsubscribe { .. }) => {
                     let done = Response::Done { count: 0 };
                     ended.push((
@@ -303,7 +305,7 @@ impl Requests {
         }
     }
 
-    /// Fails the requests whose deadline passed; the restore's are dropped.
+    /// Fails the requests whose deadline passed; the session's own are dropped.
     pub fn expire(&mut self, now: Instant, outputs: &mut VecDeque<SessionOutput>) {
         let late: Vec<u32> =
             self.pending.iter().filter(|(_, r)| r.deadline <= now).map(|(id, _)| *id).collect();

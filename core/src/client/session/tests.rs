@@ -143,6 +143,23 @@ impl Harness {
         self.drain()
     }
 
+    /// Answers the session's passive declarations among `frames` (its probes for a dedup
+    /// window) with a queue that has `window`.
+    fn answer_probes(&mut self, frames: &[Frame], window: Option<u64>) {
+        for frame in frames {
+            if let Frame::QueueDeclare(declare) = frame {
+                if declare.passive {
+                    let options =
+                        QueueOptions { dedup_window_ms: window, ..QueueOptions::default() };
+                    let ok =
+                        QueueDeclareOk { request_id: declare.request_id, created: false, options };
+                    self.server(&[Frame::QueueDeclareOk(ok)]);
+                    self.drain();
+                }
+            }
+        }
+    }
+
     fn publish(&mut self, text: &'static str) -> u64 {
         self.session.publish(self.now, &queue(), false, message(text)).unwrap()
     }
@@ -336,7 +353,8 @@ fn going_away_finishes_what_was_sent_then_moves_to_the_next_address() {
     config.addresses = 2;
     let mut h = Harness::connected(config);
     h.publish("before");
-    h.drain();
+    let frames = h.drain().frames;
+    h.answer_probes(&frames, None);
     let going = GoingAway { reconnect_after_ms: 5_000, message: "lame duck".into() };
     h.server(&[Frame::GoingAway(going)]);
     let seen = h.drain();
@@ -743,6 +761,35 @@ fn ids_are_generated_unless_given_or_turned_off() {
     assert_eq!(published(&h.drain().frames), vec![("a".into(), None)]);
 }
 
+/// Ids cost every message; they serve only queues with a dedup window. A publish to a queue
+/// the session knows nothing of gets one and asks the server (a passive declaration, once);
+/// without a window, later messages get none; with one, they all do.
+#[test]
+fn ids_go_to_queues_that_may_have_a_dedup_window() {
+    let ids = |frames: &[Frame]| -> Vec<bool> {
+        published(frames).into_iter().map(|(_, id)| id.is_some()).collect()
+    };
+    let probes = |frames: &[Frame]| {
+        frames.iter().filter(|f| matches!(f, Frame::QueueDeclare(d) if d.passive)).count()
+    };
+    let mut h = Harness::connected(config());
+    h.publish("first");
+    h.publish("second");
+    let frames = h.drain().frames;
+    assert_eq!((ids(&frames), probes(&frames)), (vec![true, true], 1));
+    h.answer_probes(&frames, None);
+    h.publish("third");
+    assert_eq!(ids(&h.drain().frames), vec![false]);
+
+    let mut h = Harness::connected(config());
+    h.publish("first");
+    let frames = h.drain().frames;
+    h.answer_probes(&frames, Some(60_000));
+    h.publish("second");
+    let frames = h.drain().frames;
+    assert_eq!((ids(&frames), probes(&frames)), (vec![true], 0));
+}
+
 /// The session keeps no more unconfirmed publishes than a connection may carry.
 #[test]
 fn the_window_holds_while_disconnected() {
@@ -806,4 +853,39 @@ fn reconnect_now_moves_at_once() {
     assert_eq!(h.session.poll_timeout(), Some(h.now));
     assert_eq!(h.fire_timer().connects, vec![0]);
     assert_eq!(published(&h.open(100).frames), first);
+}
+
+/// Publishes to several destinations are sent again each to its own, in order.
+#[test]
+fn publishes_go_again_to_their_own_destinations() {
+    let mut config = config();
+    config.generate_ids = false;
+    let mut h = Harness::connected(config);
+    let to = |name: &str| Destination::Queue(name.into());
+    for (queue, text) in [("a", "1"), ("b", "2"), ("b", "3"), ("a", "4")] {
+        h.session.publish(h.now, &to(queue), false, message(text)).unwrap();
+    }
+    h.drain();
+    h.server(&[confirm(2, 1)]);
+    h.drain();
+    h.lose_transport();
+    h.fire_timer();
+    let sent: Vec<(String, String)> = h
+        .open(100)
+        .frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Publish(publish) => Some(publish),
+            _ => None,
+        })
+        .flat_map(|publish| {
+            let Destination::Queue(queue) = &publish.destination else { unreachable!() };
+            publish
+                .messages
+                .iter()
+                .map(move |m| (queue.clone(), String::from_utf8(m.payload.to_vec()).unwrap()))
+        })
+        .collect();
+    let expected = [("a", "1"), ("b", "3"), ("a", "4")];
+    assert_eq!(sent, expected.map(|(q, t)| (q.to_string(), t.to_string())));
 }
