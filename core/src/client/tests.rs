@@ -8,7 +8,9 @@ use chute_protocol::{
 
 use super::*;
 
-fn hello_ok(unconfirmed_max: u32) -> Frame {
+/// A server's `HelloOk`: heartbeats every second, roomy limits (the session's tests use it
+/// too).
+pub(super) fn hello_ok(unconfirmed_max: u32) -> Frame {
     Frame::HelloOk(HelloOk {
         version: 1,
         server_name: "test".into(),
@@ -156,7 +158,7 @@ fn acks_coalesce_and_auto_credit_follows() {
     assert_eq!(client.ack(2), Err(CommandError::UnknownTag(2)), "an ack twice is caught locally");
 }
 
-fn delivery(tag: u64) -> Delivery {
+pub(super) fn delivery(tag: u64) -> Delivery {
     Delivery {
         tag,
         attempt: 1,

@@ -2,13 +2,15 @@
 
 use bytes::{Bytes, BytesMut};
 use chute_protocol::{
-    BackoffPolicy, BreakerPolicy, Confirm, Deliver, Delivery, Done, ErrorCode, ErrorFrame, Frame,
-    FrameReader, GoingAway, HelloOk, PublishFailure, PublishRejected, QueueDeclareOk, Range,
-    ServerLimits, FRAME_SIZE_CEILING, PREFACE,
+    BackoffPolicy, BreakerPolicy, Confirm, Deliver, Done, ErrorCode, ErrorFrame, Frame,
+    FrameReader, GoingAway, PublishFailure, PublishRejected, QueueDeclareOk, Range,
+    FRAME_SIZE_CEILING, PREFACE,
 };
 
 use super::*;
+use crate::client::tests::{delivery, hello_ok};
 
+/// What `hello_ok` announces.
 const HEARTBEAT_MS: u32 = 1_000;
 
 fn queue() -> Destination {
@@ -17,23 +19,6 @@ fn queue() -> Destination {
 
 fn message(text: &'static str) -> PublishMessage {
     PublishMessage::new(Bytes::from_static(text.as_bytes()))
-}
-
-fn hello_ok(unconfirmed_max: u32) -> Frame {
-    Frame::HelloOk(HelloOk {
-        version: 1,
-        server_name: "test".into(),
-        connection_id: 1,
-        heartbeat_ms: HEARTBEAT_MS,
-        limits: ServerLimits {
-            frame_size_max: 1 << 20,
-            payload_size_max: 1 << 16,
-            publish_batch_max: 100,
-            unconfirmed_max,
-            credit_max: 1000,
-            subscriptions_max: 10,
-        },
-    })
 }
 
 fn at(ms: u64) -> Instant {
@@ -584,21 +569,6 @@ fn declare_ok(request_id: u32) -> Frame {
 
 fn done(request_id: u32) -> Frame {
     Frame::Done(Done { request_id, count: 0 })
-}
-
-fn delivery(tag: u64) -> Delivery {
-    Delivery {
-        tag,
-        attempt: 1,
-        redelivered: false,
-        id: None,
-        headers: Vec::new(),
-        payload: Bytes::from_static(b"x"),
-        published_unix_ms: 0,
-        priority: 0,
-        group: None,
-        topic: None,
-    }
 }
 
 /// After a reconnect, the declared queue (same options), its binding and the subscription
