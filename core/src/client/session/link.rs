@@ -139,7 +139,7 @@ impl Session {
             request.refusals += 1;
             let (policy, reconnects) = (&self.config.retry, self.config.reconnect.enabled);
             let window = (self.now, Some(request.deadline()));
-            let (code, after_ms) = (error.code, 0);
+            let (code, after_ms) = (error.code, error.retry_after_ms);
             match retry::decide(
                 code,
                 after_ms,

@@ -859,3 +859,30 @@ fn publishes_go_again_to_their_own_destinations() {
     let expected = [("a", "1"), ("b", "3"), ("a", "4")];
     assert_eq!(sent, expected.map(|(q, t)| (q.to_string(), t.to_string())));
 }
+
+/// A request refused with `resource-limit` is sent again after the server's hint, and its
+/// answer goes to the caller under the original id.
+#[test]
+fn a_request_refused_for_now_is_retried_after_the_hint() {
+    let mut h = Harness::connected(config());
+    let id = h.session.declare_queue(h.now, "jobs", QueueOptions::default(), false).unwrap();
+    let frames = h.drain().frames;
+    let [Frame::QueueDeclare(first)] = &frames[..] else { panic!("{frames:?}") };
+    let busy = ErrorFrame {
+        request_id: first.request_id,
+        code: ErrorCode::RESOURCE_LIMIT,
+        retriable: true,
+        retry_after_ms: 800,
+        message: "too many queues for now".into(),
+    };
+    h.server(&[Frame::Error(busy)]);
+    assert_eq!(h.drain().events, vec![]);
+    let again = h.fire_timer();
+    assert_eq!(h.now, at(800), "the server's hint, longer than the backoff");
+    let [Frame::QueueDeclare(second)] = &again.frames[..] else { panic!("{again:?}") };
+    h.server(&[declare_ok(second.request_id)]);
+    assert!(matches!(
+        &h.drain().events[..],
+        [SessionEvent::Response { request_id, response: Response::Declared(_) }] if *request_id == id
+    ));
+}
