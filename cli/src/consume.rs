@@ -1,8 +1,9 @@
 //! `chute consume QUEUE`
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use chute_client::{Connection, Delivery, SubscribeOptions, Subscription};
+use chute_client::{Connection, Delivery, Error, SubscribeOptions, Subscription};
 use clap::Args;
 use futures::future::{self, Either};
 use futures::StreamExt;
@@ -61,13 +62,19 @@ impl Settle {
         }
     }
 
-    fn apply(&self, delivery: &Delivery) -> Result<(), String> {
+    /// Settles the delivery; `false` if its connection was lost meanwhile (the server will
+    /// deliver it again: at least once).
+    fn apply(&self, delivery: &Delivery) -> Result<bool, String> {
         let result = match self {
             Settle::Ack => delivery.ack(),
             Settle::Nack { delay_ms, reason } => delivery.nack(*delay_ms, reason.clone()),
             Settle::Reject { reason } => delivery.reject(reason.clone()),
         };
-        result.map_err(|e| e.to_string())
+        match result {
+            Ok(()) => Ok(true),
+            Err(Error::DeliveryVoid { .. }) => Ok(false),
+            Err(error) => Err(error.to_string()),
+        }
     }
 }
 
@@ -92,10 +99,11 @@ pub async fn run(connection: &Connection, args: ConsumeArgs) -> Result<(), Strin
         let at = Instant::now() + Duration::from_millis(ms);
         (at, Box::pin(async_io::Timer::at(at)))
     });
+    let mut hint = WaitingHint::new();
     let mut received = 0u64;
     while received < wanted {
         let next = match deadline.as_mut() {
-            None => deliveries.next().await,
+            None => hint.next(&mut deliveries).await,
             // Checked before taking a delivery: a consumer that always has one waiting must
             // still stop on time.
             Some((at, _)) if Instant::now() >= *at => {
@@ -111,7 +119,10 @@ pub async fn run(connection: &Connection, args: ConsumeArgs) -> Result<(), Strin
             return Err(reason.unwrap_or_else(|| format!("subscription to {} ended", args.queue)));
         };
         print_delivery(&delivery, args.json);
-        settle.apply(&delivery)?;
+        if !settle.apply(&delivery)? {
+            // Its connection was lost: it comes again, and counts then.
+            continue;
+        }
         received += 1;
         if granted < wanted {
             deliveries.grant_credit(1).map_err(|e| e.to_string())?;
@@ -142,6 +153,36 @@ async fn give_up(
         handled += 1;
     }
     Ok(())
+}
+
+/// How long a consumer waits in silence before saying that it is waiting.
+const HINT_AFTER: Duration = Duration::from_secs(1);
+
+/// Says once, on a terminal, that the command is waiting for messages, if none comes for
+/// [`HINT_AFTER`]: an empty queue must not look like a hang.
+struct WaitingHint {
+    pending: bool,
+}
+
+impl WaitingHint {
+    fn new() -> WaitingHint {
+        WaitingHint { pending: std::io::stderr().is_terminal() }
+    }
+
+    async fn next(&mut self, deliveries: &mut Subscription) -> Option<Delivery> {
+        if !self.pending {
+            return deliveries.next().await;
+        }
+        let timer = async_io::Timer::after(HINT_AFTER);
+        match future::select(deliveries.next(), timer).await {
+            Either::Left((next, _)) => next,
+            Either::Right((_, next)) => {
+                self.pending = false;
+                eprintln!("waiting for messages (Ctrl-C to stop)");
+                next.await
+            }
+        }
+    }
 }
 
 fn print_delivery(delivery: &Delivery, json: bool) {

@@ -8,7 +8,7 @@ use chute_client::{Connection, DeadLetter, DeadLetterSummary};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::render::{headers_json, label, set_payload, to_json, utc};
+use crate::render::{headers_json, label, messages, set_payload, to_json, utc};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -22,7 +22,9 @@ pub enum DlqCommand {
     /// Show one dead letter with its headers, history and payload.
     Show {
         queue: String,
-        /// The dead letter's id (DEAD-ID in `chute dlq list`).
+        /// The dead letter's id (DEAD-ID in `chute dlq list`: the message's number on the
+        /// server, not its place in the list).
+        #[arg(value_name = "DEAD-ID")]
         id: u64,
         /// One JSON object.
         #[arg(long)]
@@ -31,9 +33,12 @@ pub enum DlqCommand {
     /// Move dead letters back to their source queues, attempts reset.
     Redrive {
         queue: String,
-        /// Only this dead letter; repeat for more (default: all).
-        #[arg(long = "id", value_name = "ID")]
+        /// Only these dead letters (DEAD-ID in `chute dlq list`; default: all).
+        #[arg(value_name = "DEAD-ID")]
         ids: Vec<u64>,
+        /// The same as a DEAD-ID argument; repeat for more.
+        #[arg(long = "id", value_name = "DEAD-ID")]
+        more_ids: Vec<u64>,
     },
 }
 
@@ -99,10 +104,11 @@ pub async fn run(connection: &Connection, command: DlqCommand) -> Result<(), Str
                 print_dead_letter(&entry);
             }
         }
-        DlqCommand::Redrive { queue, ids } => {
+        DlqCommand::Redrive { queue, mut ids, more_ids } => {
+            ids.extend(more_ids);
             let target = Target::resolve(connection, &queue).await?;
             let moved = target.redrive(connection, ids).await?;
-            println!("redriven {moved} messages from {}", target.dlq);
+            println!("redriven {} from {}", messages(moved), target.dlq);
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ mod stats;
 
 use std::process::ExitCode;
 
-use chute_client::Connection;
+use chute_client::{ConnectOptions, Connection};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -68,7 +68,8 @@ fn main() -> ExitCode {
         // These speak HTTP to the admin endpoint, not the protocol.
         Command::Admin(args) => admin::run(args),
         Command::Queue(queue::QueueCommand::Alter(args)) => queue_alter::run(args),
-        command => futures::executor::block_on(run(&cli.url, command)),
+        // async-io's own executor: the thread that runs the command also waits for the socket.
+        command => async_io::block_on(run(&cli.url, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,15 +130,30 @@ fn one_line(message: &str) -> String {
     lines.map(str::trim).collect::<Vec<_>>().join(" ")
 }
 
+/// Runs a command on a connection whose I/O this thread drives (`connect_driven`, as `chute
+/// bench` does): no hand-off to a connection thread per batch of messages.
 async fn run(url: &str, command: Command) -> Result<(), String> {
-    let connection = Connection::connect(url).await.map_err(|e| e.to_string())?;
-    let result = match command {
-        Command::Queue(command) => queue::run(&connection, command).await,
-        Command::Publish(args) => publish::run(&connection, args).await,
-        Command::Consume(args) => consume::run(&connection, args).await,
-        Command::Dlq(command) => dlq::run(&connection, command).await,
-        Command::Bench(_) | Command::Admin(_) => unreachable!("main runs these itself"),
+    let (connection, mut driver) =
+        Connection::connect_driven(url, connect_options()).await.map_err(|e| e.to_string())?;
+    let work = async {
+        let result = match command {
+            Command::Queue(command) => queue::run(&connection, command).await,
+            Command::Publish(args) => publish::run(&connection, args).await,
+            Command::Consume(args) => consume::run(&connection, args).await,
+            Command::Dlq(command) => dlq::run(&connection, command).await,
+            Command::Bench(_) | Command::Admin(_) => unreachable!("main runs these itself"),
+        };
+        connection.clone().close().await;
+        result
     };
-    connection.close().await;
-    result
+    driver.run_until(work).await
+}
+
+/// The client's defaults, but a command gives up on a server that stays away for a few
+/// seconds instead of waiting for it forever. A restart within that time is ridden out: a
+/// long `chute publish` sends what was unconfirmed again, with the ids it gave the messages.
+fn connect_options() -> ConnectOptions {
+    let mut options = ConnectOptions::default();
+    options.reconnect.attempts_max = Some(5);
+    options
 }

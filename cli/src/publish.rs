@@ -1,6 +1,6 @@
 //! `chute publish QUEUE [MESSAGE]` and `chute publish --topic TOPIC [MESSAGE]`
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 
 use bytes::Bytes;
 use chute_client::{
@@ -8,6 +8,7 @@ use chute_client::{
     Schedule,
 };
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::publish_account::Account;
 
@@ -31,6 +32,9 @@ pub struct PublishArgs {
     /// Size of each generated message, in bytes.
     #[arg(long, default_value_t = 256, requires = "count")]
     pub size: usize,
+    /// No progress bar (drawn for --count when stderr is a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
     #[command(flatten)]
     pub attributes: MessageAttributes,
 }
@@ -131,11 +135,16 @@ pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), Strin
         Destination::Queue(queue) => queue.clone(),
         Destination::Topic(topic) => format!("topic {topic}"),
     };
-    let mut account = Account::new(unit, target);
+    // A topic publish always goes out mandatory, so that one matching no binding comes back
+    // `unroutable` instead of confirmed: without --mandatory that is no error, but the account
+    // says it was routed to no queue rather than that it was stored.
+    let topic = matches!(destination, Destination::Topic(_));
+    let mut account = Account::new(unit, target, args.mandatory || !topic);
+    account.progress = progress_bar(args.count, args.quiet);
     let mut pending = Vec::new();
     for (number, payload) in (1..).zip(payloads) {
         let message = args.attributes.message(payload?);
-        match connection.publish_to(&destination, args.mandatory, message).await {
+        match connection.publish_to(&destination, args.mandatory || topic, message).await {
             Ok(confirmation) => pending.push((number, Ok(confirmation))),
             // Entered in the account with the confirms before it, to keep the account in order.
             Err(error) if refuses_only_this(&error) => pending.push((number, Err(error))),
@@ -153,6 +162,21 @@ pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), Strin
         }
         Err(lines) => report(lines),
     }
+}
+
+/// The bar for `--count` on a terminal: messages answered of the count, the rate, the time.
+fn progress_bar(count: Option<u64>, quiet: bool) -> Option<ProgressBar> {
+    let count = count?;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("publishing [{bar:30}] {pos}/{len}, {per_sec}, {elapsed}")
+            .expect("a valid template")
+            .progress_chars("#>.");
+    bar.set_style(style);
+    Some(bar)
 }
 
 fn stdin_lines() -> impl Iterator<Item = Result<Bytes, String>> {

@@ -54,6 +54,14 @@ pub fn utc(unix_ms: u64) -> String {
 /// 10000-01-01T00:00:00Z, from which on humantime refuses to format.
 const RFC3339_END_UNIX_MS: u64 = 253_402_300_800_000;
 
+/// `1 message`, `2 messages`.
+pub fn messages(count: u64) -> String {
+    match count {
+        1 => "1 message".to_string(),
+        n => format!("{n} messages"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -5,31 +5,73 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chute_core::client::{Client, ClientConfig, CommandError, Response, SubscriptionOptions};
+use chute_core::client::{
+    ClientConfig, CommandError, ReconnectPolicy, Response, RetryPolicy, Session, SessionStats,
+    SubscriptionOptions, Timeouts,
+};
+use chute_core::Instant;
 use chute_protocol::{
-    Destination, HelloOk, PublishMessage, QueueDeclareOk, QueueOptions, QueueStats, QueueSummary,
-    RateLimit,
+    BreakerPolicy, Destination, HelloOk, PublishMessage, QueueDeclareOk, QueueOptions, QueueStats,
+    QueueSummary, RateLimit,
 };
 use futures::channel::{mpsc, oneshot};
 
 use crate::driver::ConnectionDriver;
 use crate::error::{Error, PublishError};
+use crate::events::ConnectionEvents;
 use crate::open::{open, run_on_own_thread};
 use crate::shared::{Inner, Shared};
 use crate::subscription::Subscription;
 use crate::url::ServerUrl;
 
-/// How to connect.
+/// How to connect, reconnect, and time operations.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
     pub client: ClientConfig,
-    /// Give up on the TCP connect and handshake after this long.
+    /// Give up on a TCP connect and handshake after this long (for every connection the
+    /// client opens; `timeouts.connect_ms` is set from it).
     pub connect_timeout: Duration,
+    /// When and where to reconnect after a connection is lost (by default: at once, then
+    /// backing off from 100 ms to 5 s with jitter, forever; off, a loss ends the connection
+    /// and fails what it carried).
+    pub reconnect: ReconnectPolicy,
+    /// Timeouts of requests, declarations, publish confirms (a connection that leaves a
+    /// publish unanswered that long is taken for stuck and replaced) and the publish deadline.
+    pub timeouts: Timeouts,
+    /// Refusals retried automatically: `rate-limited`, `resource-limit` (and `queue-full` if
+    /// asked) on the connection, `shutting-down` and `storage-failed` on the next.
+    pub retry: RetryPolicy,
+    /// A circuit breaker around publishing: after `failures_max` failures in a row (failed
+    /// connects, losses, timeouts) publishes fail at once with `CommandError::CircuitOpen`
+    /// for `open_ms`, then one goes through as a trial. Off by default.
+    pub breaker: Option<BreakerPolicy>,
+    /// Give messages published without an id a unique one, so that a publish sent again
+    /// after a reconnect is recognised by a queue's dedup window (on by default). Only for
+    /// queues that have a window (or that the connection has not yet asked about) and topics:
+    /// elsewhere an id would cost every message and do nothing.
+    pub generate_ids: bool,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { client: ClientConfig::default(), connect_timeout: Duration::from_secs(10) }
+        ConnectOptions {
+            client: ClientConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            reconnect: ReconnectPolicy::default(),
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+            breaker: None,
+            generate_ids: true,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options whose connection does not reconnect: a lost connection ends it, failing what
+    /// it carried (the behaviour of a single connection).
+    pub fn without_reconnect() -> ConnectOptions {
+        let reconnect = ReconnectPolicy { enabled: false, ..ReconnectPolicy::default() };
+        ConnectOptions { reconnect, ..ConnectOptions::default() }
     }
 }
 
@@ -101,21 +143,26 @@ impl std::future::Future for Confirmation {
 }
 
 impl Connection {
-    /// Connects to `chute://host[:port]` with default options.
+    /// Connects to `chute://host[:port]` (or a list, `chute://a:4770,b:4770`) with default
+    /// options.
     pub async fn connect(url: &str) -> Result<Connection, Error> {
         Connection::connect_with(url, ConnectOptions::default()).await
     }
 
     /// Connects and completes the handshake. The connection's I/O runs on a thread of its own,
     /// so this works under any executor, and even without one.
+    ///
+    /// `url` may list several servers (`chute://a:4770,b:4770`): the first that answers is
+    /// used, and a lost connection moves to the next (see [`ConnectOptions::reconnect`]).
+    /// When every one fails the first time, this fails with the last reason.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection, Error> {
-        let url = ServerUrl::parse(url).map_err(Error::InvalidUrl)?;
+        let urls = ServerUrl::parse_list(url).map_err(Error::InvalidUrl)?;
         let (ready_tx, ready_rx) = oneshot::channel();
-        let name = format!("chute-client {}", url.authority());
-        let addr = url.authority();
+        let addr = urls[0].authority();
+        let name = format!("chute-client {addr}");
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || run_on_own_thread(url, options, ready_tx))
+            .spawn(move || run_on_own_thread(urls, options, ready_tx))
             .map_err(|e| Error::Connect { addr: addr.clone(), reason: e.to_string() })?;
         let (inner, server) = ready_rx
             .await
@@ -127,8 +174,8 @@ impl Connection {
     /// a [`ConnectionDriver`] to poll, instead of running it on a thread of its own. Polled in
     /// the task that uses the connection, it saves a hand-off between threads per batch of
     /// messages each way, which is most of the client's cost at high rates. Nothing moves on
-    /// the connection (publishes, confirms, deliveries, heartbeats) while the driver is not
-    /// polled.
+    /// the connection (publishes, confirms, deliveries, heartbeats, reconnects) while the
+    /// driver is not polled.
     ///
     /// ```no_run
     /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -146,8 +193,8 @@ impl Connection {
         url: &str,
         options: ConnectOptions,
     ) -> Result<(Connection, ConnectionDriver), Error> {
-        let url = ServerUrl::parse(url).map_err(Error::InvalidUrl)?;
-        let (inner, server, driver) = open(&url, options).await?;
+        let urls = ServerUrl::parse_list(url).map_err(Error::InvalidUrl)?;
+        let (inner, server, driver) = open(&urls, options).await?;
         Ok((Connection::new(inner, server), driver))
     }
 
@@ -159,9 +206,43 @@ impl Connection {
         Connection { _guard: Arc::new(CloseOnDrop(inner.clone())), inner, server }
     }
 
-    /// The server's handshake answer: its name, limits and heartbeat.
+    /// The first server's handshake answer: its name, limits and heartbeat.
     pub fn server(&self) -> &HelloOk {
         &self.server
+    }
+
+    /// Whether `other` is a handle to this same connection.
+    pub fn same_as(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether a connection is open now (not reconnecting, not closed).
+    pub fn is_connected(&self) -> bool {
+        self.inner.lock().machine.is_connected()
+    }
+
+    /// Counters since the connection was made: connections, disconnects, failed attempts,
+    /// publishes sent again, retries, breaker openings, ...
+    pub fn stats(&self) -> SessionStats {
+        self.inner.lock().machine.stats()
+    }
+
+    /// How long ago the server was last heard from on the open connection (any frame, its
+    /// heartbeats included); `None` while there is none.
+    pub fn last_heard(&self) -> Option<Duration> {
+        let shared = self.inner.lock();
+        let heard = shared.machine.last_received()?;
+        Some(shared.now().saturating_since(heard))
+    }
+
+    /// The connection's state changes from now on: lost, reconnecting, reconnected, ...
+    pub fn events(&self) -> ConnectionEvents {
+        let (sink, events) = mpsc::unbounded();
+        let mut shared = self.inner.lock();
+        if shared.closed.is_none() {
+            shared.events.push(sink);
+        }
+        ConnectionEvents { events }
     }
 
     /// Why the connection ended, if it has.
@@ -191,14 +272,15 @@ impl Connection {
     /// Runs a request and waits for its answer.
     pub(crate) async fn request(
         &self,
-        send: impl FnOnce(&mut Client) -> Result<u32, CommandError>,
+        send: impl FnOnce(&mut Session, Instant) -> Result<u32, CommandError>,
     ) -> Result<Response, Error> {
         let receiver = {
             let mut shared = self.inner.lock();
             if let Some(error) = shared.closed_error() {
                 return Err(error);
             }
-            let request_id = send(&mut shared.machine)?;
+            let now = shared.now();
+            let request_id = send(&mut shared.machine, now)?;
             let (tx, rx) = oneshot::channel();
             shared.requests.insert(request_id, tx);
             rx
@@ -220,7 +302,7 @@ impl Connection {
         name: &str,
         options: QueueOptions,
     ) -> Result<QueueDeclareOk, Error> {
-        match self.request(|m| m.declare_queue(name, options, false)).await? {
+        match self.request(|m, now| m.declare_queue(now, name, options, false)).await? {
             Response::Declared(ok) => Ok(ok),
             other => Err(unexpected(other)),
         }
@@ -228,7 +310,10 @@ impl Connection {
 
     /// Checks that a queue exists and returns its options.
     pub async fn queue_exists(&self, name: &str) -> Result<QueueDeclareOk, Error> {
-        match self.request(|m| m.declare_queue(name, QueueOptions::default(), true)).await? {
+        match self
+            .request(|m, now| m.declare_queue(now, name, QueueOptions::default(), true))
+            .await?
+        {
             Response::Declared(ok) => Ok(ok),
             other => Err(unexpected(other)),
         }
@@ -241,12 +326,12 @@ impl Connection {
         if_empty: bool,
         if_unused: bool,
     ) -> Result<u64, Error> {
-        done_count(self.request(|m| m.delete_queue(name, if_empty, if_unused)).await?)
+        done_count(self.request(|m, now| m.delete_queue(now, name, if_empty, if_unused)).await?)
     }
 
     /// Removes ready messages; returns how many.
     pub async fn purge_queue(&self, name: &str) -> Result<u64, Error> {
-        done_count(self.request(|m| m.purge_queue(name)).await?)
+        done_count(self.request(|m, now| m.purge_queue(now, name)).await?)
     }
 
     /// Every queue, in name order (paging through the server's lists).
@@ -254,7 +339,7 @@ impl Connection {
         let mut all: Vec<QueueSummary> = Vec::new();
         loop {
             let after = all.last().map(|q| q.name.clone());
-            match self.request(|m| m.list_queues(after, 1024)).await? {
+            match self.request(|m, now| m.list_queues(now, after, 1024)).await? {
                 Response::QueueList(page) => {
                     all.extend(page.queues);
                     if !page.more {
@@ -267,7 +352,7 @@ impl Connection {
     }
 
     pub async fn queue_stats(&self, name: &str) -> Result<QueueStats, Error> {
-        match self.request(|m| m.queue_stats(name)).await? {
+        match self.request(|m, now| m.queue_stats(now, name)).await? {
             Response::QueueStats(stats) => Ok(*stats),
             other => Err(unexpected(other)),
         }
@@ -276,12 +361,12 @@ impl Connection {
     /// Routes topics matching `pattern` to `queue`. Words are separated by `.`; `*` matches
     /// exactly one word and `#` zero or more. Binding twice is harmless.
     pub async fn bind(&self, queue: &str, pattern: &str) -> Result<(), Error> {
-        done_count(self.request(|m| m.bind(queue, pattern)).await?).map(drop)
+        done_count(self.request(|m, now| m.bind(now, queue, pattern)).await?).map(drop)
     }
 
     /// Removes a binding made by [`Connection::bind`].
     pub async fn unbind(&self, queue: &str, pattern: &str) -> Result<(), Error> {
-        done_count(self.request(|m| m.unbind(queue, pattern)).await?).map(drop)
+        done_count(self.request(|m, now| m.unbind(now, queue, pattern)).await?).map(drop)
     }
 
     /// Publishes a payload to a queue; see [`Connection::publish_message`].
@@ -343,7 +428,9 @@ impl Connection {
                 // Room is checked first so the message moves into the machine: a copy kept for
                 // a retry would cost an allocation per publish (the payload's shared counter).
                 if !shared.machine.window_full() {
-                    let seq = shared.machine.publish(destination, mandatory, message)?;
+                    // The session's last time, not a clock read per message; see Session::now.
+                    let now = shared.machine.now();
+                    let seq = shared.machine.publish(now, destination, mandatory, message)?;
                     let registered = register(&mut shared, seq);
                     drop(shared);
                     self.inner.wake();
@@ -377,7 +464,9 @@ impl Connection {
             if let Some(error) = shared.closed_error() {
                 return Err(error);
             }
-            let (request_id, subscription) = shared.machine.subscribe_with(
+            let now = shared.now();
+            let (request_id, subscription) = shared.machine.subscribe(
+                now,
                 queue,
                 SubscriptionOptions {
                     credit: options.prefetch,

@@ -16,7 +16,7 @@ impl Connection {
         loop {
             let after = all.last().map(|entry| entry.dead_id);
             let page_max = LIST_PAGE_MAX as u32;
-            match self.request(|m| m.dlq_list(queue, after, page_max)).await? {
+            match self.request(|m, now| m.dlq_list(now, queue, after, page_max)).await? {
                 Response::DlqList(page) => {
                     // An empty page that claims more would loop forever; trust the emptiness.
                     let progressed = !page.entries.is_empty();
@@ -33,7 +33,7 @@ impl Connection {
     /// One dead letter of `queue`, with its headers and payload. Fails with
     /// `no-such-dead-letter` if it is gone (redriven, purged).
     pub async fn dlq_inspect(&self, queue: &str, dead_id: u64) -> Result<DeadLetter, Error> {
-        match self.request(|m| m.dlq_inspect(queue, dead_id)).await? {
+        match self.request(|m, now| m.dlq_inspect(now, queue, dead_id)).await? {
             Response::DlqInspect(entry) => Ok(*entry),
             other => Err(unexpected(other)),
         }
@@ -44,13 +44,13 @@ impl Connection {
     /// are skipped. More ids than one request carries are sent in several requests.
     pub async fn dlq_redrive(&self, queue: &str, dead_ids: Vec<u64>) -> Result<u64, Error> {
         if dead_ids.is_empty() {
-            return done_count(self.request(|m| m.dlq_redrive(queue, Vec::new())).await?);
+            return done_count(self.request(|m, now| m.dlq_redrive(now, queue, Vec::new())).await?);
         }
         let mut moved = 0;
         for chunk in dead_ids.chunks(REDRIVE_IDS_MAX) {
             // A chunk is never empty, so it never means "all".
             let ids = chunk.to_vec();
-            moved += done_count(self.request(|m| m.dlq_redrive(queue, ids)).await?)?;
+            moved += done_count(self.request(|m, now| m.dlq_redrive(now, queue, ids)).await?)?;
         }
         Ok(moved)
     }

@@ -5,24 +5,26 @@
 //! at all.
 
 use std::future::Future;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use async_io::{Async, Timer};
 use bytes::BytesMut;
-use chute_core::client::ClientInput;
+use chute_core::client::SessionInput;
 use chute_core::Instant;
 use futures::future::{self, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::Ended;
 use crate::shared::Inner;
+use crate::url::ServerUrl;
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+#[derive(Clone, Copy)]
 pub(crate) struct Clock {
     started: StdInstant,
 }
@@ -36,7 +38,7 @@ impl Clock {
         Instant::from_nanos(self.started.elapsed().as_nanos() as u64)
     }
 
-    fn std_instant(&self, at: Instant) -> StdInstant {
+    pub fn std_instant(&self, at: Instant) -> StdInstant {
         self.started + std::time::Duration::from_nanos(at.as_nanos())
     }
 }
@@ -62,10 +64,10 @@ impl ConnectionDriver {
     pub(crate) fn new(
         inner: Arc<Inner>,
         wake: async_channel::Receiver<()>,
-        stream: Async<TcpStream>,
-        clock: Clock,
+        urls: Vec<ServerUrl>,
+        connect_timeout: Duration,
     ) -> ConnectionDriver {
-        let io = Box::pin(drive(inner.clone(), wake, stream, clock));
+        let io = Box::pin(drive(inner.clone(), wake, urls, connect_timeout));
         ConnectionDriver { inner, io, finished: false }
     }
 
@@ -108,7 +110,7 @@ impl Drop for ConnectionDriver {
         if !self.finished {
             let mut shared = self.inner.lock();
             let io_error = Some("the connection's driver was dropped".to_string());
-            let addr = shared.addr.clone();
+            let addr = shared.addrs.get(shared.machine.address()).cloned().unwrap_or_default();
             shared.fail_everything(Ended::Lost { addr, io_error });
             drop(shared);
             self.inner.mark_finished();
@@ -116,60 +118,146 @@ impl Drop for ConnectionDriver {
     }
 }
 
-/// Runs until the connection is closed by either side.
+/// What the session asked of the I/O since it last looked.
+struct Asked {
+    deadline: Option<StdInstant>,
+    close: bool,
+    connect: Option<usize>,
+    ended: bool,
+}
+
+/// Runs until the session is over: opens the transports it asks for, moves bytes, fires its
+/// timer.
 async fn drive(
     inner: Arc<Inner>,
     wake: async_channel::Receiver<()>,
-    stream: Async<TcpStream>,
-    clock: Clock,
+    urls: Vec<ServerUrl>,
+    connect_timeout: Duration,
 ) {
+    let mut stream: Option<Async<TcpStream>> = None;
     let mut read_buffer = BytesMut::new();
     let mut write_buffer = BytesMut::new();
     loop {
-        let (deadline, close) = {
+        let asked = {
             let mut shared = inner.lock();
             shared.drain_outputs();
             for bytes in shared.outgoing.drain(..) {
                 write_buffer.extend_from_slice(&bytes);
             }
-            (shared.machine.poll_timeout().map(|at| clock.std_instant(at)), shared.close_transport)
+            let deadline = shared.machine.poll_timeout().map(|at| shared.clock.std_instant(at));
+            Asked {
+                deadline,
+                close: std::mem::take(&mut shared.close_transport),
+                connect: shared.connect_to.take(),
+                ended: shared.machine.is_ended(),
+            }
         };
-        if close {
-            let _ = (&stream).write_all(&write_buffer).await;
-            let _ = (&stream).close().await;
+        if asked.close {
+            if let Some(stream) = stream.take() {
+                flush_and_close(stream, &write_buffer).await;
+            }
+            write_buffer.clear();
+        }
+        if let Some(address) = asked.connect {
+            stream = open_transport(&inner, &urls[address], connect_timeout).await;
+            continue;
+        }
+        if asked.ended && stream.is_none() {
             return;
         }
-        match next_event(&stream, &wake, &mut read_buffer, &write_buffer, deadline).await {
+        match next_event(stream.as_ref(), &wake, &mut read_buffer, &write_buffer, asked.deadline)
+            .await
+        {
             Step::Read(Ok(0)) => {
-                return transport_lost(
-                    &inner,
-                    &clock,
-                    "the server closed the socket without a Close",
-                )
+                stream = None;
+                write_buffer.clear();
+                transport_lost(&inner, "the server closed the socket without a Close");
             }
             Step::Read(Err(error)) | Step::Wrote(Err(error)) => {
-                return transport_lost(&inner, &clock, &error.to_string())
+                stream = None;
+                write_buffer.clear();
+                transport_lost(&inner, &error.to_string());
             }
             Step::Read(Ok(n)) => {
                 let bytes = read_buffer.split_to(n).freeze();
-                inner.lock().machine.handle_input(clock.now(), ClientInput::Received(bytes));
+                let mut shared = inner.lock();
+                let now = shared.now();
+                shared.machine.handle_input(now, SessionInput::Received(bytes));
             }
             Step::Wrote(Ok(n)) => {
                 let _ = write_buffer.split_to(n);
             }
             Step::Woken => {}
-            Step::Timer => inner.lock().machine.handle_input(clock.now(), ClientInput::Timeout),
+            Step::Timer => {
+                let mut shared = inner.lock();
+                let now = shared.now();
+                shared.machine.handle_input(now, SessionInput::Timeout);
+            }
         }
     }
 }
 
-/// The socket failed or reached its end under an open connection: the machine ends the
-/// connection, and every waiter learns it was lost, and how.
-fn transport_lost(inner: &Inner, clock: &Clock, how: &str) {
+/// How long a closing connection may take to write what it has left (its `Close` above all):
+/// a server that stopped reading must not hold the next connection up.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn flush_and_close(stream: Async<TcpStream>, bytes: &[u8]) {
+    let flush = async {
+        let _ = (&stream).write_all(bytes).await;
+        let _ = (&stream).close().await;
+    };
+    let flush = std::pin::pin!(flush);
+    let _ = future::select(flush, Timer::after(CLOSE_FLUSH_TIMEOUT)).await;
+}
+
+/// Opens a transport to `url` for the session and tells it how that went.
+async fn open_transport(
+    inner: &Inner,
+    url: &ServerUrl,
+    connect_timeout: Duration,
+) -> Option<Async<TcpStream>> {
+    let result = connect_tcp(url, connect_timeout).await;
     let mut shared = inner.lock();
-    shared.transport_error = Some(how.to_string());
-    shared.machine.handle_input(clock.now(), ClientInput::Closed);
-    shared.drain_outputs();
+    let now = shared.now();
+    match result {
+        Ok(stream) => {
+            shared.machine.handle_input(now, SessionInput::TransportUp);
+            Some(stream)
+        }
+        Err(reason) => {
+            shared.machine.handle_input(now, SessionInput::ConnectFailed { reason });
+            None
+        }
+    }
+}
+
+/// Tries each address the host resolves to, each for at most `timeout`.
+async fn connect_tcp(url: &ServerUrl, timeout: Duration) -> Result<Async<TcpStream>, String> {
+    // Name resolution blocks; for a numeric address it returns at once.
+    let addrs: Vec<SocketAddr> =
+        (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| e.to_string())?.collect();
+    let mut last_error = format!("{} resolves to no address", url.host);
+    for addr in addrs {
+        let attempt = std::pin::pin!(Async::<TcpStream>::connect(addr));
+        match future::select(attempt, Timer::after(timeout)).await {
+            Either::Left((Ok(stream), _)) => {
+                stream.get_ref().set_nodelay(true).map_err(|e| e.to_string())?;
+                return Ok(stream);
+            }
+            Either::Left((Err(e), _)) => last_error = e.to_string(),
+            Either::Right(_) => {
+                last_error = format!("no answer from {addr} within {} ms", timeout.as_millis())
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// The socket failed or reached its end under the session: it decides what comes next.
+fn transport_lost(inner: &Inner, how: &str) {
+    let mut shared = inner.lock();
+    let now = shared.now();
+    shared.machine.handle_input(now, SessionInput::TransportClosed { reason: how.to_string() });
 }
 
 enum Step {
@@ -180,8 +268,9 @@ enum Step {
 }
 
 /// Waits for whichever comes first: bytes to read, room to write, a nudge, the deadline.
+/// Without a transport, only the last two.
 async fn next_event(
-    stream: &Async<TcpStream>,
+    stream: Option<&Async<TcpStream>>,
     wake: &async_channel::Receiver<()>,
     read_buffer: &mut BytesMut,
     write_buffer: &BytesMut,
@@ -192,13 +281,19 @@ async fn next_event(
     }
     // `&Async<TcpStream>` reads and writes through shared references, so both directions can
     // wait at once.
-    let (mut reader, mut writer) = (stream, stream);
-    let read = async { Step::Read(reader.read(&mut read_buffer[..]).await) };
-    let write = async {
-        if write_buffer.is_empty() {
-            future::pending::<()>().await;
+    let read = async {
+        match stream {
+            Some(mut reader) => Step::Read(reader.read(&mut read_buffer[..]).await),
+            None => future::pending().await,
         }
-        Step::Wrote(writer.write(write_buffer).await)
+    };
+    let write = async {
+        match stream {
+            Some(mut writer) if !write_buffer.is_empty() => {
+                Step::Wrote(writer.write(write_buffer).await)
+            }
+            _ => future::pending().await,
+        }
     };
     let woken = async {
         let _ = wake.recv().await;

@@ -1,6 +1,6 @@
 //! Client errors, kept apart by who is at fault.
 
-use chute_core::client::CommandError;
+use chute_core::client::{CommandError, LinkError, NotConfirmed, RequestError, SessionEnd};
 use chute_protocol::ErrorCode;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -17,9 +17,28 @@ pub enum Error {
     /// it (the server died, the network failed). `io_error` says how, when known.
     #[error("connection to {addr} was lost{}", colon_then(io_error))]
     ConnectionLost { addr: String, io_error: Option<String> },
+    /// Reconnecting failed `attempts` times in a row (`ReconnectPolicy::attempts_max`).
+    #[error("gave up reconnecting after {attempts} attempts; the last: {last}")]
+    GaveUp { attempts: u32, last: LinkError },
     /// The server refused a request.
     #[error("server refused ({code}): {message}")]
     Refused { code: ErrorCode, message: String, retriable: bool },
+    /// No answer within the request's timeout (`ConnectOptions::timeouts`).
+    #[error("no answer within {after_ms} ms")]
+    TimedOut { after_ms: u64 },
+    /// The connection was lost under a request that changes state (delete, purge, redrive):
+    /// it may or may not have happened, so it was not sent again.
+    #[error(
+        "the connection was lost before the answer; the request may or may not have taken effect"
+    )]
+    UnknownOutcome,
+    /// The delivery came on a connection that has since been lost: nothing was sent, and the
+    /// server delivers the message again (to this subscription, which carries on over the new
+    /// connection, or to another consumer).
+    #[error(
+        "delivery {tag} is void: its connection was lost, and the message will be delivered again"
+    )]
+    DeliveryVoid { tag: u64 },
     /// The client refused a command before sending it.
     #[error(transparent)]
     Command(#[from] CommandError),
@@ -37,8 +56,22 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Refused { retriable, .. } => *retriable,
-            Error::Closed { .. } | Error::ConnectionLost { .. } | Error::Connect { .. } => true,
-            Error::InvalidUrl(_) | Error::Command(_) => false,
+            Error::Closed { .. }
+            | Error::ConnectionLost { .. }
+            | Error::Connect { .. }
+            | Error::GaveUp { .. }
+            | Error::TimedOut { .. } => true,
+            Error::InvalidUrl(_) | Error::Command(_) | Error::UnknownOutcome => false,
+            Error::DeliveryVoid { .. } => false,
+        }
+    }
+}
+
+impl From<RequestError> for Error {
+    fn from(error: RequestError) -> Error {
+        match error {
+            RequestError::TimedOut { after_ms } => Error::TimedOut { after_ms },
+            _ => Error::UnknownOutcome,
         }
     }
 }
@@ -56,19 +89,52 @@ pub enum PublishError {
     /// message may or may not be stored.
     #[error("connection to {addr} was lost before the confirm{}", colon_then(io_error))]
     ConnectionLost { addr: String, io_error: Option<String> },
+    /// Sent `sends` times (over reconnects) and never answered before the publish deadline
+    /// (`Timeouts::publish_ms`): it may or may not be stored.
+    #[error("no confirm within the publish deadline after {sends} sends: the message may or may not be stored")]
+    UnknownOutcome { sends: u32 },
+    /// The publish deadline passed before any connection could take the message: it was never
+    /// sent.
+    #[error("the publish deadline passed before the message could be sent")]
+    DeadlinePassed,
+    /// The client gave up reconnecting (see [`Error::GaveUp`]) before the confirm arrived.
+    #[error("gave up reconnecting after {attempts} attempts ({last}) before the confirm")]
+    GaveUp { attempts: u32, last: LinkError },
+    /// Refused before sending: too large, invalid, or the circuit breaker is open
+    /// (`CommandError::CircuitOpen`).
     #[error(transparent)]
     Command(#[from] CommandError),
 }
 
 impl PublishError {
-    /// Whether publishing again (possibly after reconnecting) may succeed. After `Unconfirmed`
-    /// or `ConnectionLost` the message may be stored already: a retry can store it twice unless
-    /// it carries an id and the queue has a dedup window.
+    /// Whether publishing again (possibly after reconnecting) may succeed. After `Unconfirmed`,
+    /// `ConnectionLost` or `UnknownOutcome` the message may be stored already: a retry can
+    /// store it twice unless it carries an id and the queue has a dedup window.
     pub fn is_retriable(&self) -> bool {
         match self {
             PublishError::Refused { code, .. } => code.is_retriable(),
-            PublishError::Unconfirmed { .. } | PublishError::ConnectionLost { .. } => true,
+            PublishError::Unconfirmed { .. }
+            | PublishError::ConnectionLost { .. }
+            | PublishError::UnknownOutcome { .. }
+            | PublishError::DeadlinePassed
+            | PublishError::GaveUp { .. }
+            | PublishError::Command(CommandError::CircuitOpen { .. }) => true,
             PublishError::Command(_) => false,
+        }
+    }
+}
+
+impl From<NotConfirmed> for PublishError {
+    fn from(error: NotConfirmed) -> PublishError {
+        match error {
+            NotConfirmed::Refused { code, message, retry_after_ms } => {
+                PublishError::Refused { code, message, retry_after_ms }
+            }
+            NotConfirmed::UnknownOutcome { sends } => PublishError::UnknownOutcome { sends },
+            NotConfirmed::DeadlinePassed => PublishError::DeadlinePassed,
+            NotConfirmed::Unsendable(refused) => PublishError::Command(refused),
+            // NotConfirmed is non-exhaustive: a future reason is at least an unknown outcome.
+            _ => PublishError::UnknownOutcome { sends: 0 },
         }
     }
 }
@@ -78,14 +144,43 @@ impl PublishError {
 pub(crate) enum Ended {
     Closed { code: ErrorCode, message: String },
     Lost { addr: String, io_error: Option<String> },
+    Unreachable { addr: String, reason: String },
+    GaveUp { attempts: u32, last: LinkError },
 }
 
 impl Ended {
+    /// The session's end, with the address it was last at.
+    pub fn from_session(end: SessionEnd, addr: String) -> Ended {
+        let from_link = |error: LinkError| match error {
+            LinkError::Closed { code, message } => Ended::Closed { code, message },
+            LinkError::ConnectFailed { reason } => {
+                Ended::Unreachable { addr: addr.clone(), reason }
+            }
+            LinkError::TransportLost { reason } => {
+                Ended::Lost { addr: addr.clone(), io_error: Some(reason) }
+            }
+            other => Ended::Lost { addr: addr.clone(), io_error: Some(other.to_string()) },
+        };
+        match end {
+            SessionEnd::Closed => {
+                Ended::Closed { code: ErrorCode::NORMAL_CLOSE, message: "client closed".into() }
+            }
+            SessionEnd::Lost(error) => from_link(error),
+            // Before the first connection, the last reason is the answer to `connect`.
+            SessionEnd::GaveUp { attempts, last } => match last {
+                LinkError::ConnectFailed { reason } => Ended::Unreachable { addr, reason },
+                last => Ended::GaveUp { attempts, last },
+            },
+        }
+    }
+
     /// For requests, subscriptions and commands issued afterwards.
     pub fn error(&self) -> Error {
         match self.clone() {
             Ended::Closed { code, message } => Error::Closed { code, message },
             Ended::Lost { addr, io_error } => Error::ConnectionLost { addr, io_error },
+            Ended::Unreachable { addr, reason } => Error::Connect { addr, reason },
+            Ended::GaveUp { attempts, last } => Error::GaveUp { attempts, last },
         }
     }
 
@@ -94,6 +189,10 @@ impl Ended {
         match self.clone() {
             Ended::Closed { code, message } => PublishError::Unconfirmed { code, message },
             Ended::Lost { addr, io_error } => PublishError::ConnectionLost { addr, io_error },
+            Ended::Unreachable { addr, reason } => {
+                PublishError::ConnectionLost { addr, io_error: Some(reason) }
+            }
+            Ended::GaveUp { attempts, last } => PublishError::GaveUp { attempts, last },
         }
     }
 }

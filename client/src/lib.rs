@@ -8,6 +8,20 @@
 //! high message rates. [`Connection::publish_tracked`] with [`Connection::publish_outcomes`]
 //! publishes without a future per message: sequence numbers out, confirmed ranges back.
 //!
+//! A connection survives the loss of its server. It reconnects by itself (exponential backoff
+//! with jitter, over every address of `chute://a:4770,b:4770`, moving early when a server says
+//! it is going away) and puts its state back: queues it declared, bindings, subscriptions (the
+//! streams carry on), and every publish not yet confirmed, sent again in order with its
+//! message id. Messages published without an id to a queue with a dedup window get one, so
+//! nothing is enqueued twice there. Operations have timeouts, refusals that say "later" are retried,
+//! and an optional circuit breaker fails publishes fast while the server is down: see
+//! [`ConnectOptions`]. [`Connection::events`] reports each state change, and
+//! [`Connection::stats`] counts them. This is the core's sans-IO
+//! [`Session`](chute_core::client::Session) driven over async-io.
+//!
+//! [`Pool`] shares a few connections among request-style callers, with health checks,
+//! idle eviction, a checkout timeout and round-robin publishes.
+//!
 //! ```no_run
 //! use futures::StreamExt;
 //! use chute_client::{Connection, QueueOptions};
@@ -38,13 +52,17 @@ mod connection;
 mod dead_letters;
 mod driver;
 mod error;
+mod events;
 mod open;
 mod outcomes;
+mod pool;
 mod shared;
 mod subscription;
 mod url;
 
-pub use chute_core::client::{ClientConfig, CommandError};
+pub use chute_core::client::{
+    ClientConfig, CommandError, LinkError, ReconnectPolicy, RetryPolicy, SessionStats, Timeouts,
+};
 pub use chute_protocol::{
     AttemptOutcome, AttemptRecord, BackoffPolicy, BreakerPolicy, BreakerState, ConsumerInfo,
     Credentials, DeadLetter, DeadLetterSummary, DeadReason, Destination, Durability, ErrorCode,
@@ -54,6 +72,8 @@ pub use chute_protocol::{
 pub use connection::{Confirmation, ConnectOptions, Connection, SubscribeOptions};
 pub use driver::ConnectionDriver;
 pub use error::{Error, PublishError};
+pub use events::{ConnectionEvent, ConnectionEvents};
 pub use outcomes::{PublishOutcome, PublishOutcomes};
+pub use pool::{Pool, PoolMetrics, PoolOptions, PooledConnection};
 pub use subscription::{Delivery, Subscription};
 pub use url::{ServerUrl, DEFAULT_PORT};

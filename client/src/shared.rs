@@ -1,67 +1,83 @@
-//! State shared by the connection's handles and its I/O thread, behind one mutex. Commands
-//! lock it, call the core `Client`, register a waiter, unlock, and nudge the I/O thread.
+//! State shared by the connection's handles and its I/O, behind one mutex. Commands lock it,
+//! call the core `Session`, register a waiter, unlock, and nudge the I/O.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use chute_core::client::{Client, ClientEvent, ClientOutput, CloseReason, Response};
+use chute_core::client::{Response, Session, SessionEvent, SessionOutput};
 use chute_core::seq_slots::SeqSlots;
+use chute_core::Instant;
 use chute_protocol::{Delivery, HelloOk};
 use futures::channel::{mpsc, oneshot};
 
+use crate::driver::Clock;
 use crate::error::{Ended, Error, PublishError};
+use crate::events::ConnectionEvent;
 use crate::outcomes::PublishOutcome;
 
+/// A batch of deliveries (one `Deliver` frame's worth) and the connection it came on.
+pub(crate) type DeliveryBatch = (u64, Vec<Delivery>);
+
 pub(crate) struct Shared {
-    pub machine: Client,
-    /// Publishes waiting for their confirms, by sequence number.
+    pub machine: Session,
+    pub clock: Clock,
+    /// Publishes waiting for their confirms, by the session's sequence number.
     pub confirms: SeqSlots<oneshot::Sender<Result<(), PublishError>>>,
     /// Where every publish outcome also goes, once `publish_outcomes` was called.
     pub outcomes: Option<mpsc::UnboundedSender<PublishOutcome>>,
     pub requests: BTreeMap<u32, oneshot::Sender<Result<Response, Error>>>,
-    /// Each subscription's stream, fed a batch (one `Deliver` frame's worth) at a time: one
-    /// channel message and one wake per batch rather than per delivery.
-    pub subscriptions: BTreeMap<u32, mpsc::UnboundedSender<Vec<Delivery>>>,
+    /// Each subscription's stream, fed a batch at a time: one channel message and one wake per
+    /// batch rather than per delivery.
+    pub subscriptions: BTreeMap<u32, mpsc::UnboundedSender<DeliveryBatch>>,
+    /// Where state changes go.
+    pub events: Vec<mpsc::UnboundedSender<ConnectionEvent>>,
     /// Publishers waiting for room in the unconfirmed window.
     pub window_waiters: Vec<oneshot::Sender<()>>,
-    /// Waiting for the handshake.
+    /// Waiting for the first handshake.
     pub connected_waiters: Vec<oneshot::Sender<Result<HelloOk, Error>>>,
     /// Why the connection ended, once it has.
     pub closed: Option<Ended>,
-    /// The server's address, for the error when the connection is lost.
-    pub addr: String,
-    /// How the transport failed, told by the driver before it reports the loss to the machine.
-    pub transport_error: Option<String>,
-    /// Bytes the I/O thread must write.
+    /// The servers' addresses (`host:port`), by the session's address index.
+    pub addrs: Vec<String>,
+    /// Bytes the I/O must write.
     pub outgoing: Vec<bytes::Bytes>,
     pub close_transport: bool,
-    /// Waiting for the I/O thread to finish.
+    /// The address the I/O must connect to next.
+    pub connect_to: Option<usize>,
+    /// Waiting for the I/O to finish.
     pub finished_waiters: Vec<oneshot::Sender<()>>,
     pub finished: bool,
 }
 
 pub(crate) struct Inner {
     shared: Mutex<Shared>,
-    /// Nudges the I/O thread: capacity one, a full channel already means "look again".
+    /// Nudges the I/O: capacity one, a full channel already means "look again".
     pub wake_tx: async_channel::Sender<()>,
 }
 
 impl Inner {
-    pub fn new(machine: Client, addr: String) -> (Arc<Inner>, async_channel::Receiver<()>) {
+    pub fn new(
+        machine: Session,
+        clock: Clock,
+        addrs: Vec<String>,
+    ) -> (Arc<Inner>, async_channel::Receiver<()>) {
         let (wake_tx, wake_rx) = async_channel::bounded(1);
         let shared = Shared {
             machine,
+            clock,
             confirms: SeqSlots::default(),
             outcomes: None,
             requests: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
+            events: Vec::new(),
             window_waiters: Vec::new(),
             connected_waiters: Vec::new(),
             closed: None,
-            addr,
-            transport_error: None,
+            addrs,
             outgoing: Vec::new(),
             close_transport: false,
+            connect_to: None,
             finished_waiters: Vec::new(),
             finished: false,
         };
@@ -88,31 +104,35 @@ impl Inner {
 }
 
 impl Shared {
+    /// The session's clock, read under the lock so that the times it is given never go back.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     pub fn closed_error(&self) -> Option<Error> {
         self.closed.as_ref().map(Ended::error)
+    }
+
+    fn addr(&self, address: usize) -> String {
+        self.addrs.get(address).cloned().unwrap_or_default()
     }
 
     /// Drains the machine's outputs: bytes to `outgoing`, events to their waiters.
     pub fn drain_outputs(&mut self) {
         while let Some(output) = self.machine.poll_output() {
             match output {
-                ClientOutput::Send(bytes) => self.outgoing.push(bytes),
-                ClientOutput::Close => self.close_transport = true,
-                ClientOutput::Event(event) => self.dispatch(event),
+                SessionOutput::Send(bytes) => self.outgoing.push(bytes),
+                SessionOutput::Close => self.close_transport = true,
+                SessionOutput::Connect { address } => self.connect_to = Some(address),
+                SessionOutput::Event(event) => self.dispatch(event),
             }
         }
     }
 
-    fn dispatch(&mut self, event: ClientEvent) {
+    fn dispatch(&mut self, event: SessionEvent) {
         match event {
-            ClientEvent::Connected(hello_ok) => {
-                for waiter in self.connected_waiters.drain(..) {
-                    let _ = waiter.send(Ok(hello_ok.clone()));
-                }
-            }
-            ClientEvent::Confirmed(range) => {
-                // The server sends no empty or overflowing range; were one to come, it
-                // confirms nothing.
+            SessionEvent::Confirmed(range) => {
+                // The session sends no empty or overflowing range.
                 if let Some(last) = range.last() {
                     self.confirms.remove_range(range.first..=last, |_, waiter| {
                         let _ = waiter.send(Ok(()));
@@ -123,27 +143,22 @@ impl Shared {
                 }
                 self.wake_window_waiters();
             }
-            ClientEvent::PublishFailed(failure) => {
-                let error = PublishError::Refused {
-                    code: failure.code,
-                    message: failure.message,
-                    retry_after_ms: failure.retry_after_ms,
-                };
-                if let Some(waiter) = self.confirms.remove(failure.seq) {
+            SessionEvent::NotConfirmed { seq, error } => {
+                let error = PublishError::from(error);
+                if let Some(waiter) = self.confirms.remove(seq) {
                     let _ = waiter.send(Err(error.clone()));
                 }
                 if let Some(outcomes) = &self.outcomes {
-                    let refused = PublishOutcome::Refused { seq: failure.seq, error };
-                    let _ = outcomes.unbounded_send(refused);
+                    let _ = outcomes.unbounded_send(PublishOutcome::Refused { seq, error });
                 }
                 self.wake_window_waiters();
             }
-            ClientEvent::Deliveries { subscription, deliveries } => {
+            SessionEvent::Deliveries { subscription, epoch, deliveries } => {
                 if let Some(sink) = self.subscriptions.get(&subscription) {
-                    let _ = sink.unbounded_send(deliveries);
+                    let _ = sink.unbounded_send((epoch, deliveries));
                 }
             }
-            ClientEvent::Response { request_id, response } => {
+            SessionEvent::Response { request_id, response } => {
                 if let Some(waiter) = self.requests.remove(&request_id) {
                     let result = match response {
                         Response::Failed(error) => Err(Error::Refused {
@@ -156,21 +171,71 @@ impl Shared {
                     let _ = waiter.send(result);
                 }
             }
-            ClientEvent::SubscriptionCancelled(cancelled) => {
-                tracing::warn!(subscription = cancelled.subscription, message = %cancelled.message, "subscription cancelled by server");
-                self.subscriptions.remove(&cancelled.subscription);
+            SessionEvent::RequestFailed { request_id, error } => {
+                if let Some(waiter) = self.requests.remove(&request_id) {
+                    let _ = waiter.send(Err(error.into()));
+                }
             }
-            ClientEvent::GoingAway(going_away) => {
-                tracing::info!(message = %going_away.message, "server is going away");
+            SessionEvent::SubscriptionCancelled { subscription, code, message } => {
+                tracing::warn!(subscription, %code, %message, "subscription cancelled by server");
+                self.subscriptions.remove(&subscription);
             }
-            ClientEvent::Closed { reason: CloseReason::Code { code, message } } => {
-                self.fail_everything(Ended::Closed { code, message })
+            SessionEvent::Closed { reason } => {
+                let addr = self.addr(self.machine.address());
+                self.fail_everything(Ended::from_session(reason, addr));
             }
-            ClientEvent::Closed { reason: CloseReason::TransportLost } => {
-                let io_error = self.transport_error.take();
-                self.fail_everything(Ended::Lost { addr: self.addr.clone(), io_error })
-            }
+            other => self.state_changed(other),
         }
+    }
+
+    /// Connection state changes: the first handshake's waiters, logs, and the event streams.
+    fn state_changed(&mut self, event: SessionEvent) {
+        let event = match event {
+            SessionEvent::Connected { address, server } => {
+                for waiter in self.connected_waiters.drain(..) {
+                    let _ = waiter.send(Ok(server.clone()));
+                }
+                ConnectionEvent::Connected { addr: self.addr(address) }
+            }
+            SessionEvent::Reconnected { address, republished, .. } => {
+                tracing::info!(addr = %self.addr(address), republished, "reconnected");
+                ConnectionEvent::Reconnected { addr: self.addr(address), republished }
+            }
+            SessionEvent::Disconnected { address, error } => {
+                tracing::info!(addr = %self.addr(address), %error, "disconnected");
+                ConnectionEvent::Disconnected { addr: self.addr(address), error }
+            }
+            SessionEvent::Reconnecting { attempt, delay_ms, address } => {
+                let delay = Duration::from_millis(delay_ms);
+                ConnectionEvent::Reconnecting { attempt, delay, addr: self.addr(address) }
+            }
+            SessionEvent::GoingAway(going_away) => {
+                tracing::info!(message = %going_away.message, "server is going away");
+                ConnectionEvent::GoingAway {
+                    addr: self.addr(self.machine.address()),
+                    reconnect_after: Duration::from_millis(going_away.reconnect_after_ms.into()),
+                    message: going_away.message,
+                }
+            }
+            SessionEvent::BreakerOpened { until } => {
+                let open_for = until.saturating_since(self.now());
+                ConnectionEvent::BreakerOpened { open_for }
+            }
+            SessionEvent::BreakerClosed => ConnectionEvent::BreakerClosed,
+            SessionEvent::RestoreFailed { what, code, message } => {
+                tracing::warn!(%what, %code, %message, "not restored after reconnecting");
+                ConnectionEvent::RestoreFailed { what, code, message }
+            }
+            other => {
+                tracing::debug!(?other, "unhandled session event");
+                return;
+            }
+        };
+        self.emit(event);
+    }
+
+    fn emit(&mut self, event: ConnectionEvent) {
+        self.events.retain(|sink| sink.unbounded_send(event.clone()).is_ok());
     }
 
     fn wake_window_waiters(&mut self) {
@@ -197,6 +262,8 @@ impl Shared {
         }
         self.subscriptions.clear();
         self.outcomes = None;
+        self.emit(ConnectionEvent::Closed);
+        self.events.clear();
         self.wake_window_waiters();
     }
 }

@@ -5,31 +5,35 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use chute_core::client::{CommandError, Session, Settled};
 use chute_protocol::Header;
 use futures::channel::mpsc;
 use futures::Stream;
 
 use crate::connection::{done_count, Connection};
 use crate::error::Error;
-use crate::shared::Inner;
+use crate::shared::{DeliveryBatch, Inner};
 
-/// Deliveries from one queue. Ends when the connection closes or the server cancels the
-/// subscription (the queue was deleted); [`Connection::closed_reason`] tells which.
+/// Deliveries from one queue. Carries on over reconnects (the subscription is made again on
+/// each new connection, with the credit it had). Ends when the connection closes for good or
+/// the server cancels the subscription (the queue was deleted); [`Connection::closed_reason`]
+/// tells which.
 pub struct Subscription {
     connection: Connection,
     id: u32,
-    stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
-    /// The rest of the last batch taken from `stream`.
+    stream: mpsc::UnboundedReceiver<DeliveryBatch>,
+    /// The rest of the last batch taken from `stream`, and its connection's epoch.
     batch: std::vec::IntoIter<chute_protocol::Delivery>,
+    epoch: u64,
 }
 
 impl Subscription {
     pub(crate) fn new(
         connection: Connection,
         id: u32,
-        stream: mpsc::UnboundedReceiver<Vec<chute_protocol::Delivery>>,
+        stream: mpsc::UnboundedReceiver<DeliveryBatch>,
     ) -> Subscription {
-        Subscription { connection, id, stream, batch: Vec::new().into_iter() }
+        Subscription { connection, id, stream, batch: Vec::new().into_iter(), epoch: 0 }
     }
 
     pub fn id(&self) -> u32 {
@@ -56,7 +60,7 @@ impl Subscription {
     /// Stops deliveries. Once the server has answered, the stream yields what it had already
     /// received and then ends; settle those deliveries as usual (they stay leased until then).
     pub async fn unsubscribe(&self) -> Result<(), Error> {
-        let response = self.connection.request(|m| m.unsubscribe(self.id)).await?;
+        let response = self.connection.request(|m, now| m.unsubscribe(now, self.id)).await?;
         // The server sends no `Deliver` for this subscription after its `Done`, and the
         // connection hands events over in arrival order, so every delivery is already in the
         // stream: dropping the sink ends it after them.
@@ -73,10 +77,13 @@ impl Stream for Subscription {
         loop {
             if let Some(wire) = this.batch.next() {
                 let inner = this.connection.inner().clone();
-                return Poll::Ready(Some(Delivery { wire, inner }));
+                return Poll::Ready(Some(Delivery { wire, epoch: this.epoch, inner }));
             }
             match Pin::new(&mut this.stream).poll_next(cx) {
-                Poll::Ready(Some(batch)) => this.batch = batch.into_iter(),
+                Poll::Ready(Some((epoch, batch))) => {
+                    this.epoch = epoch;
+                    this.batch = batch.into_iter();
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
@@ -86,8 +93,14 @@ impl Stream for Subscription {
 
 /// One delivered message. Settle it with exactly one of `ack`, `nack` or `reject`; until then
 /// it counts against the subscription's prefetch and its lease runs.
+///
+/// If the connection it came on is lost first, settling it fails with
+/// [`Error::DeliveryVoid`] and sends nothing: the server returns the message to its queue and
+/// delivers it again.
 pub struct Delivery {
     wire: chute_protocol::Delivery,
+    /// The connection it came on, counted by the session.
+    epoch: u64,
     inner: Arc<Inner>,
 }
 
@@ -142,38 +155,40 @@ impl Delivery {
 
     /// Done with the message: the server forgets it.
     pub fn ack(&self) -> Result<(), Error> {
-        self.settle(|machine, tag| machine.ack(tag))
+        self.settle(|machine, epoch, tag| machine.ack(epoch, tag))
     }
 
     /// A failed attempt: the server delivers it again after its backoff, or after `delay_ms`.
     pub fn nack(&self, delay_ms: Option<u64>, reason: Option<String>) -> Result<(), Error> {
-        self.settle(|machine, tag| machine.nack(tag, delay_ms, reason))
+        self.settle(|machine, epoch, tag| machine.nack(epoch, tag, delay_ms, reason))
     }
 
     /// The message cannot be processed: dead-letter it with this reason.
     pub fn reject(&self, reason: String) -> Result<(), Error> {
-        self.settle(|machine, tag| machine.reject(tag, reason))
+        self.settle(|machine, epoch, tag| machine.reject(epoch, tag, reason))
     }
 
     /// Extends the lease (to the subscription's lease, or `lease_ms`, from now).
     pub fn touch(&self, lease_ms: Option<u32>) -> Result<(), Error> {
-        self.settle(|machine, tag| machine.touch(tag, lease_ms))
+        self.settle(|machine, epoch, tag| machine.touch(epoch, tag, lease_ms))
     }
 
     fn settle(
         &self,
-        command: impl FnOnce(
-            &mut chute_core::client::Client,
-            u64,
-        ) -> Result<(), chute_core::client::CommandError>,
+        command: impl FnOnce(&mut Session, u64, u64) -> Result<Settled, CommandError>,
     ) -> Result<(), Error> {
         let mut shared = self.inner.lock();
         if let Some(error) = shared.closed_error() {
             return Err(error);
         }
-        command(&mut shared.machine, self.wire.tag)?;
+        let settled = command(&mut shared.machine, self.epoch, self.wire.tag)?;
         drop(shared);
-        self.inner.wake();
-        Ok(())
+        match settled {
+            Settled::Sent => {
+                self.inner.wake();
+                Ok(())
+            }
+            Settled::Void => Err(Error::DeliveryVoid { tag: self.wire.tag }),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `chute://host[:port]` addresses, read by the `url` crate. The CLI reads its `http://` admin
+//! `chute://host[:port]` addresses (and lists of them, `chute://a:4770,b:4770`), read by the
+//! `url` crate. The CLI reads its `http://` admin
 //! endpoint through [`ServerUrl::parse_with_path`] too, so both follow the same rules (IPv6
 //! literals in brackets, the same errors).
 
@@ -24,6 +25,27 @@ impl ServerUrl {
             return Err(format!("{url:?} has a path ({path}); use chute://host[:port]"));
         }
         Ok(server)
+    }
+
+    /// Parses `chute://host[:port][,host[:port]...]`: a list of servers to connect to (in
+    /// order, or shuffled), the scheme once at the front. A single address is a list of one;
+    /// each address follows [`ServerUrl::parse`]'s rules.
+    pub fn parse_list(url: &str) -> Result<Vec<ServerUrl>, String> {
+        let (scheme, list) = match url.split_once("://") {
+            Some((scheme, list)) => (format!("{scheme}://"), list),
+            None => (String::new(), url),
+        };
+        if !list.contains(',') {
+            return Ok(vec![ServerUrl::parse(url)?]);
+        }
+        let mut servers = Vec::new();
+        for address in list.split(',') {
+            if address.is_empty() {
+                return Err(format!("{url:?} has an empty address in its list"));
+            }
+            servers.push(ServerUrl::parse(&format!("{scheme}{address}"))?);
+        }
+        Ok(servers)
     }
 
     /// Parses `SCHEME://host[:port][/path]`, or the same without `SCHEME://`, and returns the
@@ -131,6 +153,28 @@ mod tests {
         let credentials = refusal("chute://user:secret@x:1");
         assert!(credentials.contains("credentials in URLs are not supported yet"), "{credentials}");
         assert!(refusal("chute://user@x").contains("credentials"));
+    }
+
+    /// A list of servers, each with the rules of one; a single address is a list of one.
+    #[test]
+    fn lists_of_servers() {
+        let authorities = |url: &str| -> Vec<String> {
+            ServerUrl::parse_list(url).unwrap().iter().map(ServerUrl::authority).collect()
+        };
+        assert_eq!(authorities("chute://a:1,b:2"), ["a:1", "b:2"]);
+        assert_eq!(authorities("chute://a,[::1]:3,c"), ["a:4770", "[::1]:3", "c:4770"]);
+        assert_eq!(authorities("a:1,b"), ["a:1", "b:4770"]);
+        assert_eq!(authorities("chute://a:1"), ["a:1"]);
+        assert_eq!(authorities("chute://a:1,b:2/"), ["a:1", "b:2"]);
+        let refused = |url: &str| ServerUrl::parse_list(url).unwrap_err();
+        assert!(
+            refused("chute://a:1,,b").contains("empty address"),
+            "{}",
+            refused("chute://a:1,,b")
+        );
+        assert!(refused("chute://a:1,b:x").contains("bad port"));
+        assert!(refused("http://a,b").contains("unsupported scheme"));
+        assert!(refused("chute://u:p@a,b").contains("credentials"));
     }
 
     /// Another scheme with its own default port, and a path kept for the caller.

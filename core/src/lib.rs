@@ -24,7 +24,21 @@
 //! ```
 //!
 //! See [`Broker`] for the contract and a runnable example, and [`client::Client`] for the
-//! client side, which has the same shape.
+//! client side, which has the same shape; [`client::Session`] drives one `Client` after
+//! another and keeps what must survive a reconnect.
+//!
+//! ## Embedding the core in your own event loop
+//!
+//! Two examples drive the core from a hand-written, single-threaded loop over std sockets and
+//! the `polling` crate, with no async runtime (tests/tests/embedding.rs runs both against the
+//! real `chute` CLI):
+//!
+//! - `core/examples/broker_event_loop.rs`: a whole broker in under 300 lines, plain files in a
+//!   directory for its log, recovered at start
+//!   (`cargo run -p chute-core --example broker_event_loop -- 127.0.0.1:4770 ./data`);
+//! - `core/examples/client_event_loop.rs`: a client [`client::Session`] that declares,
+//!   publishes and consumes
+//!   (`cargo run -p chute-core --example client_event_loop -- 127.0.0.1:4770 jobs 1000`).
 
 pub mod auth;
 pub mod broker;

@@ -38,10 +38,16 @@ pub enum Mutant {
     /// The manifest records the end of the log as durable when it was only appended: after a
     /// machine crash loses the unsynced tail, recovery refuses a log nothing damaged.
     ManifestAheadOfSync,
+    /// A client session forgets the publishes a lost connection carried instead of sending
+    /// them again: they are never confirmed (nor refused).
+    ForgetUnconfirmedOnReconnect,
+    /// A client session sends the settle of a delivery from a lost connection on the new one,
+    /// where its tag names another delivery: that message is acked unprocessed.
+    SettleAcrossReconnect,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 7] = [
+    pub const ALL: [Mutant; 9] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -49,6 +55,8 @@ impl Mutant {
         Mutant::TruncateValidRecord,
         Mutant::StaleManifestNewest,
         Mutant::ManifestAheadOfSync,
+        Mutant::ForgetUnconfirmedOnReconnect,
+        Mutant::SettleAcrossReconnect,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -61,6 +69,8 @@ impl Mutant {
             Mutant::TruncateValidRecord => "truncate-valid-record",
             Mutant::StaleManifestNewest => "stale-manifest-newest",
             Mutant::ManifestAheadOfSync => "manifest-ahead-of-sync",
+            Mutant::ForgetUnconfirmedOnReconnect => "forget-unconfirmed-on-reconnect",
+            Mutant::SettleAcrossReconnect => "settle-across-reconnect",
         }
     }
 

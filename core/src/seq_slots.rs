@@ -27,6 +27,8 @@ impl<T> Default for SeqSlots<T> {
 
 impl<T> SeqSlots<T> {
     /// `key` must be larger than every key inserted before.
+    // Inlined so that a large value is built in its slot rather than copied there.
+    #[inline]
     pub fn insert(&mut self, key: u64, value: T) {
         assert!(self.slots.back().is_none_or(|(last, _)| *last < key), "keys must increase");
         self.slots.push_back((key, Some(value)));
@@ -47,6 +49,11 @@ impl<T> SeqSlots<T> {
         self.slots[at].1.as_ref()
     }
 
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut T> {
+        let at = self.position(key)?;
+        self.slots[at].1.as_mut()
+    }
+
     pub fn remove(&mut self, key: u64) -> Option<T> {
         let at = self.position(key)?;
         let removed = self.slots[at].1.take()?;
@@ -65,6 +72,23 @@ impl<T> SeqSlots<T> {
             if let Some(value) = slot.take() {
                 self.live -= 1;
                 take(*key, value);
+            }
+        }
+        self.sweep();
+    }
+
+    /// [`SeqSlots::remove_range`] for values the caller does not need: each is dropped where
+    /// it lies (no move out), and `removed` hears its key.
+    pub fn discard_range(&mut self, keys: RangeInclusive<u64>, mut removed: impl FnMut(u64)) {
+        let start = self.slots.partition_point(|(key, _)| key < keys.start());
+        for (key, slot) in self.slots.range_mut(start..) {
+            if *key > *keys.end() {
+                break;
+            }
+            if slot.is_some() {
+                *slot = None;
+                self.live -= 1;
+                removed(*key);
             }
         }
         self.sweep();

@@ -1,43 +1,48 @@
-//! The clients: each actor drives one `chute_core::client::Client` machine over the simulated
-//! network, reconnecting with backoff whenever its connection dies.
+//! The clients: each actor drives one `chute_core::client::Session`, the real client logic
+//! (reconnect with backoff, restore, republish, retries, breaker, void settles), over the
+//! simulated network. The simulator only plays the driver: it opens a connection when the
+//! session asks (or refuses it while the broker is down) and carries bytes and timers.
 //!
 //! - The admin declares every queue and binding, then lists the dead-letter queues every 250 ms
 //!   and has the oracle audit each entry.
-//! - Publishers publish messages with unique ids (`m<key>`, payload derived from the key), keep
-//!   every unconfirmed message, and republish all of them, same ids, in order, on every new
-//!   connection.
-//! - Consumers subscribe with credit, and ack most deliveries after a processing time; some they
-//!   nack (with or without a delay and a reason), reject, touch and ack late, hold past their
-//!   lease, or answer by dropping the connection. In the liveness phase they ack everything.
+//! - Publishers publish messages with unique ids (`m<key>`, payload derived from the key) and
+//!   hand them to their session, which keeps every unconfirmed one and sends it again, same
+//!   id, in order, on every new connection. A publish the breaker refuses waits for later.
+//! - Consumers subscribe with credit once; the session subscribes again on every new
+//!   connection. They ack most deliveries after a processing time; some they nack (with or
+//!   without a delay and a reason), reject, touch and ack late, hold past their lease, or
+//!   answer by closing (`Session::reconnect_now`) or dropping the connection. In the liveness
+//!   phase they ack everything. Settling a delivery of a lost connection is void.
 //! - The drainer appears in the liveness phase and acks everything from every queue, dead-letter
 //!   queues included.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use chute_core::client::SubscriptionOptions;
 use chute_core::client::{
-    Client, ClientEvent, ClientInput, ClientOutput, CloseReason, CommandError, Response,
+    CommandError, LinkError, ReconnectPolicy, Response, RetryPolicy, Session, SessionConfig,
+    SessionEvent, SessionInput, SessionOutput, Settled, SubscriptionOptions, Timeouts,
 };
 use chute_core::{ConnId, Input, Instant};
-use chute_protocol::{Delivery, Destination, ErrorCode, PublishMessage, Schedule, LIST_PAGE_MAX};
+use chute_protocol::{
+    BackoffPolicy, BreakerPolicy, Delivery, Destination, ErrorCode, PublishMessage, Schedule,
+    LIST_PAGE_MAX,
+};
 
 use crate::events::{Action, Event, Wake};
 use crate::oracle::{message_id, parse_id, payload, Dest, MsgInfo};
 use crate::topology::QIdx;
 use crate::trace::TraceEvent;
-use crate::world::{Phase, World};
+use crate::world::{Phase, World, HEARTBEAT_MS};
 
 #[derive(Debug)]
 pub struct Actor {
     pub name: String,
     pub role: Role,
-    pub client: Option<Client>,
+    /// Created when the actor starts; lives for the whole run.
+    pub session: Option<Session>,
+    /// The connection the session has now.
     pub conn: Option<ConnId>,
-    /// `HelloOk` arrived on the current connection.
-    pub connected: bool,
     pub timer_at: Option<Instant>,
-    /// Connections lost or refused in a row, for the backoff.
-    pub failures: u32,
 }
 
 #[derive(Debug)]
@@ -60,33 +65,25 @@ pub struct Admin {
 pub struct Publisher {
     /// Every message not yet confirmed, in publish order (keys grow).
     pub unconfirmed: BTreeSet<u32>,
-    /// Unconfirmed messages not yet sent on the current connection.
+    /// Messages not yet handed to the session (its window was full, or the breaker open).
     to_send: VecDeque<u32>,
-    /// Publish sequence numbers of the current connection.
+    /// The session's publish sequence numbers (stable over reconnects) → key.
     seq_to_key: BTreeMap<u64, u32>,
+    /// A retry for the breaker is scheduled.
+    retry_scheduled: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Consumer {
     queues: Vec<QIdx>,
     drainer: bool,
-    /// Subscription → (queue, lease in ms).
+    /// The session's subscription → (queue, lease in ms).
     subs: BTreeMap<u32, (QIdx, u32)>,
-    /// Subscribe requests not yet answered.
-    pending: BTreeSet<u32>,
 }
 
 impl Actor {
     fn new(name: String, role: Role) -> Actor {
-        Actor {
-            name,
-            role,
-            client: None,
-            conn: None,
-            connected: false,
-            timer_at: None,
-            failures: 0,
-        }
+        Actor { name, role, session: None, conn: None, timer_at: None }
     }
 }
 
@@ -139,115 +136,172 @@ impl World {
             return;
         }
         match wake {
-            Wake::Connect => self.connect(actor),
+            Wake::Start => self.start(actor),
             Wake::Publish => self.publish_tick(actor),
+            Wake::RetryPublish => {
+                if let Role::Publisher(publisher) = &mut self.actors[actor].role {
+                    publisher.retry_scheduled = false;
+                }
+                self.publish_pending(actor);
+            }
             Wake::Audit => self.audit_tick(actor),
-            Wake::Settle { conn, tag, queue, key, action } => {
-                self.settle(actor, conn, tag, queue, key, action)
+            Wake::Settle { epoch, tag, queue, key, action } => {
+                self.settle(actor, epoch, tag, queue, key, action)
             }
         }
     }
 
-    fn connect(&mut self, actor: usize) {
-        if self.actors[actor].conn.is_some() {
+    /// The session's settings: the real defaults where the simulation allows them, timings
+    /// scaled to its short runs.
+    fn session_config(&mut self, name: &str, publisher: bool) -> SessionConfig {
+        SessionConfig {
+            client: chute_core::client::ClientConfig {
+                client_name: name.into(),
+                ..self.client_config.clone()
+            },
+            addresses: 1,
+            reconnect: ReconnectPolicy {
+                enabled: true,
+                backoff: BackoffPolicy {
+                    base_ms: 40,
+                    factor_percent: 200,
+                    max_ms: 1_000,
+                    jitter: true,
+                },
+                attempts_max: None,
+                // Actors start while the broker may be down.
+                retry_first_connect: true,
+                shuffle: false,
+            },
+            timeouts: Timeouts {
+                connect_ms: 2_000,
+                // Longer than any run: an answer the workload waits for never times out.
+                request_ms: 600_000,
+                declare_ms: 600_000,
+                // Longer than a partition: a connection that holds a publish this long (a
+                // stalled broker) is replaced, and the publish sent again.
+                confirm_ms: Some(u64::from(HEARTBEAT_MS) * 10),
+                // Every publish must end confirmed: no deadline.
+                publish_ms: None,
+            },
+            retry: RetryPolicy::default(),
+            breaker: publisher.then_some(BreakerPolicy { failures_max: 3, open_ms: 200 }),
+            // Publishers give their own ids, which the oracle reads back.
+            generate_ids: false,
+            seed: self.rng.next_u64(),
+        }
+    }
+
+    /// The actor's session starts (and asks to connect); the admin declares, consumers
+    /// subscribe, once: the session does it again on every new connection.
+    fn start(&mut self, actor: usize) {
+        if self.actors[actor].session.is_some() {
             return;
         }
-        if self.broker.is_none() {
-            self.record(TraceEvent::Refused { actor: actor as u32 });
-            return self.reconnect_later(actor);
-        }
-        let conn = self.new_conn(actor);
-        self.record(TraceEvent::Connect { actor: actor as u32, conn: conn.0 });
-        let config = self.client_config.clone();
-        let a = &mut self.actors[actor];
-        a.client = Some(Client::new(
-            chute_core::client::ClientConfig { client_name: a.name.clone(), ..config },
-            self.now,
-        ));
-        a.conn = Some(conn);
-        a.connected = false;
-        a.timer_at = None;
-        self.broker_input(Input::Accepted { conn, peer: Default::default() });
+        let name = self.actors[actor].name.clone();
+        let publisher = matches!(self.actors[actor].role, Role::Publisher(_));
+        let config = self.session_config(&name, publisher);
+        self.actors[actor].session = Some(Session::new(config, self.now));
         match &self.actors[actor].role {
-            Role::Admin(admin) if !admin.ready => self.declare_all(actor),
-            Role::Consumer(_) => self.subscribe_all(actor, conn),
-            _ => {}
+            Role::Admin(_) => self.declare_all(actor),
+            Role::Consumer(_) => self.subscribe_all(actor),
+            Role::Publisher(_) => {}
         }
-        self.drain_client(actor);
+        self.drain_session(actor);
     }
 
-    fn reconnect_later(&mut self, actor: usize) {
-        let a = &mut self.actors[actor];
-        a.failures += 1;
-        let backoff = (20u64 << a.failures.min(5)).min(1_000);
-        let after = backoff + self.rng.range(0, 20);
-        self.schedule(after, Event::Wake { actor, wake: Wake::Connect });
+    // ---- the session ----
+
+    fn session(&mut self, actor: usize) -> &mut Session {
+        self.actors[actor].session.as_mut().expect("a started actor")
     }
 
-    // ---- the client machine ----
-
-    pub fn client_input(&mut self, actor: usize, input: ClientInput) {
+    /// Feeds the session something from its connection.
+    pub fn session_input(&mut self, actor: usize, input: SessionInput) {
         let now = self.now;
-        let Some(client) = self.actors[actor].client.as_mut() else { return };
-        client.handle_input(now, input);
-        self.drain_client(actor);
+        let Some(session) = self.actors[actor].session.as_mut() else { return };
+        session.handle_input(now, input);
+        self.drain_session(actor);
     }
 
-    pub fn drain_client(&mut self, actor: usize) {
-        while let Some(output) = self.actors[actor].client.as_mut().and_then(Client::poll_output) {
+    pub fn drain_session(&mut self, actor: usize) {
+        while let Some(output) = self.actors[actor].session.as_mut().and_then(Session::poll_output)
+        {
             match output {
-                ClientOutput::Send(bytes) => {
+                SessionOutput::Connect { .. } => self.open_conn(actor),
+                SessionOutput::Send(bytes) => {
                     if let Some(conn) = self.actors[actor].conn {
                         self.net_send(conn, true, bytes);
                     }
                 }
-                ClientOutput::Close => {
-                    if let Some(conn) = self.actors[actor].conn {
-                        if let Some(c) = self.conns.get_mut(&conn) {
-                            c.client_closing = true;
-                        }
-                        self.finish_client_close(conn);
-                    }
-                }
-                ClientOutput::Event(event) => self.actor_event(actor, event),
+                SessionOutput::Close => self.close_conn(actor),
+                SessionOutput::Event(event) => self.actor_event(actor, event),
             }
         }
         self.arm_client_timer(actor);
     }
 
+    /// The session asks for a transport: refused while the broker is down.
+    fn open_conn(&mut self, actor: usize) {
+        let now = self.now;
+        if self.broker.is_none() {
+            self.record(TraceEvent::Refused { actor: actor as u32 });
+            let refused = SessionInput::ConnectFailed { reason: "connection refused".into() };
+            return self.session(actor).handle_input(now, refused);
+        }
+        let conn = self.new_conn(actor);
+        self.record(TraceEvent::Connect { actor: actor as u32, conn: conn.0 });
+        self.actors[actor].conn = Some(conn);
+        self.broker_input(Input::Accepted { conn, peer: Default::default() });
+        self.session(actor).handle_input(now, SessionInput::TransportUp);
+    }
+
+    /// The session closes its transport: its bytes reach the broker, then the stream ends.
+    fn close_conn(&mut self, actor: usize) {
+        let Some(conn) = self.actors[actor].conn.take() else { return };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.client_closing = true;
+            c.client_attached = false;
+        }
+        self.finish_client_close(conn);
+    }
+
+    /// The session's connection is gone (its `Disconnected` event): forget it.
+    fn detach(&mut self, actor: usize) {
+        let Some(conn) = self.actors[actor].conn.take() else { return };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.client_attached = false;
+        }
+        self.maybe_remove(conn);
+    }
+
     fn arm_client_timer(&mut self, actor: usize) {
         let a = &mut self.actors[actor];
-        let (Some(client), Some(conn)) = (a.client.as_ref(), a.conn) else { return };
-        let Some(at) = client.poll_timeout() else { return };
+        let Some(at) = a.session.as_ref().and_then(Session::poll_timeout) else { return };
         let at = at.max(self.now);
         if a.timer_at.is_none_or(|current| at < current) {
             a.timer_at = Some(at);
-            self.events.push(at, Event::ClientTimer { actor, conn });
+            self.events.push(at, Event::ClientTimer { actor });
         }
     }
 
-    pub fn on_client_timer(&mut self, actor: usize, conn: ConnId) {
+    pub fn on_client_timer(&mut self, actor: usize) {
         let a = &mut self.actors[actor];
-        if a.conn != Some(conn) || a.timer_at != Some(self.now) {
+        if a.timer_at != Some(self.now) {
             return;
         }
         a.timer_at = None;
-        self.client_input(actor, ClientInput::Timeout);
+        self.session_input(actor, SessionInput::Timeout);
     }
 
-    fn actor_event(&mut self, actor: usize, event: ClientEvent) {
+    fn actor_event(&mut self, actor: usize, event: SessionEvent) {
         match event {
-            ClientEvent::Connected(_) => {
-                let a = &mut self.actors[actor];
-                a.connected = true;
-                a.failures = 0;
-                if let Role::Publisher(publisher) = &mut a.role {
-                    publisher.to_send = publisher.unconfirmed.iter().copied().collect();
-                    self.publish_pending(actor);
-                }
+            SessionEvent::Connected { .. } | SessionEvent::Reconnected { .. } => {
+                self.map_subscriptions(actor);
+                self.publish_pending(actor);
             }
-            ClientEvent::Closed { reason } => self.on_closed(actor, reason),
-            ClientEvent::Confirmed(range) => {
+            SessionEvent::Disconnected { error, .. } => self.on_disconnected(actor, error),
+            SessionEvent::Confirmed(range) => {
                 let Role::Publisher(publisher) = &mut self.actors[actor].role else { return };
                 let mut confirmed = Vec::new();
                 for seq in range.iter() {
@@ -263,25 +317,57 @@ impl World {
                 }
                 self.publish_pending(actor);
             }
-            ClientEvent::PublishFailed(failure) => {
-                self.fail(("publish-refused", format!("{}: {failure:?}", self.actors[actor].name)));
+            SessionEvent::NotConfirmed { seq, error } => {
+                let name = &self.actors[actor].name;
+                self.fail(("publish-refused", format!("{name}: publish {seq}: {error}")));
             }
-            ClientEvent::Deliveries { subscription, deliveries } => {
+            SessionEvent::Deliveries { subscription, epoch, deliveries } => {
                 for delivery in deliveries {
-                    self.on_delivery(actor, subscription, delivery);
+                    self.on_delivery(actor, subscription, epoch, delivery);
                 }
             }
-            ClientEvent::Response { request_id, response } => {
+            SessionEvent::Response { request_id, response } => {
                 self.on_response(actor, request_id, response)
             }
-            ClientEvent::SubscriptionCancelled(cancelled) => {
-                self.fail(("subscription-cancelled", format!("{cancelled:?}")));
+            SessionEvent::RequestFailed { request_id, error } => {
+                let name = &self.actors[actor].name;
+                self.fail(("request-refused", format!("{name}: request {request_id}: {error}")));
             }
-            ClientEvent::GoingAway(_) => {}
+            SessionEvent::SubscriptionCancelled { subscription, code, message } => {
+                let detail = format!("subscription {subscription}: {code}: {message}");
+                self.fail(("subscription-cancelled", detail));
+            }
+            SessionEvent::RestoreFailed { what, code, message } => {
+                self.fail(("restore-refused", format!("{what}: {code}: {message}")));
+            }
+            SessionEvent::Closed { reason } => {
+                let name = &self.actors[actor].name;
+                self.fail(("session-ended", format!("{name}: {reason:?}")));
+            }
+            _ => {}
         }
     }
 
-    fn on_closed(&mut self, actor: usize, reason: CloseReason) {
+    /// Tells the network which subscription id of the new connection is which queue, so that
+    /// the broker's `Deliver` frames can be attributed. The session subscribed before telling
+    /// us it is connected, and before sending anything.
+    fn map_subscriptions(&mut self, actor: usize) {
+        let a = &self.actors[actor];
+        let (Role::Consumer(consumer), Some(conn), Some(session)) = (&a.role, a.conn, &a.session)
+        else {
+            return;
+        };
+        let mapping: Vec<(u32, QIdx)> = consumer
+            .subs
+            .iter()
+            .filter_map(|(sub, (q, _))| Some((session.subscription_wire_id(*sub)?, *q)))
+            .collect();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.subs.extend(mapping);
+        }
+    }
+
+    fn on_disconnected(&mut self, actor: usize, error: LinkError) {
         let expected = [
             ErrorCode::NORMAL_CLOSE,
             ErrorCode::HEARTBEAT_TIMEOUT,
@@ -289,44 +375,24 @@ impl World {
             ErrorCode::STORAGE_FAILED,
             ErrorCode::SHUTTING_DOWN,
         ];
-        // A lost transport (reset, crash) is expected too.
-        if let CloseReason::Code { code, message } = &reason {
-            if !expected.contains(code) {
-                let name = &self.actors[actor].name;
-                self.fail(("connection-error", format!("{name}: closed with {code:?}: {message}")));
+        // A lost transport (reset, crash), a refused connect, a stuck connection replaced, a
+        // move the consumer asked for: all expected. A protocol error is not.
+        let code = match &error {
+            LinkError::Closed { code, message } => {
+                if !expected.contains(code) {
+                    let name = &self.actors[actor].name;
+                    let detail = format!("{name}: closed with {code:?}: {message}");
+                    self.fail(("connection-error", detail));
+                }
+                Some(code.0)
             }
-        }
+            LinkError::ConnectFailed { .. } => return,
+            _ => None,
+        };
         // A lost transport has no wire code; the trace records it as u16::MAX.
-        let code = reason.code().map_or(u16::MAX, |code| code.0);
+        let code = code.unwrap_or(u16::MAX);
         self.record(TraceEvent::ClientClosed { actor: actor as u32, code });
-        let a = &mut self.actors[actor];
-        let conn = a.conn.take();
-        a.client = None;
-        a.connected = false;
-        a.timer_at = None;
-        match &mut a.role {
-            Role::Admin(admin) => {
-                admin.pending.clear();
-                admin.audits.clear();
-            }
-            Role::Publisher(publisher) => {
-                publisher.to_send.clear();
-                publisher.seq_to_key.clear();
-            }
-            Role::Consumer(consumer) => {
-                consumer.subs.clear();
-                consumer.pending.clear();
-            }
-        }
-        if let Some(conn) = conn {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.client_attached = false;
-            }
-            self.maybe_remove(conn);
-        }
-        if self.phase != Phase::Done {
-            self.reconnect_later(actor);
-        }
+        self.detach(actor);
     }
 
     fn on_response(&mut self, actor: usize, request_id: u32, response: Response) {
@@ -335,46 +401,38 @@ impl World {
             return self
                 .fail(("request-refused", format!("{name}: request {request_id}: {error:?}")));
         }
-        match &mut self.actors[actor].role {
-            Role::Admin(admin) => {
-                if admin.pending.remove(&request_id) && admin.pending.is_empty() && !admin.ready {
-                    admin.ready = true;
-                    self.start_faults();
-                    return;
-                }
-                if let (Some(dlq), Response::DlqList(list)) =
-                    (admin.audits.remove(&request_id), response)
-                {
-                    self.record(TraceEvent::Audit { dlq, entries: list.entries.len() as u32 });
-                    for entry in &list.entries {
-                        let result = self.oracle.audit(&self.topology, self.now, dlq, entry);
-                        self.check(result);
-                    }
-                    if list.more {
-                        let after = list.entries.last().map(|e| e.dead_id);
-                        self.list_dead_letters(actor, dlq, after);
-                    }
-                }
+        let Role::Admin(admin) = &mut self.actors[actor].role else { return };
+        if admin.pending.remove(&request_id) && admin.pending.is_empty() && !admin.ready {
+            admin.ready = true;
+            self.start_faults();
+            return;
+        }
+        if let (Some(dlq), Response::DlqList(list)) = (admin.audits.remove(&request_id), response) {
+            self.record(TraceEvent::Audit { dlq, entries: list.entries.len() as u32 });
+            for entry in &list.entries {
+                let result = self.oracle.audit(&self.topology, self.now, dlq, entry);
+                self.check(result);
             }
-            Role::Consumer(consumer) => {
-                consumer.pending.remove(&request_id);
+            if list.more {
+                let after = list.entries.last().map(|e| e.dead_id);
+                self.list_dead_letters(actor, dlq, after);
             }
-            Role::Publisher(_) => {}
         }
     }
 
     // ---- admin ----
 
     fn declare_all(&mut self, actor: usize) {
+        let now = self.now;
         let a = &mut self.actors[actor];
-        let (Some(client), Role::Admin(admin)) = (a.client.as_mut(), &mut a.role) else { return };
+        let (Some(session), Role::Admin(admin)) = (a.session.as_mut(), &mut a.role) else { return };
         for spec in &self.topology.queues {
-            let request = client.declare_queue(&spec.name, spec.options.clone(), false);
-            admin.pending.insert(request.expect("a new client takes commands"));
+            let request = session.declare_queue(now, &spec.name, spec.options.clone(), false);
+            admin.pending.insert(request.expect("a new session takes commands"));
         }
         for (pattern, q) in &self.topology.bindings {
-            let request = client.bind(&self.topology.queue(*q).name, pattern);
-            admin.pending.insert(request.expect("a new client takes commands"));
+            let request = session.bind(now, &self.topology.queue(*q).name, pattern);
+            admin.pending.insert(request.expect("a new session takes commands"));
         }
     }
 
@@ -383,7 +441,8 @@ impl World {
             self.schedule(250, Event::Wake { actor, wake: Wake::Audit });
         }
         let a = &self.actors[actor];
-        if !a.connected || !matches!(&a.role, Role::Admin(admin) if admin.ready) {
+        let connected = a.session.as_ref().is_some_and(Session::is_connected);
+        if !connected || !matches!(&a.role, Role::Admin(admin) if admin.ready) {
             return;
         }
         let dlqs: Vec<QIdx> = (0..self.topology.queues.len() as QIdx)
@@ -392,14 +451,15 @@ impl World {
         for dlq in dlqs {
             self.list_dead_letters(actor, dlq, None);
         }
-        self.drain_client(actor);
+        self.drain_session(actor);
     }
 
     fn list_dead_letters(&mut self, actor: usize, dlq: QIdx, after: Option<u64>) {
+        let now = self.now;
         let name = self.topology.queue(dlq).name.clone();
         let a = &mut self.actors[actor];
-        let (Some(client), Role::Admin(admin)) = (a.client.as_mut(), &mut a.role) else { return };
-        if let Ok(request) = client.dlq_list(&name, after, LIST_PAGE_MAX as u32) {
+        let (Some(session), Role::Admin(admin)) = (a.session.as_mut(), &mut a.role) else { return };
+        if let Ok(request) = session.dlq_list(now, &name, after, LIST_PAGE_MAX as u32) {
             admin.audits.insert(request, dlq);
         }
     }
@@ -466,25 +526,23 @@ impl World {
         };
         let key = self.oracle.new_message(info);
         self.stats.published += 1;
-        let a = &mut self.actors[actor];
-        let Role::Publisher(publisher) = &mut a.role else { unreachable!("a publisher") };
+        let Role::Publisher(publisher) = &mut self.actors[actor].role else {
+            unreachable!("a publisher")
+        };
         publisher.unconfirmed.insert(key);
-        if a.connected {
-            publisher.to_send.push_back(key);
-        }
+        publisher.to_send.push_back(key);
     }
 
-    /// Sends unsent messages while the unconfirmed window has room.
+    /// Hands messages to the session while its window has room. It sends them when it has a
+    /// connection, and again on every new one until they are confirmed.
     fn publish_pending(&mut self, actor: usize) {
+        let now = self.now;
         loop {
             let a = &mut self.actors[actor];
-            let (Some(client), Role::Publisher(publisher)) = (a.client.as_mut(), &mut a.role)
+            let (Some(session), Role::Publisher(publisher)) = (a.session.as_mut(), &mut a.role)
             else {
                 return;
             };
-            if !a.connected {
-                return;
-            }
             let Some(&key) = publisher.to_send.front() else { break };
             let info = &self.oracle.messages[key as usize];
             let (destination, mandatory) = match info.dest {
@@ -502,42 +560,52 @@ impl World {
                 priority: info.priority,
                 group: info.group.map(|g| format!("g{g}")),
             };
-            match client.publish(&destination, mandatory, message) {
+            match session.publish(now, &destination, mandatory, message) {
                 Ok(seq) => {
                     publisher.seq_to_key.insert(seq, key);
                     publisher.to_send.pop_front();
                     self.trace
                         .record(self.now, TraceEvent::Publish { actor: actor as u32, key, seq });
                 }
-                Err(CommandError::WindowFull { .. } | CommandError::Closed) => break,
+                Err(CommandError::WindowFull { .. }) => break,
+                // The breaker is open: try again once it lets a trial through.
+                Err(CommandError::CircuitOpen { retry_in_ms }) => {
+                    if !std::mem::replace(&mut publisher.retry_scheduled, true) {
+                        let wake = Event::Wake { actor, wake: Wake::RetryPublish };
+                        self.schedule(retry_in_ms.max(1), wake);
+                    }
+                    break;
+                }
                 Err(error) => return self.fail(("client-command", format!("publish: {error}"))),
             }
         }
-        self.drain_client(actor);
+        self.drain_session(actor);
     }
 
     // ---- consumers ----
 
-    fn subscribe_all(&mut self, actor: usize, conn: ConnId) {
+    fn subscribe_all(&mut self, actor: usize) {
         let credit_max = self.cfg.workload.credit_max.max(1);
-        let a = &mut self.actors[actor];
-        let (Some(client), Role::Consumer(consumer)) = (a.client.as_mut(), &mut a.role) else {
-            return;
-        };
-        for q in consumer.queues.clone() {
+        let now = self.now;
+        let Role::Consumer(consumer) = &self.actors[actor].role else { return };
+        let (queues, drainer) = (consumer.queues.clone(), consumer.drainer);
+        for q in queues {
             let spec = self.topology.queue(q);
-            let (credit, lease_ms) = if consumer.drainer {
+            let (credit, lease_ms) = if drainer {
                 (64, None)
             } else {
                 let lease = self.rng.chance(200).then(|| self.rng.range(150, 400) as u32);
                 (self.rng.range(1, u64::from(credit_max)) as u32, lease)
             };
             let options = SubscriptionOptions { credit, lease_ms, rate: None, auto_credit: true };
-            let (request, subscription) =
-                client.subscribe_with(&spec.name, options).expect("a new client takes commands");
-            consumer.pending.insert(request);
-            consumer.subs.insert(subscription, (q, lease_ms.unwrap_or(spec.options.lease_ms)));
-            self.conns.get_mut(&conn).expect("just opened").subs.insert(subscription, q);
+            let lease = lease_ms.unwrap_or(spec.options.lease_ms);
+            let name = spec.name.clone();
+            let (_, subscription) = self
+                .session(actor)
+                .subscribe(now, &name, options)
+                .expect("a new session takes commands");
+            let Role::Consumer(consumer) = &mut self.actors[actor].role else { unreachable!() };
+            consumer.subs.insert(subscription, (q, lease));
             self.trace.record(
                 self.now,
                 TraceEvent::Subscribe { actor: actor as u32, queue: q, subscription },
@@ -545,9 +613,8 @@ impl World {
         }
     }
 
-    fn on_delivery(&mut self, actor: usize, subscription: u32, delivery: Delivery) {
-        let a = &self.actors[actor];
-        let (Role::Consumer(consumer), Some(conn)) = (&a.role, a.conn) else { return };
+    fn on_delivery(&mut self, actor: usize, subscription: u32, epoch: u64, delivery: Delivery) {
+        let Role::Consumer(consumer) = &self.actors[actor].role else { return };
         let Some(&(queue, lease_ms)) = consumer.subs.get(&subscription) else { return };
         // The oracle vetted the id when the broker emitted it.
         let Some(key) = delivery.id.as_deref().and_then(parse_id) else { return };
@@ -584,14 +651,13 @@ impl World {
         } else {
             Action::Ack
         };
-        let wake = Wake::Settle { conn, tag, queue, key, action };
+        let wake = Wake::Settle { epoch, tag, queue, key, action };
         self.schedule(after, Event::Wake { actor, wake });
     }
 
-    fn settle(&mut self, actor: usize, conn: ConnId, tag: u64, q: QIdx, key: u32, action: Action) {
-        if self.actors[actor].conn != Some(conn) {
-            return; // the delivery died with its connection
-        }
+    /// Settles a delivery through the session, which sends nothing for one of a connection
+    /// that is gone (void: the broker delivers the message again).
+    fn settle(&mut self, actor: usize, epoch: u64, tag: u64, q: QIdx, key: u32, action: Action) {
         let action = match action {
             // In the liveness phase consumers ack everything.
             Action::Nack { .. } | Action::Reject { .. } | Action::Disconnect { .. }
@@ -603,47 +669,64 @@ impl World {
         };
         let who = actor as u32;
         if let Action::Disconnect { graceful } = action {
+            if self.session(actor).epoch() != epoch {
+                return; // the delivery died with its connection
+            }
             self.record(TraceEvent::Disconnect { actor: who, graceful });
             if !graceful {
-                return self.reset_conn(conn);
+                if let Some(conn) = self.actors[actor].conn {
+                    self.reset_conn(conn);
+                }
+                return;
             }
-            if let Some(client) = self.actors[actor].client.as_mut() {
-                client.close();
-            }
-            return self.drain_client(actor);
+            self.session(actor).reconnect_now();
+            return self.drain_session(actor);
         }
-        let Some(client) = self.actors[actor].client.as_mut() else { return };
-        let result = match action {
-            Action::Ack => client.ack(tag).map(|()| {
-                self.oracle.acked(&self.topology, q, key);
-                self.stats.acks += 1;
-                self.trace.record(self.now, TraceEvent::Ack { actor: who, key, tag });
-            }),
+        let session = self.actors[actor].session.as_mut().expect("a started actor");
+        let result = match &action {
+            Action::Ack => session.ack(epoch, tag),
             Action::Nack { delay_ms, reason } => {
-                client.nack(tag, delay_ms, reason.clone()).map(|()| {
-                    self.oracle.nacked(q, key, reason);
-                    self.stats.nacks += 1;
-                    self.trace
-                        .record(self.now, TraceEvent::Nack { actor: who, key, tag, delay_ms });
-                })
+                session.nack(epoch, tag, *delay_ms, reason.clone())
             }
-            Action::Reject { reason } => client.reject(tag, reason.clone()).map(|()| {
-                self.oracle.rejected(q, key, reason);
-                self.stats.rejects += 1;
-                self.trace.record(self.now, TraceEvent::Reject { actor: who, key, tag });
-            }),
-            Action::Touch { ack_after_ms } => client.touch(tag, None).map(|()| {
-                self.stats.touches += 1;
-                self.trace.record(self.now, TraceEvent::Touch { actor: who, key, tag });
-                let wake = Wake::Settle { conn, tag, queue: q, key, action: Action::Ack };
-                self.events.push(self.now.plus_ms(ack_after_ms), Event::Wake { actor, wake });
-            }),
+            Action::Reject { reason } => session.reject(epoch, tag, reason.clone()),
+            Action::Touch { .. } => session.touch(epoch, tag, None),
             Action::Disconnect { .. } => unreachable!("handled above"),
         };
         match result {
-            Ok(()) | Err(CommandError::Closed) => {}
+            Ok(Settled::Sent) => self.settled(actor, epoch, tag, q, key, action),
+            // Void: the connection is gone, nothing was sent, the broker redelivers.
+            Ok(Settled::Void) | Err(CommandError::Closed) => {}
             Err(error) => return self.fail(("client-command", format!("settle m{key}: {error}"))),
         }
-        self.drain_client(actor);
+        self.drain_session(actor);
+    }
+
+    /// What a settle that went out means for the oracle and the trace.
+    fn settled(&mut self, actor: usize, epoch: u64, tag: u64, q: QIdx, key: u32, action: Action) {
+        let who = actor as u32;
+        match action {
+            Action::Ack => {
+                self.oracle.acked(&self.topology, q, key);
+                self.stats.acks += 1;
+                self.record(TraceEvent::Ack { actor: who, key, tag });
+            }
+            Action::Nack { delay_ms, reason } => {
+                self.oracle.nacked(q, key, reason);
+                self.stats.nacks += 1;
+                self.record(TraceEvent::Nack { actor: who, key, tag, delay_ms });
+            }
+            Action::Reject { reason } => {
+                self.oracle.rejected(q, key, reason);
+                self.stats.rejects += 1;
+                self.record(TraceEvent::Reject { actor: who, key, tag });
+            }
+            Action::Touch { ack_after_ms } => {
+                self.stats.touches += 1;
+                self.record(TraceEvent::Touch { actor: who, key, tag });
+                let wake = Wake::Settle { epoch, tag, queue: q, key, action: Action::Ack };
+                self.events.push(self.now.plus_ms(ack_after_ms), Event::Wake { actor, wake });
+            }
+            Action::Disconnect { .. } => unreachable!("handled by settle"),
+        }
     }
 }

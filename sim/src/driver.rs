@@ -300,7 +300,9 @@ impl World {
         for (conn, c) in std::mem::take(&mut self.conns) {
             if c.client_attached {
                 self.record(TraceEvent::ClientSawClosed { conn: conn.0 });
-                self.client_input(c.actor, chute_core::client::ClientInput::Closed);
+                let reason = "the broker crashed".to_string();
+                let closed = chute_core::client::SessionInput::TransportClosed { reason };
+                self.session_input(c.actor, closed);
             }
         }
         let downtime = self.rng.range(1, self.cfg.faults.downtime_ms_max.max(1));

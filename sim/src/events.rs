@@ -14,9 +14,9 @@ pub enum Event {
     BrokerTimer {
         incarnation: u64,
     },
+    /// An actor's session timer is due (stale if re-armed earlier since).
     ClientTimer {
         actor: usize,
-        conn: ConnId,
     },
     /// The next chunk of a direction of a connection reaches its receiver.
     Arrive {
@@ -67,13 +67,16 @@ pub enum FaultKind {
 /// Something an actor does at a chosen time.
 #[derive(Clone, Debug)]
 pub enum Wake {
-    Connect,
+    /// The actor's session starts.
+    Start,
     Publish,
+    /// A publisher hands over what its breaker refused.
+    RetryPublish,
     Audit,
     /// A consumer settles (or touches, or drops the connection with) a delivery it got on
-    /// `conn`; stale if the actor has another connection by then.
+    /// its session's connection `epoch`; void if the session has another connection by then.
     Settle {
-        conn: ConnId,
+        epoch: u64,
         tag: u64,
         queue: QIdx,
         key: u32,

@@ -2,7 +2,7 @@
 //!
 //! A deterministic simulator for chute, in the manner of FoundationDB's simulator and
 //! TigerBeetle's VOPR: the real broker core (`chute_core::Broker`, its log format and its
-//! recovery) and many real client machines (`chute_core::client::Client`) run on simulated
+//! recovery) and many real client sessions (`chute_core::client::Session`) run on simulated
 //! time, a simulated network and a simulated disk, with faults drawn from a seed, and every run
 //! is checked against invariants. The same seed replays the same run, bit for bit.
 //!

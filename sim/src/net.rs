@@ -5,11 +5,11 @@
 //! what the broker's backpressure must bound.
 //!
 //! Faults: a reset closes both sides at once (the broker sees `Input::Closed`, the client
-//! `ClientInput::Closed`); a partition holds both directions until it heals, after which the
+//! `SessionInput::TransportClosed`); a partition holds both directions until it heals, after which the
 //! traffic flows again or the connection resets.
 
 use bytes::Bytes;
-use chute_core::client::ClientInput;
+use chute_core::client::SessionInput;
 use chute_core::{ConnId, Input, Instant};
 
 use crate::events::Event;
@@ -88,7 +88,7 @@ impl World {
         c.window_bytes -= chunk.len() as u64;
         let (attached, actor) = (c.client_attached, c.actor);
         if attached {
-            self.client_input(actor, ClientInput::Received(chunk));
+            self.session_input(actor, SessionInput::Received(chunk));
         }
         self.pump_outbox(conn);
         self.finish_broker_close(conn);
@@ -141,7 +141,8 @@ impl World {
         }
         if c.client_attached {
             self.record(TraceEvent::ClientSawClosed { conn: conn.0 });
-            self.client_input(c.actor, ClientInput::Closed);
+            let reason = "connection reset".to_string();
+            self.session_input(c.actor, SessionInput::TransportClosed { reason });
         }
         if c.broker_open && !broker_first {
             self.tell_broker_closed(conn);
@@ -171,7 +172,8 @@ impl World {
         c.client_attached = false;
         if attached {
             self.record(TraceEvent::ClientSawClosed { conn: conn.0 });
-            self.client_input(actor, ClientInput::Closed);
+            let reason = "the broker closed the connection".to_string();
+            self.session_input(actor, SessionInput::TransportClosed { reason });
         }
         self.maybe_remove(conn);
     }

@@ -52,6 +52,12 @@ pub struct Stats {
     pub dead_max_attempts: u64,
     pub dead_rejected: u64,
     pub dead_expired: u64,
+    /// From the clients' sessions: publishes sent again on a new connection, settles of
+    /// deliveries whose connection was gone, breaker openings and the publishes it refused.
+    pub republished: u64,
+    pub void_settles: u64,
+    pub breaker_opens: u64,
+    pub breaker_rejections: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -82,7 +88,8 @@ impl Summary {
             "seed {} {outcome} sim {:.1}s trace {:016x} events {} | published {} confirmed {} \
              delivered {} acked {} nacked {} rejected {} dlq-audited {} ({}m {}r {}e) fifo-checked {} (+{} unordered) | \
              crashes {}p+{}m fsync-failures {} flips {} losses {} truncations {} lost-allowed {} resets {} \
-             partitions {} stalls {} syncs {} outbox-max {}",
+             partitions {} stalls {} syncs {} outbox-max {} | clients: connections {} \
+             republished {} void-settles {} breaker-opens {} ({} refused)",
             self.seed,
             self.sim_ms as f64 / 1000.0,
             self.trace_hash,
@@ -111,6 +118,11 @@ impl Summary {
             s.stalls,
             s.syncs,
             s.outbox_bytes_max,
+            s.connections,
+            s.republished,
+            s.void_settles,
+            s.breaker_opens,
+            s.breaker_rejections,
         )
     }
 }

@@ -200,7 +200,7 @@ impl World {
         let broker = Broker::new(self.broker_config.clone(), self.now);
         self.broker = Some(broker);
         self.drain_broker_now();
-        self.schedule(0, Event::Wake { actor: 0, wake: Wake::Connect });
+        self.schedule(0, Event::Wake { actor: 0, wake: Wake::Start });
         let deadline = self.cfg.fault_phase_ms + self.cfg.liveness_phase_ms + 30_000;
         self.schedule(deadline, Event::Deadline);
         while let Some((at, event)) = self.events.pop() {
@@ -223,6 +223,13 @@ impl World {
             self.oracle.copies.values().filter(|c| c.may_be_lost && !c.acked).count() as u64;
         self.stats.syncs = self.disk.mem.syncs;
         self.stats.confirmed = self.oracle.messages.iter().filter(|m| m.confirmed).count() as u64;
+        for session in self.actors.iter().filter_map(|actor| actor.session.as_ref()) {
+            let clients = session.stats();
+            self.stats.republished += clients.republished;
+            self.stats.void_settles += clients.void_settles;
+            self.stats.breaker_opens += clients.breaker_opens;
+            self.stats.breaker_rejections += clients.breaker_rejections;
+        }
         if let Some((invariant, detail)) = self.failure.take() {
             return Err(self.failure_report(self.cfg.seed, invariant, detail));
         }
@@ -289,7 +296,7 @@ impl World {
     fn handle(&mut self, event: Event) {
         match event {
             Event::BrokerTimer { incarnation } => self.on_broker_timer(incarnation),
-            Event::ClientTimer { actor, conn } => self.on_client_timer(actor, conn),
+            Event::ClientTimer { actor } => self.on_client_timer(actor),
             Event::Arrive { conn, up } => self.on_arrive(conn, up),
             Event::TransportClosed { conn } => self.on_transport_closed(conn),
             Event::Unpause { conn } => self.on_unpause(conn),
@@ -319,7 +326,7 @@ impl World {
         }
         for actor in 1..self.actors.len() {
             let delay = self.rng.range(0, 50);
-            self.schedule(delay, Event::Wake { actor, wake: Wake::Connect });
+            self.schedule(delay, Event::Wake { actor, wake: Wake::Start });
             if matches!(self.actors[actor].role, Role::Publisher(_)) {
                 self.schedule(delay + 1, Event::Wake { actor, wake: Wake::Publish });
             }
@@ -413,7 +420,7 @@ impl World {
             conn.stall_until = conn.stall_until.min(self.now);
         }
         for drainer in self.add_drainers() {
-            self.schedule(300, Event::Wake { actor: drainer, wake: Wake::Connect });
+            self.schedule(300, Event::Wake { actor: drainer, wake: Wake::Start });
         }
         self.schedule(self.cfg.liveness_phase_ms, Event::End);
         self.schedule(100, Event::Check);

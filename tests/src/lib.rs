@@ -132,6 +132,20 @@ impl Server {
         Server::spawn(binary, scratch, data_dir.to_path_buf(), extra)
     }
 
+    /// [`Server::start_in`] on a given address: a server restarted where a killed one
+    /// listened, for clients that reconnect to it.
+    pub fn start_in_at(
+        binary: ServerBinary,
+        data_dir: &Path,
+        addr: SocketAddr,
+        extra: &[&str],
+    ) -> Server {
+        let listen = addr.to_string();
+        let args: Vec<&str> =
+            ["--listen", listen.as_str()].into_iter().chain(extra.iter().copied()).collect();
+        Server::start_in(binary, data_dir, &args)
+    }
+
     fn spawn(
         binary: ServerBinary,
         scratch: tempfile::TempDir,
@@ -144,11 +158,15 @@ impl Server {
         Server::launch(binary, scratch, data_dir, command, !admin_off)
     }
 
-    /// The command line every server of the tests gets: an ephemeral port, `data_dir`, `extra`.
+    /// The command line every server of the tests gets: an ephemeral port (unless the caller
+    /// names one), `data_dir`, `extra`.
     fn command(binary: ServerBinary, data_dir: &Path, extra: &[&str]) -> Command {
+        let listen =
+            if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
         let mut command = Command::new(binary_path(binary.name()));
         command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(listen)
+            .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("CHUTE_LOG", "debug")

@@ -1,9 +1,10 @@
-//! A server that dies under a connection: the client reports a lost connection, not a server
-//! bug (`internal`), so callers can tell the two apart and retry.
+//! A server that dies under a connection that does not reconnect: the client reports a lost
+//! connection, not a server bug (`internal`), so callers can tell the two apart and retry.
+//! (Reconnecting connections are tested in `reconnect.rs`.)
 
 use std::time::Duration;
 
-use chute_client::{Connection, Error, PublishError, QueueOptions};
+use chute_client::{ConnectOptions, Connection, Error, PublishError, QueueOptions};
 use chute_tests::{within, Server, ServerBinary};
 use futures::executor::block_on;
 
@@ -14,7 +15,8 @@ use futures::executor::block_on;
 fn killed_server_is_a_lost_connection(binary: ServerBinary) {
     let mut server = Server::start(binary);
     let (url, addr) = (server.url(), server.addr.to_string());
-    let connection = block_on(Connection::connect(&url)).unwrap();
+    let options = ConnectOptions::without_reconnect();
+    let connection = block_on(Connection::connect_with(&url, options)).unwrap();
     block_on(connection.declare_queue("jobs", QueueOptions::default())).unwrap();
 
     server.signal("STOP");

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chute_client::{Confirmation, Connection, PublishError, QueueOptions};
+use chute_client::{Confirmation, ConnectOptions, Connection, PublishError, QueueOptions};
 use chute_core::storage::format::{parse_segment_file_name, scan_segment};
 use chute_core::storage::records::{Published, Record};
 use chute_tests::{id_of, labelled_payload, take_ready, within, Server, ServerBinary};
@@ -343,7 +343,9 @@ struct PublisherRecord {
 /// `p{publisher}-{n}` on `WORK` and `k{publisher}-{n}` on `KEEP`.
 async fn publish_until_killed(url: &str, publisher: u64) -> PublisherRecord {
     let mut record = PublisherRecord::default();
-    let Ok(connection) = Connection::connect(url).await else { return record };
+    // These clients must see the kill, not ride it out.
+    let options = ConnectOptions::without_reconnect();
+    let Ok(connection) = Connection::connect_with(url, options).await else { return record };
     let mut pending: VecDeque<(String, Confirmation)> = VecDeque::new();
     for n in 0..PUBLISHER_MESSAGES_MAX {
         let (queue, id) = if publisher == 1 && n % KEEP_EVERY == 0 {
@@ -408,7 +410,9 @@ struct Consumed {
 /// after the last confirmed marker may be lost with the kill.
 async fn consume_until_killed(url: &str) -> Consumed {
     let mut record = Consumed::default();
-    let Ok(connection) = Connection::connect(url).await else { return record };
+    // These clients must see the kill, not ride it out.
+    let options = ConnectOptions::without_reconnect();
+    let Ok(connection) = Connection::connect_with(url, options).await else { return record };
     let Ok(mut deliveries) = connection.subscribe(WORK, PREFETCH).await else { return record };
     let mut marks: VecDeque<(usize, Confirmation)> = VecDeque::new();
     while let Some(delivery) = deliveries.next().await {

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use chute_client::{Confirmation, Connection, ErrorCode, PublishError, QueueOptions};
+use chute_client::{
+    Confirmation, ConnectOptions, Connection, ErrorCode, PublishError, QueueOptions,
+};
 use chute_tests::{labelled_payload, take_ready, within, Server, ServerBinary};
 use futures::executor::block_on;
 
@@ -127,7 +129,9 @@ struct Filled {
 /// Publishes `m-{n}` with confirms until one fails, then collects the answers to the rest.
 /// Asserts that the confirmed publishes come before every failed one.
 async fn fill(url: &str) -> Filled {
-    let connection = Connection::connect(url).await.expect("connect");
+    // A connection that does not reconnect, to see the halt as the server reports it.
+    let options = ConnectOptions::without_reconnect();
+    let connection = Connection::connect_with(url, options).await.expect("connect");
     connection.declare_queue(QUEUE, QueueOptions::default()).await.expect("declare");
     let mut filled = Filled {
         published: Vec::new(),

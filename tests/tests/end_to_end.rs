@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use chute_client::{Connection, QueueOptions};
+use chute_client::{ConnectOptions, Connection, QueueOptions};
 use chute_tests::{Server, ServerBinary};
 use futures::executor::block_on;
 use futures::StreamExt;
@@ -130,12 +130,14 @@ fn garbage_is_refused_others_unaffected_smol() {
 }
 
 /// SIGTERM stops the server gracefully: connected clients are told (`shutting-down`), the
-/// process exits 0, and the port is free again.
+/// process exits 0, and the port is free again. (A client that does not reconnect shows what
+/// it was told.)
 fn sigterm_stops_gracefully(binary: ServerBinary) {
     let server = Server::start(binary);
     let url = server.url();
     let addr = server.addr;
-    let connection = block_on(Connection::connect(&url)).unwrap();
+    let options = ConnectOptions::without_reconnect();
+    let connection = block_on(Connection::connect_with(&url, options)).unwrap();
     let status = server.stop();
     assert!(status.success(), "exit status {status:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -2,12 +2,14 @@
 //! at the call site, then encodes (or coalesces) its frame.
 
 use chute_protocol::{
-    push_to_ranges, Ack, Binding, Close, Credit, Destination, DlqInspect, DlqList, DlqRedrive,
-    ErrorCode, FrameKind, Nack, Publish, PublishMessage, QueueDeclare, QueueDelete, QueueList,
+    append_postcard, push_to_ranges, Ack, Binding, Close, Credit, Destination, DlqInspect, DlqList,
+    DlqRedrive, ErrorCode, FrameKind, Nack, PublishMessage, QueueDeclare, QueueDelete, QueueList,
     QueueOptions, QueuePurge, QueueStatsRequest, Range, Reject, Subscribe, Touch, Unsubscribe,
     BATCH_FRAME_BYTES_TARGET, FRAME_HEADER_LEN, GROUP_KEY_LEN_MAX, HEADERS_MAX, MESSAGE_ID_LEN_MAX,
     NAME_LEN_MAX, PRIORITY_MAX, PUBLISH_BATCH_MAX, RANGES_MAX, REASON_LEN_MAX, REDRIVE_IDS_MAX,
 };
+
+use bytes::{Buf, BufMut};
 
 use super::{Client, Pending, State, SubscriptionState};
 
@@ -42,6 +44,10 @@ pub enum CommandError {
     UnknownTag(u64),
     #[error("subscription {0} is not active")]
     UnknownSubscription(u32),
+    /// The session's circuit breaker is open: the server failed too often in a row. Publishes
+    /// fail at once until it lets a trial through.
+    #[error("the circuit breaker is open after repeated failures; retry in {retry_in_ms} ms")]
+    CircuitOpen { retry_in_ms: u64 },
 }
 
 /// Bytes of a `Publish` frame besides its messages' own, generously.
@@ -181,52 +187,101 @@ impl Client {
         mandatory: bool,
         message: PublishMessage,
     ) -> Result<u64, CommandError> {
+        self.publish_ref(destination, mandatory, &message)
+    }
+
+    /// [`Client::publish`] that leaves the message with the caller: it is encoded at once, so
+    /// a caller that must publish it again on another connection keeps it without a copy.
+    pub fn publish_ref(
+        &mut self,
+        destination: &Destination,
+        mandatory: bool,
+        message: &PublishMessage,
+    ) -> Result<u64, CommandError> {
         self.check_usable()?;
         if self.window_full() {
             return Err(CommandError::WindowFull { unconfirmed: self.unconfirmed });
         }
-        check_message(&message)?;
-        let size = message_size(&message);
+        check_message(message)?;
+        let start = self.publish_body.len();
+        append_postcard(message, &mut self.publish_body).expect("a message always encodes");
+        let size = self.publish_body.len() - start;
         let frame_max = self.frame_size_max();
         if size + PUBLISH_OVERHEAD > frame_max as usize {
+            self.publish_body.truncate(start);
             return Err(CommandError::TooLarge { size, max: frame_max });
         }
-        self.append_publish(destination, mandatory, message, size);
+        self.join_publish_batch(destination, mandatory, start, size);
         let seq = self.next_publish_seq;
         self.next_publish_seq += 1;
         self.unconfirmed += 1;
         Ok(seq)
     }
 
-    fn append_publish(
+    /// Counts the message just encoded (the last `size` bytes of `publish_body`, from
+    /// `start`) into the pending batch, first sending the batch before it if the message
+    /// does not belong with it (another destination, or no room).
+    fn join_publish_batch(
         &mut self,
         destination: &Destination,
         mandatory: bool,
-        message: PublishMessage,
+        start: usize,
         size: usize,
     ) {
         let batch_max =
             self.server.as_ref().map_or(PUBLISH_BATCH_MAX, |s| s.limits.publish_batch_max as usize);
         let frame_max = self.frame_size_max() as usize;
         let fits = match &self.pending {
-            Pending::Publish { destination: d, mandatory: m, messages, bytes } => {
+            Pending::Publish { destination: d, mandatory: m, count } => {
                 d == destination
                     && *m == mandatory
-                    && messages.len() < batch_max
-                    && bytes + size + PUBLISH_OVERHEAD <= frame_max.min(BATCH_FRAME_BYTES_TARGET)
+                    && *count < batch_max
+                    && start + size + PUBLISH_OVERHEAD <= frame_max.min(BATCH_FRAME_BYTES_TARGET)
             }
             _ => false,
         };
         if !fits {
-            self.flush_pending();
+            match std::mem::take(&mut self.pending) {
+                Pending::Publish { destination, mandatory, count } => {
+                    self.encode_publish_batch(&destination, mandatory, count, start);
+                }
+                other => {
+                    self.pending = other;
+                    self.flush_pending();
+                }
+            }
             let destination = destination.clone();
-            self.pending =
-                Pending::Publish { destination, mandatory, messages: Vec::new(), bytes: 0 };
+            self.pending = Pending::Publish { destination, mandatory, count: 0 };
         }
-        if let Pending::Publish { messages, bytes, .. } = &mut self.pending {
-            messages.push(message);
-            *bytes += size;
+        if let Pending::Publish { count, .. } = &mut self.pending {
+            *count += 1;
         }
+    }
+
+    /// Writes a `Publish` frame of the first `count` messages of `publish_body` (its first
+    /// `body_len` bytes) and takes them out of it. The body is what postcard writes for
+    /// [`chute_protocol::Publish`]: the destination, the flag, the number of messages, then the messages.
+    fn encode_publish_batch(
+        &mut self,
+        destination: &Destination,
+        mandatory: bool,
+        count: usize,
+        body_len: usize,
+    ) {
+        let start = self.out.len();
+        self.out.put_bytes(0, FRAME_HEADER_LEN);
+        append_postcard(destination, &mut self.out).expect("a destination always encodes");
+        append_postcard(&mandatory, &mut self.out).expect("a flag always encodes");
+        // A sequence's length is a varint, the same bytes as a varint u64 of the same value.
+        append_postcard(&(count as u64), &mut self.out).expect("a count always encodes");
+        self.out.extend_from_slice(&self.publish_body[..body_len]);
+        self.publish_body.advance(body_len);
+        let len = self.out.len() - start - FRAME_HEADER_LEN;
+        assert!(len <= self.frame_size_max() as usize, "a publish batch outgrew its frame");
+        let header = &mut self.out[start..start + FRAME_HEADER_LEN];
+        header[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        header[4] = FrameKind::Publish as u8;
+        header[5] = 0;
     }
 
     /// Subscribes to a queue with `credit` deliveries in advance. With `auto_credit`, each
@@ -276,6 +331,13 @@ impl Client {
             .ok_or(CommandError::UnknownSubscription(subscription))?;
         sub.credit_owed = sub.credit_owed.saturating_add(credit);
         Ok(())
+    }
+
+    /// Stops granting credit on every subscription (automatic credit included): the server
+    /// is going away, and deliveries it sends now would only return to their queues with an
+    /// attempt counted when the connection closes (§5.7).
+    pub fn withhold_credit(&mut self) {
+        self.credit_withheld = true;
     }
 
     pub fn unsubscribe(&mut self, subscription: u32) -> Result<u32, CommandError> {
@@ -370,8 +432,9 @@ impl Client {
     pub(super) fn flush_pending(&mut self) {
         match std::mem::take(&mut self.pending) {
             Pending::Nothing => {}
-            Pending::Publish { destination, mandatory, messages, .. } => {
-                self.encode_now(FrameKind::Publish, &Publish { destination, mandatory, messages });
+            Pending::Publish { destination, mandatory, count } => {
+                let body_len = self.publish_body.len();
+                self.encode_publish_batch(&destination, mandatory, count, body_len);
             }
             Pending::Acks(ranges) => {
                 self.encode_now(FrameKind::Ack, &Ack { request_id: 0, ranges })
@@ -380,6 +443,9 @@ impl Client {
     }
 
     pub(super) fn flush_credit(&mut self) {
+        if self.credit_withheld {
+            return;
+        }
         let owed: Vec<(u32, u32)> = self
             .subscriptions
             .iter_mut()
@@ -398,7 +464,7 @@ impl Client {
     }
 }
 
-fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CommandError> {
+pub(super) fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CommandError> {
     if value.len() > max {
         return Err(CommandError::TooLong { what, len: value.len(), max });
     }
@@ -407,7 +473,7 @@ fn check_len(what: &'static str, value: &str, max: usize) -> Result<(), CommandE
 
 /// The rules the server's decoder and publish checks apply, so a bad message fails here rather
 /// than closing the connection or failing later.
-fn check_message(message: &PublishMessage) -> Result<(), CommandError> {
+pub(super) fn check_message(message: &PublishMessage) -> Result<(), CommandError> {
     let invalid = |text: String| Err(CommandError::InvalidMessage(text));
     if message.headers.len() > HEADERS_MAX {
         return invalid(format!("{} headers; at most {HEADERS_MAX}", message.headers.len()));
@@ -425,14 +491,4 @@ fn check_message(message: &PublishMessage) -> Result<(), CommandError> {
         check_len("header name", &header.name, NAME_LEN_MAX)?;
     }
     Ok(())
-}
-
-/// Encoded size of a message, over-estimated by the varint and option bytes.
-fn message_size(message: &PublishMessage) -> usize {
-    let headers: usize = message.headers.iter().map(|h| h.name.len() + h.value.len() + 10).sum();
-    message.payload.len()
-        + headers
-        + message.id.as_ref().map_or(0, |s| s.len())
-        + message.group.as_ref().map_or(0, |s| s.len())
-        + 40
 }

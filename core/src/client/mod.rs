@@ -17,17 +17,21 @@
 
 mod commands;
 mod receive;
+pub mod session;
 
 pub use commands::{CommandError, SubscriptionOptions};
+pub use session::{
+    LinkError, NotConfirmed, ReconnectPolicy, RequestError, RetryPolicy, Session, SessionConfig,
+    SessionEnd, SessionEvent, SessionInput, SessionOutput, SessionStats, Settled, Timeouts,
+};
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use chute_protocol::{
     encode_body, Credentials, DeadLetter, Delivery, Destination, DlqListOk, ErrorCode, ErrorFrame,
-    FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure, PublishMessage,
-    QueueDeclareOk, QueueListOk, QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING,
-    PREFACE, PROTOCOL_VERSION_MIN,
+    FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure, QueueDeclareOk, QueueListOk,
+    QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING, PREFACE, PROTOCOL_VERSION_MIN,
 };
 
 use crate::time::Instant;
@@ -154,11 +158,11 @@ struct SubscriptionState {
 enum Pending {
     #[default]
     Nothing,
+    /// Messages already encoded in `Client::publish_body`.
     Publish {
         destination: Destination,
         mandatory: bool,
-        messages: Vec<PublishMessage>,
-        bytes: usize,
+        count: usize,
     },
     Acks(Vec<Range>),
 }
@@ -171,6 +175,11 @@ pub struct Client {
     out: BytesMut,
     outputs: VecDeque<ClientOutput>,
     pending: Pending,
+    /// The encoded messages of a pending `Publish` batch: each is encoded when published, so
+    /// the caller keeps the message (a session keeps it to publish again after a reconnect).
+    publish_body: BytesMut,
+    /// No credit is granted any more (the server is going away, §5.7).
+    credit_withheld: bool,
     server: Option<HelloOk>,
     started_at: Instant,
     last_received: Instant,
@@ -194,6 +203,8 @@ impl Client {
             out: BytesMut::from(&PREFACE[..]),
             outputs: VecDeque::new(),
             pending: Pending::Nothing,
+            publish_body: BytesMut::new(),
+            credit_withheld: false,
             server: None,
             started_at: now,
             last_received: now,
@@ -250,6 +261,21 @@ impl Client {
             Some(server) => u64::from(server.limits.unconfirmed_max),
             None => u64::from(self.config.unconfirmed_max_initial),
         }
+    }
+
+    /// Deliveries not yet settled, counted per subscription: what a reconnecting session
+    /// grants back as credit, since the server will deliver them again.
+    pub fn unsettled_by_subscription(&self) -> BTreeMap<u32, u32> {
+        let mut counts = BTreeMap::new();
+        for subscription in self.outstanding.values() {
+            *counts.entry(*subscription).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// When a frame last arrived from the server (or the connection started).
+    pub fn last_received(&self) -> Instant {
+        self.last_received
     }
 
     // ---- inputs ----

@@ -8,7 +8,9 @@ use chute_protocol::{
 
 use super::*;
 
-fn hello_ok(unconfirmed_max: u32) -> Frame {
+/// A server's `HelloOk`: heartbeats every second, roomy limits (the session's tests use it
+/// too).
+pub(super) fn hello_ok(unconfirmed_max: u32) -> Frame {
     Frame::HelloOk(HelloOk {
         version: 1,
         server_name: "test".into(),
@@ -156,7 +158,7 @@ fn acks_coalesce_and_auto_credit_follows() {
     assert_eq!(client.ack(2), Err(CommandError::UnknownTag(2)), "an ack twice is caught locally");
 }
 
-fn delivery(tag: u64) -> Delivery {
+pub(super) fn delivery(tag: u64) -> Delivery {
     Delivery {
         tag,
         attempt: 1,
@@ -251,4 +253,47 @@ fn heartbeats_and_silent_server() {
             reason: CloseReason::Code { code: ErrorCode::HEARTBEAT_TIMEOUT, .. }
         }]
     ));
+}
+
+/// A batch is encoded message by message as each is published; the frame must be the very
+/// bytes postcard writes for the whole `Publish`, or the server would refuse it.
+#[test]
+fn a_batch_encoded_message_by_message_is_the_publish_frame() {
+    let mut client = connected(100);
+    let topic = Destination::Topic("orders.eu".into());
+    let mut messages = Vec::new();
+    for i in 0..5u8 {
+        let mut message = PublishMessage::new(Bytes::from(vec![i; 300 * usize::from(i)]));
+        message.id = Some(format!("m{i}"));
+        message.group = (i % 2 == 0).then(|| "g".to_string());
+        message.priority = i;
+        client.publish_ref(&topic, true, &message).unwrap();
+        messages.push(message);
+    }
+    let mut sent = BytesMut::new();
+    while let Some(output) = client.poll_output() {
+        if let ClientOutput::Send(bytes) = output {
+            sent.extend_from_slice(&bytes);
+        }
+    }
+    let mut expected = BytesMut::new();
+    let publish = chute_protocol::Publish { destination: topic, mandatory: true, messages };
+    encode_body(FrameKind::Publish, &publish, &mut expected, 1 << 20).unwrap();
+    assert_eq!(sent, expected);
+}
+
+/// After the server says it is going away, settling a delivery grants no credit back.
+#[test]
+fn withheld_credit_is_not_granted() {
+    let mut client = connected(10);
+    let (_, subscription) = client.subscribe("q", 2, None, true).unwrap();
+    drain(&mut client);
+    let deliver = Frame::Deliver(Deliver { subscription, deliveries: vec![delivery(1)] });
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[deliver])));
+    drain(&mut client);
+    client.withhold_credit();
+    client.ack(1).unwrap();
+    let (frames, _) = drain(&mut client);
+    assert_eq!(frames, vec![Frame::Ack(Ack { request_id: 0, ranges: vec![Range::one(1)] })]);
+    assert_eq!(client.unsettled_by_subscription().len(), 0);
 }
