@@ -149,8 +149,9 @@ pub(crate) enum Ended {
 }
 
 impl Ended {
-    /// The session's end, with the address it was last at.
-    pub fn from_session(end: SessionEnd, addr: String) -> Ended {
+    /// The session's end, with the address it was last at. Before the first connection, the
+    /// last attempt's reason is the answer to `connect` (a refusal says why, with its code).
+    pub fn from_session(end: SessionEnd, addr: String, before_first_connection: bool) -> Ended {
         let from_link = |error: LinkError| match error {
             LinkError::Closed { code, message } => Ended::Closed { code, message },
             LinkError::ConnectFailed { reason } => {
@@ -166,7 +167,7 @@ impl Ended {
                 Ended::Closed { code: ErrorCode::NORMAL_CLOSE, message: "client closed".into() }
             }
             SessionEnd::Lost(error) => from_link(error),
-            // Before the first connection, the last reason is the answer to `connect`.
+            SessionEnd::GaveUp { last, .. } if before_first_connection => from_link(last),
             SessionEnd::GaveUp { attempts, last } => match last {
                 LinkError::ConnectFailed { reason } => Ended::Unreachable { addr, reason },
                 last => Ended::GaveUp { attempts, last },

@@ -182,7 +182,8 @@ impl Shared {
             }
             SessionEvent::Closed { reason } => {
                 let addr = self.addr(self.machine.address());
-                self.fail_everything(Ended::from_session(reason, addr));
+                let before_first_connection = !self.connected_waiters.is_empty();
+                self.fail_everything(Ended::from_session(reason, addr, before_first_connection));
             }
             other => self.state_changed(other),
         }

@@ -229,10 +229,19 @@ impl Server {
     /// A client connection that introduces itself as `client_name` (its I/O on a thread of
     /// its own, as `Connection::connect` runs it).
     pub fn connect_as(&self, client_name: &str) -> chute_client::Connection {
-        use chute_client::{ClientConfig, ConnectOptions, Connection};
+        self.connect_with(client_name, chute_client::ConnectOptions::default())
+    }
+
+    /// Connects with `options`, named `client_name`.
+    pub fn connect_with(
+        &self,
+        client_name: &str,
+        options: chute_client::ConnectOptions,
+    ) -> chute_client::Connection {
+        use chute_client::{ClientConfig, Connection};
         let url = self.url();
-        let client = ClientConfig { client_name: client_name.into(), ..ClientConfig::default() };
-        let options = ConnectOptions { client, ..ConnectOptions::default() };
+        let client = ClientConfig { client_name: client_name.into(), ..options.client };
+        let options = chute_client::ConnectOptions { client, ..options };
         let connect = move || futures::executor::block_on(Connection::connect_with(&url, options));
         within("connecting", Duration::from_secs(30), connect).expect("connect")
     }

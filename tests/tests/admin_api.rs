@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chute_client::{Connection, Error, ErrorCode, PublishError, QueueOptions};
+use chute_client::{
+    ConnectOptions, Connection, ConnectionEvent, Error, ErrorCode, LinkError, PublishError,
+    QueueOptions,
+};
 use chute_tests::http::{get, http, HttpAnswer};
 use chute_tests::{within, Server, ServerBinary};
 use futures::executor::block_on;
@@ -202,21 +205,14 @@ fn an_altered_limit_holds_and_survives_a_restart(binary: ServerBinary) {
 }
 
 /// An operator closes a connection: the list shows it with its peer and client name, and its
-/// client learns `closed-by-operator` with the reason.
+/// client learns `closed-by-operator` with the reason. A reconnecting client comes back as a
+/// new connection, as RabbitMQ's and NATS's clients do after a forced close; one that does
+/// not reconnect ends with the operator's close as its reason.
 fn closing_a_connection_tells_its_client(binary: ServerBinary) {
     let server = Server::start(binary);
     let admin = admin(&server);
-    let connection = server.connect_as("doomed-worker");
-    let listed = get(admin, "/api/connections");
-    assert_eq!(listed.status, 200, "{listed:?}");
-    let connections = listed.json();
-    let entry = connections
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["client_name"] == "doomed-worker")
-        .unwrap_or_else(|| panic!("the client is not listed: {connections}"))
-        .clone();
+    let reconnecting = server.connect_as("doomed-worker");
+    let entry = listed_connection(admin, "doomed-worker");
     assert_eq!(entry["state"], "open");
     assert!(entry["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{entry}");
     assert_eq!(entry["user"], serde_json::Value::Null);
@@ -224,16 +220,33 @@ fn closing_a_connection_tells_its_client(binary: ServerBinary) {
         assert!(entry[field].is_u64(), "{field} in {entry}");
     }
     let id = entry["id"].as_u64().unwrap();
+    let events = reconnecting.events();
+    close_by_operator(admin, id);
+    let disconnected = within("the client learns of the close", TIMEOUT, move || {
+        let mut seen = Vec::new();
+        for event in futures::executor::block_on_stream(events) {
+            match event {
+                ConnectionEvent::Reconnected { .. } => return seen,
+                other => seen.push(other),
+            }
+        }
+        panic!("the events ended without a reconnect: {seen:?}")
+    });
+    let closed_by_operator = disconnected.iter().any(|event| {
+        matches!(event, ConnectionEvent::Disconnected {
+            error: LinkError::Closed { code, message }, ..
+        } if *code == ErrorCode::CLOSED_BY_OPERATOR && message.contains("moving to node 2"))
+    });
+    assert!(closed_by_operator, "{disconnected:?}");
+    let again = listed_connection(admin, "doomed-worker");
+    assert_ne!(again["id"], id, "the reconnected client is a new connection: {again}");
+    let gone = http(admin, "DELETE", &format!("/api/connections/{id}"), None);
+    expect_error(&gone, 404, "no-such-connection");
 
-    let closed = http(
-        admin,
-        "DELETE",
-        &format!("/api/connections/{id}?reason=moving%20to%20node%202"),
-        None,
-    );
-    assert_eq!(closed.status, 200, "{closed:?}");
+    let single = server.connect_with("doomed-once", ConnectOptions::without_reconnect());
+    close_by_operator(admin, listed_connection(admin, "doomed-once")["id"].as_u64().unwrap());
     let error = within("the client learns of the close", TIMEOUT, move || loop {
-        if let Some(error) = connection.closed_reason() {
+        if let Some(error) = single.closed_reason() {
             return error;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -245,8 +258,33 @@ fn closing_a_connection_tells_its_client(binary: ServerBinary) {
         }
         other => panic!("expected a close by the operator, got {other:?}"),
     }
-    let again = http(admin, "DELETE", &format!("/api/connections/{id}"), None);
-    expect_error(&again, 404, "no-such-connection");
+}
+
+/// The one open connection named `client_name` in `GET /api/connections`.
+fn listed_connection(admin: SocketAddr, client_name: &str) -> serde_json::Value {
+    let client_name = client_name.to_string();
+    within("the connection is listed", TIMEOUT, move || loop {
+        let listed = get(admin, "/api/connections");
+        assert_eq!(listed.status, 200, "{listed:?}");
+        let connections = listed.json();
+        let named: Vec<_> = connections
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["client_name"] == client_name && c["state"] == "open")
+            .cloned()
+            .collect();
+        if let [entry] = named.as_slice() {
+            return entry.clone();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    })
+}
+
+fn close_by_operator(admin: SocketAddr, id: u64) {
+    let path = format!("/api/connections/{id}?reason=moving%20to%20node%202");
+    let closed = http(admin, "DELETE", &path, None);
+    assert_eq!(closed.status, 200, "{closed:?}");
 }
 
 /// `POST /api/drain` with a short window: a second drain changes nothing, new connections

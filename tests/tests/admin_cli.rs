@@ -4,7 +4,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use chute_client::{Error, ErrorCode};
+use chute_client::{ConnectOptions, Error, ErrorCode};
 use chute_tests::http::get;
 use chute_tests::{chute, chute_at, stderr, stdout, within, Server, ServerBinary};
 
@@ -65,7 +65,8 @@ fn overview_and_connections(binary: ServerBinary) {
 
 fn close_tells_the_client(binary: ServerBinary) {
     let server = Server::start(binary);
-    let client = server.connect_as("closed-client");
+    // A reconnecting client would come back; this one ends, with the operator's reason.
+    let client = server.connect_with("closed-client", ConnectOptions::without_reconnect());
     let connections = get(server.admin_addr.unwrap(), "/api/connections").json();
     let id = connections[0]["id"].as_u64().unwrap().to_string();
     let closed = succeeded(&admin(&server, &["admin", "close", &id, "--reason", "rebalancing"]));

@@ -273,6 +273,11 @@ impl Client {
         counts
     }
 
+    /// Deliveries not yet settled, on every subscription.
+    pub fn unsettled_len(&self) -> usize {
+        self.outstanding.len()
+    }
+
     /// When a frame last arrived from the server (or the connection started).
     pub fn last_received(&self) -> Instant {
         self.last_received

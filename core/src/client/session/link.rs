@@ -205,14 +205,17 @@ impl Session {
         self.event(SessionEvent::RestoreFailed { what, code, message });
     }
 
-    /// §5.7: stop sending new work here, finish what was sent, then move. The address is not
-    /// used again before `reconnect_after_ms`. Without reconnecting there is nowhere to move.
+    /// §5.7: with another address to move to, stop sending new work here, finish what was
+    /// sent and let the application settle the deliveries it holds (the point of a lame-duck
+    /// window), then move. With nowhere else to go (one address, or no reconnecting) the
+    /// connection serves on until the server closes it, as NATS clients do; either way the
+    /// address is not used again before `reconnect_after_ms`.
     fn going_away(&mut self, going_away: GoingAway) {
         let address = self.address();
         let until = self.now.plus_ms(u64::from(going_away.reconnect_after_ms));
         self.barred_until[address] = self.barred_until[address].max(until);
-        // With nowhere to move to, the connection serves on until the server closes it.
-        if self.link == Link::Open && self.config.reconnect.enabled {
+        let elsewhere = self.config.reconnect.enabled && self.config.addresses > 1;
+        if self.link == Link::Open && elsewhere {
             self.link = Link::Draining;
             if let Some(client) = &mut self.client {
                 client.withhold_credit();
@@ -223,8 +226,8 @@ impl Session {
         self.event(SessionEvent::GoingAway(going_away));
     }
 
-    /// While draining: once nothing sent is unanswered, closes, to move on. Returns whether
-    /// it closed.
+    /// While draining: once nothing sent is unanswered and no delivery is unsettled, closes,
+    /// to move on. Returns whether it closed.
     pub(super) fn finish_drain(&mut self) -> bool {
         if self.link != Link::Draining
             || self.publishes.on_wire() > 0
@@ -232,7 +235,7 @@ impl Session {
         {
             return false;
         }
-        match self.client.as_mut().filter(|c| !c.is_closed()) {
+        match self.client.as_mut().filter(|c| !c.is_closed() && c.unsettled_len() == 0) {
             Some(client) => {
                 client.close();
                 true

@@ -363,20 +363,62 @@ fn going_away_finishes_what_was_sent_then_moves_to_the_next_address() {
     assert_eq!(published(&reopened.frames).len(), 1, "the held publish goes to the new server");
 }
 
-/// With one address, GoingAway's delay is honoured before reconnecting to it.
+/// With one address there is nowhere to move: the connection serves on (new publishes
+/// included) until the server closes it, and GoingAway's delay is honoured before
+/// reconnecting to it.
 #[test]
-fn going_away_with_one_address_waits_for_its_delay() {
+fn going_away_with_one_address_serves_on_then_waits_for_its_delay() {
     let mut h = Harness::connected(config());
     let going = GoingAway { reconnect_after_ms: 2_000, message: "restart".into() };
     h.server(&[Frame::GoingAway(going)]);
     let seen = h.drain();
-    assert_eq!(seen.closes, 1, "nothing unanswered: closed at once");
+    assert_eq!(seen.closes, 0, "the server decides when this connection ends");
+    h.publish("still");
+    assert_eq!(published(&h.drain().frames).len(), 1);
+
+    let close = chute_protocol::Close {
+        code: ErrorCode::SHUTTING_DOWN,
+        message: "server shutting down".into(),
+    };
+    h.server(&[Frame::Close(close)]);
+    let seen = h.drain();
     assert!(seen
         .events
         .iter()
         .any(|e| matches!(e, SessionEvent::Reconnecting { delay_ms: 2_000, address: 0, .. })));
     assert_eq!(h.fire_timer().connects, vec![0]);
     assert_eq!(h.now, at(2_000));
+}
+
+/// GoingAway with another address: the move waits until the application has settled the
+/// deliveries it holds, so a lame-duck window lets a consumer finish its work.
+#[test]
+fn going_away_moves_only_once_held_deliveries_are_settled() {
+    let mut config = config();
+    config.addresses = 2;
+    let mut h = Harness::connected(config);
+    let manual = SubscriptionOptions { credit: 5, lease_ms: None, rate: None, auto_credit: false };
+    h.session.subscribe(h.now, "jobs", manual).unwrap();
+    h.drain();
+    h.server(&[done(1)]);
+    let deliver =
+        Frame::Deliver(Deliver { subscription: 1, deliveries: (1..=2).map(delivery).collect() });
+    h.server(&[deliver]);
+    h.drain();
+    let epoch = h.session.epoch();
+    let going = GoingAway { reconnect_after_ms: 5_000, message: "lame duck".into() };
+    h.server(&[Frame::GoingAway(going)]);
+    assert_eq!(h.drain().closes, 0, "two deliveries are held");
+    assert_eq!(h.session.ack(epoch, 1), Ok(Settled::Sent));
+    assert_eq!(h.drain().closes, 0, "one delivery is still held");
+    assert_eq!(h.session.ack(epoch, 2), Ok(Settled::Sent));
+    let seen = h.drain();
+    assert!(
+        seen.frames.iter().any(|f| matches!(f, Frame::Ack(_))),
+        "the acks go out before the close: {:?}",
+        seen.frames
+    );
+    assert_eq!(seen.closes, 1);
 }
 
 // ---- timeouts ----
