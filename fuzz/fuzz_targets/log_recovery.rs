@@ -122,7 +122,7 @@ fn manifest(control: u8, lens: [u16; 2], files: &[SegmentFile]) -> Option<Bytes>
     };
     let oldest = files.first().map_or(0, base);
     let newest = files.last().map_or(0, base).max(oldest);
-    let durable_lsn = newest + u64::from(lens[1]);
+    let durable_lsn = newest.saturating_add(u64::from(lens[1]));
     let manifest = Manifest {
         sequence: 1,
         oldest_base_lsn: Lsn(oldest),
