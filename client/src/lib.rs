@@ -58,6 +58,8 @@ mod outcomes;
 mod pool;
 mod shared;
 mod subscription;
+mod tls;
+mod transport;
 mod url;
 
 pub use chute_core::client::{
@@ -76,4 +78,5 @@ pub use events::{ConnectionEvent, ConnectionEvents};
 pub use outcomes::{PublishOutcome, PublishOutcomes};
 pub use pool::{Pool, PoolMetrics, PoolOptions, PooledConnection};
 pub use subscription::{Delivery, Subscription};
-pub use url::{ServerUrl, DEFAULT_PORT};
+pub use tls::TlsOptions;
+pub use url::{ServerUrl, Target, DEFAULT_PORT, DEFAULT_TLS_PORT};
