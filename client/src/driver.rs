@@ -16,6 +16,7 @@ use chute_core::client::SessionInput;
 use chute_core::Instant;
 use futures::future::{self, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt;
 
 use crate::error::Ended;
 use crate::shared::Inner;
@@ -178,7 +179,7 @@ async fn drive(
                 write_buffer.clear();
                 transport_lost(&inner, "the server closed the socket without a Close");
             }
-            Step::Read(Err(error)) | Step::Wrote(Err(error)) | Step::Flushed(Err(error)) => {
+            Step::Read(Err(error)) | Step::Wrote(Err(error), _) | Step::Flushed(Err(error)) => {
                 stream = None;
                 write_buffer.clear();
                 transport_lost(&inner, &error.to_string());
@@ -189,9 +190,9 @@ async fn drive(
                 let now = shared.now();
                 shared.machine.handle_input(now, SessionInput::Received(bytes));
             }
-            Step::Wrote(Ok(n)) => {
+            Step::Wrote(Ok(n), flushed) => {
                 let _ = write_buffer.split_to(n);
-                unflushed = stream.as_ref().is_some_and(|stream| stream.buffers_writes);
+                unflushed = !flushed && stream.as_ref().is_some_and(|stream| stream.buffers_writes);
             }
             Step::Flushed(Ok(())) => unflushed = false,
             Step::Woken => {}
@@ -244,7 +245,8 @@ fn transport_lost(inner: &Inner, how: &str) {
 
 enum Step {
     Read(std::io::Result<usize>),
-    Wrote(std::io::Result<usize>),
+    /// Bytes written, and whether they were also flushed.
+    Wrote(std::io::Result<usize>, bool),
     Flushed(std::io::Result<()>),
     Woken,
     Timer,
@@ -271,6 +273,7 @@ async fn next_event(
         *read_buffer = BytesMut::zeroed(READ_CHUNK_BYTES);
     }
     // The two halves are apart, so both directions can wait at once.
+    let buffers_writes = stream.as_ref().is_some_and(|stream| stream.buffers_writes);
     let (reader, writer) = match stream {
         Some(stream) => (Some(&mut stream.reader), Some(&mut stream.writer)),
         None => (None, None),
@@ -284,7 +287,13 @@ async fn next_event(
     let write = async {
         match writer {
             Some(writer) if !write_buffer.is_empty() => {
-                Step::Wrote(writer.write(write_buffer).await)
+                let wrote = writer.write(write_buffer).await;
+                // Flushing TLS at once when the socket takes it saves the loop a turn per
+                // batch; when it does not, the flush waits for the next turn.
+                let flushed = buffers_writes
+                    && wrote.is_ok()
+                    && writer.flush().now_or_never().is_some_and(|result| result.is_ok());
+                Step::Wrote(wrote, flushed)
             }
             Some(writer) if unflushed => Step::Flushed(writer.flush().await),
             _ => future::pending().await,
