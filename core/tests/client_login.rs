@@ -243,3 +243,22 @@ fn commands_wait_for_the_login() {
     net.send_raw(conn, &first);
     assert!(matches!(&net.raw_frames(conn)[..], [Frame::AuthRequired(_)]));
 }
+
+/// A client's `Debug` (its configuration, and the exchange under way) shows no password or
+/// token, so a logged client or `Hello` gives no secret away.
+#[test]
+fn debug_output_hides_secrets() {
+    let mut net = net_with_alice();
+    let conn = net.accept(peer(false, None));
+    let mut client = Client::new(password("alice", "alice-pw"), net.now);
+    while let Some(ClientOutput::Send(bytes)) = client.poll_output() {
+        net.send_raw(conn, &bytes);
+    }
+    let required = encode(&net.raw_frames(conn));
+    client.handle_input(net.now, ClientInput::Received(required));
+    let shown = format!("{client:?}");
+    assert!(shown.contains("ScramStarted"), "mid-exchange: {shown}");
+    assert!(!shown.contains("alice-pw"), "{shown}");
+    let token = with_credentials(Credentials::Token { token: "alice-token".into() });
+    assert!(!format!("{token:?}").contains("alice-token"));
+}

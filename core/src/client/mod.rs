@@ -41,8 +41,9 @@ use crate::time::Instant;
 /// authentication exchange (§5.8) and the `Blocked` notifications (§5.9).
 pub const CLIENT_VERSION_MAX: u16 = 2;
 
-/// How the client introduces itself and times its connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the client introduces itself and times its connection. `Debug` hides the password or
+/// token (a logged configuration gives no secret away).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     pub client_name: String,
     /// Who the client is. A password is proven by SCRAM-SHA-256 and never sent; a token is
@@ -60,6 +61,24 @@ pub struct ClientConfig {
     pub handshake_timeout_ms: u32,
     /// Unconfirmed publishes allowed before the server's limit is known.
     pub unconfirmed_max_initial: u32,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credentials = match &self.credentials {
+            Credentials::Anonymous => "Anonymous".to_string(),
+            Credentials::Password { username, .. } => format!("Password for {username:?}"),
+            Credentials::Token { .. } => "Token".to_string(),
+        };
+        f.debug_struct("ClientConfig")
+            .field("client_name", &self.client_name)
+            .field("credentials", &format_args!("{credentials}"))
+            .field("client_certificate", &self.client_certificate)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("handshake_timeout_ms", &self.handshake_timeout_ms)
+            .field("unconfirmed_max_initial", &self.unconfirmed_max_initial)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientConfig {
