@@ -8,6 +8,7 @@ mod admin;
 mod admin_http;
 mod admin_users;
 mod bench;
+mod connect;
 mod consume;
 mod dlq;
 mod publish;
@@ -27,9 +28,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "chute", version, about = "Command-line client for the chute message broker")]
 struct Cli {
-    /// Server address.
-    #[arg(long, global = true, env = "CHUTE_URL", default_value = "chute://127.0.0.1:4770")]
-    url: String,
+    #[command(flatten)]
+    server: connect::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,12 +64,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         // The bench runs its own threads and executors, and opens its own connections.
-        Command::Bench(args) => bench::run(&cli.url, args),
+        Command::Bench(args) => bench::run(&cli.server, args),
         // These speak HTTP to the admin endpoint, not the protocol.
         Command::Admin(args) => admin::run(args),
         Command::Queue(queue::QueueCommand::Alter(args)) => queue_alter::run(args),
         // async-io's own executor: the thread that runs the command also waits for the socket.
-        command => async_io::block_on(run(&cli.url, command)),
+        command => async_io::block_on(run(&cli.server, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,9 +132,10 @@ fn one_line(message: &str) -> String {
 
 /// Runs a command on a connection whose I/O this thread drives (`connect_driven`, as `chute
 /// bench` does): no hand-off to a connection thread per batch of messages.
-async fn run(url: &str, command: Command) -> Result<(), String> {
+async fn run(server: &connect::ServerArgs, command: Command) -> Result<(), String> {
+    let options = connect_options(server.options()?);
     let (connection, mut driver) =
-        Connection::connect_driven(url, connect_options()).await.map_err(|e| e.to_string())?;
+        Connection::connect_driven(&server.url, options).await.map_err(|e| e.to_string())?;
     let work = async {
         let result = match command {
             Command::Queue(command) => queue::run(&connection, command).await,
@@ -152,8 +153,7 @@ async fn run(url: &str, command: Command) -> Result<(), String> {
 /// The client's defaults, but a command gives up on a server that stays away for a few
 /// seconds instead of waiting for it forever. A restart within that time is ridden out: a
 /// long `chute publish` sends what was unconfirmed again, with the ids it gave the messages.
-fn connect_options() -> ConnectOptions {
-    let mut options = ConnectOptions::default();
+fn connect_options(mut options: ConnectOptions) -> ConnectOptions {
     options.reconnect.attempts_max = Some(5);
     options
 }

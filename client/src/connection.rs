@@ -11,8 +11,8 @@ use chute_core::client::{
 };
 use chute_core::Instant;
 use chute_protocol::{
-    BreakerPolicy, Destination, HelloOk, PublishMessage, QueueDeclareOk, QueueOptions, QueueStats,
-    QueueSummary, RateLimit,
+    BreakerPolicy, Credentials, Destination, HelloOk, PublishMessage, QueueDeclareOk, QueueOptions,
+    QueueStats, QueueSummary, RateLimit,
 };
 use futures::channel::{mpsc, oneshot};
 
@@ -22,7 +22,8 @@ use crate::events::ConnectionEvents;
 use crate::open::{open, run_on_own_thread};
 use crate::shared::{Inner, Shared};
 use crate::subscription::Subscription;
-use crate::url::ServerUrl;
+use crate::tls::TlsOptions;
+use crate::url::Target;
 
 /// How to connect, reconnect, and time operations.
 #[derive(Clone, Debug)]
@@ -50,6 +51,8 @@ pub struct ConnectOptions {
     /// queues that have a window (or that the connection has not yet asked about) and topics:
     /// elsewhere an id would cost every message and do nothing.
     pub generate_ids: bool,
+    /// For `chutes://`: the CA to trust, a client certificate, the server name to expect.
+    pub tls: TlsOptions,
 }
 
 impl Default for ConnectOptions {
@@ -62,6 +65,7 @@ impl Default for ConnectOptions {
             retry: RetryPolicy::default(),
             breaker: None,
             generate_ids: true,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -72,6 +76,21 @@ impl ConnectOptions {
     pub fn without_reconnect() -> ConnectOptions {
         let reconnect = ReconnectPolicy { enabled: false, ..ReconnectPolicy::default() };
         ConnectOptions { reconnect, ..ConnectOptions::default() }
+    }
+
+    /// Logs in as `username`, proving `password` by SCRAM-SHA-256: the password never crosses
+    /// the wire, on a plain connection or over TLS, and the server proves it knows it too.
+    /// (`chute://user:password@host` says the same.)
+    pub fn with_password(mut self, username: &str, password: &str) -> ConnectOptions {
+        self.client.credentials =
+            Credentials::Password { username: username.into(), password: password.into() };
+        self
+    }
+
+    /// Logs in with a token, sent in the handshake: over TLS (`chutes://`) only.
+    pub fn with_token(mut self, token: &str) -> ConnectOptions {
+        self.client.credentials = Credentials::Token { token: token.into() };
+        self
     }
 }
 
@@ -156,13 +175,13 @@ impl Connection {
     /// used, and a lost connection moves to the next (see [`ConnectOptions::reconnect`]).
     /// When every one fails the first time, this fails with the last reason.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection, Error> {
-        let urls = ServerUrl::parse_list(url).map_err(Error::InvalidUrl)?;
+        let target = Target::parse(url).map_err(Error::InvalidUrl)?;
         let (ready_tx, ready_rx) = oneshot::channel();
-        let addr = urls[0].authority();
+        let addr = target.servers[0].authority();
         let name = format!("chute-client {addr}");
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || run_on_own_thread(urls, options, ready_tx))
+            .spawn(move || run_on_own_thread(target, options, ready_tx))
             .map_err(|e| Error::Connect { addr: addr.clone(), reason: e.to_string() })?;
         let (inner, server) = ready_rx
             .await
@@ -193,8 +212,8 @@ impl Connection {
         url: &str,
         options: ConnectOptions,
     ) -> Result<(Connection, ConnectionDriver), Error> {
-        let urls = ServerUrl::parse_list(url).map_err(Error::InvalidUrl)?;
-        let (inner, server, driver) = open(&urls, options).await?;
+        let target = Target::parse(url).map_err(Error::InvalidUrl)?;
+        let (inner, server, driver) = open(&target, options).await?;
         Ok((Connection::new(inner, server), driver))
     }
 

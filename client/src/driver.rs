@@ -5,21 +5,23 @@
 //! at all.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
-use async_io::{Async, Timer};
+use async_io::Timer;
 use bytes::BytesMut;
 use chute_core::client::SessionInput;
 use chute_core::Instant;
 use futures::future::{self, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::FutureExt;
 
 use crate::error::Ended;
 use crate::shared::Inner;
+use crate::tls::TlsClient;
+use crate::transport::Transport;
 use crate::url::ServerUrl;
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -65,9 +67,10 @@ impl ConnectionDriver {
         inner: Arc<Inner>,
         wake: async_channel::Receiver<()>,
         urls: Vec<ServerUrl>,
+        tls: Option<TlsClient>,
         connect_timeout: Duration,
     ) -> ConnectionDriver {
-        let io = Box::pin(drive(inner.clone(), wake, urls, connect_timeout));
+        let io = Box::pin(drive(inner.clone(), wake, urls, tls, connect_timeout));
         ConnectionDriver { inner, io, finished: false }
     }
 
@@ -132,11 +135,14 @@ async fn drive(
     inner: Arc<Inner>,
     wake: async_channel::Receiver<()>,
     urls: Vec<ServerUrl>,
+    tls: Option<TlsClient>,
     connect_timeout: Duration,
 ) {
-    let mut stream: Option<Async<TcpStream>> = None;
+    let mut stream: Option<Transport> = None;
     let mut read_buffer = BytesMut::new();
     let mut write_buffer = BytesMut::new();
+    // Written bytes may wait in TLS's buffer until flushed.
+    let mut unflushed = false;
     loop {
         let asked = {
             let mut shared = inner.lock();
@@ -157,23 +163,23 @@ async fn drive(
                 flush_and_close(stream, &write_buffer).await;
             }
             write_buffer.clear();
+            unflushed = false;
         }
         if let Some(address) = asked.connect {
-            stream = open_transport(&inner, &urls[address], connect_timeout).await;
+            stream = open_transport(&inner, &urls[address], tls.as_ref(), connect_timeout).await;
             continue;
         }
         if asked.ended && stream.is_none() {
             return;
         }
-        match next_event(stream.as_ref(), &wake, &mut read_buffer, &write_buffer, asked.deadline)
-            .await
-        {
+        let waits = Waits { read_buffer: &mut read_buffer, write_buffer: &write_buffer, unflushed };
+        match next_event(stream.as_mut(), &wake, waits, asked.deadline).await {
             Step::Read(Ok(0)) => {
                 stream = None;
                 write_buffer.clear();
                 transport_lost(&inner, "the server closed the socket without a Close");
             }
-            Step::Read(Err(error)) | Step::Wrote(Err(error)) => {
+            Step::Read(Err(error)) | Step::Wrote(Err(error), _) | Step::Flushed(Err(error)) => {
                 stream = None;
                 write_buffer.clear();
                 transport_lost(&inner, &error.to_string());
@@ -184,9 +190,11 @@ async fn drive(
                 let now = shared.now();
                 shared.machine.handle_input(now, SessionInput::Received(bytes));
             }
-            Step::Wrote(Ok(n)) => {
+            Step::Wrote(Ok(n), flushed) => {
                 let _ = write_buffer.split_to(n);
+                unflushed = !flushed && stream.as_ref().is_some_and(|stream| stream.buffers_writes);
             }
+            Step::Flushed(Ok(())) => unflushed = false,
             Step::Woken => {}
             Step::Timer => {
                 let mut shared = inner.lock();
@@ -201,22 +209,19 @@ async fn drive(
 /// a server that stopped reading must not hold the next connection up.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn flush_and_close(stream: Async<TcpStream>, bytes: &[u8]) {
-    let flush = async {
-        let _ = (&stream).write_all(bytes).await;
-        let _ = (&stream).close().await;
-    };
-    let flush = std::pin::pin!(flush);
+async fn flush_and_close(mut stream: Transport, bytes: &[u8]) {
+    let flush = std::pin::pin!(stream.write_and_close(bytes));
     let _ = future::select(flush, Timer::after(CLOSE_FLUSH_TIMEOUT)).await;
 }
 
-/// Opens a transport to `url` for the session and tells it how that went.
+/// Opens a transport to `url` for the session (TLS with `tls`) and tells it how that went.
 async fn open_transport(
     inner: &Inner,
     url: &ServerUrl,
+    tls: Option<&TlsClient>,
     connect_timeout: Duration,
-) -> Option<Async<TcpStream>> {
-    let result = connect_tcp(url, connect_timeout).await;
+) -> Option<Transport> {
+    let result = Transport::open(url, tls, connect_timeout).await;
     let mut shared = inner.lock();
     let now = shared.now();
     match result {
@@ -231,28 +236,6 @@ async fn open_transport(
     }
 }
 
-/// Tries each address the host resolves to, each for at most `timeout`.
-async fn connect_tcp(url: &ServerUrl, timeout: Duration) -> Result<Async<TcpStream>, String> {
-    // Name resolution blocks; for a numeric address it returns at once.
-    let addrs: Vec<SocketAddr> =
-        (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| e.to_string())?.collect();
-    let mut last_error = format!("{} resolves to no address", url.host);
-    for addr in addrs {
-        let attempt = std::pin::pin!(Async::<TcpStream>::connect(addr));
-        match future::select(attempt, Timer::after(timeout)).await {
-            Either::Left((Ok(stream), _)) => {
-                stream.get_ref().set_nodelay(true).map_err(|e| e.to_string())?;
-                return Ok(stream);
-            }
-            Either::Left((Err(e), _)) => last_error = e.to_string(),
-            Either::Right(_) => {
-                last_error = format!("no answer from {addr} within {} ms", timeout.as_millis())
-            }
-        }
-    }
-    Err(last_error)
-}
-
 /// The socket failed or reached its end under the session: it decides what comes next.
 fn transport_lost(inner: &Inner, how: &str) {
     let mut shared = inner.lock();
@@ -262,36 +245,57 @@ fn transport_lost(inner: &Inner, how: &str) {
 
 enum Step {
     Read(std::io::Result<usize>),
-    Wrote(std::io::Result<usize>),
+    /// Bytes written, and whether they were also flushed.
+    Wrote(std::io::Result<usize>, bool),
+    Flushed(std::io::Result<()>),
     Woken,
     Timer,
 }
 
-/// Waits for whichever comes first: bytes to read, room to write, a nudge, the deadline.
-/// Without a transport, only the last two.
+/// The buffers the next event may read into or write from.
+struct Waits<'a> {
+    read_buffer: &'a mut BytesMut,
+    write_buffer: &'a BytesMut,
+    /// Written bytes may wait in the transport's buffer: flush when nothing is left to write.
+    unflushed: bool,
+}
+
+/// Waits for whichever comes first: bytes to read, room to write (or a flush done), a nudge,
+/// the deadline. Without a transport, only the last two.
 async fn next_event(
-    stream: Option<&Async<TcpStream>>,
+    stream: Option<&mut Transport>,
     wake: &async_channel::Receiver<()>,
-    read_buffer: &mut BytesMut,
-    write_buffer: &BytesMut,
+    waits: Waits<'_>,
     deadline: Option<StdInstant>,
 ) -> Step {
+    let Waits { read_buffer, write_buffer, unflushed } = waits;
     if read_buffer.len() < 4096 {
         *read_buffer = BytesMut::zeroed(READ_CHUNK_BYTES);
     }
-    // `&Async<TcpStream>` reads and writes through shared references, so both directions can
-    // wait at once.
+    // The two halves are apart, so both directions can wait at once.
+    let buffers_writes = stream.as_ref().is_some_and(|stream| stream.buffers_writes);
+    let (reader, writer) = match stream {
+        Some(stream) => (Some(&mut stream.reader), Some(&mut stream.writer)),
+        None => (None, None),
+    };
     let read = async {
-        match stream {
-            Some(mut reader) => Step::Read(reader.read(&mut read_buffer[..]).await),
+        match reader {
+            Some(reader) => Step::Read(reader.read(&mut read_buffer[..]).await),
             None => future::pending().await,
         }
     };
     let write = async {
-        match stream {
-            Some(mut writer) if !write_buffer.is_empty() => {
-                Step::Wrote(writer.write(write_buffer).await)
+        match writer {
+            Some(writer) if !write_buffer.is_empty() => {
+                let wrote = writer.write(write_buffer).await;
+                // Flushing TLS at once when the socket takes it saves the loop a turn per
+                // batch; when it does not, the flush waits for the next turn.
+                let flushed = buffers_writes
+                    && wrote.is_ok()
+                    && writer.flush().now_or_never().is_some_and(|result| result.is_ok());
+                Step::Wrote(wrote, flushed)
             }
+            Some(writer) if unflushed => Step::Flushed(writer.flush().await),
             _ => future::pending().await,
         }
     };

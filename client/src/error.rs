@@ -8,6 +8,10 @@ use chute_protocol::ErrorCode;
 pub enum Error {
     #[error("invalid server address: {0}")]
     InvalidUrl(String),
+    /// The connect options cannot work: a TLS file that cannot be read or used, credentials
+    /// given twice, a token without TLS.
+    #[error("invalid connect options: {0}")]
+    InvalidOptions(String),
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
     /// The connection ended with a protocol code: closed by either side, or timed out.
@@ -56,12 +60,17 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Refused { retriable, .. } => *retriable,
-            Error::Closed { .. }
-            | Error::ConnectionLost { .. }
+            // A server that refused the client itself (its credentials, its version) will
+            // refuse it again.
+            Error::Closed { code, .. } => *code == ErrorCode::NORMAL_CLOSE || code.is_retriable(),
+            Error::ConnectionLost { .. }
             | Error::Connect { .. }
             | Error::GaveUp { .. }
             | Error::TimedOut { .. } => true,
-            Error::InvalidUrl(_) | Error::Command(_) | Error::UnknownOutcome => false,
+            Error::InvalidUrl(_)
+            | Error::InvalidOptions(_)
+            | Error::Command(_)
+            | Error::UnknownOutcome => false,
             Error::DeliveryVoid { .. } => false,
         }
     }
@@ -200,4 +209,19 @@ impl Ended {
 
 fn colon_then(detail: &Option<String>) -> String {
     detail.as_ref().map(|detail| format!(": {detail}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal of the client itself is not worth retrying; a server going away is.
+    #[test]
+    fn closed_is_retriable_by_its_code() {
+        let closed = |code| Error::Closed { code, message: String::new() };
+        assert!(!closed(ErrorCode::AUTHENTICATION_FAILED).is_retriable());
+        assert!(!closed(ErrorCode::UNSUPPORTED_VERSION).is_retriable());
+        assert!(closed(ErrorCode::SHUTTING_DOWN).is_retriable());
+        assert!(closed(ErrorCode::NORMAL_CLOSE).is_retriable());
+    }
 }

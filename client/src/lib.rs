@@ -19,6 +19,26 @@
 //! [`Connection::stats`] counts them. This is the core's sans-IO
 //! [`Session`](chute_core::client::Session) driven over async-io.
 //!
+//! `chutes://host[:port]` speaks TLS (rustls, ring provider), trusting the CA named in
+//! [`ConnectOptions::tls`] ([`TlsOptions`]: `ca_file`, a client certificate for mutual TLS, a
+//! server-name override), with a handshake on every connection, reconnects included. A user
+//! logs in with a password (`chute://user:password@host`, or
+//! [`ConnectOptions::with_password`]) proven by SCRAM-SHA-256 on any connection, plain or TLS:
+//! the password never crosses the wire, and the client checks that the server knows it too. A
+//! token ([`ConnectOptions::with_token`]) is sent as it is, so only over TLS; a client
+//! certificate alone logs in as the user it names. A refused login is not retried.
+//!
+//! ```no_run
+//! use chute_client::{ConnectOptions, Connection, TlsOptions};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let tls = TlsOptions { ca_file: Some("ca.crt".into()), ..TlsOptions::default() };
+//! let options = ConnectOptions { tls, ..ConnectOptions::default() }.with_password("app", "secret");
+//! let connection = Connection::connect_with("chutes://broker.example:4773", options).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [`Pool`] shares a few connections among request-style callers, with health checks,
 //! idle eviction, a checkout timeout and round-robin publishes.
 //!
@@ -58,6 +78,8 @@ mod outcomes;
 mod pool;
 mod shared;
 mod subscription;
+mod tls;
+mod transport;
 mod url;
 
 pub use chute_core::client::{
@@ -76,4 +98,5 @@ pub use events::{ConnectionEvent, ConnectionEvents};
 pub use outcomes::{PublishOutcome, PublishOutcomes};
 pub use pool::{Pool, PoolMetrics, PoolOptions, PooledConnection};
 pub use subscription::{Delivery, Subscription};
-pub use url::{ServerUrl, DEFAULT_PORT};
+pub use tls::TlsOptions;
+pub use url::{ServerUrl, Target, DEFAULT_PORT, DEFAULT_TLS_PORT};

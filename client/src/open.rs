@@ -5,25 +5,31 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use chute_core::client::{Session, SessionConfig, Timeouts};
-use chute_protocol::HelloOk;
+use chute_core::client::{ClientConfig, Session, SessionConfig, Timeouts};
+use chute_protocol::{Credentials, HelloOk};
 use futures::channel::oneshot;
 
 use crate::connection::ConnectOptions;
 use crate::driver::{Clock, ConnectionDriver};
 use crate::error::Error;
 use crate::shared::Inner;
-use crate::url::ServerUrl;
+use crate::url::{ServerUrl, Target};
 
 type Opened = (Arc<Inner>, HelloOk, ConnectionDriver);
 
-/// Starts a session on `urls` and drives it until its first connection is open (or every
-/// address failed).
-pub(crate) async fn open(urls: &[ServerUrl], options: ConnectOptions) -> Result<Opened, Error> {
+/// Starts a session on the target's servers and drives it until its first connection is open
+/// (or every address failed).
+pub(crate) async fn open(target: &Target, options: ConnectOptions) -> Result<Opened, Error> {
+    let urls = &target.servers;
+    let client = client_config(target, &options)?;
+    let tls = match target.tls {
+        true => Some(options.tls.build().map_err(Error::InvalidOptions)?),
+        false => None,
+    };
     let clock = Clock::new();
     let connect_timeout = options.connect_timeout;
     let config = SessionConfig {
-        client: options.client,
+        client,
         addresses: urls.len(),
         reconnect: options.reconnect,
         timeouts: Timeouts {
@@ -40,7 +46,8 @@ pub(crate) async fn open(urls: &[ServerUrl], options: ConnectOptions) -> Result<
     let (inner, wake) = Inner::new(session, clock, addrs);
     let (connected_tx, connected_rx) = oneshot::channel();
     inner.lock().connected_waiters.push(connected_tx);
-    let mut driver = ConnectionDriver::new(inner.clone(), wake, urls.to_vec(), connect_timeout);
+    let mut driver =
+        ConnectionDriver::new(inner.clone(), wake, urls.to_vec(), tls, connect_timeout);
     // The session ending fails this waiter too, so this cannot wait forever.
     match driver.run_until(connected_rx).await {
         Ok(Ok(server)) => Ok((inner, server, driver)),
@@ -52,14 +59,37 @@ pub(crate) async fn open(urls: &[ServerUrl], options: ConnectOptions) -> Result<
     }
 }
 
+/// The client machine's settings: the options', with the URL's credentials and what the
+/// transport will be. A secret sent in `Hello` (a token) is refused without TLS: the server
+/// would refuse it too, but only once it had crossed the network in clear.
+fn client_config(target: &Target, options: &ConnectOptions) -> Result<ClientConfig, Error> {
+    let mut client = options.client.clone();
+    if let Some(username) = &target.username {
+        if client.credentials != Credentials::Anonymous {
+            let message = "credentials both in the URL and in the options; give them once";
+            return Err(Error::InvalidOptions(message.into()));
+        }
+        let password = target.password.clone().ok_or_else(|| {
+            Error::InvalidOptions(format!("the URL names user {username:?} but no password"))
+        })?;
+        client.credentials = Credentials::Password { username: username.clone(), password };
+    }
+    if matches!(client.credentials, Credentials::Token { .. }) && !target.tls {
+        let message = "a token is sent as it is, so only over TLS: use chutes://";
+        return Err(Error::InvalidOptions(message.into()));
+    }
+    client.client_certificate = target.tls && options.tls.has_client_certificate();
+    Ok(client)
+}
+
 /// The body of a connection's own thread: open, hand the connection over, drive it to its end.
 pub(crate) fn run_on_own_thread(
-    urls: Vec<ServerUrl>,
+    target: Target,
     options: ConnectOptions,
     ready: oneshot::Sender<Result<(Arc<Inner>, HelloOk), Error>>,
 ) {
     async_io::block_on(async move {
-        match open(&urls, options).await {
+        match open(&target, options).await {
             Ok((inner, server, driver)) => {
                 let _ = ready.send(Ok((inner, server)));
                 driver.await;

@@ -1,12 +1,17 @@
-//! `chute://host[:port]` addresses (and lists of them, `chute://a:4770,b:4770`), read by the
-//! `url` crate. The CLI reads its `http://` admin
-//! endpoint through [`ServerUrl::parse_with_path`] too, so both follow the same rules (IPv6
-//! literals in brackets, the same errors).
+//! `chute://host[:port]` and `chutes://host[:port]` (TLS) addresses, lists of them
+//! (`chute://a:4770,b:4770`), and credentials in them (`chute://user:password@host`), read by
+//! the `url` crate. The CLI reads its `http://` admin endpoint through
+//! [`ServerUrl::parse_with_path`] too, so both follow the same rules (IPv6 literals in
+//! brackets, the same errors).
 
 use ::url::{Host, ParseError, Url};
+use percent_encoding::percent_decode_str;
 
 /// The default protocol port.
 pub const DEFAULT_PORT: u16 = 4770;
+
+/// The default port of `chutes://`: the TLS listener's in the documentation's examples.
+pub const DEFAULT_TLS_PORT: u16 = 4773;
 
 /// A parsed server address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +19,103 @@ pub struct ServerUrl {
     /// A name or an IP address; an IPv6 address without its brackets.
     pub host: String,
     pub port: u16,
+}
+
+/// Everything a connection URL says: the servers, whether to speak TLS, and who to log in as.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Target {
+    pub servers: Vec<ServerUrl>,
+    /// `chutes://`.
+    pub tls: bool,
+    /// From `user[:password]@`, percent-decoded.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("servers", &self.servers)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl Target {
+    /// Parses `chute[s]://[user[:password]@]host[:port][,host[:port]...]`; without a scheme,
+    /// `chute://`. The credentials, percent-decoded (`%40` for `@`, `%3A` for `:`), are given
+    /// once, before the first address, and apply to every server.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        // Messages show the URL without its password.
+        let shown = redacted(url);
+        let (scheme, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => (scheme, rest),
+            None => ("chute", url),
+        };
+        let (tls, port) = match scheme {
+            "chute" => (false, DEFAULT_PORT),
+            "chutes" => (true, DEFAULT_TLS_PORT),
+            other => {
+                return Err(format!(
+                    "unsupported scheme {other:?} in {shown:?}; use chute:// (or chutes:// for TLS)"
+                ))
+            }
+        };
+        // The userinfo ends at the last `@` (a raw `@` in a password is taken as part of it).
+        let (username, password, list) = match rest.rsplit_once('@') {
+            Some((userinfo, list)) => {
+                let (username, password) = split_userinfo(&shown, userinfo)?;
+                (Some(username), password, list)
+            }
+            None => (None, None, rest),
+        };
+        let mut servers = Vec::new();
+        for address in list.split(',') {
+            if address.is_empty() {
+                return Err(format!("{shown:?} has an empty address in its list"));
+            }
+            let (server, path) =
+                ServerUrl::parse_with_path(&format!("{scheme}://{address}"), scheme, port)?;
+            if !path.is_empty() {
+                return Err(format!("{shown:?} has a path ({path}); use {scheme}://host[:port]"));
+            }
+            servers.push(server);
+        }
+        Ok(Target { servers, tls, username, password })
+    }
+}
+
+/// `url` with the password in its userinfo replaced by `***`, for messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.rsplit_once('@') {
+        Some((userinfo, list)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{list}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// `user[:password]`, each percent-decoded to UTF-8.
+fn split_userinfo(shown: &str, userinfo: &str) -> Result<(String, Option<String>), String> {
+    let decode = |part: &str, what: &str| {
+        percent_decode_str(part)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| format!("the {what} in {shown:?} is not UTF-8 once percent-decoded"))
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    if user.is_empty() {
+        return Err(format!("{shown:?} has credentials without a user name"));
+    }
+    let password = password.map(|password| decode(password, "password")).transpose()?;
+    Ok((decode(user, "user name")?, password))
 }
 
 impl ServerUrl {
@@ -27,25 +129,15 @@ impl ServerUrl {
         Ok(server)
     }
 
-    /// Parses `chute://host[:port][,host[:port]...]`: a list of servers to connect to (in
-    /// order, or shuffled), the scheme once at the front. A single address is a list of one;
-    /// each address follows [`ServerUrl::parse`]'s rules.
+    /// Parses `chute[s]://host[:port][,host[:port]...]`: a list of servers to connect to (in
+    /// order, or shuffled), the scheme once at the front. A single address is a list of one.
+    /// Credentials are refused here: [`Target::parse`] reads them.
     pub fn parse_list(url: &str) -> Result<Vec<ServerUrl>, String> {
-        let (scheme, list) = match url.split_once("://") {
-            Some((scheme, list)) => (format!("{scheme}://"), list),
-            None => (String::new(), url),
-        };
-        if !list.contains(',') {
-            return Ok(vec![ServerUrl::parse(url)?]);
+        let target = Target::parse(url)?;
+        if target.username.is_some() {
+            return Err(format!("{url:?}: credentials are not expected here"));
         }
-        let mut servers = Vec::new();
-        for address in list.split(',') {
-            if address.is_empty() {
-                return Err(format!("{url:?} has an empty address in its list"));
-            }
-            servers.push(ServerUrl::parse(&format!("{scheme}{address}"))?);
-        }
-        Ok(servers)
+        Ok(target.servers)
     }
 
     /// Parses `SCHEME://host[:port][/path]`, or the same without `SCHEME://`, and returns the
@@ -79,7 +171,7 @@ impl ServerUrl {
             return Err(format!("unsupported scheme {found:?} in {url:?}; use {scheme}://"));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(format!("{url:?}: credentials in URLs are not supported yet"));
+            return Err(format!("{url:?}: credentials are not accepted in this address"));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(format!("{url:?}: a query or fragment is not supported"));
@@ -151,7 +243,7 @@ mod tests {
         assert!(refusal("chute://x?tls=1").contains("query"));
         assert!(refusal("chute://x#frag").contains("fragment"));
         let credentials = refusal("chute://user:secret@x:1");
-        assert!(credentials.contains("credentials in URLs are not supported yet"), "{credentials}");
+        assert!(credentials.contains("credentials are not accepted"), "{credentials}");
         assert!(refusal("chute://user@x").contains("credentials"));
     }
 
@@ -174,7 +266,7 @@ mod tests {
         );
         assert!(refused("chute://a:1,b:x").contains("bad port"));
         assert!(refused("http://a,b").contains("unsupported scheme"));
-        assert!(refused("chute://u:p@a,b").contains("credentials"));
+        assert!(refused("chute://u:p@a,b").contains("credentials are not expected"));
     }
 
     /// Another scheme with its own default port, and a path kept for the caller.
@@ -184,5 +276,39 @@ mod tests {
         assert_eq!((server.authority(), path.as_str()), ("[::1]:80".to_string(), "/a/b"));
         let (server, path) = ServerUrl::parse_with_path("h:81", "http", 80).unwrap();
         assert_eq!((server.authority(), path.as_str()), ("h:81".to_string(), ""));
+    }
+
+    /// `chutes://` is TLS, on 4773 unless a port is given; `chute://` is not.
+    #[test]
+    fn tls_scheme() {
+        let target = Target::parse("chutes://a,b:5").unwrap();
+        assert!(target.tls);
+        let authorities: Vec<String> = target.servers.iter().map(ServerUrl::authority).collect();
+        assert_eq!(authorities, ["a:4773", "b:5"]);
+        assert!(!Target::parse("chute://a").unwrap().tls);
+        assert!(!Target::parse("a:1").unwrap().tls);
+        let refused = Target::parse("chutex://a").unwrap_err();
+        assert!(refused.contains("use chute:// (or chutes:// for TLS)"), "{refused}");
+    }
+
+    /// Credentials before the first address, percent-decoded, for every server; never shown
+    /// in an error.
+    #[test]
+    fn credentials_in_the_url() {
+        let target = Target::parse("chute://al%40ice:p%3Ass%2Fw@a:1,b:2").unwrap();
+        assert_eq!(target.username.as_deref(), Some("al@ice"));
+        assert_eq!(target.password.as_deref(), Some("p:ss/w"));
+        assert_eq!(target.servers.len(), 2);
+        let user_only = Target::parse("chutes://bob@h").unwrap();
+        assert_eq!((user_only.username.as_deref(), user_only.password), (Some("bob"), None));
+        let no_user = Target::parse("chute://:pw@h").unwrap_err();
+        assert!(no_user.contains("without a user name"), "{no_user}");
+        for bad in ["chute://u:secret@h:notaport", "chute://u:secret@h/x", "ftp://u:secret@h"] {
+            let error = Target::parse(bad).unwrap_err();
+            assert!(!error.contains("secret"), "{bad}: {error}");
+        }
+        assert!(!format!("{target:?}").contains("p:ss/w"), "Debug hides the password");
+        let not_utf8 = Target::parse("chute://u:%ff@h").unwrap_err();
+        assert!(not_utf8.contains("not UTF-8"), "{not_utf8}");
     }
 }

@@ -56,6 +56,20 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A server certificate for these names only (no IP address unless one is listed), valid
+    /// for decades.
+    pub fn server_named(&self, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        self.sign(params)
+    }
+
+    /// Writes the CA's certificate (PEM) to `path`, for a client to trust.
+    pub fn write_pem(&self, path: &Path) {
+        std::fs::write(path, self.pem()).unwrap();
+    }
+
     /// A client certificate with `common_name` and an e-mail SAN `email`.
     pub fn client(&self, common_name: &str, email: &str) -> Leaf {
         let mut params = CertificateParams::default();
@@ -68,6 +82,16 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
+    }
+}
+
+impl Leaf {
+    /// Writes the certificate and key to `STEM.crt` and `STEM.key` in `dir`; their paths.
+    pub fn write_to(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+        std::fs::write(&cert, &self.cert_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
     }
 }
 

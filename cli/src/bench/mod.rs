@@ -27,7 +27,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chute_client::Connection;
+use chute_client::{ConnectOptions, Connection};
 use clap::Args;
 use futures::executor::block_on;
 
@@ -37,6 +37,7 @@ use metrics::{BrokerFigures, BrokerSample};
 use queues::RunQueues;
 
 use crate::admin_http::{AdminEndpoint, ADMIN_URL_DEFAULT};
+use crate::connect::ServerArgs;
 use workload::{Named, Overrides, Preset};
 
 /// Pause between repetitions, to let the broker settle (as the harness does).
@@ -123,7 +124,9 @@ impl BenchArgs {
     }
 }
 
-pub fn run(url: &str, args: BenchArgs) -> Result<(), String> {
+pub fn run(server: &ServerArgs, args: BenchArgs) -> Result<(), String> {
+    let target = Target { url: server.url.clone(), options: server.options()? };
+    let target = &target;
     let named = workload::resolve(args.workload, &args.overrides())?;
     let admin = Broker::new(AdminEndpoint::parse(&args.admin_url)?);
     let probe_mib = args.disk_probe_mib.unwrap_or_else(|| payload_mib(&named.workload));
@@ -141,7 +144,7 @@ pub fn run(url: &str, args: BenchArgs) -> Result<(), String> {
             std::thread::sleep(SETTLE_BETWEEN_REPS);
         }
         let disk_mb_per_s = disk.as_ref().map(DiskProbe::measure).transpose()?;
-        let mut figures = run_rep(url, &named, &args, rep, &admin)?;
+        let mut figures = run_rep(target, &named, &args, rep, &admin)?;
         if let Some(disk_mb_per_s) = disk_mb_per_s {
             figures.set_disk_write_mb_per_s(disk_mb_per_s);
         }
@@ -167,10 +170,16 @@ pub fn run(url: &str, args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The server to measure, and how every connection of the bench logs in.
+pub struct Target {
+    pub url: String,
+    pub options: ConnectOptions,
+}
+
 /// One repetition: declare the queues, run, read the broker's figures around the run, delete
 /// the queues this run created.
 fn run_rep(
-    url: &str,
+    target: &Target,
     named: &Named,
     args: &BenchArgs,
     rep: u32,
@@ -183,7 +192,8 @@ fn run_rep(
     let load1 = host::load1();
     let cpu_before = host::CpuTimes::now();
 
-    let admin = block_on(Connection::connect(url)).map_err(|e| e.to_string())?;
+    let admin = block_on(Connection::connect_with(&target.url, target.options.clone()))
+        .map_err(|e| e.to_string())?;
     let declared =
         RunQueues::declare(&admin, queues::names(&queue, workload.queues), workload.durable);
     let queues = match declared {
@@ -197,7 +207,7 @@ fn run_rep(
     let label = format!("{} run {rep}", named.name);
     let mut progress = progress::Progress::new(label, workload.messages);
     let timeout = Duration::from_secs(args.timeout_s);
-    let result = run::run(url, &queues.names, workload, timeout, &mut progress);
+    let result = run::run(target, &queues.names, workload, timeout, &mut progress);
 
     let after = broker.sample();
     let steal = cpu_before.zip(host::CpuTimes::now()).and_then(|(a, b)| a.steal_pct_until(b));

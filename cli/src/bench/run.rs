@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::Target;
 use async_io::Timer;
 use chute_client::{
-    ConnectOptions, Connection, ConnectionDriver, Destination, PublishMessage, PublishOutcome,
-    Range as SeqRange, SubscribeOptions, Subscription,
+    Connection, ConnectionDriver, Destination, PublishMessage, PublishOutcome, Range as SeqRange,
+    SubscribeOptions, Subscription,
 };
 use futures::channel::oneshot;
 use futures::executor::block_on;
@@ -153,17 +154,17 @@ enum Part {
 }
 
 /// Runs `workload` against `queues` (which must exist and be empty, one per queue of the
-/// workload) on the server at `url`. Fails if any message is missing when `timeout` runs out,
+/// workload) on the server `target`. Fails if any message is missing when `timeout` runs out,
 /// or on any error.
 pub fn run(
-    url: &str,
+    target: &Target,
     queues: &[String],
     workload: &Workload,
     timeout: Duration,
     progress: &mut Progress,
 ) -> Result<Measured, String> {
     assert_eq!(queues.len(), workload.queues as usize, "one name per queue");
-    let (consumers, producers) = block_on(connect(url, queues, workload))?;
+    let (consumers, producers) = block_on(connect(target, queues, workload))?;
     let connections: Vec<Connection> = consumers
         .iter()
         .map(|(c, ..)| c)
@@ -332,14 +333,16 @@ fn queue_rates(workload: &Workload, start_ns: u64, queue_end_ns: &[u64]) -> Vec<
 /// The consumers' connections, each subscribed to its queue, and the producers' connections,
 /// each with the driver its thread will poll.
 async fn connect(
-    url: &str,
+    target: &Target,
     queues: &[String],
     workload: &Workload,
 ) -> Result<(Vec<Consumer>, Vec<(Connection, ConnectionDriver)>), String> {
     let options =
         SubscribeOptions { prefetch: PREFETCH, auto_credit: true, lease_ms: None, rate: None };
     let open = || async {
-        Connection::connect_driven(url, ConnectOptions::default()).await.map_err(|e| e.to_string())
+        Connection::connect_driven(&target.url, target.options.clone())
+            .await
+            .map_err(|e| e.to_string())
     };
     let mut consumers = Vec::new();
     for j in 0..workload.consumers {

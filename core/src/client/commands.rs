@@ -411,10 +411,10 @@ impl Client {
         if self.state == State::Closed {
             return;
         }
-        self.encode(
-            FrameKind::Close,
-            &Close { code: ErrorCode::NORMAL_CLOSE, message: "done".into() },
-        );
+        // Behind an unfinished login only `Close` may follow: what waits for it is dropped.
+        self.discard_held_commands();
+        let close = Close { code: ErrorCode::NORMAL_CLOSE, message: "done".into() };
+        self.encode_login(FrameKind::Close, &close);
         self.finish(ErrorCode::NORMAL_CLOSE, "client closed".into(), true);
     }
 

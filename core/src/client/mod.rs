@@ -16,6 +16,7 @@
 //! subscription, all flushed when the driver polls for output.
 
 mod commands;
+mod login;
 mod receive;
 pub mod session;
 
@@ -36,15 +37,24 @@ use chute_protocol::{
 
 use crate::time::Instant;
 
-/// The highest protocol version this client machine offers. Version 2's frames (the
-/// authentication exchange, `Blocked`) are not handled here yet, so it offers version 1 only.
-pub const CLIENT_VERSION_MAX: u16 = 1;
+/// The highest protocol version this client machine offers: version 2 brings the
+/// authentication exchange (§5.8) and the `Blocked` notifications (§5.9).
+pub const CLIENT_VERSION_MAX: u16 = 2;
 
-/// How the client introduces itself and times its connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the client introduces itself and times its connection. `Debug` hides the password or
+/// token (a logged configuration gives no secret away).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     pub client_name: String,
+    /// Who the client is. A password is proven by SCRAM-SHA-256 and never sent; a token is
+    /// sent in `Hello`, so the driver must offer one only over TLS (see `login`).
     pub credentials: Credentials,
+    /// Fresh random bytes for each connection: the client's part of a SCRAM nonce. A
+    /// [`Session`] draws them for every connection from its seed.
+    pub auth_nonce: [u8; 18],
+    /// The transport presented a client certificate (mutual TLS): if the server asks for a
+    /// login and offers `EXTERNAL`, the client answers with it.
+    pub client_certificate: bool,
     /// Requested heartbeat interval; 0 accepts the server's.
     pub heartbeat_ms: u32,
     /// Give up if `HelloOk` has not arrived by then.
@@ -53,11 +63,31 @@ pub struct ClientConfig {
     pub unconfirmed_max_initial: u32,
 }
 
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credentials = match &self.credentials {
+            Credentials::Anonymous => "Anonymous".to_string(),
+            Credentials::Password { username, .. } => format!("Password for {username:?}"),
+            Credentials::Token { .. } => "Token".to_string(),
+        };
+        f.debug_struct("ClientConfig")
+            .field("client_name", &self.client_name)
+            .field("credentials", &format_args!("{credentials}"))
+            .field("client_certificate", &self.client_certificate)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("handshake_timeout_ms", &self.handshake_timeout_ms)
+            .field("unconfirmed_max_initial", &self.unconfirmed_max_initial)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             client_name: "chute-client".into(),
             credentials: Credentials::Anonymous,
+            auth_nonce: [0; 18],
+            client_certificate: false,
             heartbeat_ms: 0,
             handshake_timeout_ms: 10_000,
             unconfirmed_max_initial: 1024,
@@ -192,6 +222,10 @@ pub struct Client {
     next_subscription: u32,
     /// Delivery tag → subscription, for deliveries not yet settled.
     outstanding: BTreeMap<u64, u32>,
+    login: login::Login,
+    /// Commands wait in `out` until `HelloOk`: the server may ask for a login exchange, and
+    /// accepts nothing else before it is over.
+    hold_commands: bool,
 }
 
 impl Client {
@@ -215,16 +249,22 @@ impl Client {
             subscriptions: BTreeMap::new(),
             next_subscription: 1,
             outstanding: BTreeMap::new(),
+            login: login::Login::default(),
+            hold_commands: login::may_need_exchange(&config.credentials),
             config,
         };
         let hello = Hello {
             version_min: PROTOCOL_VERSION_MIN,
             version_max: CLIENT_VERSION_MAX,
             client_name: client.config.client_name.clone(),
-            credentials: client.config.credentials.clone(),
+            credentials: login::hello_credentials(&client.config.credentials),
             heartbeat_ms: client.config.heartbeat_ms,
         };
         client.encode(FrameKind::Hello, &hello);
+        if client.hold_commands {
+            let hello = client.out.split().freeze();
+            client.outputs.push_back(ClientOutput::Send(hello));
+        }
         client
     }
 
@@ -307,7 +347,7 @@ impl Client {
         if let Some(output) = self.outputs.pop_front() {
             return Some(output);
         }
-        if self.state == State::Closed {
+        if self.state == State::Closed || self.holding_commands() {
             return None;
         }
         self.flush_pending();
@@ -335,6 +375,21 @@ impl Client {
     }
 
     // ---- internals ----
+
+    /// Whether commands wait for the login to finish (see `hold_commands`).
+    fn holding_commands(&self) -> bool {
+        self.hold_commands && self.state == State::Handshaking
+    }
+
+    /// Drops the commands held behind a login that will not finish: the server would refuse
+    /// them, and their callers learn from the close that they were not carried out.
+    fn discard_held_commands(&mut self) {
+        if self.holding_commands() {
+            self.out.clear();
+            self.publish_body.clear();
+            self.pending = Pending::Nothing;
+        }
+    }
 
     fn heartbeat_ms(&self) -> u32 {
         self.server.as_ref().map_or(0, |s| s.heartbeat_ms).max(1)
@@ -375,6 +430,7 @@ impl Client {
         if self.state == State::Closed {
             return;
         }
+        self.discard_held_commands();
         self.state = State::Closed;
         if close_transport {
             if !self.out.is_empty() {
@@ -391,6 +447,17 @@ impl Client {
             self.flush_pending();
         }
         self.encode_now(kind, body);
+    }
+
+    /// Encodes a frame of the login, which goes out ahead of any held command.
+    fn encode_login<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {
+        if !self.hold_commands {
+            return self.encode(kind, body);
+        }
+        let mut frame = BytesMut::new();
+        encode_body(kind, body, &mut frame, FRAME_SIZE_CEILING)
+            .expect("login frames are a few hundred bytes");
+        self.outputs.push_back(ClientOutput::Send(frame.freeze()));
     }
 
     fn encode_now<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {

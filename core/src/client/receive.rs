@@ -1,8 +1,8 @@
 //! Frames from the server, turned into events.
 
-use chute_protocol::{Direction, ErrorCode, Frame};
+use chute_protocol::{Direction, ErrorCode, Frame, PROTOCOL_VERSION_MIN};
 
-use super::{Client, ClientEvent, ClientOutput, Response, State};
+use super::{Client, ClientEvent, ClientOutput, Response, State, CLIENT_VERSION_MAX};
 
 impl Client {
     pub(super) fn process_received(&mut self) {
@@ -33,8 +33,20 @@ impl Client {
         if self.state == State::Handshaking {
             return self.handle_handshake_frame(frame);
         }
+        let version = self.server.as_ref().map_or(PROTOCOL_VERSION_MIN, |s| s.version);
+        if frame.kind().since_version() > version {
+            let message =
+                format!("server sent {:?} on a version {version} connection", frame.kind());
+            return self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
+        }
         match frame {
             Frame::Heartbeat(_) => {}
+            // Publishes sent while blocked wait in the socket (§5.9): nothing to do here.
+            Frame::Blocked(_) | Frame::Unblocked(_) => {}
+            Frame::AuthRequired(_) | Frame::AuthChallenge(_) | Frame::AuthOk(_) => {
+                let message = format!("server sent {:?} after HelloOk", frame.kind());
+                self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
+            }
             Frame::HelloOk(_) => {
                 self.finish(ErrorCode::UNEXPECTED_FRAME, "second HelloOk".into(), true);
             }
@@ -92,11 +104,27 @@ impl Client {
 
     fn handle_handshake_frame(&mut self, frame: Frame) {
         match frame {
+            Frame::HelloOk(_) if !self.login_complete() => {
+                let message = "HelloOk before the login exchange finished (no AuthOk)".into();
+                self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
+            }
+            Frame::HelloOk(hello_ok)
+                if !(PROTOCOL_VERSION_MIN..=CLIENT_VERSION_MAX).contains(&hello_ok.version) =>
+            {
+                let message = format!(
+                    "the server chose version {}, outside the {PROTOCOL_VERSION_MIN}..={CLIENT_VERSION_MAX} offered",
+                    hello_ok.version
+                );
+                self.finish(ErrorCode::UNSUPPORTED_VERSION, message, true);
+            }
             Frame::HelloOk(hello_ok) => {
                 self.state = State::Open;
                 self.server = Some(hello_ok.clone());
                 self.emit(ClientEvent::Connected(hello_ok));
             }
+            Frame::AuthRequired(required) => self.auth_required(required),
+            Frame::AuthChallenge(challenge) => self.auth_challenge(challenge),
+            Frame::AuthOk(ok) => self.auth_ok(ok),
             Frame::Error(error) => {
                 self.finish(error.code, error.message, true);
             }

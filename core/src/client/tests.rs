@@ -72,7 +72,7 @@ fn message() -> PublishMessage {
     PublishMessage::new(Bytes::from_static(b"x"))
 }
 
-/// The client starts with the preface and a Hello for version 1.
+/// The client starts with the preface and a Hello offering versions 1 and 2.
 #[test]
 fn opens_with_preface_and_hello() {
     let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
@@ -81,7 +81,7 @@ fn opens_with_preface_and_hello() {
     let mut reader = FrameReader::new(FRAME_SIZE_CEILING);
     reader.feed(bytes.slice(PREFACE.len()..));
     let Some(Frame::Hello(hello)) = reader.next_frame().unwrap() else { panic!() };
-    assert_eq!((hello.version_min, hello.version_max), (1, 1));
+    assert_eq!((hello.version_min, hello.version_max), (1, 2));
 }
 
 /// Publishing past the server's unconfirmed window is refused until confirms arrive.

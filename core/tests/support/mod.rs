@@ -98,6 +98,16 @@ impl Net {
         conn
     }
 
+    /// Opens a connection from `peer` with a client configured so, and moves bytes until
+    /// nothing moves; the handshake (and login) may or may not have succeeded.
+    pub fn connect_with(&mut self, peer: chute_core::PeerInfo, config: ClientConfig) -> ConnId {
+        let conn = self.accept(peer);
+        let client = Client::new(config, self.now);
+        self.clients.insert(conn, client);
+        self.pump();
+        conn
+    }
+
     /// Accepts a connection but sends nothing on it.
     pub fn connect_without_handshake(&mut self) -> ConnId {
         self.accept(chute_core::PeerInfo::default())

@@ -6,12 +6,22 @@ use super::keys::{salted_password, ITERATIONS_MAX, ITERATIONS_MIN};
 use super::messages::{encode_saslname, parse_server_final, ServerFirst};
 use super::{hmac, sha256, to_base64, xor, ScramError};
 
-/// After the client's first message, waiting for the server's.
-#[derive(Clone, Debug)]
+/// After the client's first message, waiting for the server's. `Debug` hides the password.
+#[derive(Clone)]
 pub struct ScramClient {
     password: String,
     client_nonce: String,
     bare: String,
+}
+
+impl std::fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramClient")
+            .field("password", &"<hidden>")
+            .field("client_nonce", &self.client_nonce)
+            .field("bare", &self.bare)
+            .finish()
+    }
 }
 
 /// After the client's final message, waiting for the server's signature.

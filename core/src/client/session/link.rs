@@ -1,7 +1,7 @@
 //! The session's connection over time: connecting, the handshake, what a new connection is
 //! sent, losing it, and when and where to try next.
 
-use chute_protocol::{ErrorCode, GoingAway, HelloOk};
+use chute_protocol::{Credentials, ErrorCode, GoingAway, HelloOk};
 
 use super::events::{LinkError, SessionEnd, SessionEvent, SessionOutput};
 use super::requests::{Origin, RequestSpec};
@@ -24,15 +24,31 @@ impl Session {
             return;
         }
         let connect_ms = self.config.timeouts.connect_ms;
-        let config = ClientConfig {
+        let mut config = ClientConfig {
             handshake_timeout_ms: u32::try_from(connect_ms).unwrap_or(u32::MAX),
             ..self.config.client.clone()
         };
+        // Drawn only for a password, so that the jitter a seed gives is otherwise unchanged.
+        if matches!(config.credentials, Credentials::Password { .. }) {
+            config.auth_nonce = self.auth_nonce();
+        }
         self.client = Some(Client::new(config, self.now));
         self.epoch += 1;
         self.link = Link::Handshaking;
         self.closing_because = None;
         self.lost_reason = None;
+    }
+
+    /// The client's part of a SCRAM nonce for the next connection: a fresh one each time, so
+    /// that no two exchanges share a nonce, from the session's seed (which the driver draws
+    /// from the operating system), so that a simulation replays.
+    fn auth_nonce(&mut self) -> [u8; 18] {
+        let mut nonce = [0u8; 18];
+        for chunk in nonce.chunks_mut(8) {
+            let draw = self.rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&draw[..chunk.len()]);
+        }
+        nonce
     }
 
     /// An attempt to connect failed before the handshake completed.

@@ -928,3 +928,41 @@ fn a_request_refused_for_now_is_retried_after_the_hint() {
         [SessionEvent::Response { request_id, response: Response::Declared(_) }] if *request_id == id
     ));
 }
+
+// ---- logging in ----
+
+/// The SCRAM nonce of each connection's AuthStart: fresh for every connection (a reused one
+/// would make two exchanges alike), and the same for the same seed (a simulation replays).
+#[test]
+fn every_connection_logs_in_with_a_fresh_nonce() {
+    let nonces = |seed: u64| -> Vec<String> {
+        let mut config = config();
+        config.seed = seed;
+        config.client.credentials =
+            chute_protocol::Credentials::Password { username: "u".into(), password: "p".into() };
+        config.reconnect.retry_first_connect = true;
+        let mut h = Harness::new(config);
+        let mut nonces = Vec::new();
+        assert_eq!(h.drain().connects.len(), 1);
+        for _ in 0..2 {
+            h.input(SessionInput::TransportUp);
+            h.reader = FrameReader::new(FRAME_SIZE_CEILING);
+            assert!(matches!(h.drain().frames[..], [Frame::Hello(_)]));
+            let required = chute_protocol::AuthRequired {
+                version: 2,
+                mechanisms: vec!["SCRAM-SHA-256".into()],
+            };
+            h.server(&[Frame::AuthRequired(required)]);
+            let Some(Frame::AuthStart(start)) = h.drain().frames.pop() else { panic!() };
+            let first = String::from_utf8(start.data.to_vec()).unwrap();
+            nonces.push(first.rsplit_once("r=").unwrap().1.to_string());
+            h.lose_transport();
+            assert_eq!(h.fire_timer().connects.len(), 1);
+        }
+        nonces
+    };
+    let first_run = nonces(7);
+    assert_ne!(first_run[0], first_run[1], "a fresh nonce per connection");
+    assert_eq!(first_run, nonces(7), "the same seed, the same nonces");
+    assert_ne!(first_run, nonces(8));
+}
