@@ -180,7 +180,7 @@ fn a_partial_header_in_an_older_segment_is_a_bad_header() {
 
 #[test]
 fn a_short_file_that_is_not_a_header_prefix_is_a_bad_header() {
-    for bytes in [&b"CHUTEXX"[..], &[0u8; 10][..], &b"CHUTELOG\x02"[..]] {
+    for bytes in [&b"CHUTEXX"[..], &[0u8; 10][..], &b"CHUTELOG\x03"[..]] {
         bad_header_reason(scan(bytes, true));
     }
     // Flags are part of the prefix check too.
@@ -193,7 +193,7 @@ fn a_short_file_that_is_not_a_header_prefix_is_a_bad_header() {
 fn wrong_magic_version_or_flags_is_a_bad_header_even_in_the_newest_segment() {
     let cases: [(usize, u8, &str); 3] = [
         (0, b'X', "magic"),
-        (8, 2, "format version 2 is not supported"),
+        (8, 3, "format version 3 is not supported"),
         (15, 0x80, "flags 0x80000000"),
     ];
     for (at, byte, expected) in cases {
@@ -204,6 +204,21 @@ fn wrong_magic_version_or_flags_is_a_bad_header_even_in_the_newest_segment() {
             assert!(reason.contains(expected), "{reason}");
         }
     }
+}
+
+/// A sealed segment's header names its key in place of the flags; 0 is never a key.
+#[test]
+fn a_sealed_header_names_its_key_and_key_zero_is_a_bad_header() {
+    let mut bytes = segment_header_for(Lsn(BASE), Some(7)).to_vec();
+    let scanned = scan(&bytes, false).unwrap();
+    assert_eq!((scanned.base_lsn, scanned.key_id), (Lsn(BASE), Some(7)));
+    assert_eq!(scan(&segment_header(Lsn(BASE)), false).unwrap().key_id, None);
+    bytes[12] = 0;
+    let reason = bad_header_reason(scan(&bytes, true));
+    assert!(reason.contains("names key id 0"), "{reason}");
+    // A sealed header cut short while being created is a torn creation, whatever its key.
+    let torn = segment_header_for(Lsn(BASE), Some(7));
+    assert_eq!(scan(&torn[..14], true).unwrap().valid_len, 0);
 }
 
 /// A zero-filled file is not a header being written (the magic is written first), so it is not
