@@ -263,6 +263,9 @@ impl BrokerConfig {
             3_600_000,
         ));
         checks.extend(auth_checks(&self.auth));
+        if let Some(rule) = s.encryption.problem() {
+            checks.push(Err(ConfigError::BadValue { key: "storage.encryption", rule }));
+        }
         checks.into_iter().filter_map(Result::err).collect()
     }
 }

@@ -12,7 +12,7 @@ use super::format::{append_record, segment_header_for};
 use super::io::{StorageDone, StorageRequest};
 use super::manifest::Manifest;
 use super::records::{Counters, Record};
-use super::seal::{KeyId, Keyring, Sealer, SEAL_KIND};
+use super::seal::{EncryptionConfig, KeyId, Keyring, Sealer, SEAL_KIND};
 use crate::ids::Lsn;
 
 /// Storage settings an operator may tune.
@@ -28,6 +28,8 @@ pub struct StorageConfig {
     /// that a newest segment cut inside records synced more than this long ago is noticed at
     /// the next start. 0: only when segments are created or deleted, and at a graceful stop.
     pub manifest_interval_ms: u32,
+    /// Encryption at rest: the key files (docs/STORAGE.md §16).
+    pub encryption: EncryptionConfig,
 }
 
 impl Default for StorageConfig {
@@ -36,6 +38,7 @@ impl Default for StorageConfig {
             segment_bytes_max: 64 * 1024 * 1024,
             compact_live_percent: 25,
             manifest_interval_ms: 1_000,
+            encryption: EncryptionConfig::default(),
         }
     }
 }

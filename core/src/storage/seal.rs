@@ -17,10 +17,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::{AeadInOut, KeyInit, Tag, XChaCha20Poly1305, XNonce};
+
+use serde::{Deserialize, Serialize};
 
 use crate::ids::Lsn;
 
@@ -40,6 +43,58 @@ const CHECK_LABEL: &[u8] = b"chute seal check";
 
 /// A key's id, as segment headers name it: 1 or more (0 is never a key).
 pub type KeyId = u32;
+
+/// `[storage.encryption]`: where the keys are. The driver reads the files (the core never
+/// does) and hands the bytes over as a [`Keyring`]. Keys are read at the start only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// One key, with id 1: the simple case.
+    pub key_file: Option<PathBuf>,
+    /// Several keys, the first the current one (it seals new segments); the others are kept to
+    /// read segments sealed before, until no segment uses them.
+    pub keys: Vec<KeyFile>,
+    /// Keep the keys for reading only: new segments are written in clear.
+    pub write_in_clear: bool,
+}
+
+/// One key of [`EncryptionConfig::keys`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub id: KeyId,
+    pub file: PathBuf,
+}
+
+impl EncryptionConfig {
+    /// The key files in the configured order (the current one first), with their ids.
+    pub fn key_files(&self) -> Vec<KeyFile> {
+        match &self.key_file {
+            Some(file) => vec![KeyFile { id: 1, file: file.clone() }],
+            None => self.keys.clone(),
+        }
+    }
+
+    /// What is wrong with the settings, if anything: one line.
+    pub fn problem(&self) -> Option<String> {
+        if self.key_file.is_some() && !self.keys.is_empty() {
+            return Some("set key_file (one key, id 1) or keys, not both".into());
+        }
+        if self.write_in_clear && self.key_files().is_empty() {
+            return Some("write_in_clear needs the keys to read with".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for key in &self.keys {
+            if key.id == 0 {
+                return Some("key id 0 is not allowed (ids start at 1)".into());
+            }
+            if !seen.insert(key.id) {
+                return Some(format!("key id {} is given twice", key.id));
+            }
+        }
+        None
+    }
+}
 
 /// The keys the broker may read with, the one it seals new segments with, and the randomness
 /// salts are made from. The key bytes never appear in `Debug`.
