@@ -17,6 +17,9 @@
 //!     24     .  records
 //! ```
 //!
+//! A sealed segment (encryption at rest, [`super::seal`]) has version 2 and its key id in place
+//! of the flags; its record framing and scan are the same, over the sealed bytes.
+//!
 //! LSNs (log sequence numbers) are byte positions in one log that runs across all segments: a
 //! record's LSN is `base_lsn + (its file offset - 24)`, and a segment that follows another
 //! starts at the LSN just past the other's last record. The header is not checksummed, so
@@ -59,7 +62,8 @@
 //!   from `X` on are a torn tail, the remains of the last write (or preallocated zeroes). The
 //!   driver truncates the file to `X` ([`SegmentScan::valid_len`]) and appends from there.
 //!
-//! The header must hold the magic, version 1 and flags 0 ([`ScanError::BadHeader`] otherwise),
+//! The header must hold the magic, and version 1 with flags 0 or version 2 with a key id other
+//! than 0 ([`ScanError::BadHeader`] otherwise),
 //! with one exception for a file that was being created when the broker stopped: if the newest
 //! segment is shorter than the header, and its bytes are empty or a prefix of a header (the
 //! magic, version 1 and flags 0 as far as they go; any `base_lsn` bytes), the scan returns
@@ -90,6 +94,11 @@ pub const RECORD_HEADER_LEN: usize = 9;
 /// make the scan look at, and sits above the largest frame the protocol carries (16 MiB) so any
 /// publishable message fits in one record.
 pub const RECORD_LEN_MAX: u32 = 32 * 1024 * 1024;
+
+/// The furthest a recovered log may end. Past it a corrupt or forged base LSN would leave the
+/// broker no room to append its startup checkpoint; 4 EiB short of `u64::MAX` is centuries of
+/// writing at any disk's speed.
+pub const LSN_END_MAX: u64 = u64::MAX - (1 << 62);
 
 /// Bytes of a record before the part that `len` counts (len and crc).
 const LEN_CRC_LEN: usize = 8;
@@ -405,9 +414,10 @@ fn parse_header(data: &[u8]) -> Result<(Lsn, Option<KeyId>), ScanError> {
     };
     let base_lsn = u64::from_le_bytes(data[16..24].try_into().expect("8 bytes"));
     let records_len = (data.len() - SEGMENT_HEADER_LEN) as u64;
-    if base_lsn.checked_add(records_len).is_none() {
+    if base_lsn.checked_add(records_len).is_none_or(|end| end > LSN_END_MAX) {
         return bad(format!(
-            "base LSN {base_lsn} leaves no room for the file's {records_len} bytes of records"
+            "base LSN {base_lsn} leaves no room for the file's {records_len} bytes of records \
+             and the log's growth (positions end at {LSN_END_MAX})"
         ));
     }
     Ok((Lsn(base_lsn), key_id))

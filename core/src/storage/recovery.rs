@@ -264,6 +264,8 @@ fn recover_segments(
             state.apply(scan.base_lsn, record);
             state.records += 1;
         }
+        // Seal markers are records of the log too, though they change no state.
+        state.records += (scan.records.len() - records.len()) as u64;
         assert!(scan.base_lsn <= end_lsn, "a segment ends before it starts");
         let segment = SegmentState {
             end_lsn,
