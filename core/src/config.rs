@@ -9,6 +9,7 @@ use chute_protocol::{
 
 use crate::auth::AuthConfig;
 use crate::storage::log::StorageConfig;
+use crate::storage::seal::Keyring;
 use crate::time::WallClock;
 
 /// Every resource limit the broker enforces. Each is named, has a default, and is checked.
@@ -117,6 +118,11 @@ pub struct BrokerConfig {
     pub auth: AuthConfig,
     /// Emit `Output::Audit` events (the driver writes the audit log).
     pub audit: bool,
+    /// Keys for encryption at rest, read by the driver from `storage.encryption`: the current
+    /// one seals new segments, all of them open old ones. Fixed for the broker's life (a reload
+    /// keeps it), and never serialized.
+    #[serde(skip)]
+    pub keyring: Keyring,
 }
 
 impl Default for BrokerConfig {
@@ -130,6 +136,7 @@ impl Default for BrokerConfig {
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
             audit: false,
+            keyring: Keyring::default(),
         }
     }
 }
@@ -256,6 +263,9 @@ impl BrokerConfig {
             3_600_000,
         ));
         checks.extend(auth_checks(&self.auth));
+        if let Some(rule) = s.encryption.problem() {
+            checks.push(Err(ConfigError::BadValue { key: "storage.encryption", rule }));
+        }
         checks.into_iter().filter_map(Result::err).collect()
     }
 }

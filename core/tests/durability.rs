@@ -442,7 +442,8 @@ fn ids_are_not_reused_after_restart() {
     declare(&mut net, conn, "b", Durability::Always);
     net.publish(conn, "b", &["3"]);
     let files = net.disk.after_process_crash();
-    let recovered = chute_core::storage::recovery::recover_log(&files).unwrap();
+    let recovered =
+        chute_core::storage::recovery::recover_log(&files, &Default::default()).unwrap();
     let seqs: Vec<u64> =
         recovered.queues.values().flat_map(|q| q.messages.keys().copied()).collect();
     assert_eq!(seqs, [1, 2, 3]);

@@ -529,8 +529,9 @@ mod broker_ops {
 
 /// Valid logs for `log_recovery`, written by a broker: a session of declarations, bindings,
 /// publishes, deliveries and every kind of settlement, a purge and a deletion; then split into
-/// segment files and cut the ways a crash cuts them. Input layout:
-/// `[control, len1 (u16 LE), len2 (u16 LE), data...]` (see the target).
+/// segment files and cut the ways a crash cuts them; and the same log sealed (encryption at
+/// rest), and with a sealed record changed. Input layout:
+/// `[control, seal, len1 (u16 LE), len2 (u16 LE), data...]` (see the target).
 mod log_recovery {
     use bytes::{Bytes, BytesMut};
     use chute_core::ids::Lsn;
@@ -742,7 +743,9 @@ mod log_recovery {
         assert!((1..=3).contains(&files.len()));
         let len = |i: usize| files.get(i).map_or(0, |f: &Vec<u8>| u16::try_from(f.len()).unwrap());
         let control = (files.len() - 1) as u8;
-        [&[control][..], &len(0).to_le_bytes(), &len(1).to_le_bytes(), &files.concat()].concat()
+        let seal = 0;
+        [&[control, seal][..], &len(0).to_le_bytes(), &len(1).to_le_bytes(), &files.concat()]
+            .concat()
     }
 
     pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -785,7 +788,15 @@ mod log_recovery {
         let second: Vec<u8> = scan.records[half..].iter().flat_map(chunk).collect();
         let mut framed = input(&[first, second]);
         framed[0] |= 0b0100_1100;
-        seeds.push(("seed-framed-records", framed));
+        seeds.push(("seed-framed-records", framed.clone()));
+
+        // The same chunks sealed under the target's test key (seal bit 0), then with one
+        // sealed body changed and its checksum fixed (bit 1): recovery must refuse it.
+        let mut sealed = framed.clone();
+        sealed[1] = 0b0000_0001;
+        seeds.push(("seed-sealed-records", sealed.clone()));
+        sealed[1] = 0b0001_0111;
+        seeds.push(("seed-sealed-tampered", sealed));
         seeds
     }
 }

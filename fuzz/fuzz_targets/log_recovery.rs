@@ -1,6 +1,6 @@
 //! Recovery on arbitrary segment files.
 //!
-//! Input layout: `[control, len1 (u16 LE), len2 (u16 LE), data...]`.
+//! Input layout: `[control, seal, len1 (u16 LE), len2 (u16 LE), data...]`.
 //! - `control % 3 + 1` files: the first takes `len1` bytes of `data`, the second `len2` (when
 //!   there are three), the last the rest.
 //! - Bits 2, 3, 4 of `control`: file 1, 2, 3 starts with a valid segment header (from
@@ -13,6 +13,10 @@
 //! - Bit 7: the data directory has a manifest, a valid one naming the first and last file's
 //!   base LSNs and a durable end `len2` bytes past the last base (which the log may or may not
 //!   reach), with its slot's bytes XORed by `len1`'s low byte (0 leaves it valid).
+//! - `seal` bit 0: encryption at rest with a fixed test key (id 1): headers are sealed ones
+//!   (format version 2), framed records (bit 6) are sealed after a seal marker, with valid
+//!   checksums, and recovery has the key. Bit 1: one bit of one sealed record's body (chosen by
+//!   bits 2-7) is flipped and its checksum made to match again.
 //!
 //! Properties:
 //! - `scan_segment`, `recover_log` and `Broker::recover` never panic, and a recovered broker
@@ -24,37 +28,52 @@
 //!   back from the header to `valid_len`, and a torn tail is the rest of the file;
 //! - `Broker::recover` succeeds exactly when `recover_log` does;
 //! - cutting the torn tail recovery reports (or deleting a file with a torn header) and
-//!   recovering again gives the same state, with nothing left to cut.
+//!   recovering again gives the same state, with nothing left to cut;
+//! - a sealed record whose body was changed (checksum fixed) is never accepted: recovery fails.
 
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
 use chute_core::ids::Lsn;
 use chute_core::storage::format::{
-    append_record, scan_segment, segment_file_name, segment_header, SEGMENT_HEADER_LEN,
+    append_record, append_sealed_record_with, scan_segment, segment_file_name, segment_header_for,
+    SEGMENT_HEADER_LEN,
 };
 use chute_core::storage::manifest::Manifest;
 use chute_core::storage::recovery::{recover_log, LogImage, RecoveredLog, SegmentFile};
+use chute_core::storage::seal::{Keyring, SEAL_KIND};
 use chute_core::test_util::MemDisk;
 use chute_core::{Broker, BrokerConfig, Input, Instant, Output};
 use libfuzzer_sys::fuzz_target;
 
+/// The test key of sealed mode; the salts' seed is fixed too (a server's is random).
+fn keyring() -> Keyring {
+    Keyring::new([(1, [0x5a; 32])], [0xc3; 16]).expect("one key")
+}
+
 fuzz_target!(|input: &[u8]| {
-    let [control, a, b, c, d, data @ ..] = input else {
+    let [control, seal, a, b, c, d, data @ ..] = input else {
         return;
     };
-    let files =
-        split_files(*control, [u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d])], data);
+    let sealed = seal & 1 != 0;
+    let keyring = if sealed { keyring() } else { Keyring::default() };
+    let lens = [u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d])];
+    let (mut files, sealed_bodies) = split_files(*control, sealed, lens, data);
+    let tampered = seal & 2 != 0 && tamper(&mut files, &sealed_bodies, seal >> 2);
 
     for (index, file) in files.iter().enumerate() {
         check_scan(file, index + 1 == files.len());
     }
 
-    let lens = [u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d])];
     let image =
         LogImage { manifest: manifest(*control, lens, &files), ..LogImage::segments(files) };
-    let recovered = recover_log(&image);
-    let broker = Broker::recover(BrokerConfig::default(), Instant::ZERO, &image);
+    let recovered = recover_log(&image, &keyring);
+    assert!(
+        !(tampered && recovered.is_ok()),
+        "a sealed record with a changed body (checksum fixed) was accepted"
+    );
+    let config = BrokerConfig { keyring: keyring.clone(), ..BrokerConfig::default() };
+    let broker = Broker::recover(config, Instant::ZERO, &image);
     assert_eq!(
         recovered.is_ok(),
         broker.is_ok(),
@@ -63,7 +82,7 @@ fuzz_target!(|input: &[u8]| {
         broker.as_ref().err()
     );
     let Ok(recovered) = recovered else { return };
-    check_idempotent(&image, &recovered);
+    check_idempotent(&image, &recovered, &keyring);
 
     // The recovered broker must run, on the disk recovery leaves: drain what it asks for, then
     // let its timers fire.
@@ -80,11 +99,20 @@ fuzz_target!(|input: &[u8]| {
     }
 });
 
-fn split_files(control: u8, lens: [u16; 2], data: &[u8]) -> Vec<SegmentFile> {
+/// Where a sealed record's body lies: (file, offset of the record, offset of its body, end).
+type SealedBody = (usize, usize, usize, usize);
+
+fn split_files(
+    control: u8,
+    sealed: bool,
+    lens: [u16; 2],
+    data: &[u8],
+) -> (Vec<SegmentFile>, Vec<SealedBody>) {
     let count = usize::from(control % 3) + 1;
     let mut rest = data;
     let mut next_lsn: u64 = if control & 0x20 != 0 { 1 << 40 } else { 0 };
     let mut files = Vec::with_capacity(count);
+    let mut sealed_bodies = Vec::new();
     for index in 0..count {
         // Every file but the last takes its length from the input; the last takes the rest.
         let limit = if index + 1 == count { None } else { lens.get(index) };
@@ -92,14 +120,25 @@ fn split_files(control: u8, lens: [u16; 2], data: &[u8]) -> Vec<SegmentFile> {
         let (body, tail) = rest.split_at(take);
         rest = tail;
         let framed;
-        let body = if control & 0x40 != 0 {
-            framed = frame_records(body);
-            &framed[..]
-        } else {
-            body
+        let body = match (control & 0x40 != 0, sealed) {
+            (true, true) => {
+                let (records, bodies) = frame_sealed_records(body, Lsn(next_lsn));
+                let in_file = |offset: usize| offset + SEGMENT_HEADER_LEN;
+                sealed_bodies.extend(
+                    bodies.iter().map(|(r, b, e)| (index, in_file(*r), in_file(*b), in_file(*e))),
+                );
+                framed = records;
+                &framed[..]
+            }
+            (true, false) => {
+                framed = frame_records(body);
+                &framed[..]
+            }
+            (false, _) => body,
         };
         let (name, bytes) = if control & (0x04 << index) != 0 {
-            let mut bytes = BytesMut::from(&segment_header(Lsn(next_lsn))[..]);
+            let key_id = sealed.then_some(1);
+            let mut bytes = BytesMut::from(&segment_header_for(Lsn(next_lsn), key_id)[..]);
             bytes.extend_from_slice(body);
             (segment_file_name(Lsn(next_lsn)), bytes.freeze())
         } else {
@@ -109,7 +148,57 @@ fn split_files(control: u8, lens: [u16; 2], data: &[u8]) -> Vec<SegmentFile> {
         next_lsn += bytes.len().saturating_sub(SEGMENT_HEADER_LEN) as u64;
         files.push(SegmentFile { name, bytes });
     }
-    files
+    // Bodies of files without a header are not where the sealing put them.
+    sealed_bodies.retain(|(index, ..)| control & (0x04 << index) != 0);
+    (files, sealed_bodies)
+}
+
+/// Chunks `[kind, len, body]` framed as sealed records after a seal marker, as a broker writes
+/// a sealed segment starting at `base_lsn`; also where each sealed body lies (offsets of the
+/// record, of its body and of its end, from the first record).
+fn frame_sealed_records(
+    mut chunks: &[u8],
+    base_lsn: Lsn,
+) -> (BytesMut, Vec<(usize, usize, usize)>) {
+    let sealer = keyring().sealer(1, 0).expect("key 1");
+    let mut out = BytesMut::new();
+    append_record(&mut out, SEAL_KIND, &sealer.marker_body(base_lsn));
+    let mut bodies = Vec::new();
+    while let [kind, len, rest @ ..] = chunks {
+        let (body, tail) = rest.split_at(usize::from(*len).min(rest.len()));
+        // A marker in the middle is framed in clear, as the broker writes one after a restart.
+        let kind = (*kind).max(1);
+        let start = out.len();
+        let lsn = base_lsn.plus(start as u64);
+        if kind == SEAL_KIND {
+            append_record(&mut out, kind, body);
+        } else {
+            append_sealed_record_with(&mut out, kind, lsn, &sealer, |out| {
+                out.extend_from_slice(body)
+            });
+            bodies.push((start, start + 9, out.len()));
+        }
+        chunks = tail;
+    }
+    (out, bodies)
+}
+
+/// Flips one bit of one sealed record's body (ciphertext or tag) and makes its checksum match
+/// again; returns whether there was one to change.
+fn tamper(files: &mut [SegmentFile], sealed_bodies: &[SealedBody], selector: u8) -> bool {
+    if sealed_bodies.is_empty() {
+        return false;
+    }
+    let (index, record, body, end) = sealed_bodies[usize::from(selector) % sealed_bodies.len()];
+    let mut bytes = files[index].bytes.to_vec();
+    let at = body + usize::from(selector) * 7 % (end - body);
+    bytes[at] ^= 1 << (selector % 8);
+    // Framed again: the same length, and a checksum over the changed body.
+    let mut reframed = BytesMut::new();
+    append_record(&mut reframed, bytes[record + 8], &bytes[body..end]);
+    bytes[record..end].copy_from_slice(&reframed);
+    files[index].bytes = Bytes::from(bytes);
+    true
 }
 
 /// The manifest bit 7 asks for (see the module docs).
@@ -184,7 +273,7 @@ fn check_scan(file: &SegmentFile, is_last: bool) {
 }
 
 /// Recovering again after carrying out the truncation gives the same state.
-fn check_idempotent(image: &LogImage, recovered: &RecoveredLog) {
+fn check_idempotent(image: &LogImage, recovered: &RecoveredLog, keyring: &Keyring) {
     let Some(truncation) = &recovered.truncation else { return };
     let mut cut = image.clone();
     let last = cut.segments.last_mut().expect("a truncation names a file");
@@ -194,7 +283,7 @@ fn check_idempotent(image: &LogImage, recovered: &RecoveredLog) {
     } else {
         last.bytes = last.bytes.slice(..truncation.valid_len as usize);
     }
-    let again = recover_log(&cut).expect("the cut log recovers");
+    let again = recover_log(&cut, keyring).expect("the cut log recovers");
     assert_eq!(again.truncation, None, "nothing left to cut");
     let mut expected = recovered.clone();
     expected.truncation = None;

@@ -35,6 +35,7 @@ mod connection;
 mod counters;
 mod data_dir;
 mod event_loop;
+mod keys;
 pub mod logging;
 mod notify;
 mod operator;

@@ -28,6 +28,7 @@ use crate::config::{
 use crate::counters::ServerCounters;
 use crate::data_dir::{DataDir, DataDirError};
 use crate::event_loop::{EventLoop, LoopParts, StartupSyncError, StorageReports, EVENT_QUEUE_MAX};
+use crate::keys;
 use crate::logging::{self, LogControl};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
@@ -220,6 +221,10 @@ pub enum ServeError {
     Audit { path: PathBuf, source: io::Error },
     #[error("cannot read random bytes from the operating system: {0}")]
     Random(String),
+    /// A key file of `[storage.encryption]` is missing, unreadable, of the wrong size, or open
+    /// to others.
+    #[error("{0}")]
+    Keys(String),
     /// The TLS files are missing or wrong: one line per problem, each naming its key.
     #[error("cannot start TLS: {}", .0.join("; "))]
     Tls(Vec<String>),
@@ -429,6 +434,8 @@ pub async fn serve<R: Runtime>(
     // Users first: the admin endpoint serves during recovery, and must check who asks.
     let users = Arc::new(SharedUsers::default());
     let table = access::load(&settings.auth).map_err(ServeError::Users)?;
+    broker_config.keyring =
+        keys::read_keyring(&settings.storage.encryption).map_err(ServeError::Keys)?;
     users.set(table.clone());
     users.set_config(settings.auth.clone());
     let audit = AuditLog::open(&settings.audit, counters.audit.clone()).map_err(|source| {

@@ -1,5 +1,6 @@
 //! `chuted`'s helper commands for files managed by hand: `hash-password` prints the SCRAM keys
-//! a users file holds for a password, `new-token` makes a token and prints it with its hash.
+//! a users file holds for a password, `new-token` makes a token and prints it with its hash,
+//! `gen-key` writes a key file for encryption at rest.
 
 use std::io::BufRead;
 
@@ -21,6 +22,12 @@ pub enum Tool {
     /// Make a new random token: prints the token (give it to the service, once) and, on a
     /// second line, its hash (for `tokens` in the users file).
     NewToken,
+    /// Write a new key for encryption at rest: 32 random bytes in FILE, created with mode 0600
+    /// (`storage.encryption.key_file` or `keys`). An existing file is never overwritten.
+    GenKey {
+        /// The key file to create.
+        file: std::path::PathBuf,
+    },
 }
 
 /// Runs `tool`; `Err` is one line for standard error.
@@ -37,6 +44,7 @@ pub fn run(tool: Tool) -> Result<(), String> {
             let (token, hash) = new_token()?;
             println!("{token}\n{}", hash.to_text());
         }
+        Tool::GenKey { file } => crate::keys::gen_key(&file)?,
     }
     Ok(())
 }

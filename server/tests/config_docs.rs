@@ -27,7 +27,13 @@ fn documented_keys() -> Vec<String> {
 fn schema() -> Vec<String> {
     let mut keys = vec!["version".to_string()];
     for (table, fields) in schema_keys() {
-        keys.extend(fields.keys().map(|key| format!("{table}.{key}")));
+        for (key, value) in fields {
+            keys.push(format!("{table}.{key}"));
+            // A table inside a table ([storage.encryption]): each of its keys has a row too.
+            if let serde_json::Value::Object(nested) = value {
+                keys.extend(nested.keys().map(|inner| format!("{table}.{key}.{inner}")));
+            }
+        }
     }
     keys
 }

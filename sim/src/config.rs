@@ -158,6 +158,9 @@ pub struct SimConfig {
     pub segment_bytes_max: u64,
     /// Keep every trace line (for `--trace`), not just the tail a failure report shows.
     pub full_trace: bool,
+    /// Encryption at rest: the broker seals its segments under a key drawn from the seed, so
+    /// that recovery opens sealed records after every crash and torn write.
+    pub encryption: bool,
     /// The planted bug to run with (see `chute_core::mutants`).
     #[cfg(feature = "mutants")]
     pub mutant: Option<chute_core::mutants::Mutant>,
@@ -175,9 +178,15 @@ impl SimConfig {
             liveness_phase_ms: 15_000,
             segment_bytes_max: 64 * 1024,
             full_trace: false,
+            encryption: false,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
+    }
+
+    pub fn encryption(mut self, on: bool) -> SimConfig {
+        self.encryption = on;
+        self
     }
 
     pub fn seed(mut self, seed: u64) -> SimConfig {

@@ -338,10 +338,13 @@ impl World {
         }
         let files = self.disk.image();
         let expected = self.disk.expected_recovery();
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             seed: self.broker_config.seed ^ (self.incarnation + 1),
             ..self.broker_config.clone()
         };
+        if self.cfg.encryption {
+            config.keyring = crate::world::sim_keyring(self.cfg.seed, self.incarnation + 1);
+        }
         match Broker::recover(config, self.now, &files) {
             Ok((broker, report)) => {
                 if let Some((base, offset, bit)) = flip {

@@ -54,6 +54,9 @@ struct Args {
     /// The liveness-phase drainer uses one connection for every queue (trips a known bug).
     #[arg(long)]
     shared_drainer: bool,
+    /// Seal the log (encryption at rest, a key drawn from the seed).
+    #[arg(long)]
+    encryption: bool,
     /// The broker's segment size limit.
     #[arg(long, default_value_t = 64 * 1024)]
     segment_bytes: u64,
@@ -123,7 +126,8 @@ fn config(args: &Args) -> Result<SimConfig, String> {
         .fault_phase_ms(args.fault_ms)
         .liveness_phase_ms(args.liveness_ms)
         .segment_bytes_max(args.segment_bytes)
-        .full_trace(args.trace);
+        .full_trace(args.trace)
+        .encryption(args.encryption);
     if args.no_faults {
         config = config.faults(Faults::none());
     }

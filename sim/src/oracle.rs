@@ -85,6 +85,10 @@ enum Class {
 #[derive(Debug, Default)]
 pub struct Oracle {
     pub epoch_unix_ms: u64,
+    /// A sealed run's keys (key id 1), to open the records the broker appends.
+    pub keyring: Option<chute_core::storage::seal::Keyring>,
+    /// Opens the records after the last seal marker appended.
+    pub sealer: Option<chute_core::storage::seal::Sealer>,
     pub messages: Vec<MsgInfo>,
     pub copies: BTreeMap<(QIdx, u32), CopyState>,
     /// Broker queue id → queue.
@@ -214,8 +218,28 @@ impl Oracle {
             let kind = bytes[pos + 8];
             let end = pos + 8 + len;
             let record_end_lsn = start_lsn + end as u64;
+            let lsn = chute_core::ids::Lsn(start_lsn + pos as u64);
+            if let (Some(keyring), chute_core::storage::seal::SEAL_KIND) = (&self.keyring, kind) {
+                let marker = keyring.open_marker(1, lsn, &bytes[pos + 9..end]);
+                let marker =
+                    marker.map_err(|e| ("log-record", format!("a bad seal marker: {e}")))?;
+                self.sealer = Some(marker);
+                pos = end;
+                continue;
+            }
             if matches!(kind, 2 | 4 | 5) {
-                let body = bytes.slice(pos + 9..end);
+                let mut body = bytes.slice(pos + 9..end);
+                if self.keyring.is_some() {
+                    let sealer = self.sealer.as_ref().ok_or_else(|| {
+                        ("log-record", "a sealed record before any seal marker".to_string())
+                    })?;
+                    // The associated data: the record's len and kind bytes.
+                    let mut aad = [kind; 5];
+                    aad[..4].copy_from_slice(&bytes[pos..pos + 4]);
+                    body = sealer
+                        .open(lsn, &aad, &body)
+                        .map_err(|e| ("log-record", format!("a sealed record: {e}")))?;
+                }
                 let record = Record::decode(kind, &body)
                     .map_err(|e| ("log-record", format!("the broker wrote a bad record: {e}")))?;
                 if let Some(logged) = self.on_record(topology, record, record_end_lsn)? {

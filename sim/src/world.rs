@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use chute_core::client::ClientConfig;
+use chute_core::storage::seal::Keyring;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant};
 use chute_protocol::{FrameReader, FRAME_SIZE_CEILING};
 
@@ -133,6 +134,21 @@ pub struct World {
     pub crash_pending: bool,
 }
 
+/// The keyring of a sealed run for its `start`-th start: one key drawn from the seed, and salts
+/// that differ at every start, as a server's random ones do. Drawn from generators of their own,
+/// so the run's other choices are the same with and without encryption.
+pub fn sim_keyring(seed: u64, start: u64) -> Keyring {
+    let bytes = |rng: &mut SimRng, out: &mut [u8]| {
+        for chunk in out.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes()[..chunk.len()]);
+        }
+    };
+    let (mut key, mut salt_seed) = ([0u8; 32], [0u8; 16]);
+    bytes(&mut SimRng::new(seed ^ 0x6b65_795f_6b65_795f), &mut key);
+    bytes(&mut SimRng::new(seed.rotate_left(17) ^ start ^ 0x7361_6c74), &mut salt_seed);
+    Keyring::new([(1, key)], salt_seed).expect("one key")
+}
+
 impl World {
     pub fn new(cfg: SimConfig) -> World {
         let mut rng = SimRng::new(cfg.seed);
@@ -156,6 +172,9 @@ impl World {
         // Manifest updates far more often than the default second, so that crashes and
         // operators' losses meet them in the short runs.
         broker_config.storage.manifest_interval_ms = 50;
+        if cfg.encryption {
+            broker_config.keyring = sim_keyring(cfg.seed, 0);
+        }
         let client_config = ClientConfig {
             client_name: "sim".into(),
             heartbeat_ms: HEARTBEAT_MS,
@@ -191,6 +210,9 @@ impl World {
             crash_pending: false,
             cfg,
         };
+        if world.cfg.encryption {
+            world.oracle.keyring = Some(sim_keyring(world.cfg.seed, 0));
+        }
         world.create_actors();
         world
     }

@@ -153,7 +153,12 @@ impl Broker {
     /// `poll_output`). Panics if `config` does not validate: the driver must validate
     /// configuration (and report errors) before starting the core.
     pub fn new(config: BrokerConfig, now: Instant) -> Broker {
-        let log = Log::create(config.storage.clone(), Lsn::ZERO, Manifest::default());
+        let log = Log::create(
+            config.storage.clone(),
+            config.keyring.clone(),
+            Lsn::ZERO,
+            Manifest::default(),
+        );
         Broker::new_with_log(config, now, log)
     }
 

@@ -24,6 +24,8 @@ impl Broker {
         config.seed = self.config.seed;
         config.epoch_unix_ms = self.config.epoch_unix_ms;
         config.audit = self.config.audit;
+        // Keys are read at the start only: the log holds its own.
+        config.keyring = self.config.keyring.clone();
         let old = std::mem::replace(&mut self.config, config);
         let (old_auth, auth) = (&old.auth, &self.config.auth);
         if (

@@ -39,7 +39,7 @@ impl Broker {
         now: Instant,
         image: &LogImage,
     ) -> Result<(Broker, RecoveryReport), RecoveryError> {
-        let recovered = recover_log(image)?;
+        let recovered = recover_log(image, &config.keyring)?;
         let Some(last_segment) = recovered.last_segment else {
             let report = RecoveryReport {
                 queues: 0,
@@ -49,18 +49,25 @@ impl Broker {
                 truncation: recovered.truncation,
                 manifest: recovered.manifest_check,
             };
-            let log = Log::create(config.storage.clone(), recovered.end_lsn, recovered.manifest);
+            let log = Log::create(
+                config.storage.clone(),
+                config.keyring.clone(),
+                recovered.end_lsn,
+                recovered.manifest,
+            );
             return Ok((Broker::new_with_log(config, now, log), report));
         };
-        let log = Log::resume(
+        let mut log = Log::resume(
             config.storage.clone(),
+            config.keyring.clone(),
             recovered.segments.clone(),
             last_segment,
             recovered.end_lsn,
             recovered.manifest,
         );
+        log.prepare_appends();
         let mut broker = Broker::with_log(config, now, log);
-        assert_eq!(broker.log.end_lsn(), recovered.end_lsn);
+        assert!(broker.log.end_lsn() >= recovered.end_lsn, "appends resume past the recovered log");
         broker.next_queue_id = recovered.counters.next_queue_id;
         broker.next_message_seq = recovered.counters.next_message_seq;
         let mut messages = 0;

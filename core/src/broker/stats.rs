@@ -4,6 +4,7 @@ use chute_protocol::{QueueCounters, QueueStats};
 
 use super::Broker;
 use crate::storage::failure::StorageFailure;
+use crate::storage::seal::KeyId;
 
 /// What the broker holds and has done, at one instant. Built by [`Broker::stats`]; plain data,
 /// so the driver can hand it to another task.
@@ -20,6 +21,9 @@ pub struct BrokerStats {
     pub log_segments: u64,
     /// Record bytes in those segments (segment headers not counted).
     pub log_bytes: u64,
+    /// Log segments by the key they are sealed with (`None`: in clear), in key order: a key
+    /// may be removed from the configuration once no segment uses it.
+    pub log_segments_by_key: Vec<(Option<KeyId>, u64)>,
     /// Bytes held for frames that are still arriving, on every connection together.
     pub partial_frames_bytes: u64,
     /// Why storage failed, once it did: the broker then serves nothing.
@@ -57,12 +61,17 @@ impl Broker {
             self.log_segments().fold((0, 0), |(count, bytes), (base, state)| {
                 (count + 1, bytes + state.end_lsn.bytes_since(base))
             });
+        let mut by_key = std::collections::BTreeMap::new();
+        for (_, state) in self.log_segments() {
+            *by_key.entry(state.key_id).or_insert(0) += 1;
+        }
         BrokerStats {
             connections: self.connections.len() as u64,
             queues,
             totals,
             log_segments,
             log_bytes,
+            log_segments_by_key: by_key.into_iter().collect(),
             partial_frames_bytes: self.partial.held_bytes,
             halted: self.halted.clone(),
             shutting_down: self.shutting_down,

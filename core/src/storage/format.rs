@@ -17,6 +17,9 @@
 //!     24     .  records
 //! ```
 //!
+//! A sealed segment (encryption at rest, [`super::seal`]) has version 2 and its key id in place
+//! of the flags; its record framing and scan are the same, over the sealed bytes.
+//!
 //! LSNs (log sequence numbers) are byte positions in one log that runs across all segments: a
 //! record's LSN is `base_lsn + (its file offset - 24)`, and a segment that follows another
 //! starts at the LSN just past the other's last record. The header is not checksummed, so
@@ -59,7 +62,8 @@
 //!   from `X` on are a torn tail, the remains of the last write (or preallocated zeroes). The
 //!   driver truncates the file to `X` ([`SegmentScan::valid_len`]) and appends from there.
 //!
-//! The header must hold the magic, version 1 and flags 0 ([`ScanError::BadHeader`] otherwise),
+//! The header must hold the magic, and version 1 with flags 0 or version 2 with a key id other
+//! than 0 ([`ScanError::BadHeader`] otherwise),
 //! with one exception for a file that was being created when the broker stopped: if the newest
 //! segment is shorter than the header, and its bytes are empty or a prefix of a header (the
 //! magic, version 1 and flags 0 as far as they go; any `base_lsn` bytes), the scan returns
@@ -69,6 +73,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::seal::{KeyId, Sealer, TAG_LEN};
 use crate::ids::Lsn;
 
 #[cfg(test)]
@@ -76,9 +81,12 @@ mod tests;
 
 /// The first 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CHUTELOG";
-/// The segment format this code writes and the only one it reads.
+/// The format of segments written in clear. This code reads it and [`SEALED_FORMAT_VERSION`].
 pub const FORMAT_VERSION: u32 = 1;
-/// Magic, version, flags, base LSN.
+/// The format of sealed segments (encryption at rest): the header's `flags` field holds the
+/// key id, and records follow the rules of [`super::seal`].
+pub const SEALED_FORMAT_VERSION: u32 = 2;
+/// Magic, version, flags (key id in a sealed segment), base LSN.
 pub const SEGMENT_HEADER_LEN: usize = 24;
 /// len (4), crc (4), kind (1): the bytes of a record that precede its body.
 pub const RECORD_HEADER_LEN: usize = 9;
@@ -86,6 +94,11 @@ pub const RECORD_HEADER_LEN: usize = 9;
 /// make the scan look at, and sits above the largest frame the protocol carries (16 MiB) so any
 /// publishable message fits in one record.
 pub const RECORD_LEN_MAX: u32 = 32 * 1024 * 1024;
+
+/// The furthest a recovered log may end. Past it a corrupt or forged base LSN would leave the
+/// broker no room to append its startup checkpoint; 4 EiB short of `u64::MAX` is centuries of
+/// writing at any disk's speed.
+pub const LSN_END_MAX: u64 = u64::MAX - (1 << 62);
 
 /// Bytes of a record before the part that `len` counts (len and crc).
 const LEN_CRC_LEN: usize = 8;
@@ -111,12 +124,20 @@ pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     digits.parse().ok().map(Lsn)
 }
 
-/// The header of a segment whose first record will have LSN `base_lsn`.
+/// The header of a segment in clear whose first record will have LSN `base_lsn`.
 pub fn segment_header(base_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN] {
+    segment_header_for(base_lsn, None)
+}
+
+/// The header of a segment whose first record will have LSN `base_lsn`: sealed under `key_id`
+/// (format version 2), or in clear (version 1).
+pub fn segment_header_for(base_lsn: Lsn, key_id: Option<KeyId>) -> [u8; SEGMENT_HEADER_LEN] {
+    assert_ne!(key_id, Some(0), "key id 0 is never a key");
+    let version = if key_id.is_some() { SEALED_FORMAT_VERSION } else { FORMAT_VERSION };
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&0u32.to_le_bytes());
+    header[8..12].copy_from_slice(&version.to_le_bytes());
+    header[12..16].copy_from_slice(&key_id.unwrap_or(0).to_le_bytes());
     header[16..24].copy_from_slice(&base_lsn.0.to_le_bytes());
     header
 }
@@ -154,6 +175,36 @@ pub fn append_record_with(
     kind: u8,
     write_body: impl FnOnce(&mut BytesMut),
 ) -> usize {
+    let start = start_record(out, kind, write_body);
+    finish_record(out, start)
+}
+
+/// As [`append_record_with`], for a record of a sealed segment: the body `write_body` writes is
+/// sealed in place under `sealer` for the record's position `lsn` (docs/STORAGE.md §16), and
+/// the crc covers what is on disk (the sealed body and its tag), so a torn write is still told
+/// by the crc alone. Returns the record's length in bytes (header included).
+///
+/// # Panics
+///
+/// As [`append_record_with`].
+pub fn append_sealed_record_with(
+    out: &mut BytesMut,
+    kind: u8,
+    lsn: Lsn,
+    sealer: &Sealer,
+    write_body: impl FnOnce(&mut BytesMut),
+) -> usize {
+    let start = start_record(out, kind, write_body);
+    let len = record_len(out.len() - start - LEN_CRC_LEN + TAG_LEN);
+    let mut aad = [0u8; 5];
+    aad[..4].copy_from_slice(&len.to_le_bytes());
+    aad[4] = kind;
+    sealer.seal(lsn, &aad, out, start + RECORD_HEADER_LEN);
+    finish_record(out, start)
+}
+
+/// Writes a record's header (len and crc left zero) and its body; returns where it starts.
+fn start_record(out: &mut BytesMut, kind: u8, write_body: impl FnOnce(&mut BytesMut)) -> usize {
     assert_ne!(kind, 0, "record kind 0 is reserved");
     let start = out.len();
     out.put_bytes(0, LEN_CRC_LEN);
@@ -161,12 +212,20 @@ pub fn append_record_with(
     write_body(out);
     assert!(out.len() >= start + RECORD_HEADER_LEN, "write_body removed bytes it did not write");
     debug_assert_eq!(out[start + LEN_CRC_LEN], kind, "write_body overwrote the kind");
-    let len = out.len() - start - LEN_CRC_LEN;
-    let len = u32::try_from(len)
+    start
+}
+
+/// `len` for a record of `len` bytes of kind and body.
+fn record_len(len: usize) -> u32 {
+    u32::try_from(len)
         .ok()
         .filter(|&len| len <= RECORD_LEN_MAX)
-        .unwrap_or_else(|| panic!("record of {len} bytes (kind + body) exceeds RECORD_LEN_MAX"));
-    let len_bytes = len.to_le_bytes();
+        .unwrap_or_else(|| panic!("record of {len} bytes (kind + body) exceeds RECORD_LEN_MAX"))
+}
+
+/// Patches `len` and `crc` into the record that starts at `start` and ends at `out`'s end.
+fn finish_record(out: &mut BytesMut, start: usize) -> usize {
+    let len_bytes = record_len(out.len() - start - LEN_CRC_LEN).to_le_bytes();
     let crc = record_crc(len_bytes, &out[start + LEN_CRC_LEN..]);
     out[start..start + 4].copy_from_slice(&len_bytes);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -192,6 +251,9 @@ pub struct RawRecord {
 pub struct SegmentScan {
     /// From the header; 0 when the header itself is torn (`valid_len == 0`).
     pub base_lsn: Lsn,
+    /// The key a sealed segment's records are sealed with (format version 2); `None` for a
+    /// segment in clear, or a torn header.
+    pub key_id: Option<KeyId>,
     /// Every valid record, in file order.
     pub records: Vec<RawRecord>,
     /// The bytes of the file that hold the header and whole valid records: at least
@@ -240,6 +302,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
         if is_last && is_header_prefix(data) {
             return Ok(SegmentScan {
                 base_lsn: Lsn::ZERO,
+                key_id: None,
                 records: Vec::new(),
                 valid_len: 0,
                 torn_tail: Some(file_len as u64),
@@ -254,7 +317,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
         };
         return Err(ScanError::BadHeader { reason });
     }
-    let base_lsn = parse_header(data)?;
+    let (base_lsn, key_id) = parse_header(data)?;
 
     let mut records = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
@@ -262,6 +325,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
         if pos == file_len {
             return Ok(SegmentScan {
                 base_lsn,
+                key_id,
                 records,
                 valid_len: file_len as u64,
                 torn_tail: None,
@@ -297,6 +361,7 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
         debug_assert!(pos < file_len, "a torn tail holds at least one byte");
         return Ok(SegmentScan {
             base_lsn,
+            key_id,
             records,
             valid_len: pos as u64,
             torn_tail: Some((file_len - pos) as u64),
@@ -305,17 +370,21 @@ pub fn scan_segment(bytes: &Bytes, is_last: bool) -> Result<SegmentScan, ScanErr
 }
 
 /// Whether `data` (shorter than a header) could be the start of a header whose write was cut
-/// short: magic, version and flags as far as they go; the base LSN may be anything.
+/// short: magic, version and flags as far as they go (a sealed segment's key id in place of
+/// the flags may be anything); the base LSN may be anything.
 fn is_header_prefix(data: &[u8]) -> bool {
     debug_assert!(data.len() < SEGMENT_HEADER_LEN, "a whole header is parsed, not guessed at");
-    const FIXED_LEN: usize = 16; // magic, version, flags
-    let expected = segment_header(Lsn::ZERO);
-    let n = data.len().min(FIXED_LEN);
-    data[..n] == expected[..n]
+    let prefix_of = |expected: &[u8]| {
+        let n = data.len().min(expected.len());
+        data[..n] == expected[..n]
+    };
+    prefix_of(&segment_header(Lsn::ZERO)[..16])
+        || prefix_of(&segment_header_for(Lsn::ZERO, Some(1))[..12])
 }
 
-/// The base LSN of a segment whose file starts with a full header.
-fn parse_header(data: &[u8]) -> Result<Lsn, ScanError> {
+/// The base LSN of a segment whose file starts with a full header, and its key id if it is
+/// sealed.
+fn parse_header(data: &[u8]) -> Result<(Lsn, Option<KeyId>), ScanError> {
     assert!(data.len() >= SEGMENT_HEADER_LEN, "parse_header needs a whole header");
     let bad = |reason: String| Err(ScanError::BadHeader { reason });
     let magic = &data[0..8];
@@ -326,23 +395,32 @@ fn parse_header(data: &[u8]) -> Result<Lsn, ScanError> {
         ));
     }
     let version = u32_le(data, 8);
-    if version != FORMAT_VERSION {
-        return bad(format!(
-            "format version {version} is not supported (this build reads version {FORMAT_VERSION})"
-        ));
-    }
     let flags = u32_le(data, 12);
-    if flags != 0 {
-        return bad(format!("flags {flags:#010x} are not supported (expected 0)"));
-    }
+    let key_id = match version {
+        FORMAT_VERSION if flags != 0 => {
+            return bad(format!("flags {flags:#010x} are not supported (expected 0)"));
+        }
+        FORMAT_VERSION => None,
+        SEALED_FORMAT_VERSION if flags == 0 => {
+            return bad("a sealed segment (version 2) names key id 0".to_string());
+        }
+        SEALED_FORMAT_VERSION => Some(flags),
+        _ => {
+            return bad(format!(
+                "format version {version} is not supported (this build reads versions \
+                 {FORMAT_VERSION} and {SEALED_FORMAT_VERSION})"
+            ));
+        }
+    };
     let base_lsn = u64::from_le_bytes(data[16..24].try_into().expect("8 bytes"));
     let records_len = (data.len() - SEGMENT_HEADER_LEN) as u64;
-    if base_lsn.checked_add(records_len).is_none() {
+    if base_lsn.checked_add(records_len).is_none_or(|end| end > LSN_END_MAX) {
         return bad(format!(
-            "base LSN {base_lsn} leaves no room for the file's {records_len} bytes of records"
+            "base LSN {base_lsn} leaves no room for the file's {records_len} bytes of records \
+             and the log's growth (positions end at {LSN_END_MAX})"
         ));
     }
-    Ok(Lsn(base_lsn))
+    Ok((Lsn(base_lsn), key_id))
 }
 
 fn u32_le(data: &[u8], at: usize) -> u32 {

@@ -8,10 +8,11 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::failure::StorageFailure;
-use super::format::segment_header;
+use super::format::{append_record, segment_header_for};
 use super::io::{StorageDone, StorageRequest};
 use super::manifest::Manifest;
-use super::records::Record;
+use super::records::{Counters, Record};
+use super::seal::{EncryptionConfig, KeyId, Keyring, Sealer, SEAL_KIND};
 use crate::ids::Lsn;
 
 /// Storage settings an operator may tune.
@@ -27,6 +28,8 @@ pub struct StorageConfig {
     /// that a newest segment cut inside records synced more than this long ago is noticed at
     /// the next start. 0: only when segments are created or deleted, and at a graceful stop.
     pub manifest_interval_ms: u32,
+    /// Encryption at rest: the key files (docs/STORAGE.md §16).
+    pub encryption: EncryptionConfig,
 }
 
 impl Default for StorageConfig {
@@ -35,6 +38,7 @@ impl Default for StorageConfig {
             segment_bytes_max: 64 * 1024 * 1024,
             compact_live_percent: 25,
             manifest_interval_ms: 1_000,
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -51,6 +55,8 @@ pub struct SegmentState {
     pub checkpoint_end_lsn: Lsn,
     /// Compaction copied the live messages forward; the segment may go once this is synced.
     pub delete_after_lsn: Option<Lsn>,
+    /// The key its records are sealed with; `None`: written in clear.
+    pub key_id: Option<KeyId>,
 }
 
 /// Progress the broker reacts to.
@@ -75,13 +81,24 @@ pub struct Log {
     requests: VecDeque<StorageRequest>,
     /// The last manifest handed to the worker (or found by recovery).
     manifest: Manifest,
+    /// The keys: the current one seals new segments.
+    keyring: Keyring,
+    /// Seals the records appended to the active segment, when it is sealed.
+    sealer: Option<Sealer>,
+    /// Seal markers (salts) made since this log was created or resumed.
+    salts_made: u64,
 }
 
 impl Log {
     /// A log whose first segment starts at `base_lsn`, to be created; its manifests follow
     /// `manifest` (the default, for a data directory that had none).
-    pub fn create(config: StorageConfig, base_lsn: Lsn, manifest: Manifest) -> Log {
-        let mut log = Log::resume(config, BTreeMap::new(), base_lsn, base_lsn, manifest);
+    pub fn create(
+        config: StorageConfig,
+        keyring: Keyring,
+        base_lsn: Lsn,
+        manifest: Manifest,
+    ) -> Log {
+        let mut log = Log::resume(config, keyring, BTreeMap::new(), base_lsn, base_lsn, manifest);
         log.open_segment(base_lsn);
         assert_eq!(log.segments.len(), 1);
         assert_eq!(log.requests.len(), 2, "a new log asks for its segment and its manifest");
@@ -90,9 +107,11 @@ impl Log {
 
     /// A log continuing recovered segments; appends go to the newest one, which ends at
     /// `end_lsn`. Everything recovered is on disk. `manifest` is the one recovery read (or the
-    /// default, sequence 0, when there was none): the next one written follows it.
+    /// default, sequence 0, when there was none): the next one written follows it. Call
+    /// [`Log::prepare_appends`] before appending to recovered segments.
     pub fn resume(
         config: StorageConfig,
+        keyring: Keyring,
         segments: BTreeMap<Lsn, SegmentState>,
         active_base: Lsn,
         end_lsn: Lsn,
@@ -116,7 +135,48 @@ impl Log {
             segments,
             requests: VecDeque::new(),
             manifest,
+            keyring,
+            sealer: None,
+            salts_made: 0,
         }
+    }
+
+    /// Makes the recovered newest segment ready for appends. A sealed segment is never
+    /// appended to again under the salt it had: appends resume after a new seal marker. When
+    /// the newest segment is not in the form new segments take (encryption turned on or off,
+    /// or the current key changed), a new segment is started at once, so that nothing more is
+    /// written in clear, or under a key being retired. A newest segment holding no records
+    /// first gets one (a harmless `Counters` record, or a seal marker), since the new segment
+    /// takes its name from the log position and must not reuse the empty one's.
+    pub fn prepare_appends(&mut self) {
+        assert!(self.pending.is_empty() && self.requests.is_empty(), "prepared after appending");
+        let newest_key = self.segments[&self.active_base].key_id;
+        if let Some(key_id) = newest_key {
+            self.start_sealing(key_id);
+        }
+        if newest_key == self.keyring.current() {
+            return;
+        }
+        if self.end_lsn == self.active_base {
+            // The counters only ever rise to a recorded value: the defaults change nothing.
+            self.append(&Record::<&[u8]>::Counters(Counters::default()));
+        }
+        self.rotate();
+        assert_eq!(self.segments[&self.active_base].key_id, self.keyring.current());
+    }
+
+    /// Starts a run of appends sealed under `key_id` in the active segment: a new salt, and
+    /// its marker as the next record.
+    fn start_sealing(&mut self, key_id: KeyId) {
+        let sealer = self
+            .keyring
+            .sealer(key_id, self.salts_made)
+            .unwrap_or_else(|| panic!("key id {key_id} is in the keyring (recovery checked)"));
+        self.salts_made += 1;
+        let lsn = self.end_lsn;
+        let len = append_record(&mut self.pending, SEAL_KIND, &sealer.marker_body(lsn));
+        self.advance_end(len as u64);
+        self.sealer = Some(sealer);
     }
 
     // ---- getters ----
@@ -170,9 +230,16 @@ impl Log {
     /// Encodes a record at the end of the log; returns the position just past it.
     pub fn append<P: AsRef<[u8]>>(&mut self, record: &Record<P>) -> Lsn {
         let pending_before = self.pending.len();
-        let len = record.encode(&mut self.pending) as u64;
+        let len = match &self.sealer {
+            Some(sealer) => record.encode_sealed(&mut self.pending, self.end_lsn, sealer),
+            None => record.encode(&mut self.pending),
+        } as u64;
         assert!(len > 0, "a record takes room in the log");
         assert_eq!(self.pending.len() - pending_before, len as usize);
+        self.advance_end(len)
+    }
+
+    fn advance_end(&mut self, len: u64) -> Lsn {
         self.end_lsn = self.end_lsn.plus(len);
         self.segments.get_mut(&self.active_base).expect("active segment").end_lsn = self.end_lsn;
         self.end_lsn
@@ -182,8 +249,9 @@ impl Log {
     /// every segment begins with.
     pub fn rotate(&mut self) {
         self.flush();
-        self.open_segment(self.end_lsn);
-        assert_eq!(self.active_base, self.end_lsn);
+        let base_lsn = self.end_lsn;
+        self.open_segment(base_lsn);
+        assert_eq!(self.active_base, base_lsn);
     }
 
     fn open_segment(&mut self, base_lsn: Lsn) {
@@ -195,12 +263,17 @@ impl Log {
             "a new segment starts where the newest one ends, after its start"
         );
         self.active_base = base_lsn;
-        self.segments
-            .insert(base_lsn, SegmentState { end_lsn: base_lsn, ..SegmentState::default() });
-        let header = Bytes::copy_from_slice(&segment_header(base_lsn));
+        let key_id = self.keyring.current();
+        let segment = SegmentState { end_lsn: base_lsn, key_id, ..SegmentState::default() };
+        self.segments.insert(base_lsn, segment);
+        let header = Bytes::copy_from_slice(&segment_header_for(base_lsn, key_id));
         self.requests.push_back(StorageRequest::CreateSegment { base_lsn, header });
         // Named newest before any record in it can be synced, so that losing it is noticed.
         self.write_manifest();
+        self.sealer = None;
+        if let Some(key_id) = key_id {
+            self.start_sealing(key_id);
+        }
     }
 
     /// Hands the worker a manifest of the log as it is: its oldest and newest segments, and

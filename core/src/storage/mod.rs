@@ -6,3 +6,4 @@ pub mod log;
 pub mod manifest;
 pub mod records;
 pub mod recovery;
+pub mod seal;

@@ -5,7 +5,9 @@ use bytes::{Bytes, BytesMut};
 use chute_protocol::{AttemptOutcome, AttemptRecord, DeadReason, Header, QueueOptions, Range};
 use serde::{Deserialize, Serialize};
 
-use super::format::append_record_with;
+use super::format::{append_record_with, append_sealed_record_with};
+use super::seal::Sealer;
+use crate::ids::Lsn;
 
 /// A message as the log stores it. Payload-bearing, so generic over the byte container like
 /// the protocol's types: recovery decodes with `&[u8]` and shares the segment's buffer.
@@ -145,6 +147,14 @@ macro_rules! records {
             pub fn encode(&self, out: &mut BytesMut) -> usize {
                 match self { $( Record::$variant(body) => append(out, $kind, body), )* }
             }
+
+            /// Appends the framed record, its body sealed under `sealer` for its log position
+            /// `lsn` (a record of a sealed segment); returns its length in bytes.
+            pub fn encode_sealed(&self, out: &mut BytesMut, lsn: Lsn, sealer: &Sealer) -> usize {
+                match self {
+                    $( Record::$variant(body) => append_sealed(out, $kind, lsn, sealer, body), )*
+                }
+            }
         }
 
         impl Record {
@@ -180,6 +190,8 @@ records! {
     12 Unbound(BindingRecord);
     13 DedupEntry(DedupEntry);
     14 BoundBy(OwnedBinding);
+    // 15 is the seal marker of sealed segments (`seal::SEAL_KIND`), a kind of the framing that
+    // recovery reads before any record is decoded: never a record of this list.
 }
 
 /// A record body that does not decode, in a record whose checksum matched: written by a
@@ -193,6 +205,18 @@ pub struct RecordDecodeError {
 
 fn append<T: Serialize>(out: &mut BytesMut, kind: u8, body: &T) -> usize {
     append_record_with(out, kind, |out| {
+        chute_protocol::append_postcard(body, out).expect("log record bodies always serialize");
+    })
+}
+
+fn append_sealed<T: Serialize>(
+    out: &mut BytesMut,
+    kind: u8,
+    lsn: Lsn,
+    sealer: &Sealer,
+    body: &T,
+) -> usize {
+    append_sealed_record_with(out, kind, lsn, sealer, |out| {
         chute_protocol::append_postcard(body, out).expect("log record bodies always serialize");
     })
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chute_protocol::{AttemptRecord, Durability, QueueOptions, Range, ATTEMPT_HISTORY_MAX};
 
-use super::format::{parse_segment_file_name, scan_segment, ScanError};
+use super::format::{parse_segment_file_name, scan_segment, RawRecord, ScanError, SegmentScan};
 use super::log::SegmentState;
 use super::manifest::{
     check_log_against, LogCutShort, Manifest, ManifestError, MANIFEST_FILE_NAME,
@@ -17,6 +17,7 @@ use super::records::{
     Counters, DeadLettered, Failed, Published, QueueRef, Record, RecordDecodeError, Redriven, Seqs,
     StoredDead, StoredMessage,
 };
+use super::seal::{Keyring, SealError, Sealer, SEAL_KIND};
 use crate::ids::Lsn;
 
 /// One segment file as the driver read it.
@@ -183,12 +184,17 @@ pub enum RecoveryError {
     Gap { file: String, base_lsn: Lsn, expected_lsn: Lsn },
     #[error("segment {file}, record at log position {lsn}: {source}")]
     Record { file: String, lsn: Lsn, source: RecordDecodeError },
+    /// A sealed segment whose key is missing or wrong, or one of its records that does not
+    /// authenticate: nothing in it is read, nothing is cut.
+    #[error("segment {file}, record at log position {lsn}: {source}")]
+    Sealed { file: String, lsn: Lsn, source: SealError },
 }
 
 /// Rebuilds the durable state from segment files given oldest first, and checks it against the
 /// manifest.
-pub fn recover_log(image: &LogImage) -> Result<RecoveredLog, RecoveryError> {
-    let mut state = recover_segments(&image.segments)?;
+/// `keyring` opens sealed segments (an empty one reads only segments in clear).
+pub fn recover_log(image: &LogImage, keyring: &Keyring) -> Result<RecoveredLog, RecoveryError> {
+    let mut state = recover_segments(&image.segments, keyring)?;
     let Some(bytes) = &image.manifest else { return Ok(state) };
     let manifest = Manifest::decode_file(bytes)?;
     let oldest = state.segments.keys().next().copied();
@@ -204,7 +210,10 @@ pub fn recover_log(image: &LogImage) -> Result<RecoveredLog, RecoveryError> {
     Ok(state)
 }
 
-fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError> {
+fn recover_segments(
+    files: &[SegmentFile],
+    keyring: &Keyring,
+) -> Result<RecoveredLog, RecoveryError> {
     let mut state = RecoveredLog::default();
     let mut expected_lsn: Option<Lsn> = None;
     for (index, file) in files.iter().enumerate() {
@@ -247,16 +256,23 @@ fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError
             }
         }
         expected_lsn = Some(end_lsn);
-        for raw in &scan.records {
+        let records = open_records(&file.name, &scan, keyring)?;
+        for raw in &records {
             let record = Record::decode(raw.kind, &raw.body).map_err(|source| {
                 RecoveryError::Record { file: file.name.clone(), lsn: raw.lsn, source }
             })?;
             state.apply(scan.base_lsn, record);
             state.records += 1;
         }
+        // Seal markers are records of the log too, though they change no state.
+        state.records += (scan.records.len() - records.len()) as u64;
         assert!(scan.base_lsn <= end_lsn, "a segment ends before it starts");
-        let segment =
-            SegmentState { end_lsn, checkpoint_end_lsn: scan.base_lsn, ..SegmentState::default() };
+        let segment = SegmentState {
+            end_lsn,
+            checkpoint_end_lsn: scan.base_lsn,
+            key_id: scan.key_id,
+            ..SegmentState::default()
+        };
         state.segments.insert(scan.base_lsn, segment);
         state.last_segment = Some(scan.base_lsn);
         state.end_lsn = end_lsn;
@@ -265,6 +281,49 @@ fn recover_segments(files: &[SegmentFile]) -> Result<RecoveredLog, RecoveryError
     assert_eq!(state.last_segment.is_some(), !state.segments.is_empty());
     assert!(state.last_segment.is_none_or(|newest| newest <= state.end_lsn));
     Ok(state)
+}
+
+/// The records of a scanned segment with their bodies in clear: a segment in clear's as they
+/// are; a sealed segment's opened under the key its header names and the salt of the seal
+/// marker before each, markers left out. Refuses a missing or wrong key even for a segment
+/// without records (appends may resume in it), and any record that does not authenticate.
+fn open_records(
+    file: &str,
+    scan: &SegmentScan,
+    keyring: &Keyring,
+) -> Result<Vec<RawRecord>, RecoveryError> {
+    let Some(key_id) = scan.key_id else { return Ok(scan.records.clone()) };
+    let refuse =
+        |lsn: Lsn, source: SealError| RecoveryError::Sealed { file: file.to_string(), lsn, source };
+    if keyring.key_ids().all(|id| id != key_id) {
+        return Err(refuse(scan.base_lsn, SealError::MissingKey { key_id }));
+    }
+    let mut opened = Vec::with_capacity(scan.records.len());
+    let mut sealer: Option<Sealer> = None;
+    for raw in &scan.records {
+        if raw.kind == SEAL_KIND {
+            let marker = keyring.open_marker(key_id, raw.lsn, &raw.body);
+            sealer = Some(marker.map_err(|source| refuse(raw.lsn, source))?);
+            continue;
+        }
+        let sealer = sealer.as_ref().ok_or_else(|| refuse(raw.lsn, SealError::NoMarker))?;
+        let body = sealer
+            .open(raw.lsn, &record_aad(raw), &raw.body)
+            .map_err(|source| refuse(raw.lsn, source))?;
+        opened.push(RawRecord { lsn: raw.lsn, kind: raw.kind, body });
+    }
+    debug_assert!(opened.iter().all(|raw| raw.kind != SEAL_KIND));
+    Ok(opened)
+}
+
+/// The associated data of a sealed record: its `len` and `kind` bytes, as on disk.
+fn record_aad(raw: &RawRecord) -> [u8; 5] {
+    // The scan bounded the body by RECORD_LEN_MAX, so `len` fits.
+    let len = 1 + raw.body.len() as u32;
+    let mut aad = [0u8; 5];
+    aad[..4].copy_from_slice(&len.to_le_bytes());
+    aad[4] = raw.kind;
+    aad
 }
 
 impl RecoveredLog {

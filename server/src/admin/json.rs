@@ -85,6 +85,7 @@ pub fn overview_json(overview: &Overview) -> Value {
         "rates": rates,
         "storage": {
             "segments": stats.log_segments,
+            "segments_by_key": segments_by_key(stats),
             "bytes": stats.log_bytes,
             "syncs": storage.syncs.load(Ordering::Relaxed),
             "appends": storage.appends.load(Ordering::Relaxed),
@@ -92,6 +93,21 @@ pub fn overview_json(overview: &Overview) -> Value {
         },
         "partial_frames_bytes": stats.partial_frames_bytes,
     })
+}
+
+/// `{"none": 3, "2": 1}`: how many segments are in clear and sealed under each key id.
+fn segments_by_key(stats: &BrokerStats) -> serde_json::Map<String, serde_json::Value> {
+    stats
+        .log_segments_by_key
+        .iter()
+        .map(|(key, count)| (key_label(*key), (*count).into()))
+        .collect()
+}
+
+/// A key id as the admin API and the metrics name it: its number, or `none` for segments in
+/// clear.
+pub(super) fn key_label(key: Option<u32>) -> String {
+    key.map_or_else(|| "none".to_string(), |id| id.to_string())
 }
 
 /// `halted`, `shutting-down`, `draining` or `serving`.
@@ -286,6 +302,7 @@ mod tests {
         assert_eq!(json["rates"], json!({"interval_ms": 2000, "published": 3.5}));
         assert_eq!(json["storage"]["syncs"], 4);
         assert_eq!(json["storage"]["segments"], stats.log_segments);
+        assert_eq!(json["storage"]["segments_by_key"], json!({"none": 1}));
     }
 
     #[test]

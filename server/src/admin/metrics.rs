@@ -32,6 +32,11 @@ struct QueueStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
 }
@@ -264,6 +269,16 @@ fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
         gauge(stats.log_bytes),
     );
 
+    let by_key = Family::<KeyLabels, U64Gauge>::default();
+    for (key, count) in &stats.log_segments_by_key {
+        by_key.get_or_create(&KeyLabels { key: super::json::key_label(*key) }).set(*count);
+    }
+    registry.register(
+        "chute_log_segments_by_key",
+        "Log segment files by the key they are sealed with (none: in clear)",
+        by_key,
+    );
+
     let messages = Family::<QueueStateLabels, U64Gauge>::default();
     let bytes = Family::<QueueLabels, U64Gauge>::default();
     for queue in &stats.queues {
@@ -368,6 +383,7 @@ mod tests {
             ("chute_messages_nacked_total", 0.0),
             ("chute_messages_dead_lettered_total", 0.0),
             ("chute_log_segments", 1.0),
+            ("chute_log_segments_by_key{key=\"none\"}", 1.0),
             ("chute_queue_messages{queue=\"jobs\",state=\"ready\"}", 0.0),
             ("chute_queue_messages{queue=\"jobs\",state=\"delayed\"}", 0.0),
             ("chute_queue_messages{queue=\"jobs\",state=\"in_flight\"}", 0.0),

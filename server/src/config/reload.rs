@@ -16,7 +16,7 @@ use crate::event_loop::LoopEvent;
 use crate::logging::LogControl;
 
 /// Settings a running server cannot change: a reload that changes one is refused.
-pub const RESTART_KEYS: [&str; 8] = [
+pub const RESTART_KEYS: [&str; 9] = [
     "server.listen",
     "server.admin_listen",
     "server.data_dir",
@@ -25,6 +25,8 @@ pub const RESTART_KEYS: [&str; 8] = [
     "audit.file",
     "audit.queue_max",
     "audit.when_full",
+    // Keys are read at the start only: the log seals with the keyring it started with.
+    "storage.encryption",
 ];
 
 /// What a reload changed.
@@ -305,6 +307,18 @@ mod tests {
             "{problems:?}"
         );
         assert_eq!(fixture.reloader.running.limits.connections_max, 10_000);
+    }
+
+    /// Keys for encryption at rest are read at the start only: a reload that adds one is
+    /// refused, naming the table.
+    #[test]
+    fn an_encryption_key_change_needs_a_restart() {
+        let mut fixture = fixture("");
+        fixture.rewrite("[storage.encryption]\nkey_file = \"/etc/chute/data.key\"\n");
+        let error = fixture.reloader.reload(|_| panic!("applied a refused reload")).unwrap_err();
+        let ReloadError::Refused(problems) = &error else { panic!("{error:?}") };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("storage.encryption needs a restart"), "{problems:?}");
     }
 
     /// What the broker task refuses also leaves everything as it was.

@@ -180,7 +180,7 @@ fn a_partial_header_in_an_older_segment_is_a_bad_header() {
 
 #[test]
 fn a_short_file_that_is_not_a_header_prefix_is_a_bad_header() {
-    for bytes in [&b"CHUTEXX"[..], &[0u8; 10][..], &b"CHUTELOG\x02"[..]] {
+    for bytes in [&b"CHUTEXX"[..], &[0u8; 10][..], &b"CHUTELOG\x03"[..]] {
         bad_header_reason(scan(bytes, true));
     }
     // Flags are part of the prefix check too.
@@ -193,7 +193,7 @@ fn a_short_file_that_is_not_a_header_prefix_is_a_bad_header() {
 fn wrong_magic_version_or_flags_is_a_bad_header_even_in_the_newest_segment() {
     let cases: [(usize, u8, &str); 3] = [
         (0, b'X', "magic"),
-        (8, 2, "format version 2 is not supported"),
+        (8, 3, "format version 3 is not supported"),
         (15, 0x80, "flags 0x80000000"),
     ];
     for (at, byte, expected) in cases {
@@ -204,6 +204,21 @@ fn wrong_magic_version_or_flags_is_a_bad_header_even_in_the_newest_segment() {
             assert!(reason.contains(expected), "{reason}");
         }
     }
+}
+
+/// A sealed segment's header names its key in place of the flags; 0 is never a key.
+#[test]
+fn a_sealed_header_names_its_key_and_key_zero_is_a_bad_header() {
+    let mut bytes = segment_header_for(Lsn(BASE), Some(7)).to_vec();
+    let scanned = scan(&bytes, false).unwrap();
+    assert_eq!((scanned.base_lsn, scanned.key_id), (Lsn(BASE), Some(7)));
+    assert_eq!(scan(&segment_header(Lsn(BASE)), false).unwrap().key_id, None);
+    bytes[12] = 0;
+    let reason = bad_header_reason(scan(&bytes, true));
+    assert!(reason.contains("names key id 0"), "{reason}");
+    // A sealed header cut short while being created is a torn creation, whatever its key.
+    let torn = segment_header_for(Lsn(BASE), Some(7));
+    assert_eq!(scan(&torn[..14], true).unwrap().valid_len, 0);
 }
 
 /// A zero-filled file is not a header being written (the magic is written first), so it is not
@@ -223,11 +238,15 @@ fn a_base_lsn_without_room_for_the_file_is_a_bad_header() {
     assert!(reason.contains("no room"), "{reason}");
     // Exactly enough room is fine.
     let mut bytes = BytesMut::new();
-    bytes.extend_from_slice(&segment_header(Lsn(u64::MAX - 19)));
+    bytes.extend_from_slice(&segment_header(Lsn(LSN_END_MAX - 19)));
     append_record(&mut bytes, 1, b"0123456789");
-    let scan = scan(&bytes, true).unwrap();
-    assert_eq!(scan.records[0].lsn, Lsn(u64::MAX - 19));
-    assert_eq!(scan.next_lsn(), Some(Lsn(u64::MAX)));
+    let scanned = scan(&bytes, true).unwrap();
+    assert_eq!(scanned.records[0].lsn, Lsn(LSN_END_MAX - 19));
+    assert_eq!(scanned.next_lsn(), Some(Lsn(LSN_END_MAX)));
+    // A header alone at the very end of the positions, which recovery's checkpoint would
+    // overflow (found by the log_recovery fuzz target), is refused.
+    let reason = bad_header_reason(scan(&segment_header(Lsn(u64::MAX)), true));
+    assert!(reason.contains("no room"), "{reason}");
 }
 
 // ---- torn tails ----
