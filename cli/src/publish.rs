@@ -4,10 +4,11 @@ use std::io::{BufRead, IsTerminal};
 
 use bytes::Bytes;
 use chute_client::{
-    CommandError, Confirmation, Connection, Destination, Header, PublishError, PublishMessage,
-    Schedule,
+    CommandError, Confirmation, Connection, ConnectionEvent, ConnectionEvents, Destination, Header,
+    PublishError, PublishMessage, Schedule,
 };
 use clap::Args;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::publish_account::Account;
@@ -119,8 +120,32 @@ fn destination(args: &PublishArgs) -> Result<(Destination, Option<String>), Stri
 const CONFIRMS_PENDING_MAX: usize = 4096;
 
 /// Publishes every message, even after one is refused, and accounts for each: the messages of
-/// a partial failure are named, so a retry can resend just those.
+/// a partial failure are named, so a retry can resend just those. Says on stderr when the
+/// server's resource alarm blocks the publishes, and when it lets them through again.
 pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), String> {
+    let blocked_lines = print_blocked_lines(connection.events());
+    let publishing = publish_all(connection, args);
+    futures::pin_mut!(blocked_lines, publishing);
+    match futures::future::select(publishing, blocked_lines).await {
+        futures::future::Either::Left((result, _)) => result,
+        futures::future::Either::Right(((), publishing)) => publishing.await,
+    }
+}
+
+/// Prints a line for each `Blocked` and `Unblocked` until the events end.
+async fn print_blocked_lines(mut events: ConnectionEvents) {
+    while let Some(event) = events.next().await {
+        match event {
+            ConnectionEvent::Blocked { reason } => eprintln!(
+                "blocked: the server's {reason} alarm is raised; publishes wait (none are lost)"
+            ),
+            ConnectionEvent::Unblocked => eprintln!("unblocked: publishing again"),
+            _ => {}
+        }
+    }
+}
+
+async fn publish_all(connection: &Connection, args: PublishArgs) -> Result<(), String> {
     let (destination, message) = destination(&args)?;
     let size = args.size;
     let (unit, payloads): (_, Box<dyn Iterator<Item = Result<Bytes, String>>>) =

@@ -23,7 +23,7 @@ fn handshake_reports_server_limits() {
     let mut net = Net::new();
     let conn = net.connect();
     let server = net.clients[&conn].server().unwrap().clone();
-    assert_eq!(server.version, 1);
+    assert_eq!(server.version, 2, "the highest version both speak");
     assert_eq!(server.heartbeat_ms, 5_000);
     assert_eq!(server.limits.frame_size_max, BrokerConfig::default().limits.frame_size_max);
     assert_eq!(server.connection_id, conn.0);

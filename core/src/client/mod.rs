@@ -36,9 +36,11 @@ use chute_protocol::{
 
 use crate::time::Instant;
 
-/// The highest protocol version this client machine offers. Version 2's frames (the
-/// authentication exchange, `Blocked`) are not handled here yet, so it offers version 1 only.
-pub const CLIENT_VERSION_MAX: u16 = 1;
+/// The highest protocol version this client machine offers. Offering version 2 opts in to
+/// `Blocked` and `Unblocked` (PROTOCOL.md §5.9). The authentication exchange of version 2 is
+/// not run here yet: a server that asks for it (`AuthRequired`) ends the handshake with
+/// `authentication-failed`, as it would refuse a version-1 client.
+pub const CLIENT_VERSION_MAX: u16 = 2;
 
 /// How the client introduces itself and times its connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +114,13 @@ pub enum ClientEvent {
     },
     SubscriptionCancelled(SubscriptionCancelled),
     GoingAway(GoingAway),
+    /// A resource alarm is raised on the server (`reason`: `memory`, `disk`): publishes on this
+    /// connection are not read, nor anything sent after them, until `Unblocked`.
+    Blocked {
+        reason: String,
+    },
+    /// The alarm cleared: held publishes are read again.
+    Unblocked,
     /// The connection is over; nothing follows.
     Closed {
         reason: CloseReason,

@@ -83,9 +83,13 @@ impl Client {
                 self.subscriptions.remove(&cancelled.subscription);
                 self.emit(ClientEvent::SubscriptionCancelled(cancelled));
             }
-            // Client-to-server kinds were refused above.
+            Frame::Blocked(blocked) => self.emit(ClientEvent::Blocked { reason: blocked.reason }),
+            Frame::Unblocked(_) => self.emit(ClientEvent::Unblocked),
+            // The authentication exchange's frames, after `HelloOk`; and client-to-server
+            // kinds, which were refused above (a bad server must not panic the client).
             other => {
-                unreachable!("client-to-server frame {:?} passed the direction check", other.kind())
+                let message = format!("server sent {:?} on an open connection", other.kind());
+                self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
             }
         }
     }
@@ -101,6 +105,14 @@ impl Client {
                 self.finish(error.code, error.message, true);
             }
             Frame::Close(close) => self.finish(close.code, close.message, true),
+            Frame::AuthRequired(required) => {
+                let message = format!(
+                    "the server requires the authentication exchange ({}), which this client \
+                     does not run: give credentials it accepts in Hello",
+                    required.mechanisms.join(", ")
+                );
+                self.finish(ErrorCode::AUTHENTICATION_FAILED, message, true);
+            }
             other => {
                 let message = format!("expected HelloOk, got {:?}", other.kind());
                 self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);

@@ -70,6 +70,11 @@ impl Session {
                 self.event(SessionEvent::SubscriptionCancelled { subscription: id, code, message });
             }
             ClientEvent::GoingAway(going_away) => self.going_away(going_away),
+            ClientEvent::Blocked { reason } => {
+                self.blocked = true;
+                self.event(SessionEvent::Blocked { reason });
+            }
+            ClientEvent::Unblocked => self.unblocked(),
             ClientEvent::Closed { reason } => self.closed(reason),
         }
     }
@@ -245,8 +250,15 @@ impl Session {
     }
 
     /// The connection ended (its `Closed` event, always the last of it).
+    fn unblocked(&mut self) {
+        if std::mem::take(&mut self.blocked) {
+            self.event(SessionEvent::Unblocked);
+        }
+    }
+
     fn closed(&mut self, reason: CloseReason) {
         let client = self.client.take().expect("a connection's events come from it");
+        self.unblocked();
         if self.link == Link::Ended {
             // The application closed the session, and the connection's last bytes are out.
             return self.end(SessionEnd::Closed);

@@ -103,6 +103,8 @@ pub struct Session {
     /// Connection attempts that failed in a row.
     failures: u32,
     ever_connected: bool,
+    /// The current connection was told `Blocked` and not yet `Unblocked`.
+    blocked: bool,
     /// Why the session is closing the current connection itself, for the event.
     closing_because: Option<LinkError>,
     /// How the driver said the transport was lost.
@@ -146,6 +148,7 @@ impl Session {
             order,
             failures: 0,
             ever_connected: false,
+            blocked: false,
             closing_because: None,
             lost_reason: None,
             server: None,

@@ -328,6 +328,31 @@ fn a_heartbeat_timeout_reconnects() {
     assert_eq!(h.fire_timer().connects, vec![0]);
 }
 
+// ---- Blocked ----
+
+/// `Blocked` and `Unblocked` reach the application; a connection lost while blocked ends its
+/// block (`Unblocked` before `Disconnected`), since the next connection starts unblocked.
+#[test]
+fn blocked_and_unblocked_reach_the_application() {
+    let mut h = Harness::connected(config());
+    let blocked = Frame::Blocked(chute_protocol::Blocked { reason: "memory".into() });
+    h.server(&[blocked.clone(), Frame::Unblocked(chute_protocol::Unblocked)]);
+    let events = h.drain().events;
+    assert!(
+        matches!(
+            &events[..],
+            [SessionEvent::Blocked { reason }, SessionEvent::Unblocked] if reason == "memory"
+        ),
+        "{events:?}"
+    );
+    h.server(&[blocked]);
+    h.drain();
+    let events = h.lose_transport().events;
+    let unblocked = events.iter().position(|e| matches!(e, SessionEvent::Unblocked));
+    let disconnected = events.iter().position(|e| matches!(e, SessionEvent::Disconnected { .. }));
+    assert!(unblocked.is_some() && unblocked < disconnected, "{events:?}");
+}
+
 // ---- GoingAway ----
 
 /// GoingAway with a second address: nothing new goes out on the old connection, the session
