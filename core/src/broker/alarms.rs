@@ -56,6 +56,16 @@ impl Broker {
         self.alarms.is_raised(resource)
     }
 
+    /// Whether a publish read now is held.
+    pub(super) fn holds_publishes(&self) -> bool {
+        // MUTANT publish-during-alarm: publishes are handled whatever the alarms say.
+        #[cfg(feature = "mutants")]
+        if crate::mutants::active(crate::mutants::Mutant::PublishDuringAlarm) {
+            return false;
+        }
+        self.alarms.any()
+    }
+
     pub(super) fn handle_resources(&mut self, reading: ResourceReading) {
         self.alarms.last_reading = Some(reading);
         self.evaluate_alarms();
