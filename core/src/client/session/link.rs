@@ -252,6 +252,7 @@ impl Session {
     /// The connection ended (its `Closed` event, always the last of it).
     fn unblocked(&mut self) {
         if std::mem::take(&mut self.blocked) {
+            self.unblocked_at = Some(self.now);
             self.event(SessionEvent::Unblocked);
         }
     }

@@ -478,6 +478,37 @@ fn a_confirm_timeout_closes_the_connection_and_publishes_again() {
     assert_eq!(again, first);
 }
 
+/// While the server says it holds the publishes (`Blocked`), their confirms are not late: the
+/// connection is kept however long the block lasts, and the wait counts again from
+/// `Unblocked`.
+#[test]
+fn a_blocked_connection_is_not_closed_for_late_confirms() {
+    let mut config = config();
+    config.timeouts.confirm_ms = Some(1_500);
+    let mut h = Harness::connected(config);
+    h.now = at(200);
+    h.publish("held");
+    h.drain();
+    h.server(&[Frame::Blocked(chute_protocol::Blocked { reason: "disk".into() })]);
+    h.drain();
+    for _ in 0..10 {
+        h.server(&[Frame::Heartbeat(chute_protocol::Heartbeat)]);
+        let seen = h.fire_timer();
+        assert_eq!(seen.closes, 0, "closed while blocked at {:?}", h.now);
+    }
+    let unblocked_at = h.now;
+    h.server(&[Frame::Unblocked(chute_protocol::Unblocked)]);
+    h.drain();
+    let mut closed_at = None;
+    while closed_at.is_none() {
+        h.server(&[Frame::Heartbeat(chute_protocol::Heartbeat)]);
+        if h.fire_timer().closes > 0 {
+            closed_at = Some(h.now);
+        }
+    }
+    assert_eq!(closed_at, Some(unblocked_at.plus_ms(1_500)), "counted from Unblocked");
+}
+
 /// A publish with no outcome by its deadline is given up: unknown if it was sent, deadline
 /// passed if it never could be.
 #[test]
