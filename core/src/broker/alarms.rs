@@ -10,6 +10,9 @@
 //! publish, and what it sent after that publish (its acks too) waits with it, since frames
 //! are handled in order (PROTOCOL.md §5.9).
 //!
+//! The rest of a batch that already waits for a `pause` rate limit when an alarm is raised was
+//! read before it, and is published as its tokens come.
+//!
 //! Version-2 clients that publish are told: `Blocked` when the alarm is raised (for those that
 //! have published before) or when a publish of theirs is held, and `Unblocked` when it clears.
 
