@@ -190,7 +190,7 @@ fn overview_lines(overview: &Value) -> Vec<String> {
 
 fn connection_lines(connections: &Value) -> Vec<String> {
     let header = format!(
-        "{:>6} {:<22} {:<20} {:<9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>4} {:>6}",
+        "{:>6} {:<22} {:<20} {:<9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>4} {:>7}",
         "ID",
         "PEER",
         "CLIENT",
@@ -206,9 +206,15 @@ fn connection_lines(connections: &Value) -> Vec<String> {
     let rows = connections.as_array().into_iter().flatten().map(|connection| {
         let text =
             |key: &str| connection.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
-        let paused = connection.get("read_paused").and_then(Value::as_bool).unwrap_or(false);
+        let flag = |key: &str| connection.get(key).and_then(Value::as_bool).unwrap_or(false);
+        // A connection held for a resource alarm is paused too; say which.
+        let paused = match (flag("blocked"), flag("read_paused")) {
+            (true, _) => "blocked",
+            (false, true) => "yes",
+            (false, false) => "no",
+        };
         format!(
-            "{:>6} {:<22} {:<20} {:<9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>4} {:>6}",
+            "{:>6} {:<22} {:<20} {:<9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>4} {:>7}",
             number(connection, &["id"]),
             text("peer"),
             text("client_name"),
@@ -219,7 +225,7 @@ fn connection_lines(connections: &Value) -> Vec<String> {
             number(connection, &["unconfirmed"]),
             number(connection, &["in_flight"]),
             number(connection, &["subscriptions"]),
-            if paused { "yes" } else { "no" },
+            paused,
         )
     });
     std::iter::once(header).chain(rows).collect()
@@ -320,6 +326,9 @@ mod tests {
                 "yes"
             ]
         );
+        let blocked = json!([{"id": 8, "read_paused": true, "blocked": true}]);
+        let row = connection_lines(&blocked)[1].clone();
+        assert!(row.ends_with("blocked"), "a connection held for an alarm says so: {row}");
     }
 
     #[test]

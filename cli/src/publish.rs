@@ -4,10 +4,11 @@ use std::io::{BufRead, IsTerminal};
 
 use bytes::Bytes;
 use chute_client::{
-    CommandError, Confirmation, Connection, Destination, Header, PublishError, PublishMessage,
-    Schedule,
+    CommandError, Confirmation, Connection, ConnectionEvent, ConnectionEvents, Destination, Header,
+    PublishError, PublishMessage, Schedule,
 };
 use clap::Args;
+use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::publish_account::Account;
@@ -119,8 +120,47 @@ fn destination(args: &PublishArgs) -> Result<(Destination, Option<String>), Stri
 const CONFIRMS_PENDING_MAX: usize = 4096;
 
 /// Publishes every message, even after one is refused, and accounts for each: the messages of
-/// a partial failure are named, so a retry can resend just those.
+/// a partial failure are named, so a retry can resend just those. Says on stderr when the
+/// server's resource alarm blocks the publishes, and when it lets them through again.
 pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), String> {
+    let mut events = connection.events();
+    let result = {
+        let blocked_lines = print_blocked_lines(&mut events);
+        let publishing = publish_all(connection, args);
+        futures::pin_mut!(blocked_lines, publishing);
+        match futures::future::select(publishing, blocked_lines).await {
+            futures::future::Either::Left((result, _)) => result,
+            futures::future::Either::Right(((), publishing)) => publishing.await,
+        }
+    };
+    // `Unblocked` arrives just before the confirms it let through: say so even when those
+    // were the last ones awaited.
+    while let Some(Some(event)) = events.next().now_or_never() {
+        print_blocked_line(event);
+    }
+    eprintln!("{}", result?);
+    Ok(())
+}
+
+/// Prints a line for each `Blocked` and `Unblocked` until the events end.
+async fn print_blocked_lines(events: &mut ConnectionEvents) {
+    while let Some(event) = events.next().await {
+        print_blocked_line(event);
+    }
+}
+
+fn print_blocked_line(event: ConnectionEvent) {
+    match event {
+        ConnectionEvent::Blocked { reason } => eprintln!(
+            "blocked: the server's {reason} alarm is raised; publishes wait (none are lost)"
+        ),
+        ConnectionEvent::Unblocked => eprintln!("unblocked: publishing again"),
+        _ => {}
+    }
+}
+
+/// Publishes and settles everything; the account's closing line, or the failure.
+async fn publish_all(connection: &Connection, args: PublishArgs) -> Result<String, String> {
     let (destination, message) = destination(&args)?;
     let size = args.size;
     let (unit, payloads): (_, Box<dyn Iterator<Item = Result<Bytes, String>>>) =
@@ -156,10 +196,7 @@ pub async fn run(connection: &Connection, args: PublishArgs) -> Result<(), Strin
     }
     settle(&mut pending, &mut account).await?;
     match account.outcome() {
-        Ok(line) => {
-            eprintln!("{line}");
-            Ok(())
-        }
+        Ok(line) => Ok(line),
         Err(lines) => report(lines),
     }
 }
@@ -216,7 +253,7 @@ fn refuses_only_this(error: &PublishError) -> bool {
 }
 
 /// Prints an account's lines but the last on stderr; the last is the command's error.
-fn report(mut lines: Vec<String>) -> Result<(), String> {
+fn report<T>(mut lines: Vec<String>) -> Result<T, String> {
     let summary = lines.pop().unwrap_or_default();
     for line in lines {
         eprintln!("chute: {line}");

@@ -52,8 +52,16 @@ pub enum ConnectionEvent {
         code: ErrorCode,
         message: String,
     },
-    /// The connection is over for good. (`Blocked` and `Unblocked` will come with server
-    /// alarms.)
+    /// The server raised a resource alarm (`reason`: `memory`, `disk`; PROTOCOL.md §5.9): it
+    /// holds this connection's publishes, unconfirmed, and does not read what follows them
+    /// until `Unblocked`. Nothing is lost; confirms come once the alarm clears.
+    Blocked {
+        reason: String,
+    },
+    /// The alarm cleared, or the blocked connection was lost (a reconnected one starts
+    /// unblocked).
+    Unblocked,
+    /// The connection is over for good.
     Closed,
 }
 

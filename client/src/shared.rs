@@ -223,6 +223,14 @@ impl Shared {
                 ConnectionEvent::BreakerOpened { open_for }
             }
             SessionEvent::BreakerClosed => ConnectionEvent::BreakerClosed,
+            SessionEvent::Blocked { reason } => {
+                tracing::warn!(%reason, "blocked by the server's resource alarm: publishes wait");
+                ConnectionEvent::Blocked { reason }
+            }
+            SessionEvent::Unblocked => {
+                tracing::info!("unblocked: publishes are read again");
+                ConnectionEvent::Unblocked
+            }
             SessionEvent::RestoreFailed { what, code, message } => {
                 tracing::warn!(%what, %code, %message, "not restored after reconnecting");
                 ConnectionEvent::RestoreFailed { what, code, message }

@@ -8,6 +8,7 @@ use chute_protocol::{
 };
 
 use crate::auth::AuthConfig;
+use crate::policy::alarm::AlarmConfig;
 use crate::storage::log::StorageConfig;
 use crate::storage::seal::Keyring;
 use crate::time::WallClock;
@@ -116,6 +117,8 @@ pub struct BrokerConfig {
     pub timeouts: TimeoutConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
+    /// Memory and disk alarms, which stop reading publishes.
+    pub alarms: AlarmConfig,
     /// Emit `Output::Audit` events (the driver writes the audit log).
     pub audit: bool,
     /// Keys for encryption at rest, read by the driver from `storage.encryption`: the current
@@ -135,6 +138,7 @@ impl Default for BrokerConfig {
             timeouts: TimeoutConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
+            alarms: AlarmConfig::default(),
             audit: false,
             keyring: Keyring::default(),
         }
@@ -266,6 +270,7 @@ impl BrokerConfig {
         if let Some(rule) = s.encryption.problem() {
             checks.push(Err(ConfigError::BadValue { key: "storage.encryption", rule }));
         }
+        checks.extend(alarm_checks(&self.alarms));
         checks.into_iter().filter_map(Result::err).collect()
     }
 }
@@ -296,6 +301,22 @@ fn auth_checks(a: &AuthConfig) -> Vec<Result<(), ConfigError>> {
     ]
 }
 
+fn alarm_checks(alarms: &AlarmConfig) -> Vec<Result<(), ConfigError>> {
+    let fraction = alarms.memory_high_fraction.0;
+    let fraction_check = if fraction > 0.0 && fraction <= 1.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::BadValue {
+            key: "alarms.memory_high_fraction",
+            rule: format!("{fraction} is not a fraction of memory: must be above 0 and at most 1"),
+        })
+    };
+    vec![
+        fraction_check,
+        in_range("alarms.check_interval_ms", alarms.check_interval_ms.into(), 10, 600_000),
+    ]
+}
+
 fn in_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
         return Err(ConfigError::OutOfRange {
@@ -314,6 +335,19 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_memory_fraction_outside_zero_to_one_is_refused() {
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            let mut config = BrokerConfig::default();
+            config.alarms.memory_high_fraction = crate::policy::alarm::Fraction(bad);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key(), "alarms.memory_high_fraction", "{bad}: {err}");
+        }
+        let mut config = BrokerConfig::default();
+        config.alarms.memory_high_fraction = crate::policy::alarm::Fraction(1.0);
+        config.validate().unwrap();
     }
 
     /// The error names the key so an operator can find it in the file.

@@ -5,6 +5,7 @@ use chute_protocol::ErrorCode;
 
 use crate::auth::AuditEvent;
 use crate::ids::ConnId;
+use crate::policy::alarm::{Resource, ResourceReading};
 use crate::storage::failure::StorageFailure;
 use crate::storage::io::{StorageDone, StorageRequest};
 
@@ -23,6 +24,10 @@ pub enum Input {
     Closed { conn: ConnId },
     /// The storage worker finished (or failed) requests.
     Storage(StorageDone),
+    /// What the process's memory and the data directory's free space measure now: every
+    /// `alarms.check_interval_ms`, and once before the first connection is accepted (so a
+    /// broker started short of disk comes up with its alarm raised).
+    Resources(ResourceReading),
     /// The instant returned by `poll_timeout` has passed.
     Timeout,
 }
@@ -90,5 +95,18 @@ pub enum Event {
     /// Storage failed and the broker stopped serving. The driver should exit non-zero.
     Halted {
         failure: StorageFailure,
+    },
+    /// A resource alarm was raised: publishes are held until it clears. For memory the reading
+    /// is the RSS and the threshold the high mark; for disk, free bytes and the low mark.
+    AlarmRaised {
+        resource: Resource,
+        reading_bytes: u64,
+        threshold_bytes: u64,
+    },
+    /// The alarm cleared (past the threshold by the hysteresis gap).
+    AlarmCleared {
+        resource: Resource,
+        reading_bytes: u64,
+        threshold_bytes: u64,
     },
 }

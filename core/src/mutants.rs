@@ -44,10 +44,13 @@ pub enum Mutant {
     /// A client session sends the settle of a delivery from a lost connection on the new one,
     /// where its tag names another delivery: that message is acked unprocessed.
     SettleAcrossReconnect,
+    /// A publish read while a resource alarm is raised is handled at once instead of held:
+    /// a blocked publisher's publishes are confirmed.
+    PublishDuringAlarm,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 9] = [
+    pub const ALL: [Mutant; 10] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -57,6 +60,7 @@ impl Mutant {
         Mutant::ManifestAheadOfSync,
         Mutant::ForgetUnconfirmedOnReconnect,
         Mutant::SettleAcrossReconnect,
+        Mutant::PublishDuringAlarm,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -71,6 +75,7 @@ impl Mutant {
             Mutant::ManifestAheadOfSync => "manifest-ahead-of-sync",
             Mutant::ForgetUnconfirmedOnReconnect => "forget-unconfirmed-on-reconnect",
             Mutant::SettleAcrossReconnect => "settle-across-reconnect",
+            Mutant::PublishDuringAlarm => "publish-during-alarm",
         }
     }
 

@@ -536,7 +536,10 @@ impl Fuzz {
             };
             for event in std::mem::take(&mut peer.events) {
                 match event {
-                    ClientEvent::Connected(_) | ClientEvent::GoingAway(_) => {}
+                    ClientEvent::Connected(_)
+                    | ClientEvent::GoingAway(_)
+                    | ClientEvent::Blocked { .. }
+                    | ClientEvent::Unblocked => {}
                     ClientEvent::Confirmed(range) => {
                         for seq in range.iter() {
                             let payload = peer.unconfirmed.remove(&seq);

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant as StdInstant;
@@ -19,6 +20,7 @@ use futures::io::AsyncReadExt;
 use futures::{Stream, StreamExt};
 
 use chute_core::auth::{AuditEvent, AuditKind, AuditOutcome, Users};
+use chute_core::policy::alarm::ResourceReading;
 
 use crate::access::{self, SharedUsers};
 use crate::audit::AuditLog;
@@ -54,6 +56,8 @@ pub enum LoopEvent {
         window_ms: Option<u32>,
         reply: Option<futures::channel::oneshot::Sender<DrainAnswer>>,
     },
+    /// What the memory and disk measure now (`resources.rs`), for the resource alarms.
+    Resources(ResourceReading),
     /// The admin endpoint changed the users file: these are its users now.
     SetUsers {
         users: Users,
@@ -138,6 +142,8 @@ pub struct LoopParts<R: Runtime> {
     pub users: Arc<SharedUsers>,
     /// The TLS material in use, when a listener or the admin endpoint speaks TLS.
     pub tls: Option<TlsState>,
+    /// How often the measuring task measures (`alarms.check_interval_ms`); a reload sets it.
+    pub alarm_interval_ms: Arc<AtomicU32>,
 }
 
 /// The broker task's state.
@@ -170,6 +176,7 @@ pub struct EventLoop<R: Runtime> {
     pending_answers: PendingAnswers,
     audit: AuditLog,
     users: Arc<SharedUsers>,
+    alarm_interval_ms: Arc<AtomicU32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,6 +211,7 @@ impl<R: Runtime> EventLoop<R> {
             pending_answers: PendingAnswers::default(),
             audit: parts.audit,
             users: parts.users,
+            alarm_interval_ms: parts.alarm_interval_ms,
         }
     }
 
@@ -339,6 +347,7 @@ impl<R: Runtime> EventLoop<R> {
                 let drain_window_ms = &mut self.drain_window_ms;
                 let shared_users = &self.users;
                 let tls = &mut self.tls;
+                let alarm_interval_ms = &self.alarm_interval_ms;
                 let result = self.reloader.reload(|config| {
                     let users = access::load(&config.auth)?;
                     // The TLS files are read again even when the configuration did not
@@ -351,6 +360,7 @@ impl<R: Runtime> EventLoop<R> {
                     *shutdown_timeout =
                         std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
                     *drain_window_ms = config.server.drain_window_ms;
+                    alarm_interval_ms.store(config.alarms.check_interval_ms, Ordering::Relaxed);
                     let mut changes = match (tls.as_mut(), tls_prepared) {
                         (Some(tls), Some(prepared)) => tls.commit(prepared),
                         _ => Vec::new(),
@@ -388,6 +398,9 @@ impl<R: Runtime> EventLoop<R> {
                 if let Some(reply) = reply {
                     let _ = reply.send(answer);
                 }
+            }
+            LoopEvent::Resources(reading) => {
+                self.broker.handle_input(now, Input::Resources(reading));
             }
             LoopEvent::SetUsers { users, reply } => {
                 self.users.set(Some(users.clone()));
@@ -564,6 +577,22 @@ fn log_event(event: &Event) {
         Event::QueueCreated { name } => tracing::info!(queue = %name, "queue created"),
         Event::QueueDeleted { name } => tracing::info!(queue = %name, "queue deleted"),
         Event::Halted { failure } => tracing::error!(reason = %failure.halt_message(), "halted"),
+        Event::AlarmRaised { resource, reading_bytes, threshold_bytes } => {
+            tracing::warn!(
+                %resource,
+                reading_bytes,
+                threshold_bytes,
+                "{resource} alarm raised: publishes are held until it clears; consumers are served"
+            );
+        }
+        Event::AlarmCleared { resource, reading_bytes, threshold_bytes } => {
+            tracing::info!(
+                %resource,
+                reading_bytes,
+                threshold_bytes,
+                "{resource} alarm cleared: publishes are read again"
+            );
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! that forwards bytes to it and a writer task that writes what it sends; an accept task hands
 //! it new sockets; a signal thread asks it to stop, drain or reload; the storage worker thread
 //! carries out its log requests and reports on a channel of its own, which the broker task reads
-//! first. The broker task is the only place state changes, so there are no locks around queues.
+//! first; a measuring task passes the memory and disk readings the resource alarms are judged
+//! on, every `alarms.check_interval_ms`. The broker task is the only place state changes, so there are no locks around queues.
 //! A TLS listener (`[tls]`, docs/SECURITY.md) runs each handshake in a task of its own before
 //! the broker sees the connection; the connection tasks then read and write plain or TLS
 //! streams alike (`tls` module).
@@ -39,6 +40,7 @@ mod keys;
 pub mod logging;
 mod notify;
 mod operator;
+mod resources;
 mod runtime;
 mod serve;
 mod signals;

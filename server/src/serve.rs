@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::io::StorageRequest;
 use chute_core::storage::recovery::ManifestCheck;
-use chute_core::{Broker, BrokerConfig, Instant};
+use chute_core::{Broker, BrokerConfig, Input, Instant};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
@@ -34,7 +35,7 @@ use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
 use crate::tls::{self as server_tls, Accepted, ServerStream, TlsState};
 use crate::tools::{self, Tool};
-use crate::{notify, signals};
+use crate::{notify, resources, signals};
 
 /// Command-line flags shared by `chuted` and `chuted-smol`. Each setting flag is the highest
 /// layer over the file and the environment (docs/CONFIG.md), and stays on top after a reload.
@@ -465,9 +466,18 @@ pub async fn serve<R: Runtime>(
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let started = StdInstant::now();
     let segment_bytes_max = broker_config.storage.segment_bytes_max;
+    let alarm_interval_ms = Arc::new(AtomicU32::new(broker_config.alarms.check_interval_ms));
     let mut broker = recover(&data_dir, broker_config, accept_data_loss)?;
     broker.set_auth_secret(random_secret()?);
     broker.set_users(Instant::ZERO, table);
+    // Measured before anyone is served: a server started short of disk comes up with the
+    // alarm raised, instead of taking publishes until its first write fails.
+    match resources::measure(&data_dir.path) {
+        Ok(reading) => broker.handle_input(Instant::ZERO, Input::Resources(reading)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot measure free disk space; the disk alarm waits for a reading")
+        }
+    }
     let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (plain_stop_tx, plain_stop_rx) = oneshot::channel();
@@ -484,6 +494,12 @@ pub async fn serve<R: Runtime>(
     let tls_acceptor = tls.as_ref().map(TlsState::acceptor);
     let data_dir_shown = server.data_dir.display().to_string();
     let reloader = Reloader::new(sources, settings.clone(), log, counters.reloads.clone());
+    runtime.spawn(resources::measure_loop(
+        runtime.clone(),
+        data_dir.path.clone(),
+        alarm_interval_ms.clone(),
+        events_tx.clone(),
+    ));
     let mut event_loop = EventLoop::new(LoopParts {
         runtime: runtime.clone(),
         broker,
@@ -498,6 +514,7 @@ pub async fn serve<R: Runtime>(
         audit,
         users,
         tls,
+        alarm_interval_ms,
     });
     admin_state.set_phase(Phase::SyncingCheckpoint);
     event_loop

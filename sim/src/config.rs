@@ -31,6 +31,10 @@ pub struct Faults {
     /// Mean time between consumer stalls (a consumer stops reading for a while).
     pub stall_every_ms: Option<u64>,
     pub stall_ms_max: u64,
+    /// Mean time between resource alarms (a memory reading above the threshold, then one
+    /// below it after up to `alarm_ms_max`): publishers are held meanwhile.
+    pub alarm_every_ms: Option<u64>,
+    pub alarm_ms_max: u64,
     /// Chance that an fsync fails (the broker must halt; the simulator then crashes and
     /// restarts it).
     pub fsync_failure_per_mille: u32,
@@ -56,6 +60,8 @@ impl Default for Faults {
             partition_ms_max: 1_500,
             stall_every_ms: Some(1_500),
             stall_ms_max: 700,
+            alarm_every_ms: Some(1_500),
+            alarm_ms_max: 600,
             fsync_failure_per_mille: 1,
             bit_flip_per_mille: 15,
             segment_loss_per_mille: 15,
@@ -75,6 +81,8 @@ impl Faults {
             partition_ms_max: 0,
             stall_every_ms: None,
             stall_ms_max: 0,
+            alarm_every_ms: None,
+            alarm_ms_max: 0,
             fsync_failure_per_mille: 0,
             bit_flip_per_mille: 0,
             segment_loss_per_mille: 0,

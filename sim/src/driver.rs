@@ -141,6 +141,21 @@ impl World {
         loop {
             match c.decoder.next_frame() {
                 Ok(Some(Frame::Deliver(deliver))) => frames.push(deliver),
+                Ok(Some(Frame::Blocked(_))) => c.blocked_at_sent = Some(c.publishes_sent),
+                Ok(Some(Frame::Unblocked(_))) => c.blocked_at_sent = None,
+                Ok(Some(Frame::Confirm(confirm))) => {
+                    let last = confirm.ranges.iter().filter_map(|r| r.last()).max();
+                    if let (Some(sent), Some(last)) = (c.blocked_at_sent, last) {
+                        if last > sent {
+                            let detail = format!(
+                                "c{}: publish {last} confirmed while the connection is blocked; \
+                                 it was sent after Blocked (only 1..={sent} were sent before)",
+                                conn.0
+                            );
+                            return self.fail(("publish-while-blocked", detail));
+                        }
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(err) => {
@@ -383,6 +398,10 @@ impl World {
                 });
                 self.broker = Some(broker);
                 self.drain_broker_now();
+                // A restarted broker has no reading yet: the alarm fault still stands.
+                if self.alarm_raised {
+                    self.feed_alarm_reading();
+                }
             }
             Err(error) => {
                 self.record(TraceEvent::RecoveryRefused);

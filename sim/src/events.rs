@@ -43,6 +43,8 @@ pub enum Event {
     PartitionEnd {
         conn: ConnId,
     },
+    /// The resource alarm raised by a fault clears: a reading below the threshold.
+    AlarmEnd,
     Crash {
         machine: bool,
     },
@@ -62,6 +64,7 @@ pub enum FaultKind {
     Reset,
     Partition,
     Stall,
+    Alarm,
 }
 
 /// Something an actor does at a chosen time.

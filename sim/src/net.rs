@@ -30,6 +30,9 @@ impl World {
         if !self.conns.contains_key(&conn) || bytes.is_empty() {
             return;
         }
+        if up {
+            self.count_publishes_sent(conn, &bytes);
+        }
         let len = bytes.len() as u32;
         let digest = TraceHasher::digest(&bytes);
         self.record(TraceEvent::Send { conn: conn.0, up, len, digest });
@@ -215,5 +218,19 @@ impl World {
     /// The time `now` plus `ns`.
     pub fn after_ns(&self, ns: u64) -> Instant {
         self.now + std::time::Duration::from_nanos(ns)
+    }
+}
+
+impl World {
+    /// Counts the publish messages a client puts on the wire (the broker numbers them in this
+    /// order), for the `publish-while-blocked` invariant.
+    fn count_publishes_sent(&mut self, conn: ConnId, bytes: &Bytes) {
+        let c = self.conns.get_mut(&conn).expect("checked");
+        c.up_decoder.feed(bytes.clone());
+        while let Ok(Some(frame)) = c.up_decoder.next_frame() {
+            if let chute_protocol::Frame::Publish(publish) = frame {
+                c.publishes_sent += publish.messages.len() as u64;
+            }
+        }
     }
 }

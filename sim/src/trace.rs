@@ -138,6 +138,10 @@ pub enum TraceEvent {
         conn: u64,
         ms: u64,
     },
+    /// A memory reading above (`raised`) or below the alarm threshold was fed to the broker.
+    Alarm {
+        raised: bool,
+    },
     Storage {
         op: &'static str,
         base: u64,

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use chute_core::client::ClientConfig;
+use chute_core::policy::alarm::ResourceReading;
 use chute_core::storage::seal::Keyring;
 use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant};
 use chute_protocol::{FrameReader, FRAME_SIZE_CEILING};
@@ -31,6 +32,9 @@ use crate::trace::{Trace, TraceEvent};
 pub const EPOCH_UNIX_MS: u64 = 1_700_000_000_000;
 /// Heartbeat interval the clients ask for; a connection silent for three is dead.
 pub const HEARTBEAT_MS: u32 = 300;
+
+/// The memory alarm's threshold; the alarm faults feed readings of twice this, then of 0.
+pub const ALARM_MEMORY_HIGH_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -73,6 +77,14 @@ pub struct SimConn {
     pub paused_bytes: VecDeque<Bytes>,
     /// Decodes what the broker emits, for the invariants.
     pub decoder: FrameReader,
+    /// Decodes what the client sends, to count its publishes.
+    pub up_decoder: FrameReader,
+    /// Publish messages the client has put on the wire on this connection: the sequence
+    /// number of the last one.
+    pub publishes_sent: u64,
+    /// While the broker has told the connection `Blocked` (and not yet `Unblocked`): how many
+    /// publishes the client had sent when it was told. Only those may be confirmed meanwhile.
+    pub blocked_at_sent: Option<u64>,
     /// The queue of each subscription the client asked for on this connection.
     pub subs: BTreeMap<u32, QIdx>,
     /// A partition holds both directions until then; a stall holds the down direction.
@@ -97,6 +109,9 @@ impl SimConn {
             read_paused: false,
             paused_bytes: VecDeque::new(),
             decoder: FrameReader::new(FRAME_SIZE_CEILING),
+            up_decoder: FrameReader::expecting_preface(FRAME_SIZE_CEILING),
+            publishes_sent: 0,
+            blocked_at_sent: None,
             subs: BTreeMap::new(),
             hold_until: Instant::ZERO,
             stall_until: Instant::ZERO,
@@ -132,6 +147,9 @@ pub struct World {
     pub failure: Option<Violation>,
     pub outcome: Option<Outcome>,
     pub crash_pending: bool,
+    /// A resource alarm fault is on: the broker was last fed a reading above the threshold
+    /// (fed again after a restart, since a new broker has no reading).
+    pub alarm_raised: bool,
 }
 
 /// The keyring of a sealed run for its `start`-th start: one key drawn from the seed, and salts
@@ -175,6 +193,10 @@ impl World {
         if cfg.encryption {
             broker_config.keyring = sim_keyring(cfg.seed, 0);
         }
+        // The alarm faults feed readings around this threshold; the disk alarm is off (the
+        // simulated disk has no size).
+        broker_config.alarms.memory_high_bytes = Some(ALARM_MEMORY_HIGH_BYTES);
+        broker_config.alarms.disk_free_low_bytes = Some(0);
         let client_config = ClientConfig {
             client_name: "sim".into(),
             heartbeat_ms: HEARTBEAT_MS,
@@ -208,6 +230,7 @@ impl World {
             failure: None,
             outcome: None,
             crash_pending: false,
+            alarm_raised: false,
             cfg,
         };
         if world.cfg.encryption {
@@ -326,6 +349,7 @@ impl World {
             Event::Wake { actor, wake } => self.on_wake(actor, wake),
             Event::Fault(kind) => self.on_fault(kind),
             Event::PartitionEnd { conn } => self.on_partition_end(conn),
+            Event::AlarmEnd => self.set_alarm(false),
             Event::Crash { machine } => self.crash(machine),
             Event::Restart => self.restart(),
             Event::LivenessStart => self.start_liveness(),
@@ -343,7 +367,14 @@ impl World {
         self.phase = Phase::Faults;
         self.record(TraceEvent::Phase("faults"));
         self.schedule(self.cfg.fault_phase_ms, Event::LivenessStart);
-        for kind in [FaultKind::Crash, FaultKind::Reset, FaultKind::Partition, FaultKind::Stall] {
+        let kinds = [
+            FaultKind::Crash,
+            FaultKind::Reset,
+            FaultKind::Partition,
+            FaultKind::Stall,
+            FaultKind::Alarm,
+        ];
+        for kind in kinds {
             self.schedule_fault(kind);
         }
         for actor in 1..self.actors.len() {
@@ -363,6 +394,7 @@ impl World {
             FaultKind::Reset => faults.reset_every_ms,
             FaultKind::Partition => faults.partition_every_ms,
             FaultKind::Stall => faults.stall_every_ms,
+            FaultKind::Alarm => faults.alarm_every_ms,
         };
         if let Some(mean) = mean {
             let after = self.rng.interval(mean);
@@ -405,6 +437,13 @@ impl World {
                     self.conns.get_mut(&conn).expect("picked").stall_until = self.now.plus_ms(ms);
                 }
             }
+            FaultKind::Alarm => {
+                if !self.alarm_raised {
+                    let ms = self.rng.range(10, self.cfg.faults.alarm_ms_max.max(10));
+                    self.set_alarm(true);
+                    self.schedule(ms, Event::AlarmEnd);
+                }
+            }
         }
     }
 
@@ -434,8 +473,30 @@ impl World {
         }
     }
 
+    /// Feeds the broker a memory reading above the alarm threshold (`raised`) or below it.
+    pub fn set_alarm(&mut self, raised: bool) {
+        if self.alarm_raised == raised {
+            return;
+        }
+        self.alarm_raised = raised;
+        self.record(TraceEvent::Alarm { raised });
+        self.feed_alarm_reading();
+    }
+
+    /// The reading that stands for the alarm fault's state, for a broker that may not have it.
+    pub fn feed_alarm_reading(&mut self) {
+        if self.broker.is_none() {
+            return;
+        }
+        let rss_bytes = if self.alarm_raised { 2 * ALARM_MEMORY_HIGH_BYTES } else { 0 };
+        let reading = ResourceReading { rss_bytes, memory_total_bytes: 0, disk_free_bytes: 0 };
+        self.broker_input(Input::Resources(reading));
+    }
+
     fn start_liveness(&mut self) {
         self.phase = Phase::Liveness;
+        // Faults stop: publishers must get through to drain.
+        self.set_alarm(false);
         self.record(TraceEvent::Phase("liveness"));
         for conn in self.conns.values_mut() {
             conn.hold_until = conn.hold_until.min(self.now);

@@ -1,6 +1,8 @@
 //! Fail-stop when the disk fills up: the data directory sits on a small tmpfs, a client
 //! publishes until a write fails, and the broker must halt rather than confirm what it could
-//! not store. Every test runs against both `chuted` (tokio) and `chuted-smol`.
+//! not store (with the disk alarm off: the halt is the last line of defence). With the disk
+//! alarm on, publishers are blocked before the disk fills and consumers drain through it.
+//! Every test runs against both `chuted` (tokio) and `chuted-smol`.
 //!
 //! Mounting needs root (or CAP_SYS_ADMIN); where `mount` fails the tests say so and pass
 //! without checking anything.
@@ -15,6 +17,7 @@ use chute_client::{
 };
 use chute_tests::{labelled_payload, take_ready, within, Server, ServerBinary};
 use futures::executor::block_on;
+use futures::StreamExt;
 
 const TMPFS_SIZE: &str = "2m";
 /// Several segments fit on the tmpfs, so the failing write may be an append or the creation
@@ -45,8 +48,9 @@ fn full_disk_halts_the_broker_and_keeps_every_confirmed_message(binary: ServerBi
         }
     };
     let data_dir = tmpfs.path().join("data");
-    let mut server =
-        Server::start_in(binary, &data_dir, &["--segment-bytes-max", SEGMENT_BYTES_MAX]);
+    // The disk alarm would block the publisher before the disk fills (the test below).
+    let args = ["--segment-bytes-max", SEGMENT_BYTES_MAX, "--set", "alarms.disk_free_low_bytes=0"];
+    let mut server = Server::start_in(binary, &data_dir, &args);
     let url = server.url();
     let filled = within("publishing until the disk is full", TIMEOUT, move || block_on(fill(&url)));
 
@@ -113,6 +117,81 @@ fn full_disk_halts_the_broker_and_keeps_every_confirmed_message_tokio() {
 #[test]
 fn full_disk_halts_the_broker_and_keeps_every_confirmed_message_smol() {
     full_disk_halts_the_broker_and_keeps_every_confirmed_message(ServerBinary::Smol);
+}
+
+/// With the disk alarm on (1 MiB of the 2 MiB tmpfs), a publisher is blocked before the disk
+/// fills: its last publishes are held, not refused nor confirmed; the broker does not halt; a
+/// consumer drains every confirmed message meanwhile and its acks are written into the
+/// headroom; the server stops cleanly.
+fn the_disk_alarm_blocks_publishers_before_the_disk_fills(binary: ServerBinary) {
+    let tmpfs = match Tmpfs::mount(TMPFS_SIZE) {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            println!("SKIPPED {}: cannot mount a tmpfs ({why}); run as root", binary.name());
+            return;
+        }
+    };
+    let args = [
+        "--segment-bytes-max",
+        SEGMENT_BYTES_MAX,
+        "--set",
+        "alarms.disk_free_low_bytes=1048576",
+        "--set",
+        "alarms.check_interval_ms=20",
+    ];
+    let server = Server::start_in(binary, &tmpfs.path().join("data"), &args);
+    let url = server.url();
+    let confirmed = within("publishing until blocked", TIMEOUT, move || {
+        block_on(async {
+            let connection = Connection::connect(&url).await.expect("connect");
+            connection.declare_queue(QUEUE, QueueOptions::default()).await.expect("declare");
+            let mut events = connection.events();
+            let mut confirmed = 0u64;
+            for n in 0..MESSAGES_MAX {
+                let payload = labelled_payload(&format!("m-{n}"), PAYLOAD_BYTES);
+                let confirmation = connection.publish(QUEUE, payload).await.expect("publish");
+                let answered = futures::future::select(confirmation, events.next()).await;
+                match answered {
+                    futures::future::Either::Left((result, _)) => {
+                        result.expect("confirmed, never refused");
+                        confirmed += 1;
+                    }
+                    futures::future::Either::Right((event, _)) => {
+                        if matches!(event, Some(chute_client::ConnectionEvent::Blocked { .. })) {
+                            return (confirmed, connection);
+                        }
+                    }
+                }
+            }
+            panic!("{MESSAGES_MAX} messages into a {TMPFS_SIZE} tmpfs and never blocked");
+        })
+    });
+    let (confirmed, publisher) = confirmed;
+    assert!(confirmed > 0, "blocked before anything was stored");
+    let url = server.url();
+    let drained = within("draining while blocked", TIMEOUT, move || {
+        block_on(async {
+            let consumer = Connection::connect(&url).await.expect("a consumer connects");
+            take_ready(&consumer, QUEUE, confirmed).await.len() as u64
+        })
+    });
+    assert_eq!(drained, confirmed, "every confirmed message is delivered while blocked");
+    let log = server.log();
+    assert!(log.contains("disk alarm raised"), "{log}");
+    assert!(!log.contains("storage failed"), "the broker halted:\n{log}");
+    drop(publisher);
+    assert!(server.stop().success(), "the server stops cleanly:\n{log}");
+    drop(tmpfs);
+}
+
+#[test]
+fn the_disk_alarm_blocks_publishers_before_the_disk_fills_tokio() {
+    the_disk_alarm_blocks_publishers_before_the_disk_fills(ServerBinary::Tokio);
+}
+
+#[test]
+fn the_disk_alarm_blocks_publishers_before_the_disk_fills_smol() {
+    the_disk_alarm_blocks_publishers_before_the_disk_fills(ServerBinary::Smol);
 }
 
 /// What the publishing client saw.

@@ -55,6 +55,8 @@ pub(crate) enum PauseReason {
     PartialFrames = 16,
     /// Its login failed; it is closed once the failure delay has passed.
     LoginRefused = 32,
+    /// It sent a publish while a resource alarm is raised (`alarms.rs`).
+    Alarm = 64,
 }
 
 /// Why reading from a connection is paused; reading resumes when no reason remains. Changed
@@ -183,6 +185,10 @@ pub(crate) struct Connection {
     pub rate_resume_at: Option<Instant>,
     /// Publishes held until a `pause` rate limit has tokens for them.
     pub waiting_publishes: Option<WaitingPublishes>,
+    /// A publish read while a resource alarm is raised, handled once every alarm clears.
+    pub held_publish: Option<chute_protocol::Publish>,
+    /// It was sent `Blocked` and is owed `Unblocked`.
+    pub told_blocked: bool,
     /// Publishes accepted from it and deliveries made to it, for operators.
     pub published_total: u64,
     pub delivered_total: u64,
@@ -220,6 +226,8 @@ impl Connection {
             publish_rate: None,
             rate_resume_at: None,
             waiting_publishes: None,
+            held_publish: None,
+            told_blocked: false,
             published_total: 0,
             delivered_total: 0,
         }

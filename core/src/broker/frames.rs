@@ -114,6 +114,7 @@ impl Broker {
             Frame::QueuePurge(purge) => self.handle_purge(conn, purge),
             Frame::QueueList(list) => self.handle_list(conn, list),
             Frame::QueueStats(request) => self.handle_stats(conn, request),
+            Frame::Publish(publish) if self.holds_publishes() => self.hold_publish(conn, publish),
             Frame::Publish(publish) => self.handle_publish(conn, publish),
             Frame::Subscribe(subscribe) => self.handle_subscribe(conn, subscribe),
             Frame::Credit(credit) => self.handle_credit(conn, credit),

@@ -48,6 +48,15 @@ impl Broker {
             }
             let reasons = connection.pause_reasons();
             assert_eq!(
+                reasons.contains(PauseReason::Alarm),
+                connection.held_publish.is_some(),
+                "{conn}: alarm pause out of step with its held publish"
+            );
+            assert!(
+                connection.held_publish.is_none() || self.alarms.any() || self.shutting_down,
+                "{conn}: a publish held with no alarm raised"
+            );
+            assert_eq!(
                 reasons.contains(PauseReason::PartialFrames),
                 self.partial.paused.contains(conn),
                 "{conn}: partial-frame pause out of step with the broker's list"

@@ -1,6 +1,7 @@
 //! The broker state machine.
 
 mod admin;
+mod alarms;
 mod audit;
 mod authenticate;
 mod authorize;
@@ -140,6 +141,8 @@ pub struct Broker {
     halted: Option<StorageFailure>,
     /// The users, and what failed logins cost.
     auth: authenticate::Authentication,
+    /// Memory and disk alarms, which hold publishes while raised.
+    alarms: alarms::Alarms,
     /// A record someone waits for was appended; sync as soon as none is in flight.
     sync_wanted: bool,
     /// Records nobody waits for must be synced by then.
@@ -193,6 +196,7 @@ impl Broker {
             drain_ends_at: None,
             halted: None,
             auth,
+            alarms: alarms::Alarms::default(),
             sync_wanted: false,
             lazy_sync_at: None,
             manifest_due_at: None,
@@ -253,6 +257,7 @@ impl Broker {
                 }
             }
             Input::Storage(done) => self.handle_storage(done),
+            Input::Resources(reading) => self.handle_resources(reading),
             Input::Timeout => {}
         }
         self.resume_partial_frames();

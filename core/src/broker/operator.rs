@@ -33,8 +33,10 @@ pub struct ConnectionInfo {
     pub unconfirmed: u64,
     pub in_flight: u64,
     pub subscriptions: u64,
-    /// The broker is not reading it (backpressure, a rate limit, ...).
+    /// The broker is not reading it (backpressure, a rate limit, a resource alarm, ...).
     pub read_paused: bool,
+    /// It holds a publish for a resource alarm (and is not read until the alarm clears).
+    pub blocked: bool,
 }
 
 /// Where a connection is in its life.
@@ -79,6 +81,7 @@ impl Broker {
                 in_flight: c.in_flight.len() as u64,
                 subscriptions: c.subscriptions.len() as u64,
                 read_paused: c.pause_reasons().any(),
+                blocked: c.held_publish.is_some(),
             })
             .collect()
     }

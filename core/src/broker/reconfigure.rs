@@ -47,6 +47,7 @@ impl Broker {
             }
         }
         self.log.reconfigure(self.config.storage.clone());
+        self.evaluate_alarms();
         assert_eq!(self.config.seed, old.seed, "the jitter seed changed under the broker");
         self.resume_partial_frames();
         self.dispatch_dirty_queues();

@@ -3,6 +3,7 @@
 use chute_protocol::{QueueCounters, QueueStats};
 
 use super::Broker;
+use crate::policy::alarm::Resource;
 use crate::storage::failure::StorageFailure;
 use crate::storage::seal::KeyId;
 
@@ -33,6 +34,11 @@ pub struct BrokerStats {
     /// Lame duck: clients were told to go away, and the broker stops when the window ends.
     pub draining: bool,
     pub auth: AuthCounters,
+    /// Resource alarms raised now.
+    pub alarm_memory: bool,
+    pub alarm_disk: bool,
+    /// Connections holding a publish for a resource alarm.
+    pub connections_blocked: u64,
 }
 
 /// Logins and refusals since the start.
@@ -77,6 +83,9 @@ impl Broker {
             shutting_down: self.shutting_down,
             draining: self.drain_ends_at.is_some(),
             auth: self.auth.counters,
+            alarm_memory: self.alarm_raised(Resource::Memory),
+            alarm_disk: self.alarm_raised(Resource::Disk),
+            connections_blocked: self.blocked_connection_count(),
         }
     }
 

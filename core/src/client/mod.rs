@@ -142,6 +142,13 @@ pub enum ClientEvent {
     },
     SubscriptionCancelled(SubscriptionCancelled),
     GoingAway(GoingAway),
+    /// A resource alarm is raised on the server (`reason`: `memory`, `disk`): publishes on this
+    /// connection are not read, nor anything sent after them, until `Unblocked`.
+    Blocked {
+        reason: String,
+    },
+    /// The alarm cleared: held publishes are read again.
+    Unblocked,
     /// The connection is over; nothing follows.
     Closed {
         reason: CloseReason,

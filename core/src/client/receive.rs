@@ -41,8 +41,6 @@ impl Client {
         }
         match frame {
             Frame::Heartbeat(_) => {}
-            // Publishes sent while blocked wait in the socket (§5.9): nothing to do here.
-            Frame::Blocked(_) | Frame::Unblocked(_) => {}
             Frame::AuthRequired(_) | Frame::AuthChallenge(_) | Frame::AuthOk(_) => {
                 let message = format!("server sent {:?} after HelloOk", frame.kind());
                 self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
@@ -95,9 +93,13 @@ impl Client {
                 self.subscriptions.remove(&cancelled.subscription);
                 self.emit(ClientEvent::SubscriptionCancelled(cancelled));
             }
-            // Client-to-server kinds were refused above.
+            Frame::Blocked(blocked) => self.emit(ClientEvent::Blocked { reason: blocked.reason }),
+            Frame::Unblocked(_) => self.emit(ClientEvent::Unblocked),
+            // The authentication exchange's frames, after `HelloOk`; and client-to-server
+            // kinds, which were refused above (a bad server must not panic the client).
             other => {
-                unreachable!("client-to-server frame {:?} passed the direction check", other.kind())
+                let message = format!("server sent {:?} on an open connection", other.kind());
+                self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
             }
         }
     }

@@ -10,6 +10,12 @@ use super::*;
 
 /// A server's `HelloOk`: heartbeats every second, roomy limits (the session's tests use it
 /// too).
+/// `hello_ok` from a server that chose `version` (2: Blocked, Unblocked and the login frames).
+pub(super) fn hello_ok_version(version: u16, unconfirmed_max: u32) -> Frame {
+    let Frame::HelloOk(hello_ok) = hello_ok(unconfirmed_max) else { unreachable!() };
+    Frame::HelloOk(HelloOk { version, ..hello_ok })
+}
+
 pub(super) fn hello_ok(unconfirmed_max: u32) -> Frame {
     Frame::HelloOk(HelloOk {
         version: 1,
@@ -82,6 +88,59 @@ fn opens_with_preface_and_hello() {
     reader.feed(bytes.slice(PREFACE.len()..));
     let Some(Frame::Hello(hello)) = reader.next_frame().unwrap() else { panic!() };
     assert_eq!((hello.version_min, hello.version_max), (1, 2));
+}
+
+/// `Blocked` and `Unblocked` from the server become events.
+#[test]
+fn blocked_and_unblocked_become_events() {
+    let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
+    drain(&mut client);
+    let hello_ok = hello_ok_version(2, 10);
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[hello_ok])));
+    drain(&mut client);
+    let frames = [
+        Frame::Blocked(chute_protocol::Blocked { reason: "disk".into() }),
+        Frame::Unblocked(chute_protocol::Unblocked),
+    ];
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&frames)));
+    let (_, events) = drain(&mut client);
+    assert_eq!(events, [ClientEvent::Blocked { reason: "disk".into() }, ClientEvent::Unblocked]);
+}
+
+/// A server that sends a frame the client has no use for once open (here the authentication
+/// exchange's `AuthOk`) ends the connection with `unexpected-frame`; it does not panic the
+/// client.
+#[test]
+fn an_authentication_frame_after_hello_ok_closes_without_a_panic() {
+    let mut client = connected(10);
+    let auth_ok = Frame::AuthOk(chute_protocol::AuthOk { user: "x".into(), data: Bytes::new() });
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[auth_ok])));
+    let (_, events) = drain(&mut client);
+    let closed = events.iter().find_map(|e| match e {
+        ClientEvent::Closed { reason } => reason.code(),
+        _ => None,
+    });
+    assert_eq!(closed, Some(chute_protocol::ErrorCode::UNEXPECTED_FRAME), "{events:?}");
+}
+
+/// A server asking for the authentication exchange from a client with no credentials ends the
+/// handshake with `authentication-failed`, naming the mechanisms it offered.
+#[test]
+fn auth_required_ends_the_handshake() {
+    let mut client = Client::new(ClientConfig::default(), Instant::ZERO);
+    drain(&mut client);
+    let required = Frame::AuthRequired(chute_protocol::AuthRequired {
+        version: 2,
+        mechanisms: vec!["SCRAM-SHA-256".into()],
+    });
+    client.handle_input(Instant::ZERO, ClientInput::Received(bytes_of(&[required])));
+    let (_, events) = drain(&mut client);
+    let Some(ClientEvent::Closed { reason: CloseReason::Code { code, message } }) = events.last()
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(*code, chute_protocol::ErrorCode::AUTHENTICATION_FAILED);
+    assert!(message.contains("SCRAM-SHA-256"), "{message}");
 }
 
 /// Publishing past the server's unconfirmed window is refused until confirms arrive.

@@ -92,6 +92,8 @@ pub fn overview_json(overview: &Overview) -> Value {
             "bytes_written": storage.bytes_written.load(Ordering::Relaxed),
         },
         "partial_frames_bytes": stats.partial_frames_bytes,
+        "alarms": { "memory": stats.alarm_memory, "disk": stats.alarm_disk },
+        "connections_blocked": stats.connections_blocked,
     })
 }
 
@@ -165,6 +167,7 @@ pub fn connections_json(
             "in_flight": info.in_flight,
             "subscriptions": info.subscriptions,
             "read_paused": info.read_paused,
+            "blocked": info.blocked,
         })
     });
     Value::Array(connections.collect())

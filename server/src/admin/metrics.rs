@@ -123,6 +123,11 @@ fn results(ok: u64, failed: u64) -> Family<ResultLabels, Counter> {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -241,6 +246,20 @@ fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
         "Requests refused with not-authorized",
         ConstCounter::new(auth.denied),
     );
+    let alarms = Family::<ResourceLabels, U64Gauge>::default();
+    for (resource, raised) in [("memory", stats.alarm_memory), ("disk", stats.alarm_disk)] {
+        alarms.get_or_create(&ResourceLabels { resource }).set(raised.into());
+    }
+    registry.register(
+        "chute_alarm_active",
+        "1 while the resource alarm is raised (publishes are held), else 0",
+        alarms,
+    );
+    registry.register(
+        "chute_connections_blocked",
+        "Connections holding a publish for a resource alarm (not read until it clears)",
+        gauge(stats.connections_blocked),
+    );
     registry.register(
         "chute_partial_frames_bytes",
         "Bytes held for client frames still arriving, all connections together",
@@ -304,6 +323,7 @@ fn gauge(value: u64) -> ConstGauge<u64> {
 
 #[cfg(test)]
 mod tests {
+    use chute_core::policy::alarm::ResourceReading;
     use chute_core::{Broker, BrokerConfig, Instant};
     use chute_protocol::QueueOptions;
 
@@ -318,6 +338,9 @@ mod tests {
 
     fn snapshot() -> BrokerStats {
         let mut broker = Broker::new(BrokerConfig::default(), Instant::ZERO);
+        let short_of_disk =
+            ResourceReading { rss_bytes: 0, memory_total_bytes: 0, disk_free_bytes: 0 };
+        broker.handle_input(Instant::ZERO, chute_core::Input::Resources(short_of_disk));
         broker.declare_queue("jobs", QueueOptions::default(), false).unwrap();
         while broker.poll_output().is_some() {}
         broker.stats()
@@ -377,6 +400,9 @@ mod tests {
             ("chute_connections", 0.0),
             ("chute_queues", 1.0),
             ("chute_partial_frames_bytes", 0.0),
+            ("chute_alarm_active{resource=\"memory\"}", 0.0),
+            ("chute_alarm_active{resource=\"disk\"}", 1.0),
+            ("chute_connections_blocked", 0.0),
             ("chute_messages_published_total", 0.0),
             ("chute_messages_delivered_total", 0.0),
             ("chute_messages_acked_total", 0.0),

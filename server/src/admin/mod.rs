@@ -20,7 +20,7 @@ mod auth;
 mod handlers;
 mod json;
 mod metrics;
-mod process;
+pub(crate) mod process;
 mod rates;
 mod reply;
 mod routes;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use chute_core::auth::AuthConfig;
+use chute_core::policy::alarm::AlarmConfig;
 use chute_core::storage::log::StorageConfig;
 use chute_core::{BrokerConfig, BrokerLimits, TimeoutConfig};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,7 @@ pub struct ConfigFile {
     pub auth: AuthConfig,
     pub audit: AuditSettings,
     pub tls: TlsSettings,
+    pub alarms: AlarmConfig,
 }
 
 impl Default for ConfigFile {
@@ -44,6 +46,7 @@ impl Default for ConfigFile {
             auth: AuthConfig::default(),
             audit: AuditSettings::default(),
             tls: TlsSettings::default(),
+            alarms: AlarmConfig::default(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl ConfigFile {
             timeouts: self.timeouts.clone(),
             storage: self.storage.clone(),
             auth: self.auth.clone(),
+            alarms: self.alarms.clone(),
             audit: self.audit.file.is_some(),
             ..BrokerConfig::default()
         }

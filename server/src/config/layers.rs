@@ -10,7 +10,7 @@ use super::check::Problem;
 use super::file::ConfigFile;
 
 /// The tables of the schema; everything else at the top level is a plain key (`version`).
-pub const SECTIONS: [&str; 6] = ["server", "log", "limits", "timeouts", "storage", "tls"];
+pub const SECTIONS: [&str; 7] = ["server", "log", "limits", "timeouts", "storage", "tls", "alarms"];
 
 /// Environment variables older than the `CHUTE_<TABLE>_<KEY>` scheme, kept as short names.
 pub const ENV_ALIASES: [(&str, &str); 6] = [

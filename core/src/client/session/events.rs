@@ -115,8 +115,16 @@ pub enum SessionEvent {
     },
     /// A publish was confirmed again: the breaker closed.
     BreakerClosed,
-    /// The session is over; nothing follows. (Flow-control events, `Blocked` and `Unblocked`,
-    /// will join these when the server can raise alarms.)
+    /// The server raised a resource alarm (`reason`: `memory`, `disk`; PROTOCOL.md §5.9): it
+    /// does not read this connection's publishes, nor what follows them, until `Unblocked`.
+    /// Their confirms wait; nothing is lost.
+    Blocked {
+        reason: String,
+    },
+    /// The alarm cleared, or the blocked connection was lost (a block is the connection's:
+    /// the next one is told again if the alarm is still raised when it publishes).
+    Unblocked,
+    /// The session is over; nothing follows.
     Closed {
         reason: SessionEnd,
     },

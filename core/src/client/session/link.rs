@@ -86,6 +86,11 @@ impl Session {
                 self.event(SessionEvent::SubscriptionCancelled { subscription: id, code, message });
             }
             ClientEvent::GoingAway(going_away) => self.going_away(going_away),
+            ClientEvent::Blocked { reason } => {
+                self.blocked = true;
+                self.event(SessionEvent::Blocked { reason });
+            }
+            ClientEvent::Unblocked => self.unblocked(),
             ClientEvent::Closed { reason } => self.closed(reason),
         }
     }
@@ -261,8 +266,16 @@ impl Session {
     }
 
     /// The connection ended (its `Closed` event, always the last of it).
+    fn unblocked(&mut self) {
+        if std::mem::take(&mut self.blocked) {
+            self.unblocked_at = Some(self.now);
+            self.event(SessionEvent::Unblocked);
+        }
+    }
+
     fn closed(&mut self, reason: CloseReason) {
         let client = self.client.take().expect("a connection's events come from it");
+        self.unblocked();
         if self.link == Link::Ended {
             // The application closed the session, and the connection's last bytes are out.
             return self.end(SessionEnd::Closed);

@@ -103,6 +103,10 @@ pub struct Session {
     /// Connection attempts that failed in a row.
     failures: u32,
     ever_connected: bool,
+    /// The current connection was told `Blocked` and not yet `Unblocked`.
+    blocked: bool,
+    /// When the last block ended: confirms held until then are not late.
+    unblocked_at: Option<Instant>,
     /// Why the session is closing the current connection itself, for the event.
     closing_because: Option<LinkError>,
     /// How the driver said the transport was lost.
@@ -146,6 +150,8 @@ impl Session {
             order,
             failures: 0,
             ever_connected: false,
+            blocked: false,
+            unblocked_at: None,
             closing_because: None,
             lost_reason: None,
             server: None,
@@ -299,8 +305,7 @@ impl Session {
             _ => None,
         };
         let client = self.client.as_ref().and_then(Client::poll_timeout);
-        let confirm =
-            timeouts.confirm_ms.and_then(|ms| Some(self.publishes.oldest_on_wire()?.plus_ms(ms)));
+        let confirm = self.confirm_deadline();
         let deadline = timeouts
             .publish_ms
             .and_then(|ms| Some(self.publishes.oldest_published_at()?.plus_ms(ms)));
@@ -638,17 +643,30 @@ impl Session {
     }
 
     /// A publish unanswered for `confirm_ms` on a live connection: the server is stuck, so the
-    /// connection is closed and its publishes go out again on the next one.
+    /// connection is closed and its publishes go out again on the next one. Not while the
+    /// server says it holds them (`Blocked`): it is not stuck, and another connection would be
+    /// blocked as well; the wait counts again from `Unblocked`.
     fn check_confirm_timeout(&mut self) {
         let Some(after_ms) = self.config.timeouts.confirm_ms else { return };
-        let Some(sent_at) = self.publishes.oldest_on_wire() else { return };
-        if sent_at.plus_ms(after_ms) > self.now || self.closing_because.is_some() {
+        let Some(deadline) = self.confirm_deadline() else { return };
+        if deadline > self.now || self.closing_because.is_some() {
             return;
         }
         if let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) {
             self.closing_because = Some(LinkError::ConfirmTimeout { after_ms });
             client.close();
         }
+    }
+
+    /// When the oldest publish on the wire is late, if one is and the server does not hold it.
+    fn confirm_deadline(&self) -> Option<Instant> {
+        let after_ms = self.config.timeouts.confirm_ms?;
+        let sent_at = self.publishes.oldest_on_wire()?;
+        if self.blocked {
+            return None;
+        }
+        let waiting_since = self.unblocked_at.map_or(sent_at, |at| at.max(sent_at));
+        Some(waiting_since.plus_ms(after_ms))
     }
 
     /// Sends whatever waits for the open connection: requests, then publishes.

@@ -8,7 +8,7 @@ use chute_protocol::{
 };
 
 use super::*;
-use crate::client::tests::{delivery, hello_ok};
+use crate::client::tests::{delivery, hello_ok_version};
 
 /// What `hello_ok` announces.
 const HEARTBEAT_MS: u32 = 1_000;
@@ -77,7 +77,8 @@ impl Harness {
         self.reader = FrameReader::new(FRAME_SIZE_CEILING);
         let hello = self.drain();
         assert!(matches!(hello.frames[..], [Frame::Hello(_)]), "{hello:?}");
-        self.server(&[hello_ok(unconfirmed_max)]);
+        // The session offers version 2, and a server of today answers with it.
+        self.server(&[hello_ok_version(2, unconfirmed_max)]);
         self.drain()
     }
 
@@ -328,6 +329,31 @@ fn a_heartbeat_timeout_reconnects() {
     assert_eq!(h.fire_timer().connects, vec![0]);
 }
 
+// ---- Blocked ----
+
+/// `Blocked` and `Unblocked` reach the application; a connection lost while blocked ends its
+/// block (`Unblocked` before `Disconnected`), since the next connection starts unblocked.
+#[test]
+fn blocked_and_unblocked_reach_the_application() {
+    let mut h = Harness::connected(config());
+    let blocked = Frame::Blocked(chute_protocol::Blocked { reason: "memory".into() });
+    h.server(&[blocked.clone(), Frame::Unblocked(chute_protocol::Unblocked)]);
+    let events = h.drain().events;
+    assert!(
+        matches!(
+            &events[..],
+            [SessionEvent::Blocked { reason }, SessionEvent::Unblocked] if reason == "memory"
+        ),
+        "{events:?}"
+    );
+    h.server(&[blocked]);
+    h.drain();
+    let events = h.lose_transport().events;
+    let unblocked = events.iter().position(|e| matches!(e, SessionEvent::Unblocked));
+    let disconnected = events.iter().position(|e| matches!(e, SessionEvent::Disconnected { .. }));
+    assert!(unblocked.is_some() && unblocked < disconnected, "{events:?}");
+}
+
 // ---- GoingAway ----
 
 /// GoingAway with a second address: nothing new goes out on the old connection, the session
@@ -451,6 +477,37 @@ fn a_confirm_timeout_closes_the_connection_and_publishes_again() {
     h.fire_timer();
     let again = published(&h.open(100).frames);
     assert_eq!(again, first);
+}
+
+/// While the server says it holds the publishes (`Blocked`), their confirms are not late: the
+/// connection is kept however long the block lasts, and the wait counts again from
+/// `Unblocked`.
+#[test]
+fn a_blocked_connection_is_not_closed_for_late_confirms() {
+    let mut config = config();
+    config.timeouts.confirm_ms = Some(1_500);
+    let mut h = Harness::connected(config);
+    h.now = at(200);
+    h.publish("held");
+    h.drain();
+    h.server(&[Frame::Blocked(chute_protocol::Blocked { reason: "disk".into() })]);
+    h.drain();
+    for _ in 0..10 {
+        h.server(&[Frame::Heartbeat(chute_protocol::Heartbeat)]);
+        let seen = h.fire_timer();
+        assert_eq!(seen.closes, 0, "closed while blocked at {:?}", h.now);
+    }
+    let unblocked_at = h.now;
+    h.server(&[Frame::Unblocked(chute_protocol::Unblocked)]);
+    h.drain();
+    let mut closed_at = None;
+    while closed_at.is_none() {
+        h.server(&[Frame::Heartbeat(chute_protocol::Heartbeat)]);
+        if h.fire_timer().closes > 0 {
+            closed_at = Some(h.now);
+        }
+    }
+    assert_eq!(closed_at, Some(unblocked_at.plus_ms(1_500)), "counted from Unblocked");
 }
 
 /// A publish with no outcome by its deadline is given up: unknown if it was sent, deadline
