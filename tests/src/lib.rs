@@ -298,6 +298,16 @@ impl Server {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
+
+    /// Waits up to 10 s for `text` in the log. Log lines go through a writer thread, so a line
+    /// can land after a metric or an answer that reports the same event.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "{text:?} not in the log: {}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Server {

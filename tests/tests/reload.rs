@@ -32,14 +32,6 @@ fn connect(server: &Server) -> Result<Connection, chute_client::Error> {
     block_on(Connection::connect(&server.url()))
 }
 
-/// Waits for `text` in the server's log: log lines go through a writer thread, so a line can
-/// land after the metric that counts its event.
-fn logged(server: &Server, text: &str) {
-    wait_for(&format!("{text:?} in the log"), Duration::from_secs(10), || {
-        server.log().contains(text)
-    });
-}
-
 /// The error of a connection that must be refused.
 fn refused(server: &Server, what: &str) -> chute_client::Error {
     match connect(server) {
@@ -77,7 +69,7 @@ fn a_valid_reload_applies(binary: ServerBinary) {
     assert_eq!(refused.code(), Some(ErrorCode::RESOURCE_LIMIT), "{refused}");
     block_on(first.declare_queue("still-served", Default::default())).expect("the open one");
     assert_eq!(reloads(&server, "ok"), 1.0);
-    logged(&server, "configuration reloaded");
+    server.wait_for_log("configuration reloaded");
     assert!(server.stop().success());
 }
 
@@ -167,7 +159,7 @@ fn sighup_reloads(binary: ServerBinary) {
     rewrite(&path, &server, &config("connections_max = 0\n"));
     server.signal("HUP");
     wait_for("the failed reload", Duration::from_secs(10), || reloads(&server, "failed") == 1.0);
-    logged(&server, "limits.connections_max = 0 is out of range");
+    server.wait_for_log("limits.connections_max = 0 is out of range");
     let _second = connect(&server).expect("nothing changed");
 
     rewrite(&path, &server, &config("connections_max = 2\n"));
@@ -175,7 +167,7 @@ fn sighup_reloads(binary: ServerBinary) {
     wait_for("the reload", Duration::from_secs(10), || reloads(&server, "ok") == 1.0);
     let refused = refused(&server, "a third connection beyond the new limit");
     assert_eq!(refused.code(), Some(ErrorCode::RESOURCE_LIMIT), "{refused}");
-    logged(&server, "limits.connections_max: 100 -> 2");
+    server.wait_for_log("limits.connections_max: 100 -> 2");
     assert!(server.stop().success());
 }
 

@@ -406,7 +406,7 @@ fn rotation_without_a_signal(binary: ServerBinary, triggers: &str) {
     swap_like_kubernetes(&server.files, "..gen2", &mismatched, &server.ca);
     let refused = "chute_tls_certificate_reloads_total{result=\"failed\"}";
     wait_for("the refusal", WAIT, || server.metric(refused) == 1.0);
-    assert!(server.server.log().contains("the key does not match"), "{}", server.server.log());
+    server.server.wait_for_log("the key does not match");
     assert_eq!(server_certificate(&server.connect(&[&server.ca], None).unwrap()), first.der);
     // Another change in the directory (a wake-up when it is watched) with the same bad files
     // is not tried, logged and counted again.
@@ -420,7 +420,7 @@ fn rotation_without_a_signal(binary: ServerBinary, triggers: &str) {
         server_certificate(&server.connect(&[&server.ca], None).unwrap()) == third.der
     });
     before.publish_confirmed("jobs", "after the rotation").expect("the open connection");
-    assert!(server.server.log().contains("TLS files changed: reloaded"), "{}", server.server.log());
+    server.server.wait_for_log("TLS files changed: reloaded");
     assert!(server.server.stop().success());
 }
 
@@ -445,7 +445,7 @@ fn a_bad_new_certificate_is_refused(binary: ServerBinary) {
     );
     assert_eq!(server.metric("chute_tls_certificate_reloads_total{result=\"failed\"}"), 1.0);
     assert_eq!(server.metric("chute_tls_certificate_reloads_total{result=\"ok\"}"), 0.0);
-    assert!(server.server.log().contains("the key does not match"), "{}", server.server.log());
+    server.server.wait_for_log("the key does not match");
     let served = server_certificate(&server.connect(&[&server.ca], None).unwrap());
     assert_eq!(served.as_ref(), pem_der(&old), "the old certificate still serves");
     before.publish_confirmed("jobs", "still served").expect("the open connection");
