@@ -167,7 +167,7 @@ fn a_server_short_of_disk_starts_blocked(binary: ServerBinary) {
     assert!(status.success(), "{rest:?}");
     assert_eq!(rest.first().map(String::as_str), Some("unblocked: publishing again"), "{rest:?}");
     assert_eq!(block_on(admin.queue_stats("jobs")).unwrap().ready, 1);
-    assert!(server.log().contains("disk alarm raised"), "{}", server.log());
+    server.wait_for_log("disk alarm raised");
     drop(admin);
     assert!(server.stop().success());
 }
