@@ -13,7 +13,7 @@ use chute_core::storage::records::Record;
 use chute_core::storage::recovery::{LogImage, RecoveryError};
 use chute_core::{BrokerConfig, Input};
 use chute_protocol::{Durability, ErrorCode, QueueOptions};
-use support::{payload, Net};
+use support::{payload, small_segments, Net};
 
 fn declare(net: &mut Net, conn: chute_core::ConnId, name: &str, durability: Durability) {
     let options = QueueOptions { durability, ..QueueOptions::default() };
@@ -33,14 +33,6 @@ fn crashed_with_newest(payloads: &[&str], edit: impl FnOnce(&mut Vec<u8>)) -> Lo
     edit(&mut bytes);
     last.bytes = Bytes::from(bytes);
     files
-}
-
-fn small_segments() -> BrokerConfig {
-    let mut config = BrokerConfig::default();
-    config.limits.frame_size_max = 64 * 1024;
-    config.limits.payload_size_max = 16 * 1024;
-    config.storage.segment_bytes_max = 128 * 1024;
-    config
 }
 
 /// A publish to a durable queue is confirmed only once a sync covers it, and no consumer sees
@@ -236,7 +228,7 @@ fn deletes_and_purges_survive_restart() {
 /// With everything acked, old segments are deleted: disk use stays within two segments.
 #[test]
 fn settled_segments_are_deleted() {
-    let mut net = Net::with_config(small_segments());
+    let mut net = Net::with_config(small_segments(BrokerConfig::default()));
     let conn = net.connect();
     declare(&mut net, conn, "jobs", Durability::Always);
     let (request, _) = net.client(conn).subscribe("jobs", 100, None, true).unwrap();
@@ -258,7 +250,7 @@ fn settled_segments_are_deleted() {
 /// go, and it survives recovery with its attempts.
 #[test]
 fn compaction_moves_long_lived_messages_forward() {
-    let mut net = Net::with_config(small_segments());
+    let mut net = Net::with_config(small_segments(BrokerConfig::default()));
     let conn = net.connect();
     declare(&mut net, conn, "jobs", Durability::Always);
     declare(&mut net, conn, "keep", Durability::Always);
@@ -277,7 +269,7 @@ fn compaction_moves_long_lived_messages_forward() {
     assert!(net.disk.files().len() <= 3, "{} segments", net.disk.files().len());
     assert!(!net.disk.files().contains_key(&Lsn(0)), "the first segment was compacted away");
     let files = net.disk.after_process_crash();
-    let (mut net, report) = Net::recovered(small_segments(), &files);
+    let (mut net, report) = Net::recovered(small_segments(BrokerConfig::default()), &files);
     assert_eq!(report.messages, 1);
     let conn = net.connect();
     net.subscribe(conn, "keep", 1);
@@ -367,7 +359,7 @@ fn corruption_in_the_middle_is_refused() {
 /// A missing segment in the middle of the log is detected, not silently skipped.
 #[test]
 fn missing_segment_is_refused() {
-    let mut net = Net::with_config(small_segments());
+    let mut net = Net::with_config(small_segments(BrokerConfig::default()));
     let conn = net.connect();
     declare(&mut net, conn, "jobs", Durability::Always);
     let body = "x".repeat(1000);
@@ -377,8 +369,12 @@ fn missing_segment_is_refused() {
     let mut files = net.disk.after_process_crash();
     assert!(files.segments.len() >= 3);
     files.segments.remove(1);
-    let error = chute_core::Broker::recover(small_segments(), chute_core::Instant::ZERO, &files)
-        .unwrap_err();
+    let error = chute_core::Broker::recover(
+        small_segments(BrokerConfig::default()),
+        chute_core::Instant::ZERO,
+        &files,
+    )
+    .unwrap_err();
     assert!(matches!(error, RecoveryError::Gap { .. }), "{error}");
 }
 
@@ -453,7 +449,7 @@ fn ids_are_not_reused_after_restart() {
 /// segments behind it: once they hold more dead data than it holds live, it is compacted.
 #[test]
 fn a_mostly_live_head_does_not_pin_dead_segments() {
-    let mut net = Net::with_config(small_segments());
+    let mut net = Net::with_config(small_segments(BrokerConfig::default()));
     let conn = net.connect();
     declare(&mut net, conn, "jobs", Durability::Always);
     declare(&mut net, conn, "keep", Durability::Always);
@@ -478,7 +474,7 @@ fn a_mostly_live_head_does_not_pin_dead_segments() {
 /// every record start a new segment with a new copy of the checkpoint.
 #[test]
 fn a_checkpoint_larger_than_a_segment_does_not_explode_the_log() {
-    let mut config = small_segments();
+    let mut config = small_segments(BrokerConfig::default());
     config.storage.segment_bytes_max = 64 * 1024;
     let mut net = Net::with_config(config);
     let conn = net.connect();

@@ -13,7 +13,7 @@ use chute_core::storage::recovery::{recover_log, LogImage, RecoveryError};
 use chute_core::storage::seal::{Keyring, SealError, SEAL_KIND};
 use chute_core::{Broker, BrokerConfig, Instant};
 use chute_protocol::{Destination, PublishMessage, QueueOptions};
-use support::{payload, Net};
+use support::{payload, small_segments, Net};
 
 const KEY_1: [u8; 32] = [0x11; 32];
 const KEY_2: [u8; 32] = [0x22; 32];
@@ -24,14 +24,6 @@ fn keyring(keys: &[(u32, [u8; 32])], salt_seed: u8) -> Keyring {
 
 fn sealed_config(keys: &[(u32, [u8; 32])], salt_seed: u8) -> BrokerConfig {
     BrokerConfig { keyring: keyring(keys, salt_seed), ..BrokerConfig::default() }
-}
-
-fn small_segments(keys: &[(u32, [u8; 32])], salt_seed: u8) -> BrokerConfig {
-    let mut config = sealed_config(keys, salt_seed);
-    config.limits.frame_size_max = 64 * 1024;
-    config.limits.payload_size_max = 16 * 1024;
-    config.storage.segment_bytes_max = 128 * 1024;
-    config
 }
 
 /// Declares `jobs` and publishes `payloads` to it, each with the message id `id-<payload>`.
@@ -200,14 +192,14 @@ fn appends_resumed_in_a_sealed_segment_get_a_new_salt() {
 /// recovers without it.
 #[test]
 fn rotation_seals_new_segments_with_the_new_key_and_compaction_retires_the_old() {
-    let mut net = Net::with_config(small_segments(&[(1, KEY_1)], 1));
+    let mut net = Net::with_config(small_segments(sealed_config(&[(1, KEY_1)], 1)));
     let conn = net.connect();
     for queue in ["jobs", "keep"] {
         assert!(matches!(net.declare(conn, queue, QueueOptions::default()), Response::Declared(_)));
     }
     net.publish(conn, "keep", &["long-lived"]);
     let image = net.disk.after_process_crash();
-    let rotated = small_segments(&[(2, KEY_2), (1, KEY_1)], 2);
+    let rotated = small_segments(sealed_config(&[(2, KEY_2), (1, KEY_1)], 2));
     let (mut net, _) = Net::recovered(rotated.clone(), &image);
     assert!(key_ids(&net).contains(&Some(2)));
     assert!(key_ids(&net).contains(&Some(1)));
@@ -225,7 +217,7 @@ fn rotation_seals_new_segments_with_the_new_key_and_compaction_retires_the_old()
     }
     assert_eq!(key_ids(&net), [Some(2)].into(), "key 1 is no longer used");
     let image = net.disk.after_process_crash();
-    let (mut net, report) = Net::recovered(small_segments(&[(2, KEY_2)], 3), &image);
+    let (mut net, report) = Net::recovered(small_segments(sealed_config(&[(2, KEY_2)], 3)), &image);
     assert_eq!(report.messages, 1);
     let conn = net.connect();
     net.subscribe(conn, "keep", 1);

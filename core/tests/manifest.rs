@@ -8,20 +8,12 @@ use chute_core::storage::manifest::{LogCutShort, MANIFEST_SLOT_LEN};
 use chute_core::storage::recovery::{LogImage, ManifestCheck, RecoveryError};
 use chute_core::{Broker, BrokerConfig, Instant};
 use chute_protocol::QueueOptions;
-use support::Net;
-
-fn small_segments() -> BrokerConfig {
-    let mut config = BrokerConfig::default();
-    config.limits.frame_size_max = 64 * 1024;
-    config.limits.payload_size_max = 16 * 1024;
-    config.storage.segment_bytes_max = 128 * 1024;
-    config
-}
+use support::{small_segments, Net};
 
 /// A broker with confirmed messages in several segments, shut down gracefully (so the
 /// manifest names exactly where the log ends).
 fn stopped_with_segments() -> Net {
-    let mut net = Net::with_config(small_segments());
+    let mut net = Net::with_config(small_segments(BrokerConfig::default()));
     let conn = net.connect();
     net.declare(conn, "jobs", QueueOptions::default());
     let body = "x".repeat(1000);
@@ -38,7 +30,7 @@ fn stopped_with_segments() -> Net {
 }
 
 fn cut_short(image: &LogImage) -> LogCutShort {
-    match Broker::recover(small_segments(), Instant::ZERO, image) {
+    match Broker::recover(small_segments(BrokerConfig::default()), Instant::ZERO, image) {
         Err(RecoveryError::CutShort(cut)) => cut,
         Err(other) => panic!("refused for another reason: {other}"),
         Ok((_, report)) => panic!("recovered a log cut short: {report:?}"),
@@ -62,11 +54,12 @@ fn a_missing_or_emptied_newest_segment_is_refused() {
     assert!(matches!(cut_short(&emptied), LogCutShort::NewestSegmentMissing { .. }));
 
     deleted.accept_data_loss = true;
-    let (recovered, report) = Net::recovered(small_segments(), &deleted);
+    let (recovered, report) = Net::recovered(small_segments(BrokerConfig::default()), &deleted);
     assert!(matches!(report.manifest, ManifestCheck::LossAccepted(_)), "{report:?}");
     let kept = recovered.broker.queue_depth("jobs").unwrap();
     assert!(kept < 600, "{kept}");
-    let (again, report) = Net::recovered(small_segments(), &recovered.disk.image());
+    let (again, report) =
+        Net::recovered(small_segments(BrokerConfig::default()), &recovered.disk.image());
     assert_eq!(report.manifest, ManifestCheck::Agrees);
     assert_eq!(again.broker.queue_depth("jobs"), Some(kept));
 }
@@ -106,7 +99,7 @@ fn a_torn_manifest_slot_falls_back_to_the_other() {
     let at = newer.slot_offset() as usize + 30;
     manifest[at] ^= 0xff;
     image.manifest = Some(Bytes::from(manifest));
-    let (_, report) = Net::recovered(small_segments(), &image);
+    let (_, report) = Net::recovered(small_segments(BrokerConfig::default()), &image);
     assert_eq!(report.manifest, ManifestCheck::Agrees, "the older slot still agrees");
 }
 
@@ -116,7 +109,7 @@ fn a_log_without_a_manifest_recovers_and_gets_one() {
     let net = stopped_with_segments();
     let mut image = net.disk.image();
     image.manifest = None;
-    let (recovered, report) = Net::recovered(small_segments(), &image);
+    let (recovered, report) = Net::recovered(small_segments(BrokerConfig::default()), &image);
     assert_eq!(report.manifest, ManifestCheck::Absent);
     assert_eq!(recovered.broker.queue_depth("jobs"), Some(600));
     let mut deleted = recovered.disk.image();

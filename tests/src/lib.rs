@@ -12,6 +12,24 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The segment files in `data_dir`, oldest first (by name, that is by base LSN).
+pub fn segment_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut named: Vec<_> = std::fs::read_dir(data_dir)
+        .expect("data directory")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            Some((chute_core::storage::format::parse_segment_file_name(&name)?, name))
+        })
+        .collect();
+    named.sort();
+    named.into_iter().map(|(_, name)| data_dir.join(name)).collect()
+}
+
+/// The newest segment file in `data_dir`.
+pub fn newest_segment(data_dir: &Path) -> PathBuf {
+    segment_files(data_dir).pop().expect("a segment file")
+}
+
 /// The two reference servers; every black-box test runs against both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerBinary {

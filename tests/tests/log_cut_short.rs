@@ -2,30 +2,13 @@
 //! named, instead of starting with confirmed messages silently gone; `--accept-data-loss`
 //! starts once with what is left.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chute_core::storage::format::parse_segment_file_name;
-use chute_tests::{binary_path, chute, stdout, Server, ServerBinary};
-
-fn newest_segment(data_dir: &Path) -> PathBuf {
-    let newest = std::fs::read_dir(data_dir)
-        .expect("data directory")
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter_map(|name| Some((parse_segment_file_name(&name)?, name)))
-        .max()
-        .map(|(_, name)| name);
-    data_dir.join(newest.expect("a segment file"))
-}
-
-fn segment_count(data_dir: &Path) -> usize {
-    std::fs::read_dir(data_dir)
-        .expect("data directory")
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| parse_segment_file_name(name).is_some())
-        .count()
-}
+use chute_tests::{
+    binary_path, chute, newest_segment, segment_files, stdout, Server, ServerBinary,
+};
 
 /// A stopped server whose queue `jobs` holds 2,000 confirmed messages over several segments.
 fn log_with_confirmed_messages(binary: ServerBinary, data_dir: &Path) {
@@ -34,7 +17,8 @@ fn log_with_confirmed_messages(binary: ServerBinary, data_dir: &Path) {
     let published = chute(&server, &["publish", "jobs", "--count", "2000", "--size", "200"], None);
     assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
     assert!(server.stop().success());
-    assert!(segment_count(data_dir) >= 3, "{} segments", segment_count(data_dir));
+    let segments = segment_files(data_dir).len();
+    assert!(segments >= 3, "{segments} segments");
 }
 
 /// Starts the server on `data_dir` with `extra` flags; returns its exit code (`None` if it was

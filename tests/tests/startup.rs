@@ -7,8 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chute_core::storage::format::{parse_segment_file_name, scan_segment};
-use chute_tests::{binary_path, Server, ServerBinary};
+use chute_core::storage::format::scan_segment;
+use chute_tests::{binary_path, newest_segment, Server, ServerBinary};
 
 fn port_in_use_is_reported(binary: ServerBinary) {
     let first = Server::start(binary);
@@ -77,17 +77,6 @@ fn tokio_threads_is_a_checked_flag() {
 
     let smol = Command::new(binary_path("chuted-smol")).args(["--tokio-threads", "2"]).output();
     assert_eq!(smol.unwrap().status.code(), Some(2));
-}
-
-/// The newest segment file in `data_dir` (by name, that is by base LSN).
-fn newest_segment(data_dir: &Path) -> PathBuf {
-    let newest = std::fs::read_dir(data_dir)
-        .expect("data directory")
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter_map(|name| Some((parse_segment_file_name(&name)?, name)))
-        .max()
-        .map(|(_, name)| name);
-    data_dir.join(newest.expect("a segment file"))
 }
 
 /// The whole records in the newest segment (its preallocated zeros, if any, are a torn tail to

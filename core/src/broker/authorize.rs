@@ -6,22 +6,28 @@ use chute_protocol::{ErrorCode, Frame};
 
 use super::errors::Denied;
 use super::Broker;
-use crate::auth::{Access, AuditKind, AuditOutcome};
+use crate::auth::{Access, AuditKind, AuditOutcome, Permissions};
 use crate::ids::ConnId;
 
 impl Broker {
     /// Whether the connection may have `access` to `name`.
     pub(super) fn permits(&self, conn: ConnId, access: Access, name: &str) -> bool {
-        if self.auth.users().is_none() {
-            return true;
-        }
-        let connection = self.connections.get(&conn).expect("connection exists");
-        connection.user.as_ref().is_some_and(|user| user.permissions.allows(access, name))
+        self.user_permits(conn, |permissions| permissions.allows(access, name))
     }
 
     /// Whether the connection has any access to `name` (what a queue listing shows).
     pub(super) fn permits_any(&self, conn: ConnId, name: &str) -> bool {
-        Access::ALL.into_iter().any(|access| self.permits(conn, access, name))
+        self.user_permits(conn, |permissions| permissions.allows_any(name))
+    }
+
+    /// `check` on the connection's user's permissions; without users, everything is allowed,
+    /// and a connection with no user (not logged in) is allowed nothing.
+    fn user_permits(&self, conn: ConnId, check: impl FnOnce(&Permissions) -> bool) -> bool {
+        if self.auth.users().is_none() {
+            return true;
+        }
+        let connection = self.connections.get(&conn).expect("connection exists");
+        connection.user.as_ref().is_some_and(|user| check(&user.permissions))
     }
 
     /// [`permits`](Self::permits), refusals audited.

@@ -417,6 +417,14 @@ pub fn raw_hello() -> chute_protocol::Frame {
     })
 }
 
+/// `config` with segments small enough (128 KiB, frames of 64 KiB) for a test to fill several.
+pub fn small_segments(mut config: BrokerConfig) -> BrokerConfig {
+    config.limits.frame_size_max = 64 * 1024;
+    config.limits.payload_size_max = 16 * 1024;
+    config.storage.segment_bytes_max = 128 * 1024;
+    config
+}
+
 pub fn payload(delivery: &Delivery) -> &str {
     std::str::from_utf8(&delivery.payload).unwrap()
 }
