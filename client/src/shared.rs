@@ -182,7 +182,7 @@ impl Shared {
             }
             SessionEvent::Closed { reason } => {
                 let addr = self.addr(self.machine.address());
-                let before_first_connection = !self.connected_waiters.is_empty();
+                let before_first_connection = !self.machine.ever_connected();
                 self.fail_everything(Ended::from_session(reason, addr, before_first_connection));
             }
             other => self.state_changed(other),

@@ -192,6 +192,11 @@ impl Session {
         self.order[self.position]
     }
 
+    /// Whether a connection was ever open (its handshake done).
+    pub fn ever_connected(&self) -> bool {
+        self.ever_connected
+    }
+
     /// The number of the current connection (1 for the first); deliveries carry it.
     pub fn epoch(&self) -> u64 {
         self.epoch
