@@ -9,10 +9,10 @@
 //! publishes without a future per message: sequence numbers out, confirmed ranges back.
 //!
 //! A connection survives the loss of its server. It reconnects by itself (exponential backoff
-//! with jitter, over every address of `chute://a:4770,b:4770`, moving early when a server says
-//! it is going away) and puts its state back: queues it declared, bindings, subscriptions (the
-//! streams carry on), and every publish not yet confirmed, sent again in order with its
-//! message id. Messages published without an id to a queue with a dedup window get one, so
+//! with jitter, over every address of `chute://a:4770,b:4770`; when a server says it is going
+//! away, it moves to the next address once its held deliveries are settled) and puts its state
+//! back: queues it declared, bindings, subscriptions (the streams carry on), and every publish
+//! not yet confirmed, sent again in order with its message id. Messages published without an id to a queue with a dedup window get one, so
 //! nothing is enqueued twice there. Operations have timeouts, refusals that say "later" are retried,
 //! and an optional circuit breaker fails publishes fast while the server is down: see
 //! [`ConnectOptions`]. [`Connection::events`] reports each state change, and
