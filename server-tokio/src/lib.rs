@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+mod stream;
+
+pub use stream::TokioStream;
 
 /// `chuted`'s own flags, beside the server's.
 #[derive(Clone, Copy, Debug, clap::Args)]
@@ -49,7 +51,7 @@ impl TokioRuntime {
 
 impl chute_server::Runtime for TokioRuntime {
     type Listener = tokio::net::TcpListener;
-    type Stream = Compat<tokio::net::TcpStream>;
+    type Stream = TokioStream;
 
     fn name(&self) -> &'static str {
         "tokio"
@@ -71,7 +73,7 @@ impl chute_server::Runtime for TokioRuntime {
     async fn accept(&self, listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = listener.accept().await?;
         stream.set_nodelay(true)?;
-        Ok((stream.compat(), peer))
+        Ok((TokioStream(stream), peer))
     }
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
