@@ -21,28 +21,7 @@ import subprocess
 import threading
 import time
 
-PREFACE = b"\x89CHUTE\r\n"
-KIND_HELLO = 0x01
-KIND_PUBLISH = 0x20
-
-
-def varint(value):
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def hello_frame():
-    name = b"slow-frames"
-    # version_min, version_max, client_name, credentials Anonymous (variant 0), heartbeat 0
-    body = varint(1) + varint(1) + varint(len(name)) + name + varint(0) + varint(0)
-    return struct.pack(">IBB", len(body), KIND_HELLO, 0) + body
+from chute_wire import KIND_PUBLISH, PREFACE, hello_frame
 
 
 def rss_bytes(pid):
@@ -57,7 +36,7 @@ def attacker(addr, frame_bytes, sent_bytes, interval_s, stop, sockets):
     host, port = addr.rsplit(":", 1)
     try:
         sock = socket.create_connection((host, int(port)), timeout=10)
-        sock.sendall(PREFACE + hello_frame())
+        sock.sendall(PREFACE + hello_frame("slow-frames"))
         sock.sendall(struct.pack(">IBB", frame_bytes, KIND_PUBLISH, 0))
         chunk = b"\0" * 65536
         left = sent_bytes

@@ -26,6 +26,7 @@ use crate::access::{self, SharedUsers};
 use crate::audit::AuditLog;
 use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
+use crate::memory_trim::{self, TrimSchedule};
 use crate::operator::{self, OperatorRequest, PendingAnswers};
 use crate::runtime::Runtime;
 use crate::tls::{Accepted, TlsState};
@@ -136,6 +137,8 @@ pub struct LoopParts<R: Runtime> {
     pub shutdown_timeout: std::time::Duration,
     /// Lame duck's window (`server.drain_window_ms`) when a drain request names none.
     pub drain_window_ms: u32,
+    /// `server.memory_trim_interval_ms`: the least time between two returns of free heap.
+    pub memory_trim_interval_ms: u32,
     pub reloader: Reloader,
     pub audit: AuditLog,
     /// The users the broker has, shared with the admin endpoint.
@@ -177,6 +180,7 @@ pub struct EventLoop<R: Runtime> {
     audit: AuditLog,
     users: Arc<SharedUsers>,
     alarm_interval_ms: Arc<AtomicU32>,
+    memory_trim: TrimSchedule,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +216,7 @@ impl<R: Runtime> EventLoop<R> {
             audit: parts.audit,
             users: parts.users,
             alarm_interval_ms: parts.alarm_interval_ms,
+            memory_trim: TrimSchedule::new(parts.memory_trim_interval_ms),
         }
     }
 
@@ -348,6 +353,7 @@ impl<R: Runtime> EventLoop<R> {
                 let shared_users = &self.users;
                 let tls = &mut self.tls;
                 let alarm_interval_ms = &self.alarm_interval_ms;
+                let memory_trim = &mut self.memory_trim;
                 let result = self.reloader.reload(|config| {
                     let users = access::load(&config.auth)?;
                     // The TLS files are read again even when the configuration did not
@@ -361,6 +367,7 @@ impl<R: Runtime> EventLoop<R> {
                         std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
                     *drain_window_ms = config.server.drain_window_ms;
                     alarm_interval_ms.store(config.alarms.check_interval_ms, Ordering::Relaxed);
+                    memory_trim.set_interval_ms(config.server.memory_trim_interval_ms);
                     let mut changes = match (tls.as_mut(), tls_prepared) {
                         (Some(tls), Some(prepared)) => tls.commit(prepared),
                         _ => Vec::new(),
@@ -401,6 +408,7 @@ impl<R: Runtime> EventLoop<R> {
             }
             LoopEvent::Resources(reading) => {
                 self.broker.handle_input(now, Input::Resources(reading));
+                self.trim_memory_if_due();
             }
             LoopEvent::SetUsers { users, reply } => {
                 self.users.set(Some(users.clone()));
@@ -415,6 +423,19 @@ impl<R: Runtime> EventLoop<R> {
                 self.deadline_passed = true;
             }
         }
+    }
+
+    /// Returns free heap to the system when many connections have closed since the last time
+    /// (memory_trim.rs says why and how often).
+    fn trim_memory_if_due(&mut self) {
+        let connections = self.connections.len() as u64;
+        if !self.memory_trim.due(StdInstant::now(), connections) {
+            return;
+        }
+        let started = StdInstant::now();
+        memory_trim::release_free_memory();
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        tracing::debug!(connections, elapsed_us, "returned free heap memory to the system");
     }
 
     /// Starts a drain of `window_ms` unless a stop is under way. The broker refuses new
@@ -472,6 +493,7 @@ impl<R: Runtime> EventLoop<R> {
         ));
         self.writers_running += 1;
         self.connections.insert(conn, ConnHandle { writer: writer_tx, gate });
+        self.memory_trim.saw_connections(self.connections.len() as u64);
         match &peer.addr {
             Some(addr) => tracing::debug!(%conn, peer = %addr, tls = peer.tls, "accepted"),
             None => tracing::debug!(%conn, tls = peer.tls, "accepted"),

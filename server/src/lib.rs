@@ -38,6 +38,7 @@ mod data_dir;
 mod event_loop;
 mod keys;
 pub mod logging;
+mod memory_trim;
 mod notify;
 mod operator;
 mod resources;

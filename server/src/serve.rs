@@ -483,6 +483,7 @@ pub async fn serve<R: Runtime>(
     let (plain_stop_tx, plain_stop_rx) = oneshot::channel();
     let (tls_stop_tx, tls_stop_rx) = oneshot::channel();
     let drain_window_ms = server.drain_window_ms;
+    let memory_trim_interval_ms = server.memory_trim_interval_ms;
     if let Some(tls) = &mut tls {
         let events = events_tx.clone();
         // The broker task is gone only when the server stops; nobody needs the event then.
@@ -510,6 +511,7 @@ pub async fn serve<R: Runtime>(
         accept_stops: vec![plain_stop_tx, tls_stop_tx],
         shutdown_timeout,
         drain_window_ms,
+        memory_trim_interval_ms,
         reloader,
         audit,
         users,
@@ -595,7 +597,10 @@ fn recover(
         data_dir.truncate(truncation)?;
     }
     drop(files);
-    release_free_memory();
+    // Recovery's scratch space (the decoded log, indexes of every record) is freed by now, but
+    // glibc keeps freed heap pages mapped, and they are interleaved with the queues' messages:
+    // after recovering a million messages that is about 50 MB of resident memory nobody uses.
+    crate::memory_trim::release_free_memory();
     tracing::info!(
         queues = report.queues,
         messages = report.messages,
@@ -606,19 +611,6 @@ fn recover(
         "recovered"
     );
     Ok(broker)
-}
-
-/// Recovery's scratch space (the decoded log, indexes of every record) is freed by now, but
-/// glibc keeps freed heap pages mapped, and they are interleaved with the queues' messages:
-/// after recovering a million messages that is about 50 MB of resident memory nobody uses.
-/// `malloc_trim` hands those pages back.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator Rust uses here (the
-    // system allocator, glibc's); it touches no memory that is in use.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Starts the storage worker thread; returns where to send it requests, where it reports,

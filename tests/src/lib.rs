@@ -2,8 +2,11 @@
 //! its own data directory, run the `chute` CLI, and stop everything when the test ends.
 
 pub mod http;
+mod promql;
 pub mod raw;
 pub mod tls;
+
+pub use promql::{promql_metric_names, scraped_metric_names};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

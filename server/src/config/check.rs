@@ -167,6 +167,8 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
     };
     out_of_range("server.shutdown_timeout_ms", server.shutdown_timeout_ms, 0, 3_600_000);
     out_of_range("server.drain_window_ms", server.drain_window_ms.into(), 0, 3_600_000);
+    let trim_interval_ms = server.memory_trim_interval_ms.into();
+    out_of_range("server.memory_trim_interval_ms", trim_interval_ms, 0, 86_400_000);
     out_of_range("audit.queue_max", config.audit.queue_max.into(), 1, 1 << 24);
     if !(1..=255).contains(&server.server_name.len()) {
         let bytes = server.server_name.len();

@@ -81,6 +81,9 @@ pub struct ServerSettings {
     pub shutdown_timeout_ms: u64,
     /// Lame duck (SIGUSR2): how long clients are given to move away before the stop.
     pub drain_window_ms: u32,
+    /// The least time between two returns of free heap memory to the system, which happen
+    /// after many connections closed (docs/BENCHMARKS.md, "Connection churn soak"); 0: never.
+    pub memory_trim_interval_ms: u32,
     /// Shown to clients in `HelloOk`.
     pub server_name: String,
 }
@@ -93,6 +96,7 @@ impl Default for ServerSettings {
             data_dir: PathBuf::from("./chute-data"),
             shutdown_timeout_ms: 10_000,
             drain_window_ms: 30_000,
+            memory_trim_interval_ms: 10_000,
             server_name: BrokerConfig::default().server_name,
         }
     }
