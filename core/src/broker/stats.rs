@@ -3,7 +3,10 @@
 use chute_protocol::{QueueCounters, QueueStats};
 
 use super::Broker;
+use crate::ids::QueueId;
 use crate::policy::alarm::Resource;
+use crate::policy::breaker::BreakerView;
+use crate::queue::PublishRefusals;
 use crate::storage::failure::StorageFailure;
 use crate::storage::seal::KeyId;
 
@@ -11,10 +14,15 @@ use crate::storage::seal::KeyId;
 /// so the driver can hand it to another task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerStats {
+    /// The broker's wall clock when the snapshot was taken (Unix ms): ages are measured to it.
+    pub taken_unix_ms: u64,
     /// Open connections, including ones still in the handshake.
     pub connections: u64,
     /// Every queue, in name order.
     pub queues: Vec<QueueStats>,
+    /// What alert rules and operators need beyond `queues`, one per entry of `queues`, in the
+    /// same order. Kept apart because `QueueStats` is a wire type.
+    pub queue_health: Vec<QueueHealth>,
     /// The queues' counters added up. Counters of deleted queues are gone with them, and all of
     /// them restart from zero with the process.
     pub totals: QueueCounters,
@@ -41,6 +49,19 @@ pub struct BrokerStats {
     pub connections_blocked: u64,
 }
 
+/// A queue's health, beside its [`QueueStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueHealth {
+    /// When the oldest ready message was published (Unix ms); `None` with nothing ready.
+    pub oldest_ready_published_unix_ms: Option<u64>,
+    /// Consumers subscribed, all of them (`QueueStats::consumers` lists one page).
+    pub consumers: u64,
+    /// Consumers whose circuit breaker is open now.
+    pub breakers_open: u64,
+    /// Publishes refused since the queue was created or recovered.
+    pub refusals: PublishRefusals,
+}
+
 /// Logins and refusals since the start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuthCounters {
@@ -59,6 +80,7 @@ impl Broker {
     pub fn stats(&self) -> BrokerStats {
         let queues: Vec<QueueStats> =
             self.queue_ids.values().map(|id| self.queue_stats(*id)).collect();
+        let queue_health = self.queue_ids.values().map(|id| self.queue_health(*id)).collect();
         let mut totals = QueueCounters::default();
         for queue in &queues {
             add_counters(&mut totals, &queue.counters);
@@ -72,8 +94,10 @@ impl Broker {
             *by_key.entry(state.key_id).or_insert(0) += 1;
         }
         BrokerStats {
+            taken_unix_ms: self.config.wall_clock().unix_ms(self.now),
             connections: self.connections.len() as u64,
             queues,
+            queue_health,
             totals,
             log_segments,
             log_bytes,
@@ -86,6 +110,24 @@ impl Broker {
             alarm_memory: self.alarm_raised(Resource::Memory),
             alarm_disk: self.alarm_raised(Resource::Disk),
             connections_blocked: self.blocked_connection_count(),
+        }
+    }
+
+    fn queue_health(&self, id: QueueId) -> QueueHealth {
+        let queue = &self.queues[&id];
+        let breakers_open = queue
+            .consumers()
+            .iter()
+            .filter(|key| {
+                let subscription = &self.connections[&key.conn].subscriptions[&key.subscription];
+                matches!(subscription.breaker.state(self.now), BreakerView::Open { .. })
+            })
+            .count();
+        QueueHealth {
+            oldest_ready_published_unix_ms: queue.oldest_ready_published_unix_ms(),
+            consumers: queue.consumers().len() as u64,
+            breakers_open: breakers_open as u64,
+            refusals: queue.refusals,
         }
     }
 

@@ -51,6 +51,14 @@ impl Ready {
         self.levels.iter().filter_map(|level| level.front().map(|m| m.seq)).min()
     }
 
+    /// When the oldest ready message was published (Unix ms): the earliest among the fronts of
+    /// the levels. Each level is a FIFO whose front was published no later than the rest of it
+    /// (a retry goes back to the front it left), so this peeks at one message per level and
+    /// costs nothing on the paths that move messages.
+    pub fn oldest_published_unix_ms(&self) -> Option<u64> {
+        self.levels.iter().filter_map(|level| level.front().map(|m| m.published_unix_ms)).min()
+    }
+
     /// The message published earliest among the fronts of the levels: what `drop-head`
     /// overflow removes.
     pub fn pop_oldest(&mut self) -> Option<Message> {

@@ -1,0 +1,77 @@
+//! What the rules look at: a few numbers per queue and for the whole broker, taken from a
+//! [`BrokerStats`] and the driver's storage metrics.
+
+use crate::broker::BrokerStats;
+
+/// The broker at one evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The wall clock when it was taken, in Unix ms: alerts' `since` is on it.
+    pub unix_ms: u64,
+    /// Every queue, in name order.
+    pub queues: Vec<QueueSnapshot>,
+    pub alarm_memory: bool,
+    pub alarm_disk: bool,
+    pub storage_failed: bool,
+    /// Storage sync latencies since the start.
+    pub sync_latency: SyncLatencyBuckets,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    pub name: String,
+    pub ready: u64,
+    pub consumers: u64,
+    pub breakers_open: u64,
+    /// How long the oldest ready message has waited since it was published.
+    pub oldest_ready_age_ms: Option<u64>,
+    /// Counters since the queue was created or the broker started.
+    pub dead_lettered_total: u64,
+    pub refused_total: u64,
+}
+
+/// A latency histogram: `counts[i]` observations at most `bounds_us[i]` (and above the
+/// bound before), and one more count past the last bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncLatencyBuckets {
+    /// Increasing upper bounds, in µs.
+    pub bounds_us: Vec<u64>,
+    /// `bounds_us.len() + 1` counts (or none at all: no histogram).
+    pub counts: Vec<u64>,
+}
+
+impl Snapshot {
+    /// The snapshot of `stats`, taken at `now_unix_ms` (the wall clock the messages' publish
+    /// times are on), with the storage worker's sync latencies.
+    pub fn from_stats(
+        stats: &BrokerStats,
+        now_unix_ms: u64,
+        sync_latency: SyncLatencyBuckets,
+    ) -> Snapshot {
+        assert_eq!(stats.queues.len(), stats.queue_health.len(), "one health per queue");
+        let queues = stats
+            .queues
+            .iter()
+            .zip(&stats.queue_health)
+            .map(|(queue, health)| QueueSnapshot {
+                name: queue.name.clone(),
+                ready: queue.ready,
+                consumers: health.consumers,
+                breakers_open: health.breakers_open,
+                oldest_ready_age_ms: health
+                    .oldest_ready_published_unix_ms
+                    .map(|published| now_unix_ms.saturating_sub(published)),
+                dead_lettered_total: queue.counters.dead_lettered,
+                refused_total: health.refusals.queue_full + health.refusals.rate_limited,
+            })
+            .collect();
+        Snapshot {
+            unix_ms: now_unix_ms,
+            queues,
+            alarm_memory: stats.alarm_memory,
+            alarm_disk: stats.alarm_disk,
+            storage_failed: stats.halted.is_some(),
+            sync_latency,
+        }
+    }
+}
