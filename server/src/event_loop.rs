@@ -23,6 +23,7 @@ use chute_core::auth::{AuditEvent, AuditKind, AuditOutcome, Users};
 use chute_core::policy::alarm::ResourceReading;
 
 use crate::access::{self, SharedUsers};
+use crate::alerts::Alerting;
 use crate::audit::AuditLog;
 use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
@@ -58,6 +59,8 @@ pub enum LoopEvent {
     },
     /// What the memory and disk measure now (`resources.rs`), for the resource alarms.
     Resources(ResourceReading),
+    /// Time to evaluate the alert rules (`alerts.evaluation_interval_ms`).
+    EvaluateAlerts,
     /// The admin endpoint changed the users file: these are its users now.
     SetUsers {
         users: Users,
@@ -144,6 +147,8 @@ pub struct LoopParts<R: Runtime> {
     pub tls: Option<TlsState>,
     /// How often the measuring task measures (`alarms.check_interval_ms`); a reload sets it.
     pub alarm_interval_ms: Arc<AtomicU32>,
+    /// The alert rules and their receivers.
+    pub alerting: Alerting<R>,
 }
 
 /// The broker task's state.
@@ -177,6 +182,7 @@ pub struct EventLoop<R: Runtime> {
     audit: AuditLog,
     users: Arc<SharedUsers>,
     alarm_interval_ms: Arc<AtomicU32>,
+    alerting: Alerting<R>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +218,7 @@ impl<R: Runtime> EventLoop<R> {
             audit: parts.audit,
             users: parts.users,
             alarm_interval_ms: parts.alarm_interval_ms,
+            alerting: parts.alerting,
         }
     }
 
@@ -348,6 +355,7 @@ impl<R: Runtime> EventLoop<R> {
                 let shared_users = &self.users;
                 let tls = &mut self.tls;
                 let alarm_interval_ms = &self.alarm_interval_ms;
+                let alerting = &mut self.alerting;
                 let result = self.reloader.reload(|config| {
                     let users = access::load(&config.auth)?;
                     // The TLS files are read again even when the configuration did not
@@ -372,6 +380,7 @@ impl<R: Runtime> EventLoop<R> {
                     shared_users.set(users.clone());
                     shared_users.set_config(config.auth.clone());
                     broker.set_users(now, users);
+                    alerting.reconfigure(&config.alerts, broker.config().wall_clock().unix_ms(now));
                     Ok(changes)
                 });
                 self.audit.reopen();
@@ -401,6 +410,10 @@ impl<R: Runtime> EventLoop<R> {
             }
             LoopEvent::Resources(reading) => {
                 self.broker.handle_input(now, Input::Resources(reading));
+            }
+            LoopEvent::EvaluateAlerts => {
+                let stats = self.broker.stats();
+                self.alerting.evaluate(now, &stats, self.broker.config().wall_clock());
             }
             LoopEvent::SetUsers { users, reply } => {
                 self.users.set(Some(users.clone()));
