@@ -1,7 +1,8 @@
 //! Built-in alert rules on both servers, against a webhook receiver the test runs (a std
 //! `TcpListener` thread that records request bodies): a queue-depth rule with small thresholds
 //! fires and resolves, and the receiver hears both in Alertmanager's format; a receiver that is
-//! down gets the notification once it comes back, after retries; `/api/alerts` and
+//! down gets the notification once it comes back, after retries; one that never answers costs
+//! the broker nothing; `/api/alerts` and
 //! `chute_alerts_firing` agree; a reload that changes the threshold takes effect.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -222,6 +223,42 @@ fn a_receiver_that_comes_back_gets_the_notification(binary: ServerBinary) {
     assert!(server.stop().success());
 }
 
+/// A receiver that accepts connections and never answers: each attempt runs into the
+/// timeout, the notification is given up after `attempts_max`, and meanwhile the broker
+/// serves as fast as ever.
+fn a_receiver_that_never_answers_does_not_slow_the_broker(binary: ServerBinary) {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let text =
+        config(silent_addr, 2).replace("timeout_ms = 1000", "timeout_ms = 200\nattempts_max = 2");
+    let (server, _path) = Server::start_with_config(binary, &text);
+    let connection = block_on(Connection::connect(&server.url())).unwrap();
+    block_on(connection.declare_queue("jobs", QueueOptions::default())).unwrap();
+    publish(&connection, 3);
+    let outcome = |server: &Server, outcome: &str| {
+        let page = http::get(admin(server), "/metrics").body;
+        let series =
+            format!("chute_alert_notifications_total{{receiver=\"test\",outcome=\"{outcome}\"}}");
+        metric(&page, &series).unwrap_or(0.0)
+    };
+    wait_for("the first attempt to time out", WAIT, || outcome(&server, "retried") >= 1.0);
+    let started = std::time::Instant::now();
+    publish(&connection, 200);
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "200 confirmed publishes took {elapsed:?}");
+    wait_for("the notification given up", WAIT, || outcome(&server, "failed") == 1.0);
+    assert_eq!(outcome(&server, "delivered"), 0.0);
+    server.wait_for_log("no answer within 200 ms");
+    drop(connection);
+    assert!(server.stop().success());
+}
+
 fn rewrite(path: &Path, server: &Server, text: &str) {
     std::fs::write(path, fill_config(text, &server.data_dir)).unwrap();
 }
@@ -251,5 +288,6 @@ fn a_reload_changing_the_threshold_takes_effect(binary: ServerBinary) {
 for_both_servers!(
     firing_then_resolved_reach_the_receiver,
     a_receiver_that_comes_back_gets_the_notification,
+    a_receiver_that_never_answers_does_not_slow_the_broker,
     a_reload_changing_the_threshold_takes_effect
 );
