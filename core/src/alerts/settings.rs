@@ -62,6 +62,9 @@ pub fn resolve_rules(settings: &[RuleSetting]) -> Result<Vec<Rule>, RulesError> 
         seen.push(setting.name.clone());
         let before = problems.len();
         check_setting(setting, &at, &mut problems);
+        if problems.len() > before {
+            continue;
+        }
         let position = rules.iter().position(|rule| rule.name == setting.name);
         let mut rule = match (position, setting.kind) {
             (Some(position), Some(kind)) if rules[position].kind != kind => {
@@ -82,7 +85,7 @@ pub fn resolve_rules(settings: &[RuleSetting]) -> Result<Vec<Rule>, RulesError> 
                 continue;
             }
         };
-        if setting.enabled == Some(false) || problems.len() > before {
+        if setting.enabled == Some(false) {
             continue;
         }
         apply(setting, &mut rule);
