@@ -489,6 +489,15 @@ fn oldest_ready_is_reported_across_priorities() {
     publish_with(&mut net, conn, Destination::Queue("jobs".into()), high);
     let oldest = health(&net, "jobs").oldest_ready_published_unix_ms;
     assert_eq!(oldest, Some(epoch_unix_ms + 1_000), "the low-priority message is the older");
+    // The alert rules' snapshot measures ages to the driver's `now`, which moves on while the
+    // broker, with no input, stays at 2 s.
+    let snapshot =
+        net.broker.alert_snapshot(chute_core::Instant::from_millis(60_000), Default::default());
+    assert_eq!(snapshot.unix_ms, epoch_unix_ms + 60_000);
+    assert_eq!(
+        (snapshot.queues[0].ready, snapshot.queues[0].oldest_ready_age_ms),
+        (2, Some(59_000))
+    );
     net.subscribe(conn, "jobs", 1);
     let first = net.deliveries(conn);
     assert_eq!(payload(&first[0]), "high");

@@ -411,10 +411,7 @@ impl<R: Runtime> EventLoop<R> {
             LoopEvent::Resources(reading) => {
                 self.broker.handle_input(now, Input::Resources(reading));
             }
-            LoopEvent::EvaluateAlerts => {
-                let stats = self.broker.stats();
-                self.alerting.evaluate(now, &stats, self.broker.config().wall_clock());
-            }
+            LoopEvent::EvaluateAlerts => self.alerting.evaluate(now, &self.broker),
             LoopEvent::SetUsers { users, reply } => {
                 self.users.set(Some(users.clone()));
                 self.broker.set_users(now, Some(users));

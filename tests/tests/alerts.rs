@@ -174,6 +174,9 @@ fn firing_then_resolved_reach_the_receiver(binary: ServerBinary) {
         (Some("firing"), Some(3), Some(2))
     );
     assert_eq!(firing_gauge(&server), Some(1.0));
+    let page = http::get(admin(&server), "/metrics").body;
+    let age = metric(&page, "chute_queue_oldest_ready_age_seconds{queue=\"jobs\"}").unwrap();
+    assert!(age >= 0.3, "the head has waited at least for_ms: {age}");
     server.wait_for_log("alert firing");
 
     let purged = http::http(admin(&server), "POST", "/api/queues/jobs/purge", None);

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum RuleKind {
     /// A queue's ready messages.
     QueueDepth,
-    /// The age of a queue's oldest ready message, in ms.
+    /// The age of the head of a queue's ready line (its oldest ready message, but see
+    /// `QueueHealth::oldest_ready_published_unix_ms`), in ms.
     OldestReadyAge,
     /// Messages a queue moved to its dead-letter queue over the last `window_ms`.
     DeadLettersGrowing,

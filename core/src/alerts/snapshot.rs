@@ -1,7 +1,5 @@
-//! What the rules look at: a few numbers per queue and for the whole broker, taken from a
-//! [`BrokerStats`] and the driver's storage metrics.
-
-use crate::broker::BrokerStats;
+//! What the rules look at: a few numbers per queue and for the whole broker, taken by
+//! [`Broker::alert_snapshot`](crate::Broker::alert_snapshot) with the driver's storage metrics.
 
 /// The broker at one evaluation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,40 +36,4 @@ pub struct SyncLatencyBuckets {
     pub bounds_us: Vec<u64>,
     /// `bounds_us.len() + 1` counts (or none at all: no histogram).
     pub counts: Vec<u64>,
-}
-
-impl Snapshot {
-    /// The snapshot of `stats`, taken at `now_unix_ms` (the wall clock the messages' publish
-    /// times are on), with the storage worker's sync latencies.
-    pub fn from_stats(
-        stats: &BrokerStats,
-        now_unix_ms: u64,
-        sync_latency: SyncLatencyBuckets,
-    ) -> Snapshot {
-        assert_eq!(stats.queues.len(), stats.queue_health.len(), "one health per queue");
-        let queues = stats
-            .queues
-            .iter()
-            .zip(&stats.queue_health)
-            .map(|(queue, health)| QueueSnapshot {
-                name: queue.name.clone(),
-                ready: queue.ready,
-                consumers: health.consumers,
-                breakers_open: health.breakers_open,
-                oldest_ready_age_ms: health
-                    .oldest_ready_published_unix_ms
-                    .map(|published| now_unix_ms.saturating_sub(published)),
-                dead_lettered_total: queue.counters.dead_lettered,
-                refused_total: health.refusals.queue_full + health.refusals.rate_limited,
-            })
-            .collect();
-        Snapshot {
-            unix_ms: now_unix_ms,
-            queues,
-            alarm_memory: stats.alarm_memory,
-            alarm_disk: stats.alarm_disk,
-            storage_failed: stats.halted.is_some(),
-            sync_latency,
-        }
-    }
 }

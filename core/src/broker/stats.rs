@@ -3,19 +3,19 @@
 use chute_protocol::{QueueCounters, QueueStats};
 
 use super::Broker;
+use crate::alerts::{QueueSnapshot, Snapshot, SyncLatencyBuckets};
 use crate::ids::QueueId;
 use crate::policy::alarm::Resource;
 use crate::policy::breaker::BreakerView;
 use crate::queue::PublishRefusals;
 use crate::storage::failure::StorageFailure;
 use crate::storage::seal::KeyId;
+use crate::time::Instant;
 
 /// What the broker holds and has done, at one instant. Built by [`Broker::stats`]; plain data,
 /// so the driver can hand it to another task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerStats {
-    /// The broker's wall clock when the snapshot was taken (Unix ms): ages are measured to it.
-    pub taken_unix_ms: u64,
     /// Open connections, including ones still in the handshake.
     pub connections: u64,
     /// Every queue, in name order.
@@ -52,7 +52,8 @@ pub struct BrokerStats {
 /// A queue's health, beside its [`QueueStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueHealth {
-    /// When the oldest ready message was published (Unix ms); `None` with nothing ready.
+    /// When the head of the ready line (the oldest of each priority level's first message) was
+    /// published (Unix ms); `None` with nothing ready. See `Ready::oldest_published_unix_ms`.
     pub oldest_ready_published_unix_ms: Option<u64>,
     /// Consumers subscribed, all of them (`QueueStats::consumers` lists one page).
     pub consumers: u64,
@@ -80,7 +81,8 @@ impl Broker {
     pub fn stats(&self) -> BrokerStats {
         let queues: Vec<QueueStats> =
             self.queue_ids.values().map(|id| self.queue_stats(*id)).collect();
-        let queue_health = self.queue_ids.values().map(|id| self.queue_health(*id)).collect();
+        let queue_health =
+            self.queue_ids.values().map(|id| self.queue_health(*id, self.now)).collect();
         let mut totals = QueueCounters::default();
         for queue in &queues {
             add_counters(&mut totals, &queue.counters);
@@ -94,7 +96,6 @@ impl Broker {
             *by_key.entry(state.key_id).or_insert(0) += 1;
         }
         BrokerStats {
-            taken_unix_ms: self.config.wall_clock().unix_ms(self.now),
             connections: self.connections.len() as u64,
             queues,
             queue_health,
@@ -113,14 +114,49 @@ impl Broker {
         }
     }
 
-    fn queue_health(&self, id: QueueId) -> QueueHealth {
+    /// What the alert rules look at, at `now` (the driver's clock: the broker's own stands
+    /// still while no input comes, and ages must grow all the same). A few numbers per queue,
+    /// without the walk over every message that [`stats`](Self::stats) makes: this runs on
+    /// the broker task every evaluation interval.
+    pub fn alert_snapshot(&self, now: Instant, sync_latency: SyncLatencyBuckets) -> Snapshot {
+        let now_unix_ms = self.config.wall_clock().unix_ms(now);
+        let queues = self
+            .queue_ids
+            .iter()
+            .map(|(name, id)| {
+                let queue = &self.queues[id];
+                let health = self.queue_health(*id, now);
+                QueueSnapshot {
+                    name: name.clone(),
+                    ready: queue.ready_len(),
+                    consumers: health.consumers,
+                    breakers_open: health.breakers_open,
+                    oldest_ready_age_ms: health
+                        .oldest_ready_published_unix_ms
+                        .map(|published| now_unix_ms.saturating_sub(published)),
+                    dead_lettered_total: queue.counters.dead_lettered,
+                    refused_total: health.refusals.queue_full + health.refusals.rate_limited,
+                }
+            })
+            .collect();
+        Snapshot {
+            unix_ms: now_unix_ms,
+            queues,
+            alarm_memory: self.alarm_raised(Resource::Memory),
+            alarm_disk: self.alarm_raised(Resource::Disk),
+            storage_failed: self.halted.is_some(),
+            sync_latency,
+        }
+    }
+
+    fn queue_health(&self, id: QueueId, now: Instant) -> QueueHealth {
         let queue = &self.queues[&id];
         let breakers_open = queue
             .consumers()
             .iter()
             .filter(|key| {
                 let subscription = &self.connections[&key.conn].subscriptions[&key.subscription];
-                matches!(subscription.breaker.state(self.now), BreakerView::Open { .. })
+                matches!(subscription.breaker.state(now), BreakerView::Open { .. })
             })
             .count();
         QueueHealth {

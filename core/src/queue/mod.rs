@@ -125,7 +125,7 @@ impl Queue {
         !self.pending.is_empty()
     }
 
-    /// When the oldest ready message was published (Unix ms), if any is ready.
+    /// When the head of the ready line was published (Unix ms), if any message is ready.
     pub fn oldest_ready_published_unix_ms(&self) -> Option<u64> {
         self.ready.oldest_published_unix_ms()
     }

@@ -99,8 +99,12 @@ impl<R: Runtime> Handler<'_, R> {
     async fn metrics_page(&self) -> Response<Body> {
         let stats = ask(self.runtime, self.state, STATS_TIMEOUT, LoopEvent::Stats).await.ok();
         let state = self.state;
+        let now_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let process = ProcessStats::read();
         let page =
-            metrics::encode(stats.as_ref(), &state.storage, &ProcessStats::read(), &state.counters);
+            metrics::encode(stats.as_ref(), &state.storage, &process, &state.counters, now_unix_ms);
         reply::body(StatusCode::OK, metrics::CONTENT_TYPE, page)
     }
 

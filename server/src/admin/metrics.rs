@@ -50,6 +50,7 @@ pub fn encode(
     storage: &StorageMetrics,
     process: &ProcessStats,
     counters: &ServerCounters,
+    now_unix_ms: u64,
 ) -> String {
     let mut registry = Registry::default();
     registry.register("chute_up", "1 while the server process runs", ConstGauge::new(1u64));
@@ -59,7 +60,7 @@ pub fn encode(
     register_process(&mut registry, process);
     if let Some(stats) = broker {
         register_broker(&mut registry, stats);
-        register_queue_health(&mut registry, stats);
+        register_queue_health(&mut registry, stats, now_unix_ms);
     }
     register_alerts(&mut registry, &counters.alerts);
     let mut text = String::new();
@@ -326,7 +327,8 @@ struct QueueReasonLabels {
 }
 
 /// What the alert rules (and `deploy/prometheus/chute-alerts.yml`) look at per queue.
-fn register_queue_health(registry: &mut Registry, stats: &BrokerStats) {
+/// `now_unix_ms`: the scrape's wall clock, which the messages' publish times are on.
+fn register_queue_health(registry: &mut Registry, stats: &BrokerStats, now_unix_ms: u64) {
     let consumers = Family::<QueueLabels, U64Gauge>::default();
     let breakers_open = Family::<QueueLabels, U64Gauge>::default();
     let oldest_age = Family::<QueueLabels, Gauge<f64, AtomicU64>>::default();
@@ -338,7 +340,7 @@ fn register_queue_health(registry: &mut Registry, stats: &BrokerStats) {
         breakers_open.get_or_create(&labels).set(health.breakers_open);
         let age_ms = health
             .oldest_ready_published_unix_ms
-            .map_or(0, |published| stats.taken_unix_ms.saturating_sub(published));
+            .map_or(0, |published| now_unix_ms.saturating_sub(published));
         oldest_age.get_or_create(&labels).set(age_ms as f64 / 1_000.0);
         dead_lettered.get_or_create(&labels).inc_by(queue.counters.dead_lettered);
         let reasons = [
@@ -359,7 +361,7 @@ fn register_queue_health(registry: &mut Registry, stats: &BrokerStats) {
     );
     registry.register(
         "chute_queue_oldest_ready_age_seconds",
-        "How long a queue's oldest ready message has waited since it was published; 0 with nothing ready",
+        "How long the head of a queue's ready line (the oldest of each priority's first message) has waited since it was published; 0 with nothing ready",
         oldest_age,
     );
     registry.register(
@@ -494,7 +496,7 @@ mod tests {
         counters.tls.certificate_reloads_ok.store(7, Ordering::Relaxed);
         counters.tls.certificate_reloads_failed.store(8, Ordering::Relaxed);
         counters.tls.certificate_expiry_unix_s.store(1_900_000_000, Ordering::Relaxed);
-        let page = encode(Some(&snapshot()), &storage, &process, &counters);
+        let page = encode(Some(&snapshot()), &storage, &process, &counters, 0);
         let expected = [
             ("chute_up", 1.0),
             ("chute_config_reloads_total{result=\"ok\"}", 2.0),
@@ -562,6 +564,7 @@ mod tests {
             &StorageMetrics::default(),
             &ProcessStats::default(),
             &ServerCounters::default(),
+            0,
         );
         assert_eq!(value(&page, "chute_up"), Some(1.0));
         assert_eq!(value(&page, "chute_storage_syncs_total"), Some(0.0));

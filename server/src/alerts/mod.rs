@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
-use chute_core::alerts::{AlertState, AlertView, Evaluator, Snapshot, Transition};
-use chute_core::{BrokerStats, Instant, WallClock};
+use chute_core::alerts::{AlertState, AlertView, Evaluator, Transition};
+use chute_core::{Broker, Instant};
 use futures::channel::mpsc;
 use futures::SinkExt;
 
@@ -80,10 +80,9 @@ impl<R: Runtime> Alerting<R> {
         alerting
     }
 
-    /// One evaluation of `stats`, taken at `now` (on the broker's `clock`).
-    pub fn evaluate(&mut self, now: Instant, stats: &BrokerStats, clock: WallClock) {
-        let now_unix_ms = clock.unix_ms(now);
-        let snapshot = Snapshot::from_stats(stats, now_unix_ms, self.storage.sync_latency());
+    /// One evaluation of `broker`, at `now`.
+    pub fn evaluate(&mut self, now: Instant, broker: &Broker) {
+        let snapshot = broker.alert_snapshot(now, self.storage.sync_latency());
         let transitions = self.evaluator.evaluate(now, &snapshot);
         self.publish(transitions);
     }
