@@ -133,84 +133,23 @@ pub fn default_rules() -> Vec<Rule> {
 /// The default rule of a kind: also the template of a rule of that kind added by name.
 pub(super) fn default_rule(kind: RuleKind) -> Rule {
     use RuleKind::*;
-    let (name, threshold, for_ms, window_ms, severity, summary) = match kind {
-        QueueDepth => (
-            "queue_depth_high",
-            10_000,
-            5 * MINUTE_MS,
-            0,
-            Severity::Warning,
-            "more than 10,000 messages ready for 5 minutes",
-        ),
-        OldestReadyAge => (
-            "queue_oldest_ready_old",
-            5 * MINUTE_MS,
-            MINUTE_MS,
-            0,
-            Severity::Warning,
-            "the oldest ready message is older than 5 minutes",
-        ),
-        DeadLettersGrowing => (
-            "dead_letters_growing",
-            0,
-            0,
-            5 * MINUTE_MS,
-            Severity::Warning,
-            "messages were dead-lettered in the last 5 minutes",
-        ),
-        NoConsumer => (
-            "queue_without_consumer",
-            0,
-            5 * MINUTE_MS,
-            0,
-            Severity::Warning,
-            "messages are ready and no consumer has been subscribed for 5 minutes",
-        ),
-        ConsumerBreakerOpen => (
-            "consumer_breaker_open",
-            0,
-            MINUTE_MS,
-            0,
-            Severity::Warning,
-            "a consumer's circuit breaker has been open for a minute",
-        ),
-        PublishRefusals => (
-            "publish_refusals_rising",
-            0,
-            0,
-            5 * MINUTE_MS,
-            Severity::Warning,
-            "publishes were refused (queue full or rate limited) in the last 5 minutes",
-        ),
-        MemoryAlarm => (
-            "memory_alarm_active",
-            0,
-            0,
-            0,
-            Severity::Critical,
-            "the memory alarm is raised: publishers are held",
-        ),
-        DiskAlarm => (
-            "disk_alarm_active",
-            0,
-            0,
-            0,
-            Severity::Critical,
-            "the disk alarm is raised: publishers are held",
-        ),
-        StorageSyncSlow => (
-            "storage_sync_slow",
-            100_000,
-            5 * MINUTE_MS,
-            5 * MINUTE_MS,
-            Severity::Warning,
-            "the 99th percentile of storage syncs took more than 100 ms over 5 minutes",
-        ),
-        StorageFailed => {
-            ("storage_failed", 0, 0, 0, Severity::Critical, "storage failed: the broker halted")
+    let (name, threshold, for_ms, window_ms, severity) = match kind {
+        QueueDepth => ("queue_depth_high", 10_000, 5 * MINUTE_MS, 0, Severity::Warning),
+        OldestReadyAge => {
+            ("queue_oldest_ready_old", 5 * MINUTE_MS, MINUTE_MS, 0, Severity::Warning)
         }
+        DeadLettersGrowing => ("dead_letters_growing", 0, 0, 5 * MINUTE_MS, Severity::Warning),
+        NoConsumer => ("queue_without_consumer", 0, 5 * MINUTE_MS, 0, Severity::Warning),
+        ConsumerBreakerOpen => ("consumer_breaker_open", 0, MINUTE_MS, 0, Severity::Warning),
+        PublishRefusals => ("publish_refusals_rising", 0, 0, 5 * MINUTE_MS, Severity::Warning),
+        MemoryAlarm => ("memory_alarm_active", 0, 0, 0, Severity::Critical),
+        DiskAlarm => ("disk_alarm_active", 0, 0, 0, Severity::Critical),
+        StorageSyncSlow => {
+            ("storage_sync_slow", 100_000, 5 * MINUTE_MS, 5 * MINUTE_MS, Severity::Warning)
+        }
+        StorageFailed => ("storage_failed", 0, 0, 0, Severity::Critical),
     };
-    Rule {
+    let mut rule = Rule {
         name: name.to_string(),
         kind,
         threshold,
@@ -218,7 +157,76 @@ pub(super) fn default_rule(kind: RuleKind) -> Rule {
         window_ms,
         severity,
         labels: BTreeMap::new(),
-        annotations: BTreeMap::from([("summary".to_string(), summary.to_string())]),
+        annotations: BTreeMap::new(),
+    };
+    rule.annotations.insert("summary".to_string(), summary(&rule));
+    rule
+}
+
+/// A one-line `summary` saying what the rule's numbers mean, so that a changed threshold or
+/// duration is not contradicted by the default text.
+pub(super) fn summary(rule: &Rule) -> String {
+    let Rule { kind, threshold, for_ms, window_ms, .. } = *rule;
+    let more_than = |what: &str| match threshold {
+        0 => what.to_string(),
+        n => format!("more than {} {what}", with_commas(n)),
+    };
+    let held = match for_ms {
+        0 => String::new(),
+        ms => format!(" for {}", duration(ms)),
+    };
+    let window = duration(window_ms);
+    match kind {
+        RuleKind::QueueDepth => format!("{} ready{held}", more_than("messages")),
+        RuleKind::OldestReadyAge => {
+            format!("the oldest ready message is older than {}", duration(threshold))
+        }
+        RuleKind::DeadLettersGrowing => {
+            format!("{} were dead-lettered in the last {window}", more_than("messages"))
+        }
+        RuleKind::NoConsumer => {
+            format!("{} are ready and no consumer is subscribed{held}", more_than("messages"))
+        }
+        RuleKind::ConsumerBreakerOpen => {
+            format!("{} have an open circuit breaker{held}", more_than("consumers"))
+        }
+        RuleKind::PublishRefusals => format!(
+            "{} were refused (queue full or rate limited) in the last {window}",
+            more_than("publishes")
+        ),
+        RuleKind::MemoryAlarm => "the memory alarm is raised: publishers are held".to_string(),
+        RuleKind::DiskAlarm => "the disk alarm is raised: publishers are held".to_string(),
+        RuleKind::StorageSyncSlow => {
+            let limit = match threshold.is_multiple_of(1_000) {
+                true => format!("{} ms", with_commas(threshold / 1_000)),
+                false => format!("{} µs", with_commas(threshold)),
+            };
+            format!("the 99th percentile of storage syncs took more than {limit} over {window}")
+        }
+        RuleKind::StorageFailed => "storage failed: the broker halted".to_string(),
+    }
+}
+
+/// `10000` as `10,000`.
+fn with_commas(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A span in the largest whole unit: `5 minutes`, `30 s`, `250 ms`.
+fn duration(ms: u64) -> String {
+    match ms {
+        MINUTE_MS => "1 minute".to_string(),
+        ms if ms > 0 && ms.is_multiple_of(MINUTE_MS) => format!("{} minutes", ms / MINUTE_MS),
+        ms if ms > 0 && ms.is_multiple_of(1_000) => format!("{} s", ms / 1_000),
+        ms => format!("{ms} ms"),
     }
 }
 
@@ -239,5 +247,30 @@ mod tests {
             assert_eq!(rule.window_ms > 0, rule.kind.uses_window(), "{}", rule.name);
             assert!(rule.annotations.contains_key("summary"), "{}", rule.name);
         }
+    }
+
+    /// The summary follows the numbers.
+    #[test]
+    fn summaries_say_the_rules_numbers() {
+        let summary_of = |kind| default_rule(kind).annotations["summary"].clone();
+        assert_eq!(
+            summary_of(RuleKind::QueueDepth),
+            "more than 10,000 messages ready for 5 minutes"
+        );
+        assert_eq!(
+            summary_of(RuleKind::StorageSyncSlow),
+            "the 99th percentile of storage syncs took more than 100 ms over 5 minutes"
+        );
+        assert_eq!(
+            summary_of(RuleKind::ConsumerBreakerOpen),
+            "consumers have an open circuit breaker for 1 minute"
+        );
+        let quick = Rule { threshold: 5, for_ms: 0, ..default_rule(RuleKind::QueueDepth) };
+        assert_eq!(summary(&quick), "more than 5 messages ready");
+        assert_eq!(with_commas(1_234_567), "1,234,567");
+        assert_eq!(
+            (duration(1_500), duration(30_000)),
+            ("1500 ms".to_string(), "30 s".to_string())
+        );
     }
 }

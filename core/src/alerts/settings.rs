@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::{default_rule, default_rules, Rule, RuleKind, Severity};
+use super::rules::{default_rule, default_rules, summary, Rule, RuleKind, Severity};
 
 /// The longest `for_ms` and `window_ms`: a week.
 pub const SPAN_MS_MAX: u64 = 7 * 24 * 3_600_000;
@@ -111,8 +111,11 @@ fn apply(setting: &RuleSetting, rule: &mut Rule) {
     if let Some(labels) = &setting.labels {
         rule.labels = labels.clone();
     }
-    if let Some(annotations) = &setting.annotations {
-        rule.annotations = annotations.clone();
+    match &setting.annotations {
+        Some(annotations) => rule.annotations = annotations.clone(),
+        None => {
+            rule.annotations.insert("summary".to_string(), summary(rule));
+        }
     }
 }
 
@@ -185,6 +188,7 @@ mod tests {
         assert_eq!((changed.threshold, changed.for_ms), (5, 0));
         assert_eq!(changed.severity, Severity::Warning, "kept");
         assert_eq!(changed.labels["team"], "ops");
+        assert_eq!(changed.annotations["summary"], "more than 5 messages ready", "follows");
         assert!(rules.iter().all(|r| r.name != "storage_sync_slow"));
         assert_eq!(rules.len(), default_rules().len() - 1);
     }

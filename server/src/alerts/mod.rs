@@ -1,5 +1,6 @@
 //! The built-in alert rules, driven: every `alerts.evaluation_interval_ms` the broker task
-//! takes a snapshot of the broker and the storage worker's metrics, feeds the core's
+//! takes a snapshot of the broker (`Broker::alert_snapshot`) with the storage worker's sync
+//! latencies, feeds the core's
 //! [`Evaluator`], logs each transition, publishes the alerts for `/api/alerts` and
 //! `/metrics`, and hands firing and resolved alerts to the webhooks (`webhook.rs`), which send
 //! them off the broker task.
