@@ -283,7 +283,22 @@ fn a_reload_changing_the_threshold_takes_effect(binary: ServerBinary) {
     wait_for("firing under the new threshold", WAIT, || {
         !receiver.notifications("queue_depth_high").is_empty()
     });
-    assert_eq!(depth_alert(&server).unwrap()["threshold"], 2);
+    let firing = depth_alert(&server).unwrap();
+    assert_eq!((firing["state"].as_str(), firing["threshold"].as_u64()), (Some("firing"), Some(2)));
+
+    // A reload that leaves the rule alone keeps its alert as it was: still firing since the
+    // same instant, and nobody is told again.
+    let slower = config(receiver_addr, 2)
+        .replace("evaluation_interval_ms = 50", "evaluation_interval_ms = 60");
+    rewrite(&path, &server, &slower);
+    let reloaded = http::http(admin(&server), "POST", "/api/reload", None);
+    assert_eq!(reloaded.status, 200, "{}", reloaded.body);
+    assert!(reloaded.body.contains("alerts.evaluation_interval_ms"), "{}", reloaded.body);
+    std::thread::sleep(Duration::from_millis(500));
+    let kept = depth_alert(&server).unwrap();
+    assert_eq!((kept["state"].as_str(), &kept["fired_at"]), (Some("firing"), &firing["fired_at"]));
+    let told = receiver.notifications("queue_depth_high");
+    assert_eq!(told, [("firing".to_string(), "jobs".to_string())]);
     drop(connection);
     assert!(server.stop().success());
 }
