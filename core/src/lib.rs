@@ -40,6 +40,7 @@
 //!   publishes and consumes
 //!   (`cargo run -p chute-core --example client_event_loop -- 127.0.0.1:4770 jobs 1000`).
 
+pub mod alerts;
 pub mod auth;
 pub mod broker;
 pub mod client;

@@ -351,7 +351,9 @@ fn breaker_opens_then_half_opens() {
         consumers[0].breaker
     );
     assert!(net.deliveries(bad).is_empty(), "no deliveries while open");
+    assert_eq!(health(&net, "jobs").breakers_open, 1);
     net.advance(5_000);
+    assert_eq!(health(&net, "jobs").breakers_open, 0, "half-open is not open");
     let trial = net.deliveries(bad);
     assert_eq!(trial.len(), 1, "half-open admits one");
     net.client(bad).ack(trial[0].tag).unwrap();
@@ -460,6 +462,50 @@ fn bytes_max_refuses() {
     net.publish(conn, "jobs", &["12345", "123456"]);
     let failures = failures(&mut net, conn);
     assert_eq!((failures.len(), failures[0].seq, failures[0].code), (1, 2, ErrorCode::QUEUE_FULL));
+    let refusals = health(&net, "jobs").refusals;
+    assert_eq!((refusals.queue_full, refusals.rate_limited), (1, 0));
+}
+
+/// The queue's health (for alert rules), as the broker's snapshot reports it.
+fn health(net: &Net, queue: &str) -> chute_core::broker::QueueHealth {
+    let stats = net.broker.stats();
+    let index = stats.queues.iter().position(|q| q.name == queue).expect("the queue exists");
+    stats.queue_health[index]
+}
+
+/// The snapshot knows when the oldest ready message was published, whatever its priority,
+/// and forgets it once nothing is ready.
+#[test]
+fn oldest_ready_is_reported_across_priorities() {
+    let mut net = Net::new();
+    let conn = net.connect();
+    declare(&mut net, conn, "jobs", QueueOptions::default());
+    assert_eq!(health(&net, "jobs").oldest_ready_published_unix_ms, None);
+    let epoch_unix_ms = BrokerConfig::default().epoch_unix_ms;
+    net.advance(1_000);
+    publish_with(&mut net, conn, Destination::Queue("jobs".into()), message("low"));
+    net.advance(1_000);
+    let high = PublishMessage { priority: 5, ..message("high") };
+    publish_with(&mut net, conn, Destination::Queue("jobs".into()), high);
+    let oldest = health(&net, "jobs").oldest_ready_published_unix_ms;
+    assert_eq!(oldest, Some(epoch_unix_ms + 1_000), "the low-priority message is the older");
+    // The alert rules' snapshot measures ages to the driver's `now`, which moves on while the
+    // broker, with no input, stays at 2 s.
+    let snapshot =
+        net.broker.alert_snapshot(chute_core::Instant::from_millis(60_000), Default::default());
+    assert_eq!(snapshot.unix_ms, epoch_unix_ms + 60_000);
+    assert_eq!(
+        (snapshot.queues[0].ready, snapshot.queues[0].oldest_ready_age_ms),
+        (2, Some(59_000))
+    );
+    net.subscribe(conn, "jobs", 1);
+    let first = net.deliveries(conn);
+    assert_eq!(payload(&first[0]), "high");
+    assert_eq!(health(&net, "jobs").oldest_ready_published_unix_ms, Some(epoch_unix_ms + 1_000));
+    net.subscribe(conn, "jobs", 1);
+    assert_eq!(payload(&net.deliveries(conn)[0]), "low");
+    assert_eq!(health(&net, "jobs").oldest_ready_published_unix_ms, None, "nothing ready");
+    assert_eq!(health(&net, "jobs").consumers, 2);
 }
 
 // ---- ordering ----
@@ -609,6 +655,8 @@ fn rate_limit_reject_says_when_to_retry() {
     assert_eq!((failures[0].seq, failures[0].code), (3, ErrorCode::RATE_LIMITED));
     assert!(failures[0].code.is_retriable());
     assert_eq!(failures[0].retry_after_ms, 100);
+    let refusals = health(&net, "jobs").refusals;
+    assert_eq!((refusals.queue_full, refusals.rate_limited), (0, 1));
     net.advance(100);
     net.publish(conn, "jobs", &["4"]);
     assert!(self::failures(&mut net, conn).is_empty());

@@ -44,4 +44,17 @@ impl chute_server::Runtime for SmolRuntime {
             smol::Timer::at(deadline).await;
         }
     }
+
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
+        let host = host.to_string();
+        async move {
+            let stream = smol::net::TcpStream::connect((host.as_str(), port)).await?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        }
+    }
 }

@@ -80,4 +80,17 @@ impl chute_server::Runtime for TokioRuntime {
         let _context = self.runtime.enter();
         tokio::time::sleep_until(deadline.into())
     }
+
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
+        let host = host.to_string();
+        async move {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            stream.set_nodelay(true)?;
+            Ok(TokioStream(stream))
+        }
+    }
 }

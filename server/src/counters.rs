@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use crate::alerts::AlertBoard;
 use crate::audit::AuditCounters;
 use crate::config::ReloadCounters;
 use crate::tls::TlsCounters;
@@ -14,4 +15,6 @@ pub struct ServerCounters {
     pub log_lines_dropped: Arc<AtomicU64>,
     pub audit: Arc<AuditCounters>,
     pub tls: Arc<TlsCounters>,
+    /// The alerts standing now and the webhooks' counters.
+    pub alerts: Arc<AlertBoard>,
 }

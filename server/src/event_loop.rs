@@ -23,6 +23,7 @@ use chute_core::auth::{AuditEvent, AuditKind, AuditOutcome, Users};
 use chute_core::policy::alarm::ResourceReading;
 
 use crate::access::{self, SharedUsers};
+use crate::alerts::Alerting;
 use crate::audit::AuditLog;
 use crate::config::{ReloadError, ReloadOutcome, Reloader};
 use crate::connection::{read_loop, write_loop, ReadGate, WriterMessage};
@@ -59,6 +60,8 @@ pub enum LoopEvent {
     },
     /// What the memory and disk measure now (`resources.rs`), for the resource alarms.
     Resources(ResourceReading),
+    /// Time to evaluate the alert rules (`alerts.evaluation_interval_ms`).
+    EvaluateAlerts,
     /// The admin endpoint changed the users file: these are its users now.
     SetUsers {
         users: Users,
@@ -147,6 +150,8 @@ pub struct LoopParts<R: Runtime> {
     pub tls: Option<TlsState>,
     /// How often the measuring task measures (`alarms.check_interval_ms`); a reload sets it.
     pub alarm_interval_ms: Arc<AtomicU32>,
+    /// The alert rules and their receivers.
+    pub alerting: Alerting<R>,
 }
 
 /// The broker task's state.
@@ -181,6 +186,7 @@ pub struct EventLoop<R: Runtime> {
     users: Arc<SharedUsers>,
     alarm_interval_ms: Arc<AtomicU32>,
     memory_trim: TrimSchedule,
+    alerting: Alerting<R>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +223,7 @@ impl<R: Runtime> EventLoop<R> {
             users: parts.users,
             alarm_interval_ms: parts.alarm_interval_ms,
             memory_trim: TrimSchedule::new(parts.memory_trim_interval_ms),
+            alerting: parts.alerting,
         }
     }
 
@@ -354,6 +361,7 @@ impl<R: Runtime> EventLoop<R> {
                 let tls = &mut self.tls;
                 let alarm_interval_ms = &self.alarm_interval_ms;
                 let memory_trim = &mut self.memory_trim;
+                let alerting = &mut self.alerting;
                 let result = self.reloader.reload(|config| {
                     let users = access::load(&config.auth)?;
                     // The TLS files are read again even when the configuration did not
@@ -379,6 +387,7 @@ impl<R: Runtime> EventLoop<R> {
                     shared_users.set(users.clone());
                     shared_users.set_config(config.auth.clone());
                     broker.set_users(now, users);
+                    alerting.reconfigure(&config.alerts, broker.config().wall_clock().unix_ms(now));
                     Ok(changes)
                 });
                 self.audit.reopen();
@@ -410,6 +419,7 @@ impl<R: Runtime> EventLoop<R> {
                 self.broker.handle_input(now, Input::Resources(reading));
                 self.trim_memory_if_due();
             }
+            LoopEvent::EvaluateAlerts => self.alerting.evaluate(now, &self.broker),
             LoopEvent::SetUsers { users, reply } => {
                 self.users.set(Some(users.clone()));
                 self.broker.set_users(now, Some(users));

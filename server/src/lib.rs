@@ -30,6 +30,7 @@
 
 mod access;
 mod admin;
+mod alerts;
 mod audit;
 pub mod config;
 mod connection;

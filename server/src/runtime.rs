@@ -31,6 +31,14 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send + 'a;
 
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
+
+    /// A connection to `host:port` (a name is resolved without blocking the runtime), with
+    /// `TCP_NODELAY` set: the alert webhooks' client.
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
 }
 
 /// How long an accept loop waits after a failed accept before trying again.

@@ -22,6 +22,7 @@ use futures::SinkExt;
 
 use crate::access::{self, SharedUsers};
 use crate::admin::{self, AdminState, Phase};
+use crate::alerts::Alerting;
 use crate::audit::AuditLog;
 use crate::config::{
     self, AdminListen, ConfigFile, FlagSetting, Listen, LogFormat, Reloader, Sources,
@@ -478,6 +479,13 @@ pub async fn serve<R: Runtime>(
             tracing::warn!(%error, "cannot measure free disk space; the disk alarm waits for a reading")
         }
     }
+    let alerting = Alerting::start(
+        runtime.clone(),
+        &settings.alerts,
+        counters.alerts.clone(),
+        storage_metrics.clone(),
+        events_tx.clone(),
+    );
     let (storage_tx, storage_reports, storage_worker) =
         start_storage_worker(&data_dir, storage_metrics, segment_bytes_max)?;
     let (plain_stop_tx, plain_stop_rx) = oneshot::channel();
@@ -517,6 +525,7 @@ pub async fn serve<R: Runtime>(
         users,
         tls,
         alarm_interval_ms,
+        alerting,
     });
     admin_state.set_phase(Phase::SyncingCheckpoint);
     event_loop

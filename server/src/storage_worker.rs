@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use chute_core::alerts::SyncLatencyBuckets;
 use chute_core::ids::Lsn;
 use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::format::{segment_file_name, SEGMENT_HEADER_LEN};
@@ -42,6 +43,10 @@ pub struct StorageMetrics {
     pub bytes_written: AtomicU64,
     /// How long each of those syncs took.
     pub sync_seconds: Histogram,
+    /// The same observations by bucket (`SYNC_SECONDS_BUCKETS`, then one past the last):
+    /// prometheus-client does not show its buckets, and the alert rule on sync latency needs
+    /// them.
+    sync_buckets: [AtomicU64; SYNC_SECONDS_BUCKETS.len() + 1],
 }
 
 /// Upper bounds of the sync latency buckets, in seconds: from a fast NVMe flush (50 µs) to a
@@ -58,6 +63,7 @@ impl Default for StorageMetrics {
             appends: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             sync_seconds: Histogram::new(SYNC_SECONDS_BUCKETS),
+            sync_buckets: Default::default(),
         }
     }
 }
@@ -65,6 +71,22 @@ impl Default for StorageMetrics {
 impl StorageMetrics {
     fn wrote(&self, bytes: usize) {
         self.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a sync that took `seconds`, in the histogram and in its buckets.
+    pub fn observe_sync(&self, seconds: f64) {
+        self.sync_seconds.observe(seconds);
+        let bucket = SYNC_SECONDS_BUCKETS.iter().position(|bound| seconds <= *bound);
+        let index = bucket.unwrap_or(SYNC_SECONDS_BUCKETS.len());
+        self.sync_buckets[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The sync latencies so far, for the alert rules.
+    pub fn sync_latency(&self) -> SyncLatencyBuckets {
+        SyncLatencyBuckets {
+            bounds_us: SYNC_SECONDS_BUCKETS.iter().map(|s| (s * 1e6).round() as u64).collect(),
+            counts: self.sync_buckets.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+        }
     }
 }
 
@@ -260,7 +282,7 @@ impl StorageWorker {
             StorageRequest::Sync { through } => {
                 let started = Instant::now();
                 self.sync_dirty()?;
-                self.metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics.observe_sync(started.elapsed().as_secs_f64());
                 self.metrics.syncs.fetch_add(1, Ordering::Relaxed);
                 let covered = std::mem::take(&mut self.bytes_since_sync);
                 self.sync_bytes_avg = self.sync_bytes_avg - self.sync_bytes_avg / 4 + covered / 4;
@@ -483,6 +505,10 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("sync_seconds_count 1\n"), "{text}");
+        let latency = metrics.sync_latency();
+        assert_eq!(latency.bounds_us[..3], [50, 100, 250]);
+        assert_eq!(latency.counts.len(), latency.bounds_us.len() + 1);
+        assert_eq!(latency.counts.iter().sum::<u64>(), 1, "the sync is in one bucket");
     }
 
     /// The newest segment is zero-filled ahead of its records, and the zeros are cut when the

@@ -47,7 +47,7 @@ fn check_config_lists_every_problem() {
         assert_eq!(output.status.code(), Some(2));
         let expected = [
             format!("{name}: {file}:4:1: limits.queues_max: invalid type: string \"many\", expected u32"),
-            format!("{name}: {file}:7:2: surver: unknown field `surver`, expected one of `version`, `server`, `log`, `limits`, `timeouts`, `storage`, `auth`, `audit`, `tls`, `alarms`"),
+            format!("{name}: {file}:7:2: surver: unknown field `surver`, expected one of `version`, `server`, `log`, `limits`, `timeouts`, `storage`, `auth`, `audit`, `tls`, `alarms`, `alerts`"),
             format!("{name}: environment CHUTE_LIMITS_CREDIT_MAX: limits.credit_max: invalid type: string \"lots\", expected u32"),
             format!("{name}: {file}:3:1: limits.connections_max = 0 is out of range: must be in 1..=1048576"),
             format!("{name}: {file}:6:1: timeouts.heartbeat_ms = 50 is out of range: must be in 100..=300000"),

@@ -50,7 +50,7 @@ use connection::{ConnState, Connection, PauseReason};
 pub use errors::{DeclareError, Denied, OptionsError, PublishError, QueueAdminError, QueueLimit};
 pub use operator::{ConnectionInfo, ConnectionState};
 pub use recover::RecoveryReport;
-pub use stats::{AuthCounters, BrokerStats};
+pub use stats::{AuthCounters, BrokerStats, QueueHealth};
 use timers::{TimerKey, Timers};
 
 /// The broker, without I/O.

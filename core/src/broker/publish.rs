@@ -126,7 +126,12 @@ impl Broker {
             self.unroutable_dropped += 1;
             return Ok(Gate::default());
         }
-        self.take_rejecting_rate_limits(conn, &route.queues)?;
+        if let Err(refusal) = self.take_rejecting_rate_limits(conn, &route.queues) {
+            for queue in &route.queues {
+                self.queues.get_mut(queue).expect("routed queue").refusals.rate_limited += 1;
+            }
+            return Err(refusal);
+        }
         let copies: Vec<QueueId> = route
             .queues
             .iter()
@@ -134,7 +139,10 @@ impl Broker {
             .filter(|q| !self.is_duplicate(*q, message.id.as_deref()))
             .collect();
         for &queue in &copies {
-            self.make_room(queue, message.payload.len() as u64)?;
+            if let Err(refusal) = self.make_room(queue, message.payload.len() as u64) {
+                self.queues.get_mut(&queue).expect("routed queue").refusals.queue_full += 1;
+                return Err(refusal);
+            }
         }
         let mut gate = Gate::default();
         for &queue in route.queues.iter().filter(|q| !copies.contains(q)) {

@@ -3,9 +3,14 @@
 use chute_protocol::{QueueCounters, QueueStats};
 
 use super::Broker;
+use crate::alerts::{QueueSnapshot, Snapshot, SyncLatencyBuckets};
+use crate::ids::QueueId;
 use crate::policy::alarm::Resource;
+use crate::policy::breaker::BreakerView;
+use crate::queue::PublishRefusals;
 use crate::storage::failure::StorageFailure;
 use crate::storage::seal::KeyId;
+use crate::time::Instant;
 
 /// What the broker holds and has done, at one instant. Built by [`Broker::stats`]; plain data,
 /// so the driver can hand it to another task.
@@ -15,6 +20,9 @@ pub struct BrokerStats {
     pub connections: u64,
     /// Every queue, in name order.
     pub queues: Vec<QueueStats>,
+    /// What alert rules and operators need beyond `queues`, one per entry of `queues`, in the
+    /// same order. Kept apart because `QueueStats` is a wire type.
+    pub queue_health: Vec<QueueHealth>,
     /// The queues' counters added up. Counters of deleted queues are gone with them, and all of
     /// them restart from zero with the process.
     pub totals: QueueCounters,
@@ -41,6 +49,20 @@ pub struct BrokerStats {
     pub connections_blocked: u64,
 }
 
+/// A queue's health, beside its [`QueueStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueHealth {
+    /// When the head of the ready line (the oldest of each priority level's first message) was
+    /// published (Unix ms); `None` with nothing ready. See `Ready::oldest_published_unix_ms`.
+    pub oldest_ready_published_unix_ms: Option<u64>,
+    /// Consumers subscribed, all of them (`QueueStats::consumers` lists one page).
+    pub consumers: u64,
+    /// Consumers whose circuit breaker is open now.
+    pub breakers_open: u64,
+    /// Publishes refused since the queue was created or recovered.
+    pub refusals: PublishRefusals,
+}
+
 /// Logins and refusals since the start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuthCounters {
@@ -59,6 +81,8 @@ impl Broker {
     pub fn stats(&self) -> BrokerStats {
         let queues: Vec<QueueStats> =
             self.queue_ids.values().map(|id| self.queue_stats(*id)).collect();
+        let queue_health =
+            self.queue_ids.values().map(|id| self.queue_health(*id, self.now)).collect();
         let mut totals = QueueCounters::default();
         for queue in &queues {
             add_counters(&mut totals, &queue.counters);
@@ -74,6 +98,7 @@ impl Broker {
         BrokerStats {
             connections: self.connections.len() as u64,
             queues,
+            queue_health,
             totals,
             log_segments,
             log_bytes,
@@ -86,6 +111,59 @@ impl Broker {
             alarm_memory: self.alarm_raised(Resource::Memory),
             alarm_disk: self.alarm_raised(Resource::Disk),
             connections_blocked: self.blocked_connection_count(),
+        }
+    }
+
+    /// What the alert rules look at, at `now` (the driver's clock: the broker's own stands
+    /// still while no input comes, and ages must grow all the same). A few numbers per queue,
+    /// without the walk over every message that [`stats`](Self::stats) makes: this runs on
+    /// the broker task every evaluation interval.
+    pub fn alert_snapshot(&self, now: Instant, sync_latency: SyncLatencyBuckets) -> Snapshot {
+        let now_unix_ms = self.config.wall_clock().unix_ms(now);
+        let queues = self
+            .queue_ids
+            .iter()
+            .map(|(name, id)| {
+                let queue = &self.queues[id];
+                let health = self.queue_health(*id, now);
+                QueueSnapshot {
+                    name: name.clone(),
+                    ready: queue.ready_len(),
+                    consumers: health.consumers,
+                    breakers_open: health.breakers_open,
+                    oldest_ready_age_ms: health
+                        .oldest_ready_published_unix_ms
+                        .map(|published| now_unix_ms.saturating_sub(published)),
+                    dead_lettered_total: queue.counters.dead_lettered,
+                    refused_total: health.refusals.queue_full + health.refusals.rate_limited,
+                }
+            })
+            .collect();
+        Snapshot {
+            unix_ms: now_unix_ms,
+            queues,
+            alarm_memory: self.alarm_raised(Resource::Memory),
+            alarm_disk: self.alarm_raised(Resource::Disk),
+            storage_failed: self.halted.is_some(),
+            sync_latency,
+        }
+    }
+
+    fn queue_health(&self, id: QueueId, now: Instant) -> QueueHealth {
+        let queue = &self.queues[&id];
+        let breakers_open = queue
+            .consumers()
+            .iter()
+            .filter(|key| {
+                let subscription = &self.connections[&key.conn].subscriptions[&key.subscription];
+                matches!(subscription.breaker.state(now), BreakerView::Open { .. })
+            })
+            .count();
+        QueueHealth {
+            oldest_ready_published_unix_ms: queue.oldest_ready_published_unix_ms(),
+            consumers: queue.consumers().len() as u64,
+            breakers_open: breakers_open as u64,
+            refusals: queue.refusals,
         }
     }
 

@@ -58,6 +58,18 @@ pub struct Queue {
     pub timer_at: Option<Instant>,
     /// The queue's publish rate limit, if its options set one.
     pub publish_rate: Option<crate::policy::token_bucket::TokenBucket>,
+    /// Publishes refused, by reason, since the queue was created or recovered.
+    pub refusals: PublishRefusals,
+}
+
+/// Publishes a queue refused since it was created or recovered (for operators: not on the
+/// wire, not in the log).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishRefusals {
+    /// The queue was full and its overflow policy rejects publishes.
+    pub queue_full: u64,
+    /// A rate limit with the `reject` policy had no token.
+    pub rate_limited: u64,
 }
 
 impl Queue {
@@ -79,6 +91,7 @@ impl Queue {
             counters: QueueCounters::default(),
             timer_at: None,
             publish_rate: None,
+            refusals: PublishRefusals::default(),
         }
     }
 
@@ -110,6 +123,11 @@ impl Queue {
 
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// When the head of the ready line was published (Unix ms), if any message is ready.
+    pub fn oldest_ready_published_unix_ms(&self) -> Option<u64> {
+        self.ready.oldest_published_unix_ms()
     }
 
     pub fn has_ready(&self) -> bool {

@@ -51,6 +51,16 @@ impl Ready {
         self.levels.iter().filter_map(|level| level.front().map(|m| m.seq)).min()
     }
 
+    /// When the head of the line was published (Unix ms): the earliest among the fronts of the
+    /// levels. A level is in publish order (a retry goes back to the front it left) except for
+    /// messages that join at the back with an older publish time: delayed publishes when they
+    /// come due, dead letters and redriven messages. For those the head may be younger than a
+    /// message behind it; an exact oldest would cost an index kept on every move, and the head
+    /// is what holds the line up. One peek per level: nothing on the paths that move messages.
+    pub fn oldest_published_unix_ms(&self) -> Option<u64> {
+        self.levels.iter().filter_map(|level| level.front().map(|m| m.published_unix_ms)).min()
+    }
+
     /// The message published earliest among the fronts of the levels: what `drop-head`
     /// overflow removes.
     pub fn pop_oldest(&mut self) -> Option<Message> {

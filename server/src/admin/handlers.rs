@@ -60,6 +60,7 @@ pub async fn handle<R: Runtime>(
         Route::Drain => handler.drain(&query).await,
         Route::Reload => handler.reload().await,
         Route::Users => state.users_list(),
+        Route::Alerts => Ok(handler.alerts()),
         Route::User(name) if method == Method::PUT => {
             state.put_user(caller, name, request.into_body()).await
         }
@@ -98,9 +99,20 @@ impl<R: Runtime> Handler<'_, R> {
     async fn metrics_page(&self) -> Response<Body> {
         let stats = ask(self.runtime, self.state, STATS_TIMEOUT, LoopEvent::Stats).await.ok();
         let state = self.state;
+        let now_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let process = ProcessStats::read();
         let page =
-            metrics::encode(stats.as_ref(), &state.storage, &ProcessStats::read(), &state.counters);
+            metrics::encode(stats.as_ref(), &state.storage, &process, &state.counters, now_unix_ms);
         reply::body(StatusCode::OK, metrics::CONTENT_TYPE, page)
+    }
+
+    /// `GET /api/alerts`: every alert that is not inactive, as of the last evaluation.
+    fn alerts(&self) -> Response<Body> {
+        let alerts: Vec<serde_json::Value> =
+            self.state.counters.alerts.alerts().iter().map(crate::alerts::alert_json).collect();
+        reply::json(StatusCode::OK, &json!({ "alerts": alerts }))
     }
 
     async fn overview(&self) -> Answer {

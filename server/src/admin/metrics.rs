@@ -50,6 +50,7 @@ pub fn encode(
     storage: &StorageMetrics,
     process: &ProcessStats,
     counters: &ServerCounters,
+    now_unix_ms: u64,
 ) -> String {
     let mut registry = Registry::default();
     registry.register("chute_up", "1 while the server process runs", ConstGauge::new(1u64));
@@ -59,7 +60,9 @@ pub fn encode(
     register_process(&mut registry, process);
     if let Some(stats) = broker {
         register_broker(&mut registry, stats);
+        register_queue_health(&mut registry, stats, now_unix_ms);
     }
+    register_alerts(&mut registry, &counters.alerts);
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
         .expect("writing to a String cannot fail");
@@ -317,6 +320,129 @@ fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
     registry.register("chute_queue_bytes", "Payload bytes a queue holds", bytes);
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueReasonLabels {
+    queue: String,
+    reason: &'static str,
+}
+
+/// What the alert rules (and `deploy/prometheus/chute-alerts.yml`) look at per queue.
+/// `now_unix_ms`: the scrape's wall clock, which the messages' publish times are on.
+fn register_queue_health(registry: &mut Registry, stats: &BrokerStats, now_unix_ms: u64) {
+    let consumers = Family::<QueueLabels, U64Gauge>::default();
+    let breakers_open = Family::<QueueLabels, U64Gauge>::default();
+    let oldest_age = Family::<QueueLabels, Gauge<f64, AtomicU64>>::default();
+    let dead_lettered = Family::<QueueLabels, Counter>::default();
+    let refused = Family::<QueueReasonLabels, Counter>::default();
+    for (queue, health) in stats.queues.iter().zip(&stats.queue_health) {
+        let labels = QueueLabels { queue: queue.name.clone() };
+        consumers.get_or_create(&labels).set(health.consumers);
+        breakers_open.get_or_create(&labels).set(health.breakers_open);
+        let age_ms = health
+            .oldest_ready_published_unix_ms
+            .map_or(0, |published| now_unix_ms.saturating_sub(published));
+        oldest_age.get_or_create(&labels).set(age_ms as f64 / 1_000.0);
+        dead_lettered.get_or_create(&labels).inc_by(queue.counters.dead_lettered);
+        let reasons = [
+            ("queue_full", health.refusals.queue_full),
+            ("rate_limited", health.refusals.rate_limited),
+        ];
+        for (reason, count) in reasons {
+            refused
+                .get_or_create(&QueueReasonLabels { queue: queue.name.clone(), reason })
+                .inc_by(count);
+        }
+    }
+    registry.register("chute_queue_consumers", "Consumers subscribed to a queue", consumers);
+    registry.register(
+        "chute_queue_consumer_breakers_open",
+        "A queue's consumers whose circuit breaker is open",
+        breakers_open,
+    );
+    registry.register(
+        "chute_queue_oldest_ready_age_seconds",
+        "How long the head of a queue's ready line (the oldest of each priority's first message) has waited since it was published; 0 with nothing ready",
+        oldest_age,
+    );
+    registry.register(
+        "chute_queue_dead_lettered",
+        "Messages a queue moved to its dead-letter queue, since it was created or the server started",
+        dead_lettered,
+    );
+    registry.register(
+        "chute_publish_refused",
+        "Publishes a queue refused, by reason: queue_full (full, overflow = reject-publish), rate_limited (a reject rate limit had no token)",
+        refused,
+    );
+    registry.register(
+        "chute_storage_failed",
+        "1 once storage has failed and the broker halted, else 0",
+        gauge(stats.halted.is_some().into()),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    rule: String,
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabels {
+    receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverOutcomeLabels {
+    receiver: String,
+    outcome: &'static str,
+}
+
+/// The alerts standing (`chute_alerts_firing`) and what the webhooks did.
+fn register_alerts(registry: &mut Registry, board: &crate::alerts::AlertBoard) {
+    let firing = Family::<AlertLabels, U64Gauge>::default();
+    for alert in board.alerts() {
+        let labels = AlertLabels {
+            rule: alert.rule.clone(),
+            queue: alert.queue.clone().unwrap_or_default(),
+        };
+        firing
+            .get_or_create(&labels)
+            .set((alert.state == chute_core::alerts::AlertState::Firing).into());
+    }
+    registry.register(
+        "chute_alerts_firing",
+        "1 while the built-in alert rule fires for the queue (empty for broker-wide rules); 0 while pending or resolved",
+        firing,
+    );
+    let outcomes = Family::<ReceiverOutcomeLabels, Counter>::default();
+    let dropped = Family::<ReceiverLabels, Counter>::default();
+    for (receiver, counters) in board.receivers() {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counts = [
+            ("delivered", load(&counters.delivered)),
+            ("retried", load(&counters.retried)),
+            ("failed", load(&counters.failed)),
+        ];
+        for (outcome, count) in counts {
+            outcomes
+                .get_or_create(&ReceiverOutcomeLabels { receiver: receiver.clone(), outcome })
+                .inc_by(count);
+        }
+        dropped.get_or_create(&ReceiverLabels { receiver }).inc_by(load(&counters.dropped));
+    }
+    registry.register(
+        "chute_alert_notifications",
+        "Alert webhook notifications by outcome: delivered (2xx), retried (an attempt failed and was retried), failed (given up after attempts_max)",
+        outcomes,
+    );
+    registry.register(
+        "chute_alert_notifications_dropped",
+        "Alert webhook notifications dropped from a full receiver queue (the oldest first)",
+        dropped,
+    );
+}
+
 fn gauge(value: u64) -> ConstGauge<u64> {
     ConstGauge::new(value)
 }
@@ -351,7 +477,7 @@ mod tests {
     fn names_are_exactly_the_documented_ones() {
         let storage = StorageMetrics::default();
         storage.syncs.store(3, Ordering::Relaxed);
-        storage.sync_seconds.observe(0.000_2);
+        storage.observe_sync(0.000_2);
         let process = ProcessStats {
             cpu_seconds: Some(1.5),
             resident_bytes: Some(4096),
@@ -370,7 +496,7 @@ mod tests {
         counters.tls.certificate_reloads_ok.store(7, Ordering::Relaxed);
         counters.tls.certificate_reloads_failed.store(8, Ordering::Relaxed);
         counters.tls.certificate_expiry_unix_s.store(1_900_000_000, Ordering::Relaxed);
-        let page = encode(Some(&snapshot()), &storage, &process, &counters);
+        let page = encode(Some(&snapshot()), &storage, &process, &counters, 0);
         let expected = [
             ("chute_up", 1.0),
             ("chute_config_reloads_total{result=\"ok\"}", 2.0),
@@ -415,6 +541,13 @@ mod tests {
             ("chute_queue_messages{queue=\"jobs\",state=\"in_flight\"}", 0.0),
             ("chute_queue_messages{queue=\"jobs\",state=\"group_blocked\"}", 0.0),
             ("chute_queue_bytes{queue=\"jobs\"}", 0.0),
+            ("chute_queue_consumers{queue=\"jobs\"}", 0.0),
+            ("chute_queue_consumer_breakers_open{queue=\"jobs\"}", 0.0),
+            ("chute_queue_oldest_ready_age_seconds{queue=\"jobs\"}", 0.0),
+            ("chute_queue_dead_lettered_total{queue=\"jobs\"}", 0.0),
+            ("chute_publish_refused_total{queue=\"jobs\",reason=\"queue_full\"}", 0.0),
+            ("chute_publish_refused_total{queue=\"jobs\",reason=\"rate_limited\"}", 0.0),
+            ("chute_storage_failed", 0.0),
         ];
         for (series, want) in expected {
             assert_eq!(value(&page, series), Some(want), "{series} in\n{page}");
@@ -431,6 +564,7 @@ mod tests {
             &StorageMetrics::default(),
             &ProcessStats::default(),
             &ServerCounters::default(),
+            0,
         );
         assert_eq!(value(&page, "chute_up"), Some(1.0));
         assert_eq!(value(&page, "chute_storage_syncs_total"), Some(0.0));

@@ -31,6 +31,7 @@ pub enum Route {
     Drain,
     Users,
     User(String),
+    Alerts,
 }
 
 impl Route {
@@ -54,6 +55,7 @@ impl Route {
             ["api", "reload"] => Route::Reload,
             ["api", "drain"] => Route::Drain,
             ["api", "users"] => Route::Users,
+            ["api", "alerts"] => Route::Alerts,
             ["api", "users", name] if !name.is_empty() => Route::User(name.to_string()),
             _ => return Ok(None),
         };
@@ -74,6 +76,7 @@ impl Route {
             | Route::Overview
             | Route::Queues
             | Route::Connections
+            | Route::Alerts
             | Route::Users => &[Method::GET, Method::HEAD],
             Route::User(_) => &[Method::PUT, Method::DELETE],
             Route::Queue(_) => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
@@ -193,6 +196,7 @@ mod tests {
         assert_eq!(route("/api/connections/12"), Some(Route::Connection("12".into())));
         assert_eq!(route("/api/reload"), Some(Route::Reload));
         assert_eq!(route("/api/drain"), Some(Route::Drain));
+        assert_eq!(route("/api/alerts"), Some(Route::Alerts));
     }
 
     /// Queue names may hold `/` and `:`: a name is one segment, percent-decoded.

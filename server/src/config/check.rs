@@ -199,6 +199,7 @@ pub fn check_values(config: &ConfigFile) -> Vec<(String, String)> {
         ));
     }
     found.extend(super::tls::check_values(config));
+    found.extend(super::alerts::check_values(&config.alerts));
     found
 }
 
@@ -435,6 +436,30 @@ mod tests {
         assert!(lines[1].starts_with(&format!("{path}:4:1: tls.key_file = ")), "{lines:#?}");
         let (_file, unused) = load_file("[tls]\ncert_file = \"/nonexistent/c.pem\"\n");
         assert!(check_files(&unused.unwrap()).is_empty(), "TLS not in use: the files are not read");
+    }
+
+    /// `[alerts]` is read from the file and its problems name the entry and where it was set;
+    /// a good one loads.
+    #[test]
+    fn alerts_settings_are_checked() {
+        let (path, lines) = problems(
+            "[alerts]\nevaluation_interval_ms = 1000\n[[alerts.rules]]\nname = \"nope\"\n\
+             [[alerts.receivers]]\nname = \"ops\"\nurl = \"https://example.com/\"\n",
+        );
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].starts_with(&path), "{lines:#?}");
+        assert!(
+            lines[0].contains("alerts.rules[0] (name = \"nope\"): no default rule"),
+            "{lines:#?}"
+        );
+        assert!(lines[1].contains("alerts.receivers[0] (name = \"ops\"): url = \"https://example.com/\": https:// is not supported"), "{lines:#?}");
+        let (_, loaded) = load_file(
+            "[[alerts.rules]]\nname = \"queue_depth_high\"\nthreshold = 5\n\
+             [[alerts.receivers]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/\"\n",
+        );
+        let config = loaded.unwrap().config;
+        assert_eq!(config.alerts.rules[0].threshold, Some(5));
+        assert_eq!(config.alerts.receivers[0].timeout_ms, 5_000, "defaults fill the rest");
     }
 
     #[test]

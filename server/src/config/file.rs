@@ -13,6 +13,7 @@ use chute_core::storage::log::StorageConfig;
 use chute_core::{BrokerConfig, BrokerLimits, TimeoutConfig};
 use serde::{Deserialize, Serialize};
 
+pub use super::alerts::AlertsSettings;
 pub use super::tls::TlsSettings;
 
 /// The schema version this server reads. A file without `version` is read as this one.
@@ -32,6 +33,7 @@ pub struct ConfigFile {
     pub audit: AuditSettings,
     pub tls: TlsSettings,
     pub alarms: AlarmConfig,
+    pub alerts: AlertsSettings,
 }
 
 impl Default for ConfigFile {
@@ -47,6 +49,7 @@ impl Default for ConfigFile {
             audit: AuditSettings::default(),
             tls: TlsSettings::default(),
             alarms: AlarmConfig::default(),
+            alerts: AlertsSettings::default(),
         }
     }
 }

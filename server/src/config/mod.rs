@@ -3,6 +3,7 @@
 //! ([`check`]), `--print-config` ([`print`]), renamed keys ([`renamed`]) and reloads
 //! ([`reload`]). docs/CONFIG.md documents every key.
 
+pub mod alerts;
 pub mod check;
 pub mod file;
 pub mod layers;
