@@ -352,6 +352,8 @@ impl World {
             SessionEvent::Response { request_id, response } => {
                 self.on_response(actor, request_id, response)
             }
+            // A removed user's requests die with its session.
+            SessionEvent::RequestFailed { .. } if self.account_removed(actor) => {}
             SessionEvent::RequestFailed { request_id, error } => {
                 let name = &self.actors[actor].name;
                 self.fail(("request-refused", format!("{name}: request {request_id}: {error}")));
