@@ -318,6 +318,21 @@ fn commands_wait_for_the_login() {
     assert!(matches!(&net.raw_frames(conn)[..], [Frame::AuthRequired(_)]));
 }
 
+/// Once logged in, a client's `Close` goes out behind what it batched before (a publish, an
+/// ack), not ahead of it: a publish made just before closing is carried out.
+#[test]
+fn close_after_login_follows_what_was_batched() {
+    let mut net = net_with_alice();
+    let conn = net.connect_with(peer(false, None), password("alice", "alice-pw"));
+    assert!(matches!(net.declare(conn, "alice.q", QueueOptions::default()), Response::Declared(_)));
+    let message = chute_protocol::PublishMessage::new(Bytes::from_static(b"last words"));
+    let destination = chute_protocol::Destination::Queue("alice.q".into());
+    net.client(conn).publish(&destination, false, message).unwrap();
+    net.client(conn).close();
+    net.pump();
+    assert_eq!(net.broker.queue_depth("alice.q"), Some(1));
+}
+
 /// A client's `Debug` (its configuration, and the exchange under way) shows no password or
 /// token, so a logged client or `Hello` gives no secret away.
 #[test]

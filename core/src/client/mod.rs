@@ -463,9 +463,10 @@ impl Client {
         self.encode_now(kind, body);
     }
 
-    /// Encodes a frame of the login, which goes out ahead of any held command.
+    /// Encodes a frame of the login, which goes out ahead of any held command. Once nothing is
+    /// held (the connection is open), it goes out as any frame does: behind what is batched.
     fn encode_login<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {
-        if !self.hold_commands {
+        if !self.holding_commands() {
             return self.encode(kind, body);
         }
         let mut frame = BytesMut::new();
