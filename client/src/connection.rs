@@ -92,6 +92,15 @@ impl ConnectOptions {
         self.client.credentials = Credentials::Token { token: token.into() };
         self
     }
+
+    /// Connects even when the server lets this client in without checking its password or
+    /// token (a server without users answers the handshake without `AuthOk`). Without this, such
+    /// a connect fails with `authentication-failed`: the connection would not be the user's. For
+    /// a development server known to run without users.
+    pub fn accepting_unchecked_credentials(mut self) -> ConnectOptions {
+        self.client.accept_unchecked_credentials = true;
+        self
+    }
 }
 
 /// How a subscription takes deliveries.

@@ -26,7 +26,9 @@
 //! [`ConnectOptions::with_password`]) proven by SCRAM-SHA-256 on any connection, plain or TLS:
 //! the password never crosses the wire, and the client checks that the server knows it too. A
 //! token ([`ConnectOptions::with_token`]) is sent as it is, so only over TLS; a client
-//! certificate alone logs in as the user it names. A refused login is not retried.
+//! certificate alone logs in as the user it names. A refused login is not retried. A server
+//! that lets a password or token in without checking it (one without users) is refused too,
+//! unless [`ConnectOptions::accepting_unchecked_credentials`] says to connect anyway.
 //!
 //! ```no_run
 //! use chute_client::{ConnectOptions, Connection, TlsOptions};

@@ -47,10 +47,13 @@ pub enum Mutant {
     /// A publish read while a resource alarm is raised is handled at once instead of held:
     /// a blocked publisher's publishes are confirmed.
     PublishDuringAlarm,
+    /// A publish to a topic is not checked against the user's `write` permissions: a user may
+    /// publish to any topic, and the copies are stored, delivered and confirmed.
+    SkipTopicWriteCheck,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 10] = [
+    pub const ALL: [Mutant; 11] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -61,6 +64,7 @@ impl Mutant {
         Mutant::ForgetUnconfirmedOnReconnect,
         Mutant::SettleAcrossReconnect,
         Mutant::PublishDuringAlarm,
+        Mutant::SkipTopicWriteCheck,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -76,6 +80,7 @@ impl Mutant {
             Mutant::ForgetUnconfirmedOnReconnect => "forget-unconfirmed-on-reconnect",
             Mutant::SettleAcrossReconnect => "settle-across-reconnect",
             Mutant::PublishDuringAlarm => "publish-during-alarm",
+            Mutant::SkipTopicWriteCheck => "skip-topic-write-check",
         }
     }
 

@@ -379,6 +379,108 @@ fn anonymous_clients_get_the_anonymous_users_rights() {
     assert!(matches!(net.raw_frames(conn)[..], [Frame::QueueDeclareOk(_)]));
 }
 
+fn net_with_users_and_anonymous(allow_anonymous: bool) -> Net {
+    let mut config = config();
+    config.auth.allow_anonymous = allow_anonymous;
+    let mut net = Net::with_config(config);
+    let now = net.now;
+    net.broker.set_users(now, Some(users()));
+    net
+}
+
+fn auth_start(mechanism: &str, data: &[u8]) -> Frame {
+    Frame::AuthStart(AuthStart { mechanism: mechanism.into(), data: Bytes::copy_from_slice(data) })
+}
+
+/// A version-2 `Anonymous` `Hello` to a server with users is always answered by
+/// `AuthRequired`, even when anonymous clients are allowed (a client holding a password would
+/// otherwise be let in as the anonymous user without noticing): `ANONYMOUS` is offered then,
+/// and chosen, it logs the client in as the anonymous user, confirmed by `AuthOk`.
+#[test]
+fn version_two_anonymous_hello_chooses_anonymous_when_offered() {
+    let mut net = net_with_users_and_anonymous(true);
+    let (conn, frames) = say_hello(&mut net, peer([10, 0, 0, 1], false), 2, Credentials::Anonymous);
+    assert!(
+        matches!(&frames[..], [Frame::AuthRequired(r)] if r.mechanisms == ["SCRAM-SHA-256", "ANONYMOUS"]),
+        "{frames:?}"
+    );
+    net.send_frames(conn, &[auth_start("ANONYMOUS", b"sensor-7")]);
+    let frames = net.raw_frames(conn);
+    assert!(
+        matches!(&frames[..], [Frame::AuthOk(ok), Frame::HelloOk(_)] if ok.user == "anonymous" && ok.data.is_empty()),
+        "{frames:?}"
+    );
+    assert_eq!(
+        net.broker.connections().iter().find(|c| c.id == conn).unwrap().user.as_deref(),
+        Some("anonymous")
+    );
+    net.send_frames(conn, &[declare("anything")]);
+    assert_eq!(error_code(&net.raw_frames(conn)), Some(ErrorCode::NOT_AUTHORIZED));
+}
+
+/// Without `allow_anonymous`, `ANONYMOUS` is neither offered nor accepted.
+#[test]
+fn anonymous_mechanism_is_refused_unless_allowed() {
+    let mut net = net_with_users_and_anonymous(false);
+    let (conn, frames) = say_hello(&mut net, peer([10, 0, 0, 1], false), 2, Credentials::Anonymous);
+    assert!(
+        matches!(&frames[..], [Frame::AuthRequired(r)] if r.mechanisms == ["SCRAM-SHA-256"]),
+        "{frames:?}"
+    );
+    net.send_frames(conn, &[auth_start("ANONYMOUS", b"")]);
+    let frames = net.raw_frames(conn);
+    let message = refusal_after_delay(&mut net, conn, frames);
+    assert!(message.starts_with("authentication failed"), "{message}");
+}
+
+/// An `ANONYMOUS` trace is bounded (RFC 4505: 255 characters of UTF-8).
+#[test]
+fn an_anonymous_trace_too_long_is_refused() {
+    let mut net = net_with_users_and_anonymous(true);
+    let (conn, _) = say_hello(&mut net, peer([10, 0, 0, 1], false), 2, Credentials::Anonymous);
+    net.send_frames(conn, &[auth_start("ANONYMOUS", &[b'x'; 256])]);
+    let frames = net.raw_frames(conn);
+    assert!(refusal_after_delay(&mut net, conn, frames).contains("at most 255"));
+    let (conn, _) = say_hello(&mut net, peer([10, 0, 0, 1], false), 2, Credentials::Anonymous);
+    net.send_frames(conn, &[auth_start("ANONYMOUS", "é".repeat(255).as_bytes())]);
+    assert!(is_open(&net.raw_frames(conn)), "255 characters fit, whatever their bytes");
+}
+
+/// With anonymous clients allowed, a password client still gets its own user by SCRAM.
+#[test]
+fn scram_still_logs_in_its_user_when_anonymous_is_allowed() {
+    let mut net = net_with_users_and_anonymous(true);
+    let (conn, frames) = say_hello(&mut net, peer([10, 0, 0, 1], false), 2, Credentials::Anonymous);
+    assert!(matches!(&frames[..], [Frame::AuthRequired(_)]), "{frames:?}");
+    let (client, first) = ScramClient::start("alice", "alice-pw", "client-nonce-1234");
+    net.send_frames(conn, &[auth_start("SCRAM-SHA-256", &first)]);
+    let challenge = match &net.raw_frames(conn)[..] {
+        [Frame::AuthChallenge(challenge)] => challenge.data.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (_, last) = client.answer(&challenge).unwrap();
+    net.send_frames(conn, &[Frame::AuthResponse(AuthResponse { data: last.into() })]);
+    let frames = net.raw_frames(conn);
+    assert!(matches!(&frames[..], [Frame::AuthOk(ok), Frame::HelloOk(_)] if ok.user == "alice"));
+    net.send_frames(conn, &[declare("alice.q")]);
+    assert!(matches!(net.raw_frames(conn)[..], [Frame::QueueDeclareOk(_)]));
+}
+
+/// In version 2 a token checked in `Hello` is confirmed by `AuthOk` before `HelloOk`; in
+/// version 1, which has no `AuthOk`, `HelloOk` alone.
+#[test]
+fn a_token_checked_in_hello_is_confirmed_in_version_two() {
+    let mut net = net_with_users();
+    let token = Credentials::Token { token: "token-of-bob".into() };
+    let (_, frames) = say_hello(&mut net, peer([10, 0, 0, 1], true), 2, token.clone());
+    assert!(
+        matches!(&frames[..], [Frame::AuthOk(ok), Frame::HelloOk(_)] if ok.user == "bob" && ok.data.is_empty()),
+        "{frames:?}"
+    );
+    let (_, frames) = say_hello(&mut net, peer([10, 0, 0, 1], true), 1, token);
+    assert!(matches!(&frames[..], [Frame::HelloOk(_)]), "{frames:?}");
+}
+
 /// Past the burst of failures, a source is refused before its credentials are read, until
 /// its budget refills; other sources are not.
 #[test]

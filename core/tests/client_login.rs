@@ -131,12 +131,86 @@ fn no_credentials_for_the_offered_mechanisms() {
     assert!(message.contains("no credentials"), "{message}");
 }
 
-/// Without users the broker answers `HelloOk` at once: a password is not needed and not used.
+/// Without users the broker answers `HelloOk` at once, without `AuthOk`: a client holding a
+/// password or token ends that connection (nobody checked who it is), unless told to accept
+/// it.
 #[test]
-fn a_server_without_users_needs_no_login() {
+fn a_server_that_checks_nothing_is_refused_by_a_client_with_a_secret() {
+    let token = with_credentials(Credentials::Token { token: "alice-token".into() });
+    for config in [password("alice", "anything"), token] {
+        let mut net = Net::new();
+        let conn = net.connect_with(PeerInfo::default(), config.clone());
+        assert!(!net.clients[&conn].is_open());
+        let (code, message) = net.closed_event(conn).expect("closed at once");
+        assert_eq!(code, ErrorCode::AUTHENTICATION_FAILED);
+        assert!(message.contains("admitted this connection without checking its credentials"));
+
+        let mut net = Net::new();
+        let config = ClientConfig { accept_unchecked_credentials: true, ..config };
+        let conn = net.connect_with(PeerInfo::default(), config);
+        assert!(net.clients[&conn].is_open(), "{:?}", net.events[&conn]);
+    }
     let mut net = Net::new();
-    let conn = net.connect_with(PeerInfo::default(), password("alice", "anything"));
+    let conn = net.connect_with(PeerInfo::default(), ClientConfig::default());
+    assert!(net.clients[&conn].is_open(), "without credentials, nothing to be checked");
+}
+
+/// A server that answers a password client's `Hello` with `HelloOk` at once (one that lets
+/// anonymous clients in and skips the exchange, as version-2 servers did before ANONYMOUS)
+/// is refused: the connection would be the anonymous user's, not alice's.
+#[test]
+fn a_password_client_let_in_without_auth_ok_ends_the_connection() {
+    let mut net = net_with_alice();
+    let conn = net.accept(peer(false, None));
+    let mut client = Client::new(password("alice", "alice-pw"), net.now);
+    let hello_ok = chute_protocol::HelloOk {
+        version: 2,
+        server_name: "skips-logins".into(),
+        connection_id: 1,
+        heartbeat_ms: 1_000,
+        limits: chute_protocol::ServerLimits {
+            frame_size_max: 1 << 20,
+            payload_size_max: 1 << 20,
+            publish_batch_max: 100,
+            unconfirmed_max: 1_000,
+            credit_max: 1_000,
+            subscriptions_max: 10,
+        },
+    };
+    let events = relay(&mut net, conn, &mut client, |frame| match frame {
+        Frame::AuthRequired(_) => Frame::HelloOk(hello_ok.clone()),
+        other => other,
+    });
+    assert!(!client.is_open());
+    let closed = events.iter().find_map(|e| match e {
+        ClientEvent::Closed { reason } => Some(reason.clone()),
+        _ => None,
+    });
+    let Some(CloseReason::Code { code, message }) = closed else { panic!("{events:?}") };
+    assert_eq!(code, ErrorCode::AUTHENTICATION_FAILED);
+    assert!(message.contains("without checking its credentials"), "{message}");
+}
+
+/// A client without credentials, offered `ANONYMOUS` by a server with users that lets
+/// anonymous clients in, takes it: it is the anonymous user, and the declaration it issued
+/// before the login waited for it.
+#[test]
+fn an_anonymous_client_chooses_anonymous() {
+    let mut config = BrokerConfig::default();
+    config.auth.allow_anonymous = true;
+    let mut net = Net::with_config(config);
+    let now = net.now;
+    net.broker.set_users(now, Some(Users::new([alice()]).unwrap()));
+    net.pump();
+    let conn = net.accept(peer(false, None));
+    let mut client = Client::new(ClientConfig::default(), net.now);
+    let declared = client.declare_queue("alice.q", QueueOptions::default(), false).unwrap();
+    net.clients.insert(conn, client);
+    net.pump();
     assert!(net.clients[&conn].is_open(), "{:?}", net.events[&conn]);
+    assert_eq!(user_of(&net, conn).as_deref(), Some("anonymous"));
+    let Response::Failed(error) = net.response(conn, declared) else { panic!("declared") };
+    assert_eq!(error.code, ErrorCode::NOT_AUTHORIZED);
 }
 
 /// The frames in `bytes` (without the preface).
@@ -242,6 +316,21 @@ fn commands_wait_for_the_login() {
     assert_eq!(kinds, [chute_protocol::FrameKind::Hello]);
     net.send_raw(conn, &first);
     assert!(matches!(&net.raw_frames(conn)[..], [Frame::AuthRequired(_)]));
+}
+
+/// Once logged in, a client's `Close` goes out behind what it batched before (a publish, an
+/// ack), not ahead of it: a publish made just before closing is carried out.
+#[test]
+fn close_after_login_follows_what_was_batched() {
+    let mut net = net_with_alice();
+    let conn = net.connect_with(peer(false, None), password("alice", "alice-pw"));
+    assert!(matches!(net.declare(conn, "alice.q", QueueOptions::default()), Response::Declared(_)));
+    let message = chute_protocol::PublishMessage::new(Bytes::from_static(b"last words"));
+    let destination = chute_protocol::Destination::Queue("alice.q".into());
+    net.client(conn).publish(&destination, false, message).unwrap();
+    net.client(conn).close();
+    net.pump();
+    assert_eq!(net.broker.queue_depth("alice.q"), Some(1));
 }
 
 /// A client's `Debug` (its configuration, and the exchange under way) shows no password or

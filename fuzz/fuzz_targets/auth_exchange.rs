@@ -6,8 +6,9 @@
 //! client-first and client-final of SCRAM, a username and a password, a token...).
 //!
 //! Properties: nothing panics; a connection opens only for the one real credential (never for
-//! fuzzed bytes, which cannot forge a SCRAM proof or a token); a client never accepts a
-//! server message it cannot verify.
+//! fuzzed bytes, which cannot forge a SCRAM proof or a token); ANONYMOUS opens a connection
+//! only where anonymous clients are allowed, with a trace of at most 255 characters, and only
+//! as the anonymous user; a client never accepts a server message it cannot verify.
 
 #![no_main]
 
@@ -46,17 +47,23 @@ fuzz_target!(|input: &[u8]| {
         Some(at) => (&rest[..at], &rest[at + 1..]),
         None => (rest, &[][..]),
     };
-    match selector % 4 {
+    match selector % 5 {
         0 => scram_on_broker(selector, first, second),
         1 => hello_credentials(selector, first, second),
         2 => external_on_broker(selector, first),
+        3 => anonymous_on_broker(selector, first),
         _ => client_on_server_messages(first, second),
     }
 });
 
 fn broker(peer: PeerInfo) -> Broker {
+    broker_allowing_anonymous(peer, false)
+}
+
+fn broker_allowing_anonymous(peer: PeerInfo, allow_anonymous: bool) -> Broker {
     let mut config = BrokerConfig::default();
     config.auth.failure_delay_ms = 0;
+    config.auth.allow_anonymous = allow_anonymous;
     let mut broker = Broker::new(config, Instant::ZERO);
     broker.set_users(Instant::ZERO, Some(users().clone()));
     broker.handle_input(Instant::ZERO, Input::Accepted { conn: CONN, peer });
@@ -151,6 +158,28 @@ fn external_on_broker(selector: u8, asked: &[u8]) {
         answers.extend(exchange(&mut broker, &[Frame::AuthStart(start)]));
     }
     assert!(!opened(&answers) || has_certificate, "EXTERNAL without a certificate: {answers:?}");
+}
+
+fn anonymous_on_broker(selector: u8, trace: &[u8]) {
+    let allowed = selector & 32 != 0;
+    let mut broker = broker_allowing_anonymous(
+        PeerInfo { certificate_user: None, ..peer(selector) },
+        allowed,
+    );
+    let mut answers = raw(&mut broker, hello(2, Credentials::Anonymous));
+    assert!(!opened(&answers), "a version-2 anonymous Hello opened at once: {answers:?}");
+    let start = AuthStart { mechanism: "ANONYMOUS".into(), data: Bytes::copy_from_slice(trace) };
+    answers.extend(exchange(&mut broker, &[Frame::AuthStart(start)]));
+    let trace_fits = std::str::from_utf8(trace).is_ok_and(|t| t.chars().count() <= 255);
+    assert_eq!(opened(&answers), allowed && trace_fits, "{answers:?}");
+    let users: Vec<&str> = answers
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::AuthOk(ok) => Some(ok.user.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(users.iter().all(|user| *user == "anonymous"), "{answers:?}");
 }
 
 fn client_on_server_messages(server_first: &[u8], server_final: &[u8]) {

@@ -13,6 +13,9 @@
 //!   without a delay and a reason), reject, touch and ack late, hold past their lease, or
 //!   answer by closing (`Session::reconnect_now`) or dropping the connection. In the liveness
 //!   phase they ack everything. Settling a delivery of a lost connection is void.
+//! - Probers (`probers.rs`) are publishers logged in as users with permissions of their own:
+//!   they publish inside and outside their rights and ask for queue stats and passive
+//!   declarations, and every answer is judged against the simulator's own checker.
 //! - The drainer appears in the liveness phase and acks everything from every queue, dead-letter
 //!   queues included.
 
@@ -43,6 +46,8 @@ pub struct Actor {
     /// The connection the session has now.
     pub conn: Option<ConnId>,
     pub timer_at: Option<Instant>,
+    /// The user (index into the users table) a prober logs in as; others are anonymous.
+    pub account: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -66,11 +71,13 @@ pub struct Publisher {
     /// Every message not yet confirmed, in publish order (keys grow).
     pub unconfirmed: BTreeSet<u32>,
     /// Messages not yet handed to the session (its window was full, or the breaker open).
-    to_send: VecDeque<u32>,
+    pub to_send: VecDeque<u32>,
     /// The session's publish sequence numbers (stable over reconnects) → key.
-    seq_to_key: BTreeMap<u64, u32>,
+    pub seq_to_key: BTreeMap<u64, u32>,
     /// A retry for the breaker is scheduled.
     retry_scheduled: bool,
+    /// A prober's requests in flight: what each asks to do, judged when it is answered.
+    pub probes: BTreeMap<u32, crate::probers::Probe>,
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +90,7 @@ pub struct Consumer {
 
 impl Actor {
     fn new(name: String, role: Role) -> Actor {
-        Actor { name, role, session: None, conn: None, timer_at: None }
+        Actor { name, role, session: None, conn: None, timer_at: None, account: None }
     }
 }
 
@@ -108,6 +115,12 @@ impl World {
             }
             let consumer = Consumer { queues, ..Consumer::default() };
             self.actors.push(Actor::new(format!("con{index}"), Role::Consumer(consumer)));
+        }
+        for user in 0..self.users.current().len() {
+            let mut prober =
+                Actor::new(format!("prober{user}"), Role::Publisher(Publisher::default()));
+            prober.account = Some(user);
+            self.actors.push(prober);
         }
     }
 
@@ -153,10 +166,17 @@ impl World {
 
     /// The session's settings: the real defaults where the simulation allows them, timings
     /// scaled to its short runs.
-    fn session_config(&mut self, name: &str, publisher: bool) -> SessionConfig {
+    fn session_config(&mut self, actor: usize) -> SessionConfig {
+        let name = self.actors[actor].name.clone();
+        // Probers have no breaker: their refusals are the point.
+        let breaker = matches!(self.actors[actor].role, Role::Publisher(_))
+            && self.actors[actor].account.is_none();
+        let (credentials, client_certificate) = self.credentials_of(actor);
         SessionConfig {
             client: chute_core::client::ClientConfig {
-                client_name: name.into(),
+                client_name: name,
+                credentials,
+                client_certificate,
                 ..self.client_config.clone()
             },
             addresses: 1,
@@ -185,7 +205,7 @@ impl World {
                 publish_ms: None,
             },
             retry: RetryPolicy::default(),
-            breaker: publisher.then_some(BreakerPolicy { failures_max: 3, open_ms: 200 }),
+            breaker: breaker.then_some(BreakerPolicy { failures_max: 3, open_ms: 200 }),
             // Publishers give their own ids, which the oracle reads back.
             generate_ids: false,
             seed: self.rng.next_u64(),
@@ -198,9 +218,7 @@ impl World {
         if self.actors[actor].session.is_some() {
             return;
         }
-        let name = self.actors[actor].name.clone();
-        let publisher = matches!(self.actors[actor].role, Role::Publisher(_));
-        let config = self.session_config(&name, publisher);
+        let config = self.session_config(actor);
         self.actors[actor].session = Some(Session::new(config, self.now));
         match &self.actors[actor].role {
             Role::Admin(_) => self.declare_all(actor),
@@ -252,7 +270,8 @@ impl World {
         let conn = self.new_conn(actor);
         self.record(TraceEvent::Connect { actor: actor as u32, conn: conn.0 });
         self.actors[actor].conn = Some(conn);
-        self.broker_input(Input::Accepted { conn, peer: Default::default() });
+        let peer = self.peer_of(actor);
+        self.broker_input(Input::Accepted { conn, peer });
         self.session(actor).handle_input(now, SessionInput::TransportUp);
     }
 
@@ -312,12 +331,16 @@ impl World {
                     }
                 }
                 for key in confirmed {
+                    self.judge_publish(actor, key, false);
                     self.oracle.messages[key as usize].confirmed = true;
                     self.record(TraceEvent::Confirm { actor: actor as u32, key });
                 }
                 self.publish_pending(actor);
             }
             SessionEvent::NotConfirmed { seq, error } => {
+                if self.prober_not_confirmed(actor, seq, &error) {
+                    return self.publish_pending(actor);
+                }
                 let name = &self.actors[actor].name;
                 self.fail(("publish-refused", format!("{name}: publish {seq}: {error}")));
             }
@@ -329,6 +352,8 @@ impl World {
             SessionEvent::Response { request_id, response } => {
                 self.on_response(actor, request_id, response)
             }
+            // A removed user's requests die with its session.
+            SessionEvent::RequestFailed { .. } if self.account_removed(actor) => {}
             SessionEvent::RequestFailed { request_id, error } => {
                 let name = &self.actors[actor].name;
                 self.fail(("request-refused", format!("{name}: request {request_id}: {error}")));
@@ -341,6 +366,9 @@ impl World {
                 self.fail(("restore-refused", format!("{what}: {code}: {message}")));
             }
             SessionEvent::Closed { reason } => {
+                if self.account_removed(actor) {
+                    return self.retire(actor);
+                }
                 let name = &self.actors[actor].name;
                 self.fail(("session-ended", format!("{name}: {reason:?}")));
             }
@@ -379,7 +407,11 @@ impl World {
         // move the consumer asked for: all expected. A protocol error is not.
         let code = match &error {
             LinkError::Closed { code, message } => {
-                if !expected.contains(code) {
+                // A removed user's connection is closed, and it may not log in again.
+                let removed = [ErrorCode::CLOSED_BY_OPERATOR, ErrorCode::AUTHENTICATION_FAILED];
+                let expected_here = expected.contains(code)
+                    || (removed.contains(code) && self.account_removed(actor));
+                if !expected_here {
                     let name = &self.actors[actor].name;
                     let detail = format!("{name}: closed with {code:?}: {message}");
                     self.fail(("connection-error", detail));
@@ -396,6 +428,9 @@ impl World {
     }
 
     fn on_response(&mut self, actor: usize, request_id: u32, response: Response) {
+        if self.probe_answered(actor, request_id, &response) {
+            return;
+        }
         if let Response::Failed(error) = &response {
             let name = &self.actors[actor].name;
             return self
@@ -471,11 +506,18 @@ impl World {
             return; // publishers only finish what is unconfirmed from now on
         }
         let workload = &self.cfg.workload;
-        let burst = self.rng.range(1, workload.burst_max.max(1));
+        // A prober publishes one message a tick: its refusals are cheap to check, and a few
+        // hundred of them a run are plenty.
+        let prober = self.actors[actor].account.is_some();
+        let burst = if prober { 1 } else { self.rng.range(1, workload.burst_max.max(1)) };
         let every = workload.publish_every_ms;
+        if self.account_removed(actor) {
+            return;
+        }
         for _ in 0..burst {
             self.new_message(actor);
         }
+        self.probe(actor);
         let after = self.rng.interval(every);
         self.schedule(after, Event::Wake { actor, wake: Wake::Publish });
         self.publish_pending(actor);
@@ -484,7 +526,10 @@ impl World {
     fn new_message(&mut self, actor: usize) {
         let w = self.cfg.workload.clone();
         let t = &self.topology;
-        let (dest, targets) = if self.rng.chance(w.topic_per_mille) {
+        // Probers publish to topics more often: a topic's write check is theirs to test.
+        let prober = self.actors[actor].account.is_some();
+        let topic_per_mille = if prober { 500 } else { w.topic_per_mille };
+        let (dest, mut targets) = if self.rng.chance(topic_per_mille) {
             let topic = self.rng.index(t.topics.len());
             (Dest::Topic(topic as u8), t.route(&t.topics[topic]))
         } else {
@@ -493,6 +538,10 @@ impl World {
             (Dest::Queue(q), vec![q])
         };
         let (work, delayed) = (t.idx("work"), t.idx("delayed"));
+        let unauthorized = !self.may_write(actor, dest);
+        if unauthorized {
+            targets.clear();
+        }
         let mut info = MsgInfo {
             dest,
             targets,
@@ -503,6 +552,8 @@ impl World {
             payload_len: 0,
             first_publish: self.now,
             confirmed: false,
+            unauthorized,
+            users_epoch: self.users.epoch(),
         };
         if dest == Dest::Queue(work) {
             if self.rng.chance(w.group_per_mille) {
@@ -525,7 +576,8 @@ impl World {
             self.rng.range(16, 400) as u32
         };
         let key = self.oracle.new_message(info);
-        self.stats.published += 1;
+        // A publish refused by the checker is counted when the broker refuses it (`denied`).
+        self.stats.published += u64::from(!unauthorized);
         let Role::Publisher(publisher) = &mut self.actors[actor].role else {
             unreachable!("a publisher")
         };

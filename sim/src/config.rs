@@ -48,6 +48,9 @@ pub struct Faults {
     pub segment_loss_per_mille: u32,
     /// Time the broker stays down after a crash.
     pub downtime_ms_max: u64,
+    /// Mean time between users-file reloads (with users): a user's permissions narrowed, or
+    /// now and then the user removed.
+    pub reload_every_ms: Option<u64>,
 }
 
 impl Default for Faults {
@@ -66,6 +69,7 @@ impl Default for Faults {
             bit_flip_per_mille: 15,
             segment_loss_per_mille: 15,
             downtime_ms_max: 200,
+            reload_every_ms: Some(1_500),
         }
     }
 }
@@ -87,6 +91,7 @@ impl Faults {
             bit_flip_per_mille: 0,
             segment_loss_per_mille: 0,
             downtime_ms_max: 0,
+            reload_every_ms: None,
         }
     }
 }
@@ -154,6 +159,9 @@ pub struct SimConfig {
     pub seed: u64,
     pub publishers: usize,
     pub consumers: usize,
+    /// Users with permissions of their own, one prober each (at most
+    /// `users::USERS_MAX`); 0 runs the broker without users (nothing checked).
+    pub users: usize,
     pub workload: Workload,
     pub faults: Faults,
     /// Simulated time during which clients publish and faults are injected.
@@ -180,6 +188,7 @@ impl SimConfig {
             seed,
             publishers: 3,
             consumers: 4,
+            users: 3,
             workload: Workload::default(),
             faults: Faults::default(),
             fault_phase_ms: 5_000,
@@ -209,6 +218,11 @@ impl SimConfig {
 
     pub fn consumers(mut self, consumers: usize) -> SimConfig {
         self.consumers = consumers;
+        self
+    }
+
+    pub fn users(mut self, users: usize) -> SimConfig {
+        self.users = users;
         self
     }
 

@@ -397,6 +397,7 @@ impl World {
                     truncated: report.truncation.as_ref().map(|t| t.dropped_bytes),
                 });
                 self.broker = Some(broker);
+                self.give_users();
                 self.drain_broker_now();
                 // A restarted broker has no reading yet: the alarm fault still stands.
                 if self.alarm_raised {

@@ -65,6 +65,8 @@ pub enum FaultKind {
     Partition,
     Stall,
     Alarm,
+    /// The users file is reloaded (narrower permissions, or a user removed).
+    Reload,
 }
 
 /// Something an actor does at a chosen time.

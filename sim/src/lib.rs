@@ -42,7 +42,11 @@
 //! reason and history; dedup holds; the bytes the broker emitted and the network has not taken
 //! stay within `connection_outbound_bytes_max` plus a frame; recovery refuses every injected
 //! corruption, accepts every log nothing corrupted, and cuts exactly the torn tail; after the
-//! faults stop, every queue drains.
+//! faults stop, every queue drains. With users (the default), probers logged in as users of
+//! their own are refused, with `not-authorized` and their connection left open, exactly what
+//! the simulator's own checker refuses under the users tables in force (reloads narrow them
+//! and remove users, whose connections must close), and a refused publish is never stored,
+//! delivered or confirmed (`probers.rs`).
 //!
 //! ## Reusing it
 //!
@@ -56,10 +60,12 @@ mod driver;
 mod events;
 mod net;
 mod oracle;
+mod probers;
 mod report;
 mod rng;
 mod topology;
 mod trace;
+mod users;
 mod world;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

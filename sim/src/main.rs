@@ -42,6 +42,9 @@ struct Args {
     publishers: usize,
     #[arg(long, default_value_t = 4)]
     consumers: usize,
+    /// Users with permissions of their own, one prober each (0: the broker has no users).
+    #[arg(long, default_value_t = 3)]
+    users: usize,
     /// Simulated milliseconds of publishing under faults.
     #[arg(long, default_value_t = 5_000)]
     fault_ms: u64,
@@ -123,6 +126,7 @@ fn config(args: &Args) -> Result<SimConfig, String> {
     let mut config = SimConfig::new(0)
         .publishers(args.publishers)
         .consumers(args.consumers)
+        .users(args.users)
         .fault_phase_ms(args.fault_ms)
         .liveness_phase_ms(args.liveness_ms)
         .segment_bytes_max(args.segment_bytes)
@@ -158,6 +162,9 @@ fn reproduce(args: &Args, seed: u64) -> String {
     }
     if args.consumers != defaults.consumers {
         command += &format!(" --consumers {}", args.consumers);
+    }
+    if args.users != defaults.users {
+        command += &format!(" --users {}", args.users);
     }
     if args.fault_ms != defaults.fault_ms {
         command += &format!(" --fault-ms {}", args.fault_ms);

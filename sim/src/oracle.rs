@@ -48,6 +48,12 @@ pub struct MsgInfo {
     pub payload_len: u32,
     pub first_publish: Instant,
     pub confirmed: bool,
+    /// Published by a prober whose permissions (by the simulator's checker) do not let it
+    /// write to `dest`: it must be refused, never stored, delivered or confirmed. Its
+    /// `targets` are empty.
+    pub unauthorized: bool,
+    /// The users table in force when it was handed to the session (see `users.rs`).
+    pub users_epoch: usize,
 }
 
 /// What is known of one message in one queue (a source queue or its dead-letter queue).
@@ -269,6 +275,7 @@ impl Oracle {
             }
             Record::Published(Published { queue, message }) => {
                 let q = self.queue(queue)?;
+                self.check_authorized(message.id.as_deref(), "stored")?;
                 let key = message.id.as_deref().and_then(parse_id).filter(|k| {
                     (*k as usize) < self.messages.len() && self.may_hold(topology, q, *k)
                 });
@@ -335,12 +342,25 @@ impl Oracle {
 
     // ---- deliveries the broker emitted ----
 
+    /// A message a prober was not allowed to publish must never get this far.
+    fn check_authorized(&self, id: Option<&str>, what: &str) -> Result<(), Violation> {
+        let key = id.and_then(parse_id).filter(|key| (*key as usize) < self.messages.len());
+        match key {
+            Some(key) if self.messages[key as usize].unauthorized => Err((
+                "unauthorized-publish",
+                format!("m{key} was {what}, but its publisher may not write to its destination"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn on_emitted(
         &mut self,
         topology: &Topology,
         q: QIdx,
         delivery: &Delivery,
     ) -> Result<u32, Violation> {
+        self.check_authorized(delivery.id.as_deref(), "delivered")?;
         let spec = topology.queue(q);
         let key = delivery
             .id

@@ -58,6 +58,11 @@ pub struct Stats {
     pub void_settles: u64,
     pub breaker_opens: u64,
     pub breaker_rejections: u64,
+    /// Operations of probers the broker refused with `not-authorized`, the ones it allowed,
+    /// and users-file reloads.
+    pub denied: u64,
+    pub probes_allowed: u64,
+    pub reloads: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -89,7 +94,8 @@ impl Summary {
              delivered {} acked {} nacked {} rejected {} dlq-audited {} ({}m {}r {}e) fifo-checked {} (+{} unordered) | \
              crashes {}p+{}m fsync-failures {} flips {} losses {} truncations {} lost-allowed {} resets {} \
              partitions {} stalls {} syncs {} outbox-max {} | clients: connections {} \
-             republished {} void-settles {} breaker-opens {} ({} refused)",
+             republished {} void-settles {} breaker-opens {} ({} refused) | users: denied {} \
+             allowed {} reloads {}",
             self.seed,
             self.sim_ms as f64 / 1000.0,
             self.trace_hash,
@@ -123,6 +129,9 @@ impl Summary {
             s.void_settles,
             s.breaker_opens,
             s.breaker_rejections,
+            s.denied,
+            s.probes_allowed,
+            s.reloads,
         )
     }
 }

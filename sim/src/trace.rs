@@ -142,6 +142,18 @@ pub enum TraceEvent {
     Alarm {
         raised: bool,
     },
+    /// The users table `epoch` was given to the broker (`removed`: the user it removed).
+    UsersReload {
+        epoch: u32,
+        removed: Option<u32>,
+    },
+    /// The broker refused a prober's operation with `not-authorized` (`access`: 0 configure,
+    /// 1 write, 2 read).
+    Denied {
+        actor: u32,
+        access: u8,
+        name: String,
+    },
     Storage {
         op: &'static str,
         base: u64,

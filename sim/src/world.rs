@@ -27,6 +27,7 @@ use crate::report::{Failure, Outcome, Stats, Summary};
 use crate::rng::SimRng;
 use crate::topology::{QIdx, Topology};
 use crate::trace::{Trace, TraceEvent};
+use crate::users::SimUsers;
 
 /// Unix time (ms) at simulated time zero.
 pub const EPOCH_UNIX_MS: u64 = 1_700_000_000_000;
@@ -150,6 +151,8 @@ pub struct World {
     /// A resource alarm fault is on: the broker was last fed a reading above the threshold
     /// (fed again after a restart, since a new broker has no reading).
     pub alarm_raised: bool,
+    /// The users and every table given to the broker (none: the broker has no users).
+    pub users: SimUsers,
 }
 
 /// The keyring of a sealed run for its `start`-th start: one key drawn from the seed, and salts
@@ -206,6 +209,15 @@ impl World {
         };
         let trace = Trace::new(cfg.full_trace);
         let topology = Topology::standard();
+        // From a generator of its own, so that the run's other choices do not depend on it.
+        let mut users_rng = SimRng::new(cfg.seed ^ 0x7573_6572_735f_7273);
+        let users = if cfg.users > 0 {
+            // The workload's actors come in as the anonymous user, who may do everything.
+            broker_config.auth.allow_anonymous = true;
+            SimUsers::generate(cfg.users, &topology, &mut users_rng)
+        } else {
+            SimUsers::default()
+        };
         let mut world = World {
             now: Instant::ZERO,
             rng,
@@ -231,6 +243,7 @@ impl World {
             outcome: None,
             crash_pending: false,
             alarm_raised: false,
+            users,
             cfg,
         };
         if world.cfg.encryption {
@@ -244,6 +257,7 @@ impl World {
     pub fn run_events(&mut self) {
         let broker = Broker::new(self.broker_config.clone(), self.now);
         self.broker = Some(broker);
+        self.give_users();
         self.drain_broker_now();
         self.schedule(0, Event::Wake { actor: 0, wake: Wake::Start });
         let deadline = self.cfg.fault_phase_ms + self.cfg.liveness_phase_ms + 30_000;
@@ -373,6 +387,7 @@ impl World {
             FaultKind::Partition,
             FaultKind::Stall,
             FaultKind::Alarm,
+            FaultKind::Reload,
         ];
         for kind in kinds {
             self.schedule_fault(kind);
@@ -395,6 +410,7 @@ impl World {
             FaultKind::Partition => faults.partition_every_ms,
             FaultKind::Stall => faults.stall_every_ms,
             FaultKind::Alarm => faults.alarm_every_ms,
+            FaultKind::Reload => faults.reload_every_ms.filter(|_| !self.users.is_empty()),
         };
         if let Some(mean) = mean {
             let after = self.rng.interval(mean);
@@ -444,6 +460,7 @@ impl World {
                     self.schedule(ms, Event::AlarmEnd);
                 }
             }
+            FaultKind::Reload => self.reload_users(),
         }
     }
 

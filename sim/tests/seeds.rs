@@ -22,6 +22,20 @@ fn default_seeds_pass_with_faults() {
     assert!(checked > 0, "no first delivery was FIFO-checked");
 }
 
+/// Probers (users with permissions of their own) are refused and allowed, the users file is
+/// reloaded under them, and every invariant holds.
+#[test]
+fn probers_meet_refusals_permissions_and_reloads() {
+    let (mut denied, mut allowed, mut reloads) = (0, 0, 0);
+    for seed in 0..3 {
+        let summary = Simulation::new(SimConfig::new(seed)).run().unwrap_or_else(|f| panic!("{f}"));
+        denied += summary.stats.denied;
+        allowed += summary.stats.probes_allowed;
+        reloads += summary.stats.reloads;
+    }
+    assert!(denied > 0 && allowed > 0 && reloads > 0, "{denied} {allowed} {reloads}");
+}
+
 /// Without faults every run drains, and nothing is lost or refused.
 #[test]
 fn calm_runs_drain() {

@@ -30,27 +30,40 @@ struct Secured {
 }
 
 /// svc: a password and a token, its own queues; alice@example.com: a certificate user, her
-/// own queues.
+/// own queues; anonymous (where anonymous clients are allowed): `public.*`.
 fn users_file(dir: &Path) -> PathBuf {
     let keys = ScramKeys::derive("svc-pw", b"sixteen-byte-slt", 4096).to_text();
     let token = TokenHash::of("svc-token").to_text();
     let own = "configure = [\"{user}.*\"]\nwrite = [\"{user}.*\"]\nread = [\"{user}.*\"]\n";
     let users = format!(
         "[[user]]\nname = \"svc\"\nscram = \"{keys}\"\ntokens = [\"{token}\"]\n{own}\n\
-         [[user]]\nname = \"alice@example.com\"\nconfigure = [\"alice.*\"]\n"
+         [[user]]\nname = \"alice@example.com\"\nconfigure = [\"alice.*\"]\n\
+         [[user]]\nname = \"anonymous\"\nconfigure = [\"public.*\"]\n"
     );
     let path = dir.join("users.toml");
     std::fs::write(&path, users).unwrap();
     path
 }
 
-/// The configuration with `listen` and `tls_listen` (placeholders or fixed addresses).
+/// The configuration with `listen` and `tls_listen` (placeholders or fixed addresses); `tls`
+/// adds lines to `[tls]`, `auth` to `[auth]`.
 fn config(dir: &Path, files: &TlsFiles, listen: &str, tls_listen: &str, tls: &str) -> String {
+    config_with_auth(dir, files, listen, tls_listen, tls, "")
+}
+
+fn config_with_auth(
+    dir: &Path,
+    files: &TlsFiles,
+    listen: &str,
+    tls_listen: &str,
+    tls: &str,
+    auth: &str,
+) -> String {
     format!(
         "[server]\nlisten = {listen}\nadmin_listen = ADMIN\ndata_dir = DATA_DIR\n\
          [tls]\nlisten = {tls_listen}\n{}watch_files = false\nreload_poll_ms = 0\n\
          client_identity = \"san-email\"\n{tls}\
-         [auth]\nusers_file = {:?}\nfailure_delay_ms = 200\n",
+         [auth]\nusers_file = {:?}\nfailure_delay_ms = 200\n{auth}",
         files.config_lines(),
         users_file(dir).display().to_string(),
     )
@@ -58,11 +71,16 @@ fn config(dir: &Path, files: &TlsFiles, listen: &str, tls_listen: &str, tls: &st
 
 /// A secured server; `tls` adds lines to `[tls]` (`client_auth = "required"`).
 fn secured(binary: ServerBinary, tls: &str) -> Secured {
-    secured_with(binary, tls, |ca| ca.server((2099, 1, 1)))
+    secured_with(binary, tls, "", |ca| ca.server((2099, 1, 1)))
 }
 
-/// [`secured`] with the server certificate `certificate` makes.
-fn secured_with(binary: ServerBinary, tls: &str, certificate: impl Fn(&Ca) -> Leaf) -> Secured {
+/// [`secured`] with `auth` added to `[auth]` and the server certificate `certificate` makes.
+fn secured_with(
+    binary: ServerBinary,
+    tls: &str,
+    auth: &str,
+    certificate: impl Fn(&Ca) -> Leaf,
+) -> Secured {
     let dir = tempfile::tempdir().unwrap();
     let files = TlsFiles::new(&dir.path().join("tls"));
     let ca = Ca::new("server CA");
@@ -71,7 +89,7 @@ fn secured_with(binary: ServerBinary, tls: &str, certificate: impl Fn(&Ca) -> Le
     files.write_client_ca(&clients);
     let ca_file = dir.path().join("ca.pem");
     ca.write_pem(&ca_file);
-    let text = config(dir.path(), &files, "LISTEN", "TLS_LISTEN", tls);
+    let text = config_with_auth(dir.path(), &files, "LISTEN", "TLS_LISTEN", tls, auth);
     let (server, _) = Server::start_with_config(binary, &text);
     Secured { server, ca_file, clients, dir }
 }
@@ -273,7 +291,7 @@ fn an_untrusted_ca_fails_the_handshake(binary: ServerBinary) {
 /// A certificate for `chute.test` only: an IP address does not match it, and the server-name
 /// override makes it match.
 fn the_server_name_override_lets_an_ip_address_connect(binary: ServerBinary) {
-    let secured = secured_with(binary, "", |ca| ca.server_named(&["chute.test"]));
+    let secured = secured_with(binary, "", "", |ca| ca.server_named(&["chute.test"]));
     let by_ip = format!("chutes://svc:svc-pw@{}", secured.tls_addr());
     let error = connect(&by_ip, secured.tls_options()).map(|_| ()).unwrap_err();
     assert!(error.to_string().contains("certificate not valid for name \"127.0.0.1\""), "{error}");
@@ -284,6 +302,22 @@ fn the_server_name_override_lets_an_ip_address_connect(binary: ServerBinary) {
     let ca = secured.ca_file.display().to_string();
     let args = ["--url", &by_ip, "--ca", &ca, "--server-name", "chute.test", "queue", "list"];
     succeeded(&chute(&args, &[]));
+    assert!(secured.server.stop().success());
+}
+
+/// Users and anonymous clients on one server: a password client is its own user (the server
+/// does not let it in as the anonymous user because it said `Anonymous` in `Hello`, which a
+/// SCRAM client does), and a client without credentials is the anonymous user.
+fn password_and_anonymous_clients_side_by_side(binary: ServerBinary) {
+    let secured =
+        secured_with(binary, "", "allow_anonymous = true\n", |ca| ca.server((2099, 1, 1)));
+    let svc = connect(&secured.plain_url("svc:svc-pw@"), ConnectOptions::default()).unwrap();
+    acts_as_svc(&svc);
+    assert_eq!(declare(&svc, "public.svc"), Err(Some(ErrorCode::NOT_AUTHORIZED)));
+    acts_as_svc(&connect(&secured.tls_url("svc:svc-pw@"), secured.tls_options()).unwrap());
+    let anonymous = connect(&secured.plain_url(""), ConnectOptions::default()).unwrap();
+    assert_eq!(declare(&anonymous, "public.news"), Ok(()));
+    assert_eq!(declare(&anonymous, "svc.jobs"), Err(Some(ErrorCode::NOT_AUTHORIZED)));
     assert!(secured.server.stop().success());
 }
 
@@ -328,4 +362,5 @@ for_both_servers!(
     an_untrusted_ca_fails_the_handshake,
     the_server_name_override_lets_an_ip_address_connect,
     logs_in_again_after_a_restart,
+    password_and_anonymous_clients_side_by_side,
 );

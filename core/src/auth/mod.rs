@@ -17,9 +17,12 @@
 //! | `Token`             | TLS                                  | the token's user                           |
 //! | `Token`             | not TLS                              | refused, as a password                     |
 //! | `Anonymous`         | a client certificate mapped to a user | that user (EXTERNAL)                       |
-//! | `Anonymous`         | `allow_anonymous`                    | the user `anonymous_user` (no rights unless the file gives it some) |
-//! | `Anonymous`         | version 2                            | `AuthRequired`: SCRAM-SHA-256 (and EXTERNAL with a certificate) |
+//! | `Anonymous`         | version 2                            | `AuthRequired`: SCRAM-SHA-256, and ANONYMOUS (the user `anonymous_user`) with `allow_anonymous` |
+//! | `Anonymous`         | version 1, `allow_anonymous`         | the user `anonymous_user` (no rights unless the file gives it some) |
 //! | `Anonymous`         | version 1                            | refused                                   |
+//!
+//! In version 2, a password or token checked in `Hello` is confirmed by `AuthOk` (empty data)
+//! before `HelloOk`, so that a client holding a secret can tell it was checked.
 //!
 //! Without users (`set_users(None)`: no users file), nothing is checked and every client may
 //! do everything: the server allows that only on a loopback listener or with
@@ -42,6 +45,10 @@ pub use users::{TokenHash, User, Users, UsersError};
 
 /// The mechanism a client certificate stands for.
 pub const EXTERNAL: &str = "EXTERNAL";
+
+/// The mechanism of a client without credentials (RFC 4505), offered in `AuthRequired` when
+/// anonymous clients are allowed.
+pub const ANONYMOUS: &str = "ANONYMOUS";
 
 /// `[auth]`: how clients prove who they are, and what failed attempts cost them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,12 +15,17 @@ use super::stats::AuthCounters;
 use super::Broker;
 use crate::auth::failed_logins::{FailedLogins, Source};
 use crate::auth::scram::{self, ClientFirst, ScramServer};
-use crate::auth::{AuditKind, AuditOutcome, AuthConfig, Permissions, User, Users, EXTERNAL};
+use crate::auth::{
+    AuditKind, AuditOutcome, AuthConfig, Permissions, User, Users, ANONYMOUS, EXTERNAL,
+};
 use crate::ids::ConnId;
 use crate::time::Instant;
 
 /// What every failed login tells the client: nothing about which part was wrong.
 const FAILED: &str = "authentication failed";
+
+/// The longest trace an `ANONYMOUS` login may carry (RFC 4505 §2: 255 characters).
+const ANONYMOUS_TRACE_CHARS_MAX: usize = 255;
 
 /// The broker's side of authentication: the users (none: nothing is checked), the secret its
 /// nonces and decoy salts are made from, and the failed logins per source.
@@ -143,10 +148,13 @@ impl Refusal {
 
 /// What `Hello`'s credentials lead to.
 enum Verdict {
-    /// Open the connection as this user (`None`: the broker has no users).
+    /// Open the connection as this user (`None`: the broker has no users). `confirm`: say so
+    /// in `AuthOk` first (version 2, for a secret in `Hello`), so that a client holding a
+    /// secret can tell a server that checked it from one that did not look.
     Open {
         user: Option<Arc<User>>,
         mechanism: &'static str,
+        confirm: bool,
     },
     /// Version 2 and nothing usable in `Hello`: offer these mechanisms.
     Exchange(Vec<String>),
@@ -229,8 +237,9 @@ impl Broker {
             return self.close_connection(conn, ErrorCode::AUTHENTICATION_FAILED, message);
         }
         match self.judge_hello(conn, terms.version, credentials) {
-            Verdict::Open { user, mechanism } => {
-                self.open_connection(conn, terms, user, mechanism, None)
+            Verdict::Open { user, mechanism, confirm } => {
+                let auth_ok = confirm.then(Vec::new);
+                self.open_connection(conn, terms, user, mechanism, auth_ok)
             }
             Verdict::Exchange(mechanisms) => {
                 let required = AuthRequired { version: terms.version, mechanisms };
@@ -252,10 +261,11 @@ impl Broker {
 
     fn judge_hello(&mut self, conn: ConnId, version: u16, credentials: &Credentials) -> Verdict {
         let Some(users) = self.auth.users.clone() else {
-            return Verdict::Open { user: None, mechanism: "none" };
+            return Verdict::Open { user: None, mechanism: "none", confirm: false };
         };
         let peer = &self.connection_mut(conn).peer;
         let (tls, certificate_user) = (peer.tls, peer.certificate_user.clone());
+        let confirm = version >= 2;
         match credentials {
             Credentials::Password { .. } | Credentials::Token { .. } if !tls => {
                 let claimed = match credentials {
@@ -267,7 +277,9 @@ impl Broker {
             }
             Credentials::Password { username, password } => {
                 match users.by_password(username, password) {
-                    Some(user) => Verdict::Open { user: Some(user.clone()), mechanism: "PLAIN" },
+                    Some(user) => {
+                        Verdict::Open { user: Some(user.clone()), mechanism: "PLAIN", confirm }
+                    }
                     None => Verdict::Refused(Refusal::wrong_credential(
                         Some(username),
                         "PLAIN",
@@ -276,7 +288,9 @@ impl Broker {
                 }
             }
             Credentials::Token { token } => match users.by_token(token) {
-                Some(user) => Verdict::Open { user: Some(user.clone()), mechanism: "TOKEN" },
+                Some(user) => {
+                    Verdict::Open { user: Some(user.clone()), mechanism: "TOKEN", confirm }
+                }
                 None => Verdict::Refused(Refusal::wrong_credential(
                     None,
                     "TOKEN",
@@ -295,7 +309,9 @@ impl Broker {
     ) -> Verdict {
         if let Some(name) = certificate_user {
             return match users.get(&name) {
-                Some(user) => Verdict::Open { user: Some(user.clone()), mechanism: EXTERNAL },
+                Some(user) => {
+                    Verdict::Open { user: Some(user.clone()), mechanism: EXTERNAL, confirm: false }
+                }
                 None => Verdict::Refused(Refusal::wrong_credential(
                     Some(&name),
                     EXTERNAL,
@@ -303,12 +319,18 @@ impl Broker {
                 )),
             };
         }
+        // A version-2 client may hold a password it means to prove by SCRAM: letting it in
+        // as the anonymous user here would downgrade it without its knowing. It chooses.
+        if version >= 2 {
+            let mut mechanisms = vec![scram::MECHANISM.to_string()];
+            if self.config.auth.allow_anonymous {
+                mechanisms.push(ANONYMOUS.to_string());
+            }
+            return Verdict::Exchange(mechanisms);
+        }
         if self.config.auth.allow_anonymous {
             let user = self.user_named(users, &self.config.auth.anonymous_user);
-            return Verdict::Open { user, mechanism: "ANONYMOUS" };
-        }
-        if version >= 2 {
-            return Verdict::Exchange(vec![scram::MECHANISM.to_string()]);
+            return Verdict::Open { user, mechanism: ANONYMOUS, confirm: false };
         }
         let message = "this server requires credentials: a password or token over TLS, a client certificate, or SCRAM-SHA-256 (protocol version 2)";
         Verdict::Refused(Refusal::unusable(None, "ANONYMOUS", message))
@@ -338,6 +360,9 @@ impl Broker {
         match start.mechanism.as_str() {
             scram::MECHANISM => self.start_scram(conn, &start.data),
             EXTERNAL => self.finish_external(conn, &start.data),
+            ANONYMOUS if self.config.auth.allow_anonymous => {
+                self.finish_anonymous(conn, &start.data)
+            }
             _ => {
                 let message = "mechanism not offered; see AuthRequired";
                 self.refuse_login(conn, Refusal::unusable(None, "unknown", message))
@@ -418,6 +443,21 @@ impl Broker {
                 self.refuse_login(conn, refusal)
             }
         }
+    }
+
+    /// ANONYMOUS (RFC 4505), offered only when anonymous clients are allowed: the anonymous
+    /// user. `data` is empty or a trace of at most 255 characters, which identifies nobody.
+    fn finish_anonymous(&mut self, conn: ConnId, trace: &[u8]) {
+        let trace_fits = std::str::from_utf8(trace)
+            .is_ok_and(|trace| trace.chars().count() <= ANONYMOUS_TRACE_CHARS_MAX);
+        if !trace_fits {
+            let message = "the ANONYMOUS trace must be UTF-8 of at most 255 characters";
+            return self.refuse_login(conn, Refusal::unusable(None, ANONYMOUS, message));
+        }
+        let users = self.auth.users.clone().unwrap_or_default();
+        let user = self.user_named(&users, &self.config.auth.anonymous_user);
+        let terms = self.take_login(conn).terms;
+        self.open_connection(conn, terms, user, ANONYMOUS, Some(Vec::new()))
     }
 
     fn take_login(&mut self, conn: ConnId) -> Box<Login> {
@@ -506,7 +546,7 @@ impl Broker {
 
 fn mechanism_of(credentials: &Credentials) -> &'static str {
     match credentials {
-        Credentials::Anonymous => "ANONYMOUS",
+        Credentials::Anonymous => ANONYMOUS,
         Credentials::Password { .. } => "PLAIN",
         Credentials::Token { .. } => "TOKEN",
     }

@@ -45,8 +45,16 @@ impl Broker {
             Destination::Queue(name) => ("queue", name),
             Destination::Topic(topic) => ("topic", topic),
         };
-        if let Err(denied) = self.check_access(conn, Access::Write, what, name) {
-            return self.refuse_all(conn, first_seq, count, &denied.into());
+        // MUTANT skip-topic-write-check: topic publishes skip the write check.
+        #[cfg(feature = "mutants")]
+        let skip_check =
+            what == "topic" && crate::mutants::active(crate::mutants::Mutant::SkipTopicWriteCheck);
+        #[cfg(not(feature = "mutants"))]
+        let skip_check = false;
+        if !skip_check {
+            if let Err(denied) = self.check_access(conn, Access::Write, what, name) {
+                return self.refuse_all(conn, first_seq, count, &denied.into());
+            }
         }
         let mut messages = publish.messages;
         own_payloads(&mut messages);

@@ -3,14 +3,21 @@
 //!
 //! - A password is never put in `Hello`: the client sends `Anonymous` and proves the password
 //!   by SCRAM-SHA-256 when the server answers `AuthRequired`, on any connection. The server
-//!   proves itself back in `AuthOk`, and a server that cannot is refused. (A server that needs
-//!   no login, having no users or letting anonymous clients in, answers `HelloOk` at once.)
-//! - A token goes in `Hello` as it is; the driver sends one only over TLS.
+//!   proves itself back in `AuthOk`, and a server that cannot is refused.
+//! - A token goes in `Hello` as it is; the driver sends one only over TLS. A version-2 server
+//!   that checked it says so in `AuthOk` before `HelloOk`.
+//! - A client holding a password or token that is let in without `AuthOk` (a server without
+//!   users, or one that skipped the login) ends the connection: its credentials were never
+//!   checked, so it is not who it thinks it is there. `accept_unchecked_credentials` turns
+//!   this off.
+//! - A client without credentials answers `AuthRequired` with `ANONYMOUS` when it is offered
+//!   (a server with users that lets anonymous clients in).
 //! - A client certificate logs in with `Anonymous` (the server reads the certificate's user);
 //!   if the server asks anyway and offers `EXTERNAL`, the client answers with it.
 //!
 //! Until the login is over, the commands a caller issues wait in the client: behind a `Hello`
-//! that may be answered by `AuthRequired`, the server accepts nothing but the exchange.
+//! that may be answered by `AuthRequired`, the server accepts nothing but the exchange. Only a
+//! token or a client certificate is settled by `Hello` alone, so only those pipeline.
 
 use bytes::Bytes;
 use chute_protocol::{
@@ -19,7 +26,7 @@ use chute_protocol::{
 
 use super::{Client, CLIENT_VERSION_MAX};
 use crate::auth::scram::{self, ScramClient, ScramClientFinal};
-use crate::auth::EXTERNAL;
+use crate::auth::{ANONYMOUS, EXTERNAL};
 
 /// Where the client is in the exchange.
 #[derive(Debug, Default)]
@@ -33,6 +40,8 @@ pub(super) enum Login {
     ScramAnswered(Box<ScramClientFinal>),
     /// `AuthStart EXTERNAL` sent; `AuthOk` next.
     External,
+    /// `AuthStart ANONYMOUS` sent; `AuthOk` next.
+    Anonymous,
     /// `AuthOk` arrived (and, for SCRAM, proved the server); `HelloOk` next.
     Proven,
 }
@@ -47,9 +56,20 @@ pub(super) fn hello_credentials(credentials: &Credentials) -> Credentials {
 }
 
 /// Whether the server may answer `Hello` with `AuthRequired`, so that nothing but the
-/// exchange may follow `Hello` until `HelloOk`.
-pub(super) fn may_need_exchange(credentials: &Credentials) -> bool {
-    matches!(credentials, Credentials::Password { .. })
+/// exchange may follow `Hello` until `HelloOk`: for a password, and for no credentials at all
+/// (a server with users asks even when it lets anonymous clients in).
+pub(super) fn may_need_exchange(credentials: &Credentials, client_certificate: bool) -> bool {
+    match credentials {
+        Credentials::Password { .. } => true,
+        Credentials::Anonymous => !client_certificate,
+        Credentials::Token { .. } => false,
+    }
+}
+
+/// Whether a client configured with `credentials` holds a secret the server must be seen to
+/// check before the connection is trusted.
+fn holds_secret(credentials: &Credentials) -> bool {
+    matches!(credentials, Credentials::Password { .. } | Credentials::Token { .. })
 }
 
 /// The base64 text of the connection's nonce bytes: printable, without `,`, as SCRAM wants.
@@ -80,6 +100,10 @@ impl Client {
             _ if self.config.client_certificate && offers(EXTERNAL) => {
                 self.send_auth_start(EXTERNAL, Vec::new());
                 self.login = Login::External;
+            }
+            Credentials::Anonymous if offers(ANONYMOUS) => {
+                self.send_auth_start(ANONYMOUS, Vec::new());
+                self.login = Login::Anonymous;
             }
             credentials => {
                 let has = match credentials {
@@ -130,14 +154,31 @@ impl Client {
                     self.finish(ErrorCode::AUTHENTICATION_FAILED, message, true);
                 }
             },
-            Login::External => self.login = Login::Proven,
+            Login::External | Login::Anonymous => self.login = Login::Proven,
+            // The server checked the token in `Hello`.
+            Login::Hello if matches!(self.config.credentials, Credentials::Token { .. }) => {
+                self.login = Login::Proven
+            }
             _ => self.login_violation("AuthOk without an exchange under way"),
         }
     }
 
-    /// Whether `HelloOk` may come now: not while an exchange the client started is unfinished.
-    pub(super) fn login_complete(&self) -> bool {
-        matches!(self.login, Login::Hello | Login::Proven)
+    /// Why `HelloOk` may not be accepted now, if it may not: an exchange the client started is
+    /// unfinished, or the client holds a secret nobody checked.
+    pub(super) fn login_incomplete(&self) -> Option<(ErrorCode, String)> {
+        match self.login {
+            Login::Proven => None,
+            Login::Hello if !holds_secret(&self.config.credentials) => None,
+            Login::Hello if self.config.accept_unchecked_credentials => None,
+            Login::Hello => Some((
+                ErrorCode::AUTHENTICATION_FAILED,
+                "the server admitted this connection without checking its credentials (it has no users, or skipped the login); set accept_unchecked_credentials to connect anyway".into(),
+            )),
+            _ => Some((
+                ErrorCode::UNEXPECTED_FRAME,
+                "HelloOk before the login exchange finished (no AuthOk)".into(),
+            )),
+        }
     }
 
     fn send_auth_start(&mut self, mechanism: &str, data: Vec<u8>) {

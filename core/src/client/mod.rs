@@ -55,6 +55,11 @@ pub struct ClientConfig {
     /// The transport presented a client certificate (mutual TLS): if the server asks for a
     /// login and offers `EXTERNAL`, the client answers with it.
     pub client_certificate: bool,
+    /// Connect even when the server lets a client holding a password or token in without
+    /// checking it (no `AuthOk`: a server without users). Off by default: such a connection
+    /// is not the user's, and the client ends it with `authentication-failed` (libpq's
+    /// `require_auth` plays this part). For a development server known to have no users.
+    pub accept_unchecked_credentials: bool,
     /// Requested heartbeat interval; 0 accepts the server's.
     pub heartbeat_ms: u32,
     /// Give up if `HelloOk` has not arrived by then.
@@ -74,6 +79,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("client_name", &self.client_name)
             .field("credentials", &format_args!("{credentials}"))
             .field("client_certificate", &self.client_certificate)
+            .field("accept_unchecked_credentials", &self.accept_unchecked_credentials)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("handshake_timeout_ms", &self.handshake_timeout_ms)
             .field("unconfirmed_max_initial", &self.unconfirmed_max_initial)
@@ -88,6 +94,7 @@ impl Default for ClientConfig {
             credentials: Credentials::Anonymous,
             auth_nonce: [0; 18],
             client_certificate: false,
+            accept_unchecked_credentials: false,
             heartbeat_ms: 0,
             handshake_timeout_ms: 10_000,
             unconfirmed_max_initial: 1024,
@@ -257,7 +264,7 @@ impl Client {
             next_subscription: 1,
             outstanding: BTreeMap::new(),
             login: login::Login::default(),
-            hold_commands: login::may_need_exchange(&config.credentials),
+            hold_commands: login::may_need_exchange(&config.credentials, config.client_certificate),
             config,
         };
         let hello = Hello {
@@ -456,9 +463,10 @@ impl Client {
         self.encode_now(kind, body);
     }
 
-    /// Encodes a frame of the login, which goes out ahead of any held command.
+    /// Encodes a frame of the login, which goes out ahead of any held command. Once nothing is
+    /// held (the connection is open), it goes out as any frame does: behind what is batched.
     fn encode_login<T: serde::Serialize + ?Sized>(&mut self, kind: FrameKind, body: &T) {
-        if !self.hold_commands {
+        if !self.holding_commands() {
             return self.encode(kind, body);
         }
         let mut frame = BytesMut::new();

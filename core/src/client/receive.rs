@@ -1,6 +1,6 @@
 //! Frames from the server, turned into events.
 
-use chute_protocol::{Direction, ErrorCode, Frame, PROTOCOL_VERSION_MIN};
+use chute_protocol::{Direction, ErrorCode, Frame, HelloOk, PROTOCOL_VERSION_MIN};
 
 use super::{Client, ClientEvent, ClientOutput, Response, State, CLIENT_VERSION_MAX};
 
@@ -106,24 +106,7 @@ impl Client {
 
     fn handle_handshake_frame(&mut self, frame: Frame) {
         match frame {
-            Frame::HelloOk(_) if !self.login_complete() => {
-                let message = "HelloOk before the login exchange finished (no AuthOk)".into();
-                self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
-            }
-            Frame::HelloOk(hello_ok)
-                if !(PROTOCOL_VERSION_MIN..=CLIENT_VERSION_MAX).contains(&hello_ok.version) =>
-            {
-                let message = format!(
-                    "the server chose version {}, outside the {PROTOCOL_VERSION_MIN}..={CLIENT_VERSION_MAX} offered",
-                    hello_ok.version
-                );
-                self.finish(ErrorCode::UNSUPPORTED_VERSION, message, true);
-            }
-            Frame::HelloOk(hello_ok) => {
-                self.state = State::Open;
-                self.server = Some(hello_ok.clone());
-                self.emit(ClientEvent::Connected(hello_ok));
-            }
+            Frame::HelloOk(hello_ok) => self.hello_ok(hello_ok),
             Frame::AuthRequired(required) => self.auth_required(required),
             Frame::AuthChallenge(challenge) => self.auth_challenge(challenge),
             Frame::AuthOk(ok) => self.auth_ok(ok),
@@ -136,5 +119,21 @@ impl Client {
                 self.finish(ErrorCode::UNEXPECTED_FRAME, message, true);
             }
         }
+    }
+
+    fn hello_ok(&mut self, hello_ok: HelloOk) {
+        if let Some((code, message)) = self.login_incomplete() {
+            return self.finish(code, message, true);
+        }
+        if !(PROTOCOL_VERSION_MIN..=CLIENT_VERSION_MAX).contains(&hello_ok.version) {
+            let message = format!(
+                "the server chose version {}, outside the {PROTOCOL_VERSION_MIN}..={CLIENT_VERSION_MAX} offered",
+                hello_ok.version
+            );
+            return self.finish(ErrorCode::UNSUPPORTED_VERSION, message, true);
+        }
+        self.state = State::Open;
+        self.server = Some(hello_ok.clone());
+        self.emit(ClientEvent::Connected(hello_ok));
     }
 }
