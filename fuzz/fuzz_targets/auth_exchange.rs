@@ -162,10 +162,8 @@ fn external_on_broker(selector: u8, asked: &[u8]) {
 
 fn anonymous_on_broker(selector: u8, trace: &[u8]) {
     let allowed = selector & 32 != 0;
-    let mut broker = broker_allowing_anonymous(
-        PeerInfo { certificate_user: None, ..peer(selector) },
-        allowed,
-    );
+    let mut broker =
+        broker_allowing_anonymous(PeerInfo { certificate_user: None, ..peer(selector) }, allowed);
     let mut answers = raw(&mut broker, hello(2, Credentials::Anonymous));
     assert!(!opened(&answers), "a version-2 anonymous Hello opened at once: {answers:?}");
     let start = AuthStart { mechanism: "ANONYMOUS".into(), data: Bytes::copy_from_slice(trace) };
