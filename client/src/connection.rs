@@ -16,6 +16,7 @@ use chute_protocol::{
 };
 use futures::channel::{mpsc, oneshot};
 
+pub use crate::confirms::Confirmation;
 use crate::driver::ConnectionDriver;
 use crate::error::{Error, PublishError};
 use crate::events::ConnectionEvents;
@@ -124,50 +125,28 @@ impl Default for SubscribeOptions {
     }
 }
 
-/// Closes the connection when the last handle goes away.
-struct CloseOnDrop(Arc<Inner>);
+/// What the handles of one connection share; closes the connection when the last handle
+/// goes away. One `Arc` of it per handle, so that cloning a `Connection` (once per publish in
+/// some callers) is one counter increment.
+struct Handle {
+    inner: Arc<Inner>,
+    server: HelloOk,
+}
 
-impl Drop for CloseOnDrop {
+impl Drop for Handle {
     fn drop(&mut self) {
-        let mut shared = self.0.lock();
+        let mut shared = self.inner.lock();
         shared.machine.close();
         shared.drain_outputs();
         drop(shared);
-        self.0.wake();
+        self.inner.wake();
     }
 }
 
 /// A connection to a chute server.
 #[derive(Clone)]
 pub struct Connection {
-    inner: Arc<Inner>,
-    _guard: Arc<CloseOnDrop>,
-    server: HelloOk,
-}
-
-/// A publish on its way: resolves when the server confirms it (durably, where the queue
-/// promises that) or refuses it.
-pub struct Confirmation {
-    receiver: oneshot::Receiver<Result<(), PublishError>>,
-}
-
-impl std::future::Future for Confirmation {
-    type Output = Result<(), PublishError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        use futures::FutureExt;
-        self.receiver.poll_unpin(cx).map(|result| {
-            result.unwrap_or_else(|_| {
-                Err(PublishError::Unconfirmed {
-                    code: chute_protocol::ErrorCode::INTERNAL,
-                    message: "connection dropped".into(),
-                })
-            })
-        })
-    }
+    handle: Arc<Handle>,
 }
 
 impl Connection {
@@ -227,38 +206,38 @@ impl Connection {
     }
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {
-        &self.inner
+        &self.handle.inner
     }
 
     fn new(inner: Arc<Inner>, server: HelloOk) -> Connection {
-        Connection { _guard: Arc::new(CloseOnDrop(inner.clone())), inner, server }
+        Connection { handle: Arc::new(Handle { inner, server }) }
     }
 
     /// The first server's handshake answer: its name, limits and heartbeat.
     pub fn server(&self) -> &HelloOk {
-        &self.server
+        &self.handle.server
     }
 
     /// Whether `other` is a handle to this same connection.
     pub fn same_as(&self, other: &Connection) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        Arc::ptr_eq(&self.handle, &other.handle)
     }
 
     /// Whether a connection is open now (not reconnecting, not closed).
     pub fn is_connected(&self) -> bool {
-        self.inner.lock().machine.is_connected()
+        self.inner().lock().machine.is_connected()
     }
 
     /// Counters since the connection was made: connections, disconnects, failed attempts,
     /// publishes sent again, retries, breaker openings, ...
     pub fn stats(&self) -> SessionStats {
-        self.inner.lock().machine.stats()
+        self.inner().lock().machine.stats()
     }
 
     /// How long ago the server was last heard from on the open connection (any frame, its
     /// heartbeats included); `None` while there is none.
     pub fn last_heard(&self) -> Option<Duration> {
-        let shared = self.inner.lock();
+        let shared = self.inner().lock();
         let heard = shared.machine.last_received()?;
         Some(shared.now().saturating_since(heard))
     }
@@ -266,7 +245,7 @@ impl Connection {
     /// The connection's state changes from now on: lost, reconnecting, reconnected, ...
     pub fn events(&self) -> ConnectionEvents {
         let (sink, events) = mpsc::unbounded();
-        let mut shared = self.inner.lock();
+        let mut shared = self.inner().lock();
         if shared.closed.is_none() {
             shared.events.push(sink);
         }
@@ -275,14 +254,14 @@ impl Connection {
 
     /// Why the connection ended, if it has.
     pub fn closed_reason(&self) -> Option<Error> {
-        self.inner.lock().closed_error()
+        self.inner().lock().closed_error()
     }
 
     /// Sends what is pending (acks included), then `Close`, and waits until the socket is
     /// closed.
     pub async fn close(self) {
         let finished = {
-            let mut shared = self.inner.lock();
+            let mut shared = self.inner().lock();
             shared.machine.close();
             shared.drain_outputs();
             let (tx, rx) = oneshot::channel();
@@ -293,7 +272,7 @@ impl Connection {
             }
             rx
         };
-        self.inner.wake();
+        self.inner().wake();
         let _ = finished.await;
     }
 
@@ -303,7 +282,7 @@ impl Connection {
         send: impl FnOnce(&mut Session, Instant) -> Result<u32, CommandError>,
     ) -> Result<Response, Error> {
         let receiver = {
-            let mut shared = self.inner.lock();
+            let mut shared = self.inner().lock();
             if let Some(error) = shared.closed_error() {
                 return Err(error);
             }
@@ -313,12 +292,12 @@ impl Connection {
             shared.requests.insert(request_id, tx);
             rx
         };
-        self.inner.wake();
+        self.inner().wake();
         receiver.await.unwrap_or_else(|_| Err(self.lost()))
     }
 
     fn lost(&self) -> Error {
-        self.inner.lock().closed_error().unwrap_or(Error::Closed {
+        self.inner().lock().closed_error().unwrap_or(Error::Closed {
             code: chute_protocol::ErrorCode::INTERNAL,
             message: "connection dropped".into(),
         })
@@ -430,11 +409,7 @@ impl Connection {
         mandatory: bool,
         message: PublishMessage,
     ) -> Result<Confirmation, PublishError> {
-        let register = |shared: &mut Shared, seq: u64| {
-            let (tx, rx) = oneshot::channel();
-            shared.confirms.insert(seq, tx);
-            Confirmation { receiver: rx }
-        };
+        let register = |shared: &mut Shared, seq: u64| shared.confirms.register(seq);
         self.enqueue_publish(destination, mandatory, message, register).await
     }
 
@@ -449,7 +424,7 @@ impl Connection {
     ) -> Result<T, PublishError> {
         loop {
             let waiter = {
-                let mut shared = self.inner.lock();
+                let mut shared = self.inner().lock();
                 if let Some(ended) = &shared.closed {
                     return Err(ended.publish_error());
                 }
@@ -461,14 +436,14 @@ impl Connection {
                     let seq = shared.machine.publish(now, destination, mandatory, message)?;
                     let registered = register(&mut shared, seq);
                     drop(shared);
-                    self.inner.wake();
+                    self.inner().wake();
                     return Ok(registered);
                 }
                 let (tx, rx) = oneshot::channel();
                 shared.window_waiters.push(tx);
                 rx
             };
-            self.inner.wake();
+            self.inner().wake();
             let _ = waiter.await;
         }
     }
@@ -488,7 +463,7 @@ impl Connection {
     ) -> Result<Subscription, Error> {
         let (sink, stream) = mpsc::unbounded();
         let (receiver, subscription) = {
-            let mut shared = self.inner.lock();
+            let mut shared = self.inner().lock();
             if let Some(error) = shared.closed_error() {
                 return Err(error);
             }
@@ -508,7 +483,7 @@ impl Connection {
             shared.requests.insert(request_id, tx);
             (rx, subscription)
         };
-        self.inner.wake();
+        self.inner().wake();
         receiver.await.unwrap_or_else(|_| Err(self.lost()))?;
         Ok(Subscription::new(self.clone(), subscription, stream))
     }

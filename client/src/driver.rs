@@ -65,12 +65,11 @@ pub struct ConnectionDriver {
 impl ConnectionDriver {
     pub(crate) fn new(
         inner: Arc<Inner>,
-        wake: async_channel::Receiver<()>,
         urls: Vec<ServerUrl>,
         tls: Option<TlsClient>,
         connect_timeout: Duration,
     ) -> ConnectionDriver {
-        let io = Box::pin(drive(inner.clone(), wake, urls, tls, connect_timeout));
+        let io = Box::pin(drive(inner.clone(), urls, tls, connect_timeout));
         ConnectionDriver { inner, io, finished: false }
     }
 
@@ -133,7 +132,6 @@ struct Asked {
 /// timer.
 async fn drive(
     inner: Arc<Inner>,
-    wake: async_channel::Receiver<()>,
     urls: Vec<ServerUrl>,
     tls: Option<TlsClient>,
     connect_timeout: Duration,
@@ -143,6 +141,9 @@ async fn drive(
     let mut write_buffer = BytesMut::new();
     // Written bytes may wait in TLS's buffer until flushed.
     let mut unflushed = false;
+    let mut timer = Timer::never();
+    // When `timer` fires, if it is set; see `arm`.
+    let mut armed: Option<StdInstant> = None;
     loop {
         let asked = {
             let mut shared = inner.lock();
@@ -172,8 +173,9 @@ async fn drive(
         if asked.ended && stream.is_none() {
             return;
         }
+        arm(&mut timer, &mut armed, asked.deadline);
         let waits = Waits { read_buffer: &mut read_buffer, write_buffer: &write_buffer, unflushed };
-        match next_event(stream.as_mut(), &wake, waits, asked.deadline).await {
+        match next_event(stream.as_mut(), &inner, waits, &mut timer).await {
             Step::Read(Ok(0)) => {
                 stream = None;
                 write_buffer.clear();
@@ -197,10 +199,26 @@ async fn drive(
             Step::Flushed(Ok(())) => unflushed = false,
             Step::Woken => {}
             Step::Timer => {
+                armed = None;
                 let mut shared = inner.lock();
                 let now = shared.now();
                 shared.machine.handle_input(now, SessionInput::Timeout);
             }
+        }
+    }
+}
+
+/// Sets `timer` to fire by `deadline`. Setting an async-io timer registers it with the reactor
+/// and wakes the reactor's thread, and the session's deadline moves on with almost every
+/// confirm (it follows the oldest unconfirmed publish), so the timer is set again only when the
+/// deadline comes earlier than it is set for. When the deadline moved later, the timer fires
+/// early: the session, given a `Timeout` with nothing due, does nothing, and the timer is set
+/// anew from its next deadline.
+fn arm(timer: &mut Timer, armed: &mut Option<StdInstant>, deadline: Option<StdInstant>) {
+    if let Some(deadline) = deadline {
+        if armed.is_none_or(|at| deadline < at) {
+            timer.set_at(deadline);
+            *armed = Some(deadline);
         }
     }
 }
@@ -261,12 +279,12 @@ struct Waits<'a> {
 }
 
 /// Waits for whichever comes first: bytes to read, room to write (or a flush done), a nudge,
-/// the deadline. Without a transport, only the last two.
+/// the timer. Without a transport, only the last two.
 async fn next_event(
     stream: Option<&mut Transport>,
-    wake: &async_channel::Receiver<()>,
+    inner: &Inner,
     waits: Waits<'_>,
-    deadline: Option<StdInstant>,
+    timer: &mut Timer,
 ) -> Step {
     let Waits { read_buffer, write_buffer, unflushed } = waits;
     if read_buffer.len() < 4096 {
@@ -300,16 +318,11 @@ async fn next_event(
         }
     };
     let woken = async {
-        let _ = wake.recv().await;
+        future::poll_fn(|cx| inner.poll_woken(cx)).await;
         Step::Woken
     };
     let timer = async {
-        match deadline {
-            Some(at) => {
-                Timer::at(at).await;
-            }
-            None => future::pending::<()>().await,
-        }
+        timer.await;
         Step::Timer
     };
     futures::pin_mut!(read, write, woken, timer);

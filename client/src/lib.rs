@@ -70,6 +70,7 @@
 //! # }
 //! ```
 
+mod confirms;
 mod connection;
 mod dead_letters;
 mod driver;

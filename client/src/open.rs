@@ -43,11 +43,10 @@ pub(crate) async fn open(target: &Target, options: ConnectOptions) -> Result<Ope
     };
     let session = Session::new(config, clock.now());
     let addrs = urls.iter().map(ServerUrl::authority).collect();
-    let (inner, wake) = Inner::new(session, clock, addrs);
+    let inner = Inner::new(session, clock, addrs);
     let (connected_tx, connected_rx) = oneshot::channel();
     inner.lock().connected_waiters.push(connected_tx);
-    let mut driver =
-        ConnectionDriver::new(inner.clone(), wake, urls.to_vec(), tls, connect_timeout);
+    let mut driver = ConnectionDriver::new(inner.clone(), urls.to_vec(), tls, connect_timeout);
     // The session ending fails this waiter too, so this cannot wait forever.
     match driver.run_until(connected_rx).await {
         Ok(Ok(server)) => Ok((inner, server, driver)),

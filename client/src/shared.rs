@@ -2,15 +2,18 @@
 //! call the core `Session`, register a waiter, unlock, and nudge the I/O.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chute_core::client::{Response, Session, SessionEvent, SessionOutput};
-use chute_core::seq_slots::SeqSlots;
 use chute_core::Instant;
 use chute_protocol::{Delivery, HelloOk};
 use futures::channel::{mpsc, oneshot};
+use futures::task::AtomicWaker;
 
+use crate::confirms::ConfirmTable;
 use crate::driver::Clock;
 use crate::error::{Ended, Error, PublishError};
 use crate::events::ConnectionEvent;
@@ -23,7 +26,7 @@ pub(crate) struct Shared {
     pub machine: Session,
     pub clock: Clock,
     /// Publishes waiting for their confirms, by the session's sequence number.
-    pub confirms: SeqSlots<oneshot::Sender<Result<(), PublishError>>>,
+    pub confirms: Arc<ConfirmTable>,
     /// Where every publish outcome also goes, once `publish_outcomes` was called.
     pub outcomes: Option<mpsc::UnboundedSender<PublishOutcome>>,
     pub requests: BTreeMap<u32, oneshot::Sender<Result<Response, Error>>>,
@@ -52,21 +55,46 @@ pub(crate) struct Shared {
 
 pub(crate) struct Inner {
     shared: Mutex<Shared>,
-    /// Nudges the I/O: capacity one, a full channel already means "look again".
-    pub wake_tx: async_channel::Sender<()>,
+    /// Tells the I/O to look at `shared` again.
+    nudge: Nudge,
+}
+
+/// "Look again", from the handles to the I/O: a flag and one waker. A burst of commands (a
+/// publish or an ack each) costs one wake of the I/O, not one per command: while the flag is
+/// up, a nudge is a single atomic load. (A channel of capacity one did the same, but allocated
+/// a listener each time the I/O waited on it.)
+#[derive(Default)]
+struct Nudge {
+    pending: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Nudge {
+    fn nudge(&self) {
+        if !self.pending.load(Ordering::Acquire) && !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    fn poll_nudged(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A nudge between the swap and the registration woke no one: look once more.
+        match self.pending.swap(false, Ordering::AcqRel) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    }
 }
 
 impl Inner {
-    pub fn new(
-        machine: Session,
-        clock: Clock,
-        addrs: Vec<String>,
-    ) -> (Arc<Inner>, async_channel::Receiver<()>) {
-        let (wake_tx, wake_rx) = async_channel::bounded(1);
+    pub fn new(machine: Session, clock: Clock, addrs: Vec<String>) -> Arc<Inner> {
         let shared = Shared {
             machine,
             clock,
-            confirms: SeqSlots::default(),
+            confirms: Arc::default(),
             outcomes: None,
             requests: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
@@ -81,7 +109,7 @@ impl Inner {
             finished_waiters: Vec::new(),
             finished: false,
         };
-        (Arc::new(Inner { shared: Mutex::new(shared), wake_tx }), wake_rx)
+        Arc::new(Inner { shared: Mutex::new(shared), nudge: Nudge::default() })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -90,7 +118,12 @@ impl Inner {
     }
 
     pub fn wake(&self) {
-        let _ = self.wake_tx.try_send(());
+        self.nudge.nudge();
+    }
+
+    /// Ready once a handle has called `wake` since the last time this was ready.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.nudge.poll_nudged(cx)
     }
 
     /// The I/O has stopped for good: `close` calls may return.
@@ -134,9 +167,7 @@ impl Shared {
             SessionEvent::Confirmed(range) => {
                 // The session sends no empty or overflowing range.
                 if let Some(last) = range.last() {
-                    self.confirms.remove_range(range.first..=last, |_, waiter| {
-                        let _ = waiter.send(Ok(()));
-                    });
+                    self.confirms.resolve(range.first..=last, Ok(()));
                 }
                 if let Some(outcomes) = &self.outcomes {
                     let _ = outcomes.unbounded_send(PublishOutcome::Confirmed(range));
@@ -145,9 +176,7 @@ impl Shared {
             }
             SessionEvent::NotConfirmed { seq, error } => {
                 let error = PublishError::from(error);
-                if let Some(waiter) = self.confirms.remove(seq) {
-                    let _ = waiter.send(Err(error.clone()));
-                }
+                self.confirms.resolve(seq..=seq, Err(error.clone()));
                 if let Some(outcomes) = &self.outcomes {
                     let _ = outcomes.unbounded_send(PublishOutcome::Refused { seq, error });
                 }
@@ -260,9 +289,7 @@ impl Shared {
         }
         let (error, publish_error) = (ended.error(), ended.publish_error());
         self.closed = Some(ended);
-        for (_, waiter) in self.confirms.drain() {
-            let _ = waiter.send(Err(publish_error.clone()));
-        }
+        self.confirms.fail_all(&publish_error);
         for (_, waiter) in std::mem::take(&mut self.requests) {
             let _ = waiter.send(Err(error.clone()));
         }
