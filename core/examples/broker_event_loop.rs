@@ -31,8 +31,10 @@ use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::format::{parse_segment_file_name, segment_file_name};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::manifest::MANIFEST_FILE_NAME;
-use chute_core::storage::recovery::{LogImage, SegmentFile};
-use chute_core::{Broker, BrokerConfig, ConnId, Input, Instant, Output, PeerInfo};
+use chute_core::storage::recovery::SegmentFile;
+use chute_core::{
+    Broker, BrokerConfig, ConnId, Input, Instant, Output, PeerInfo, Recovery, RecoveryReport,
+};
 use polling::{Event, Events, Poller};
 
 /// The listener's key in the poller; connections use their `ConnId`.
@@ -65,8 +67,8 @@ fn main() -> std::io::Result<()> {
         epoch_unix_ms,
         ..BrokerConfig::default()
     };
-    let (mut broker, report) = Broker::recover(config, now(), &storage.read_log()?)
-        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    let (mut broker, report) =
+        storage.recover(config, now()).map_err(|error| std::io::Error::other(error.to_string()))?;
     if let Some(cut) = &report.truncation {
         // A torn tail from a crash: cut it before anything is appended.
         storage.file(&cut.file)?.set_len(cut.valid_len)?;
@@ -218,19 +220,26 @@ struct Storage {
 }
 
 impl Storage {
-    fn read_log(&self) -> std::io::Result<LogImage> {
+    /// Recovery, one segment in memory at a time: each file is read, handed to the core and
+    /// dropped before the next; then the manifest.
+    fn recover(
+        &self,
+        config: BrokerConfig,
+        now: Instant,
+    ) -> Result<(Broker, RecoveryReport), Box<dyn std::error::Error>> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
             .filter(|name| parse_segment_file_name(name).is_some())
             .collect();
         names.sort();
-        let mut segments = Vec::new();
-        for name in names {
-            let bytes = Bytes::from(std::fs::read(self.dir.join(&name))?);
-            segments.push(SegmentFile { name, bytes });
+        let mut recovery = Recovery::new(config, now);
+        for (index, name) in names.iter().enumerate() {
+            let bytes = Bytes::from(std::fs::read(self.dir.join(name))?);
+            let newest = index + 1 == names.len();
+            recovery.handle_segment(SegmentFile { name: name.clone(), bytes }, newest)?;
         }
-        let manifest = std::fs::read(self.dir.join(MANIFEST_FILE_NAME)).ok().map(Bytes::from);
-        Ok(LogImage { segments, manifest, accept_data_loss: false })
+        let manifest = std::fs::read(self.dir.join(MANIFEST_FILE_NAME)).ok();
+        Ok(recovery.finish(manifest.as_deref(), false)?)
     }
 
     fn file(&self, name: &str) -> std::io::Result<File> {

@@ -23,6 +23,22 @@
 //! }
 //! ```
 //!
+//! A broker that has a data directory starts through [`Recovery`], which takes the log one
+//! segment file at a time, so the driver never holds more than one in memory:
+//!
+//! ```text
+//! let mut recovery = Recovery::new(config, now());
+//! for (i, name) in segment_file_names_sorted.iter().enumerate() {   // oldest first
+//!     let bytes = read_whole_file(name);                            // then fdatasync it
+//!     recovery.handle_segment(SegmentFile { name, bytes }, i + 1 == count)?;
+//! }                                                                 // each buffer freed here
+//! let (broker, report) = recovery.finish(read_manifest(), accept_data_loss)?;
+//! if let Some(cut) = report.truncation { truncate(cut.file, cut.valid_len) }   // torn tail
+//! ```
+//!
+//! `Broker::recover` does the same over a whole log held in memory (`LogImage`), for tests.
+//! docs/STORAGE.md §10 gives every check and refusal.
+//!
 //! See [`Broker`] for the contract and a runnable example, and [`client::Client`] for the
 //! client side, which has the same shape; [`client::Session`] drives one `Client` after
 //! another and keeps what must survive a reconnect.
@@ -64,7 +80,7 @@ pub mod time;
 
 pub use broker::{
     Broker, BrokerStats, ConnectionInfo, ConnectionState, DeclareError, PublishError,
-    QueueAdminError, RecoveryReport,
+    QueueAdminError, Recovery, RecoveryReport,
 };
 pub use config::{BrokerConfig, BrokerLimits, ConfigError, TimeoutConfig};
 pub use ids::{ConnId, MessageSeq, QueueId};

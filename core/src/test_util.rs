@@ -14,8 +14,8 @@ use crate::storage::format::{
     parse_segment_file_name, scan_segment, segment_file_name, SEGMENT_HEADER_LEN,
 };
 use crate::storage::io::{StorageDone, StorageRequest};
-use crate::storage::recovery::{LogImage, SegmentFile, Truncation};
-use crate::{Broker, Input, Instant};
+use crate::storage::recovery::{LogImage, RecoveryError, SegmentFile, Truncation};
+use crate::{Broker, BrokerConfig, Input, Instant, Recovery, RecoveryReport};
 
 /// The segment files of one data directory, in memory, behind a storage worker that behaves
 /// like the server's (docs/STORAGE.md §7.2) with instant I/O: `CreateSegment` first syncs
@@ -374,7 +374,27 @@ impl MemDisk {
             .collect()
     }
 
-    /// The data directory as recovery reads it: the segments and the manifest.
+    /// Recovers a broker from this disk as a server does, through [`Recovery`]: one segment
+    /// at a time, oldest first, each a fresh copy of the file's bytes that is handed over and
+    /// dropped before the next is made, then the manifest. `accept_data_loss` is the
+    /// operator's `--accept-data-loss`.
+    pub fn recover(
+        &self,
+        config: BrokerConfig,
+        now: Instant,
+        accept_data_loss: bool,
+    ) -> Result<(Broker, RecoveryReport), RecoveryError> {
+        let mut recovery = Recovery::new(config, now);
+        let count = self.files.len();
+        for (index, (base, file)) in self.files.iter().enumerate() {
+            let name = segment_file_name(*base);
+            let segment = SegmentFile { name, bytes: Bytes::copy_from_slice(&file.data) };
+            recovery.handle_segment(segment, index + 1 == count)?;
+        }
+        recovery.finish(self.manifest.as_deref(), accept_data_loss)
+    }
+
+    /// The data directory as recovery reads it, whole: the segments and the manifest.
     pub fn image(&self) -> LogImage {
         LogImage {
             segments: self.segment_files(),

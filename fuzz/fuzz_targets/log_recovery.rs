@@ -9,7 +9,7 @@
 //!   not check. Bit 5 starts the first header at a large base LSN instead of 0.
 //! - Bit 6: each file's bytes (after its header) are chunks `[kind, len, body (len bytes)]`
 //!   that the target frames as records with valid checksums, so that well-formed records
-//!   with any body, in any order, reach record decoding and `Broker::recover`.
+//!   with any body, in any order, reach record decoding and `Recovery`.
 //! - Bit 7: the data directory has a manifest, a valid one naming the first and last file's
 //!   base LSNs and a durable end `len2` bytes past the last base (which the log may or may not
 //!   reach), with its slot's bytes XORed by `len1`'s low byte (0 leaves it valid).
@@ -19,14 +19,15 @@
 //!   bits 2-7) is flipped and its checksum made to match again.
 //!
 //! Properties:
-//! - `scan_segment`, `recover_log` and `Broker::recover` never panic, and a recovered broker
-//!   runs (its timers fire for an hour) without panicking, on an in-memory disk holding what
-//!   recovery left, which refuses any request a real disk would (an append in the wrong place,
-//!   a segment created twice);
+//! - `scan_segment`, `recover_log` and `Recovery` (segments handed over one at a time, as a
+//!   server does) never panic, and a recovered broker runs (its timers fire for an hour)
+//!   without panicking, on an in-memory disk holding what recovery left, which refuses any
+//!   request a real disk would (an append in the wrong place, a segment created twice);
 //! - every record `scan_segment` returns passed its checksum: re-framing its kind and body with
 //!   `append_record` gives exactly the bytes of the file at its offset; the records are back to
 //!   back from the header to `valid_len`, and a torn tail is the rest of the file;
-//! - `Broker::recover` succeeds exactly when `recover_log` does;
+//! - `Recovery` succeeds exactly when `recover_log` does, and neither's result holds any
+//!   segment's buffer (payloads and header values are copied out of it);
 //! - cutting the torn tail recovery reports (or deleting a file with a torn header) and
 //!   recovering again gives the same state, with nothing left to cut;
 //! - a sealed record whose body was changed (checksum fixed) is never accepted: recovery fails.
@@ -40,10 +41,12 @@ use chute_core::storage::format::{
     SEGMENT_HEADER_LEN,
 };
 use chute_core::storage::manifest::Manifest;
-use chute_core::storage::recovery::{recover_log, LogImage, RecoveredLog, SegmentFile};
+use chute_core::storage::recovery::{
+    recover_log, LogImage, RecoveredLog, RecoveryError, SegmentFile,
+};
 use chute_core::storage::seal::{Keyring, SEAL_KIND};
 use chute_core::test_util::MemDisk;
-use chute_core::{Broker, BrokerConfig, Input, Instant, Output};
+use chute_core::{Broker, BrokerConfig, Input, Instant, Output, Recovery, RecoveryReport};
 use libfuzzer_sys::fuzz_target;
 
 /// The test key of sealed mode; the salts' seed is fixed too (a server's is random).
@@ -73,14 +76,22 @@ fuzz_target!(|input: &[u8]| {
         "a sealed record with a changed body (checksum fixed) was accepted"
     );
     let config = BrokerConfig { keyring: keyring.clone(), ..BrokerConfig::default() };
-    let broker = Broker::recover(config, Instant::ZERO, &image);
+    let broker = recover_streaming(config, &image);
     assert_eq!(
         recovered.is_ok(),
         broker.is_ok(),
-        "recover_log: {:?}, Broker::recover: {:?}",
+        "recover_log: {:?}, Recovery: {:?}",
         recovered.as_ref().err(),
         broker.as_ref().err()
     );
+    // Nothing recovery keeps refers to a segment's buffer: each is the image's alone again.
+    for file in &image.segments {
+        assert!(
+            file.bytes.is_empty() || file.bytes.is_unique(),
+            "what recovery kept still holds {}'s buffer",
+            file.name
+        );
+    }
     let Ok(recovered) = recovered else { return };
     check_idempotent(&image, &recovered, &keyring);
 
@@ -98,6 +109,20 @@ fuzz_target!(|input: &[u8]| {
         drain(&mut broker, &mut disk, now);
     }
 });
+
+/// Recovers a broker as a server does, through `Recovery`: one segment handed over at a time,
+/// oldest first, then the manifest.
+fn recover_streaming(
+    config: BrokerConfig,
+    image: &LogImage,
+) -> Result<(Broker, RecoveryReport), RecoveryError> {
+    let mut recovery = Recovery::new(config, Instant::ZERO);
+    let count = image.segments.len();
+    for (index, file) in image.segments.iter().enumerate() {
+        recovery.handle_segment(file.clone(), index + 1 == count)?;
+    }
+    recovery.finish(image.manifest.as_deref(), image.accept_data_loss)
+}
 
 /// Where a sealed record's body lies: (file, offset of the record, offset of its body, end).
 type SealedBody = (usize, usize, usize, usize);

@@ -1,4 +1,4 @@
-//! The data directory: its lock, and reading the log for recovery.
+//! The data directory: its lock, and reading the log for recovery, one segment at a time.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use chute_core::storage::format::parse_segment_file_name;
 use chute_core::storage::manifest::MANIFEST_FILE_NAME;
-use chute_core::storage::recovery::{LogImage, SegmentFile, Truncation};
+use chute_core::storage::recovery::{SegmentFile, Truncation};
 
 /// Holds the data directory's lock for as long as it lives, so two brokers never share it.
 pub struct DataDir {
@@ -44,20 +44,10 @@ impl DataDir {
         Ok(DataDir { path: path.to_path_buf(), _lock: lock })
     }
 
-    /// What recovery needs: every segment file, oldest first, read whole, and the manifest.
-    pub fn read_log(&self, accept_data_loss: bool) -> Result<LogImage, DataDirError> {
-        let io = |source| DataDirError::Io { path: self.path.clone(), source };
-        let segments = self.read_segments()?;
-        let manifest = match std::fs::read(self.path.join(MANIFEST_FILE_NAME)) {
-            Ok(bytes) => Some(Bytes::from(bytes)),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-            Err(err) => return Err(io(err)),
-        };
-        Ok(LogImage { segments, manifest, accept_data_loss })
-    }
-
-    /// Every segment file, oldest first, read whole.
-    fn read_segments(&self) -> Result<Vec<SegmentFile>, DataDirError> {
+    /// The segment files' names, oldest first, for recovery to read one at a time
+    /// ([`read_segment`](DataDir::read_segment)); the directory is synced first, so the
+    /// files listed stay listed after a machine crash.
+    pub fn segment_names(&self) -> Result<Vec<String>, DataDirError> {
         let io = |source| DataDirError::Io { path: self.path.clone(), source };
         let mut names: Vec<String> = std::fs::read_dir(&self.path)
             .map_err(io)?
@@ -67,17 +57,28 @@ impl DataDir {
         // Zero-padded to one width, so names sort in log order.
         names.sort();
         File::open(&self.path).and_then(|dir| dir.sync_all()).map_err(io)?;
-        names
-            .into_iter()
-            .map(|name| {
-                let path = self.path.join(&name);
-                let bytes = std::fs::read(&path).map_err(io)?;
-                // Recovery treats what it read as durable; after a process crash part of it may
-                // still be only in the page cache, so make it so.
-                File::open(&path).and_then(|file| file.sync_data()).map_err(io)?;
-                Ok(SegmentFile { name, bytes: Bytes::from(bytes) })
-            })
-            .collect()
+        Ok(names)
+    }
+
+    /// One segment file, read whole, for recovery's `handle_segment`.
+    pub fn read_segment(&self, name: &str) -> Result<SegmentFile, DataDirError> {
+        let io = |source| DataDirError::Io { path: self.path.clone(), source };
+        let path = self.path.join(name);
+        let bytes = std::fs::read(&path).map_err(io)?;
+        // Recovery treats what it read as durable; after a process crash part of it may still
+        // be only in the page cache, so make it so.
+        File::open(&path).and_then(|file| file.sync_data()).map_err(io)?;
+        Ok(SegmentFile { name: name.to_string(), bytes: Bytes::from(bytes) })
+    }
+
+    /// The manifest file's bytes, if there is one (a data directory written before manifests
+    /// existed has none).
+    pub fn read_manifest(&self) -> Result<Option<Vec<u8>>, DataDirError> {
+        match std::fs::read(self.path.join(MANIFEST_FILE_NAME)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(DataDirError::Io { path: self.path.clone(), source }),
+        }
     }
 
     /// Cuts a torn tail (or removes a segment with no whole header) and makes it durable.

@@ -15,7 +15,7 @@ use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::io::StorageRequest;
 use chute_core::storage::recovery::ManifestCheck;
-use chute_core::{Broker, BrokerConfig, Input, Instant};
+use chute_core::{Broker, BrokerConfig, Input, Instant, Recovery};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use futures::channel::{mpsc, oneshot};
 use futures::SinkExt;
@@ -573,13 +573,22 @@ fn recover(
     accept_data_loss: bool,
 ) -> Result<Broker, ServeError> {
     let started = StdInstant::now();
-    let files = data_dir.read_log(accept_data_loss)?;
-    let bytes: usize = files.segments.iter().map(|f| f.bytes.len()).sum();
-    let (broker, report) = Broker::recover(config, Instant::ZERO, &files)
-        .map_err(|source| ServeError::Recovery { path: data_dir.path.clone(), source })?;
+    let refused = |source| ServeError::Recovery { path: data_dir.path.clone(), source };
+    // One segment in memory at a time: each is read, handed over and dropped before the next.
+    let names = data_dir.segment_names()?;
+    let mut recovery = Recovery::new(config, Instant::ZERO);
+    let mut bytes = 0;
+    for (index, name) in names.iter().enumerate() {
+        let file = data_dir.read_segment(name)?;
+        bytes += file.bytes.len();
+        recovery.handle_segment(file, index + 1 == names.len()).map_err(refused)?;
+    }
+    let manifest = data_dir.read_manifest()?;
+    let (broker, report) =
+        recovery.finish(manifest.as_deref(), accept_data_loss).map_err(refused)?;
     match &report.manifest {
         ManifestCheck::Agrees => {}
-        ManifestCheck::Absent if files.segments.is_empty() => {}
+        ManifestCheck::Absent if names.is_empty() => {}
         ManifestCheck::Absent => tracing::info!(
             "the log has no manifest yet (written by an earlier version); writing one"
         ),
@@ -605,7 +614,6 @@ fn recover(
         }
         data_dir.truncate(truncation)?;
     }
-    drop(files);
     // Recovery's scratch space (the decoded log, indexes of every record) is freed by now, but
     // glibc keeps freed heap pages mapped, and they are interleaved with the queues' messages:
     // after recovering a million messages that is about 50 MB of resident memory nobody uses.

@@ -17,8 +17,9 @@ use chute_core::storage::failure::OsError;
 use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::manifest::Manifest;
-use chute_core::storage::recovery::{LogImage, Truncation};
+use chute_core::storage::recovery::{RecoveryError, Truncation};
 use chute_core::test_util::{CrashChoices, CrashDamage, MemDisk, MemDiskError};
+use chute_core::{Broker, BrokerConfig, Instant, RecoveryReport};
 
 use crate::rng::SimRng;
 
@@ -189,9 +190,18 @@ impl Disk {
 
     // ---- recovery ----
 
-    /// The data directory as recovery reads it.
-    pub fn image(&self) -> LogImage {
-        self.mem.image()
+    /// Recovers a broker from what is on disk, one segment at a time, as the server does.
+    pub fn recover(
+        &self,
+        config: BrokerConfig,
+        now: Instant,
+    ) -> Result<(Broker, RecoveryReport), RecoveryError> {
+        self.mem.recover(config, now, false)
+    }
+
+    /// How many segment files recovery reads.
+    pub fn segment_count(&self) -> usize {
+        self.mem.files().len()
     }
 
     /// Recovery succeeded: cut the torn tail it found, then (as the server does) sync what it

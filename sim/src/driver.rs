@@ -324,7 +324,8 @@ impl World {
         self.schedule(downtime, Event::Restart);
     }
 
-    /// Starts a broker from what the crash left on disk, through `Broker::recover`.
+    /// Starts a broker from what the crash left on disk, one segment at a time through
+    /// `Recovery`, as the server does.
     pub fn restart(&mut self) {
         if self.broker.is_some() {
             return;
@@ -351,7 +352,7 @@ impl World {
             self.stats.segment_losses += 1;
             self.record(TraceEvent::SegmentLoss(format!("{loss:?}")));
         }
-        let files = self.disk.image();
+        let files = self.disk.segment_count();
         let expected = self.disk.expected_recovery();
         let mut config = BrokerConfig {
             seed: self.broker_config.seed ^ (self.incarnation + 1),
@@ -360,7 +361,7 @@ impl World {
         if self.cfg.encryption {
             config.keyring = crate::world::sim_keyring(self.cfg.seed, self.incarnation + 1);
         }
-        match Broker::recover(config, self.now, &files) {
+        match self.disk.recover(config, self.now) {
             Ok((broker, report)) => {
                 if let Some((base, offset, bit)) = flip {
                     return self.fail((
@@ -393,7 +394,7 @@ impl World {
                 self.oracle.restarted(self.now, end_lsn);
                 self.record(TraceEvent::Restart {
                     incarnation: self.incarnation,
-                    files: files.segments.len() as u32,
+                    files: files as u32,
                     truncated: report.truncation.as_ref().map(|t| t.dropped_bytes),
                 });
                 self.broker = Some(broker);

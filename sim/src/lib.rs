@@ -29,8 +29,8 @@
 //!   process crashes (written bytes survive, the write in progress may tear) and machine
 //!   crashes (only synced bytes and directory changes survive, the unsynced tail may tear);
 //!   bit flips in synced data, which recovery must refuse.
-//! - The broker restarts through `Broker::recover` on whatever the crash left, and the
-//!   truncation it asks for is applied.
+//! - The broker restarts through `Recovery`, one segment at a time as the server hands them
+//!   over, on whatever the crash left, and the truncation it asks for is applied.
 //!
 //! ## Invariants
 //!

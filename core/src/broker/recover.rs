@@ -5,12 +5,12 @@ use chute_protocol::{AttemptOutcome, AttemptRecord, DeadReason};
 use super::Broker;
 use crate::config::BrokerConfig;
 use crate::ids::{MessageSeq, QueueId};
-use crate::queue::{own_payload, DeadInfo, Message, MessageExtras, SegmentRef};
+use crate::queue::{DeadInfo, Message, MessageExtras, SegmentRef};
 use crate::storage::gate::Gate;
 use crate::storage::log::Log;
 use crate::storage::recovery::{
-    recover_log, LogImage, ManifestCheck, RecoveredMessage, RecoveredQueue, RecoveryError,
-    Truncation,
+    LogImage, LogReplay, ManifestCheck, RecoveredLog, RecoveredMessage, RecoveredQueue,
+    RecoveryError, SegmentFile, Truncation,
 };
 use crate::time::{Instant, WallClock};
 
@@ -28,18 +28,85 @@ pub struct RecoveryReport {
     pub manifest: ManifestCheck,
 }
 
+/// A broker being rebuilt from a data directory's log, one segment file at a time, so that
+/// the driver holds one segment's bytes at once, never the whole log:
+///
+/// ```text
+/// let mut recovery = Recovery::new(config, now);
+/// for each segment file, oldest first:
+///     recovery.handle_segment(SegmentFile { name, bytes }, is_the_last_file)?;
+///     // the bytes are dropped here: nothing recovery keeps refers to them
+/// let (broker, report) = recovery.finish(manifest_bytes, accept_data_loss)?;
+/// // cut report.truncation, if any, before handing the broker's first request to the worker
+/// ```
+///
+/// Every check and refusal is the one [`Broker::recover`] makes on a whole log (it is a loop
+/// over this). After an error, recovery is over: drop it.
+#[derive(Debug)]
+pub struct Recovery {
+    config: BrokerConfig,
+    now: Instant,
+    replay: LogReplay,
+}
+
+impl Recovery {
+    pub fn new(config: BrokerConfig, now: Instant) -> Recovery {
+        Recovery { config, now, replay: LogReplay::new() }
+    }
+
+    /// Scans, checks and applies the next segment file, oldest first; `newest` says it is the
+    /// last file of the data directory (the only one that may end in a torn tail). The file is
+    /// consumed: what stays live is copied out of it, and its buffer is freed on return unless
+    /// the caller kept another reference.
+    ///
+    /// # Panics
+    ///
+    /// If a segment is handed over after the one said to be the newest.
+    pub fn handle_segment(&mut self, file: SegmentFile, newest: bool) -> Result<(), RecoveryError> {
+        self.replay.handle_segment(file, newest, &self.config.keyring)
+    }
+
+    /// The broker the segments rebuilt, once the log is checked against the manifest (its
+    /// bytes, if the data directory has one). Refuses a log the manifest says was cut short,
+    /// unless `accept_data_loss` (the operator's `--accept-data-loss` for this start).
+    pub fn finish(
+        self,
+        manifest: Option<&[u8]>,
+        accept_data_loss: bool,
+    ) -> Result<(Broker, RecoveryReport), RecoveryError> {
+        let recovered = self.replay.finish(manifest, accept_data_loss)?;
+        Ok(Broker::recovered(self.config, self.now, recovered))
+    }
+}
+
 impl Broker {
     /// A broker rebuilt from a data directory's log (no segments: a new broker). Every
     /// message that was not acked is back where it was: ready, delayed until its due time, or
     /// dead-lettered; a message that was in flight at the crash is ready again with that
     /// attempt counted (and dead-lettered if it was its last). Refuses a log the manifest says
     /// was cut short, unless the image says the operator accepts the loss.
+    ///
+    /// A loop over [`Recovery`] for a log held whole in memory, as tests and tools have it; a
+    /// server hands segments over one at a time instead.
     pub fn recover(
         config: BrokerConfig,
         now: Instant,
         image: &LogImage,
     ) -> Result<(Broker, RecoveryReport), RecoveryError> {
-        let recovered = recover_log(image, &config.keyring)?;
+        let mut recovery = Recovery::new(config, now);
+        let count = image.segments.len();
+        for (index, file) in image.segments.iter().enumerate() {
+            recovery.handle_segment(file.clone(), index + 1 == count)?;
+        }
+        recovery.finish(image.manifest.as_deref(), image.accept_data_loss)
+    }
+
+    /// The broker a replayed log rebuilt.
+    fn recovered(
+        config: BrokerConfig,
+        now: Instant,
+        recovered: RecoveredLog,
+    ) -> (Broker, RecoveryReport) {
         let Some(last_segment) = recovered.last_segment else {
             let report = RecoveryReport {
                 queues: 0,
@@ -55,7 +122,7 @@ impl Broker {
                 recovered.end_lsn,
                 recovered.manifest,
             );
-            return Ok((Broker::new_with_log(config, now, log), report));
+            return (Broker::new_with_log(config, now, log), report);
         };
         let mut log = Log::resume(
             config.storage.clone(),
@@ -96,7 +163,7 @@ impl Broker {
             truncation: recovered.truncation,
             manifest: recovered.manifest_check,
         };
-        Ok((broker, report))
+        (broker, report)
     }
 
     /// A new broker on a new log (its first segment and manifest are to be written).
@@ -172,7 +239,8 @@ fn message_from(recovered: RecoveredMessage, clock: WallClock) -> Message {
     });
     Message {
         seq: MessageSeq(recovered.seq),
-        payload: own_payload(&recovered.payload),
+        // Recovery copied it out of its segment: one allocation of its own size.
+        payload: recovered.payload,
         published_unix_ms: recovered.published_unix_ms,
         attempts: recovered.attempts,
         priority: recovered.priority,
