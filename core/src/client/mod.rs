@@ -17,6 +17,7 @@
 
 mod commands;
 mod login;
+mod outstanding;
 mod receive;
 pub mod session;
 
@@ -235,7 +236,7 @@ pub struct Client {
     subscriptions: BTreeMap<u32, SubscriptionState>,
     next_subscription: u32,
     /// Delivery tag → subscription, for deliveries not yet settled.
-    outstanding: BTreeMap<u64, u32>,
+    outstanding: outstanding::Outstanding,
     login: login::Login,
     /// Commands wait in `out` until `HelloOk`: the server may ask for a login exchange, and
     /// accepts nothing else before it is over.
@@ -262,7 +263,7 @@ impl Client {
             unconfirmed: 0,
             subscriptions: BTreeMap::new(),
             next_subscription: 1,
-            outstanding: BTreeMap::new(),
+            outstanding: outstanding::Outstanding::default(),
             login: login::Login::default(),
             hold_commands: login::may_need_exchange(&config.credentials, config.client_certificate),
             config,
@@ -321,8 +322,8 @@ impl Client {
     /// grants back as credit, since the server will deliver them again.
     pub fn unsettled_by_subscription(&self) -> BTreeMap<u32, u32> {
         let mut counts = BTreeMap::new();
-        for subscription in self.outstanding.values() {
-            *counts.entry(*subscription).or_insert(0) += 1;
+        for subscription in self.outstanding.subscriptions() {
+            *counts.entry(subscription).or_insert(0) += 1;
         }
         counts
     }
