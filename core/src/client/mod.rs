@@ -31,9 +31,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use chute_protocol::{
-    encode_body, Credentials, DeadLetter, Delivery, Destination, DlqListOk, ErrorCode, ErrorFrame,
-    FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure, QueueDeclareOk, QueueListOk,
-    QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING, PREFACE, PROTOCOL_VERSION_MIN,
+    encode_body, Credentials, DeadLetter, DecodeError, Delivery, Destination, DlqListOk, ErrorCode,
+    ErrorFrame, Frame, FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure,
+    QueueDeclareOk, QueueListOk, QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING,
+    PREFACE, PROTOCOL_VERSION_MIN,
 };
 
 use crate::time::Instant;
@@ -106,6 +107,12 @@ impl Default for ClientConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientInput {
     Received(Bytes),
+    /// Received bytes the driver cut into frames and decoded itself, and the error its reader
+    /// stopped at, if any; see [`SessionInput::Frames`].
+    Frames {
+        frames: Vec<Frame>,
+        error: Option<DecodeError>,
+    },
     Timeout,
     /// The transport closed or failed.
     Closed,
@@ -350,6 +357,13 @@ impl Client {
                 self.last_received = now;
                 self.reader.feed(bytes);
                 self.process_received();
+            }
+            ClientInput::Frames { frames, error } => {
+                if self.state == State::Closed {
+                    return;
+                }
+                self.last_received = now;
+                self.handle_frames(frames, error);
             }
             ClientInput::Timeout => self.check_timers(now),
             ClientInput::Closed => self.end(CloseReason::TransportLost, false),
