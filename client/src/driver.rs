@@ -14,6 +14,7 @@ use async_io::Timer;
 use bytes::BytesMut;
 use chute_core::client::SessionInput;
 use chute_core::Instant;
+use chute_protocol::{DecodeError, Frame, FrameReader, FRAME_SIZE_CEILING};
 use futures::future::{self, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::FutureExt;
@@ -137,6 +138,10 @@ async fn drive(
     connect_timeout: Duration,
 ) {
     let mut stream: Option<Transport> = None;
+    // What was read is cut into frames and decoded here, before the session's lock is taken:
+    // a read holds a few hundred deliveries or confirms, and decoding them under the lock made
+    // every publish and ack of that connection wait (and sleep, and be woken) behind it.
+    let mut reader = FrameReader::new(FRAME_SIZE_CEILING);
     let mut read_buffer = BytesMut::new();
     let mut write_buffer = BytesMut::new();
     // Written bytes may wait in TLS's buffer until flushed.
@@ -168,6 +173,8 @@ async fn drive(
         }
         if let Some(address) = asked.connect {
             stream = open_transport(&inner, &urls[address], tls.as_ref(), connect_timeout).await;
+            // A new transport is a new connection for the session: its frames start afresh.
+            reader = FrameReader::new(FRAME_SIZE_CEILING);
             continue;
         }
         if asked.ended && stream.is_none() {
@@ -187,10 +194,11 @@ async fn drive(
                 transport_lost(&inner, &error.to_string());
             }
             Step::Read(Ok(n)) => {
-                let bytes = read_buffer.split_to(n).freeze();
+                reader.feed(read_buffer.split_to(n).freeze());
+                let (frames, error) = decode_frames(&mut reader);
                 let mut shared = inner.lock();
                 let now = shared.now();
-                shared.machine.handle_input(now, SessionInput::Received(bytes));
+                shared.machine.handle_input(now, SessionInput::Frames { frames, error });
             }
             Step::Wrote(Ok(n), flushed) => {
                 let _ = write_buffer.split_to(n);
@@ -204,6 +212,19 @@ async fn drive(
                 let now = shared.now();
                 shared.machine.handle_input(now, SessionInput::Timeout);
             }
+        }
+    }
+}
+
+/// Every whole frame `reader` holds, and the error it stopped at, if any. After an error the
+/// session ends the connection, and whatever follows on this transport is not looked at.
+fn decode_frames(reader: &mut FrameReader) -> (Vec<Frame>, Option<DecodeError>) {
+    let mut frames = Vec::new();
+    loop {
+        match reader.next_frame() {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return (frames, None),
+            Err(error) => return (frames, Some(error)),
         }
     }
 }

@@ -35,6 +35,11 @@ impl<T> SeqSlots<T> {
         self.live += 1;
     }
 
+    /// The largest key held (an empty slot at the back is swept at once, so it is live).
+    pub fn last_key(&self) -> Option<u64> {
+        self.slots.back().map(|(key, _)| *key)
+    }
+
     /// Live entries.
     pub fn len(&self) -> usize {
         self.live

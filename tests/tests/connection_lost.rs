@@ -61,3 +61,62 @@ fn killed_server_is_a_lost_connection_tokio() {
 fn killed_server_is_a_lost_connection_smol() {
     killed_server_is_a_lost_connection(ServerBinary::Smol);
 }
+
+/// A server that sends bytes no frame decodes from, right behind frames that do (a whole
+/// `Deliver`'s worth arriving in one read with them): the frames before take effect and the
+/// connection ends with the decoding error's code, as the client's own reader would have it
+/// (the driver cuts and decodes what it reads before handing it to the session).
+#[test]
+fn undecodable_bytes_from_a_server_end_the_connection() {
+    use std::io::{Read, Write};
+
+    use chute_protocol::{Frame, FrameReader, HelloOk, ServerLimits, FRAME_SIZE_CEILING};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let garbage: &[u8] = b"\x00\x00\x00\x04\xEEgarbage";
+    let fake = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 256];
+        let _ = socket.read(&mut hello).unwrap();
+        let hello_ok = Frame::HelloOk(HelloOk {
+            version: 1,
+            server_name: "fake".into(),
+            connection_id: 1,
+            heartbeat_ms: 10_000,
+            limits: ServerLimits {
+                frame_size_max: 1 << 20,
+                payload_size_max: 1 << 16,
+                publish_batch_max: 100,
+                unconfirmed_max: 100,
+                credit_max: 1000,
+                subscriptions_max: 10,
+            },
+        });
+        let mut out = bytes::BytesMut::new();
+        hello_ok.encode(&mut out, 1 << 20).unwrap();
+        socket.write_all(&out).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut out = bytes::BytesMut::new();
+        Frame::Heartbeat(chute_protocol::Heartbeat).encode(&mut out, 1 << 20).unwrap();
+        out.extend_from_slice(garbage);
+        socket.write_all(&out).unwrap();
+        // Held open: the client must end the connection on the bytes alone.
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let mut reader = FrameReader::new(FRAME_SIZE_CEILING);
+    reader.feed(bytes::Bytes::from_static(garbage));
+    let expected = reader.next_frame().expect_err("the bytes do not decode").error_code();
+
+    let url = format!("chute://{addr}");
+    let options = ConnectOptions::without_reconnect();
+    let connection = block_on(Connection::connect_with(&url, options)).unwrap();
+    let reason = within("the connection to end", Duration::from_secs(4), move || loop {
+        if let Some(reason) = connection.closed_reason() {
+            return reason;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    });
+    assert_eq!(reason.code(), Some(expected), "{reason}");
+    drop(fake);
+}

@@ -396,7 +396,7 @@ impl Client {
     /// Extends a delivery's lease.
     pub fn touch(&mut self, tag: u64, lease_ms: Option<u32>) -> Result<(), CommandError> {
         self.check_usable()?;
-        if !self.outstanding.contains_key(&tag) {
+        if !self.outstanding.contains(tag) {
             return Err(CommandError::UnknownTag(tag));
         }
         self.encode(
@@ -420,7 +420,7 @@ impl Client {
 
     /// Forgets an outstanding delivery and owes its subscription one credit if automatic.
     fn settle(&mut self, tag: u64) -> Result<(), CommandError> {
-        let subscription = self.outstanding.remove(&tag).ok_or(CommandError::UnknownTag(tag))?;
+        let subscription = self.outstanding.remove(tag).ok_or(CommandError::UnknownTag(tag))?;
         if let Some(sub) = self.subscriptions.get_mut(&subscription) {
             if sub.auto_credit {
                 sub.credit_owed += 1;

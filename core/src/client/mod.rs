@@ -17,6 +17,7 @@
 
 mod commands;
 mod login;
+mod outstanding;
 mod receive;
 pub mod session;
 
@@ -30,9 +31,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use chute_protocol::{
-    encode_body, Credentials, DeadLetter, Delivery, Destination, DlqListOk, ErrorCode, ErrorFrame,
-    FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure, QueueDeclareOk, QueueListOk,
-    QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING, PREFACE, PROTOCOL_VERSION_MIN,
+    encode_body, Credentials, DeadLetter, DecodeError, Delivery, Destination, DlqListOk, ErrorCode,
+    ErrorFrame, Frame, FrameKind, FrameReader, GoingAway, Hello, HelloOk, PublishFailure,
+    QueueDeclareOk, QueueListOk, QueueStats, Range, SubscriptionCancelled, FRAME_SIZE_CEILING,
+    PREFACE, PROTOCOL_VERSION_MIN,
 };
 
 use crate::time::Instant;
@@ -105,6 +107,12 @@ impl Default for ClientConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientInput {
     Received(Bytes),
+    /// Received bytes the driver cut into frames and decoded itself, and the error its reader
+    /// stopped at, if any; see [`SessionInput::Frames`].
+    Frames {
+        frames: Vec<Frame>,
+        error: Option<DecodeError>,
+    },
     Timeout,
     /// The transport closed or failed.
     Closed,
@@ -235,7 +243,7 @@ pub struct Client {
     subscriptions: BTreeMap<u32, SubscriptionState>,
     next_subscription: u32,
     /// Delivery tag → subscription, for deliveries not yet settled.
-    outstanding: BTreeMap<u64, u32>,
+    outstanding: outstanding::Outstanding,
     login: login::Login,
     /// Commands wait in `out` until `HelloOk`: the server may ask for a login exchange, and
     /// accepts nothing else before it is over.
@@ -262,7 +270,7 @@ impl Client {
             unconfirmed: 0,
             subscriptions: BTreeMap::new(),
             next_subscription: 1,
-            outstanding: BTreeMap::new(),
+            outstanding: outstanding::Outstanding::default(),
             login: login::Login::default(),
             hold_commands: login::may_need_exchange(&config.credentials, config.client_certificate),
             config,
@@ -321,8 +329,8 @@ impl Client {
     /// grants back as credit, since the server will deliver them again.
     pub fn unsettled_by_subscription(&self) -> BTreeMap<u32, u32> {
         let mut counts = BTreeMap::new();
-        for subscription in self.outstanding.values() {
-            *counts.entry(*subscription).or_insert(0) += 1;
+        for subscription in self.outstanding.subscriptions() {
+            *counts.entry(subscription).or_insert(0) += 1;
         }
         counts
     }
@@ -349,6 +357,13 @@ impl Client {
                 self.last_received = now;
                 self.reader.feed(bytes);
                 self.process_received();
+            }
+            ClientInput::Frames { frames, error } => {
+                if self.state == State::Closed {
+                    return;
+                }
+                self.last_received = now;
+                self.handle_frames(frames, error);
             }
             ClientInput::Timeout => self.check_timers(now),
             ClientInput::Closed => self.end(CloseReason::TransportLost, false),

@@ -1,6 +1,6 @@
 //! Frames from the server, turned into events.
 
-use chute_protocol::{Direction, ErrorCode, Frame, HelloOk, PROTOCOL_VERSION_MIN};
+use chute_protocol::{DecodeError, Direction, ErrorCode, Frame, HelloOk, PROTOCOL_VERSION_MIN};
 
 use super::{Client, ClientEvent, ClientOutput, Response, State, CLIENT_VERSION_MAX};
 
@@ -10,11 +10,26 @@ impl Client {
             match self.reader.next_frame() {
                 Ok(Some(frame)) => self.handle_frame(frame),
                 Ok(None) => break,
-                Err(err) => {
-                    self.finish(err.error_code(), format!("server sent bad bytes: {err}"), true);
-                }
+                Err(err) => self.bad_bytes(err),
             }
         }
+    }
+
+    /// Frames the driver decoded, then the error its reader stopped at.
+    pub(super) fn handle_frames(&mut self, frames: Vec<Frame>, error: Option<DecodeError>) {
+        for frame in frames {
+            if self.state == State::Closed {
+                return;
+            }
+            self.handle_frame(frame);
+        }
+        if let Some(err) = error {
+            self.bad_bytes(err);
+        }
+    }
+
+    fn bad_bytes(&mut self, err: DecodeError) {
+        self.finish(err.error_code(), format!("server sent bad bytes: {err}"), true);
     }
 
     fn emit(&mut self, event: ClientEvent) {

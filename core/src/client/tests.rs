@@ -356,3 +356,33 @@ fn withheld_credit_is_not_granted() {
     assert_eq!(frames, vec![Frame::Ack(Ack { request_id: 0, ranges: vec![Range::one(1)] })]);
     assert_eq!(client.unsettled_by_subscription().len(), 0);
 }
+
+/// Frames the driver decoded do what their bytes do, and the error its reader stopped at ends
+/// the connection as bad bytes would, after the frames before it.
+#[test]
+fn decoded_frames_act_as_their_bytes() {
+    let mut client = connected(10);
+    let (_, subscription) = client.subscribe("q", 3, None, true).unwrap();
+    drain(&mut client);
+    let deliver = Frame::Deliver(Deliver { subscription, deliveries: vec![delivery(1)] });
+    let error = chute_protocol::DecodeError::BadPreface;
+    let frames = vec![deliver.clone()];
+    client.handle_input(Instant::ZERO, ClientInput::Frames { frames, error: None });
+    let (_, events) = drain(&mut client);
+    assert!(
+        matches!(&events[..], [ClientEvent::Deliveries { deliveries, .. }] if deliveries.len() == 1)
+    );
+    assert_eq!(client.unsettled_len(), 1);
+    let frames = vec![Frame::Deliver(Deliver { subscription, deliveries: vec![delivery(2)] })];
+    client.handle_input(Instant::ZERO, ClientInput::Frames { frames, error: Some(error.clone()) });
+    let (_, events) = drain(&mut client);
+    assert!(matches!(events[0], ClientEvent::Deliveries { .. }), "{events:?}");
+    let closed = ClientEvent::Closed {
+        reason: CloseReason::Code {
+            code: error.error_code(),
+            message: format!("server sent bad bytes: {error}"),
+        },
+    };
+    assert_eq!(events.last(), Some(&closed));
+    assert!(client.is_closed());
+}

@@ -2,7 +2,7 @@
 //! the events and errors the application sees.
 
 use bytes::Bytes;
-use chute_protocol::{Delivery, ErrorCode, GoingAway, HelloOk, Range};
+use chute_protocol::{DecodeError, Delivery, ErrorCode, Frame, GoingAway, HelloOk, Range};
 
 use crate::client::{CommandError, Response};
 use crate::time::Instant;
@@ -16,6 +16,15 @@ pub enum SessionInput {
         reason: String,
     },
     Received(Bytes),
+    /// What was received, already cut into frames and decoded by the driver (with a
+    /// [`chute_protocol::FrameReader`] of its own, fresh for each transport): the same as
+    /// `Received` of those bytes, but a threaded driver can decode outside whatever lock guards
+    /// the session. `error`, if any, is what the reader failed with after `frames`; it ends the
+    /// connection as bad bytes would.
+    Frames {
+        frames: Vec<Frame>,
+        error: Option<DecodeError>,
+    },
     /// The open transport closed or failed under the session (not after its own `Close`).
     TransportClosed {
         reason: String,

@@ -263,6 +263,11 @@ impl Session {
                     client.handle_input(now, super::ClientInput::Received(bytes));
                 }
             }
+            SessionInput::Frames { frames, error } => {
+                if let Some(client) = &mut self.client {
+                    client.handle_input(now, super::ClientInput::Frames { frames, error });
+                }
+            }
             SessionInput::TransportClosed { reason } => {
                 if let Some(client) = &mut self.client {
                     self.lost_reason = Some(reason);
