@@ -3,7 +3,8 @@
 //! fires and resolves, and the receiver hears both in Alertmanager's format; a receiver that is
 //! down gets the notification once it comes back, after retries; one that never answers costs
 //! the broker nothing; `/api/alerts` and
-//! `chute_alerts_firing` agree; a reload that changes the threshold takes effect.
+//! `chute_alerts_firing` agree; a reload that changes the threshold takes effect; a broker-wide
+//! rule (the memory alarm) fires with no queue anywhere.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -303,9 +304,45 @@ fn a_reload_changing_the_threshold_takes_effect(binary: ServerBinary) {
     assert!(server.stop().success());
 }
 
+/// A broker-wide rule (the memory alarm, raised at once by a threshold below any RSS) fires
+/// with no queue: none in the notification's labels, `null` in `/api/alerts`, and no empty
+/// `queue` field in its log line.
+fn a_broker_wide_alert_has_no_queue(binary: ServerBinary) {
+    let (receiver, receiver_addr) = Receiver::start("127.0.0.1:0".parse().unwrap());
+    let text = config(receiver_addr, 5).replace(
+        "[alerts]\n",
+        "[alarms]\nmemory_high_bytes = 1048576\ncheck_interval_ms = 50\n[alerts]\n",
+    );
+    let (server, _path) = Server::start_with_config(binary, &text);
+    wait_for("the memory alarm's alert", WAIT, || {
+        !receiver.notifications("memory_alarm_active").is_empty()
+    });
+    let firing = receiver.body_about("memory_alarm_active", "firing");
+    let labels = &firing["alerts"][0]["labels"];
+    assert_eq!((labels["severity"].as_str(), labels.get("queue")), (Some("critical"), None));
+    let shown = http::get(admin(&server), "/api/alerts").json();
+    let alert = shown["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "memory_alarm_active")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (alert["state"].as_str(), &alert["queue"]),
+        (Some("firing"), &serde_json::Value::Null)
+    );
+    server.wait_for_log("rule=memory_alarm_active");
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("rule=memory_alarm_active")).unwrap();
+    assert!(!line.contains("queue="), "a broker-wide alert's line names no queue: {line}");
+    assert!(server.stop().success());
+}
+
 for_both_servers!(
     firing_then_resolved_reach_the_receiver,
     a_receiver_that_comes_back_gets_the_notification,
     a_receiver_that_never_answers_does_not_slow_the_broker,
-    a_reload_changing_the_threshold_takes_effect
+    a_reload_changing_the_threshold_takes_effect,
+    a_broker_wide_alert_has_no_queue
 );

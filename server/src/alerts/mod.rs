@@ -151,7 +151,8 @@ async fn tick_loop<R: Runtime>(
 /// One structured line per transition: warn when an alert fires, info otherwise.
 fn log_transition(transition: &Transition) {
     let alert = &transition.alert;
-    let queue = alert.queue.as_deref().unwrap_or("");
+    // A broker-wide rule has no queue: the field is left out of the line rather than empty.
+    let queue = alert.queue.as_deref();
     let value = alert.value.map_or_else(|| "none".to_string(), |v| v.to_string());
     let (from, to) = (transition.from.as_str(), alert.state.as_str());
     let severity = alert.severity.to_string();
