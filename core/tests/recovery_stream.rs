@@ -73,10 +73,9 @@ fn a_recovered_broker_holds_no_segment_buffer() {
 fn streaming_reports_what_the_log_holds() {
     let image = backlog(40);
     let (_, report) = recover_streaming(&image);
-    let (_, whole) =
-        Broker::recover(small_segments(BrokerConfig::default()), Instant::ZERO, &image)
-            .expect("recovery");
-    assert_eq!(report, whole);
+    // `Broker::recover` is a loop over the same calls, so comparing with it would prove
+    // nothing: the figures are checked against the log itself.
+    assert_eq!((report.queues, report.messages), (1, 40), "{report:?}");
     assert_eq!(report.segments, image.segments.len() as u64);
     let records: u64 = image
         .segments
