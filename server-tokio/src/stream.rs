@@ -24,11 +24,7 @@ impl AsyncRead for TokioStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let mut read = ReadBuf::new(buf);
-        match Pin::new(&mut self.0).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => Poll::Pending,
-        }
+        Pin::new(&mut self.0).poll_read(cx, &mut read).map_ok(|()| read.filled().len())
     }
 }
 
