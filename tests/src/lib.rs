@@ -334,11 +334,27 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let exited = child.try_wait().ok().flatten();
             let _ = child.kill();
             let _ = child.wait();
+            // A failing test shows what the server said: its log is otherwise deleted with
+            // the scratch directory, and a flaky failure may not come back.
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL_LINES).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                eprintln!(
+                    "{} (exited before the end of the test: {exited:?}), last lines of its log:\n{}",
+                    self.binary.name(),
+                    tail.join("\n")
+                );
+            }
         }
     }
 }
+
+/// Lines of a server's log shown when its test fails.
+const LOG_TAIL_LINES: usize = 60;
 
 /// Defines each named test, a function taking a [`ServerBinary`], once per server: in modules
 /// `tokio` and `smol` (`tokio::name`, `smol::name`).

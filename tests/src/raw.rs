@@ -13,6 +13,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RawConn {
     stream: TcpStream,
     reader: FrameReader,
+    /// How the server's side ended, once it has: `end of stream` or the read's error.
+    ended: Option<String>,
 }
 
 impl RawConn {
@@ -21,7 +23,8 @@ impl RawConn {
     pub fn hello(addr: SocketAddr, version_max: u16, credentials: Credentials) -> RawConn {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        let mut conn = RawConn { stream, reader: FrameReader::new(FRAME_SIZE_CEILING) };
+        let mut conn =
+            RawConn { stream, reader: FrameReader::new(FRAME_SIZE_CEILING), ended: None };
         conn.stream.write_all(&PREFACE).unwrap();
         let hello = Hello {
             version_min: 1,
@@ -47,6 +50,11 @@ impl RawConn {
     pub fn until_closed(&mut self) -> Vec<Frame> {
         self.by_ref().collect()
     }
+
+    /// How the connection ended (for failure messages); `open` while it has not.
+    pub fn ended(&self) -> &str {
+        self.ended.as_deref().unwrap_or("open")
+    }
 }
 
 /// The frames the server sends, until it closes the connection.
@@ -60,7 +68,15 @@ impl Iterator for RawConn {
             }
             let mut buffer = [0u8; 16 * 1024];
             match self.stream.read(&mut buffer) {
-                Ok(0) | Err(_) => return None,
+                Ok(0) => {
+                    self.ended = Some("end of stream".into());
+                    return None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.ended = Some(format!("read failed: {e}"));
+                    return None;
+                }
                 Ok(n) => self.reader.feed(Bytes::copy_from_slice(&buffer[..n])),
             }
         }

@@ -91,6 +91,13 @@ fn scram_login(server: &Server, user: &str, password: &str) -> (RawConn, Vec<Fra
     (conn, frames)
 }
 
+/// The error a connection is closed with, read to its end.
+fn refusal(conn: &mut RawConn) -> (ErrorCode, String) {
+    let frames = conn.until_closed();
+    refused_with(&frames)
+        .unwrap_or_else(|| panic!("closed without an error ({}) after {frames:?}", conn.ended()))
+}
+
 fn refused_with(frames: &[Frame]) -> Option<(ErrorCode, String)> {
     frames.iter().find_map(|f| match f {
         Frame::Error(e) => Some((e.code, e.message.clone())),
@@ -162,12 +169,12 @@ fn a_password_in_clear_is_refused(binary: ServerBinary) {
     let credentials =
         Credentials::Password { username: "svc".into(), password: "svc-password".into() };
     let mut conn = RawConn::hello(s.server.addr, 1, credentials);
-    let (code, message) = refused_with(&conn.until_closed()).unwrap();
+    let (code, message) = refusal(&mut conn);
     assert_eq!(code, ErrorCode::AUTHENTICATION_FAILED);
     assert!(message.contains("only over TLS"), "{message}");
     let mut conn =
         RawConn::hello(s.server.addr, 1, Credentials::Token { token: s.svc_token.clone() });
-    assert!(refused_with(&conn.until_closed()).unwrap().1.contains("only over TLS"));
+    assert!(refusal(&mut conn).1.contains("only over TLS"));
 }
 
 fn frames_before_authentication_do_nothing(binary: ServerBinary) {
@@ -175,12 +182,12 @@ fn frames_before_authentication_do_nothing(binary: ServerBinary) {
     // Version 1 without credentials: refused, and the declare behind the Hello never runs.
     let mut conn = RawConn::hello(s.server.addr, 1, Credentials::Anonymous);
     conn.send(&[declare("svc.sneaky")]);
-    assert_eq!(refused_with(&conn.until_closed()).unwrap().0, ErrorCode::AUTHENTICATION_FAILED);
+    assert_eq!(refusal(&mut conn).0, ErrorCode::AUTHENTICATION_FAILED);
     // Version 2, in the middle of the exchange: a connection error.
     let mut conn = RawConn::hello(s.server.addr, 2, Credentials::Anonymous);
     assert!(matches!(conn.next(), Some(Frame::AuthRequired(_))));
     conn.send(&[declare("svc.sneaky")]);
-    assert_eq!(refused_with(&conn.until_closed()).unwrap().0, ErrorCode::UNEXPECTED_FRAME);
+    assert_eq!(refusal(&mut conn).0, ErrorCode::UNEXPECTED_FRAME);
     let (mut ops, _) = scram_login(&s.server, "ops", "ops-password");
     ops.send(&[Frame::QueueStats(chute_protocol::QueueStatsRequest {
         request_id: 2,
@@ -213,7 +220,7 @@ fn a_replayed_proof_is_refused(binary: ServerBinary) {
     })]);
     replay.next();
     replay.send(&[Frame::AuthResponse(AuthResponse { data: recorded.into() })]);
-    assert_eq!(refused_with(&replay.until_closed()).unwrap().0, ErrorCode::AUTHENTICATION_FAILED);
+    assert_eq!(refusal(&mut replay).0, ErrorCode::AUTHENTICATION_FAILED);
 }
 
 /// Past the burst, a source is refused before its credentials are read, right ones included.
@@ -224,7 +231,7 @@ fn guessing_is_cut_off(binary: ServerBinary) {
         conn.until_closed();
     }
     let mut conn = RawConn::hello(s.server.addr, 2, Credentials::Anonymous);
-    let (code, message) = refused_with(&conn.until_closed()).unwrap();
+    let (code, message) = refusal(&mut conn);
     assert_eq!(code, ErrorCode::AUTHENTICATION_FAILED);
     assert!(message.contains("too many failed logins"), "{message}");
 }
@@ -351,7 +358,7 @@ fn users_are_managed_through_the_cli(binary: ServerBinary) {
     assert!(stdout(&listed).contains("carol  password: yes  tokens: 1"), "{}", stdout(&listed));
     let removed = as_ops(&["user", "remove", "carol"], None);
     assert!(removed.status.success(), "{}", stderr(&removed));
-    let (code, _) = refused_with(&carol.until_closed()).unwrap();
+    let (code, _) = refusal(&mut carol);
     assert_eq!(code, ErrorCode::CLOSED_BY_OPERATOR);
     assert_eq!(wait_for_audit(&s.audit_file, "user-removed")["user"], "ops");
     // Without credentials the CLI gets the server's refusal, on one line.
