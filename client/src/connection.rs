@@ -21,6 +21,7 @@ use crate::driver::ConnectionDriver;
 use crate::error::{Error, PublishError};
 use crate::events::ConnectionEvents;
 use crate::open::{open, run_on_own_thread};
+use crate::reactor::Reactor;
 use crate::shared::{Inner, Shared};
 use crate::subscription::Subscription;
 use crate::tls::TlsOptions;
@@ -54,6 +55,25 @@ pub struct ConnectOptions {
     pub generate_ids: bool,
     /// For `chutes://`: the CA to trust, a client certificate, the server name to expect.
     pub tls: TlsOptions,
+    /// Where the connection's socket I/O runs: by default a task on the caller's tokio
+    /// runtime when there is one, else a thread of its own.
+    pub io: IoPlacement,
+}
+
+/// Where [`Connection::connect`] runs a connection's I/O (its [`ConnectionDriver`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoPlacement {
+    /// Called within a tokio runtime (and the `tokio` feature on, as it is by default): a task
+    /// spawned on that runtime, so that publishes, confirms and deliveries cross no thread of
+    /// the client's own. The connection then lives as long as the runtime does. Otherwise,
+    /// as [`IoPlacement::OwnThread`].
+    #[default]
+    Auto,
+    /// A thread of the connection's own, under any executor or none; the connection outlives
+    /// the runtime it was made in. The choice for code that blocks a tokio thread waiting on
+    /// the connection (`futures::executor::block_on` inside a task), which a task on that
+    /// thread could never serve.
+    OwnThread,
 }
 
 impl Default for ConnectOptions {
@@ -67,6 +87,7 @@ impl Default for ConnectOptions {
             breaker: None,
             generate_ids: true,
             tls: TlsOptions::default(),
+            io: IoPlacement::Auto,
         }
     }
 }
@@ -156,13 +177,24 @@ impl Connection {
         Connection::connect_with(url, ConnectOptions::default()).await
     }
 
-    /// Connects and completes the handshake. The connection's I/O runs on a thread of its own,
-    /// so this works under any executor, and even without one.
+    /// Connects and completes the handshake. The connection's I/O runs as a task on the
+    /// caller's tokio runtime when there is one, else on a thread of its own, so this works
+    /// under any executor, and even without one (see [`IoPlacement`]).
     ///
     /// `url` may list several servers (`chute://a:4770,b:4770`): the first that answers is
     /// used, and a lost connection moves to the next (see [`ConnectOptions::reconnect`]).
     /// When every one fails the first time, this fails with the last reason.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection, Error> {
+        #[cfg(feature = "tokio")]
+        if options.io == IoPlacement::Auto {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let target = Target::parse(url).map_err(Error::InvalidUrl)?;
+                let (inner, server, driver) = open(&target, options, Reactor::Tokio).await?;
+                // The task ends with the connection (its last handle dropped, or closed).
+                runtime.spawn(driver);
+                return Ok(Connection::new(inner, server));
+            }
+        }
         let target = Target::parse(url).map_err(Error::InvalidUrl)?;
         let (ready_tx, ready_rx) = oneshot::channel();
         let addr = target.servers[0].authority();
@@ -201,7 +233,7 @@ impl Connection {
         options: ConnectOptions,
     ) -> Result<(Connection, ConnectionDriver), Error> {
         let target = Target::parse(url).map_err(Error::InvalidUrl)?;
-        let (inner, server, driver) = open(&target, options).await?;
+        let (inner, server, driver) = open(&target, options, Reactor::AsyncIo).await?;
         Ok((Connection::new(inner, server), driver))
     }
 

@@ -1,8 +1,9 @@
 //! The connection's I/O: moves bytes between the socket and the core `Client`, and fires its
 //! timers. It is one future, [`ConnectionDriver`], polled either by a thread of the
-//! connection's own (`Connection::connect`) or by the caller (`Connection::connect_driven`).
-//! Its socket and timers are async-io's, so it works the same under tokio, smol, or no runtime
-//! at all.
+//! connection's own (`Connection::connect` outside tokio), by a task on the caller's tokio
+//! runtime (`Connection::connect` within one), or by the caller (`Connection::connect_driven`).
+//! Its socket and timers are async-io's, which work under any executor or none, except in the
+//! tokio task, where they are the runtime's own (`reactor.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
-use async_io::Timer;
 use bytes::BytesMut;
 use chute_core::client::SessionInput;
 use chute_core::Instant;
@@ -20,6 +20,7 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::FutureExt;
 
 use crate::error::Ended;
+use crate::reactor::{Reactor, Timer};
 use crate::shared::Inner;
 use crate::tls::TlsClient;
 use crate::transport::Transport;
@@ -69,8 +70,9 @@ impl ConnectionDriver {
         urls: Vec<ServerUrl>,
         tls: Option<TlsClient>,
         connect_timeout: Duration,
+        reactor: Reactor,
     ) -> ConnectionDriver {
-        let io = Box::pin(drive(inner.clone(), urls, tls, connect_timeout));
+        let io = Box::pin(drive(inner.clone(), urls, tls, connect_timeout, reactor));
         ConnectionDriver { inner, io, finished: false }
     }
 
@@ -136,6 +138,7 @@ async fn drive(
     urls: Vec<ServerUrl>,
     tls: Option<TlsClient>,
     connect_timeout: Duration,
+    reactor: Reactor,
 ) {
     let mut stream: Option<Transport> = None;
     // What was read is cut into frames and decoded here, before the session's lock is taken:
@@ -146,7 +149,7 @@ async fn drive(
     let mut write_buffer = BytesMut::new();
     // Written bytes may wait in TLS's buffer until flushed.
     let mut unflushed = false;
-    let mut timer = Timer::never();
+    let mut timer = reactor.timer();
     // When `timer` fires, if it is set; see `arm`.
     let mut armed: Option<StdInstant> = None;
     loop {
@@ -166,13 +169,14 @@ async fn drive(
         };
         if asked.close {
             if let Some(stream) = stream.take() {
-                flush_and_close(stream, &write_buffer).await;
+                flush_and_close(stream, &write_buffer, reactor).await;
             }
             write_buffer.clear();
             unflushed = false;
         }
         if let Some(address) = asked.connect {
-            stream = open_transport(&inner, &urls[address], tls.as_ref(), connect_timeout).await;
+            stream = open_transport(&inner, &urls[address], tls.as_ref(), connect_timeout, reactor)
+                .await;
             // A new transport is a new connection for the session: its frames start afresh.
             reader = FrameReader::new(FRAME_SIZE_CEILING);
             continue;
@@ -230,7 +234,7 @@ fn decode_frames(reader: &mut FrameReader) -> (Vec<Frame>, Option<DecodeError>) 
 }
 
 /// Sets `timer` to fire by `deadline`. Setting an async-io timer registers it with the reactor
-/// and wakes the reactor's thread, and the session's deadline moves on with almost every
+/// and wakes the reactor's thread (a tokio one is cheaper, but the same rule serves both), and the session's deadline moves on with almost every
 /// confirm (it follows the oldest unconfirmed publish), so the timer is set again only when the
 /// deadline comes earlier than it is set for. When the deadline moved later, the timer fires
 /// early: the session, given a `Timeout` with nothing due, does nothing, and the timer is set
@@ -248,9 +252,9 @@ fn arm(timer: &mut Timer, armed: &mut Option<StdInstant>, deadline: Option<StdIn
 /// a server that stopped reading must not hold the next connection up.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-async fn flush_and_close(mut stream: Transport, bytes: &[u8]) {
+async fn flush_and_close(mut stream: Transport, bytes: &[u8], reactor: Reactor) {
     let flush = std::pin::pin!(stream.write_and_close(bytes));
-    let _ = future::select(flush, Timer::after(CLOSE_FLUSH_TIMEOUT)).await;
+    let _ = future::select(flush, reactor.sleep(CLOSE_FLUSH_TIMEOUT)).await;
 }
 
 /// Opens a transport to `url` for the session (TLS with `tls`) and tells it how that went.
@@ -259,8 +263,9 @@ async fn open_transport(
     url: &ServerUrl,
     tls: Option<&TlsClient>,
     connect_timeout: Duration,
+    reactor: Reactor,
 ) -> Option<Transport> {
-    let result = Transport::open(url, tls, connect_timeout).await;
+    let result = Transport::open(url, tls, connect_timeout, reactor).await;
     let mut shared = inner.lock();
     let now = shared.now();
     match result {

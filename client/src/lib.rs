@@ -1,11 +1,13 @@
 //! # chute-client
 //!
 //! An async client for the chute broker that works under any executor (tokio, smol, or
-//! `futures::executor::block_on`). [`Connection::connect`] runs the connection's socket on a
-//! small I/O thread of its own and talks to your tasks through futures and streams;
+//! `futures::executor::block_on`). Called within a tokio runtime, [`Connection::connect`] runs
+//! the connection's socket I/O as a task on that runtime; elsewhere (or with
+//! [`IoPlacement::OwnThread`]) on a small I/O thread of its own, talking to your tasks through
+//! futures and streams. On tokio that saves a thread hop each way per batch of messages (about
+//! 12-26 % more messages per second in the peer harness, docs/BENCHMARKS.md).
 //! [`Connection::connect_driven`] hands you the I/O as a [`ConnectionDriver`] future to poll
-//! on your own task instead, which saves a thread hop each way and is the faster choice at
-//! high message rates. [`Connection::publish_tracked`] with [`Connection::publish_outcomes`]
+//! yourself, under any executor. [`Connection::publish_tracked`] with [`Connection::publish_outcomes`]
 //! publishes without a future per message: sequence numbers out, confirmed ranges back.
 //!
 //! A connection survives the loss of its server. It reconnects by itself (exponential backoff
@@ -79,6 +81,7 @@ mod events;
 mod open;
 mod outcomes;
 mod pool;
+mod reactor;
 mod shared;
 mod subscription;
 mod tls;
@@ -94,7 +97,7 @@ pub use chute_protocol::{
     ExpiryPolicy, Header, OverflowPolicy, PublishMessage, QueueCounters, QueueDeclareOk,
     QueueOptions, QueueStats, QueueSummary, Range, RateLimit, RateLimitPolicy, Schedule,
 };
-pub use connection::{Confirmation, ConnectOptions, Connection, SubscribeOptions};
+pub use connection::{Confirmation, ConnectOptions, Connection, IoPlacement, SubscribeOptions};
 pub use driver::ConnectionDriver;
 pub use error::{Error, PublishError};
 pub use events::{ConnectionEvent, ConnectionEvents};

@@ -12,6 +12,7 @@ use futures::channel::oneshot;
 use crate::connection::ConnectOptions;
 use crate::driver::{Clock, ConnectionDriver};
 use crate::error::Error;
+use crate::reactor::Reactor;
 use crate::shared::Inner;
 use crate::url::{ServerUrl, Target};
 
@@ -19,7 +20,11 @@ type Opened = (Arc<Inner>, HelloOk, ConnectionDriver);
 
 /// Starts a session on the target's servers and drives it until its first connection is open
 /// (or every address failed).
-pub(crate) async fn open(target: &Target, options: ConnectOptions) -> Result<Opened, Error> {
+pub(crate) async fn open(
+    target: &Target,
+    options: ConnectOptions,
+    reactor: Reactor,
+) -> Result<Opened, Error> {
     let urls = &target.servers;
     let client = client_config(target, &options)?;
     let tls = match target.tls {
@@ -46,7 +51,8 @@ pub(crate) async fn open(target: &Target, options: ConnectOptions) -> Result<Ope
     let inner = Inner::new(session, clock, addrs);
     let (connected_tx, connected_rx) = oneshot::channel();
     inner.lock().connected_waiters.push(connected_tx);
-    let mut driver = ConnectionDriver::new(inner.clone(), urls.to_vec(), tls, connect_timeout);
+    let mut driver =
+        ConnectionDriver::new(inner.clone(), urls.to_vec(), tls, connect_timeout, reactor);
     // The session ending fails this waiter too, so this cannot wait forever.
     match driver.run_until(connected_rx).await {
         Ok(Ok(server)) => Ok((inner, server, driver)),
@@ -88,7 +94,7 @@ pub(crate) fn run_on_own_thread(
     ready: oneshot::Sender<Result<(Arc<Inner>, HelloOk), Error>>,
 ) {
     async_io::block_on(async move {
-        match open(&target, options).await {
+        match open(&target, options, Reactor::AsyncIo).await {
             Ok((inner, server, driver)) => {
                 let _ = ready.send(Ok((inner, server)));
                 driver.await;

@@ -12,6 +12,9 @@ use async_io::{Async, Timer};
 use futures::future::{self, Either};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::reactor::Reactor;
+#[cfg(feature = "tokio")]
+use crate::reactor::TokioIo;
 use crate::tls::TlsClient;
 use crate::url::ServerUrl;
 
@@ -24,23 +27,56 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    /// Connects to `url` (and runs the TLS handshake with `tls`), all within `timeout`.
+    /// Connects to `url` (and runs the TLS handshake with `tls`), all within `timeout`, on
+    /// `reactor`'s sockets.
     pub async fn open(
         url: &ServerUrl,
         tls: Option<&TlsClient>,
         timeout: Duration,
+        reactor: Reactor,
     ) -> Result<Transport, String> {
-        let socket = connect_tcp(url, timeout).await?;
-        let Some(tls) = tls else {
-            let socket = Arc::new(socket);
-            return Ok(Transport {
-                reader: Box::new(Plain(socket.clone())),
-                writer: Box::new(Plain(socket)),
-                buffers_writes: false,
-            });
-        };
+        match reactor {
+            Reactor::AsyncIo => {
+                let socket = connect_tcp(url, timeout).await?;
+                if tls.is_none() {
+                    let socket = Arc::new(socket);
+                    return Ok(Transport::plain(Plain(socket.clone()), Plain(socket)));
+                }
+                Transport::secured(url, tls, timeout, reactor, socket).await
+            }
+            #[cfg(feature = "tokio")]
+            Reactor::Tokio => {
+                let socket = connect_tokio(url, timeout).await?;
+                if tls.is_none() {
+                    let (reader, writer) = socket.into_split();
+                    return Ok(Transport::plain(TokioIo(reader), TokioIo(writer)));
+                }
+                Transport::secured(url, tls, timeout, reactor, TokioIo(socket)).await
+            }
+        }
+    }
+
+    fn plain(
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        writer: impl AsyncWrite + Send + Unpin + 'static,
+    ) -> Transport {
+        Transport { reader: Box::new(reader), writer: Box::new(writer), buffers_writes: false }
+    }
+
+    /// Runs the TLS handshake over `socket` within `timeout`.
+    async fn secured<S>(
+        url: &ServerUrl,
+        tls: Option<&TlsClient>,
+        timeout: Duration,
+        reactor: Reactor,
+        socket: S,
+    ) -> Result<Transport, String>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let tls = tls.expect("a TLS client for a TLS transport");
         let handshake = std::pin::pin!(tls.handshake(&url.host, socket));
-        let stream = match future::select(handshake, Timer::after(timeout)).await {
+        let stream = match future::select(handshake, reactor.sleep(timeout)).await {
             Either::Left((result, _)) => result?,
             Either::Right(_) => {
                 let (addr, ms) = (url.authority(), timeout.as_millis());
@@ -58,13 +94,16 @@ impl Transport {
     }
 }
 
+/// The addresses `url`'s host resolves to.
+fn resolve(url: &ServerUrl) -> Result<Vec<SocketAddr>, String> {
+    // Name resolution blocks; for a numeric address it returns at once.
+    Ok((url.host.as_str(), url.port).to_socket_addrs().map_err(|e| e.to_string())?.collect())
+}
+
 /// Tries each address the host resolves to, each for at most `timeout`.
 async fn connect_tcp(url: &ServerUrl, timeout: Duration) -> Result<Async<TcpStream>, String> {
-    // Name resolution blocks; for a numeric address it returns at once.
-    let addrs: Vec<SocketAddr> =
-        (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| e.to_string())?.collect();
     let mut last_error = format!("{} resolves to no address", url.host);
-    for addr in addrs {
+    for addr in resolve(url)? {
         let attempt = std::pin::pin!(Async::<TcpStream>::connect(addr));
         match future::select(attempt, Timer::after(timeout)).await {
             Either::Left((Ok(stream), _)) => {
@@ -72,12 +111,34 @@ async fn connect_tcp(url: &ServerUrl, timeout: Duration) -> Result<Async<TcpStre
                 return Ok(stream);
             }
             Either::Left((Err(e), _)) => last_error = e.to_string(),
-            Either::Right(_) => {
-                last_error = format!("no answer from {addr} within {} ms", timeout.as_millis())
-            }
+            Either::Right(_) => last_error = no_answer(addr, timeout),
         }
     }
     Err(last_error)
+}
+
+/// [`connect_tcp`] on the current tokio runtime's reactor.
+#[cfg(feature = "tokio")]
+async fn connect_tokio(
+    url: &ServerUrl,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, String> {
+    let mut last_error = format!("{} resolves to no address", url.host);
+    for addr in resolve(url)? {
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => last_error = no_answer(addr, timeout),
+        }
+    }
+    Err(last_error)
+}
+
+fn no_answer(addr: SocketAddr, timeout: Duration) -> String {
+    format!("no answer from {addr} within {} ms", timeout.as_millis())
 }
 
 /// A plain socket shared by its two halves: async-io reads and writes through `&Async`.

@@ -183,6 +183,28 @@ fn rust_client_logs_in(binary: ServerBinary) {
     assert!(secured.server.stop().success());
 }
 
+/// Within a tokio runtime the connection's I/O runs on the runtime's own sockets
+/// (`IoPlacement::Auto`): SCRAM over TLS and in clear work there the same, reconnects' handshakes
+/// included (the TLS one runs over tokio's socket).
+fn rust_client_logs_in_on_tokio(binary: ServerBinary) {
+    let secured = secured(binary, "");
+    let (tls_url, plain_url) = (secured.tls_url("svc:svc-pw@"), secured.plain_url("svc:svc-pw@"));
+    let options = secured.tls_options();
+    within("logging in on tokio", WAIT, move || {
+        let runtime = ::tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            for (url, options) in [(tls_url, options), (plain_url, ConnectOptions::default())] {
+                let connection = Connection::connect_with(&url, options).await.unwrap();
+                connection.declare_queue("svc.jobs", QueueOptions::default()).await.unwrap();
+                let refused = connection.declare_queue("other.jobs", QueueOptions::default());
+                assert_eq!(refused.await.unwrap_err().code(), Some(ErrorCode::NOT_AUTHORIZED));
+                connection.close().await;
+            }
+        })
+    });
+    assert!(secured.server.stop().success());
+}
+
 /// The CLI: a password from a file in clear, a password from CHUTE_PASSWORD and a token from
 /// CHUTE_TOKEN over TLS (`--ca`), and `chute bench` over TLS.
 fn cli_logs_in(binary: ServerBinary) {
@@ -356,6 +378,7 @@ fn logs_in_again_after_a_restart(binary: ServerBinary) {
 
 for_both_servers!(
     rust_client_logs_in,
+    rust_client_logs_in_on_tokio,
     cli_logs_in,
     client_certificate_logs_in,
     wrong_password_fails_without_retrying,

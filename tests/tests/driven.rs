@@ -1,9 +1,12 @@
-//! Connections whose I/O the caller drives (`Connection::connect_driven`): the same broker
-//! conversation with no thread of the connection's own, run on one task.
+//! Connections whose I/O the caller drives (`Connection::connect_driven`), or that
+//! `Connection::connect` puts on the caller's tokio runtime: the same broker conversation with
+//! no thread of the connection's own.
 
 use std::time::Duration;
 
-use chute_client::{ClientConfig, ConnectOptions, Connection, PublishError, QueueOptions};
+use chute_client::{
+    ClientConfig, ConnectOptions, Connection, IoPlacement, PublishError, QueueOptions,
+};
 use chute_tests::{within, Server, ServerBinary};
 use futures::StreamExt;
 
@@ -109,4 +112,64 @@ fn an_idle_driven_connection_keeps_its_heartbeat() {
         })
     });
     assert!(server.stop().success());
+}
+
+/// Under tokio, `Connection::connect` runs the connection's I/O as a task on the caller's
+/// runtime (`IoPlacement::Auto`): a publisher and a consumer on a one-thread runtime get every
+/// message through, and the connections end with that runtime, as its own sockets would.
+#[test]
+fn under_tokio_connect_runs_on_the_callers_runtime() {
+    let server = Server::start(ServerBinary::Tokio);
+    let url = server.url();
+    let (publisher, received) =
+        within("a round trip on tokio", Duration::from_secs(60), move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let publisher = runtime.block_on(Connection::connect(&url)).unwrap();
+            let consumer = runtime.block_on(Connection::connect(&url)).unwrap();
+            let received = runtime.block_on(round_trip(&publisher, &consumer, "on-tokio"));
+            drop(runtime);
+            (publisher, received)
+        });
+    let expected: Vec<String> = (0..200).map(|seq| seq.to_string()).collect();
+    assert_eq!(received, expected);
+    let reason = publisher.closed_reason().expect("the connection ended with its runtime");
+    assert!(reason.to_string().contains("driver was dropped"), "{reason}");
+    assert!(server.stop().success());
+}
+
+/// `IoPlacement::OwnThread` keeps the connection's I/O on a thread of its own, so it outlives
+/// the tokio runtime it was made in.
+#[test]
+fn an_own_thread_connection_outlives_its_runtime() {
+    let server = Server::start(ServerBinary::Tokio);
+    let url = server.url();
+    within("a connection after its runtime", Duration::from_secs(60), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let options = ConnectOptions { io: IoPlacement::OwnThread, ..options() };
+        let publisher = runtime.block_on(Connection::connect_with(&url, options.clone())).unwrap();
+        let consumer = runtime.block_on(Connection::connect_with(&url, options)).unwrap();
+        drop(runtime);
+        let received = futures::executor::block_on(round_trip(&publisher, &consumer, "own"));
+        assert_eq!(received.len(), 200);
+        assert!(publisher.closed_reason().is_none());
+    });
+    assert!(server.stop().success());
+}
+
+/// Publishes 200 messages to `queue`, awaits each confirm, and consumes them with an ack each.
+async fn round_trip(publisher: &Connection, consumer: &Connection, queue: &str) -> Vec<String> {
+    publisher.declare_queue(queue, QueueOptions::default()).await.unwrap();
+    let mut deliveries = consumer.subscribe(queue, 50).await.unwrap();
+    for seq in 0..200u32 {
+        let confirmation = publisher.publish(queue, seq.to_string()).await.unwrap();
+        confirmation.await.expect("confirmed");
+    }
+    let mut received = Vec::new();
+    while received.len() < 200 {
+        let delivery = deliveries.next().await.expect("a delivery");
+        received.push(std::str::from_utf8(delivery.payload()).unwrap().to_string());
+        delivery.ack().unwrap();
+    }
+    received
 }
