@@ -50,10 +50,14 @@ pub enum Mutant {
     /// A publish to a topic is not checked against the user's `write` permissions: a user may
     /// publish to any topic, and the copies are stored, delivered and confirmed.
     SkipTopicWriteCheck,
+    /// A sync's report is taken to cover every append written by the time it arrives, not
+    /// just those before the sync began: appends written while the fsync ran (the worker goes
+    /// on writing) are confirmed undurable, and a machine crash loses them.
+    SyncCoversLaterWrites,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -65,6 +69,7 @@ impl Mutant {
         Mutant::SettleAcrossReconnect,
         Mutant::PublishDuringAlarm,
         Mutant::SkipTopicWriteCheck,
+        Mutant::SyncCoversLaterWrites,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -81,6 +86,7 @@ impl Mutant {
             Mutant::SettleAcrossReconnect => "settle-across-reconnect",
             Mutant::PublishDuringAlarm => "publish-during-alarm",
             Mutant::SkipTopicWriteCheck => "skip-topic-write-check",
+            Mutant::SyncCoversLaterWrites => "sync-covers-later-writes",
         }
     }
 

@@ -35,6 +35,10 @@ pub enum Event {
     StorageDone {
         epoch: u64,
     },
+    /// The sync running beside the writes finished (stale after a crash: `epoch` differs).
+    SyncDone {
+        epoch: u64,
+    },
     Wake {
         actor: usize,
         wake: Wake,
