@@ -140,7 +140,7 @@ pub struct StorageWorker {
     sync_bytes_avg: u64,
     /// Tests hold syncs back with it, to see what happens while one is in flight.
     #[cfg(test)]
-    sync_hold: Option<Arc<std::sync::Mutex<()>>>,
+    sync_hold: Option<Arc<crate::syncer::SyncHold>>,
 }
 
 impl StorageWorker {
@@ -631,8 +631,12 @@ mod tests {
     #[test]
     fn appends_go_on_while_a_sync_is_in_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let hold = Arc::new(std::sync::Mutex::new(()));
-        let held = hold.lock().unwrap();
+        let (started, sync_started) = mpsc::channel();
+        let hold = Arc::new(crate::syncer::SyncHold {
+            started: std::sync::Mutex::new(started),
+            gate: std::sync::Mutex::new(()),
+        });
+        let held = hold.gate.lock().unwrap();
         let (requests, requests_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let mut worker = StorageWorker::new(dir.path(), Arc::default(), 64 << 20);
@@ -646,7 +650,8 @@ mod tests {
         let next = |done: &mpsc::Receiver<StorageDone>| {
             format!("{:?}", done.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
         };
-        assert_eq!(next(&done), "Written { through: Lsn(100) }");
+        sync_started.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(next(&done), "Written { through: Lsn(100) }", "reported before the fsync");
         send(append(0, 200, 2));
         assert_eq!(next(&done), "Written { through: Lsn(200) }", "not held up by the fsync");
         send(StorageRequest::CreateSegment { base_lsn: Lsn(200), header: header(Lsn(200)) });

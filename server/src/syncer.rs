@@ -83,7 +83,7 @@ impl Syncer {
     pub fn spawn(
         metrics: Arc<StorageMetrics>,
         reporter: Reporter,
-        #[cfg(test)] hold: Option<Arc<Mutex<()>>>,
+        #[cfg(test)] hold: Option<Arc<SyncHold>>,
     ) -> std::io::Result<Syncer> {
         let (jobs, jobs_rx) = mpsc::channel();
         #[cfg(not(test))]
@@ -120,12 +120,21 @@ impl Drop for Syncer {
     }
 }
 
-/// `hold`: a test's lock, taken before each sync, so that the test can keep one in flight.
+/// Lets a test keep a sync in flight: the syncer says when it has one, then takes `gate`.
+#[cfg(test)]
+pub(crate) struct SyncHold {
+    pub started: Mutex<mpsc::Sender<()>>,
+    pub gate: Mutex<()>,
+}
+
+#[cfg(not(test))]
+enum SyncHold {}
+
 fn run(
     jobs: mpsc::Receiver<Job>,
     metrics: &StorageMetrics,
     reporter: &Reporter,
-    hold: Option<Arc<Mutex<()>>>,
+    hold: Option<Arc<SyncHold>>,
 ) {
     while let Ok(job) = jobs.recv() {
         match job {
@@ -133,7 +142,7 @@ fn run(
                 let _ = done.send(());
             }
             Job::Sync(job) => {
-                let _held = hold.as_ref().map(|hold| hold.lock());
+                let _held = hold.as_deref().map(held);
                 let through = job.through;
                 if let Err(error) = carry_out(job, metrics) {
                     reporter.fail(&StorageRequest::Sync { through }, &error);
@@ -143,6 +152,17 @@ fn run(
             }
         }
     }
+}
+
+#[cfg(test)]
+fn held(hold: &SyncHold) -> std::sync::MutexGuard<'_, ()> {
+    let _ = hold.started.lock().unwrap().send(());
+    hold.gate.lock().unwrap()
+}
+
+#[cfg(not(test))]
+fn held(hold: &SyncHold) {
+    match *hold {}
 }
 
 fn carry_out(job: SyncJob, metrics: &StorageMetrics) -> std::io::Result<()> {
