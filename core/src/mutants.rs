@@ -50,10 +50,14 @@ pub enum Mutant {
     /// A publish to a topic is not checked against the user's `write` permissions: a user may
     /// publish to any topic, and the copies are stored, delivered and confirmed.
     SkipTopicWriteCheck,
+    /// A read of evicted payloads fills each message but the first with the bytes of the
+    /// record before it in the read (cut or padded to its own length): consumers get another
+    /// message's payload.
+    ReadFillsWrongMessage,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 11] = [
+    pub const ALL: [Mutant; 12] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -65,6 +69,7 @@ impl Mutant {
         Mutant::SettleAcrossReconnect,
         Mutant::PublishDuringAlarm,
         Mutant::SkipTopicWriteCheck,
+        Mutant::ReadFillsWrongMessage,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -81,6 +86,7 @@ impl Mutant {
             Mutant::SettleAcrossReconnect => "settle-across-reconnect",
             Mutant::PublishDuringAlarm => "publish-during-alarm",
             Mutant::SkipTopicWriteCheck => "skip-topic-write-check",
+            Mutant::ReadFillsWrongMessage => "read-fills-wrong-message",
         }
     }
 
