@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chute_core::storage::io::ReadId;
 use chute_core::{ConnId, Instant};
 
 use crate::topology::QIdx;
@@ -34,6 +35,12 @@ pub enum Event {
     /// The storage worker finished its request (stale after a crash: `epoch` differs).
     StorageDone {
         epoch: u64,
+    },
+    /// A read of evicted payloads completes (stale after a crash: `epoch` differs). Reads are
+    /// served apart from the ordered requests, as the server's read thread serves them.
+    ReadDone {
+        epoch: u64,
+        id: ReadId,
     },
     Wake {
         actor: usize,
