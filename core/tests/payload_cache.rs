@@ -211,3 +211,63 @@ fn sealed_records_are_read_back() {
     let conn = net.connect();
     assert_eq!(consume_all(&mut net, conn, 9), sent);
 }
+
+/// Messages that expire while their payloads are on disk reach the dead-letter queue without
+/// them: consuming the dead letters reads them back, complete and in order, while an
+/// inspection of one answers at once that its payload is only on disk.
+#[test]
+fn dead_letters_with_payloads_on_disk_are_read_back() {
+    let mut net = Net::with_config(tiny_cache(0));
+    let conn = net.connect();
+    assert!(matches!(net.declare(conn, "dlq", QueueOptions::default()), Response::Declared(_)));
+    let options =
+        QueueOptions { ttl_ms: Some(1_000), dead_letter: Some("dlq".into()), ..Default::default() };
+    assert!(matches!(net.declare(conn, "jobs", options), Response::Declared(_)));
+    let sent = payloads(20);
+    let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+    net.publish(conn, "jobs", &refs);
+    assert!(net.broker.held_payload_bytes() <= 100, "all but the head left memory");
+    net.advance(2_000);
+    assert_eq!(net.broker.queue_depth("dlq"), Some(20));
+    let request = net.client(conn).dlq_list("dlq", None, 100).unwrap();
+    let Response::DlqList(list) = net.response(conn, request) else { panic!("dlq list") };
+    let request = net.client(conn).dlq_inspect("dlq", list.entries[5].dead_id).unwrap();
+    let Response::Failed(error) = net.response(conn, request) else { panic!("inspected") };
+    assert!(error.message.contains("only on disk"), "{}", error.message);
+    let subscription = net.subscribe(conn, "dlq", 5);
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let deliveries = net.deliveries(conn);
+        assert!(!deliveries.is_empty(), "the dead letters stopped at {}", got.len());
+        for delivery in &deliveries {
+            got.push(payload(delivery).to_string());
+            net.client(conn).ack(delivery.tag).unwrap();
+        }
+        net.client(conn).grant_credit(subscription, deliveries.len() as u32).unwrap();
+    }
+    assert_eq!(got, sent);
+    assert!(net.reads > 0);
+}
+
+/// Priorities hold with payloads on disk: the higher level is delivered first, each level in
+/// publish order, every payload whole.
+#[test]
+fn priority_order_holds_with_payloads_on_disk() {
+    let mut net = Net::with_config(tiny_cache(0));
+    let conn = net.connect();
+    assert!(matches!(net.declare(conn, "jobs", QueueOptions::default()), Response::Declared(_)));
+    let sent = payloads(40);
+    let destination = chute_protocol::Destination::Queue("jobs".into());
+    for (i, text) in sent.iter().enumerate() {
+        let mut message = chute_protocol::PublishMessage::new(Bytes::from(text.clone()));
+        message.priority = if i % 2 == 0 { 5 } else { 0 };
+        net.client(conn).publish(&destination, false, message).unwrap();
+    }
+    net.pump();
+    assert_eq!(net.confirmed(conn).len(), 40);
+    assert!(net.broker.held_payload_bytes() <= 200, "only the heads of the two levels stay");
+    let high = sent.iter().step_by(2);
+    let expected: Vec<String> = high.chain(sent.iter().skip(1).step_by(2)).cloned().collect();
+    assert_eq!(consume_all(&mut net, conn, 3), expected);
+    assert!(net.reads > 0);
+}
