@@ -50,6 +50,10 @@ pub enum Mutant {
     /// A publish to a topic is not checked against the user's `write` permissions: a user may
     /// publish to any topic, and the copies are stored, delivered and confirmed.
     SkipTopicWriteCheck,
+    /// A sync's report is taken to cover every append written by the time it arrives, not
+    /// just those before the sync began: appends written while the fsync ran (the worker goes
+    /// on writing) are confirmed undurable, and a machine crash loses them.
+    SyncCoversLaterWrites,
     /// A read of evicted payloads fills each message but the first with the bytes of the
     /// record before it in the read (cut or padded to its own length): consumers get another
     /// message's payload.
@@ -57,7 +61,7 @@ pub enum Mutant {
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -69,6 +73,7 @@ impl Mutant {
         Mutant::SettleAcrossReconnect,
         Mutant::PublishDuringAlarm,
         Mutant::SkipTopicWriteCheck,
+        Mutant::SyncCoversLaterWrites,
         Mutant::ReadFillsWrongMessage,
     ];
 
@@ -86,6 +91,7 @@ impl Mutant {
             Mutant::SettleAcrossReconnect => "settle-across-reconnect",
             Mutant::PublishDuringAlarm => "publish-during-alarm",
             Mutant::SkipTopicWriteCheck => "skip-topic-write-check",
+            Mutant::SyncCoversLaterWrites => "sync-covers-later-writes",
             Mutant::ReadFillsWrongMessage => "read-fills-wrong-message",
         }
     }

@@ -111,6 +111,13 @@ pub struct CrashDamage {
     pub torn_bytes: u64,
 }
 
+/// What a sync in flight covers (see [`MemDisk::begin_sync`]).
+#[derive(Clone, Debug)]
+pub struct SyncPoint {
+    lens: Vec<(Lsn, usize)>,
+    dir_ops: usize,
+}
+
 /// A request a real disk would refuse: the broker asked for something wrong.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -221,6 +228,35 @@ impl MemDisk {
                 Ok(Some(StorageDone::Read { id: *id, result: self.read(*base_lsn, *offset, *len) }))
             }
         }
+    }
+
+    /// What a sync started now covers: each file's bytes so far and the directory changes so
+    /// far. A worker that writes while its sync runs (the server's) finishes it with
+    /// [`finish_sync`](MemDisk::finish_sync), which makes only these durable.
+    pub fn begin_sync(&self) -> SyncPoint {
+        let lens = self.files.iter().map(|(base, file)| (*base, file.data.len())).collect();
+        SyncPoint { lens, dir_ops: self.dir_pending.len() }
+    }
+
+    /// Completes a sync begun at `point`, reporting it as `through`.
+    pub fn finish_sync(&mut self, point: &SyncPoint, through: Lsn) -> Option<StorageDone> {
+        if self.failed {
+            return None;
+        }
+        self.syncs += 1;
+        for (base, len) in &point.lens {
+            if let Some(file) = self.files.get_mut(base) {
+                file.synced_len = file.synced_len.max((*len).min(file.data.len()));
+            }
+        }
+        let covered = point.dir_ops.min(self.dir_pending.len());
+        for op in self.dir_pending.drain(..covered) {
+            if let DirOp::Deleted(_, file) = op {
+                self.spare = file.data;
+                self.spare.clear();
+            }
+        }
+        Some(StorageDone::Synced { through })
     }
 
     /// What a `pread` of `len` bytes at `offset` of segment `base_lsn` returns: fewer bytes

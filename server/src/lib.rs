@@ -48,6 +48,7 @@ mod runtime;
 mod serve;
 mod signals;
 mod storage_worker;
+mod syncer;
 mod tls;
 mod tools;
 mod users_file;

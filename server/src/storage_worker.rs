@@ -2,8 +2,9 @@
 //! storage requests in order, batches what is queued, and reports progress back.
 //!
 //! At most one sync is ever requested at a time, and it covers every append before it: the
-//! broker's group commit. A failed write or sync is reported once and the worker stops: after
-//! a failed fsync the page cache cannot be trusted (the broker halts; recovery reads the disk).
+//! broker's group commit. The worker hands it to a thread of its own (`syncer.rs`) and goes
+//! on writing. A failed write or sync is reported once and the worker stops: after a failed
+//! fsync the page cache cannot be trusted (the broker halts; recovery reads the disk).
 //!
 //! While syncs are small, the newest segment is kept zero-filled ahead of the write position
 //! ([`PREALLOCATE_BYTES`], [`PREALLOCATE_SYNC_BYTES_MAX`]): an fdatasync after an append that
@@ -20,15 +21,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
 
 use chute_core::alerts::SyncLatencyBuckets;
 use chute_core::ids::Lsn;
-use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::format::{segment_file_name, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{StorageDone, StorageRequest};
 use chute_core::storage::manifest::MANIFEST_FILE_NAME;
 use prometheus_client::metrics::histogram::Histogram;
+
+use crate::syncer::{Reporter, SyncJob, Syncer};
 
 /// What the storage worker has done, shared with the admin endpoint, which reads it without
 /// asking the worker. Relaxed atomics: each number is right on its own, though a scrape may
@@ -106,7 +107,8 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// An open segment file and where its records end.
 struct Segment {
-    file: File,
+    /// Shared with the syncer while it syncs the file.
+    file: Arc<File>,
     /// File offset just past the last record written.
     data_end: u64,
     /// File length: records, then zeros.
@@ -136,6 +138,9 @@ pub struct StorageWorker {
     /// followed by a small one (what arrived while the big one's report travelled).
     bytes_since_sync: u64,
     sync_bytes_avg: u64,
+    /// Tests hold syncs back with it, to see what happens while one is in flight.
+    #[cfg(test)]
+    sync_hold: Option<Arc<std::sync::Mutex<()>>>,
 }
 
 impl StorageWorker {
@@ -151,97 +156,138 @@ impl StorageWorker {
             manifest: None,
             bytes_since_sync: 0,
             sync_bytes_avg: 0,
+            #[cfg(test)]
+            sync_hold: None,
         }
     }
 
-    /// Runs on its own thread until the broker hangs up or a request fails.
+    /// Runs on its own thread (and its syncs on another) until the broker hangs up or a
+    /// request fails.
     pub fn spawn(
         self,
         requests: mpsc::Receiver<StorageRequest>,
         report: impl FnMut(StorageDone) + Send + 'static,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let reporter = Reporter::new(report);
+        #[cfg(test)]
+        let syncer = Syncer::spawn(self.metrics.clone(), reporter.clone(), self.sync_hold.clone())?;
+        #[cfg(not(test))]
+        let syncer = Syncer::spawn(self.metrics.clone(), reporter.clone())?;
         std::thread::Builder::new()
             .name("chute-storage".into())
-            .spawn(move || self.run(requests, report))
+            .spawn(move || self.run(requests, &reporter, &syncer))
     }
 
     fn run(
         mut self,
         requests: mpsc::Receiver<StorageRequest>,
-        mut report: impl FnMut(StorageDone),
+        reporter: &Reporter,
+        syncer: &Syncer,
     ) {
         while let Ok(first) = requests.recv() {
             // Take what is already queued too: one report for a run of appends.
             let mut written = None;
             let mut next = Some(first);
             while let Some(request) = next.take() {
+                if reporter.has_failed() {
+                    return;
+                }
                 let mut after = None;
-                let request = match request {
-                    StorageRequest::Sync { through } => {
-                        // Appends that queued up behind the sync ride along with it: a publish
-                        // that arrived while the broker was asking for this sync is then not
-                        // left waiting for a sync of its own.
-                        loop {
-                            match requests.try_recv() {
-                                Ok(append @ StorageRequest::Append { .. }) => {
-                                    if !self.step(append, &mut written, &mut report) {
-                                        return;
-                                    }
+                if let StorageRequest::Sync { through } = request {
+                    // Appends that queued up behind the sync ride along with it: a publish
+                    // that arrived while the broker was asking for this sync is then not
+                    // left waiting for a sync of its own.
+                    loop {
+                        match requests.try_recv() {
+                            Ok(append @ StorageRequest::Append { .. }) => {
+                                if !self.step(append, &mut written, reporter, syncer) {
+                                    return;
                                 }
-                                Ok(other) => {
-                                    after = Some(other);
-                                    break;
-                                }
-                                Err(_) => break,
                             }
+                            Ok(other) => {
+                                after = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
                         }
-                        StorageRequest::Sync { through: written.unwrap_or(through).max(through) }
                     }
-                    request => request,
-                };
-                if !self.step(request, &mut written, &mut report) {
+                    let through = written.unwrap_or(through).max(through);
+                    if !self.step(StorageRequest::Sync { through }, &mut written, reporter, syncer)
+                    {
+                        return;
+                    }
+                } else if !self.step(request, &mut written, reporter, syncer) {
                     return;
                 }
                 next = after.or_else(|| requests.try_recv().ok());
             }
             if let Some(through) = written {
-                report(StorageDone::Written { through });
+                reporter.report(StorageDone::Written { through });
             }
         }
         // The broker hung up: leave no zeros behind, so a clean stop needs no cut at start-up.
+        syncer.wait_idle();
         if let Err(error) = self.trim_all().and_then(|()| self.sync_dirty()) {
             tracing::warn!(%error, "could not cut preallocated space at the end of the log");
         }
     }
 
-    /// Carries out one request; appends are reported together (`written`), a sync at once.
-    /// Returns false when the request failed: that was reported, and the worker stops.
+    /// Carries out one request; appends are reported together (`written`), a sync by the
+    /// syncer. Returns false when the request failed: that was reported, and the worker stops.
     fn step(
         &mut self,
         request: StorageRequest,
         written: &mut Option<Lsn>,
-        report: &mut impl FnMut(StorageDone),
+        reporter: &Reporter,
+        syncer: &Syncer,
     ) -> bool {
-        match self.carry_out(&request) {
-            Ok(Some(StorageDone::Written { through })) => *written = Some(through),
-            Ok(Some(synced)) => {
-                // The sync covers every append carried out before it and tells the broker they
-                // are written too: one report, one wake of the broker, instead of two.
-                written.take();
-                report(synced);
+        match request {
+            StorageRequest::CreateSegment { .. } | StorageRequest::WriteManifest { .. } => {
+                // Both make earlier segments durable first, and the sync in flight may hold
+                // some of them.
+                syncer.wait_idle();
+                if reporter.has_failed() {
+                    return false;
+                }
             }
-            Ok(None) => {}
+            // Written now, synced later: what waits only for the write (deliveries from
+            // `interval` queues) need not wait for the fsync.
+            StorageRequest::Sync { .. } => {
+                if let Some(through) = written.take() {
+                    reporter.report(StorageDone::Written { through });
+                }
+            }
+            _ => {}
+        }
+        match self.carry_out(&request, syncer) {
+            Ok(Some(StorageDone::Written { through })) => *written = Some(through),
+            Ok(_) => {}
             Err(error) => {
-                let failure = StorageFailure::new(&request, (&error).into());
-                tracing::error!(%failure, "storage failed");
-                report(StorageDone::Failed(failure));
+                reporter.fail(&request, &error);
                 return false;
             }
         }
         true
     }
 
-    fn carry_out(&mut self, request: &StorageRequest) -> std::io::Result<Option<StorageDone>> {
+    /// Hands the group commit to the syncer: the segments written since the last one, the
+    /// directory if its entries changed.
+    fn hand_over_sync(&mut self, through: Lsn, syncer: &Syncer) {
+        let files = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|base| self.files.get(&base).map(|segment| segment.file.clone()))
+            .collect();
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        let covered = std::mem::take(&mut self.bytes_since_sync);
+        self.sync_bytes_avg = self.sync_bytes_avg - self.sync_bytes_avg / 4 + covered / 4;
+        syncer.start(SyncJob { through, files, dir });
+    }
+
+    fn carry_out(
+        &mut self,
+        request: &StorageRequest,
+        syncer: &Syncer,
+    ) -> std::io::Result<Option<StorageDone>> {
         match *request {
             StorageRequest::CreateSegment { base_lsn, ref header } => {
                 // The segments before it are made durable first: recovery allows a torn tail
@@ -250,7 +296,7 @@ impl StorageWorker {
                 self.trim_all()?;
                 self.sync_dirty()?;
                 let path = self.dir.join(segment_file_name(base_lsn));
-                let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+                let file = Arc::new(OpenOptions::new().create_new(true).write(true).open(&path)?);
                 file.write_all_at(header, 0)?;
                 self.metrics.wrote(header.len());
                 let data_end = header.len() as u64;
@@ -280,13 +326,8 @@ impl StorageWorker {
                 Ok(Some(StorageDone::Written { through: end_lsn }))
             }
             StorageRequest::Sync { through } => {
-                let started = Instant::now();
-                self.sync_dirty()?;
-                self.metrics.observe_sync(started.elapsed().as_secs_f64());
-                self.metrics.syncs.fetch_add(1, Ordering::Relaxed);
-                let covered = std::mem::take(&mut self.bytes_since_sync);
-                self.sync_bytes_avg = self.sync_bytes_avg - self.sync_bytes_avg / 4 + covered / 4;
-                Ok(Some(StorageDone::Synced { through }))
+                self.hand_over_sync(through, syncer);
+                Ok(None)
             }
             StorageRequest::DeleteSegment { base_lsn } => {
                 self.files.remove(&base_lsn);
@@ -380,7 +421,7 @@ impl StorageWorker {
     fn segment(&mut self, base_lsn: Lsn) -> std::io::Result<&mut Segment> {
         if !self.files.contains_key(&base_lsn) {
             let path = self.dir.join(segment_file_name(base_lsn));
-            let file = OpenOptions::new().write(true).open(path)?;
+            let file = Arc::new(OpenOptions::new().write(true).open(path)?);
             let file_len = file.metadata()?.len();
             let segment = Segment { file, data_end: file_len, file_len, preallocate: true };
             self.files.insert(base_lsn, segment);
@@ -560,8 +601,8 @@ mod tests {
         worker.stop();
     }
 
-    /// Appends queued behind a sync are written before it and covered by it: the one report
-    /// (no separate `Written`) says how far the sync reached.
+    /// Appends queued behind a sync are written before it and covered by it: the sync reaches
+    /// as far as they do, and they are reported written at once, before the fsync.
     #[test]
     fn appends_queued_behind_a_sync_ride_along() {
         let dir = tempfile::tempdir().unwrap();
@@ -573,7 +614,6 @@ mod tests {
         requests.send(StorageRequest::Sync { through: Lsn(100) }).unwrap();
         requests.send(append(0, 200, 2)).unwrap();
         requests.send(append(0, 300, 3)).unwrap();
-        requests.send(StorageRequest::DeleteSegment { base_lsn: Lsn(7) }).unwrap();
         drop(requests);
         let (done_tx, done) = mpsc::channel();
         let metrics = Arc::new(StorageMetrics::default());
@@ -583,10 +623,43 @@ mod tests {
             .join()
             .unwrap();
         let reports: Vec<String> = done.iter().map(|d| format!("{d:?}")).collect();
-        assert_eq!(reports[0], "Synced { through: Lsn(300) }");
-        // The delete (of a segment that does not exist) was not skipped: it ran after the sync.
-        assert!(reports[1].starts_with("Failed"), "{reports:?}");
-        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert_eq!(reports, ["Written { through: Lsn(300) }", "Synced { through: Lsn(300) }"]);
         assert_eq!(metrics.syncs.load(Ordering::Relaxed), 1);
+    }
+
+    /// While a sync is in flight the worker goes on writing: an append behind it is reported
+    /// written before the sync is done, and a segment is started only after it (recovery allows
+    /// unsynced bytes in the newest segment only).
+    #[test]
+    fn appends_go_on_while_a_sync_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let hold = Arc::new(std::sync::Mutex::new(()));
+        let held = hold.lock().unwrap();
+        let (requests, requests_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let mut worker = StorageWorker::new(dir.path(), Arc::default(), 64 << 20);
+        worker.sync_hold = Some(hold.clone());
+        let thread =
+            worker.spawn(requests_rx, move |report| done_tx.send(report).unwrap()).unwrap();
+        let send = |request| requests.send(request).unwrap();
+        send(StorageRequest::CreateSegment { base_lsn: Lsn(0), header: header(Lsn(0)) });
+        send(append(0, 100, 1));
+        send(StorageRequest::Sync { through: Lsn(100) });
+        let next = |done: &mpsc::Receiver<StorageDone>| {
+            format!("{:?}", done.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+        };
+        assert_eq!(next(&done), "Written { through: Lsn(100) }");
+        send(append(0, 200, 2));
+        assert_eq!(next(&done), "Written { through: Lsn(200) }", "not held up by the fsync");
+        send(StorageRequest::CreateSegment { base_lsn: Lsn(200), header: header(Lsn(200)) });
+        send(append(200, 300, 3));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(done.try_recv().is_err(), "the new segment waits for the sync in flight");
+        drop(held);
+        assert_eq!(next(&done), "Synced { through: Lsn(100) }");
+        assert_eq!(next(&done), "Written { through: Lsn(300) }");
+        drop(requests);
+        thread.join().unwrap();
+        assert_eq!(segment_bytes(dir.path(), 0).len(), SEGMENT_HEADER_LEN + 200);
     }
 }

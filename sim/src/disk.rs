@@ -3,7 +3,9 @@
 //! The disk is chute-core's in-memory disk (`test_util::MemDisk`), which behaves like
 //! `chute-server`'s worker (docs/STORAGE.md §7.2) and carries out the faults. This file keeps
 //! the worker's timing and the fault *decisions*, all drawn from the run's seed: requests are
-//! carried out in order, one at a time, each completing after a latency; an fsync may fail
+//! carried out in order, one at a time, each completing after a latency, except that a sync
+//! runs beside the writes that follow it, as the server's syncer thread does (it covers what
+//! was written when it began; a new segment or a manifest write waits for it); an fsync may fail
 //! (reported once, then the worker stops); a process crash keeps everything written and may
 //! tear the write in progress; a machine crash keeps a prefix of the directory changes since
 //! the last sync, and of each file's unsynced tail none, all or a torn part.
@@ -18,7 +20,7 @@ use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
 use chute_core::storage::io::{ReadId, StorageDone, StorageRequest};
 use chute_core::storage::manifest::Manifest;
 use chute_core::storage::recovery::{RecoveryError, Truncation};
-use chute_core::test_util::{CrashChoices, CrashDamage, MemDisk, MemDiskError};
+use chute_core::test_util::{CrashChoices, CrashDamage, MemDisk, MemDiskError, SyncPoint};
 use chute_core::{Broker, BrokerConfig, Instant, RecoveryReport};
 
 use crate::rng::SimRng;
@@ -85,10 +87,25 @@ pub struct Disk {
     queue: VecDeque<StorageRequest>,
     /// The front request is being carried out.
     busy: bool,
-    /// The request in progress will fail (an fsync error).
-    failing: bool,
+    /// The sync in flight beside the writes.
+    sync: Option<InFlightSync>,
     /// Reads in flight, served apart from the ordered requests.
     reads: BTreeMap<ReadId, StorageRequest>,
+}
+
+#[derive(Debug)]
+struct InFlightSync {
+    point: SyncPoint,
+    through: Lsn,
+    /// It will fail (an fsync error).
+    failing: bool,
+}
+
+/// What [`Disk::start`] set going, with how long each takes (ns).
+#[derive(Debug, Default)]
+pub struct Started {
+    pub write_ns: Option<u64>,
+    pub sync_ns: Option<u64>,
 }
 
 impl Disk {
@@ -103,25 +120,40 @@ impl Disk {
         !self.busy
     }
 
-    /// Starts the next request, if the worker is idle; returns how long it takes (ns).
+    /// Starts what can start: a sync at the front goes beside the writes (when none is in
+    /// flight), then the next request, if the worker is idle and it need not wait for the sync.
     /// `fail_per_mille` is the chance that an fsync fails.
-    pub fn start(&mut self, rng: &mut SimRng, fail_per_mille: u32) -> Option<u64> {
+    pub fn start(&mut self, rng: &mut SimRng, fail_per_mille: u32) -> Started {
+        let mut started = Started::default();
         if self.busy || self.mem.has_failed() {
-            return None;
+            return started;
         }
-        let request = self.queue.front()?;
-        self.busy = true;
+        if let Some(StorageRequest::Sync { through }) = self.queue.front() {
+            if self.sync.is_some() {
+                return started;
+            }
+            let through = *through;
+            self.queue.pop_front();
+            let failing = rng.chance(fail_per_mille);
+            self.sync = Some(InFlightSync { point: self.mem.begin_sync(), through, failing });
+            started.sync_ns = Some(if rng.chance(30) {
+                rng.range(8_000_000, 30_000_000)
+            } else {
+                rng.range(300_000, 4_000_000)
+            });
+        }
+        let Some(request) = self.queue.front() else { return started };
         let latency_ns = match request {
             StorageRequest::Append { bytes, .. } => {
                 rng.range(20_000, 150_000) + bytes.len() as u64 * 2
             }
-            StorageRequest::Sync { .. } => {
-                self.failing = rng.chance(fail_per_mille);
-                if rng.chance(30) {
-                    rng.range(8_000_000, 30_000_000)
-                } else {
-                    rng.range(300_000, 4_000_000)
-                }
+            // The core asks for one sync at a time; a second would wait for the first.
+            StorageRequest::Sync { .. } => return started,
+            // Both make earlier segments durable first: they wait for the sync in flight.
+            StorageRequest::CreateSegment { .. } | StorageRequest::WriteManifest { .. }
+                if self.sync.is_some() =>
+            {
+                return started
             }
             // Creating a segment syncs everything before it.
             StorageRequest::CreateSegment { .. } => rng.range(300_000, 3_000_000),
@@ -130,7 +162,22 @@ impl Disk {
             StorageRequest::WriteManifest { .. } => rng.range(200_000, 2_000_000),
             StorageRequest::Read { .. } => unreachable!("reads are served apart (push_read)"),
         };
-        Some(latency_ns)
+        self.busy = true;
+        started.write_ns = Some(latency_ns);
+        started
+    }
+
+    /// Finishes the sync in flight: it makes durable what was written when it began, or fails
+    /// (and the worker stops).
+    pub fn complete_sync(&mut self) -> Option<StorageDone> {
+        let sync = self.sync.take().expect("a sync in flight");
+        if sync.failing {
+            // The write in progress still completes (reporting nothing: the disk has failed).
+            self.queue.truncate(usize::from(self.busy));
+            let eio = OsError::new(ErrorKind::Other, "Input/output error (os error 5, simulated)");
+            return Some(self.mem.fail(&StorageRequest::Sync { through: sync.through }, eio));
+        }
+        self.mem.finish_sync(&sync.point, sync.through)
     }
 
     /// Finishes the request in progress. `Err` when the broker asked for something a real disk
@@ -139,12 +186,6 @@ impl Disk {
         assert!(self.busy, "no storage request in progress");
         self.busy = false;
         let request = self.queue.pop_front().expect("request in progress");
-        if std::mem::take(&mut self.failing) {
-            self.queue.clear();
-            let eio = OsError::new(ErrorKind::Other, "Input/output error (os error 5, simulated)");
-            let done = self.mem.fail(&request, eio);
-            return Ok((request, Some(done)));
-        }
         let done = self.mem.apply(&request)?;
         Ok((request, done))
     }
@@ -222,17 +263,22 @@ impl Disk {
                         let keep = rng.range(0, slot.len() as u64) as usize;
                         self.mem.torn_manifest_write(slot_offset, &slot[..keep]);
                     }
-                    other if rng.chance(500) && !self.failing => {
+                    other if rng.chance(500) => {
                         let _ = self.mem.apply(&other);
                     }
                     _ => {}
                 }
             }
         }
+        // The fsync in flight may have finished just before the end.
+        if let Some(sync) = self.sync.take() {
+            if !sync.failing && rng.chance(500) {
+                let _ = self.mem.finish_sync(&sync.point, sync.through);
+            }
+        }
         self.queue.clear();
         self.reads.clear();
         self.busy = false;
-        self.failing = false;
     }
 
     // ---- recovery ----

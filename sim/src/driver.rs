@@ -251,7 +251,12 @@ impl World {
     fn start_storage(&mut self) {
         let fail_per_mille =
             if self.phase == Phase::Faults { self.cfg.faults.fsync_failure_per_mille } else { 0 };
-        if let Some(ns) = self.disk.start(&mut self.rng, fail_per_mille) {
+        let started = self.disk.start(&mut self.rng, fail_per_mille);
+        if let Some(ns) = started.sync_ns {
+            let at = self.after_ns(ns);
+            self.events.push(at, Event::SyncDone { epoch: self.storage_epoch });
+        }
+        if let Some(ns) = started.write_ns {
             let at = self.after_ns(ns);
             self.events.push(at, Event::StorageDone { epoch: self.storage_epoch });
         }
@@ -282,33 +287,42 @@ impl World {
         match self.disk.complete() {
             Ok((_, done)) => {
                 if let Some(done) = done {
-                    match &done {
-                        StorageDone::Written { through } => {
-                            self.oracle.on_written(through.0);
-                            self.record(TraceEvent::StorageDone {
-                                op: "written",
-                                through: through.0,
-                            })
-                        }
-                        StorageDone::Synced { through } => {
-                            self.oracle.on_synced(through.0);
-                            self.record(TraceEvent::StorageDone {
-                                op: "synced",
-                                through: through.0,
-                            })
-                        }
-                        StorageDone::Failed { .. } => {
-                            self.stats.fsync_failures += 1;
-                            self.record(TraceEvent::StorageFailed);
-                        }
-                        StorageDone::Read { .. } => unreachable!("reads complete apart"),
-                    }
-                    self.broker_input(Input::Storage(done));
+                    self.storage_report(done);
                 }
                 self.start_storage();
             }
             Err(refused) => self.fail(("storage-request", refused.to_string())),
         }
+    }
+
+    /// The sync beside the writes finished (or failed).
+    pub fn on_sync_done(&mut self, epoch: u64) {
+        if epoch != self.storage_epoch {
+            return;
+        }
+        if let Some(done) = self.disk.complete_sync() {
+            self.storage_report(done);
+        }
+        self.start_storage();
+    }
+
+    fn storage_report(&mut self, done: StorageDone) {
+        match &done {
+            StorageDone::Written { through } => {
+                self.oracle.on_written(through.0);
+                self.record(TraceEvent::StorageDone { op: "written", through: through.0 })
+            }
+            StorageDone::Synced { through } => {
+                self.oracle.on_synced(through.0);
+                self.record(TraceEvent::StorageDone { op: "synced", through: through.0 })
+            }
+            StorageDone::Failed { .. } => {
+                self.stats.fsync_failures += 1;
+                self.record(TraceEvent::StorageFailed);
+            }
+            StorageDone::Read { .. } => unreachable!("reads complete apart (on_read_done)"),
+        }
+        self.broker_input(Input::Storage(done));
     }
 
     // ---- crash and restart ----

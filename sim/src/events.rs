@@ -36,6 +36,10 @@ pub enum Event {
     StorageDone {
         epoch: u64,
     },
+    /// The sync running beside the writes finished (stale after a crash: `epoch` differs).
+    SyncDone {
+        epoch: u64,
+    },
     /// A read of evicted payloads completes (stale after a crash: `epoch` differs). Reads are
     /// served apart from the ordered requests, as the server's read thread serves them.
     ReadDone {

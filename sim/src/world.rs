@@ -367,6 +367,7 @@ impl World {
             Event::TransportClosed { conn } => self.on_transport_closed(conn),
             Event::Unpause { conn } => self.on_unpause(conn),
             Event::StorageDone { epoch } => self.on_storage_done(epoch),
+            Event::SyncDone { epoch } => self.on_sync_done(epoch),
             Event::ReadDone { epoch, id } => self.on_read_done(epoch, id),
             Event::Wake { actor, wake } => self.on_wake(actor, wake),
             Event::Fault(kind) => self.on_fault(kind),

@@ -488,6 +488,11 @@ impl Log {
                 );
                 self.sync_in_flight = None;
                 self.synced_lsn = through;
+                // MUTANT sync-covers-later-writes: what was written meanwhile counts as synced.
+                #[cfg(feature = "mutants")]
+                if crate::mutants::active(crate::mutants::Mutant::SyncCoversLaterWrites) {
+                    self.synced_lsn = self.written_lsn.max(through);
+                }
                 self.written_lsn = self.written_lsn.max(through);
                 Ok(Progress::Synced(through))
             }
