@@ -293,7 +293,28 @@ impl Storage {
                 manifest.sync_data()?;
                 Ok(None)
             }
+            // A payload that left memory (docs/STORAGE.md §17). A server reads on a thread of
+            // its own, apart from the fsyncs; this example may block.
+            StorageRequest::Read { id, base_lsn, offset, len } => {
+                let result = self.read(base_lsn, offset, len).map_err(|error| (&error).into());
+                Ok(Some(StorageDone::Read { id, result }))
+            }
         }
+    }
+
+    /// `len` bytes at `offset` of a segment, or fewer where the file ends.
+    fn read(&self, base_lsn: Lsn, offset: u64, len: u32) -> std::io::Result<Bytes> {
+        let file = File::open(self.dir.join(segment_file_name(base_lsn)))?;
+        let mut buffer = vec![0; len as usize];
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match file.read_at(&mut buffer[filled..], offset + filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        buffer.truncate(filled);
+        Ok(Bytes::from(buffer))
     }
 
     /// Every segment's data and the directory's entries on disk.

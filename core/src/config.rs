@@ -266,6 +266,7 @@ impl BrokerConfig {
             0,
             3_600_000,
         ));
+        checks.push(in_range("storage.payload_cache_bytes", s.payload_cache_bytes, 0, 1 << 50));
         checks.extend(auth_checks(&self.auth));
         if let Some(rule) = s.encryption.problem() {
             checks.push(Err(ConfigError::BadValue { key: "storage.encryption", rule }));

@@ -54,10 +54,14 @@ pub enum Mutant {
     /// just those before the sync began: appends written while the fsync ran (the worker goes
     /// on writing) are confirmed undurable, and a machine crash loses them.
     SyncCoversLaterWrites,
+    /// A read of evicted payloads fills each message but the first with the bytes of the
+    /// record before it in the read (cut or padded to its own length): consumers get another
+    /// message's payload.
+    ReadFillsWrongMessage,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -70,6 +74,7 @@ impl Mutant {
         Mutant::PublishDuringAlarm,
         Mutant::SkipTopicWriteCheck,
         Mutant::SyncCoversLaterWrites,
+        Mutant::ReadFillsWrongMessage,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -87,6 +92,7 @@ impl Mutant {
             Mutant::PublishDuringAlarm => "publish-during-alarm",
             Mutant::SkipTopicWriteCheck => "skip-topic-write-check",
             Mutant::SyncCoversLaterWrites => "sync-covers-later-writes",
+            Mutant::ReadFillsWrongMessage => "read-fills-wrong-message",
         }
     }
 

@@ -224,6 +224,9 @@ impl MemDisk {
                 manifest[at..at + slot.len()].copy_from_slice(slot);
                 Ok(None)
             }
+            StorageRequest::Read { id, base_lsn, offset, len } => {
+                Ok(Some(StorageDone::Read { id: *id, result: self.read(*base_lsn, *offset, *len) }))
+            }
         }
     }
 
@@ -254,6 +257,18 @@ impl MemDisk {
             }
         }
         Some(StorageDone::Synced { through })
+    }
+
+    /// What a `pread` of `len` bytes at `offset` of segment `base_lsn` returns: fewer bytes
+    /// where the file ends sooner, an error where there is no such file.
+    pub fn read(&self, base_lsn: Lsn, offset: u64, len: u32) -> Result<Bytes, OsError> {
+        let Some(file) = self.files.get(&base_lsn) else {
+            let message = "No such file or directory (os error 2)";
+            return Err(OsError::new(std::io::ErrorKind::NotFound, message));
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.data.len());
+        let end = start.saturating_add(len as usize).min(file.data.len());
+        Ok(Bytes::copy_from_slice(&file.data[start..end]))
     }
 
     /// What a worker does before writing the manifest: the segments created since the last

@@ -253,6 +253,9 @@ fn config() -> BrokerConfig {
     let mut config = BrokerConfig::default();
     // The smallest segments, so runs rotate, checkpoint and compact.
     config.storage.segment_bytes_max = 64 * 1024;
+    // A few KiB of payloads in memory: queued payloads beyond leave it and are read back from
+    // the log (docs/STORAGE.md §17), so runs evict, read and recover payloads on disk.
+    config.storage.payload_cache_bytes = 4 * 1024;
     config
 }
 

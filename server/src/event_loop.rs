@@ -13,6 +13,8 @@ use bytes::Bytes;
 use chute_core::ids::Lsn;
 use chute_core::storage::failure::StorageFailure;
 use chute_core::storage::io::{StorageDone, StorageRequest};
+
+use crate::payload_reader::StorageSender;
 use chute_core::{Broker, BrokerStats, ConnId, Event, Input, Instant, Output};
 use futures::channel::mpsc;
 use futures::future;
@@ -133,7 +135,7 @@ pub struct LoopParts<R: Runtime> {
     /// The instant the broker's `Instant::ZERO` stands for.
     pub started: StdInstant,
     pub events_tx: mpsc::Sender<LoopEvent>,
-    pub storage_tx: std::sync::mpsc::Sender<StorageRequest>,
+    pub storage_tx: StorageSender,
     pub storage_reports: StorageReports,
     /// Dropped to stop the accept loops (plain and TLS).
     pub accept_stops: Vec<futures::channel::oneshot::Sender<()>>,
@@ -163,7 +165,7 @@ pub struct EventLoop<R: Runtime> {
     writers_running: usize,
     next_conn: u64,
     events_tx: mpsc::Sender<LoopEvent>,
-    storage_tx: std::sync::mpsc::Sender<StorageRequest>,
+    storage_tx: StorageSender,
     /// `None` once the worker has stopped (after a failure) and dropped its end.
     storage_reports: Option<StorageReports>,
     /// The `through` of the last `Sync` handed to the worker.

@@ -42,6 +42,7 @@ pub mod logging;
 mod memory_trim;
 mod notify;
 mod operator;
+mod payload_reader;
 mod resources;
 mod runtime;
 mod serve;

@@ -13,7 +13,6 @@ use std::time::Duration;
 use std::time::{Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 use chute_core::storage::failure::StorageFailure;
-use chute_core::storage::io::StorageRequest;
 use chute_core::storage::recovery::ManifestCheck;
 use chute_core::{Broker, BrokerConfig, Input, Instant, Recovery};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
@@ -32,6 +31,7 @@ use crate::data_dir::{DataDir, DataDirError};
 use crate::event_loop::{EventLoop, LoopParts, StartupSyncError, StorageReports, EVENT_QUEUE_MAX};
 use crate::keys;
 use crate::logging::{self, LogControl};
+use crate::payload_reader::{PayloadReader, StorageSender};
 use crate::runtime::{accept_until_stopped, Runtime};
 use crate::storage_worker::{StorageMetrics, StorageWorker};
 use crate::tls::{self as server_tls, Accepted, ServerStream, TlsState};
@@ -630,23 +630,32 @@ fn recover(
     Ok(broker)
 }
 
-/// Starts the storage worker thread; returns where to send it requests, where it reports,
-/// and the thread.
+/// Starts the storage worker thread and the payload reader's; returns where to send them
+/// requests, where they report, and the worker's thread (the reader's ends when the broker
+/// hangs up, and has nothing to finish).
 fn start_storage_worker(
     data_dir: &DataDir,
     metrics: Arc<StorageMetrics>,
     segment_bytes_max: u64,
-) -> Result<(std::sync::mpsc::Sender<StorageRequest>, StorageReports, JoinHandle<()>), ServeError> {
+) -> Result<(StorageSender, StorageReports, JoinHandle<()>), ServeError> {
     let (storage_tx, storage_rx) = std::sync::mpsc::channel();
+    let (reads_tx, reads_rx) = std::sync::mpsc::channel();
     let (reports_tx, reports_rx) = mpsc::unbounded();
+    let reader_reports = reports_tx.clone();
     // The broker task is gone only when the server stops; nobody needs the report then.
     let report = move |done| {
         let _ = reports_tx.unbounded_send(done);
     };
+    let io_error = |source| DataDirError::Io { path: data_dir.path.clone(), source };
     let worker = StorageWorker::new(&data_dir.path, metrics, segment_bytes_max)
         .spawn(storage_rx, report)
-        .map_err(|source| DataDirError::Io { path: data_dir.path.clone(), source })?;
-    Ok((storage_tx, reports_rx, worker))
+        .map_err(io_error)?;
+    PayloadReader::new(&data_dir.path)
+        .spawn(reads_rx, move |done| {
+            let _ = reader_reports.unbounded_send(done);
+        })
+        .map_err(io_error)?;
+    Ok((StorageSender { worker: storage_tx, reader: reads_tx }, reports_rx, worker))
 }
 
 /// Waits, at most `timeout`, for the storage worker to finish once the broker task has hung

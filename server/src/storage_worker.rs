@@ -341,6 +341,8 @@ impl StorageWorker {
                 self.write_manifest(slot_offset, slot)?;
                 Ok(None)
             }
+            // The event loop hands reads to the payload reader (`StorageSender`).
+            StorageRequest::Read { .. } => unreachable!("a read sent to the storage worker"),
         }
     }
 

@@ -38,6 +38,9 @@ pub struct Faults {
     /// Chance that an fsync fails (the broker must halt; the simulator then crashes and
     /// restarts it).
     pub fsync_failure_per_mille: u32,
+    /// Chance that a read of evicted payloads fails: half of them with EIO, half short (the
+    /// broker must halt; the simulator then crashes and restarts it).
+    pub read_failure_per_mille: u32,
     /// Chance, per restart, that a bit of synced data flipped while the broker was down
     /// (recovery must refuse the log; the run then ends as "corruption detected").
     pub bit_flip_per_mille: u32,
@@ -66,6 +69,7 @@ impl Default for Faults {
             alarm_every_ms: Some(1_500),
             alarm_ms_max: 600,
             fsync_failure_per_mille: 1,
+            read_failure_per_mille: 2,
             bit_flip_per_mille: 15,
             segment_loss_per_mille: 15,
             downtime_ms_max: 200,
@@ -88,6 +92,7 @@ impl Faults {
             alarm_every_ms: None,
             alarm_ms_max: 0,
             fsync_failure_per_mille: 0,
+            read_failure_per_mille: 0,
             bit_flip_per_mille: 0,
             segment_loss_per_mille: 0,
             downtime_ms_max: 0,

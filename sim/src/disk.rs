@@ -10,14 +10,14 @@
 //! tear the write in progress; a machine crash keeps a prefix of the directory changes since
 //! the last sync, and of each file's unsynced tail none, all or a torn part.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::ErrorKind;
 
 use bytes::Bytes;
 use chute_core::ids::Lsn;
 use chute_core::storage::failure::OsError;
 use chute_core::storage::format::{scan_segment, SEGMENT_HEADER_LEN};
-use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::io::{ReadId, StorageDone, StorageRequest};
 use chute_core::storage::manifest::Manifest;
 use chute_core::storage::recovery::{RecoveryError, Truncation};
 use chute_core::test_util::{CrashChoices, CrashDamage, MemDisk, MemDiskError, SyncPoint};
@@ -89,6 +89,8 @@ pub struct Disk {
     busy: bool,
     /// The sync in flight beside the writes.
     sync: Option<InFlightSync>,
+    /// Reads in flight, served apart from the ordered requests.
+    reads: BTreeMap<ReadId, StorageRequest>,
 }
 
 #[derive(Debug)]
@@ -158,6 +160,7 @@ impl Disk {
             StorageRequest::DeleteSegment { .. } => rng.range(50_000, 300_000),
             // A small write and its fsync, after syncing any segment created before it.
             StorageRequest::WriteManifest { .. } => rng.range(200_000, 2_000_000),
+            StorageRequest::Read { .. } => unreachable!("reads are served apart (push_read)"),
         };
         self.busy = true;
         started.write_ns = Some(latency_ns);
@@ -185,6 +188,49 @@ impl Disk {
         let request = self.queue.pop_front().expect("request in progress");
         let done = self.mem.apply(&request)?;
         Ok((request, done))
+    }
+
+    // ---- reads ----
+
+    /// Takes a read; returns how long it takes (ns): a page-cache hit or a trip to the disk.
+    pub fn push_read(&mut self, id: ReadId, request: StorageRequest, rng: &mut SimRng) -> u64 {
+        self.reads.insert(id, request);
+        if rng.chance(300) {
+            rng.range(200_000, 5_000_000)
+        } else {
+            rng.range(5_000, 60_000)
+        }
+    }
+
+    /// Carries out read `id` against the files as they are now (a segment deleted meanwhile
+    /// is missing). With `fail_per_mille`, the read fails: EIO, or fewer bytes than the file
+    /// holds (a short read).
+    pub fn complete_read(
+        &mut self,
+        id: ReadId,
+        rng: &mut SimRng,
+        fail_per_mille: u32,
+    ) -> Option<StorageDone> {
+        let StorageRequest::Read { base_lsn, offset, len, .. } = self.reads.remove(&id)? else {
+            unreachable!("only reads are kept as reads")
+        };
+        if self.mem.has_failed() {
+            return None;
+        }
+        let mut result = self.mem.read(base_lsn, offset, len);
+        if rng.chance(fail_per_mille) {
+            result = match result {
+                Ok(bytes) if rng.chance(500) && !bytes.is_empty() => {
+                    let keep = rng.below(bytes.len() as u64) as usize;
+                    Ok(bytes.slice(..keep))
+                }
+                _ => Err(OsError::new(
+                    ErrorKind::Other,
+                    "Input/output error (os error 5, simulated)",
+                )),
+            };
+        }
+        Some(StorageDone::Read { id, result })
     }
 
     // ---- crashes ----
@@ -231,6 +277,7 @@ impl Disk {
             }
         }
         self.queue.clear();
+        self.reads.clear();
         self.busy = false;
     }
 

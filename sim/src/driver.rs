@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use chute_core::storage::format::parse_segment_file_name;
-use chute_core::storage::io::{StorageDone, StorageRequest};
+use chute_core::storage::io::{ReadId, StorageDone, StorageRequest};
 use chute_core::{Broker, BrokerConfig, ConnId, Event as BrokerEvent, Input, Output};
 use chute_protocol::Frame;
 
@@ -217,6 +217,13 @@ impl World {
     // ---- storage ----
 
     fn on_storage_request(&mut self, request: StorageRequest) {
+        if let StorageRequest::Read { id, base_lsn, offset, len } = request {
+            self.record(TraceEvent::Storage { op: "read", base: base_lsn.0, end: offset, len });
+            let ns = self.disk.push_read(id, request, &mut self.rng);
+            let at = self.after_ns(ns);
+            self.events.push(at, Event::ReadDone { epoch: self.storage_epoch, id });
+            return;
+        }
         let (op, base, end, len) = match &request {
             StorageRequest::CreateSegment { base_lsn, .. } => ("create", base_lsn.0, 0, 0),
             StorageRequest::Append { base_lsn, end_lsn, bytes } => {
@@ -233,6 +240,7 @@ impl World {
             StorageRequest::Sync { through } => ("sync", 0, through.0, 0),
             StorageRequest::DeleteSegment { base_lsn } => ("delete", base_lsn.0, 0, 0),
             StorageRequest::WriteManifest { slot_offset, .. } => ("manifest", *slot_offset, 0, 0),
+            StorageRequest::Read { .. } => unreachable!("reads returned above"),
         };
         self.record(TraceEvent::Storage { op, base, end, len });
         if self.disk.push(request) {
@@ -251,6 +259,24 @@ impl World {
         if let Some(ns) = started.write_ns {
             let at = self.after_ns(ns);
             self.events.push(at, Event::StorageDone { epoch: self.storage_epoch });
+        }
+    }
+
+    pub fn on_read_done(&mut self, epoch: u64, id: ReadId) {
+        if epoch != self.storage_epoch {
+            return;
+        }
+        let fail_per_mille =
+            if self.phase == Phase::Faults { self.cfg.faults.read_failure_per_mille } else { 0 };
+        if let Some(done) = self.disk.complete_read(id, &mut self.rng, fail_per_mille) {
+            let ok = matches!(&done, StorageDone::Read { result: Ok(_), .. });
+            self.stats.reads += 1;
+            self.stats.read_failures += u64::from(!ok);
+            self.record(TraceEvent::StorageDone {
+                op: if ok { "read" } else { "read-failed" },
+                through: id.0,
+            });
+            self.broker_input(Input::Storage(done));
         }
     }
 
@@ -294,6 +320,7 @@ impl World {
                 self.stats.fsync_failures += 1;
                 self.record(TraceEvent::StorageFailed);
             }
+            StorageDone::Read { .. } => unreachable!("reads complete apart (on_read_done)"),
         }
         self.broker_input(Input::Storage(done));
     }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chute_core::storage::io::ReadId;
 use chute_core::{ConnId, Instant};
 
 use crate::topology::QIdx;
@@ -38,6 +39,12 @@ pub enum Event {
     /// The sync running beside the writes finished (stale after a crash: `epoch` differs).
     SyncDone {
         epoch: u64,
+    },
+    /// A read of evicted payloads completes (stale after a crash: `epoch` differs). Reads are
+    /// served apart from the ordered requests, as the server's read thread serves them.
+    ReadDone {
+        epoch: u64,
+        id: ReadId,
     },
     Wake {
         actor: usize,

@@ -32,6 +32,9 @@ pub struct Stats {
     pub process_crashes: u64,
     pub machine_crashes: u64,
     pub fsync_failures: u64,
+    /// Reads of evicted payloads completed, and those that failed (EIO or short).
+    pub reads: u64,
+    pub read_failures: u64,
     pub bit_flips: u64,
     pub segment_losses: u64,
     pub resets: u64,
@@ -92,7 +95,7 @@ impl Summary {
         format!(
             "seed {} {outcome} sim {:.1}s trace {:016x} events {} | published {} confirmed {} \
              delivered {} acked {} nacked {} rejected {} dlq-audited {} ({}m {}r {}e) fifo-checked {} (+{} unordered) | \
-             crashes {}p+{}m fsync-failures {} flips {} losses {} truncations {} lost-allowed {} resets {} \
+             crashes {}p+{}m fsync-failures {} reads {} ({} failed) flips {} losses {} truncations {} lost-allowed {} resets {} \
              partitions {} stalls {} syncs {} outbox-max {} | clients: connections {} \
              republished {} void-settles {} breaker-opens {} ({} refused) | users: denied {} \
              allowed {} reloads {}",
@@ -115,6 +118,8 @@ impl Summary {
             s.process_crashes,
             s.machine_crashes,
             s.fsync_failures,
+            s.reads,
+            s.read_failures,
             s.bit_flips,
             s.segment_losses,
             s.truncations,

@@ -196,6 +196,13 @@ impl World {
         if cfg.encryption {
             broker_config.keyring = sim_keyring(cfg.seed, 0);
         }
+        // Half of the runs hold a few KiB of payloads at most, so that backlogs leave memory
+        // and are read back; drawn from a generator of its own, so that the run's other
+        // choices do not depend on it.
+        let mut cache_rng = SimRng::new(cfg.seed ^ 0x6361_6368_655f_6279);
+        if cache_rng.chance(500) {
+            broker_config.storage.payload_cache_bytes = cache_rng.range(0, 8 * 1024);
+        }
         // The alarm faults feed readings around this threshold; the disk alarm is off (the
         // simulated disk has no size).
         broker_config.alarms.memory_high_bytes = Some(ALARM_MEMORY_HIGH_BYTES);
@@ -361,6 +368,7 @@ impl World {
             Event::Unpause { conn } => self.on_unpause(conn),
             Event::StorageDone { epoch } => self.on_storage_done(epoch),
             Event::SyncDone { epoch } => self.on_sync_done(epoch),
+            Event::ReadDone { epoch, id } => self.on_read_done(epoch, id),
             Event::Wake { actor, wake } => self.on_wake(actor, wake),
             Event::Fault(kind) => self.on_fault(kind),
             Event::PartitionEnd { conn } => self.on_partition_end(conn),

@@ -11,6 +11,7 @@ use super::outbound::Gate;
 use super::storage::{SyncNeed, LAZY_SYNC_MS};
 use super::Broker;
 use crate::ids::{ConnId, QueueId};
+use crate::queue::Take;
 use crate::storage::records::{Record, Seqs};
 use crate::time::Instant;
 
@@ -36,6 +37,7 @@ impl Broker {
         let now = self.now;
         let outbound_bytes_max = self.config.limits.connection_outbound_bytes_max;
         let (mut chosen, mut expired) = (Vec::new(), Vec::new());
+        let mut needs_payload = false;
         let Some(queue) = self.queues.get_mut(&queue_id) else { return };
         let lease_ms_default = queue.options.lease_ms;
         while queue.has_ready() {
@@ -46,7 +48,15 @@ impl Broker {
             });
             let Some((index, key)) = next else { break };
             let in_flight_before = queue.in_flight;
-            let Some(mut message) = queue.take_next(now, &mut expired) else { break };
+            let mut message = match queue.take_next(now, &mut expired) {
+                Take::Message(message) => message,
+                Take::NeedsPayload => {
+                    // A consumer has credit for it: read it back (no credit, no reads).
+                    needs_payload = true;
+                    break;
+                }
+                Take::Empty => break,
+            };
             assert_eq!(queue.in_flight, in_flight_before + 1, "a delivery counts in flight once");
             queue.advance_turn(index);
             message.attempts += 1;
@@ -82,6 +92,9 @@ impl Broker {
         }
         let gate = self.log_delivered(queue_id, &chosen);
         self.encode_deliveries(chosen, gate);
+        if needs_payload {
+            self.read_payloads(queue_id);
+        }
         self.arm_queue_timer(queue_id);
     }
 

@@ -41,10 +41,21 @@ impl Broker {
             let text = format!("no dead letter {} in {:?}", inspect.dead_id, inspect.queue);
             return self.reply_error(conn, request_id, ErrorCode::NO_SUCH_DEAD_LETTER, text);
         };
+        // The cache never evicts a dead letter's payload, but a message may reach the
+        // dead-letter queue with its payload on disk (expired in a backlog, or recovered
+        // beyond the cache); an inspection answers at once, so it does not read it back.
+        let Some(payload) = message.payload.held().cloned() else {
+            let text = format!(
+                "dead letter {}'s payload is only on disk (it expired there from a backlog); \
+                 consume it to see it",
+                inspect.dead_id
+            );
+            return self.reply_error(conn, request_id, ErrorCode::RESOURCE_LIMIT, text);
+        };
         let entry = DeadLetter {
             summary: self.summary(message),
             headers: message.extras.as_deref().map(|e| e.headers.clone()).unwrap_or_default(),
-            payload: message.payload.clone(),
+            payload,
         };
         self.reply(conn, FrameKind::DlqInspectOk, &DlqInspectOk { request_id, entry });
     }
@@ -61,7 +72,7 @@ impl Broker {
             reason: dead.reason,
             dead_unix_ms: dead.dead_unix_ms,
             published_unix_ms: message.published_unix_ms,
-            payload_len: message.payload.len() as u32,
+            payload_len: message.payload_len() as u32,
             history: message.history().to_vec(),
         }
     }

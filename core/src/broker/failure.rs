@@ -152,11 +152,16 @@ impl Broker {
             if self.log.has_unsynced() {
                 self.want_sync(SyncNeed::Now);
             }
-        } else if !logged_target && message.segment.is_some() {
+        } else if !logged_target && message.segment.is_some() && message.payload.is_held() {
             self.release_message(&message);
             message.segment = SegmentRef::NONE;
         }
-        assert_eq!(message.segment.is_some(), logged_target, "as durable as its new queue");
+        // A payload on disk keeps its record live (and its segment) until the message is
+        // settled, in-memory queue or not: it is read back from there.
+        assert!(
+            message.segment.is_some() == logged_target || !message.payload.is_held(),
+            "as durable as its new queue"
+        );
         let queue = self.queues.get_mut(&target).expect("target queue exists");
         let messages_before = queue.messages_len();
         queue.admit(message, gate, None);

@@ -16,6 +16,9 @@ impl Broker {
     pub fn check_invariants(&self) {
         self.check_connection_invariants();
         self.check_liveness_counts();
+        for queue in self.queues.values() {
+            queue.check_evicted_bytes();
+        }
     }
 
     /// The invariants that cost a walk over connections, queues and deliveries in flight

@@ -19,6 +19,7 @@ mod leases;
 mod liveness;
 mod operator;
 mod outbound;
+mod payloads;
 mod publish;
 mod queue_timer;
 mod rate_limits;
@@ -149,6 +150,8 @@ pub struct Broker {
     lazy_sync_at: Option<Instant>,
     /// The manifest's durable end is not brought up to date again before then.
     manifest_due_at: Option<Instant>,
+    /// Reads of evicted payloads in flight.
+    reads: payloads::PayloadReads,
 }
 
 impl Broker {
@@ -200,6 +203,7 @@ impl Broker {
             sync_wanted: false,
             lazy_sync_at: None,
             manifest_due_at: None,
+            reads: payloads::PayloadReads::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use super::storage::{stored, SyncNeed};
 use super::Broker;
 use crate::auth::Access;
 use crate::ids::{ConnId, Lsn, MessageSeq, QueueId};
-use crate::queue::{own_payloads, Message, MessageExtras, SegmentRef};
+use crate::queue::{own_payloads, Message, MessageExtras, Payload, RecordAt, SegmentRef};
 use crate::storage::records::{Published, Record};
 use crate::time::Instant;
 
@@ -205,12 +205,13 @@ impl Broker {
         let mut stored_message = Message {
             seq,
             // A slice of the batch's own buffer (`own_payloads`): a reference count, no copy.
-            payload: message.payload.clone(),
+            payload: Payload::Held(message.payload.clone()),
             published_unix_ms: clock.unix_ms(now),
             attempts: 0,
             priority: message.priority,
             expires_at: ttl_ms.map_or(Instant::NEVER, |ms| now.plus_ms(ms)),
             segment: SegmentRef::NONE,
+            record: RecordAt::UNKNOWN,
             extras: extras.boxed_if_any(),
         };
         // Log first, remember the id second: appending may start a new segment, whose
@@ -271,6 +272,7 @@ impl Broker {
         let segment = self.log.active_base();
         assert!(segment < end, "the record lies in the segment it is counted live in");
         message.segment = SegmentRef::new(segment);
+        message.record = RecordAt::new(segment, self.log.last_append_lsn(), end);
         self.log.add_live(segment, message.payload_len());
         self.queue_gate(queue, end)
     }

@@ -51,7 +51,8 @@ pub struct Recovery {
 
 impl Recovery {
     pub fn new(config: BrokerConfig, now: Instant) -> Recovery {
-        Recovery { config, now, replay: LogReplay::new() }
+        let replay = LogReplay::with_payload_cache(config.storage.payload_cache_bytes);
+        Recovery { config, now, replay }
     }
 
     /// Scans, checks and applies the next segment file, oldest first; `newest` says it is the
@@ -239,13 +240,14 @@ fn message_from(recovered: RecoveredMessage, clock: WallClock) -> Message {
     });
     Message {
         seq: MessageSeq(recovered.seq),
-        // Recovery copied it out of its segment: one allocation of its own size.
+        // Recovery copied it out of its segment (into its arena), or left it there.
         payload: recovered.payload,
         published_unix_ms: recovered.published_unix_ms,
         attempts: recovered.attempts,
         priority: recovered.priority,
         expires_at: recovered.expires_unix_ms.map_or(Instant::NEVER, |at| clock.instant_at(at)),
         segment: SegmentRef::new(recovered.segment),
+        record: recovered.record,
         extras: extras.and_then(MessageExtras::boxed_if_any),
     }
 }

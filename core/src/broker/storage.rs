@@ -8,7 +8,7 @@ use super::outbound::Gate;
 use super::timers::TimerKey;
 use super::Broker;
 use crate::ids::{ConnId, Lsn, QueueId};
-use crate::queue::{Message, SegmentRef};
+use crate::queue::{Message, RecordAt, SegmentRef};
 use crate::storage::failure::StorageFailure;
 use crate::storage::io::StorageDone;
 use crate::storage::log::Progress;
@@ -143,10 +143,14 @@ impl Broker {
         if self.halted.is_some() {
             return;
         }
+        if let StorageDone::Read { id, result } = done {
+            return self.handle_read(id, result);
+        }
         match self.log.handle_done(done) {
             Ok(Progress::Written(_)) => self.release_durable(),
             Ok(Progress::Synced(_)) => {
                 self.release_durable();
+                self.evict_payloads();
                 // Oldest segments go while nothing in them is live and a later segment's
                 // checkpoint is on disk (so no declaration is lost with them).
                 self.log.delete_dead_segments();
@@ -205,7 +209,7 @@ impl Broker {
     /// Fail-stop: after a failed write or fsync nothing the broker holds in memory can be
     /// trusted to match the disk. Every client is told, nothing more is confirmed, and the
     /// driver exits so that recovery starts from what is really on disk.
-    fn halt(&mut self, failure: StorageFailure) {
+    pub(super) fn halt(&mut self, failure: StorageFailure) {
         assert!(self.halted.is_none(), "halted twice");
         let message = failure.halt_message();
         let conns: Vec<ConnId> = self.connections.keys().copied().collect();
@@ -230,8 +234,17 @@ impl Broker {
 
     /// When the oldest segment is mostly dead, copies its live messages to the active segment
     /// so it can be deleted once the copies are synced: disk use follows live data.
+    ///
+    /// A segment holding a message whose payload is on disk waits: copying it would need the
+    /// payload read back first. Such messages are ready ones far from the head, which FIFO
+    /// delivery reaches in log order, so the segment empties as its queue drains.
     pub(super) fn compact(&mut self) {
         let Some(head) = self.log.compaction_candidate() else { return };
+        let head_ref = SegmentRef::new(head);
+        let on_disk = |m: &Message| m.segment == head_ref && !m.payload.is_held();
+        if self.queues.values().any(|q| q.held().any(on_disk)) {
+            return;
+        }
         let active = self.log.active_base();
         let clock = self.config.wall_clock();
         let log = &mut self.log;
@@ -242,8 +255,11 @@ impl Broker {
             message.segment = SegmentRef::new(active);
             let bytes = message.payload_len();
             log.remove_live(head, bytes);
-            let message = stored(message, &clock);
-            log.append(&Record::Published(Published { queue: queue.0, message }));
+            let end = log.append(&Record::Published(Published {
+                queue: queue.0,
+                message: stored(message, &clock),
+            }));
+            message.record = RecordAt::new(active, log.last_append_lsn(), end);
             log.add_live(active, bytes);
         };
         for queue in self.queues.values_mut() {
@@ -287,7 +303,7 @@ pub(super) fn stored<'a>(message: &'a Message, clock: &WallClock) -> StoredMessa
             reason: d.reason,
             dead_unix_ms: d.dead_unix_ms,
         }),
-        payload: &message.payload[..],
+        payload: &message.payload.bytes()[..],
     }
 }
 

@@ -10,12 +10,13 @@ use chute_protocol::{
 };
 
 use crate::ids::{Lsn, MessageSeq, QueueId};
+pub use crate::storage::read::RecordAt;
 use crate::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub seq: MessageSeq,
-    pub payload: Bytes,
+    pub payload: Payload,
     pub published_unix_ms: u64,
     /// Deliveries made so far; the next delivery is attempt `attempts + 1`.
     pub attempts: u32,
@@ -24,7 +25,51 @@ pub struct Message {
     pub expires_at: Instant,
     /// The log segment holding its record; none on queues that are not logged.
     pub segment: SegmentRef,
+    /// Where in that segment its record is, to read the payload back once it left memory.
+    pub record: RecordAt,
     pub extras: Option<Box<MessageExtras>>,
+}
+
+/// A message's payload: in memory, or only in its log record (evicted by the payload cache,
+/// docs/STORAGE.md §17), with its length kept for the queue's byte counts. 32 bytes, as a
+/// `Bytes` alone: the second variant fits beside the first's non-null pointer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    Held(Bytes),
+    OnDisk { len: u32 },
+}
+
+impl Payload {
+    pub fn len(&self) -> u64 {
+        match self {
+            Payload::Held(bytes) => bytes.len() as u64,
+            Payload::OnDisk { len } => u64::from(*len),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn held(&self) -> Option<&Bytes> {
+        match self {
+            Payload::Held(bytes) => Some(bytes),
+            Payload::OnDisk { .. } => None,
+        }
+    }
+
+    pub fn is_held(&self) -> bool {
+        matches!(self, Payload::Held(_))
+    }
+
+    /// The bytes of a payload the caller knows is held (delivering, logging).
+    ///
+    /// # Panics
+    ///
+    /// If it is on disk: the broker reads a payload back before it needs its bytes.
+    pub fn bytes(&self) -> &Bytes {
+        self.held().expect("a payload needed in memory was on disk")
+    }
 }
 
 /// A recovered message's own copy of its payload, in an allocation of exactly its size.
@@ -124,7 +169,17 @@ impl MessageExtras {
 
 impl Message {
     pub fn payload_len(&self) -> u64 {
-        self.payload.len() as u64
+        self.payload.len()
+    }
+
+    /// Its payload leaves memory (its record is durable): only the length stays.
+    pub fn evict_payload(&mut self) {
+        debug_assert!(
+            self.record.is_known() && self.segment.is_some(),
+            "evicting an unlogged payload"
+        );
+        let len = u32::try_from(self.payload.len()).expect("payloads are far below 4 GiB");
+        self.payload = Payload::OnDisk { len };
     }
 
     pub fn group(&self) -> Option<&str> {
@@ -180,7 +235,7 @@ impl Message {
             redelivered: self.was_delivered_before(),
             id: extras.and_then(|e| e.id.clone()),
             headers: extras.map(|e| e.headers.clone()).unwrap_or_default(),
-            payload: self.payload.clone(),
+            payload: self.payload.bytes().clone(),
             published_unix_ms: self.published_unix_ms,
             priority: self.priority,
             group: extras.and_then(|e| e.group.clone()),
@@ -198,7 +253,7 @@ impl Message {
                 + e.group.as_ref().map_or(0, |s| s.len() + 5)
                 + e.topic.as_ref().map_or(0, |s| s.len() + 5)
         });
-        self.payload.len() + extras + 48
+        self.payload.len() as usize + extras + 48
     }
 }
 
@@ -207,10 +262,12 @@ mod tests {
     use super::*;
 
     /// Memory per queued message is what limits how many a broker holds: the common message
-    /// (no id, headers or history) takes 80 bytes besides its payload.
+    /// (no id, headers or history) takes 88 bytes besides its payload (80 before it kept where
+    /// its record is, so that the payload can leave memory).
     #[test]
-    fn a_plain_message_is_eighty_bytes() {
-        assert_eq!(std::mem::size_of::<Message>(), 80);
+    fn a_plain_message_is_eighty_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Payload>(), 32);
+        assert_eq!(std::mem::size_of::<Message>(), 88);
         let segment = SegmentRef::new(Lsn(0));
         assert_eq!((segment.get(), SegmentRef::NONE.get()), (Some(Lsn(0)), None));
         assert_eq!(SegmentRef::new(Lsn(1 << 40)).get(), Some(Lsn(1 << 40)));

@@ -9,10 +9,14 @@ mod dedup;
 mod delayed;
 mod groups;
 mod message;
+mod payload_cache;
 mod ready;
 
 pub use dedup::Dedup;
-pub use message::{own_payload, own_payloads, DeadInfo, Message, MessageExtras, SegmentRef};
+pub use message::{
+    own_payload, own_payloads, DeadInfo, Message, MessageExtras, Payload, RecordAt, SegmentRef,
+};
+pub use payload_cache::{Fetches, Wanted};
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -24,6 +28,17 @@ use crate::time::Instant;
 use delayed::Delayed;
 use groups::Groups;
 use ready::Ready;
+
+/// What [`Queue::take_next`] found at the front of the line.
+#[derive(Debug)]
+pub enum Take {
+    /// The next message, now in flight.
+    Message(Message),
+    /// The message at the front waits for its payload to come back from the log.
+    NeedsPayload,
+    /// Nothing is ready.
+    Empty,
+}
 
 /// A consumer as the queue sees it: a subscription on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,6 +65,10 @@ pub struct Queue {
     pub in_flight: u64,
     /// Payload bytes of every message the queue is responsible for, in flight included.
     pub bytes: u64,
+    /// The part of `bytes` whose payloads are not in memory (evicted, only in the log).
+    evicted_bytes: u64,
+    /// Payloads being read back from the log.
+    pub fetches: Fetches,
     consumers: Vec<ConsumerKey>,
     /// Index of the consumer that gets the next delivery (round robin).
     next_consumer: usize,
@@ -86,6 +105,8 @@ impl Queue {
             expiries: BTreeSet::new(),
             in_flight: 0,
             bytes: 0,
+            evicted_bytes: 0,
+            fetches: Fetches::default(),
             consumers: Vec::new(),
             next_consumer: 0,
             counters: QueueCounters::default(),
@@ -119,6 +140,23 @@ impl Queue {
     fn held_len(&self) -> u64 {
         (self.pending.len() + self.ready.len() + self.delayed.len() + self.groups.waiting_len())
             as u64
+    }
+
+    /// The payload bytes counted as on disk are those of the messages held on disk (a walk over
+    /// every held message: for tests and the simulator).
+    pub fn check_evicted_bytes(&self) {
+        let on_disk = self.held().filter(|m| !m.payload.is_held()).map(Message::payload_len);
+        assert_eq!(
+            self.evicted_bytes,
+            on_disk.sum::<u64>(),
+            "{}: evicted bytes out of step",
+            self.name
+        );
+    }
+
+    /// Payload bytes the queue keeps in memory, in flight included.
+    pub fn held_payload_bytes(&self) -> u64 {
+        self.bytes - self.evicted_bytes
     }
 
     pub fn has_pending(&self) -> bool {
@@ -175,6 +213,9 @@ impl Queue {
     /// at the back of the line unless `due` is later. Messages behind a gate keep their order.
     pub fn admit(&mut self, message: Message, gate: Gate, due: Option<Instant>) {
         self.bytes += message.payload_len();
+        if !message.payload.is_held() {
+            self.evicted_bytes += message.payload_len();
+        }
         if gate == Gate::default() && self.pending.is_empty() {
             self.place(message, due, false);
         } else {
@@ -237,24 +278,71 @@ impl Queue {
 
     // ---- delivery ----
 
-    /// The next message to deliver, now in flight. Messages that expired on the way are handed
-    /// to `expired`; like every message a `take_*` returns, they stay counted until the caller
+    /// The next message to deliver, now in flight; or that the message at the front waits
+    /// for its payload to be read back. Messages that expired on the way are handed to
+    /// `expired`; like every message a `take_*` returns, they stay counted until the caller
     /// `forget`s each.
-    pub fn take_next(&mut self, now: Instant, expired: &mut Vec<Message>) -> Option<Message> {
-        while let Some(message) = self.ready.pop_front() {
-            if message.is_expired(now) {
-                expired.push(message);
+    pub fn take_next(&mut self, now: Instant, expired: &mut Vec<Message>) -> Take {
+        while let Some(front) = self.ready.front_mut() {
+            if front.is_expired(now) {
+                expired.push(self.ready.pop_front().expect("front exists"));
                 continue;
             }
+            if !front.payload.is_held() {
+                let Some(payload) = self.fetches.take_arrived(front.seq.0) else {
+                    return Take::NeedsPayload;
+                };
+                assert_eq!(payload.len() as u64, front.payload_len(), "read back whole");
+                self.evicted_bytes -= front.payload_len();
+                front.payload = Payload::Held(payload);
+            }
+            let message = self.ready.pop_front().expect("front exists");
             let Some(message) = self.groups.admit(message) else { continue };
             self.in_flight += 1;
             self.counters.delivered += 1;
             if message.attempts > 0 || !message.history().is_empty() {
                 self.counters.redelivered += 1;
             }
-            return Some(message);
+            return Take::Message(message);
         }
-        None
+        Take::Empty
+    }
+
+    /// Evicts payloads of ready messages (never the head of the line) until `bytes` are
+    /// freed or none more may go; returns the bytes freed.
+    pub fn evict_payloads(&mut self, bytes: u64, evictable: impl Fn(&Message) -> bool) -> u64 {
+        let freed = self.ready.evict(bytes, evictable);
+        self.evicted_bytes += freed;
+        assert!(self.evicted_bytes <= self.bytes, "more evicted than held");
+        freed
+    }
+
+    /// The next payloads to read back, in delivery order: evicted, not yet asked for,
+    /// consecutive records of one segment, spanning at most `span_bytes_max` (or one record,
+    /// if it alone is larger). Each as (seq, record, payload length).
+    pub fn next_read(&self, span_bytes_max: u64) -> Option<(SegmentRef, Vec<Wanted>)> {
+        let mut batch: Vec<Wanted> = Vec::new();
+        let mut segment = SegmentRef::NONE;
+        for message in self.ready.iter() {
+            let fetching = self.fetches.is_fetching(message.seq.0);
+            if message.payload.is_held() || fetching {
+                if batch.is_empty() {
+                    continue;
+                }
+                break;
+            }
+            let at = message.record;
+            if let Some(&(_, first, _)) = batch.first() {
+                let last = batch.last().expect("not empty").1;
+                let follows = message.segment == segment && u64::from(at.offset) >= last.end();
+                if !follows || at.end() - u64::from(first.offset) > span_bytes_max {
+                    break;
+                }
+            }
+            segment = message.segment;
+            batch.push((message.seq.0, at, message.payload_len()));
+        }
+        (!batch.is_empty()).then_some((segment, batch))
     }
 
     /// Removes every held message whose TTL ran out (in flight ones expire when they return).
@@ -285,6 +373,10 @@ impl Queue {
     /// A held message (expired, dropped by overflow, dead-lettered) leaves the queue.
     pub fn forget(&mut self, message: &Message) {
         self.bytes -= message.payload_len();
+        if !message.payload.is_held() {
+            self.evicted_bytes -= message.payload_len();
+            self.fetches.forget(message.seq.0);
+        }
         if let Some(next) = self.groups.release(message) {
             self.ready.push_front(next);
         }
@@ -320,6 +412,10 @@ impl Queue {
         purged.extend(self.delayed.extract(|_| true));
         purged.extend(self.groups.extract(|_| true));
         self.bytes -= purged.iter().map(Message::payload_len).sum::<u64>();
+        for message in purged.iter().filter(|m| !m.payload.is_held()) {
+            self.evicted_bytes -= message.payload_len();
+            self.fetches.forget(message.seq.0);
+        }
         self.expiries.clear();
         purged
     }

@@ -8,6 +8,10 @@ use super::Message;
 
 const LEVELS: usize = PRIORITY_MAX as usize + 1;
 
+/// An eviction walk passes over at most this many messages in a row whose payload may not
+/// leave yet (not durable yet, not logged, dead letters), so that its cost stays bounded.
+const EVICT_SKIP_MAX: usize = 64;
+
 #[derive(Debug, Default)]
 pub struct Ready {
     levels: [VecDeque<Message>; LEVELS],
@@ -44,6 +48,38 @@ impl Ready {
         let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
         self.len -= 1;
         Some(message)
+    }
+
+    /// The message `pop_front` would take.
+    pub fn front_mut(&mut self) -> Option<&mut Message> {
+        self.levels.iter_mut().rev().find_map(VecDeque::front_mut)
+    }
+
+    /// Evicts payloads until `bytes` are freed (or no more may go); returns the bytes freed.
+    /// The messages delivered last go first: the lowest level first, each level from its back
+    /// towards its head, which keeps its payload (it is delivered next). A level's walk ends at
+    /// the first payload already evicted: the walk before this one got there, so what lies
+    /// ahead of it was kept on purpose, and the walk costs only what arrived since.
+    pub fn evict(&mut self, bytes: u64, evictable: impl Fn(&Message) -> bool) -> u64 {
+        let mut freed = 0;
+        for level in self.levels.iter_mut() {
+            let mut skipped = 0;
+            for message in level.iter_mut().skip(1).rev() {
+                if freed >= bytes || skipped == EVICT_SKIP_MAX || !message.payload.is_held() {
+                    break;
+                }
+                if !evictable(message) {
+                    skipped += 1;
+                    continue;
+                }
+                freed += message.payload_len();
+                message.evict_payload();
+            }
+            if freed >= bytes {
+                break;
+            }
+        }
+        freed
     }
 
     /// The sequence number `pop_oldest` would take.

@@ -58,6 +58,11 @@ pub enum StorageFailure {
     /// Writing or syncing the manifest (or making the segments it names durable first).
     #[error("write the manifest ({MANIFEST_FILE_NAME}) failed: {error}")]
     WriteManifest { error: OsError },
+    /// Reading back the record at file offset `offset` of the segment at `base_lsn` (a queued
+    /// message's payload): the read failed, came back short, or the record there is not the
+    /// valid, expected one. The record was synced and confirmed, so this is lost data.
+    #[error("read of {} at offset {offset} failed: {error}", segment_file_name(*base_lsn))]
+    Read { base_lsn: Lsn, offset: u64, error: OsError },
 }
 
 impl StorageFailure {
@@ -75,6 +80,9 @@ impl StorageFailure {
                 StorageFailure::DeleteSegment { base_lsn, error }
             }
             StorageRequest::WriteManifest { .. } => StorageFailure::WriteManifest { error },
+            StorageRequest::Read { base_lsn, offset, .. } => {
+                StorageFailure::Read { base_lsn, offset, error }
+            }
         }
     }
 
@@ -85,7 +93,8 @@ impl StorageFailure {
             | StorageFailure::Write { error, .. }
             | StorageFailure::Sync { error, .. }
             | StorageFailure::DeleteSegment { error, .. }
-            | StorageFailure::WriteManifest { error } => error,
+            | StorageFailure::WriteManifest { error }
+            | StorageFailure::Read { error, .. } => error,
         }
     }
 

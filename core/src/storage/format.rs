@@ -246,6 +246,19 @@ pub struct RawRecord {
     pub body: Bytes,
 }
 
+/// The valid record at offset `pos` of `bytes` (part of a segment file, as a read returned
+/// it), by the same checks [`scan_segment`] makes; `lsn` is the record's log position. A record
+/// that does not start there or runs past the bytes is refused with the reason. Never panics.
+pub fn record_at(bytes: &Bytes, pos: usize, lsn: Lsn) -> Result<RawRecord, String> {
+    if pos > bytes.len() {
+        return Err(format!("the read ended {} bytes before the record", pos - bytes.len()));
+    }
+    let len = check_record(bytes, pos).map_err(|fault| fault.to_string())?;
+    let (kind, body) =
+        (bytes[pos + LEN_CRC_LEN], bytes.slice(pos + RECORD_HEADER_LEN..pos + LEN_CRC_LEN + len));
+    Ok(RawRecord { lsn, kind, body })
+}
+
 /// What [`scan_segment`] found in a segment that is not corrupt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentScan {

@@ -1,11 +1,14 @@
 //! What the broker asks of its storage worker, and what the worker reports back.
 //!
 //! The worker (a thread in the server, a simulated disk in chute-sim) carries requests out in
-//! the order given. A `Sync` covers every `Append` before it, in every segment.
+//! the order given. A `Sync` covers every `Append` before it, in every segment. `Read`s are the
+//! exception: they are served apart (in the server, on a thread of their own, so that a read
+//! never waits behind an fsync nor an fsync behind a read) and complete in any order, each
+//! named by its id.
 
 use bytes::Bytes;
 
-use super::failure::StorageFailure;
+use super::failure::{OsError, StorageFailure};
 use crate::ids::Lsn;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,7 +29,16 @@ pub enum StorageRequest {
     /// making its directory entry durable, the first time) and sync it before carrying out
     /// the next request. Reports nothing; a failure is `Failed`.
     WriteManifest { slot_offset: u64, slot: Bytes },
+    /// Read `len` bytes at file offset `offset` of the segment `base_lsn` (a payload of a
+    /// queued message whose bytes left memory), and report `Read { id, .. }` with what the file
+    /// holds there: fewer bytes when it ends sooner. Only ever asked of records the broker
+    /// knows are synced.
+    Read { id: ReadId, base_lsn: Lsn, offset: u64, len: u32 },
 }
+
+/// Names a `Read` and its completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadId(pub u64);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageDone {
@@ -38,4 +50,8 @@ pub enum StorageDone {
     /// A request failed. The broker halts: after a failed write or fsync the page cache cannot
     /// be trusted, and only recovery from disk can.
     Failed(StorageFailure),
+    /// A `Read` was carried out: the bytes read (fewer than asked when the file ends sooner),
+    /// or the operating system's error. Unlike `Failed`, the worker goes on: whether a failed
+    /// read matters (its message may be gone by now) is for the broker to judge.
+    Read { id: ReadId, result: Result<Bytes, OsError> },
 }

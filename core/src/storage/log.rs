@@ -12,7 +12,7 @@ use super::format::{append_record, segment_header_for};
 use super::io::{StorageDone, StorageRequest};
 use super::manifest::Manifest;
 use super::records::{Counters, Record};
-use super::seal::{EncryptionConfig, KeyId, Keyring, Sealer, SEAL_KIND};
+use super::seal::{EncryptionConfig, KeyId, Keyring, Sealer, MARKER_BODY_LEN, SEAL_KIND};
 use crate::ids::Lsn;
 
 /// Storage settings an operator may tune.
@@ -28,6 +28,10 @@ pub struct StorageConfig {
     /// that a newest segment cut inside records synced more than this long ago is noticed at
     /// the next start. 0: only when segments are created or deleted, and at a graceful stop.
     pub manifest_interval_ms: u32,
+    /// Payloads of queued messages held in memory, at most (docs/STORAGE.md §17): beyond it,
+    /// payloads of ready messages far from the head leave memory once their record is synced,
+    /// and are read back from the log when delivery reaches them.
+    pub payload_cache_bytes: u64,
     /// Encryption at rest: the key files (docs/STORAGE.md §16).
     pub encryption: EncryptionConfig,
 }
@@ -38,6 +42,7 @@ impl Default for StorageConfig {
             segment_bytes_max: 64 * 1024 * 1024,
             compact_live_percent: 25,
             manifest_interval_ms: 1_000,
+            payload_cache_bytes: 256 * 1024 * 1024,
             encryption: EncryptionConfig::default(),
         }
     }
@@ -57,6 +62,9 @@ pub struct SegmentState {
     pub delete_after_lsn: Option<Lsn>,
     /// The key its records are sealed with; `None`: written in clear.
     pub key_id: Option<KeyId>,
+    /// A sealed segment's seal markers (position, body), oldest first: reading one record
+    /// back needs the salt of the marker before it.
+    pub seal_markers: Vec<(Lsn, [u8; MARKER_BODY_LEN])>,
 }
 
 /// Progress the broker reacts to.
@@ -87,6 +95,8 @@ pub struct Log {
     sealer: Option<Sealer>,
     /// Seal markers (salts) made since this log was created or resumed.
     salts_made: u64,
+    /// Where the last record appended starts.
+    last_append_lsn: Lsn,
 }
 
 impl Log {
@@ -138,6 +148,7 @@ impl Log {
             keyring,
             sealer: None,
             salts_made: 0,
+            last_append_lsn: end_lsn,
         }
     }
 
@@ -174,8 +185,11 @@ impl Log {
             .unwrap_or_else(|| panic!("key id {key_id} is in the keyring (recovery checked)"));
         self.salts_made += 1;
         let lsn = self.end_lsn;
-        let len = append_record(&mut self.pending, SEAL_KIND, &sealer.marker_body(lsn));
+        let marker = sealer.marker_body(lsn);
+        let len = append_record(&mut self.pending, SEAL_KIND, &marker);
         self.advance_end(len as u64);
+        let segment = self.segments.get_mut(&self.active_base).expect("active segment");
+        segment.seal_markers.push((lsn, marker));
         self.sealer = Some(sealer);
     }
 
@@ -195,6 +209,11 @@ impl Log {
 
     pub fn active_base(&self) -> Lsn {
         self.active_base
+    }
+
+    /// Where the record appended last starts.
+    pub fn last_append_lsn(&self) -> Lsn {
+        self.last_append_lsn
     }
 
     pub fn segments(&self) -> &BTreeMap<Lsn, SegmentState> {
@@ -229,6 +248,7 @@ impl Log {
 
     /// Encodes a record at the end of the log; returns the position just past it.
     pub fn append<P: AsRef<[u8]>>(&mut self, record: &Record<P>) -> Lsn {
+        self.last_append_lsn = self.end_lsn;
         let pending_before = self.pending.len();
         let len = match &self.sealer {
             Some(sealer) => record.encode_sealed(&mut self.pending, self.end_lsn, sealer),
@@ -477,6 +497,7 @@ impl Log {
                 Ok(Progress::Synced(through))
             }
             StorageDone::Failed(failure) => Err(failure),
+            StorageDone::Read { .. } => unreachable!("the broker takes read completions itself"),
         }
     }
 

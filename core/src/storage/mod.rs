@@ -4,6 +4,7 @@ pub mod gate;
 pub mod io;
 pub mod log;
 pub mod manifest;
+pub mod read;
 pub mod records;
 pub mod recovery;
 pub mod seal;

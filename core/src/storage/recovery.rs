@@ -9,17 +9,20 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 use chute_protocol::{AttemptRecord, Durability, QueueOptions, Range, ATTEMPT_HISTORY_MAX};
 
+use super::format::RECORD_HEADER_LEN;
 use super::format::{parse_segment_file_name, scan_segment, RawRecord, ScanError, SegmentScan};
 use super::log::SegmentState;
 use super::manifest::{
     check_log_against, LogCutShort, Manifest, ManifestError, MANIFEST_FILE_NAME,
 };
+use super::read::RecordAt;
 use super::records::{
     Counters, DeadLettered, Failed, Published, QueueRef, Record, RecordDecodeError, Redriven, Seqs,
     StoredDead, StoredMessage,
 };
-use super::seal::{Keyring, SealError, Sealer, SEAL_KIND};
+use super::seal::{Keyring, SealError, Sealer, SEAL_KIND, TAG_LEN};
 use crate::ids::Lsn;
+use crate::queue::Payload;
 
 /// One segment file as the driver read it, whole.
 #[derive(Clone, Debug)]
@@ -51,7 +54,10 @@ pub struct RecoveredMessage {
     pub attempts: u32,
     pub priority: u8,
     pub expires_unix_ms: Option<u64>,
-    pub payload: Bytes,
+    /// Copied out of the segment while the payload cache has room; only on disk beyond it.
+    pub payload: Payload,
+    /// Where its record is in `segment`, to read the payload back.
+    pub record: RecordAt,
     pub rare: Option<Box<RareParts>>,
 }
 
@@ -68,7 +74,12 @@ pub struct RareParts {
 }
 
 impl RecoveredMessage {
-    fn new(segment: Lsn, stored: StoredMessage) -> RecoveredMessage {
+    fn new(
+        segment: Lsn,
+        record: RecordAt,
+        payload: Payload,
+        stored: StoredMessage,
+    ) -> RecoveredMessage {
         let rare = RareParts {
             not_before_unix_ms: stored.not_before_unix_ms,
             id: stored.id,
@@ -85,7 +96,8 @@ impl RecoveredMessage {
             attempts: stored.attempts,
             priority: stored.priority,
             expires_unix_ms: stored.expires_unix_ms,
-            payload: stored.payload,
+            payload,
+            record,
             rare: (rare != RareParts::default()).then(|| Box::new(rare)),
         }
     }
@@ -219,6 +231,11 @@ pub struct LogReplay {
     /// The newest segment was handed over; no other may follow it.
     newest_seen: bool,
     arena: PayloadArena,
+    /// Payloads of live messages are copied out while they take at most this many bytes
+    /// (`storage.payload_cache_bytes`); beyond it they stay on disk only, read back when
+    /// delivered. Messages settled later in the log give their bytes back.
+    payload_cache_bytes: u64,
+    held_bytes: u64,
 }
 
 /// The bytes of a payload arena's chunk.
@@ -243,6 +260,36 @@ struct PayloadArena {
     chunk: BytesMut,
 }
 
+/// Where replay keeps payloads: the arena while the payload cache has room.
+struct Cache<'a> {
+    arena: &'a mut PayloadArena,
+    bytes_max: u64,
+    held_bytes: &'a mut u64,
+}
+
+impl Cache<'_> {
+    /// The payload of the record `at`, copied out while the cache has room (and the record's
+    /// place is known, so it could be read back); only on disk beyond.
+    fn keep(&mut self, payload: &Bytes, at: RecordAt) -> Payload {
+        let len = payload.len() as u64;
+        let room = self.held_bytes.saturating_add(len) <= self.bytes_max;
+        match u32::try_from(len) {
+            Ok(len) if !room && at.is_known() && len > 0 => Payload::OnDisk { len },
+            _ => {
+                *self.held_bytes += len;
+                Payload::Held(self.arena.copy(payload))
+            }
+        }
+    }
+
+    /// A live message was settled: its payload's room is free again.
+    fn release(&mut self, payload: &Payload) {
+        if payload.is_held() {
+            *self.held_bytes = self.held_bytes.saturating_sub(payload.len());
+        }
+    }
+}
+
 impl PayloadArena {
     fn copy(&mut self, bytes: &[u8]) -> Bytes {
         if bytes.is_empty() {
@@ -260,8 +307,15 @@ impl PayloadArena {
 }
 
 impl LogReplay {
+    /// A replay that copies every live payload out of the segments.
     pub fn new() -> LogReplay {
-        LogReplay::default()
+        LogReplay::with_payload_cache(u64::MAX)
+    }
+
+    /// A replay that copies live payloads out while they take at most `payload_cache_bytes`,
+    /// oldest first (the ones delivered first); the others stay on disk.
+    pub fn with_payload_cache(payload_cache_bytes: u64) -> LogReplay {
+        LogReplay { payload_cache_bytes, ..LogReplay::default() }
     }
 
     /// Scans, checks and applies the next segment file. `newest` says it is the last one of the
@@ -319,13 +373,28 @@ impl LogReplay {
         }
         self.expected_lsn = Some(end_lsn);
         let records = open_records(&file.name, &scan, keyring)?;
+        // A sealed record's body on disk is its plain body and the tag.
+        let tag_len = if scan.key_id.is_some() { TAG_LEN as u64 } else { 0 };
+        let mut cache = Cache {
+            arena: &mut self.arena,
+            bytes_max: self.payload_cache_bytes,
+            held_bytes: &mut self.held_bytes,
+        };
         for raw in &records {
             let record = Record::decode(raw.kind, &raw.body).map_err(|source| {
                 RecoveryError::Record { file: file.name.clone(), lsn: raw.lsn, source }
             })?;
-            state.apply(scan.base_lsn, record, &mut self.arena);
+            let len = RECORD_HEADER_LEN as u64 + raw.body.len() as u64 + tag_len;
+            let at = RecordAt::new(scan.base_lsn, raw.lsn, raw.lsn.plus(len));
+            state.apply(scan.base_lsn, at, record, &mut cache);
             state.records += 1;
         }
+        let seal_markers = scan
+            .records
+            .iter()
+            .filter(|raw| raw.kind == SEAL_KIND)
+            .filter_map(|raw| Some((raw.lsn, raw.body[..].try_into().ok()?)))
+            .collect();
         // Seal markers are records of the log too, though they change no state.
         state.records += (scan.records.len() - records.len()) as u64;
         assert!(scan.base_lsn <= end_lsn, "a segment ends before it starts");
@@ -333,6 +402,7 @@ impl LogReplay {
             end_lsn,
             checkpoint_end_lsn: scan.base_lsn,
             key_id: scan.key_id,
+            seal_markers,
             ..SegmentState::default()
         };
         state.segments.insert(scan.base_lsn, segment);
@@ -405,7 +475,7 @@ fn open_records(
 }
 
 /// The associated data of a sealed record: its `len` and `kind` bytes, as on disk.
-fn record_aad(raw: &RawRecord) -> [u8; 5] {
+pub(super) fn record_aad(raw: &RawRecord) -> [u8; 5] {
     // The scan bounded the body by RECORD_LEN_MAX, so `len` fits.
     let len = 1 + raw.body.len() as u32;
     let mut aad = [0u8; 5];
@@ -415,7 +485,7 @@ fn record_aad(raw: &RawRecord) -> [u8; 5] {
 }
 
 impl RecoveredLog {
-    fn apply(&mut self, segment: Lsn, record: Record, arena: &mut PayloadArena) {
+    fn apply(&mut self, segment: Lsn, at: RecordAt, record: Record, cache: &mut Cache<'_>) {
         match record {
             Record::Counters(counters) => {
                 self.counters.next_queue_id =
@@ -440,7 +510,7 @@ impl RecoveredLog {
                 self.bindings.retain(|(_, q), _| *q != queue);
             }
             Record::Published(Published { queue, message }) => {
-                self.apply_published(segment, queue, message, arena)
+                self.apply_published(segment, at, queue, message, cache)
             }
             Record::Delivered(Seqs { queue, seqs }) => {
                 self.for_each_live(queue, &seqs, |messages, seq| {
@@ -457,7 +527,9 @@ impl RecoveredLog {
             }
             Record::Acked(Seqs { queue, seqs }) | Record::Purged(Seqs { queue, seqs }) => {
                 self.for_each_live(queue, &seqs, |messages, seq| {
-                    messages.remove(&seq);
+                    if let Some(gone) = messages.remove(&seq) {
+                        cache.release(&gone.payload);
+                    }
                 });
             }
             Record::Failed(failed) => self.apply_failed(failed),
@@ -485,9 +557,10 @@ impl RecoveredLog {
     fn apply_published(
         &mut self,
         segment: Lsn,
+        at: RecordAt,
         queue: u64,
         mut message: StoredMessage,
-        arena: &mut PayloadArena,
+        cache: &mut Cache<'_>,
     ) {
         self.counters.next_message_seq =
             self.counters.next_message_seq.max(message.seq.saturating_add(1));
@@ -495,16 +568,20 @@ impl RecoveredLog {
         // The record's payload and header values are slices of the segment's buffer, and a
         // slice keeps the whole buffer alive: copied out, so that recovery holds one segment's
         // bytes at a time.
-        message.payload = arena.copy(&message.payload);
+        let payload = cache.keep(&message.payload, at);
+        message.payload = Bytes::new();
         for header in &mut message.headers {
-            header.value = arena.copy(&header.value);
+            header.value = cache.arena.copy(&header.value);
         }
         if let (Some(id), Some(window_ms)) = (&message.id, queue.options.dedup_window_ms) {
             let expires = queue.dedup.entry(id.clone()).or_insert(0);
             *expires = (*expires).max(message.published_unix_ms.saturating_add(window_ms));
         }
         // A later copy (moved forward by compaction) replaces the earlier one.
-        queue.messages.insert(message.seq, RecoveredMessage::new(segment, message));
+        let recovered = RecoveredMessage::new(segment, at, payload, message);
+        if let Some(earlier) = queue.messages.insert(recovered.seq, recovered) {
+            cache.release(&earlier.payload);
+        }
     }
 
     fn apply_failed(&mut self, failed: Failed) {
@@ -595,7 +672,7 @@ impl RecoveredLog {
                     .get_mut(&message.segment)
                     .expect("a live message's segment was kept");
                 state.live_messages += 1;
-                state.live_bytes += message.payload.len() as u64;
+                state.live_bytes += message.payload.len();
             }
         }
     }

@@ -36,6 +36,8 @@ pub struct Net {
     /// Storage completions not yet reported, when `auto_storage` is off.
     pub storage_queue: Vec<StorageRequest>,
     pub auto_storage: bool,
+    /// Reads of evicted payloads the broker asked for.
+    pub reads: usize,
     next_conn: u64,
 }
 
@@ -73,6 +75,7 @@ impl Net {
             disk,
             storage_queue: Vec::new(),
             auto_storage: true,
+            reads: 0,
             next_conn: 1,
         };
         net.pump();
@@ -148,6 +151,9 @@ impl Net {
         let mut moved = false;
         while let Some(output) = self.broker.poll_output() {
             moved = true;
+            if let Output::Storage(StorageRequest::Read { .. }) = output {
+                self.reads += 1;
+            }
             match output {
                 Output::Send { conn, bytes } => self.deliver_to_client(conn, bytes),
                 Output::Close { conn } => {

@@ -1,0 +1,201 @@
+//! The payload cache (docs/STORAGE.md §17): payloads of ready messages leave memory once their
+//! record is synced and the payloads held exceed `storage.payload_cache_bytes`, and come back
+//! through `Read` requests when dispatch reaches them with a consumer that has credit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::ErrorKind;
+
+use bytes::Bytes;
+use chute_protocol::Durability;
+
+use super::Broker;
+use crate::ids::{Lsn, QueueId};
+use crate::io::Output;
+use crate::queue::{Message, Wanted};
+use crate::storage::failure::{OsError, StorageFailure};
+use crate::storage::io::{ReadId, StorageRequest};
+use crate::storage::read::{payload_in, SegmentKeys};
+
+/// A read covers consecutive records of one segment spanning at most this many bytes: large
+/// enough that a cold backlog of small messages is read in few requests, small enough that
+/// what waits for delivery stays modest.
+pub(super) const READ_SPAN_BYTES_MAX: u64 = 1024 * 1024;
+/// Reads one queue may have in flight: one being delivered from while the next one comes.
+pub(super) const READS_PER_QUEUE_MAX: u32 = 2;
+/// Reads the broker may have in flight, all queues together.
+pub(super) const READS_IN_FLIGHT_MAX: usize = 64;
+
+/// The reads in flight.
+#[derive(Debug, Default)]
+pub(super) struct PayloadReads {
+    next_id: u64,
+    in_flight: BTreeMap<ReadId, PendingRead>,
+    /// Queues that wanted a read while `READS_IN_FLIGHT_MAX` were in flight: dispatched again
+    /// when one completes.
+    waiting: BTreeSet<QueueId>,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    queue: QueueId,
+    base_lsn: Lsn,
+    offset: u64,
+    /// (seq, record, payload length) of each message it brings.
+    wanted: Vec<Wanted>,
+}
+
+impl Broker {
+    /// Payload bytes held in memory, every queue's, in flight included (what the payload
+    /// cache bounds, beside the payloads read back and not yet delivered).
+    pub fn held_payload_bytes(&self) -> u64 {
+        self.queues.values().map(|q| q.held_payload_bytes()).sum()
+    }
+
+    /// Reads of evicted payloads in flight.
+    pub fn reads_in_flight(&self) -> usize {
+        self.reads.in_flight.len()
+    }
+
+    /// After a sync: while the payloads held exceed the cache, evict those furthest from
+    /// delivery whose records are now durable. Cheap when under the cap: one sum over queues.
+    pub(super) fn evict_payloads(&mut self) {
+        let cache_bytes = self.config.storage.payload_cache_bytes;
+        let held = self.held_payload_bytes();
+        let Some(mut excess) = held.checked_sub(cache_bytes).filter(|e| *e > 0) else { return };
+        let synced = self.log.synced_lsn();
+        for queue in self.queues.values_mut() {
+            if queue.options.durability == Durability::None {
+                continue;
+            }
+            let freed = queue.evict_payloads(excess, |m| is_evictable(m, synced));
+            excess = excess.saturating_sub(freed);
+            if excess == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Asks for the next payloads of the queue's line that are on disk, as far as its reads
+    /// and the broker's allow.
+    pub(super) fn read_payloads(&mut self, queue_id: QueueId) {
+        loop {
+            let Some(queue) = self.queues.get(&queue_id) else { return };
+            if queue.fetches.reads_in_flight >= READS_PER_QUEUE_MAX {
+                return;
+            }
+            if self.reads.in_flight.len() >= READS_IN_FLIGHT_MAX {
+                self.reads.waiting.insert(queue_id);
+                return;
+            }
+            let Some((segment, wanted)) = queue.next_read(READ_SPAN_BYTES_MAX) else { return };
+            let base_lsn = segment.get().expect("an evicted payload's record is logged");
+            let first = wanted.first().expect("a read brings a payload").1;
+            let last = wanted.last().expect("a read brings a payload").1;
+            let offset = u64::from(first.offset);
+            let len = u32::try_from(last.end() - offset).expect("a read spans a few MiB at most");
+            let id = ReadId(self.reads.next_id);
+            self.reads.next_id += 1;
+            let queue = self.queues.get_mut(&queue_id).expect("looked up above");
+            queue.fetches.reads_in_flight += 1;
+            for (seq, _, _) in &wanted {
+                queue.fetches.request(*seq);
+            }
+            let read = PendingRead { queue: queue_id, base_lsn, offset, wanted };
+            self.reads.in_flight.insert(id, read);
+            let request = StorageRequest::Read { id, base_lsn, offset, len };
+            self.outputs.push_back(Output::Storage(request));
+        }
+    }
+
+    /// A read completed: its payloads wait for delivery. A read that failed, came back short
+    /// or holds anything but the records asked for halts the broker (the records were synced:
+    /// this is lost data), unless every message it was for left meanwhile.
+    pub(super) fn handle_read(&mut self, id: ReadId, result: Result<Bytes, OsError>) {
+        let Some(read) = self.reads.in_flight.remove(&id) else { return };
+        self.dirty_queues.extend(std::mem::take(&mut self.reads.waiting));
+        let Some(queue) = self.queues.get_mut(&read.queue) else { return };
+        queue.fetches.reads_in_flight -= 1;
+        let wanted: Vec<Wanted> = read
+            .wanted
+            .iter()
+            .copied()
+            .filter(|(seq, _, _)| queue.fetches.is_requested(*seq))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let failed = |offset: u64, error: OsError| StorageFailure::Read {
+            base_lsn: read.base_lsn,
+            offset,
+            error,
+        };
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(error) => return self.halt(failed(read.offset, error)),
+        };
+        match self.parse_read(&read, &bytes, &wanted) {
+            Ok(payloads) => {
+                let queue = self.queues.get_mut(&read.queue).expect("looked up above");
+                for (seq, payload) in payloads {
+                    queue.fetches.arrive(seq, payload);
+                }
+                self.dirty_queues.insert(read.queue);
+            }
+            Err((offset, reason)) => {
+                self.halt(failed(offset, OsError::new(ErrorKind::InvalidData, reason)))
+            }
+        }
+    }
+
+    /// The payloads of `wanted` in a read's bytes, or the offset of the first record that is
+    /// not what was asked for and why.
+    fn parse_read(
+        &self,
+        read: &PendingRead,
+        bytes: &Bytes,
+        wanted: &[Wanted],
+    ) -> Result<Vec<(u64, Bytes)>, (u64, String)> {
+        let Some(segment) = self.log.segments().get(&read.base_lsn) else {
+            return Err((read.offset, "the segment is no longer in the log".into()));
+        };
+        let keys = SegmentKeys {
+            key_id: segment.key_id,
+            markers: &segment.seal_markers,
+            keyring: &self.config.keyring,
+        };
+        let mut payloads = Vec::with_capacity(wanted.len());
+        for &(seq, at, len) in wanted {
+            let payload = payload_in(bytes, read.offset, read.base_lsn, seq, at, keys)
+                .map_err(|reason| (u64::from(at.offset), reason))?;
+            if payload.len() as u64 != len {
+                let reason =
+                    format!("message {seq}'s payload is {} bytes, not {len}", payload.len());
+                return Err((u64::from(at.offset), reason));
+            }
+            payloads.push((seq, payload));
+        }
+        // MUTANT read-fills-wrong-message: each payload of a read but the first is filled with
+        // the bytes of the record before it, cut or padded to its own length.
+        #[cfg(feature = "mutants")]
+        if crate::mutants::active(crate::mutants::Mutant::ReadFillsWrongMessage) {
+            let originals: Vec<Bytes> = payloads.iter().map(|(_, p)| p.clone()).collect();
+            for (index, (_, payload)) in payloads.iter_mut().enumerate().skip(1) {
+                let mut wrong = originals[index - 1].to_vec();
+                wrong.resize(payload.len(), 0);
+                *payload = Bytes::from(wrong);
+            }
+        }
+        Ok(payloads)
+    }
+}
+
+/// Whether a held payload may leave memory: its record is synced (so it can be read back after
+/// any crash), known, not empty, and it is not a dead letter (those are inspected, and an
+/// inspection answers at once).
+fn is_evictable(message: &Message, synced: Lsn) -> bool {
+    let Some(base) = message.segment.get() else { return false };
+    message.record.is_known()
+        && message.payload_len() > 0
+        && message.dead().is_none()
+        && message.record.end_lsn(base) <= synced
+}

@@ -1,0 +1,273 @@
+//! The payload cache (docs/STORAGE.md §17): payloads of queued messages beyond
+//! `storage.payload_cache_bytes` leave memory once durable and are read back, in order, when a
+//! consumer with credit reaches them; a failed or corrupt read halts the broker.
+
+mod support;
+
+use bytes::Bytes;
+use chute_core::client::Response;
+use chute_core::storage::failure::OsError;
+use chute_core::storage::io::{ReadId, StorageDone, StorageRequest};
+use chute_core::{BrokerConfig, ConnId, Input};
+use chute_protocol::QueueOptions;
+use support::{payload, small_segments, Net};
+
+/// 100-byte payloads that say which message they are.
+fn payloads(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{i:>6}{}", "x".repeat(94))).collect()
+}
+
+fn tiny_cache(cache_bytes: u64) -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.storage.payload_cache_bytes = cache_bytes;
+    config
+}
+
+/// A net with queue `jobs` holding `count` published (and confirmed) messages.
+fn with_backlog(config: BrokerConfig, count: usize) -> (Net, ConnId, Vec<String>) {
+    let mut net = Net::with_config(config);
+    let conn = net.connect();
+    let declared = net.declare(conn, "jobs", QueueOptions::default());
+    assert!(matches!(declared, Response::Declared(_)));
+    let sent = payloads(count);
+    let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+    net.publish(conn, "jobs", &refs);
+    assert_eq!(net.confirmed(conn).len(), count);
+    (net, conn, sent)
+}
+
+fn reads_asked(net: &Net) -> usize {
+    net.reads
+}
+
+/// Consumes everything on `conn` with `credit` at a time, acking as it goes.
+fn consume_all(net: &mut Net, conn: ConnId, credit: u32) -> Vec<String> {
+    let subscription = net.subscribe(conn, "jobs", credit);
+    let mut got = Vec::new();
+    loop {
+        let deliveries = net.deliveries(conn);
+        if deliveries.is_empty() {
+            return got;
+        }
+        let count = deliveries.len() as u32;
+        for delivery in deliveries {
+            got.push(payload(&delivery).to_string());
+            net.client(conn).ack(delivery.tag).unwrap();
+        }
+        net.client(conn).grant_credit(subscription, count).unwrap();
+        net.pump();
+    }
+}
+
+/// Beyond the cache, payloads leave memory once synced (the head of the line stays); a
+/// consumer then gets every message, complete and in order, through reads.
+#[test]
+fn a_backlog_beyond_the_cache_is_read_back_in_order() {
+    let (mut net, conn, sent) = with_backlog(tiny_cache(1_000), 200);
+    let held = net.broker.held_payload_bytes();
+    assert!(held <= 1_000, "{held} payload bytes held over a 1000-byte cache");
+    assert_eq!(reads_asked(&net), 0, "no consumer, no reads");
+    let got = consume_all(&mut net, conn, 7);
+    assert_eq!(got, sent);
+    assert!(reads_asked(&net) > 0, "the backlog came back through reads");
+    assert!(reads_asked(&net) < 200 / 2, "reads batch consecutive records");
+    assert_eq!(net.broker.held_payload_bytes(), 0);
+}
+
+/// Messages consumed while still cached never cause a read: the hot path is unchanged.
+#[test]
+fn messages_consumed_while_cached_cause_no_read() {
+    let (mut net, conn, sent) = with_backlog(BrokerConfig::default(), 200);
+    assert_eq!(net.broker.held_payload_bytes(), 200 * 100);
+    assert_eq!(consume_all(&mut net, conn, 7), sent);
+    assert_eq!(reads_asked(&net), 0);
+}
+
+/// A consumer without credit causes no read, however cold the backlog.
+#[test]
+fn no_credit_no_reads() {
+    let (mut net, conn, _) = with_backlog(tiny_cache(0), 50);
+    let other = net.connect();
+    net.subscribe(other, "jobs", 1);
+    net.client(other).withhold_credit();
+    let first = net.deliveries(other);
+    assert_eq!(first.len(), 1, "the head kept its payload");
+    assert_eq!(reads_asked(&net), 0, "one credit, spent on the head: nothing to read for");
+    let _ = conn;
+}
+
+/// Payloads past 4 segments of a small-segment log come back too: segments holding evicted
+/// messages are not deleted under them, and compaction waits for them.
+#[test]
+fn evicted_messages_keep_their_segments() {
+    let (mut net, conn, sent) = with_backlog(small_segments(tiny_cache(2_000)), 3_000);
+    assert!(net.disk.files().len() > 2, "the backlog spans several segments");
+    assert_eq!(consume_all(&mut net, conn, 50), sent);
+    assert!(net.broker.halted().is_none());
+}
+
+/// After a crash, recovery copies payloads while the cache has room; the rest start on disk
+/// and are read back when delivered.
+#[test]
+fn recovery_leaves_payloads_beyond_the_cache_on_disk() {
+    let (net, _, sent) = with_backlog(tiny_cache(1_000), 200);
+    let image = net.disk.after_process_crash();
+    let (mut net, report) = Net::recovered(tiny_cache(1_000), &image);
+    assert_eq!(report.messages, 200);
+    let held = net.broker.held_payload_bytes();
+    assert!(held <= 1_000, "{held} payload bytes held after recovery");
+    let conn = net.connect();
+    assert_eq!(consume_all(&mut net, conn, 10), sent);
+    assert!(reads_asked(&net) > 0);
+}
+
+/// Holds the reads the broker asks for, and hands them back as `done` makes them.
+fn held_reads(net: &mut Net) -> Vec<StorageRequest> {
+    let reads: Vec<StorageRequest> = net
+        .storage_queue
+        .iter()
+        .filter(|r| matches!(r, StorageRequest::Read { .. }))
+        .cloned()
+        .collect();
+    net.storage_queue.retain(|r| !matches!(r, StorageRequest::Read { .. }));
+    reads
+}
+
+fn complete(net: &mut Net, read: &StorageRequest, result: Result<Bytes, OsError>) {
+    let StorageRequest::Read { id, .. } = read else { panic!("not a read") };
+    let done = StorageDone::Read { id: ReadId(id.0), result };
+    net.broker.handle_input(net.now, Input::Storage(done));
+    net.pump();
+}
+
+fn eio() -> OsError {
+    OsError::from(&std::io::Error::from_raw_os_error(5))
+}
+
+/// A backlog on disk, a consumer with credit, and the reads it caused held back.
+fn reading(cache_bytes: u64) -> (Net, ConnId, Vec<StorageRequest>) {
+    let (mut net, conn, _) = with_backlog(tiny_cache(cache_bytes), 100);
+    net.auto_storage = false;
+    net.subscribe(conn, "jobs", 100);
+    let reads = held_reads(&mut net);
+    assert!(!reads.is_empty(), "the consumer's credit asked for reads");
+    (net, conn, reads)
+}
+
+/// A read that fails halts the broker (the record was confirmed: this is lost data), with a
+/// message naming the segment and the offset.
+#[test]
+fn a_failed_read_halts_naming_segment_and_offset() {
+    let (mut net, conn, reads) = reading(0);
+    complete(&mut net, &reads[0], Err(eio()));
+    let failure = net.broker.halted().expect("halted").to_string();
+    assert!(failure.contains("read of 00000000000000000000.log at offset"), "{failure}");
+    assert!(net.closed_event(conn).is_some());
+}
+
+/// A record that comes back damaged (a flipped bit: the checksum does not match) or short
+/// halts the broker as well.
+#[test]
+fn a_corrupt_or_short_read_halts() {
+    for damage in [true, false] {
+        let (mut net, _, reads) = reading(0);
+        let StorageRequest::Read { base_lsn, offset, len, .. } = reads[0] else { unreachable!() };
+        let mut bytes = net.disk.read(base_lsn, offset, len).unwrap().to_vec();
+        if damage {
+            bytes[20] ^= 1;
+        } else {
+            bytes.truncate(bytes.len() - 1);
+        }
+        complete(&mut net, &reads[0], Ok(Bytes::from(bytes)));
+        let failure = net.broker.halted().expect("halted").to_string();
+        let expected = if damage { "checksum mismatch" } else { "runs past the end" };
+        assert!(failure.contains(expected), "{failure}");
+    }
+}
+
+/// A read whose messages all left meanwhile (purged) is stale: even its failure is ignored.
+#[test]
+fn a_stale_read_is_ignored() {
+    let (mut net, conn, reads) = reading(0);
+    net.client(conn).purge_queue("jobs").unwrap();
+    net.pump();
+    net.run_storage();
+    for read in &reads {
+        complete(&mut net, read, Err(eio()));
+    }
+    assert!(net.broker.halted().is_none());
+}
+
+/// Payloads come back complete from a sealed log too (encryption at rest), after a restart.
+#[test]
+fn sealed_records_are_read_back() {
+    let keyring = chute_core::storage::seal::Keyring::new([(1, [7u8; 32])], [3; 16]).unwrap();
+    let config = BrokerConfig { keyring, ..tiny_cache(500) };
+    let (mut net, conn, sent) = with_backlog(config.clone(), 100);
+    assert_eq!(consume_all(&mut net, conn, 9)[..], sent[..]);
+    let (net, _, sent) = with_backlog(config.clone(), 100);
+    let image = net.disk.after_process_crash();
+    let (mut net, _) = Net::recovered(config, &image);
+    let conn = net.connect();
+    assert_eq!(consume_all(&mut net, conn, 9), sent);
+}
+
+/// Messages that expire while their payloads are on disk reach the dead-letter queue without
+/// them: consuming the dead letters reads them back, complete and in order, while an
+/// inspection of one answers at once that its payload is only on disk.
+#[test]
+fn dead_letters_with_payloads_on_disk_are_read_back() {
+    let mut net = Net::with_config(tiny_cache(0));
+    let conn = net.connect();
+    assert!(matches!(net.declare(conn, "dlq", QueueOptions::default()), Response::Declared(_)));
+    let options =
+        QueueOptions { ttl_ms: Some(1_000), dead_letter: Some("dlq".into()), ..Default::default() };
+    assert!(matches!(net.declare(conn, "jobs", options), Response::Declared(_)));
+    let sent = payloads(20);
+    let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+    net.publish(conn, "jobs", &refs);
+    assert!(net.broker.held_payload_bytes() <= 100, "all but the head left memory");
+    net.advance(2_000);
+    assert_eq!(net.broker.queue_depth("dlq"), Some(20));
+    let request = net.client(conn).dlq_list("dlq", None, 100).unwrap();
+    let Response::DlqList(list) = net.response(conn, request) else { panic!("dlq list") };
+    let request = net.client(conn).dlq_inspect("dlq", list.entries[5].dead_id).unwrap();
+    let Response::Failed(error) = net.response(conn, request) else { panic!("inspected") };
+    assert!(error.message.contains("only on disk"), "{}", error.message);
+    let subscription = net.subscribe(conn, "dlq", 5);
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let deliveries = net.deliveries(conn);
+        assert!(!deliveries.is_empty(), "the dead letters stopped at {}", got.len());
+        for delivery in &deliveries {
+            got.push(payload(delivery).to_string());
+            net.client(conn).ack(delivery.tag).unwrap();
+        }
+        net.client(conn).grant_credit(subscription, deliveries.len() as u32).unwrap();
+    }
+    assert_eq!(got, sent);
+    assert!(net.reads > 0);
+}
+
+/// Priorities hold with payloads on disk: the higher level is delivered first, each level in
+/// publish order, every payload whole.
+#[test]
+fn priority_order_holds_with_payloads_on_disk() {
+    let mut net = Net::with_config(tiny_cache(0));
+    let conn = net.connect();
+    assert!(matches!(net.declare(conn, "jobs", QueueOptions::default()), Response::Declared(_)));
+    let sent = payloads(40);
+    let destination = chute_protocol::Destination::Queue("jobs".into());
+    for (i, text) in sent.iter().enumerate() {
+        let mut message = chute_protocol::PublishMessage::new(Bytes::from(text.clone()));
+        message.priority = if i % 2 == 0 { 5 } else { 0 };
+        net.client(conn).publish(&destination, false, message).unwrap();
+    }
+    net.pump();
+    assert_eq!(net.confirmed(conn).len(), 40);
+    assert!(net.broker.held_payload_bytes() <= 200, "only the heads of the two levels stay");
+    let high = sent.iter().step_by(2);
+    let expected: Vec<String> = high.chain(sent.iter().skip(1).step_by(2)).cloned().collect();
+    assert_eq!(consume_all(&mut net, conn, 3), expected);
+    assert!(net.reads > 0);
+}
