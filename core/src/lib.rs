@@ -79,8 +79,8 @@ pub mod test_util;
 pub mod time;
 
 pub use broker::{
-    Broker, BrokerStats, ConnectionInfo, ConnectionState, DeclareError, PublishError,
-    QueueAdminError, Recovery, RecoveryReport,
+    Broker, BrokerStats, ConnectionInfo, ConnectionState, DeclareError, PayloadCacheStats,
+    PublishError, QueueAdminError, Recovery, RecoveryReport,
 };
 pub use config::{BrokerConfig, BrokerLimits, ConfigError, TimeoutConfig};
 pub use ids::{ConnId, MessageSeq, QueueId};

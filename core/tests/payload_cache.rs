@@ -67,11 +67,17 @@ fn a_backlog_beyond_the_cache_is_read_back_in_order() {
     let held = net.broker.held_payload_bytes();
     assert!(held <= 1_000, "{held} payload bytes held over a 1000-byte cache");
     assert_eq!(reads_asked(&net), 0, "no consumer, no reads");
+    let evicted = net.broker.payload_cache_stats().evicted_bytes_total;
+    assert!(evicted >= 200 * 100 - 1_000, "{evicted} bytes evicted");
     let got = consume_all(&mut net, conn, 7);
     assert_eq!(got, sent);
     assert!(reads_asked(&net) > 0, "the backlog came back through reads");
     assert!(reads_asked(&net) < 200 / 2, "reads batch consecutive records");
     assert_eq!(net.broker.held_payload_bytes(), 0);
+    let stats = net.broker.stats().payload_cache;
+    assert_eq!(stats.reads_total, reads_asked(&net) as u64, "operators see every read");
+    assert!(stats.read_bytes_total >= evicted, "the reads spanned every evicted payload");
+    assert_eq!((stats.cache_bytes, stats.held_bytes, stats.reads_in_flight), (1_000, 0, 0));
 }
 
 /// Messages consumed while still cached never cause a read: the hot path is unchanged.

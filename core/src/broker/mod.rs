@@ -50,6 +50,7 @@ use crate::time::Instant;
 use connection::{ConnState, Connection, PauseReason};
 pub use errors::{DeclareError, Denied, OptionsError, PublishError, QueueAdminError, QueueLimit};
 pub use operator::{ConnectionInfo, ConnectionState};
+pub use payloads::PayloadCacheStats;
 pub use recover::{Recovery, RecoveryReport};
 pub use stats::{AuthCounters, BrokerStats, QueueHealth};
 use timers::{TimerKey, Timers};

@@ -33,6 +33,28 @@ pub(super) struct PayloadReads {
     /// Queues that wanted a read while `READS_IN_FLIGHT_MAX` were in flight: dispatched again
     /// when one completes.
     waiting: BTreeSet<QueueId>,
+    /// Reads asked for since the start, and the bytes they span.
+    reads_total: u64,
+    read_bytes_total: u64,
+    /// Payload bytes evicted since the start (a payload read back and evicted again counts
+    /// twice).
+    evicted_bytes_total: u64,
+}
+
+/// The payload cache, for operators (`chute_payload_*` metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadCacheStats {
+    /// `storage.payload_cache_bytes`.
+    pub cache_bytes: u64,
+    /// Payload bytes held in memory now, every queue's (read back and not yet delivered
+    /// included).
+    pub held_bytes: u64,
+    pub reads_in_flight: u64,
+    /// Reads asked for since the start, and the bytes they span.
+    pub reads_total: u64,
+    pub read_bytes_total: u64,
+    /// Payload bytes that left memory since the start.
+    pub evicted_bytes_total: u64,
 }
 
 #[derive(Debug)]
@@ -56,6 +78,17 @@ impl Broker {
         self.reads.in_flight.len()
     }
 
+    pub fn payload_cache_stats(&self) -> PayloadCacheStats {
+        PayloadCacheStats {
+            cache_bytes: self.config.storage.payload_cache_bytes,
+            held_bytes: self.held_payload_bytes(),
+            reads_in_flight: self.reads.in_flight.len() as u64,
+            reads_total: self.reads.reads_total,
+            read_bytes_total: self.reads.read_bytes_total,
+            evicted_bytes_total: self.reads.evicted_bytes_total,
+        }
+    }
+
     /// After a sync: while the payloads held exceed the cache, evict those furthest from
     /// delivery whose records are now durable. Cheap when under the cap: one sum over queues.
     pub(super) fn evict_payloads(&mut self) {
@@ -68,6 +101,7 @@ impl Broker {
                 continue;
             }
             let freed = queue.evict_payloads(excess, |m| is_evictable(m, synced));
+            self.reads.evicted_bytes_total += freed;
             excess = excess.saturating_sub(freed);
             if excess == 0 {
                 break;
@@ -100,6 +134,8 @@ impl Broker {
             for (seq, _, _) in &wanted {
                 queue.fetches.request(*seq);
             }
+            self.reads.reads_total += 1;
+            self.reads.read_bytes_total += u64::from(len);
             let read = PendingRead { queue: queue_id, base_lsn, offset, wanted };
             self.reads.in_flight.insert(id, read);
             let request = StorageRequest::Read { id, base_lsn, offset, len };

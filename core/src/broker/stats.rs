@@ -2,6 +2,7 @@
 
 use chute_protocol::{QueueCounters, QueueStats};
 
+use super::payloads::PayloadCacheStats;
 use super::Broker;
 use crate::alerts::{QueueSnapshot, Snapshot, SyncLatencyBuckets};
 use crate::ids::QueueId;
@@ -47,6 +48,7 @@ pub struct BrokerStats {
     pub alarm_disk: bool,
     /// Connections holding a publish for a resource alarm.
     pub connections_blocked: u64,
+    pub payload_cache: PayloadCacheStats,
 }
 
 /// A queue's health, beside its [`QueueStats`].
@@ -111,6 +113,7 @@ impl Broker {
             alarm_memory: self.alarm_raised(Resource::Memory),
             alarm_disk: self.alarm_raised(Resource::Disk),
             connections_blocked: self.blocked_connection_count(),
+            payload_cache: self.payload_cache_stats(),
         }
     }
 

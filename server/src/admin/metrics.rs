@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chute_core::BrokerStats;
+use chute_core::{BrokerStats, PayloadCacheStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -226,6 +226,41 @@ fn register_process(registry: &mut Registry, process: &ProcessStats) {
     }
 }
 
+/// The payload cache (docs/STORAGE.md §17): what it holds against its limit, and the reads
+/// that bring evicted payloads back.
+fn register_payload_cache(registry: &mut Registry, cache: &PayloadCacheStats) {
+    registry.register(
+        "chute_payload_cache_limit_bytes",
+        "storage.payload_cache_bytes: payload bytes of queued messages held in memory before the coldest leave it",
+        gauge(cache.cache_bytes),
+    );
+    registry.register(
+        "chute_payload_cache_held_bytes",
+        "Payload bytes of queued messages held in memory now (read back and not yet delivered included)",
+        gauge(cache.held_bytes),
+    );
+    registry.register(
+        "chute_payload_evicted_bytes",
+        "Payload bytes that left memory for the log, since the start",
+        ConstCounter::new(cache.evicted_bytes_total),
+    );
+    registry.register(
+        "chute_payload_reads",
+        "Reads of payloads from the log, since the start",
+        ConstCounter::new(cache.reads_total),
+    );
+    registry.register(
+        "chute_payload_read_bytes",
+        "Bytes those reads spanned",
+        ConstCounter::new(cache.read_bytes_total),
+    );
+    registry.register(
+        "chute_payload_reads_in_flight",
+        "Reads of payloads from the log not yet answered",
+        gauge(cache.reads_in_flight),
+    );
+}
+
 fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
     registry.register("chute_connections", "Open client connections", gauge(stats.connections));
     registry.register("chute_queues", "Queues", gauge(stats.queues.len() as u64));
@@ -258,6 +293,7 @@ fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
         "1 while the resource alarm is raised (publishes are held), else 0",
         alarms,
     );
+    register_payload_cache(registry, &stats.payload_cache);
     registry.register(
         "chute_connections_blocked",
         "Connections holding a publish for a resource alarm (not read until it clears)",
@@ -529,6 +565,12 @@ mod tests {
             ("chute_alarm_active{resource=\"memory\"}", 0.0),
             ("chute_alarm_active{resource=\"disk\"}", 1.0),
             ("chute_connections_blocked", 0.0),
+            ("chute_payload_cache_limit_bytes", 268_435_456.0),
+            ("chute_payload_cache_held_bytes", 0.0),
+            ("chute_payload_evicted_bytes_total", 0.0),
+            ("chute_payload_reads_total", 0.0),
+            ("chute_payload_read_bytes_total", 0.0),
+            ("chute_payload_reads_in_flight", 0.0),
             ("chute_messages_published_total", 0.0),
             ("chute_messages_delivered_total", 0.0),
             ("chute_messages_acked_total", 0.0),
