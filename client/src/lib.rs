@@ -19,7 +19,8 @@
 //! and an optional circuit breaker fails publishes fast while the server is down: see
 //! [`ConnectOptions`]. [`Connection::events`] reports each state change, and
 //! [`Connection::stats`] counts them. This is the core's sans-IO
-//! [`Session`](chute_core::client::Session) driven over async-io.
+//! [`Session`](chute_core::client::Session) driven over async-io's sockets and timers, or
+//! tokio's for a connection whose I/O runs on a tokio runtime.
 //!
 //! `chutes://host[:port]` speaks TLS (rustls, ring provider), trusting the CA named in
 //! [`ConnectOptions::tls`] ([`TlsOptions`]: `ca_file`, a client certificate for mutual TLS, a

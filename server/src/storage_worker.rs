@@ -139,7 +139,6 @@ pub struct StorageWorker {
     bytes_since_sync: u64,
     sync_bytes_avg: u64,
     /// Tests hold syncs back with it, to see what happens while one is in flight.
-    #[cfg(test)]
     sync_hold: Option<Arc<crate::syncer::SyncHold>>,
 }
 
@@ -156,7 +155,6 @@ impl StorageWorker {
             manifest: None,
             bytes_since_sync: 0,
             sync_bytes_avg: 0,
-            #[cfg(test)]
             sync_hold: None,
         }
     }
@@ -169,10 +167,7 @@ impl StorageWorker {
         report: impl FnMut(StorageDone) + Send + 'static,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let reporter = Reporter::new(report);
-        #[cfg(test)]
         let syncer = Syncer::spawn(self.metrics.clone(), reporter.clone(), self.sync_hold.clone())?;
-        #[cfg(not(test))]
-        let syncer = Syncer::spawn(self.metrics.clone(), reporter.clone())?;
         std::thread::Builder::new()
             .name("chute-storage".into())
             .spawn(move || self.run(requests, &reporter, &syncer))

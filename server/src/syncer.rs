@@ -83,11 +83,9 @@ impl Syncer {
     pub fn spawn(
         metrics: Arc<StorageMetrics>,
         reporter: Reporter,
-        #[cfg(test)] hold: Option<Arc<SyncHold>>,
+        hold: Option<Arc<SyncHold>>,
     ) -> std::io::Result<Syncer> {
         let (jobs, jobs_rx) = mpsc::channel();
-        #[cfg(not(test))]
-        let hold = None;
         let thread = std::thread::Builder::new()
             .name("chute-sync".into())
             .spawn(move || run(jobs_rx, &metrics, &reporter, hold))?;
@@ -121,14 +119,11 @@ impl Drop for Syncer {
 }
 
 /// Lets a test keep a sync in flight: the syncer says when it has one, then takes `gate`.
-#[cfg(test)]
+/// Always `None` outside tests.
 pub(crate) struct SyncHold {
     pub started: Mutex<mpsc::Sender<()>>,
     pub gate: Mutex<()>,
 }
-
-#[cfg(not(test))]
-enum SyncHold {}
 
 fn run(
     jobs: mpsc::Receiver<Job>,
@@ -154,15 +149,9 @@ fn run(
     }
 }
 
-#[cfg(test)]
 fn held(hold: &SyncHold) -> std::sync::MutexGuard<'_, ()> {
-    let _ = hold.started.lock().unwrap().send(());
-    hold.gate.lock().unwrap()
-}
-
-#[cfg(not(test))]
-fn held(hold: &SyncHold) {
-    match *hold {}
+    let _ = hold.started.lock().unwrap_or_else(|p| p.into_inner()).send(());
+    hold.gate.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn carry_out(job: SyncJob, metrics: &StorageMetrics) -> std::io::Result<()> {
