@@ -185,17 +185,16 @@ impl Connection {
     /// used, and a lost connection moves to the next (see [`ConnectOptions::reconnect`]).
     /// When every one fails the first time, this fails with the last reason.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection, Error> {
+        let target = Target::parse(url).map_err(Error::InvalidUrl)?;
         #[cfg(feature = "tokio")]
         if options.io == IoPlacement::Auto {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let target = Target::parse(url).map_err(Error::InvalidUrl)?;
                 let (inner, server, driver) = open(&target, options, Reactor::Tokio).await?;
                 // The task ends with the connection (its last handle dropped, or closed).
                 runtime.spawn(driver);
                 return Ok(Connection::new(inner, server));
             }
         }
-        let target = Target::parse(url).map_err(Error::InvalidUrl)?;
         let (ready_tx, ready_rx) = oneshot::channel();
         let addr = target.servers[0].authority();
         let name = format!("chute-client {addr}");

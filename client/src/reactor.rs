@@ -4,6 +4,7 @@
 //! the runtime's own threads, with no hop through async-io's thread per batch.
 
 use std::future::Future;
+#[cfg(feature = "tokio")]
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};

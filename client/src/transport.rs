@@ -38,20 +38,26 @@ impl Transport {
         match reactor {
             Reactor::AsyncIo => {
                 let socket = connect_tcp(url, timeout).await?;
-                if tls.is_none() {
-                    let socket = Arc::new(socket);
-                    return Ok(Transport::plain(Plain(socket.clone()), Plain(socket)));
+                match tls {
+                    Some(tls) => Transport::secured(url, tls, timeout, reactor, socket).await,
+                    None => {
+                        let socket = Arc::new(socket);
+                        Ok(Transport::plain(Plain(socket.clone()), Plain(socket)))
+                    }
                 }
-                Transport::secured(url, tls, timeout, reactor, socket).await
             }
             #[cfg(feature = "tokio")]
             Reactor::Tokio => {
                 let socket = connect_tokio(url, timeout).await?;
-                if tls.is_none() {
-                    let (reader, writer) = socket.into_split();
-                    return Ok(Transport::plain(TokioIo(reader), TokioIo(writer)));
+                match tls {
+                    Some(tls) => {
+                        Transport::secured(url, tls, timeout, reactor, TokioIo(socket)).await
+                    }
+                    None => {
+                        let (reader, writer) = socket.into_split();
+                        Ok(Transport::plain(TokioIo(reader), TokioIo(writer)))
+                    }
                 }
-                Transport::secured(url, tls, timeout, reactor, TokioIo(socket)).await
             }
         }
     }
@@ -66,7 +72,7 @@ impl Transport {
     /// Runs the TLS handshake over `socket` within `timeout`.
     async fn secured<S>(
         url: &ServerUrl,
-        tls: Option<&TlsClient>,
+        tls: &TlsClient,
         timeout: Duration,
         reactor: Reactor,
         socket: S,
@@ -74,7 +80,6 @@ impl Transport {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let tls = tls.expect("a TLS client for a TLS transport");
         let handshake = std::pin::pin!(tls.handshake(&url.host, socket));
         let stream = match future::select(handshake, reactor.sleep(timeout)).await {
             Either::Left((result, _)) => result?,
