@@ -271,6 +271,16 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
+    /// A memory figure of the server process from `/proc/PID/status`, in bytes: `VmRSS`
+    /// (resident now) or `VmHWM` (resident at its peak).
+    pub fn memory_bytes(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let prefix = format!("{field}:");
+        let line = status.lines().find(|line| line.starts_with(&prefix)).expect(field);
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
     /// Sends a signal (by name, as `kill -s` takes it) to the server.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

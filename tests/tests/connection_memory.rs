@@ -13,19 +13,12 @@ const CONNECTIONS: usize = 400;
 /// was 64 KiB before it started small.
 const IDLE_CONNECTION_BYTES_MAX: u64 = 24 * 1024;
 
-fn resident_bytes(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 fn an_idle_connection_costs_a_few_kib(binary: ServerBinary) {
     let server = Server::start(binary);
     // One connection first, so that what every connection shares is counted in the baseline.
     let mut first = RawConn::hello(server.addr, 2, Credentials::Anonymous);
     first.next().expect("HelloOk");
-    let before = resident_bytes(&server);
+    let before = server.memory_bytes("VmRSS");
     let idle: Vec<RawConn> = (0..CONNECTIONS)
         .map(|_| {
             let mut connection = RawConn::hello(server.addr, 2, Credentials::Anonymous);
@@ -33,7 +26,7 @@ fn an_idle_connection_costs_a_few_kib(binary: ServerBinary) {
             connection
         })
         .collect();
-    let per_connection = resident_bytes(&server).saturating_sub(before) / CONNECTIONS as u64;
+    let per_connection = server.memory_bytes("VmRSS").saturating_sub(before) / CONNECTIONS as u64;
     assert!(
         per_connection <= IDLE_CONNECTION_BYTES_MAX,
         "{per_connection} bytes of resident memory per idle connection"

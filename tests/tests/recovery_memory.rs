@@ -9,13 +9,6 @@ const SIZE: &str = "4096";
 /// Segments of 1 MiB, so the log is about fifty of them.
 const SEGMENT_BYTES: &str = "1048576";
 
-fn peak_resident_bytes(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 fn a_restart_holds_one_segment_at_a_time(binary: ServerBinary) {
     let data = tempfile::tempdir().expect("temp dir");
     let args = ["--segment-bytes-max", SEGMENT_BYTES];
@@ -36,7 +29,7 @@ fn a_restart_holds_one_segment_at_a_time(binary: ServerBinary) {
     // The recovered messages (about the log's size) and the server itself, but not the log a
     // second time: reading every segment at once peaked at about twice the log (debug build,
     // log of 49.6 MB: 117 MB read at once, 68 MB one segment at a time).
-    let peak = peak_resident_bytes(&server);
+    let peak = server.memory_bytes("VmHWM");
     assert!(
         peak < log_bytes * 3 / 2,
         "recovery peaked at {peak} bytes of resident memory for a log of {log_bytes}"
