@@ -58,10 +58,14 @@ pub enum Mutant {
     /// record before it in the read (cut or padded to its own length): consumers get another
     /// message's payload.
     ReadFillsWrongMessage,
+    /// A ready message whose state is no longer what its record holds (delivered and
+    /// returned, dead-lettered, redriven) may go cold: read back, it is what its record says,
+    /// the attempts and failures since forgotten.
+    ColdRunHoldsChangedMessage,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::ConfirmBeforeSync,
         Mutant::ForgetAckOnRecovery,
         Mutant::DeliverOutOfOrderAfterRedelivery,
@@ -75,6 +79,7 @@ impl Mutant {
         Mutant::SkipTopicWriteCheck,
         Mutant::SyncCoversLaterWrites,
         Mutant::ReadFillsWrongMessage,
+        Mutant::ColdRunHoldsChangedMessage,
     ];
 
     /// The name used on the command line (`chute-sim --mutant NAME`).
@@ -93,6 +98,7 @@ impl Mutant {
             Mutant::SkipTopicWriteCheck => "skip-topic-write-check",
             Mutant::SyncCoversLaterWrites => "sync-covers-later-writes",
             Mutant::ReadFillsWrongMessage => "read-fills-wrong-message",
+            Mutant::ColdRunHoldsChangedMessage => "cold-run-holds-changed-message",
         }
     }
 

@@ -122,6 +122,8 @@ fn recovery_leaves_payloads_beyond_the_cache_on_disk() {
     assert_eq!(report.messages, 200);
     let held = net.broker.held_payload_bytes();
     assert!(held <= 1_000, "{held} payload bytes held after recovery");
+    let cold = net.broker.payload_cache_stats().cold_messages;
+    assert!(cold >= 180, "{cold} of 200 recovered messages cold");
     let conn = net.connect();
     assert_eq!(consume_all(&mut net, conn, 10), sent);
     assert!(reads_asked(&net) > 0);
@@ -186,7 +188,7 @@ fn a_corrupt_or_short_read_halts() {
         }
         complete(&mut net, &reads[0], Ok(Bytes::from(bytes)));
         let failure = net.broker.halted().expect("halted").to_string();
-        let expected = if damage { "checksum mismatch" } else { "runs past the end" };
+        let expected = if damage { "checksum mismatch" } else { "the read returned" };
         assert!(failure.contains(expected), "{failure}");
     }
 }
@@ -276,4 +278,91 @@ fn priority_order_holds_with_payloads_on_disk() {
     let expected: Vec<String> = high.chain(sent.iter().skip(1).step_by(2)).cloned().collect();
     assert_eq!(consume_all(&mut net, conn, 3), expected);
     assert!(net.reads > 0);
+}
+
+/// A cold backlog costs next to no memory per message: beyond the cache, ready messages fold
+/// into cold runs (where their records are and which sequence numbers, not the messages), and
+/// come back whole, ids and headers included, complete and in order.
+#[test]
+fn a_cold_backlog_is_held_as_runs_and_read_back_whole() {
+    let mut net = Net::with_config(tiny_cache(1_000));
+    let conn = net.connect();
+    assert!(matches!(net.declare(conn, "jobs", QueueOptions::default()), Response::Declared(_)));
+    let sent = payloads(2_000);
+    let destination = chute_protocol::Destination::Queue("jobs".into());
+    for (i, text) in sent.iter().enumerate() {
+        let mut message = chute_protocol::PublishMessage::new(Bytes::from(text.clone()));
+        if i % 3 == 0 {
+            message.id = Some(format!("id-{i}"));
+            message.headers = vec![chute_protocol::Header {
+                name: "n".into(),
+                value: Bytes::from(format!("v{i}")),
+            }];
+        }
+        net.client(conn).publish(&destination, false, message).unwrap();
+    }
+    net.pump();
+    assert_eq!(net.confirmed(conn).len(), 2_000);
+    let stats = net.broker.payload_cache_stats();
+    assert!(stats.cold_messages >= 1_980, "{} of 2000 messages cold", stats.cold_messages);
+    assert!(stats.cold_runs <= 2, "{} runs for one queue's backlog", stats.cold_runs);
+    let subscription = net.subscribe(conn, "jobs", 13);
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let deliveries = net.deliveries(conn);
+        assert!(!deliveries.is_empty(), "delivery stopped at {}", got.len());
+        for delivery in &deliveries {
+            let i = got.len();
+            assert_eq!(delivery.id, (i % 3 == 0).then(|| format!("id-{i}")), "message {i}");
+            let headers: Vec<_> = delivery.headers.iter().map(|h| h.value.clone()).collect();
+            let expected = if i % 3 == 0 { vec![Bytes::from(format!("v{i}"))] } else { vec![] };
+            assert_eq!(headers, expected, "message {i}'s headers");
+            assert_eq!(delivery.attempt, 1, "message {i} is delivered for the first time");
+            got.push(payload(delivery).to_string());
+            net.client(conn).ack(delivery.tag).unwrap();
+        }
+        net.client(conn).grant_credit(subscription, deliveries.len() as u32).unwrap();
+    }
+    assert_eq!(got, sent);
+    net.pump();
+    let stats = net.broker.payload_cache_stats();
+    assert_eq!((stats.cold_messages, stats.cold_runs, stats.held_bytes), (0, 0, 0));
+}
+
+/// A queue whose overflow drops its head keeps no cold runs: dead-lettering its head needs
+/// the message at hand. Its payloads still leave memory.
+#[test]
+fn a_drop_head_queue_keeps_no_cold_runs() {
+    let mut net = Net::with_config(tiny_cache(1_000));
+    let conn = net.connect();
+    let options = QueueOptions {
+        overflow: chute_protocol::OverflowPolicy::DropHead,
+        messages_max: Some(10_000),
+        ..Default::default()
+    };
+    assert!(matches!(net.declare(conn, "jobs", options), Response::Declared(_)));
+    let sent = payloads(300);
+    let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+    net.publish(conn, "jobs", &refs);
+    let stats = net.broker.payload_cache_stats();
+    assert_eq!(stats.cold_messages, 0);
+    assert!(stats.held_bytes <= 1_000, "{} payload bytes held", stats.held_bytes);
+    assert_eq!(consume_all(&mut net, conn, 11), sent);
+}
+
+/// Purging a cold backlog removes it without reading it, for good: the purge is logged for
+/// every cold message, so a restart finds the queue empty.
+#[test]
+fn a_purged_cold_backlog_stays_purged_after_a_restart() {
+    let (mut net, conn, _) = with_backlog(tiny_cache(1_000), 500);
+    assert!(net.broker.payload_cache_stats().cold_messages > 450);
+    let request = net.client(conn).purge_queue("jobs").unwrap();
+    let Response::Done { count } = net.response(conn, request) else { panic!("purged") };
+    assert_eq!(count, 500);
+    assert_eq!(net.reads, 0, "a purge reads nothing");
+    assert_eq!(net.broker.queue_depth("jobs"), Some(0));
+    let image = net.disk.after_process_crash();
+    let (net, report) = Net::recovered(tiny_cache(1_000), &image);
+    assert_eq!(report.messages, 0);
+    assert_eq!(net.broker.queue_depth("jobs"), Some(0));
 }

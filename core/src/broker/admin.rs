@@ -15,7 +15,7 @@ use crate::ids::{ConnId, QueueId};
 use crate::io::{Event, Output};
 use crate::names::check_name;
 use crate::policy::token_bucket::TokenBucket;
-use crate::queue::Queue;
+use crate::queue::{ColdRun, Queue};
 use crate::storage::records::{QueueDeclared, QueueRef, Record, Seqs};
 
 impl Broker {
@@ -198,7 +198,8 @@ impl Broker {
                 .expect("a cancellation naming a queue fits any frame");
             self.mark_dirty(consumer.conn);
         }
-        let mut gone = queue.purge();
+        let (mut gone, cold) = queue.purge();
+        let cold_messages: u64 = cold.iter().map(ColdRun::message_count).sum();
         for connection in self.connections.values_mut() {
             let tags: Vec<u64> = connection
                 .in_flight
@@ -213,7 +214,7 @@ impl Broker {
         }
         // Each message it held is either held by it or in flight on exactly one connection.
         assert_eq!(
-            gone.len() as u64,
+            gone.len() as u64 + cold_messages,
             messages_before,
             "queue {:?} lost track of a message",
             queue.name
@@ -221,8 +222,11 @@ impl Broker {
         for message in &gone {
             self.release_message(message);
         }
+        for run in &cold {
+            self.release_cold_run(run);
+        }
         self.outputs.push_back(Output::Event(Event::QueueDeleted { name: queue.name.clone() }));
-        gone.len() as u64
+        messages_before
     }
 
     pub(super) fn handle_purge(&mut self, conn: ConnId, purge: QueuePurge) {
@@ -241,12 +245,13 @@ impl Broker {
     pub(super) fn purge_queue(&mut self, name: &str) -> Result<u64, QueueAdminError> {
         let id = self.queue_id(name)?;
         let queue = self.queues.get_mut(&id).expect("queue exists");
-        let purged = queue.purge();
+        let (purged, cold) = queue.purge();
         // Purging leaves exactly the deliveries in flight.
         assert_eq!(queue.messages_len(), queue.in_flight);
         self.pending_queues.remove(&id);
         let mut seqs: Vec<u64> =
             purged.iter().filter(|m| m.segment.is_some()).map(|m| m.seq.0).collect();
+        seqs.extend(cold.iter().flat_map(ColdRun::seqs));
         seqs.sort_unstable();
         if !seqs.is_empty() {
             let mut ranges = Vec::new();
@@ -261,7 +266,10 @@ impl Broker {
         for message in &purged {
             self.release_message(message);
         }
-        Ok(purged.len() as u64)
+        for run in &cold {
+            self.release_cold_run(run);
+        }
+        Ok(purged.len() as u64 + cold.iter().map(ColdRun::message_count).sum::<u64>())
     }
 
     pub(super) fn handle_list(&mut self, conn: ConnId, list: QueueList) {

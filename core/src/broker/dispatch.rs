@@ -60,6 +60,7 @@ impl Broker {
             assert_eq!(queue.in_flight, in_flight_before + 1, "a delivery counts in flight once");
             queue.advance_turn(index);
             message.attempts += 1;
+            message.matches_record = false;
             let seq = message.seq.0;
             let connection = self.connections.get_mut(&key.conn).expect("consumer's connection");
             connection.outbound.chosen_bytes += message.delivery_size_estimate() as u64;

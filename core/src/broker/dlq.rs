@@ -109,6 +109,7 @@ impl Broker {
                 push_to_ranges(&mut logged, message.seq.0);
             }
             message.attempts = 0;
+            message.matches_record = false;
             let ttl_ms = self.queues[&source].options.ttl_ms;
             message.expires_at =
                 ttl_ms.map_or(crate::time::Instant::NEVER, |ms| self.now.plus_ms(ms));

@@ -129,6 +129,7 @@ impl Broker {
         };
         queue.counters.dead_lettered += 1;
         message.attempts = 0;
+        message.matches_record = false;
         // The message starts a new life in the dead-letter queue, under that queue's TTL.
         let ttl_ms = self.queues[&target].options.ttl_ms;
         message.expires_at = ttl_ms.map_or(Instant::NEVER, |ms| self.now.plus_ms(ms));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::connection::{ConnState, PauseReason};
 use super::Broker;
 use crate::ids::{Lsn, QueueId};
-use crate::queue::ConsumerKey;
+use crate::queue::{ConsumerKey, SegmentRef};
 
 impl Broker {
     /// Checks every invariant, including the ones that walk every message (segment liveness).
@@ -99,18 +99,24 @@ impl Broker {
     /// Every logged message the broker holds is counted live in its segment, and nothing else.
     fn check_liveness_counts(&self) {
         let mut live: BTreeMap<Lsn, (u64, u64)> = BTreeMap::new();
-        let mut count = |message: &crate::queue::Message| {
-            if let Some(segment) = message.segment.get() {
+        let mut count = |segment: SegmentRef, messages: u64, bytes: u64| {
+            if let Some(segment) = segment.get() {
                 let entry = live.entry(segment).or_default();
-                entry.0 += 1;
-                entry.1 += message.payload_len();
+                entry.0 += messages;
+                entry.1 += bytes;
             }
         };
         for queue in self.queues.values() {
-            queue.held().for_each(&mut count);
+            queue.held().for_each(|m| count(m.segment, 1, m.payload_len()));
+            for (_, run) in queue.cold_runs() {
+                assert!(run.segment.is_some(), "a cold run's records are logged");
+                count(run.segment, run.message_count(), run.payload_bytes);
+            }
         }
         for connection in self.connections.values() {
-            connection.in_flight.values().for_each(|f| count(&f.message));
+            for in_flight in connection.in_flight.values() {
+                count(in_flight.message.segment, 1, in_flight.message.payload_len());
+            }
         }
         for (base, segment) in self.log.segments() {
             let (messages, bytes) = live.remove(base).unwrap_or_default();

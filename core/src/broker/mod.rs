@@ -5,6 +5,7 @@ mod alarms;
 mod audit;
 mod authenticate;
 mod authorize;
+mod cold_reads;
 mod connection;
 mod consume;
 mod dispatch;

@@ -9,9 +9,10 @@ use bytes::Bytes;
 use chute_protocol::Durability;
 
 use super::Broker;
+use crate::ids::MessageSeq;
 use crate::ids::{Lsn, QueueId};
 use crate::io::Output;
-use crate::queue::{Message, Wanted};
+use crate::queue::{ColdRun, Message, ReadPlan, Wanted};
 use crate::storage::failure::{OsError, StorageFailure};
 use crate::storage::io::{ReadId, StorageRequest};
 use crate::storage::read::{payload_in, SegmentKeys};
@@ -55,15 +56,28 @@ pub struct PayloadCacheStats {
     pub read_bytes_total: u64,
     /// Payload bytes that left memory since the start.
     pub evicted_bytes_total: u64,
+    /// Ready messages held only in the log, payload and metadata (docs/STORAGE.md §18), and
+    /// the cold runs that stand for them.
+    pub cold_messages: u64,
+    pub cold_runs: u64,
 }
 
 #[derive(Debug)]
-struct PendingRead {
-    queue: QueueId,
-    base_lsn: Lsn,
-    offset: u64,
-    /// (seq, record, payload length) of each message it brings.
-    wanted: Vec<Wanted>,
+pub(super) struct PendingRead {
+    pub(super) queue: QueueId,
+    pub(super) base_lsn: Lsn,
+    pub(super) offset: u64,
+    pub(super) len: u64,
+    brings: Brings,
+}
+
+/// What a read is for.
+#[derive(Debug)]
+enum Brings {
+    /// The payloads of messages in memory: (seq, record, payload length) of each.
+    Payloads(Vec<Wanted>),
+    /// The first messages of the cold run of `level` that starts at `first`.
+    Cold { level: u8, first: MessageSeq },
 }
 
 impl Broker {
@@ -79,6 +93,7 @@ impl Broker {
     }
 
     pub fn payload_cache_stats(&self) -> PayloadCacheStats {
+        let runs = || self.queues.values().flat_map(|q| q.cold_runs().map(|(_, run)| run));
         PayloadCacheStats {
             cache_bytes: self.config.storage.payload_cache_bytes,
             held_bytes: self.held_payload_bytes(),
@@ -86,6 +101,8 @@ impl Broker {
             reads_total: self.reads.reads_total,
             read_bytes_total: self.reads.read_bytes_total,
             evicted_bytes_total: self.reads.evicted_bytes_total,
+            cold_messages: runs().map(ColdRun::message_count).sum(),
+            cold_runs: runs().count() as u64,
         }
     }
 
@@ -121,23 +138,32 @@ impl Broker {
                 self.reads.waiting.insert(queue_id);
                 return;
             }
-            let Some((segment, wanted)) = queue.next_read(READ_SPAN_BYTES_MAX) else { return };
-            let base_lsn = segment.get().expect("an evicted payload's record is logged");
-            let first = wanted.first().expect("a read brings a payload").1;
-            let last = wanted.last().expect("a read brings a payload").1;
-            let offset = u64::from(first.offset);
-            let len = u32::try_from(last.end() - offset).expect("a read spans a few MiB at most");
+            let Some(plan) = queue.next_read(READ_SPAN_BYTES_MAX) else { return };
+            let queue = self.queues.get_mut(&queue_id).expect("looked up above");
+            let (segment, offset, len, brings) = match plan {
+                ReadPlan::Payloads { segment, wanted } => {
+                    let first = wanted.first().expect("a read brings a payload").1;
+                    let last = wanted.last().expect("a read brings a payload").1;
+                    let offset = u64::from(first.offset);
+                    for (seq, _, _) in &wanted {
+                        queue.fetches.request(*seq);
+                    }
+                    (segment, offset, last.end() - offset, Brings::Payloads(wanted))
+                }
+                ReadPlan::Cold { level, first, segment, offset, len } => {
+                    queue.cold_read_started(level, first);
+                    (segment, offset, len, Brings::Cold { level, first })
+                }
+            };
+            let base_lsn = segment.get().expect("a record read back is logged");
             let id = ReadId(self.reads.next_id);
             self.reads.next_id += 1;
-            let queue = self.queues.get_mut(&queue_id).expect("looked up above");
             queue.fetches.reads_in_flight += 1;
-            for (seq, _, _) in &wanted {
-                queue.fetches.request(*seq);
-            }
             self.reads.reads_total += 1;
-            self.reads.read_bytes_total += u64::from(len);
-            let read = PendingRead { queue: queue_id, base_lsn, offset, wanted };
+            self.reads.read_bytes_total += len;
+            let read = PendingRead { queue: queue_id, base_lsn, offset, len, brings };
             self.reads.in_flight.insert(id, read);
+            let len = u32::try_from(len).expect("a read spans a few MiB at most");
             let request = StorageRequest::Read { id, base_lsn, offset, len };
             self.outputs.push_back(Output::Storage(request));
         }
@@ -151,12 +177,14 @@ impl Broker {
         self.dirty_queues.extend(std::mem::take(&mut self.reads.waiting));
         let Some(queue) = self.queues.get_mut(&read.queue) else { return };
         queue.fetches.reads_in_flight -= 1;
-        let wanted: Vec<Wanted> = read
-            .wanted
-            .iter()
-            .copied()
-            .filter(|(seq, _, _)| queue.fetches.is_requested(*seq))
-            .collect();
+        let wanted = match &read.brings {
+            Brings::Payloads(wanted) => wanted,
+            Brings::Cold { level, first } => {
+                return self.handle_cold_read(&read, *level, *first, result)
+            }
+        };
+        let wanted: Vec<Wanted> =
+            wanted.iter().copied().filter(|(seq, _, _)| queue.fetches.is_requested(*seq)).collect();
         if wanted.is_empty() {
             return;
         }

@@ -213,6 +213,7 @@ impl Broker {
             segment: SegmentRef::NONE,
             record: RecordAt::UNKNOWN,
             extras: extras.boxed_if_any(),
+            matches_record: false,
         };
         // Log first, remember the id second: appending may start a new segment, whose
         // checkpoint must not carry the id ahead of the record (a crash could keep the
@@ -273,6 +274,7 @@ impl Broker {
         assert!(segment < end, "the record lies in the segment it is counted live in");
         message.segment = SegmentRef::new(segment);
         message.record = RecordAt::new(segment, self.log.last_append_lsn(), end);
+        message.matches_record = true;
         self.log.add_live(segment, message.payload_len());
         self.queue_gate(queue, end)
     }

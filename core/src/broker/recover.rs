@@ -224,7 +224,7 @@ impl Broker {
     }
 }
 
-fn message_from(recovered: RecoveredMessage, clock: WallClock) -> Message {
+pub(super) fn message_from(recovered: RecoveredMessage, clock: WallClock) -> Message {
     let extras = recovered.rare.map(|rare| MessageExtras {
         id: rare.id,
         headers: rare.headers,
@@ -249,5 +249,6 @@ fn message_from(recovered: RecoveredMessage, clock: WallClock) -> Message {
         segment: SegmentRef::new(recovered.segment),
         record: recovered.record,
         extras: extras.and_then(MessageExtras::boxed_if_any),
+        matches_record: recovered.matches_record,
     }
 }

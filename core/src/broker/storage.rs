@@ -8,7 +8,7 @@ use super::outbound::Gate;
 use super::timers::TimerKey;
 use super::Broker;
 use crate::ids::{ConnId, Lsn, QueueId};
-use crate::queue::{Message, RecordAt, SegmentRef};
+use crate::queue::{ColdRun, Message, RecordAt, SegmentRef};
 use crate::storage::failure::StorageFailure;
 use crate::storage::io::StorageDone;
 use crate::storage::log::Progress;
@@ -232,6 +232,12 @@ impl Broker {
         }
     }
 
+    /// A cold run's messages leave the broker for good (purged, deleted with their queue).
+    pub(super) fn release_cold_run(&mut self, run: &ColdRun) {
+        let segment = run.segment.get().expect("a cold run's records are logged");
+        self.log.remove_live_many(segment, run.message_count(), run.payload_bytes);
+    }
+
     /// When the oldest segment is mostly dead, copies its live messages to the active segment
     /// so it can be deleted once the copies are synced: disk use follows live data.
     ///
@@ -242,7 +248,8 @@ impl Broker {
         let Some(head) = self.log.compaction_candidate() else { return };
         let head_ref = SegmentRef::new(head);
         let on_disk = |m: &Message| m.segment == head_ref && !m.payload.is_held();
-        if self.queues.values().any(|q| q.held().any(on_disk)) {
+        let cold = |q: &crate::queue::Queue| q.cold_runs().any(|(_, run)| run.segment == head_ref);
+        if self.queues.values().any(|q| q.held().any(on_disk) || cold(q)) {
             return;
         }
         let active = self.log.active_base();
@@ -260,6 +267,7 @@ impl Broker {
                 message: stored(message, &clock),
             }));
             message.record = RecordAt::new(active, log.last_append_lsn(), end);
+            message.matches_record = true;
             log.add_live(active, bytes);
         };
         for queue in self.queues.values_mut() {

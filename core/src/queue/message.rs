@@ -28,6 +28,12 @@ pub struct Message {
     /// Where in that segment its record is, to read the payload back once it left memory.
     pub record: RecordAt,
     pub extras: Option<Box<MessageExtras>>,
+    /// Its state is what its latest `Published` record holds (it was published, copied
+    /// forward or recovered as that record says, and not delivered, failed, dead-lettered or
+    /// redriven since), so decoding the record gives the message back: it may go cold
+    /// (`cold.rs`). A due time that passed is the one difference allowed: cold messages are
+    /// ready.
+    pub matches_record: bool,
 }
 
 /// A message's payload: in memory, or only in its log record (evicted by the payload cache,
@@ -263,11 +269,13 @@ mod tests {
 
     /// Memory per queued message is what limits how many a broker holds: the common message
     /// (no id, headers or history) takes 88 bytes besides its payload (80 before it kept where
-    /// its record is, so that the payload can leave memory).
+    /// its record is, so that the payload can leave memory), and a slot of the ready line, a
+    /// message or a cold run, no more.
     #[test]
     fn a_plain_message_is_eighty_eight_bytes() {
         assert_eq!(std::mem::size_of::<Payload>(), 32);
         assert_eq!(std::mem::size_of::<Message>(), 88);
+        assert_eq!(std::mem::size_of::<super::super::ready::Slot>(), 88);
         let segment = SegmentRef::new(Lsn(0));
         assert_eq!((segment.get(), SegmentRef::NONE.get()), (Some(Lsn(0)), None));
         assert_eq!(SegmentRef::new(Lsn(1 << 40)).get(), Some(Lsn(1 << 40)));

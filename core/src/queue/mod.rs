@@ -5,6 +5,7 @@
 //! connection that holds them; the queue only counts them. The queue knows nothing of
 //! connections, frames or the log; the broker moves messages between places.
 
+mod cold;
 mod dedup;
 mod delayed;
 mod groups;
@@ -12,6 +13,7 @@ mod message;
 mod payload_cache;
 mod ready;
 
+pub use cold::ColdRun;
 pub use dedup::Dedup;
 pub use message::{
     own_payload, own_payloads, DeadInfo, Message, MessageExtras, Payload, RecordAt, SegmentRef,
@@ -20,14 +22,14 @@ pub use payload_cache::{Fetches, Wanted};
 
 use std::collections::{BTreeSet, VecDeque};
 
-use chute_protocol::{QueueCounters, QueueOptions};
+use chute_protocol::{Durability, OverflowPolicy, QueueCounters, QueueOptions};
 
-use crate::ids::{ConnId, QueueId};
+use crate::ids::{ConnId, MessageSeq, QueueId};
 use crate::storage::gate::Gate;
 use crate::time::Instant;
 use delayed::Delayed;
 use groups::Groups;
-use ready::Ready;
+use ready::{Front, Ready};
 
 /// What [`Queue::take_next`] found at the front of the line.
 #[derive(Debug)]
@@ -38,6 +40,15 @@ pub enum Take {
     NeedsPayload,
     /// Nothing is ready.
     Empty,
+}
+
+/// The next read a queue wants, in delivery order (see [`Queue::next_read`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadPlan {
+    /// Evicted payloads of messages in memory: consecutive records of one segment.
+    Payloads { segment: SegmentRef, wanted: Vec<Wanted> },
+    /// The first records of a cold run: `len` bytes from file offset `offset` of its segment.
+    Cold { level: u8, first: MessageSeq, segment: SegmentRef, offset: u64, len: u64 },
 }
 
 /// A consumer as the queue sees it: a subscription on a connection.
@@ -146,9 +157,10 @@ impl Queue {
     /// every held message: for tests and the simulator).
     pub fn check_evicted_bytes(&self) {
         let on_disk = self.held().filter(|m| !m.payload.is_held()).map(Message::payload_len);
+        let cold = self.cold_runs().map(|(_, run)| run.payload_bytes);
         assert_eq!(
             self.evicted_bytes,
-            on_disk.sum::<u64>(),
+            on_disk.sum::<u64>() + cold.sum::<u64>(),
             "{}: evicted bytes out of step",
             self.name
         );
@@ -189,7 +201,22 @@ impl Queue {
         .min()
     }
 
-    /// Every message the queue holds (not in flight), in no particular order.
+    /// The cold runs of the ready line, each with its priority level: ready messages only in
+    /// the log, payload and metadata.
+    pub fn cold_runs(&self) -> impl Iterator<Item = (u8, &ColdRun)> {
+        self.ready.cold_runs()
+    }
+
+    /// Whether evicted ready messages may fold into cold runs. Not in a queue whose overflow
+    /// drops its head: dead-lettering the head needs the message, and a cold head would have
+    /// to be read back first.
+    fn may_go_cold(&self) -> bool {
+        self.options.overflow == OverflowPolicy::RejectPublish
+            && self.options.durability != Durability::None
+    }
+
+    /// Every message the queue holds in memory (not in flight, not in cold runs), in no
+    /// particular order.
     pub fn held(&self) -> impl Iterator<Item = &Message> {
         self.pending
             .iter()
@@ -235,6 +262,7 @@ impl Queue {
     }
 
     fn place(&mut self, message: Message, due: Option<Instant>, front: bool) {
+        let may_go_cold = self.may_go_cold();
         if message.expires_at != Instant::NEVER {
             self.expiries.insert((message.expires_at, message.seq.0));
         }
@@ -246,12 +274,12 @@ impl Queue {
                 if crate::mutants::active(crate::mutants::Mutant::DeliverOutOfOrderAfterRedelivery)
                 {
                     if let Some(head) = self.ready.pop_front() {
-                        self.ready.push_back(head);
+                        self.ready.push_back(head, may_go_cold);
                     }
                 }
                 self.ready.push_front(message)
             }
-            None => self.ready.push_back(message),
+            None => self.ready.push_back(message, may_go_cold),
         }
     }
 
@@ -284,6 +312,7 @@ impl Queue {
     /// `forget`s each.
     pub fn take_next(&mut self, now: Instant, expired: &mut Vec<Message>) -> Take {
         while let Some(front) = self.ready.front_mut() {
+            let Front::Hot(front) = front else { return Take::NeedsPayload };
             if front.is_expired(now) {
                 expired.push(self.ready.pop_front().expect("front exists"));
                 continue;
@@ -311,19 +340,37 @@ impl Queue {
     /// Evicts payloads of ready messages (never the head of the line) until `bytes` are
     /// freed or none more may go; returns the bytes freed.
     pub fn evict_payloads(&mut self, bytes: u64, evictable: impl Fn(&Message) -> bool) -> u64 {
-        let freed = self.ready.evict(bytes, evictable);
+        let may_go_cold = self.may_go_cold();
+        let freed = self.ready.evict(bytes, evictable, may_go_cold);
         self.evicted_bytes += freed;
         assert!(self.evicted_bytes <= self.bytes, "more evicted than held");
         freed
     }
 
-    /// The next payloads to read back, in delivery order: evicted, not yet asked for,
-    /// consecutive records of one segment, spanning at most `span_bytes_max` (or one record,
-    /// if it alone is larger). Each as (seq, record, payload length).
-    pub fn next_read(&self, span_bytes_max: u64) -> Option<(SegmentRef, Vec<Wanted>)> {
+    /// The next read to ask for, in delivery order: the payloads of messages in memory that
+    /// are evicted and not yet asked for (consecutive records of one segment, spanning at most
+    /// `span_bytes_max`, or one record if it alone is larger), or the first records of a cold
+    /// run no read is in flight for (`span_bytes_max`, or more if its first record is larger).
+    pub fn next_read(&self, span_bytes_max: u64) -> Option<ReadPlan> {
         let mut batch: Vec<Wanted> = Vec::new();
         let mut segment = SegmentRef::NONE;
-        for message in self.ready.iter() {
+        for message in self.ready.slots_in_order() {
+            let message = match message {
+                ready::SlotRef::Hot(message) => message,
+                ready::SlotRef::Cold(level, run) if batch.is_empty() && !run.reading => {
+                    let len = span_bytes_max.max(run.next_record_len).min(run.end - run.offset);
+                    let (first, offset) = (run.first_seq(), run.offset);
+                    return Some(ReadPlan::Cold {
+                        level,
+                        first,
+                        segment: run.segment,
+                        offset,
+                        len,
+                    });
+                }
+                ready::SlotRef::Cold(..) if batch.is_empty() => continue,
+                ready::SlotRef::Cold(..) => break,
+            };
             let fetching = self.fetches.is_fetching(message.seq.0);
             if message.payload.is_held() || fetching {
                 if batch.is_empty() {
@@ -342,7 +389,37 @@ impl Queue {
             segment = message.segment;
             batch.push((message.seq.0, at, message.payload_len()));
         }
-        (!batch.is_empty()).then_some((segment, batch))
+        (!batch.is_empty()).then_some(ReadPlan::Payloads { segment, wanted: batch })
+    }
+
+    /// A read of a cold run's first records was asked for.
+    pub fn cold_read_started(&mut self, level: u8, first: MessageSeq) {
+        let run = self.ready.cold_run_mut(level, first).expect("the run asked for is there");
+        run.reading = true;
+    }
+
+    /// The records a read brought back from the front of the cold run of `level` starting at
+    /// `first`: its first messages, in order (maybe none), and the offset its next read starts
+    /// at. `next_record_len` is the length of the record there when the read held only its
+    /// start (the next read must be that long). False if the run is gone (purged: a stale
+    /// read); nothing changes then.
+    pub fn thaw(
+        &mut self,
+        level: u8,
+        first: MessageSeq,
+        messages: Vec<Message>,
+        next_offset: u64,
+        next_record_len: u64,
+    ) -> bool {
+        let bytes: u64 = messages.iter().map(Message::payload_len).sum();
+        if let Some(run) = self.ready.cold_run_mut(level, first) {
+            run.next_record_len = next_record_len;
+        }
+        if !self.ready.thaw(level, first, messages, next_offset) {
+            return false;
+        }
+        self.evicted_bytes -= bytes;
+        true
     }
 
     /// Removes every held message whose TTL ran out (in flight ones expire when they return).
@@ -405,8 +482,13 @@ impl Queue {
         }
     }
 
-    /// Removes every held message (not in flight) and returns them.
-    pub fn purge(&mut self) -> Vec<Message> {
+    /// Removes every held message (not in flight) and returns them: those in memory, and the
+    /// cold runs.
+    pub fn purge(&mut self) -> (Vec<Message>, Vec<ColdRun>) {
+        let runs = self.ready.take_cold();
+        let cold_bytes: u64 = runs.iter().map(|run| run.payload_bytes).sum();
+        self.bytes -= cold_bytes;
+        self.evicted_bytes -= cold_bytes;
         let mut purged: Vec<Message> = self.pending.drain(..).map(|(_, _, m)| m).collect();
         purged.extend(self.ready.extract(|_| true));
         purged.extend(self.delayed.extract(|_| true));
@@ -417,7 +499,7 @@ impl Queue {
             self.fetches.forget(message.seq.0);
         }
         self.expiries.clear();
-        purged
+        (purged, runs)
     }
 
     /// Removes the held messages for which `take` is true (to redrive them). Like every

@@ -1,10 +1,14 @@
-//! Messages ready for delivery: one FIFO per priority level, highest level first.
+//! Messages ready for delivery: one FIFO per priority level, highest level first. A stretch of
+//! a level whose messages are only in the log is held as a cold run (`cold.rs`), not message by
+//! message.
 
 use std::collections::VecDeque;
 
 use chute_protocol::PRIORITY_MAX;
 
+use super::cold::ColdRun;
 use super::Message;
+use crate::ids::MessageSeq;
 
 const LEVELS: usize = PRIORITY_MAX as usize + 1;
 
@@ -12,14 +16,50 @@ const LEVELS: usize = PRIORITY_MAX as usize + 1;
 /// leave yet (not durable yet, not logged, dead letters), so that its cost stays bounded.
 const EVICT_SKIP_MAX: usize = 64;
 
+/// A place in a level's line: one message, or a cold run of them. A run is boxed so that a
+/// slot is no larger than a message: most slots are messages.
+#[derive(Debug)]
+pub(super) enum Slot {
+    Hot(Message),
+    Cold(Box<ColdRun>),
+}
+
+/// A slot of the line as readers see it: a message, or a cold run with its priority level.
+#[derive(Debug)]
+pub enum SlotRef<'a> {
+    Hot(&'a Message),
+    Cold(u8, &'a ColdRun),
+}
+
+/// What is at the front of the line.
+#[derive(Debug)]
+pub enum Front<'a> {
+    Hot(&'a mut Message),
+    /// A cold run: its first messages must be read back first.
+    Cold,
+}
+
 #[derive(Debug, Default)]
 pub struct Ready {
-    levels: [VecDeque<Message>; LEVELS],
+    levels: [VecDeque<Slot>; LEVELS],
+    /// Messages, cold ones included.
     len: usize,
 }
 
 fn level(message: &Message) -> usize {
     usize::from(message.priority.min(PRIORITY_MAX))
+}
+
+/// Adds `message` at the back of `line`: into the cold run there if it may go cold and follows
+/// it, as a new run if it may go cold, else as itself.
+fn push_back_folding(line: &mut VecDeque<Slot>, message: Message, may_go_cold: bool) {
+    if !may_go_cold || !ColdRun::can_hold(&message) {
+        return line.push_back(Slot::Hot(message));
+    }
+    match line.back_mut() {
+        Some(Slot::Cold(run)) if run.follows(&message) => run.push(&message),
+        _ => line.push_back(Slot::Cold(Box::new(ColdRun::new(&message)))),
+    }
 }
 
 impl Ready {
@@ -31,49 +71,77 @@ impl Ready {
         self.len == 0
     }
 
-    /// A message delivered for the first time joins the back of its level.
-    pub fn push_back(&mut self, message: Message) {
+    /// A message delivered for the first time joins the back of its level, into a cold run
+    /// if `may_go_cold` and it qualifies (a recovered message whose payload stayed on disk).
+    pub fn push_back(&mut self, message: Message, may_go_cold: bool) {
         self.len += 1;
-        self.levels[level(&message)].push_back(message);
+        push_back_folding(&mut self.levels[level(&message)], message, may_go_cold);
     }
 
     /// A message that was already next in line (a retry, a group's next) goes to the front.
     pub fn push_front(&mut self, message: Message) {
         self.len += 1;
-        self.levels[level(&message)].push_front(message);
+        self.levels[level(&message)].push_front(Slot::Hot(message));
     }
 
-    /// The next message to deliver: the front of the highest non-empty level.
+    /// The highest non-empty level.
+    fn front_level(&self) -> Option<usize> {
+        (0..LEVELS).rev().find(|&l| !self.levels[l].is_empty())
+    }
+
+    /// The next message to deliver, if the front of the highest non-empty level is one (not a
+    /// cold run).
     pub fn pop_front(&mut self) -> Option<Message> {
-        let message = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        let line = &mut self.levels[self.front_level()?];
+        let Some(Slot::Hot(_)) = line.front() else { return None };
         self.len -= 1;
-        Some(message)
+        match line.pop_front() {
+            Some(Slot::Hot(message)) => Some(message),
+            _ => unreachable!("the front was a message"),
+        }
     }
 
-    /// The message `pop_front` would take.
-    pub fn front_mut(&mut self) -> Option<&mut Message> {
-        self.levels.iter_mut().rev().find_map(VecDeque::front_mut)
+    /// What `pop_front` would take, or that a cold run comes first.
+    pub fn front_mut(&mut self) -> Option<Front<'_>> {
+        let level = self.front_level()?;
+        match self.levels[level].front_mut()? {
+            Slot::Hot(message) => Some(Front::Hot(message)),
+            Slot::Cold(_) => Some(Front::Cold),
+        }
     }
 
     /// Evicts payloads until `bytes` are freed (or no more may go); returns the bytes freed.
     /// The messages delivered last go first: the lowest level first, each level from its back
     /// towards its head, which keeps its payload (it is delivered next). A level's walk ends at
-    /// the first payload already evicted: the walk before this one got there, so what lies
-    /// ahead of it was kept on purpose, and the walk costs only what arrived since.
-    pub fn evict(&mut self, bytes: u64, evictable: impl Fn(&Message) -> bool) -> u64 {
+    /// the first payload already evicted or cold run: the walk before this one got there, so
+    /// what lies ahead of it was kept on purpose, and the walk costs only what arrived since.
+    /// With `may_go_cold`, the messages evicted then fold into cold runs.
+    pub fn evict(
+        &mut self,
+        bytes: u64,
+        evictable: impl Fn(&Message) -> bool,
+        may_go_cold: bool,
+    ) -> u64 {
         let mut freed = 0;
-        for level in self.levels.iter_mut() {
+        for line in self.levels.iter_mut() {
             let mut skipped = 0;
-            for message in level.iter_mut().skip(1).rev() {
+            let mut reached = line.len();
+            for (index, slot) in line.iter_mut().enumerate().skip(1).rev() {
+                let Slot::Hot(message) = slot else { break };
                 if freed >= bytes || skipped == EVICT_SKIP_MAX || !message.payload.is_held() {
                     break;
                 }
+                reached = index;
                 if !evictable(message) {
                     skipped += 1;
                     continue;
                 }
                 freed += message.payload_len();
                 message.evict_payload();
+            }
+            if may_go_cold && reached < line.len() {
+                // The slot before the walk's end may be a run the evicted messages continue.
+                fold(line, reached - 1);
             }
             if freed >= bytes {
                 break;
@@ -83,8 +151,8 @@ impl Ready {
     }
 
     /// The sequence number `pop_oldest` would take.
-    pub fn oldest_seq(&self) -> Option<crate::ids::MessageSeq> {
-        self.levels.iter().filter_map(|level| level.front().map(|m| m.seq)).min()
+    pub fn oldest_seq(&self) -> Option<MessageSeq> {
+        self.levels.iter().filter_map(|line| line.front().map(slot_seq)).min()
     }
 
     /// When the head of the line was published (Unix ms): the earliest among the fronts of the
@@ -94,40 +162,164 @@ impl Ready {
     /// message behind it; an exact oldest would cost an index kept on every move, and the head
     /// is what holds the line up. One peek per level: nothing on the paths that move messages.
     pub fn oldest_published_unix_ms(&self) -> Option<u64> {
-        self.levels.iter().filter_map(|level| level.front().map(|m| m.published_unix_ms)).min()
+        let published = |slot: &Slot| match slot {
+            Slot::Hot(message) => message.published_unix_ms,
+            Slot::Cold(run) => run.first_published_unix_ms,
+        };
+        self.levels.iter().filter_map(|line| line.front().map(published)).min()
     }
 
     /// The message published earliest among the fronts of the levels: what `drop-head`
-    /// overflow removes.
+    /// overflow removes. `None` when that is a cold run's: dropping it to a dead-letter queue
+    /// needs it read back first. (Queues with `drop-head` keep no cold runs; see `Queue`.)
     pub fn pop_oldest(&mut self) -> Option<Message> {
         let level = (0..LEVELS)
-            .filter_map(|i| self.levels[i].front().map(|m| (m.seq, i)))
+            .filter_map(|i| self.levels[i].front().map(|slot| (slot_seq(slot), i)))
             .min()
             .map(|(_, i)| i)?;
+        let Some(Slot::Hot(_)) = self.levels[level].front() else { return None };
         self.len -= 1;
-        self.levels[level].pop_front()
+        match self.levels[level].pop_front() {
+            Some(Slot::Hot(message)) => Some(message),
+            _ => unreachable!("the front was a message"),
+        }
     }
 
-    /// Keeps the messages for which `keep` is true; returns the others, in delivery order.
+    /// Keeps the messages for which `take` is false; returns the others, in delivery order.
+    /// Cold runs are kept whole: their messages are not in memory to be judged. (They are
+    /// plain ready messages without a TTL, which is all any caller takes but `take_cold`.)
     pub fn extract(&mut self, mut take: impl FnMut(&Message) -> bool) -> Vec<Message> {
         let mut taken = Vec::new();
-        for level in self.levels.iter_mut().rev() {
-            if !level.iter().any(&mut take) {
+        for line in self.levels.iter_mut().rev() {
+            let matches = |slot: &Slot| matches!(slot, Slot::Hot(m) if take(m));
+            if !line.iter().any(matches) {
                 continue;
             }
-            let (out, kept): (Vec<Message>, Vec<Message>) = level.drain(..).partition(|m| take(m));
-            taken.extend(out);
-            level.extend(kept);
+            let mut kept = VecDeque::with_capacity(line.len());
+            for slot in line.drain(..) {
+                match slot {
+                    Slot::Hot(message) if take(&message) => taken.push(message),
+                    slot => kept.push_back(slot),
+                }
+            }
+            *line = kept;
         }
         self.len -= taken.len();
         taken
     }
 
+    /// Removes every cold run and returns them (a purge).
+    pub fn take_cold(&mut self) -> Vec<ColdRun> {
+        let mut runs = Vec::new();
+        for line in self.levels.iter_mut() {
+            if !line.iter().any(|slot| matches!(slot, Slot::Cold(_))) {
+                continue;
+            }
+            let mut kept = VecDeque::with_capacity(line.len());
+            for slot in line.drain(..) {
+                match slot {
+                    Slot::Cold(run) => runs.push(*run),
+                    hot => kept.push_back(hot),
+                }
+            }
+            *line = kept;
+        }
+        self.len -= runs.iter().map(|run| run.message_count() as usize).sum::<usize>();
+        runs
+    }
+
+    /// The messages in memory, in delivery order.
     pub fn iter(&self) -> impl Iterator<Item = &Message> {
-        self.levels.iter().rev().flatten()
+        self.slots_in_order().filter_map(|slot| match slot {
+            SlotRef::Hot(message) => Some(message),
+            SlotRef::Cold(..) => None,
+        })
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Message> {
-        self.levels.iter_mut().rev().flatten()
+        self.levels.iter_mut().rev().flatten().filter_map(|slot| match slot {
+            Slot::Hot(message) => Some(message),
+            Slot::Cold(_) => None,
+        })
+    }
+
+    /// The cold runs, in delivery order, each with its priority level.
+    pub fn cold_runs(&self) -> impl Iterator<Item = (u8, &ColdRun)> {
+        self.slots_in_order().filter_map(|slot| match slot {
+            SlotRef::Cold(level, run) => Some((level, run)),
+            SlotRef::Hot(_) => None,
+        })
+    }
+
+    pub(super) fn cold_run_mut(&mut self, level: u8, first: MessageSeq) -> Option<&mut ColdRun> {
+        self.levels.get_mut(usize::from(level))?.iter_mut().find_map(|slot| match slot {
+            Slot::Cold(run) if run.first_seq() == first => Some(&mut **run),
+            _ => None,
+        })
+    }
+
+    /// Every slot, in delivery order.
+    pub fn slots_in_order(&self) -> impl Iterator<Item = SlotRef<'_>> {
+        self.levels.iter().enumerate().rev().flat_map(|(level, line)| {
+            let level = u8::try_from(level).expect("levels fit a u8");
+            line.iter().map(move |slot| match slot {
+                Slot::Hot(message) => SlotRef::Hot(message),
+                Slot::Cold(run) => SlotRef::Cold(level, run),
+            })
+        })
+    }
+
+    /// Messages read back from the front of the cold run of `level` that starts at `first`:
+    /// they take its place before what is left of it (nothing, if they were all of it). The
+    /// run's next read starts at `next_offset`. Returns false, changing nothing, if no such run
+    /// is there any more (purged meanwhile: the read is stale).
+    pub fn thaw(
+        &mut self,
+        level: u8,
+        first: MessageSeq,
+        messages: Vec<Message>,
+        next_offset: u64,
+    ) -> bool {
+        let Some(line) = self.levels.get_mut(usize::from(level)) else { return false };
+        let Some(at) =
+            line.iter().position(|s| matches!(s, Slot::Cold(run) if run.first_seq() == first))
+        else {
+            return false;
+        };
+        let Slot::Cold(run) = &mut line[at] else { unreachable!("found a run there") };
+        let mut emptied = false;
+        for message in &messages {
+            assert!(!emptied, "more messages read back than the run held");
+            assert_eq!(run.first_seq(), message.seq, "read back out of order");
+            emptied = run.pop_front(message.payload_len(), message.record.end());
+        }
+        run.offset = run.offset.max(next_offset);
+        run.reading = false;
+        if emptied {
+            line.remove(at);
+        }
+        for (index, message) in messages.into_iter().enumerate() {
+            line.insert(at + index, Slot::Hot(message));
+        }
+        true
+    }
+}
+
+fn slot_seq(slot: &Slot) -> MessageSeq {
+    match slot {
+        Slot::Hot(message) => message.seq,
+        Slot::Cold(run) => run.first_seq(),
+    }
+}
+
+/// Folds the evicted messages from `from` to the back of `line` into cold runs (continuing a
+/// run at `from` if there is one), keeping the others as they are.
+fn fold(line: &mut VecDeque<Slot>, from: usize) {
+    let tail: Vec<Slot> = line.drain(from..).collect();
+    for slot in tail {
+        match slot {
+            Slot::Hot(message) => push_back_folding(line, message, true),
+            cold => line.push_back(cold),
+        }
     }
 }

@@ -463,10 +463,15 @@ impl Log {
     }
 
     pub fn remove_live(&mut self, segment: Lsn, bytes: u64) {
+        self.remove_live_many(segment, 1, bytes);
+    }
+
+    /// `messages` live messages of `segment`, with `bytes` of payload, are gone.
+    pub fn remove_live_many(&mut self, segment: Lsn, messages: u64, bytes: u64) {
         let state = self.segments.get_mut(&segment).expect("live message's segment exists");
-        assert!(state.live_messages > 0, "segment liveness went negative");
+        assert!(state.live_messages >= messages, "segment liveness went negative");
         assert!(state.live_bytes >= bytes, "segment live bytes went negative");
-        state.live_messages -= 1;
+        state.live_messages -= messages;
         state.live_bytes -= bytes;
     }
 

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use super::format::{record_at, RawRecord, SEGMENT_HEADER_LEN};
-use super::records::Record;
+use super::format::{record_at, RawRecord, RECORD_HEADER_LEN, RECORD_LEN_MAX, SEGMENT_HEADER_LEN};
+use super::records::{kind, Published, Record};
 use super::recovery::record_aad;
 use super::seal::{KeyId, Keyring, MARKER_BODY_LEN};
 use crate::ids::Lsn;
@@ -109,4 +109,62 @@ fn open(raw: &RawRecord, keys: SegmentKeys<'_>) -> Result<Bytes, String> {
     let sealer =
         keys.keyring.open_marker(key_id, *marker_lsn, marker).map_err(|e| e.to_string())?;
     sealer.open(raw.lsn, &record_aad(raw), &raw.body).map_err(|e| e.to_string())
+}
+
+/// Where a walk over a read's records stopped: the file offset of the first record the read
+/// did not hold whole (the next read starts there) and, when the read held that record's
+/// length, its length in bytes (the next read must be at least that long; 0 if unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkEnd {
+    pub next_offset: u64,
+    pub next_record_len: u64,
+}
+
+/// Walks the whole records in `bytes`, what a read at file offset `read_offset` (a record
+/// boundary) of the segment starting at `base_lsn` returned, in file order. Each is checked as
+/// recovery checks it; each `Published` record is opened, decoded and handed to `visit` with
+/// where it is, other kinds are skipped. The walk ends where the bytes end (mid-record, or at a
+/// header too short to tell) or when `visit` returns false (then just past that record).
+/// Refuses, with the record's offset and the reason, a record that fails a check or does not
+/// decode.
+pub fn walk_published(
+    bytes: &Bytes,
+    read_offset: u64,
+    base_lsn: Lsn,
+    keys: SegmentKeys<'_>,
+    mut visit: impl FnMut(RecordAt, Published) -> bool,
+) -> Result<WalkEnd, (u64, String)> {
+    // The bytes a record whose header says `len` takes: its length and crc, then `len`.
+    const LEN_CRC_LEN: u64 = RECORD_HEADER_LEN as u64 - 1;
+    let mut pos = 0usize;
+    loop {
+        let offset = read_offset + pos as u64;
+        let Some(header) = bytes.get(pos..pos + 4) else {
+            return Ok(WalkEnd { next_offset: offset, next_record_len: 0 });
+        };
+        let whole_len = LEN_CRC_LEN + u64::from(u32::from_le_bytes(header.try_into().expect("4")));
+        let plausible = whole_len <= LEN_CRC_LEN + u64::from(RECORD_LEN_MAX);
+        if plausible && whole_len > (bytes.len() - pos) as u64 {
+            return Ok(WalkEnd { next_offset: offset, next_record_len: whole_len });
+        }
+        let since_base = offset
+            .checked_sub(SEGMENT_HEADER_LEN as u64)
+            .ok_or_else(|| (offset, "the read starts inside the segment's header".to_string()))?;
+        let lsn = base_lsn.plus(since_base);
+        let raw = record_at(bytes, pos, lsn).map_err(|reason| (offset, reason))?;
+        let at = RecordAt::new(base_lsn, lsn, lsn.plus(whole_len));
+        pos += RECORD_HEADER_LEN + raw.body.len();
+        if raw.kind != kind::Published {
+            continue;
+        }
+        let body = open(&raw, keys).map_err(|reason| (offset, reason))?;
+        let published = match Record::decode(raw.kind, &body) {
+            Ok(Record::Published(published)) => published,
+            Ok(_) => unreachable!("a record of the publish kind decodes as one"),
+            Err(error) => return Err((offset, error.to_string())),
+        };
+        if !visit(at, published) {
+            return Ok(WalkEnd { next_offset: read_offset + pos as u64, next_record_len: 0 });
+        }
+    }
 }

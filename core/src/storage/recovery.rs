@@ -59,6 +59,8 @@ pub struct RecoveredMessage {
     /// Where its record is in `segment`, to read the payload back.
     pub record: RecordAt,
     pub rare: Option<Box<RareParts>>,
+    /// No record after its `Published` one changed it (see `Message::matches_record`).
+    pub matches_record: bool,
 }
 
 /// The attributes most messages do not have.
@@ -74,7 +76,7 @@ pub struct RareParts {
 }
 
 impl RecoveredMessage {
-    fn new(
+    pub(crate) fn new(
         segment: Lsn,
         record: RecordAt,
         payload: Payload,
@@ -99,6 +101,7 @@ impl RecoveredMessage {
             payload,
             record,
             rare: (rare != RareParts::default()).then(|| Box::new(rare)),
+            matches_record: true,
         }
     }
 
@@ -522,6 +525,7 @@ impl RecoveredLog {
                     }
                     if let Some(message) = messages.get_mut(&seq) {
                         message.attempts = message.attempts.saturating_add(1);
+                        message.matches_record = false;
                     }
                 });
             }
@@ -590,6 +594,7 @@ impl RecoveredLog {
         else {
             return;
         };
+        message.matches_record = false;
         let rare = message.rare_mut();
         if rare.history.len() == ATTEMPT_HISTORY_MAX {
             rare.history.remove(0);
@@ -612,6 +617,7 @@ impl RecoveredLog {
             return;
         }
         message.attempts = 0;
+        message.matches_record = false;
         message.expires_unix_ms =
             target.options.ttl_ms.map(|ttl| dead.at_unix_ms.saturating_add(ttl));
         let rare = message.rare_mut();
@@ -635,6 +641,7 @@ impl RecoveredLog {
             let Some(source) = message.dead().map(|d| d.source) else { continue };
             let Some(queue) = self.queues.get_mut(&source) else { continue };
             message.attempts = 0;
+            message.matches_record = false;
             message.expires_unix_ms =
                 queue.options.ttl_ms.map(|ttl| redriven.at_unix_ms.saturating_add(ttl));
             message.rare_mut().dead = None;

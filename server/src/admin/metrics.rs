@@ -259,6 +259,16 @@ fn register_payload_cache(registry: &mut Registry, cache: &PayloadCacheStats) {
         "Reads of payloads from the log not yet answered",
         gauge(cache.reads_in_flight),
     );
+    registry.register(
+        "chute_payload_cold_messages",
+        "Ready messages held only in the log, payload and metadata, in cold runs",
+        gauge(cache.cold_messages),
+    );
+    registry.register(
+        "chute_payload_cold_runs",
+        "Cold runs: stretches of a queue's line held as where their records are",
+        gauge(cache.cold_runs),
+    );
 }
 
 fn register_broker(registry: &mut Registry, stats: &BrokerStats) {
@@ -571,6 +581,8 @@ mod tests {
             ("chute_payload_reads_total", 0.0),
             ("chute_payload_read_bytes_total", 0.0),
             ("chute_payload_reads_in_flight", 0.0),
+            ("chute_payload_cold_messages", 0.0),
+            ("chute_payload_cold_runs", 0.0),
             ("chute_messages_published_total", 0.0),
             ("chute_messages_delivered_total", 0.0),
             ("chute_messages_acked_total", 0.0),

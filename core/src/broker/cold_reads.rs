@@ -1,0 +1,135 @@
+//! Reading cold runs back (docs/STORAGE.md §18): a read of a run's first records comes back,
+//! its `Published` records are walked in file order, and the run's messages among them are
+//! rebuilt as recovery builds them and take the run's place at the front of the line.
+
+use std::io::ErrorKind;
+
+use bytes::Bytes;
+use chute_protocol::PRIORITY_MAX;
+
+use super::payloads::PendingRead;
+use super::recover::message_from;
+use super::Broker;
+use crate::ids::MessageSeq;
+use crate::queue::{own_payload, Message, Payload, RecordAt};
+use crate::storage::failure::{OsError, StorageFailure};
+use crate::storage::read::{walk_published, SegmentKeys, WalkEnd};
+use crate::storage::records::StoredMessage;
+use crate::storage::recovery::RecoveredMessage;
+use crate::time::WallClock;
+
+impl Broker {
+    /// A read of the cold run of `level` starting at `first` completed. Stale (the run was
+    /// purged meanwhile) it is dropped, even a failure; otherwise a failure, a record that
+    /// fails its checks, or a member missing from the records halts the broker: they were
+    /// synced and confirmed.
+    pub(super) fn handle_cold_read(
+        &mut self,
+        read: &PendingRead,
+        level: u8,
+        first: MessageSeq,
+        result: Result<Bytes, OsError>,
+    ) {
+        let failed = |offset: u64, error: OsError| StorageFailure::Read {
+            base_lsn: read.base_lsn,
+            offset,
+            error,
+        };
+        let bytes = match (self.is_cold_run(read, level, first), result) {
+            (false, _) => return,
+            (true, Ok(bytes)) => bytes,
+            (true, Err(error)) => return self.halt(failed(read.offset, error)),
+        };
+        match self.thawed_messages(read, level, first, &bytes) {
+            Ok((messages, end)) => {
+                let queue = self.queues.get_mut(&read.queue).expect("checked above");
+                let (next_offset, next_record_len) = (end.next_offset, end.next_record_len);
+                let thawed = queue.thaw(level, first, messages, next_offset, next_record_len);
+                assert!(thawed, "the run was there when the read was parsed");
+                self.dirty_queues.insert(read.queue);
+            }
+            Err((offset, reason)) => {
+                self.halt(failed(offset, OsError::new(ErrorKind::InvalidData, reason)))
+            }
+        }
+    }
+
+    fn is_cold_run(&self, read: &PendingRead, level: u8, first: MessageSeq) -> bool {
+        self.queues.get(&read.queue).is_some_and(|queue| {
+            queue.cold_runs().any(|(l, run)| l == level && run.first_seq() == first)
+        })
+    }
+
+    /// The run's first messages among the records of a read of it, in order, and where the
+    /// next read starts; or the offset of what is wrong and why.
+    fn thawed_messages(
+        &self,
+        read: &PendingRead,
+        level: u8,
+        first: MessageSeq,
+        bytes: &Bytes,
+    ) -> Result<(Vec<Message>, WalkEnd), (u64, String)> {
+        let (_, run) = self.queues[&read.queue]
+            .cold_runs()
+            .find(|(l, run)| *l == level && run.first_seq() == first)
+            .expect("checked by the caller");
+        let segment = self
+            .log
+            .segments()
+            .get(&read.base_lsn)
+            .ok_or_else(|| (read.offset, "the segment is no longer in the log".to_string()))?;
+        let keys = SegmentKeys {
+            key_id: segment.key_id,
+            markers: &segment.seal_markers,
+            keyring: &self.config.keyring,
+        };
+        let clock = self.config.wall_clock();
+        let mut members = run.seqs().peekable();
+        let mut messages = Vec::new();
+        let end = walk_published(bytes, read.offset, read.base_lsn, keys, |at, published| {
+            let member = members.peek() == Some(&published.message.seq);
+            if published.queue == read.queue.0 && member {
+                members.next();
+                messages.push(thawed(read.base_lsn, at, published.message, clock));
+            }
+            members.peek().is_some()
+        })?;
+        if let Some(wrong) = messages.iter().find(|m| m.priority.min(PRIORITY_MAX) != level) {
+            let reason =
+                format!("message {} has priority {}, not {level}", wrong.seq.0, wrong.priority);
+            return Err((u64::from(wrong.record.offset), reason));
+        }
+        if let Some(missing) = members.next() {
+            // The read spans synced records of the run only: the file holds every byte of it.
+            if (bytes.len() as u64) < read.len {
+                let reason = format!("the read returned {} of {} bytes", bytes.len(), read.len);
+                return Err((read.offset, reason));
+            }
+            if end.next_offset >= run.end {
+                let reason = format!("message {missing} is not among its run's records");
+                return Err((run.end, reason));
+            }
+        }
+        Ok((messages, end))
+    }
+}
+
+/// A cold message as its record holds it, its payload and header values copied out of the
+/// read's buffer (which they would otherwise keep alive whole). It is ready: a due time it
+/// had has passed.
+fn thawed(
+    base_lsn: crate::ids::Lsn,
+    at: RecordAt,
+    mut stored: StoredMessage,
+    clock: WallClock,
+) -> Message {
+    let payload = own_payload(&stored.payload);
+    stored.payload = Bytes::new();
+    for header in &mut stored.headers {
+        header.value = own_payload(&header.value);
+    }
+    let recovered = RecoveredMessage::new(base_lsn, at, Payload::Held(payload), stored);
+    let mut message = message_from(recovered, clock);
+    message.edit_extras(|extras| extras.not_before_unix_ms = None);
+    message
+}
