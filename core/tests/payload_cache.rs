@@ -221,8 +221,8 @@ fn sealed_records_are_read_back() {
 }
 
 /// Messages that expire while their payloads are on disk reach the dead-letter queue without
-/// them: consuming the dead letters reads them back, complete and in order, while an
-/// inspection of one answers at once that its payload is only on disk.
+/// them: an inspection of one reads its record back for the answer, and consuming the dead
+/// letters reads them back, complete and in order.
 #[test]
 fn dead_letters_with_payloads_on_disk_are_read_back() {
     let mut net = Net::with_config(tiny_cache(0));
@@ -239,9 +239,11 @@ fn dead_letters_with_payloads_on_disk_are_read_back() {
     assert_eq!(net.broker.queue_depth("dlq"), Some(20));
     let request = net.client(conn).dlq_list("dlq", None, 100).unwrap();
     let Response::DlqList(list) = net.response(conn, request) else { panic!("dlq list") };
+    let reads_before = net.reads;
     let request = net.client(conn).dlq_inspect("dlq", list.entries[5].dead_id).unwrap();
-    let Response::Failed(error) = net.response(conn, request) else { panic!("inspected") };
-    assert!(error.message.contains("only on disk"), "{}", error.message);
+    let Response::DlqInspect(entry) = net.response(conn, request) else { panic!("inspected") };
+    assert_eq!(entry.payload, Bytes::from(sent[5].clone()), "the payload, read back");
+    assert_eq!(net.reads, reads_before + 1, "one read of its record");
     let subscription = net.subscribe(conn, "dlq", 5);
     let mut got = Vec::new();
     while got.len() < 20 {
@@ -365,4 +367,23 @@ fn a_purged_cold_backlog_stays_purged_after_a_restart() {
     let (net, report) = Net::recovered(tiny_cache(1_000), &image);
     assert_eq!(report.messages, 0);
     assert_eq!(net.broker.queue_depth("jobs"), Some(0));
+}
+
+/// A cold drain does not wait for each read: once a read of a run comes back, the next one is
+/// asked for while the consumer takes what came, and no further: two reads' worth at most.
+#[test]
+fn a_cold_run_is_read_ahead_by_one_read() {
+    let (mut net, conn, sent) = with_backlog(tiny_cache(1_000), 10_000);
+    let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+    net.publish(conn, "jobs", &refs);
+    assert_eq!(net.confirmed(conn).len(), 10_000, "a run of 20,000: three reads and more");
+    // The cache held at most 10 payloads at the front: 20 credits reach into the run.
+    let subscription = net.subscribe(conn, "jobs", 20);
+    assert_eq!(net.deliveries(conn).len(), 20);
+    assert_eq!(net.reads, 2, "the read the consumer needed, and one ahead");
+    net.client(conn).grant_credit(subscription, 100).unwrap();
+    net.pump();
+    assert_eq!(net.deliveries(conn).len(), 100);
+    assert_eq!(net.reads, 2, "two reads' worth wait: nothing more is read");
+    assert!(net.broker.halted().is_none());
 }

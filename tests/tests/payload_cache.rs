@@ -1,12 +1,14 @@
 //! Payloads beyond `storage.payload_cache_bytes` leave memory and are read back from the log
-//! (docs/STORAGE.md §17): a backlog far larger than a tiny cache is delivered complete and in
-//! order by the server that queued it, and by one restarted after a SIGKILL on the same data
-//! directory. Both servers.
+//! (docs/STORAGE.md §17), most of the messages with them, as cold runs (§18): a backlog far
+//! larger than a tiny cache is delivered complete and in order by the server that queued it,
+//! and by one restarted after a SIGKILL on the same data directory. Both servers.
 
 use std::time::Duration;
 
 use chute_client::{Connection, QueueOptions};
-use chute_tests::{for_both_servers, labelled_payload, take_ready, within, Server, ServerBinary};
+use chute_tests::{
+    for_both_servers, http, labelled_payload, metric, take_ready, within, Server, ServerBinary,
+};
 use futures::executor::block_on;
 
 /// 2,000 messages of 512 bytes: 1 MB of payload, thirty times the cache.
@@ -48,6 +50,13 @@ async fn consume_backlog(url: &str) -> Vec<String> {
     ids
 }
 
+/// Most of the backlog is cold: held as where its records are, not as messages.
+fn assert_mostly_cold(server: &Server) {
+    let page = http::get(server.admin_addr.expect("admin on"), "/metrics").body;
+    let cold = metric(&page, "chute_payload_cold_messages").expect("the cold series");
+    assert!(cold >= (MESSAGES * 9 / 10) as f64, "{cold} of {MESSAGES} messages cold");
+}
+
 fn publish(server: &Server) -> Vec<String> {
     let url = server.url();
     within("publishing the backlog", TIMEOUT, move || block_on(publish_backlog(&url)))
@@ -63,6 +72,7 @@ fn a_backlog_beyond_the_cache_is_delivered_in_order(binary: ServerBinary) {
     let data = tempfile::tempdir().expect("temp dir");
     let server = start(binary, data.path());
     let sent = publish(&server);
+    assert_mostly_cold(&server);
     assert_eq!(consume(&server), sent);
     server.stop();
 }
@@ -75,6 +85,7 @@ fn a_backlog_beyond_the_cache_survives_a_kill(binary: ServerBinary) {
     let sent = publish(&server);
     server.kill();
     let server = start(binary, data.path());
+    assert_mostly_cold(&server);
     assert_eq!(consume(&server), sent);
     server.stop();
 }

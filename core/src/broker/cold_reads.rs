@@ -13,13 +13,14 @@ use super::Broker;
 use crate::ids::MessageSeq;
 use crate::queue::{own_payload, Message, Payload, RecordAt};
 use crate::storage::failure::{OsError, StorageFailure};
-use crate::storage::read::{walk_published, SegmentKeys, WalkEnd};
+use crate::storage::read::{walk_published, WalkEnd};
 use crate::storage::records::StoredMessage;
 use crate::storage::recovery::RecoveredMessage;
 use crate::time::WallClock;
 
 impl Broker {
-    /// A read of the cold run of `level` starting at `first` completed. Stale (the run was
+    /// A read of the cold run of `level` starting at `first` completed: its first messages take
+    /// its place, and the next records are asked for ahead of need. Stale (the run was
     /// purged meanwhile) it is dropped, even a failure; otherwise a failure, a record that
     /// fails its checks, or a member missing from the records halts the broker: they were
     /// synced and confirmed.
@@ -44,9 +45,16 @@ impl Broker {
             Ok((messages, end)) => {
                 let queue = self.queues.get_mut(&read.queue).expect("checked above");
                 let (next_offset, next_record_len) = (end.next_offset, end.next_record_len);
-                let thawed = queue.thaw(level, first, messages, next_offset, next_record_len);
-                assert!(thawed, "the run was there when the read was parsed");
+                let read_ahead = queue
+                    .thaw(level, first, messages, next_offset, next_record_len)
+                    .expect("the run was there when the read was parsed");
+                let consumed = !queue.consumers().is_empty();
                 self.dirty_queues.insert(read.queue);
+                // The consumers that asked for this read will want what follows: ask for it
+                // while they take these, so that a cold drain does not wait for each read.
+                if read_ahead && consumed {
+                    self.read_payloads(read.queue);
+                }
             }
             Err((offset, reason)) => {
                 self.halt(failed(offset, OsError::new(ErrorKind::InvalidData, reason)))
@@ -73,16 +81,7 @@ impl Broker {
             .cold_runs()
             .find(|(l, run)| *l == level && run.first_seq() == first)
             .expect("checked by the caller");
-        let segment = self
-            .log
-            .segments()
-            .get(&read.base_lsn)
-            .ok_or_else(|| (read.offset, "the segment is no longer in the log".to_string()))?;
-        let keys = SegmentKeys {
-            key_id: segment.key_id,
-            markers: &segment.seal_markers,
-            keyring: &self.config.keyring,
-        };
+        let keys = self.read_keys(read)?;
         let clock = self.config.wall_clock();
         let mut members = run.seqs().peekable();
         let mut messages = Vec::new();

@@ -6,12 +6,19 @@ use chute_protocol::{
     DlqRedrive, Done, ErrorCode, FrameKind,
 };
 
+use std::io::ErrorKind;
+
+use bytes::Bytes;
+
 use super::admin::page_size;
+use super::payloads::PendingRead;
 use super::storage::SyncNeed;
 use super::Broker;
 use crate::auth::AuditKind;
-use crate::ids::{ConnId, QueueId};
-use crate::queue::Message;
+use crate::ids::{ConnId, MessageSeq, QueueId};
+use crate::queue::{Message, RecordAt};
+use crate::storage::failure::{OsError, StorageFailure};
+use crate::storage::read::payload_in;
 use crate::storage::records::{Record, Redriven};
 
 impl Broker {
@@ -43,21 +50,73 @@ impl Broker {
         };
         // The cache never evicts a dead letter's payload, but a message may reach the
         // dead-letter queue with its payload on disk (expired in a backlog, or recovered
-        // beyond the cache); an inspection answers at once, so it does not read it back.
+        // beyond the cache): then the answer waits for its record to be read back.
         let Some(payload) = message.payload.held().cloned() else {
-            let text = format!(
-                "dead letter {}'s payload is only on disk (it expired there from a backlog); \
-                 consume it to see it",
-                inspect.dead_id
-            );
-            return self.reply_error(conn, request_id, ErrorCode::RESOURCE_LIMIT, text);
+            let message = message.clone();
+            if !self.read_for_inspection((conn, request_id), queue, &message) {
+                let text = format!(
+                    "dead letter {}'s payload is on disk and the broker has {} reads in \
+                     flight, its most; try again",
+                    inspect.dead_id,
+                    super::payloads::READS_IN_FLIGHT_MAX
+                );
+                self.reply_error(conn, request_id, ErrorCode::RESOURCE_LIMIT, text);
+            }
+            return;
         };
-        let entry = DeadLetter {
+        let entry = self.dead_letter(message, payload);
+        self.reply(conn, FrameKind::DlqInspectOk, &DlqInspectOk { request_id, entry });
+    }
+
+    /// The answer to an inspection that read the dead letter's record back. The dead letter
+    /// may have left meanwhile (consumed, redriven): then it is no longer there to inspect. A
+    /// record that did not read back whole halts the broker, as any failed read does.
+    pub(super) fn answer_inspection(
+        &mut self,
+        read: &PendingRead,
+        (conn, request_id): (ConnId, u32),
+        seq: MessageSeq,
+        at: RecordAt,
+        result: Result<Bytes, OsError>,
+    ) {
+        let found = self.queues.get(&read.queue).and_then(|queue| {
+            queue.held().find(|m| m.seq == seq && m.dead().is_some() && m.record == at)
+        });
+        let Some(message) = found.cloned() else {
+            if self.connections.contains_key(&conn) {
+                let text = format!("no dead letter {} in that queue any more", seq.0);
+                self.reply_error(conn, request_id, ErrorCode::NO_SUCH_DEAD_LETTER, text);
+            }
+            return;
+        };
+        let failed = |offset: u64, error: OsError| StorageFailure::Read {
+            base_lsn: read.base_lsn,
+            offset,
+            error,
+        };
+        let parsed = result.map_err(|error| failed(read.offset, error)).and_then(|bytes| {
+            let keys = self.read_keys(read).map_err(|(offset, reason)| {
+                failed(offset, OsError::new(ErrorKind::InvalidData, reason))
+            })?;
+            payload_in(&bytes, read.offset, read.base_lsn, seq.0, at, keys)
+                .map_err(|reason| failed(read.offset, OsError::new(ErrorKind::InvalidData, reason)))
+        });
+        match parsed {
+            Err(failure) => self.halt(failure),
+            Ok(_) if !self.connections.contains_key(&conn) => {}
+            Ok(payload) => {
+                let entry = self.dead_letter(&message, payload);
+                self.reply(conn, FrameKind::DlqInspectOk, &DlqInspectOk { request_id, entry });
+            }
+        }
+    }
+
+    fn dead_letter(&self, message: &Message, payload: Bytes) -> DeadLetter {
+        DeadLetter {
             summary: self.summary(message),
             headers: message.extras.as_deref().map(|e| e.headers.clone()).unwrap_or_default(),
             payload,
-        };
-        self.reply(conn, FrameKind::DlqInspectOk, &DlqInspectOk { request_id, entry });
+        }
     }
 
     fn summary(&self, message: &Message) -> DeadLetterSummary {

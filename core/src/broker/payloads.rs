@@ -10,9 +10,9 @@ use chute_protocol::Durability;
 
 use super::Broker;
 use crate::ids::MessageSeq;
-use crate::ids::{Lsn, QueueId};
+use crate::ids::{ConnId, Lsn, QueueId};
 use crate::io::Output;
-use crate::queue::{ColdRun, Message, ReadPlan, Wanted};
+use crate::queue::{ColdRun, Message, ReadPlan, RecordAt, Wanted};
 use crate::storage::failure::{OsError, StorageFailure};
 use crate::storage::io::{ReadId, StorageRequest};
 use crate::storage::read::{payload_in, SegmentKeys};
@@ -78,6 +78,8 @@ enum Brings {
     Payloads(Vec<Wanted>),
     /// The first messages of the cold run of `level` that starts at `first`.
     Cold { level: u8, first: MessageSeq },
+    /// The payload of dead letter `seq`, for an inspection `conn` asked for.
+    Inspection { conn: ConnId, request_id: u32, seq: MessageSeq, at: RecordAt },
 }
 
 impl Broker {
@@ -155,18 +157,42 @@ impl Broker {
                     (segment, offset, len, Brings::Cold { level, first })
                 }
             };
-            let base_lsn = segment.get().expect("a record read back is logged");
-            let id = ReadId(self.reads.next_id);
-            self.reads.next_id += 1;
             queue.fetches.reads_in_flight += 1;
-            self.reads.reads_total += 1;
-            self.reads.read_bytes_total += len;
-            let read = PendingRead { queue: queue_id, base_lsn, offset, len, brings };
-            self.reads.in_flight.insert(id, read);
-            let len = u32::try_from(len).expect("a read spans a few MiB at most");
-            let request = StorageRequest::Read { id, base_lsn, offset, len };
-            self.outputs.push_back(Output::Storage(request));
+            let base_lsn = segment.get().expect("a record read back is logged");
+            self.start_read(PendingRead { queue: queue_id, base_lsn, offset, len, brings });
         }
+    }
+
+    /// Asks the storage worker for a read (the caller checked `READS_IN_FLIGHT_MAX`).
+    fn start_read(&mut self, read: PendingRead) {
+        let id = ReadId(self.reads.next_id);
+        self.reads.next_id += 1;
+        self.reads.reads_total += 1;
+        self.reads.read_bytes_total += read.len;
+        let (base_lsn, offset) = (read.base_lsn, read.offset);
+        let len = u32::try_from(read.len).expect("a read spans a few MiB at most");
+        self.reads.in_flight.insert(id, read);
+        let request = StorageRequest::Read { id, base_lsn, offset, len };
+        self.outputs.push_back(Output::Storage(request));
+    }
+
+    /// Reads dead letter `seq`'s record back to answer an inspection; false if the broker has
+    /// as many reads in flight as it allows.
+    pub(super) fn read_for_inspection(
+        &mut self,
+        (conn, request_id): (ConnId, u32),
+        queue: QueueId,
+        message: &Message,
+    ) -> bool {
+        if self.reads.in_flight.len() >= READS_IN_FLIGHT_MAX {
+            return false;
+        }
+        let base_lsn = message.segment.get().expect("a payload on disk is logged");
+        let at = message.record;
+        let brings = Brings::Inspection { conn, request_id, seq: message.seq, at };
+        let (offset, len) = (u64::from(at.offset), u64::from(at.len));
+        self.start_read(PendingRead { queue, base_lsn, offset, len, brings });
+        true
     }
 
     /// A read completed: its payloads wait for delivery. A read that failed, came back short
@@ -175,6 +201,9 @@ impl Broker {
     pub(super) fn handle_read(&mut self, id: ReadId, result: Result<Bytes, OsError>) {
         let Some(read) = self.reads.in_flight.remove(&id) else { return };
         self.dirty_queues.extend(std::mem::take(&mut self.reads.waiting));
+        if let Brings::Inspection { conn, request_id, seq, at } = read.brings {
+            return self.answer_inspection(&read, (conn, request_id), seq, at, result);
+        }
         let Some(queue) = self.queues.get_mut(&read.queue) else { return };
         queue.fetches.reads_in_flight -= 1;
         let wanted = match &read.brings {
@@ -182,6 +211,7 @@ impl Broker {
             Brings::Cold { level, first } => {
                 return self.handle_cold_read(&read, *level, *first, result)
             }
+            Brings::Inspection { .. } => unreachable!("answered above"),
         };
         let wanted: Vec<Wanted> =
             wanted.iter().copied().filter(|(seq, _, _)| queue.fetches.is_requested(*seq)).collect();
@@ -213,20 +243,25 @@ impl Broker {
 
     /// The payloads of `wanted` in a read's bytes, or the offset of the first record that is
     /// not what was asked for and why.
+    /// The keys that open the records of the segment a read is of, or the reason there are none.
+    pub(super) fn read_keys(&self, read: &PendingRead) -> Result<SegmentKeys<'_>, (u64, String)> {
+        let Some(segment) = self.log.segments().get(&read.base_lsn) else {
+            return Err((read.offset, "the segment is no longer in the log".into()));
+        };
+        Ok(SegmentKeys {
+            key_id: segment.key_id,
+            markers: &segment.seal_markers,
+            keyring: &self.config.keyring,
+        })
+    }
+
     fn parse_read(
         &self,
         read: &PendingRead,
         bytes: &Bytes,
         wanted: &[Wanted],
     ) -> Result<Vec<(u64, Bytes)>, (u64, String)> {
-        let Some(segment) = self.log.segments().get(&read.base_lsn) else {
-            return Err((read.offset, "the segment is no longer in the log".into()));
-        };
-        let keys = SegmentKeys {
-            key_id: segment.key_id,
-            markers: &segment.seal_markers,
-            keyring: &self.config.keyring,
-        };
+        let keys = self.read_keys(read)?;
         let mut payloads = Vec::with_capacity(wanted.len());
         for &(seq, at, len) in wanted {
             let payload = payload_in(bytes, read.offset, read.base_lsn, seq, at, keys)

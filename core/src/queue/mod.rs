@@ -401,8 +401,10 @@ impl Queue {
     /// The records a read brought back from the front of the cold run of `level` starting at
     /// `first`: its first messages, in order (maybe none), and the offset its next read starts
     /// at. `next_record_len` is the length of the record there when the read held only its
-    /// start (the next read must be that long). False if the run is gone (purged: a stale
-    /// read); nothing changes then.
+    /// start (the next read must be that long). Returns whether the run's next records may be
+    /// read ahead: nothing read back before these still waits for delivery, so at most two
+    /// reads' worth are in memory. `None` if the run is gone (purged: a stale read); nothing
+    /// changes then.
     pub fn thaw(
         &mut self,
         level: u8,
@@ -410,16 +412,14 @@ impl Queue {
         messages: Vec<Message>,
         next_offset: u64,
         next_record_len: u64,
-    ) -> bool {
+    ) -> Option<bool> {
         let bytes: u64 = messages.iter().map(Message::payload_len).sum();
         if let Some(run) = self.ready.cold_run_mut(level, first) {
             run.next_record_len = next_record_len;
         }
-        if !self.ready.thaw(level, first, messages, next_offset) {
-            return false;
-        }
+        let read_ahead = self.ready.thaw(level, first, messages, next_offset)?;
         self.evicted_bytes -= bytes;
-        true
+        Some(read_ahead)
     }
 
     /// Removes every held message whose TTL ran out (in flight ones expire when they return).

@@ -271,21 +271,19 @@ impl Ready {
 
     /// Messages read back from the front of the cold run of `level` that starts at `first`:
     /// they take its place before what is left of it (nothing, if they were all of it). The
-    /// run's next read starts at `next_offset`. Returns false, changing nothing, if no such run
-    /// is there any more (purged meanwhile: the read is stale).
+    /// run's next read starts at `next_offset`. Returns whether the run led its level (nothing
+    /// read back earlier still waits before it), or `None`, changing nothing, if no such run is
+    /// there any more (purged meanwhile: the read is stale).
     pub fn thaw(
         &mut self,
         level: u8,
         first: MessageSeq,
         messages: Vec<Message>,
         next_offset: u64,
-    ) -> bool {
-        let Some(line) = self.levels.get_mut(usize::from(level)) else { return false };
-        let Some(at) =
-            line.iter().position(|s| matches!(s, Slot::Cold(run) if run.first_seq() == first))
-        else {
-            return false;
-        };
+    ) -> Option<bool> {
+        let line = self.levels.get_mut(usize::from(level))?;
+        let at =
+            line.iter().position(|s| matches!(s, Slot::Cold(run) if run.first_seq() == first))?;
         let Slot::Cold(run) = &mut line[at] else { unreachable!("found a run there") };
         let mut emptied = false;
         for message in &messages {
@@ -301,7 +299,7 @@ impl Ready {
         for (index, message) in messages.into_iter().enumerate() {
             line.insert(at + index, Slot::Hot(message));
         }
-        true
+        Some(at == 0)
     }
 }
 
