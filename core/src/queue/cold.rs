@@ -40,7 +40,9 @@ pub struct ColdRun {
     pub end: u64,
     /// Payload bytes of the members.
     pub payload_bytes: u64,
-    /// When the first member was published (Unix ms): the head's age when the run leads the line.
+    /// When the first member was published (Unix ms), as far as the run knows: the head's age
+    /// when the run leads the line. Once members were read back, the publish time of the last
+    /// of them (the next one's is not in memory).
     pub first_published_unix_ms: u64,
     /// A read of its first records is in flight.
     pub reading: bool,

@@ -293,6 +293,11 @@ impl Ready {
         }
         run.offset = run.offset.max(next_offset);
         run.reading = false;
+        // The next member was published no earlier than the last one read (a line is in
+        // publish order but for the exceptions `oldest_published_unix_ms` names).
+        if let Some(last) = messages.last() {
+            run.first_published_unix_ms = run.first_published_unix_ms.max(last.published_unix_ms);
+        }
         if emptied {
             line.remove(at);
         }
