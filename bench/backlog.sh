@@ -2,8 +2,8 @@
 # Issue 16's targets for backlogs larger than RAM, measured in one run of one chuted:
 #  1. resident memory per cold queued message: N messages of SIZE bytes published to queue
 #     `cold` with no consumer, in 10 slices, VmRSS sampled at 0 and after each slice; the slope
-#     is a least-squares fit over the samples after the first slice (the payload cache fills
-#     during the first);
+#     is a least-squares fit over the samples after the first slice that find the payload
+#     cache full (it fills first);
 #  2. recovery after SIGKILL: exec to the `listening` line, the server's own `elapsed_ms`,
 #     the restarted process's peak (VmHWM) and its VmRSS once recovered;
 #  3. cold drain against warm consume: M messages consumed from a queue `warm` just published
@@ -139,11 +139,15 @@ for slice in 1 2 3 4 5 6 7 8 9 10; do
     published=$(( published + n ))
     rss=$(status_bytes VmRSS)
     samples="$samples,[$published,$rss]"
-    (( slice > 1 )) && fit="$fit $published $rss"
+    # The fit takes the samples after the first slice, once the payload cache is full.
+    (( slice > 1 && published * size >= cache_bytes )) && fit="$fit $published $rss"
     say "published $published, VmRSS $(( rss / 1048576 )) MiB"
 done
 publish_s=$(ratio "$(( $(now_ns) - publish_t0 ))" 1000000000)
-# Least squares over the samples after the first slice: bytes of RSS per queued message.
+# Least squares over those samples: bytes of RSS per queued message.
+(( $(wc -w <<< "$fit") >= 4 )) \
+    || fail "the payload cache ($cache_bytes B) fills only in the last slice: raise N"
+fit_from=$(awk '{print $1}' <<< "$fit")
 slope=$(echo "$fit" | awk '{
     for (i = 1; i < NF; i += 2) { n++; x = $i; y = $(i + 1); sx += x; sy += y; sxx += x * x; sxy += x * y }
     printf "%.2f", (n * sxy - sx * sy) / (n * sxx - sx * sx) }')
@@ -217,8 +221,8 @@ say "other during the drain: $during_rate msg/s, confirm p99 $during_confirm_p99
 
 printf '{"messages":%d,"size":%d,"payload_cache_bytes":%d,"disk_bytes":%d,"load1":%s,' \
     "$count" "$size" "$cache_bytes" "$disk_bytes" "$load1"
-printf '"publish_seconds":%s,"rss_samples":[%s],"rss_per_message_bytes":%s,' \
-    "$publish_s" "$samples" "$slope"
+printf '"publish_seconds":%s,"rss_samples":[%s],"rss_fit_from_messages":%d,"rss_per_message_bytes":%s,' \
+    "$publish_s" "$samples" "$fit_from" "$slope"
 printf '"recovery_listening_ms":%d,"recovery_ms":%d,"recovery_peak_rss_bytes":%d,"recovered_rss_bytes":%d,' \
     "$recovery_listening_ms" "${recovery_ms:--1}" "$recovery_peak" "$recovered_rss"
 printf '"cached_head_messages":%d,"cached_head_msgs_per_s":%d,"drain_messages":%d,' \
