@@ -22,6 +22,10 @@ pub struct ConsumeArgs {
     /// One JSON object per message, one per line.
     #[arg(long)]
     pub json: bool,
+    /// Print nothing: receive and settle only (with --count, to drain a queue or time how fast
+    /// it drains, without a write per message).
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
     /// Deliveries held unsettled at once.
     #[arg(long, default_value_t = 100)]
     pub prefetch: u32,
@@ -118,7 +122,7 @@ pub async fn run(connection: &Connection, args: ConsumeArgs) -> Result<(), Strin
             let reason = connection.closed_reason().map(|e| e.to_string());
             return Err(reason.unwrap_or_else(|| format!("subscription to {} ended", args.queue)));
         };
-        print_delivery(&delivery, args.json);
+        print_delivery(&delivery, &args);
         if !settle.apply(&delivery)? {
             // Its connection was lost: it comes again, and counts then.
             continue;
@@ -148,7 +152,7 @@ async fn give_up(
         if handled == room {
             break;
         }
-        print_delivery(&delivery, args.json);
+        print_delivery(&delivery, args);
         settle.apply(&delivery)?;
         handled += 1;
     }
@@ -185,9 +189,12 @@ impl WaitingHint {
     }
 }
 
-fn print_delivery(delivery: &Delivery, json: bool) {
+fn print_delivery(delivery: &Delivery, args: &ConsumeArgs) {
+    if args.quiet {
+        return;
+    }
     let payload = delivery.payload();
-    if !json {
+    if !args.json {
         println!("{}", String::from_utf8_lossy(payload));
         return;
     }
@@ -239,5 +246,20 @@ mod tests {
         assert!(settle("q --nack --reject --reason r").is_err());
         assert!(settle("q --reason r").is_err(), "a reason with nothing to give it to");
         assert!(settle("q --delay-ms 5").is_err(), "a delay only goes with --nack");
+    }
+
+    /// `--quiet` (or `-q`) prints nothing and still settles each delivery; it has nothing to
+    /// print as JSON.
+    #[test]
+    fn quiet_flag() {
+        let parse = |args: &str| {
+            let args = std::iter::once("consume").chain(args.split_whitespace());
+            Consume::try_parse_from(args).map(|c| c.args)
+        };
+        assert!(parse("q --count 5 --quiet").unwrap().quiet);
+        assert!(parse("q -q").unwrap().quiet);
+        assert!(!parse("q").unwrap().quiet);
+        assert!(parse("q --quiet --json").is_err(), "nothing to print as JSON");
+        assert!(matches!(settle("q --quiet"), Ok(Settle::Ack)));
     }
 }

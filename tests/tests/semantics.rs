@@ -40,6 +40,7 @@ against_both_servers!(
     overflow_and_expiry_dead_letter_with_their_reason,
     topics_copy_to_bound_queues,
     declare_sets_every_option,
+    consume_quiet_settles_without_printing,
 );
 
 /// How long to wait for something another connection caused to become visible.
@@ -365,6 +366,20 @@ fn overflow_and_expiry_dead_letter_with_their_reason(binary: ServerBinary) {
     ok(&server, &["publish", "small", "short-lived", "--ttl-ms", "100"]);
     let listed = dead_letters(&server, "small", 2);
     assert_eq!(listed[1]["reason"], "expired", "{}", listed[1]);
+    assert!(server.stop().success());
+}
+
+/// `chute consume --count N --quiet` takes N messages and acks them, printing nothing (the
+/// way `bench/backlog.sh` times a drain); what it did not take stays queued.
+fn consume_quiet_settles_without_printing(binary: ServerBinary) {
+    let server = Server::start(binary);
+    ok(&server, &["queue", "declare", "drain"]);
+    ok(&server, &["publish", "drain", "--count", "5", "--size", "64"]);
+    let consumed = ok(&server, &["consume", "drain", "--count", "3", "--quiet"]);
+    assert_eq!(stdout(&consumed), "", "--quiet prints nothing");
+    let stats = queue_stats(&server, "drain");
+    assert_eq!(stats["ready"], 2, "{stats}");
+    assert_eq!(stats["in_flight"], 0, "each one taken is acked: {stats}");
     assert!(server.stop().success());
 }
 
