@@ -30,6 +30,9 @@ other_rate=${OTHER_RATE:-20000}
 other_seconds=${OTHER_SECONDS:-5}
 (( count >= 10 && drain >= 1 )) || { echo "backlog: N must be at least 10" >&2; exit 2; }
 
+# A queue holds at most limits.queue_messages_max messages (10,000,000 by default).
+export CHUTE_LIMITS_QUEUE_MESSAGES_MAX=${CHUTE_LIMITS_QUEUE_MESSAGES_MAX:-$(( count > 10000000 ? count : 10000000 ))}
+
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --bin chuted --bin chute
 chuted=${CHUTED:-$target/release/chuted}

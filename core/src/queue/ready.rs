@@ -301,8 +301,12 @@ impl Ready {
         if emptied {
             line.remove(at);
         }
-        for (index, message) in messages.into_iter().enumerate() {
-            line.insert(at + index, Slot::Hot(message));
+        // Put in front of the run (usually at the front of the line, with a long line behind
+        // it): what lies before it moves aside and back, so the cost is what is read back plus
+        // what precedes the run, never the line behind it.
+        let before: Vec<Slot> = line.drain(..at).collect();
+        for slot in messages.into_iter().map(Slot::Hot).rev().chain(before.into_iter().rev()) {
+            line.push_front(slot);
         }
         Some(at == 0)
     }
