@@ -44,9 +44,8 @@ impl Broker {
         match self.thawed_messages(read, level, first, &bytes) {
             Ok((messages, end)) => {
                 let queue = self.queues.get_mut(&read.queue).expect("checked above");
-                let (next_offset, next_record_len) = (end.next_offset, end.next_record_len);
                 let read_ahead = queue
-                    .thaw(level, first, messages, next_offset, next_record_len)
+                    .thaw(level, first, messages, end)
                     .expect("the run was there when the read was parsed");
                 let consumed = !queue.consumers().is_empty();
                 self.dirty_queues.insert(read.queue);

@@ -26,6 +26,7 @@ use chute_protocol::{Durability, OverflowPolicy, QueueCounters, QueueOptions};
 
 use crate::ids::{ConnId, MessageSeq, QueueId};
 use crate::storage::gate::Gate;
+use crate::storage::read::WalkEnd;
 use crate::time::Instant;
 use delayed::Delayed;
 use groups::Groups;
@@ -399,25 +400,19 @@ impl Queue {
     }
 
     /// The records a read brought back from the front of the cold run of `level` starting at
-    /// `first`: its first messages, in order (maybe none), and the offset its next read starts
-    /// at. `next_record_len` is the length of the record there when the read held only its
-    /// start (the next read must be that long). Returns whether the run's next records may be
-    /// read ahead: nothing read back before these still waits for delivery, so at most two
-    /// reads' worth are in memory. `None` if the run is gone (purged: a stale read); nothing
-    /// changes then.
+    /// `first`: its first messages, in order (maybe none), and where its next read starts
+    /// (`end`). Returns whether the run's next records may be read ahead: nothing read back
+    /// before these still waits for delivery, so at most two reads' worth are in memory.
+    /// `None` if the run is gone (purged: a stale read); nothing changes then.
     pub fn thaw(
         &mut self,
         level: u8,
         first: MessageSeq,
         messages: Vec<Message>,
-        next_offset: u64,
-        next_record_len: u64,
+        end: WalkEnd,
     ) -> Option<bool> {
         let bytes: u64 = messages.iter().map(Message::payload_len).sum();
-        if let Some(run) = self.ready.cold_run_mut(level, first) {
-            run.next_record_len = next_record_len;
-        }
-        let read_ahead = self.ready.thaw(level, first, messages, next_offset)?;
+        let read_ahead = self.ready.thaw(level, first, messages, end)?;
         self.evicted_bytes -= bytes;
         Some(read_ahead)
     }

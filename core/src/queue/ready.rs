@@ -9,6 +9,7 @@ use chute_protocol::PRIORITY_MAX;
 use super::cold::ColdRun;
 use super::Message;
 use crate::ids::MessageSeq;
+use crate::storage::read::WalkEnd;
 
 const LEVELS: usize = PRIORITY_MAX as usize + 1;
 
@@ -271,15 +272,15 @@ impl Ready {
 
     /// Messages read back from the front of the cold run of `level` that starts at `first`:
     /// they take its place before what is left of it (nothing, if they were all of it). The
-    /// run's next read starts at `next_offset`. Returns whether the run led its level (nothing
-    /// read back earlier still waits before it), or `None`, changing nothing, if no such run is
-    /// there any more (purged meanwhile: the read is stale).
+    /// run's next read starts where the read's walk ended. Returns whether the run led its
+    /// level (nothing read back earlier still waits before it), or `None`, changing nothing, if
+    /// no such run is there any more (purged meanwhile: the read is stale).
     pub fn thaw(
         &mut self,
         level: u8,
         first: MessageSeq,
         messages: Vec<Message>,
-        next_offset: u64,
+        end: WalkEnd,
     ) -> Option<bool> {
         let line = self.levels.get_mut(usize::from(level))?;
         let at =
@@ -291,7 +292,8 @@ impl Ready {
             assert_eq!(run.first_seq(), message.seq, "read back out of order");
             emptied = run.pop_front(message.payload_len(), message.record.end());
         }
-        run.offset = run.offset.max(next_offset);
+        run.offset = run.offset.max(end.next_offset);
+        run.next_record_len = end.next_record_len;
         run.reading = false;
         // The next member was published no earlier than the last one read (a line is in
         // publish order but for the exceptions `oldest_published_unix_ms` names).
