@@ -41,7 +41,9 @@ dir=$(mktemp -d /var/tmp/chute-backlog.XXXXXX)
 pid=
 drainer=
 cleanup() {
-    for p in $drainer $pid; do kill -9 "$p" 2>/dev/null || true; done
+    for p in $drainer $pid; do
+        { kill -9 "$p" && wait "$p"; } 2> /dev/null || true
+    done
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -153,7 +155,7 @@ done
 publish_s=$(ratio "$(( $(now_ns) - publish_t0 ))" 1000000000)
 # Least squares over those samples: bytes of RSS per queued message.
 (( $(wc -w <<< "$fit") >= 4 )) \
-    || fail "the payload cache ($cache_bytes B) fills only in the last slice: raise N"
+    || fail "fewer than two samples after the first find the payload cache ($cache_bytes B) full: raise N"
 fit_from=$(awk '{print $1}' <<< "$fit")
 slope=$(echo "$fit" | awk '{
     for (i = 1; i < NF; i += 2) { n++; x = $i; y = $(i + 1); sx += x; sy += y; sxx += x * x; sxy += x * y }
