@@ -8,6 +8,7 @@ use super::connection::{ConnState, PauseReason};
 use super::Broker;
 use crate::ids::{Lsn, QueueId};
 use crate::queue::{ConsumerKey, SegmentRef};
+use crate::storage::format::SEGMENT_HEADER_LEN;
 
 impl Broker {
     /// Checks every invariant, including the ones that walk every message (segment liveness).
@@ -18,6 +19,18 @@ impl Broker {
         self.check_liveness_counts();
         for queue in self.queues.values() {
             queue.check_evicted_bytes();
+        }
+        self.check_cold_runs();
+    }
+
+    /// Every cold run is well formed and lies in a segment the log still has.
+    fn check_cold_runs(&self) {
+        for queue in self.queues.values() {
+            for (_, run) in queue.cold_runs() {
+                let base = run.segment.get().expect("a cold run's records are logged");
+                let segment = self.log.segments().get(&base).expect("a cold run's segment exists");
+                run.check(SEGMENT_HEADER_LEN as u64 + segment.end_lsn.bytes_since(base));
+            }
         }
     }
 

@@ -145,6 +145,25 @@ impl ColdRun {
         self.seqs.is_empty()
     }
 
+    /// Asserts what a run must be (for tests and the simulator): members in increasing
+    /// sequence order, as many as it counts, each with a payload (an empty one never leaves
+    /// memory), and its records between its offsets, inside the segment's `file_len` bytes.
+    pub fn check(&self, file_len: u64) {
+        let mut counted = 0;
+        let mut last: Option<u64> = None;
+        for stride in &self.seqs {
+            assert!(stride.count > 0 && stride.step > 0, "an empty or flat stride {stride:?}");
+            assert!(last.is_none_or(|last| stride.first > last), "strides out of order");
+            last = Some(stride.last());
+            counted += u64::from(stride.count);
+        }
+        assert!(counted > 0, "an empty cold run");
+        assert_eq!(counted, self.count, "a cold run counts {} of {counted}", self.count);
+        assert!(self.payload_bytes >= self.count, "cold members without payload bytes");
+        assert!(self.offset < self.end, "a cold run's next read starts past its end");
+        assert!(self.end <= file_len, "a cold run ends past its segment ({file_len} bytes)");
+    }
+
     /// Every member's sequence number, in order.
     pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
         self.seqs
