@@ -7,7 +7,9 @@ mod support;
 use bytes::Bytes;
 use chute_core::client::Response;
 use chute_core::storage::failure::OsError;
+use chute_core::storage::format::scan_segment;
 use chute_core::storage::io::{ReadId, StorageDone, StorageRequest};
+use chute_core::storage::records::Record;
 use chute_core::{BrokerConfig, ConnId, Input};
 use chute_protocol::QueueOptions;
 use support::{payload, small_segments, Net};
@@ -386,4 +388,84 @@ fn a_cold_run_is_read_ahead_by_one_read() {
     assert_eq!(net.deliveries(conn).len(), 100);
     assert_eq!(net.reads, 2, "two reads' worth wait: nothing more is read");
     assert!(net.broker.halted().is_none());
+}
+
+/// A purge of more messages than one record may name logs several `Purged` records: 72,000
+/// messages interleaved with another queue's are 72,000 ranges of one, past the 65,536 a
+/// record holds (millions of them in one record would pass the record size limit). A restart
+/// finds the queue empty and the other queue whole.
+#[test]
+fn a_huge_purge_is_logged_in_bounded_records() {
+    let mut net = Net::with_config(tiny_cache(1_000));
+    let conn = net.connect();
+    for name in ["jobs", "other"] {
+        assert!(matches!(net.declare(conn, name, QueueOptions::default()), Response::Declared(_)));
+    }
+    publish_interleaved(&mut net, conn, ["jobs", "other"], 72_000);
+    let request = net.client(conn).purge_queue("jobs").unwrap();
+    let Response::Done { count } = net.response(conn, request) else { panic!("purged") };
+    assert_eq!(count, 72_000);
+    let purged = ranges_per_record(&net, |record| match record {
+        Record::Purged(seqs) => Some(seqs.seqs.len()),
+        _ => None,
+    });
+    assert_eq!(purged.iter().sum::<usize>(), 72_000, "every message named once: {purged:?}");
+    assert!(purged.iter().all(|&ranges| ranges <= 65_536), "records of {purged:?} ranges");
+    let image = net.disk.after_process_crash();
+    let (net, _) = Net::recovered(tiny_cache(1_000), &image);
+    assert_eq!(net.broker.queue_depth("jobs"), Some(0));
+    assert_eq!(net.broker.queue_depth("other"), Some(72_000));
+}
+
+/// A redrive of more dead letters than one record may name logs several `Redriven` records,
+/// as a purge does.
+#[test]
+fn a_huge_redrive_is_logged_in_bounded_records() {
+    let mut net = Net::with_config(tiny_cache(1_000));
+    let conn = net.connect();
+    for name in ["dlq", "other"] {
+        assert!(matches!(net.declare(conn, name, QueueOptions::default()), Response::Declared(_)));
+    }
+    let options =
+        QueueOptions { ttl_ms: Some(1_000), dead_letter: Some("dlq".into()), ..Default::default() };
+    assert!(matches!(net.declare(conn, "jobs", options), Response::Declared(_)));
+    publish_interleaved(&mut net, conn, ["jobs", "other"], 72_000);
+    net.advance(2_000);
+    assert_eq!(net.broker.queue_depth("dlq"), Some(72_000));
+    let request = net.client(conn).dlq_redrive("dlq", Vec::new()).unwrap();
+    let Response::Done { count } = net.response(conn, request) else { panic!("redriven") };
+    assert_eq!(count, 72_000);
+    let redriven = ranges_per_record(&net, |record| match record {
+        Record::Redriven(redriven) => Some(redriven.seqs.len()),
+        _ => None,
+    });
+    assert_eq!(redriven.iter().sum::<usize>(), 72_000, "every message named once: {redriven:?}");
+    assert!(redriven.iter().all(|&ranges| ranges <= 65_536), "records of {redriven:?} ranges");
+}
+
+/// Publishes `each` one-byte messages to each of two queues, alternately, every one confirmed:
+/// each queue's sequence numbers are then each a range of their own.
+fn publish_interleaved(net: &mut Net, conn: ConnId, queues: [&str; 2], each: usize) {
+    const ROUND: usize = 16_000;
+    for _ in 0..each * 2 / ROUND {
+        for i in 0..ROUND {
+            let message = chute_protocol::PublishMessage::new(Bytes::from_static(b"p"));
+            let destination = chute_protocol::Destination::Queue(queues[i % 2].into());
+            net.client(conn).publish(&destination, false, message).unwrap();
+        }
+        assert_eq!(net.confirmed(conn).len(), ROUND);
+    }
+}
+
+/// The number of ranges each record `ranges` picks names, over the whole log, in log order.
+fn ranges_per_record(net: &Net, ranges: impl Fn(&Record) -> Option<usize>) -> Vec<usize> {
+    let files = net.disk.segment_files();
+    let mut found = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let scan = scan_segment(&file.bytes, index + 1 == files.len()).unwrap();
+        for raw in scan.records {
+            found.extend(Record::decode(raw.kind, &raw.body).ok().as_ref().and_then(&ranges));
+        }
+    }
+    found
 }

@@ -8,7 +8,7 @@ use chute_protocol::{
 
 use super::errors::{DeclareError, OptionsError, QueueAdminError};
 use super::outbound::Gate;
-use super::storage::SyncNeed;
+use super::storage::{SyncNeed, SEQ_RANGES_PER_RECORD_MAX};
 use super::Broker;
 use crate::auth::AuditKind;
 use crate::ids::{ConnId, QueueId};
@@ -253,15 +253,13 @@ impl Broker {
             purged.iter().filter(|m| m.segment.is_some()).map(|m| m.seq.0).collect();
         seqs.extend(cold.iter().flat_map(ColdRun::seqs));
         seqs.sort_unstable();
-        if !seqs.is_empty() {
-            let mut ranges = Vec::new();
-            for seq in seqs {
-                push_to_ranges(&mut ranges, seq);
-            }
-            self.append_record(
-                &Record::<&[u8]>::Purged(Seqs { queue: id.0, seqs: ranges }),
-                SyncNeed::Now,
-            );
+        let mut ranges = Vec::new();
+        for seq in seqs {
+            push_to_ranges(&mut ranges, seq);
+        }
+        for chunk in ranges.chunks(SEQ_RANGES_PER_RECORD_MAX) {
+            let record = Seqs { queue: id.0, seqs: chunk.to_vec() };
+            self.append_record(&Record::<&[u8]>::Purged(record), SyncNeed::Now);
         }
         for message in &purged {
             self.release_message(message);

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::admin::page_size;
 use super::payloads::PendingRead;
-use super::storage::SyncNeed;
+use super::storage::{SyncNeed, SEQ_RANGES_PER_RECORD_MAX};
 use super::Broker;
 use crate::auth::AuditKind;
 use crate::ids::{ConnId, MessageSeq, QueueId};
@@ -179,9 +179,9 @@ impl Broker {
         }
         // A queue never dead-letters into itself, so nothing moved comes back to the DLQ.
         assert_eq!(self.queues[&dlq].messages_len(), dlq_before - moved, "redrive kept a message");
-        if !logged.is_empty() {
-            let at_unix_ms = self.config.wall_clock().unix_ms(self.now);
-            let record = Redriven { queue: dlq.0, seqs: logged, at_unix_ms };
+        let at_unix_ms = self.config.wall_clock().unix_ms(self.now);
+        for chunk in logged.chunks(SEQ_RANGES_PER_RECORD_MAX) {
+            let record = Redriven { queue: dlq.0, seqs: chunk.to_vec(), at_unix_ms };
             self.append_record(&Record::<&[u8]>::Redriven(record), SyncNeed::Now);
         }
         moved

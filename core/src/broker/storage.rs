@@ -27,6 +27,13 @@ pub(super) enum SyncNeed {
     Within(u64),
 }
 
+/// The most sequence ranges one `Purged` or `Redriven` record names; a purge or redrive of more
+/// writes several. A range takes at most 15 bytes, so a record stays under 1 MiB, far below
+/// `RECORD_LEN_MAX` (32 MiB), which one record naming the millions of messages a queue can
+/// hold, each its own range when other queues' publishes came between, would pass: encoding
+/// it would panic.
+pub(crate) const SEQ_RANGES_PER_RECORD_MAX: usize = 65_536;
+
 /// Acks nobody waits for are synced within this long, which bounds the redeliveries a crash
 /// can cause without spending an fsync on each.
 pub(super) const LAZY_SYNC_MS: u64 = 20;
