@@ -2,17 +2,15 @@
 //! its `Published` records are walked in file order, and the run's messages among them are
 //! rebuilt as recovery builds them and take the run's place at the front of the line.
 
-use std::io::ErrorKind;
-
 use bytes::Bytes;
 use chute_protocol::PRIORITY_MAX;
 
 use super::payloads::PendingRead;
 use super::recover::message_from;
 use super::Broker;
-use crate::ids::MessageSeq;
-use crate::queue::{own_payload, Message, Payload, RecordAt};
-use crate::storage::failure::{OsError, StorageFailure};
+use crate::ids::{Lsn, MessageSeq};
+use crate::queue::{own_payload, ColdRun, Message, Payload, RecordAt};
+use crate::storage::failure::OsError;
 use crate::storage::read::{walk_published, WalkEnd};
 use crate::storage::records::StoredMessage;
 use crate::storage::recovery::RecoveredMessage;
@@ -31,55 +29,38 @@ impl Broker {
         first: MessageSeq,
         result: Result<Bytes, OsError>,
     ) {
-        let failed = |offset: u64, error: OsError| StorageFailure::Read {
-            base_lsn: read.base_lsn,
-            offset,
-            error,
+        let Some(run) = self.queues.get(&read.queue).and_then(|q| q.cold_run(level, first)) else {
+            return;
         };
-        let bytes = match (self.is_cold_run(read, level, first), result) {
-            (false, _) => return,
-            (true, Ok(bytes)) => bytes,
-            (true, Err(error)) => return self.halt(failed(read.offset, error)),
+        let thawed = result.map_err(|error| read.failed(read.offset, error)).and_then(|bytes| {
+            self.thawed_messages(read, run, level, &bytes).map_err(|e| read.damaged(e))
+        });
+        let (messages, end) = match thawed {
+            Ok(thawed) => thawed,
+            Err(failure) => return self.halt(failure),
         };
-        match self.thawed_messages(read, level, first, &bytes) {
-            Ok((messages, end)) => {
-                let queue = self.queues.get_mut(&read.queue).expect("checked above");
-                let read_ahead = queue
-                    .thaw(level, first, messages, end)
-                    .expect("the run was there when the read was parsed");
-                let consumed = !queue.consumers().is_empty();
-                self.dirty_queues.insert(read.queue);
-                // The consumers that asked for this read will want what follows: ask for it
-                // while they take these, so that a cold drain does not wait for each read.
-                if read_ahead && consumed {
-                    self.read_payloads(read.queue);
-                }
-            }
-            Err((offset, reason)) => {
-                self.halt(failed(offset, OsError::new(ErrorKind::InvalidData, reason)))
-            }
+        let queue = self.queues.get_mut(&read.queue).expect("checked above");
+        let read_ahead = queue
+            .thaw(level, first, messages, end)
+            .expect("the run was there when the read was parsed");
+        let consumed = !queue.consumers().is_empty();
+        self.dirty_queues.insert(read.queue);
+        // The consumers that asked for this read will want what follows: ask for it while they
+        // take these, so that a cold drain does not wait for each read.
+        if read_ahead && consumed {
+            self.read_payloads(read.queue);
         }
     }
 
-    fn is_cold_run(&self, read: &PendingRead, level: u8, first: MessageSeq) -> bool {
-        self.queues.get(&read.queue).is_some_and(|queue| {
-            queue.cold_runs().any(|(l, run)| l == level && run.first_seq() == first)
-        })
-    }
-
-    /// The run's first messages among the records of a read of it, in order, and where the
-    /// next read starts; or the offset of what is wrong and why.
+    /// The first messages of `run` (of `level`) among the records of a read of it, in order,
+    /// and where the next read starts; or the offset of what is wrong and why.
     fn thawed_messages(
         &self,
         read: &PendingRead,
+        run: &ColdRun,
         level: u8,
-        first: MessageSeq,
         bytes: &Bytes,
     ) -> Result<(Vec<Message>, WalkEnd), (u64, String)> {
-        let (_, run) = self.queues[&read.queue]
-            .cold_runs()
-            .find(|(l, run)| *l == level && run.first_seq() == first)
-            .expect("checked by the caller");
         let keys = self.read_keys(read)?;
         let clock = self.config.wall_clock();
         let mut members = run.seqs().peekable();
@@ -115,19 +96,12 @@ impl Broker {
 /// A cold message as its record holds it, its payload and header values copied out of the
 /// read's buffer (which they would otherwise keep alive whole). It is ready: a due time it
 /// had has passed.
-fn thawed(
-    base_lsn: crate::ids::Lsn,
-    at: RecordAt,
-    mut stored: StoredMessage,
-    clock: WallClock,
-) -> Message {
+fn thawed(base_lsn: Lsn, at: RecordAt, mut stored: StoredMessage, clock: WallClock) -> Message {
     let payload = own_payload(&stored.payload);
     stored.payload = Bytes::new();
+    stored.not_before_unix_ms = None;
     for header in &mut stored.headers {
         header.value = own_payload(&header.value);
     }
-    let recovered = RecoveredMessage::new(base_lsn, at, Payload::Held(payload), stored);
-    let mut message = message_from(recovered, clock);
-    message.edit_extras(|extras| extras.not_before_unix_ms = None);
-    message
+    message_from(RecoveredMessage::new(base_lsn, at, Payload::Held(payload), stored), clock)
 }

@@ -6,8 +6,6 @@ use chute_protocol::{
     DlqRedrive, Done, ErrorCode, FrameKind,
 };
 
-use std::io::ErrorKind;
-
 use bytes::Bytes;
 
 use super::admin::page_size;
@@ -17,7 +15,7 @@ use super::Broker;
 use crate::auth::AuditKind;
 use crate::ids::{ConnId, MessageSeq, QueueId};
 use crate::queue::{Message, RecordAt};
-use crate::storage::failure::{OsError, StorageFailure};
+use crate::storage::failure::OsError;
 use crate::storage::read::payload_in;
 use crate::storage::records::{Record, Redriven};
 
@@ -52,8 +50,8 @@ impl Broker {
         // dead-letter queue with its payload on disk (expired in a backlog, or recovered
         // beyond the cache): then the answer waits for its record to be read back.
         let Some(payload) = message.payload.held().cloned() else {
-            let message = message.clone();
-            if !self.read_for_inspection((conn, request_id), queue, &message) {
+            let (seq, segment, at) = (message.seq, message.segment, message.record);
+            if !self.read_for_inspection((conn, request_id), queue, seq, segment, at) {
                 let text = format!(
                     "dead letter {}'s payload is on disk and the broker has {} reads in \
                      flight, its most; try again",
@@ -79,36 +77,33 @@ impl Broker {
         at: RecordAt,
         result: Result<Bytes, OsError>,
     ) {
-        let found = self.queues.get(&read.queue).and_then(|queue| {
-            queue.held().find(|m| m.seq == seq && m.dead().is_some() && m.record == at)
-        });
-        let Some(message) = found.cloned() else {
+        if self.inspected(read.queue, seq, at).is_none() {
             if self.connections.contains_key(&conn) {
                 let text = format!("no dead letter {} in that queue any more", seq.0);
                 self.reply_error(conn, request_id, ErrorCode::NO_SUCH_DEAD_LETTER, text);
             }
             return;
-        };
-        let failed = |offset: u64, error: OsError| StorageFailure::Read {
-            base_lsn: read.base_lsn,
-            offset,
-            error,
-        };
-        let parsed = result.map_err(|error| failed(read.offset, error)).and_then(|bytes| {
-            let keys = self.read_keys(read).map_err(|(offset, reason)| {
-                failed(offset, OsError::new(ErrorKind::InvalidData, reason))
-            })?;
-            payload_in(&bytes, read.offset, read.base_lsn, seq.0, at, keys)
-                .map_err(|reason| failed(read.offset, OsError::new(ErrorKind::InvalidData, reason)))
-        });
-        match parsed {
-            Err(failure) => self.halt(failure),
-            Ok(_) if !self.connections.contains_key(&conn) => {}
-            Ok(payload) => {
-                let entry = self.dead_letter(&message, payload);
-                self.reply(conn, FrameKind::DlqInspectOk, &DlqInspectOk { request_id, entry });
-            }
         }
+        let parsed = result.map_err(|error| read.failed(read.offset, error)).and_then(|bytes| {
+            let keys = self.read_keys(read).map_err(|e| read.damaged(e))?;
+            payload_in(&bytes, read.offset, read.base_lsn, seq.0, at, keys)
+                .map_err(|reason| read.damaged((read.offset, reason)))
+        });
+        let payload = match parsed {
+            Ok(payload) => payload,
+            Err(failure) => return self.halt(failure),
+        };
+        if self.connections.contains_key(&conn) {
+            let message = self.inspected(read.queue, seq, at).expect("found above");
+            let entry = self.dead_letter(message, payload);
+            self.reply(conn, FrameKind::DlqInspectOk, &DlqInspectOk { request_id, entry });
+        }
+    }
+
+    /// Dead letter `seq` of `queue`, if it is still there with its record at `at`.
+    fn inspected(&self, queue: QueueId, seq: MessageSeq, at: RecordAt) -> Option<&Message> {
+        let queue = self.queues.get(&queue)?;
+        queue.held().find(|m| m.seq == seq && m.dead().is_some() && m.record == at)
     }
 
     fn dead_letter(&self, message: &Message, payload: Bytes) -> DeadLetter {

@@ -9,10 +9,9 @@ use bytes::Bytes;
 use chute_protocol::Durability;
 
 use super::Broker;
-use crate::ids::MessageSeq;
-use crate::ids::{ConnId, Lsn, QueueId};
+use crate::ids::{ConnId, Lsn, MessageSeq, QueueId};
 use crate::io::Output;
-use crate::queue::{ColdRun, Message, ReadPlan, RecordAt, Wanted};
+use crate::queue::{ColdRun, Message, ReadPlan, RecordAt, SegmentRef, Wanted};
 use crate::storage::failure::{OsError, StorageFailure};
 use crate::storage::io::{ReadId, StorageRequest};
 use crate::storage::read::{payload_in, SegmentKeys};
@@ -69,6 +68,19 @@ pub(super) struct PendingRead {
     pub(super) offset: u64,
     pub(super) len: u64,
     brings: Brings,
+}
+
+impl PendingRead {
+    /// The read failed at `offset`: the records it was for were synced and confirmed, so this
+    /// is lost data, which halts the broker.
+    pub(super) fn failed(&self, offset: u64, error: OsError) -> StorageFailure {
+        StorageFailure::Read { base_lsn: self.base_lsn, offset, error }
+    }
+
+    /// The bytes read at `offset` are not what the log holds there, and why.
+    pub(super) fn damaged(&self, (offset, reason): (u64, String)) -> StorageFailure {
+        self.failed(offset, OsError::new(ErrorKind::InvalidData, reason))
+    }
 }
 
 /// What a read is for.
@@ -176,20 +188,21 @@ impl Broker {
         self.outputs.push_back(Output::Storage(request));
     }
 
-    /// Reads dead letter `seq`'s record back to answer an inspection; false if the broker has
-    /// as many reads in flight as it allows.
+    /// Reads dead letter `seq`'s record (`at` in `segment`) back to answer an inspection; false
+    /// if the broker has as many reads in flight as it allows.
     pub(super) fn read_for_inspection(
         &mut self,
         (conn, request_id): (ConnId, u32),
         queue: QueueId,
-        message: &Message,
+        seq: MessageSeq,
+        segment: SegmentRef,
+        at: RecordAt,
     ) -> bool {
         if self.reads.in_flight.len() >= READS_IN_FLIGHT_MAX {
             return false;
         }
-        let base_lsn = message.segment.get().expect("a payload on disk is logged");
-        let at = message.record;
-        let brings = Brings::Inspection { conn, request_id, seq: message.seq, at };
+        let base_lsn = segment.get().expect("a payload on disk is logged");
+        let brings = Brings::Inspection { conn, request_id, seq, at };
         let (offset, len) = (u64::from(at.offset), u64::from(at.len));
         self.start_read(PendingRead { queue, base_lsn, offset, len, brings });
         true
@@ -218,16 +231,10 @@ impl Broker {
         if wanted.is_empty() {
             return;
         }
-        let failed = |offset: u64, error: OsError| StorageFailure::Read {
-            base_lsn: read.base_lsn,
-            offset,
-            error,
-        };
-        let bytes = match result {
-            Ok(bytes) => bytes,
-            Err(error) => return self.halt(failed(read.offset, error)),
-        };
-        match self.parse_read(&read, &bytes, &wanted) {
+        let parsed = result
+            .map_err(|error| read.failed(read.offset, error))
+            .and_then(|bytes| self.parse_read(&read, &bytes, &wanted).map_err(|e| read.damaged(e)));
+        match parsed {
             Ok(payloads) => {
                 let queue = self.queues.get_mut(&read.queue).expect("looked up above");
                 for (seq, payload) in payloads {
@@ -235,14 +242,10 @@ impl Broker {
                 }
                 self.dirty_queues.insert(read.queue);
             }
-            Err((offset, reason)) => {
-                self.halt(failed(offset, OsError::new(ErrorKind::InvalidData, reason)))
-            }
+            Err(failure) => self.halt(failure),
         }
     }
 
-    /// The payloads of `wanted` in a read's bytes, or the offset of the first record that is
-    /// not what was asked for and why.
     /// The keys that open the records of the segment a read is of, or the reason there are none.
     pub(super) fn read_keys(&self, read: &PendingRead) -> Result<SegmentKeys<'_>, (u64, String)> {
         let Some(segment) = self.log.segments().get(&read.base_lsn) else {
@@ -255,6 +258,8 @@ impl Broker {
         })
     }
 
+    /// The payloads of `wanted` in a read's bytes, or the offset of the first record that is
+    /// not what was asked for and why.
     fn parse_read(
         &self,
         read: &PendingRead,

@@ -208,6 +208,11 @@ impl Queue {
         self.ready.cold_runs()
     }
 
+    /// The cold run of `level` whose first member is `first`, if it is still there.
+    pub fn cold_run(&self, level: u8, first: MessageSeq) -> Option<&ColdRun> {
+        self.ready.cold_run(level, first)
+    }
+
     /// Whether evicted ready messages may fold into cold runs. Not in a queue whose overflow
     /// drops its head: dead-lettering the head needs the message, and a cold head would have
     /// to be read back first.

@@ -93,7 +93,13 @@ impl Ready {
     /// The next message to deliver, if the front of the highest non-empty level is one (not a
     /// cold run).
     pub fn pop_front(&mut self) -> Option<Message> {
-        let line = &mut self.levels[self.front_level()?];
+        let level = self.front_level()?;
+        self.pop_hot(level)
+    }
+
+    /// The front of `level`, if it is a message (not a cold run).
+    fn pop_hot(&mut self, level: usize) -> Option<Message> {
+        let line = &mut self.levels[level];
         let Some(Slot::Hot(_)) = line.front() else { return None };
         self.len -= 1;
         match line.pop_front() {
@@ -178,12 +184,7 @@ impl Ready {
             .filter_map(|i| self.levels[i].front().map(|slot| (slot_seq(slot), i)))
             .min()
             .map(|(_, i)| i)?;
-        let Some(Slot::Hot(_)) = self.levels[level].front() else { return None };
-        self.len -= 1;
-        match self.levels[level].pop_front() {
-            Some(Slot::Hot(message)) => Some(message),
-            _ => unreachable!("the front was a message"),
-        }
+        self.pop_hot(level)
     }
 
     /// Keeps the messages for which `take` is false; returns the others, in delivery order.
@@ -252,11 +253,22 @@ impl Ready {
         })
     }
 
+    /// The cold run of `level` whose first member is `first`, if it is still there.
+    pub fn cold_run(&self, level: u8, first: MessageSeq) -> Option<&ColdRun> {
+        let line = self.levels.get(usize::from(level))?;
+        match &line[run_index(line, first)?] {
+            Slot::Cold(run) => Some(run),
+            Slot::Hot(_) => unreachable!("run_index finds runs"),
+        }
+    }
+
     pub(super) fn cold_run_mut(&mut self, level: u8, first: MessageSeq) -> Option<&mut ColdRun> {
-        self.levels.get_mut(usize::from(level))?.iter_mut().find_map(|slot| match slot {
-            Slot::Cold(run) if run.first_seq() == first => Some(&mut **run),
-            _ => None,
-        })
+        let line = self.levels.get_mut(usize::from(level))?;
+        let at = run_index(line, first)?;
+        match &mut line[at] {
+            Slot::Cold(run) => Some(run),
+            Slot::Hot(_) => unreachable!("run_index finds runs"),
+        }
     }
 
     /// Every slot, in delivery order.
@@ -283,9 +295,8 @@ impl Ready {
         end: WalkEnd,
     ) -> Option<bool> {
         let line = self.levels.get_mut(usize::from(level))?;
-        let at =
-            line.iter().position(|s| matches!(s, Slot::Cold(run) if run.first_seq() == first))?;
-        let Slot::Cold(run) = &mut line[at] else { unreachable!("found a run there") };
+        let at = run_index(line, first)?;
+        let Slot::Cold(run) = &mut line[at] else { unreachable!("run_index finds runs") };
         let mut emptied = false;
         for message in &messages {
             assert!(!emptied, "more messages read back than the run held");
@@ -312,6 +323,11 @@ impl Ready {
         }
         Some(at == 0)
     }
+}
+
+/// Where in `line` the cold run whose first member is `first` is.
+fn run_index(line: &VecDeque<Slot>, first: MessageSeq) -> Option<usize> {
+    line.iter().position(|slot| matches!(slot, Slot::Cold(run) if run.first_seq() == first))
 }
 
 fn slot_seq(slot: &Slot) -> MessageSeq {
