@@ -469,3 +469,60 @@ fn ranges_per_record(net: &Net, ranges: impl Fn(&Record) -> Option<usize>) -> Ve
     }
     found
 }
+
+/// A net whose `dlq` holds `count` dead letters (expired from `jobs`) with their payloads on
+/// disk but the first's; returns their dead ids, in order.
+fn dead_letters_on_disk(count: usize) -> (Net, ConnId, Vec<u64>) {
+    let mut net = Net::with_config(tiny_cache(0));
+    let conn = net.connect();
+    assert!(matches!(net.declare(conn, "dlq", QueueOptions::default()), Response::Declared(_)));
+    let options =
+        QueueOptions { ttl_ms: Some(1_000), dead_letter: Some("dlq".into()), ..Default::default() };
+    assert!(matches!(net.declare(conn, "jobs", options), Response::Declared(_)));
+    let sent = payloads(count);
+    let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+    net.publish(conn, "jobs", &refs);
+    net.advance(2_000);
+    let request = net.client(conn).dlq_list("dlq", None, 1_000).unwrap();
+    let Response::DlqList(list) = net.response(conn, request) else { panic!("dlq list") };
+    let ids: Vec<u64> = list.entries.iter().map(|e| e.dead_id).collect();
+    assert_eq!(ids.len(), count);
+    (net, conn, ids)
+}
+
+/// Inspections waiting for their reads count against the broker's reads in flight: one past
+/// the most (64) is refused `resource-limit`, to be tried again, and the others are answered
+/// once their reads complete.
+#[test]
+fn an_inspection_past_the_reads_in_flight_is_refused() {
+    let (mut net, conn, ids) = dead_letters_on_disk(70);
+    net.auto_storage = false;
+    let requests: Vec<u32> =
+        ids[1..66].iter().map(|id| net.client(conn).dlq_inspect("dlq", *id).unwrap()).collect();
+    net.pump();
+    assert_eq!(held_reads(&mut net).len(), 64, "one read per inspection, as many as allowed");
+    let Response::Failed(error) = net.response(conn, requests[64]) else { panic!("refused") };
+    assert_eq!(error.code, chute_protocol::ErrorCode::RESOURCE_LIMIT, "{}", error.message);
+    assert!(error.retriable);
+}
+
+/// A dead letter redriven while its inspection's read is in flight is no longer there to
+/// inspect: the answer says so, and the read's result is not looked at.
+#[test]
+fn an_inspection_of_a_dead_letter_that_left_says_so() {
+    let (mut net, conn, ids) = dead_letters_on_disk(10);
+    net.auto_storage = false;
+    let inspect = net.client(conn).dlq_inspect("dlq", ids[5]).unwrap();
+    net.pump();
+    let reads = held_reads(&mut net);
+    assert_eq!(reads.len(), 1);
+    net.client(conn).dlq_redrive("dlq", vec![ids[5]]).unwrap();
+    net.pump();
+    complete(&mut net, &reads[0], Err(eio()));
+    // The answer follows the redrive's, which waits for the log.
+    net.auto_storage = true;
+    net.run_storage();
+    let Response::Failed(error) = net.response(conn, inspect) else { panic!("answered") };
+    assert_eq!(error.code, chute_protocol::ErrorCode::NO_SUCH_DEAD_LETTER, "{}", error.message);
+    assert!(net.broker.halted().is_none(), "a stale read's failure halts nothing");
+}
